@@ -1,0 +1,367 @@
+"""``engine.Session``: the public entry point that moderates video, images, audio and text."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import media
+from .backends import Backend, load_backend
+from .errors import EngineError, InputError, MediaLimitError, ModelError
+from .ops.audio import YAMNET_WINDOW_S, yamnet_patches
+from .ops.pooling import masked_mean
+from .ops.preprocess import PreprocessSpec, preprocess
+from .pipeline import Pipeline, PolicyConfig, load_pipeline
+from .policies import resolve_classes, score_texts, score_timed
+from .repo import ModelRepository
+from .text import Tokenizer
+from .verdict import Outcome, PolicyResult, Verdict
+
+MODALITIES = ("video", "image", "audio", "text")
+
+
+class Session:
+    """Moderates media with the models and policies of one model repository.
+
+    Parameters
+    ----------
+    repo:
+        Model repository in Triton layout with a ``pipeline.toml`` (default ``./model_repo``).
+    device:
+        ``"cpu"`` (ONNX Runtime, the embedded default). GPU devices come with the GPU backends.
+    threads:
+        Intra-op threads per model and for the native kernels (None: library default).
+
+    A Session is thread-safe: models load once, lazily, under a lock, and every call keeps its
+    state on the stack, so a service can share one Session between request threads.
+    """
+
+    def __init__(self, repo: str | os.PathLike = "model_repo", device: str = "cpu",
+                 threads: int | None = None):
+        if device != "cpu":
+            raise ModelError(f"device {device!r}: only 'cpu' (ONNX Runtime) is available in this "
+                             "build; the CUDA/TensorRT backends are not implemented yet")
+        self.repo = ModelRepository(repo)
+        self.pipeline: Pipeline = load_pipeline(repo)
+        self.device = device
+        self.threads = threads
+        self.limits = media.Limits(**vars(self.pipeline.limits))
+        self._backends: dict[str, Backend] = {}
+        self._lock = threading.Lock()
+        self._tokenizer: Tokenizer | None = None
+        self._exemplars: dict[str, np.ndarray] = {}
+        self._class_ids: dict[str, np.ndarray] = {}
+        self._audio_classes: list[str] | None = None
+        self._ready = False
+        v = self.pipeline.vision
+        self._spec = PreprocessSpec(**v.preprocess) if v else None
+
+    # ------------------------------------------------------------------ models
+    def backend(self, model: str) -> Backend:
+        """The loaded backend of ``model`` (loaded and verified against the lock on first use)."""
+        with self._lock:
+            b = self._backends.get(model)
+            if b is None:
+                b = load_backend(self.repo.model(model), device=self.device, threads=self.threads)
+                self._backends[model] = b
+            return b
+
+    def run(self, model: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one model of the repository on named inputs; batches are split as needed."""
+        return self.backend(model).infer(dict(inputs))
+
+    def warmup(self) -> None:
+        """Load every model the pipeline uses and run each once, so the first request is fast."""
+        p = self.pipeline
+        for cfg in (p.vision, p.audio, p.text_embedding, p.text_classifier):
+            if cfg is not None:
+                self.backend(cfg.model).warmup()
+        self._policy_setup()
+
+    # ------------------------------------------------------------------ public API
+    def moderate(self, media_input: Any = None, *, video: Any = None, image: Any = None,
+                 audio: Any = None, text: str | Sequence[str] | None = None) -> Verdict:
+        """Moderate one item and return its per-policy :class:`Verdict`.
+
+        ``media_input`` is a path, bytes or binary file whose modality (video with or without
+        audio, audio only, still image) is detected from its content; ``video``/``image``/
+        ``audio`` name the modality explicitly; ``image`` also takes an HWC uint8 RGB array.
+        ``text`` is one string or a list (captions, titles, transcripts).
+        """
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        scores: dict[str, PolicyResult] = {}
+        sampled: tuple[float, ...] = ()
+        strategy = None
+        if media_input is not None:
+            kind, media_input = self._detect(media_input)
+            if kind == "video":
+                video = media_input
+            elif kind == "image":
+                image = media_input
+            else:
+                audio = media_input
+        if video is None and image is None and audio is None and not text:
+            raise InputError("nothing to moderate: pass a media input, video, image, audio or text")
+        self._policy_setup()
+
+        if video is not None:
+            video = self._readable(video)
+            decoded = self._decode_video(video, timings)
+            sampled, strategy = tuple(decoded.timestamps), decoded.strategy
+            scores.update(self._vision_scores(decoded.frames, sampled, timings))
+            if decoded.has_audio:
+                audio = video
+        if image is not None:
+            frame = media.decode_image(self._readable(image), self.limits)
+            scores.update(self._vision_scores([frame], (0.0,), timings))
+        if audio is not None:
+            wave = self._decode_audio(self._readable(audio), timings)
+            scores.update(self._audio_scores(wave, timings))
+        if text:
+            texts = [text] if isinstance(text, str) else list(text)
+            if not all(isinstance(t, str) for t in texts):
+                raise InputError("text must be a string or a list of strings")
+            scores.update(self._text_scores(texts, timings))
+
+        timings["total_s"] = time.perf_counter() - started
+        ordered = {p.name: scores[p.name] for p in self.pipeline.policies if p.name in scores}
+        return Verdict(ordered, sampled, strategy, timings)
+
+    def moderate_many(self, items: Iterable[Any],
+                      progress: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+        """Moderate many items; one outcome per item, in order.
+
+        Each item is a media input (path, bytes, file) or a mapping of :meth:`moderate`'s
+        keyword arguments. An item that fails yields an outcome holding its typed error; the
+        other items are unaffected.
+        """
+        outcomes = []
+        for i, item in enumerate(items):
+            name = _describe(item, i)
+            try:
+                if isinstance(item, Mapping):
+                    unknown = set(item) - {"media", *MODALITIES}
+                    if unknown:
+                        raise InputError(f"unknown item keys {sorted(unknown)}")
+                    kwargs = dict(item)
+                    verdict = self.moderate(kwargs.pop("media", None), **kwargs)
+                else:
+                    verdict = self.moderate(item)
+                outcome = Outcome(name, verdict=verdict)
+            except EngineError as e:
+                outcome = Outcome(name, error=e)
+            outcomes.append(outcome)
+            if progress is not None:
+                progress(outcome)
+        return outcomes
+
+    def embed(self, media_input: Any = None, *, video: Any = None, image: Any = None,
+              audio: Any = None, text: str | Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Pooled embeddings per modality.
+
+        ``text`` gives one L2-normalised MiniLM embedding per text, shape [texts, 384].
+        ``vision`` (video or image) is the masked mean over sampled frames of the vision model's
+        per-frame output, shape [classes]; ``audio`` likewise over audio windows.
+        """
+        out: dict[str, np.ndarray] = {}
+        if media_input is not None:
+            kind, media_input = self._detect(media_input)
+            video, image, audio = ((media_input, None, None) if kind == "video" else
+                                   (None, media_input, None) if kind == "image" else
+                                   (None, None, media_input))
+        timings: dict[str, float] = {}
+        frames = None
+        if video is not None:
+            video = self._readable(video)
+            decoded = self._decode_video(video, timings)
+            frames = decoded.frames
+            if decoded.has_audio:
+                audio = video
+        elif image is not None:
+            frames = [media.decode_image(self._readable(image), self.limits)]
+        if frames is not None:
+            out["vision"] = _mean_over_steps(self._vision_outputs(frames, timings))
+        if audio is not None:
+            wave = self._decode_audio(self._readable(audio), timings)
+            out["audio"] = _mean_over_steps(self._audio_outputs(wave, timings)[0])
+        if text:
+            out["text"] = self._embed_texts([text] if isinstance(text, str) else list(text))
+        if not out:
+            raise InputError("nothing to embed")
+        return out
+
+    # ------------------------------------------------------------------ stages
+    def _detect(self, source: Any) -> tuple[str, Any]:
+        source = self._readable(source)
+        if isinstance(source, np.ndarray):
+            return "image", source
+        info = media.probe(source, self.limits)
+        return info.kind, source
+
+    def _readable(self, source: Any) -> Any:
+        """File objects are read once (bounded) so that video and its audio track can share them."""
+        if hasattr(source, "read") and not isinstance(source, (bytes, bytearray, memoryview)):
+            data = source.read(self.limits.max_bytes + 1)
+            if len(data) > self.limits.max_bytes:
+                raise MediaLimitError(f"input exceeds max_bytes={self.limits.max_bytes}")
+            return bytes(data)
+        return source
+
+    def _decode_video(self, source: Any, timings: dict[str, float]):
+        s = self.pipeline.vision.sampling if self.pipeline.vision else None
+        sampling = media.Sampling(mode=s.mode, value=s.value, max_frames=s.max_frames) if s \
+            else media.Sampling()
+        t = time.perf_counter()
+        decoded = media.decode_video(source, sampling, self.limits)
+        timings["decode_video_s"] = time.perf_counter() - t
+        return decoded
+
+    def _decode_audio(self, source: Any, timings: dict[str, float]) -> np.ndarray:
+        t = time.perf_counter()
+        wave = media.decode_audio(source, self.limits)
+        timings["decode_audio_s"] = time.perf_counter() - t
+        return wave
+
+    def _vision_outputs(self, frames: Sequence[Any], timings: dict[str, float]) -> np.ndarray:
+        v = self.pipeline.vision
+        if v is None:
+            raise InputError("this pipeline has no vision model")
+        backend = self.backend(v.model)
+        name_in = v.input or backend.inputs[0].name
+        name_out = v.output or backend.outputs[0].name
+        outs = []
+        for i in range(0, len(frames), v.batch_size):
+            t = time.perf_counter()
+            x = preprocess(frames[i:i + v.batch_size], self._spec, threads=self.threads)
+            timings["preprocess_s"] = timings.get("preprocess_s", 0.0) + time.perf_counter() - t
+            t = time.perf_counter()
+            outs.append(backend.infer({name_in: x})[name_out])
+            timings["vision_infer_s"] = timings.get("vision_infer_s", 0.0) + time.perf_counter() - t
+        return np.concatenate(outs, axis=0)
+
+    def _audio_outputs(self, wave: np.ndarray, timings: dict[str, float]):
+        a = self.pipeline.audio
+        if a is None:
+            raise InputError("this pipeline has no audio model")
+        backend = self.backend(a.model)
+        t = time.perf_counter()
+        patches, starts = yamnet_patches(wave)
+        timings["audio_frontend_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        name_in = a.input or backend.inputs[0].name
+        name_out = a.output or backend.outputs[0].name
+        logits = backend.infer({name_in: patches})[name_out]
+        timings["audio_infer_s"] = time.perf_counter() - t
+        return logits, starts
+
+    def _vision_scores(self, frames, stamps, timings) -> dict[str, PolicyResult]:
+        if not frames:
+            return {}
+        policies = self._policies("vision")
+        if not policies:
+            return {}
+        outputs = self._vision_outputs(frames, timings)
+        times = [(t, t) for t in stamps]
+        model = self.pipeline.vision.model
+        return {p.name: score_timed(p, outputs, self._class_ids[p.name], times, "vision", model)
+                for p in policies}
+
+    def _audio_scores(self, wave: np.ndarray, timings) -> dict[str, PolicyResult]:
+        policies = self._policies("audio")
+        if not policies or wave.size == 0:
+            return {}
+        logits, starts = self._audio_outputs(wave, timings)
+        times = [(float(s), float(s) + YAMNET_WINDOW_S) for s in starts]
+        model = self.pipeline.audio.model
+        return {p.name: score_timed(p, logits, self._class_ids[p.name], times, "audio", model,
+                                    self._audio_classes)
+                for p in policies}
+
+    def _text_scores(self, texts: list[str], timings) -> dict[str, PolicyResult]:
+        out: dict[str, PolicyResult] = {}
+        t = time.perf_counter()
+        classifier = self.pipeline.text_classifier
+        for p in self._policies("text_classifier"):
+            backend = self.backend(classifier.model)
+            probs = backend.infer({backend.inputs[0].name: np.array(texts, dtype=object)})
+            out[p.name] = score_texts(p, next(iter(probs.values())), classifier.model)
+        similarity = self._policies("text_similarity")
+        if similarity:
+            emb = self._embed_texts(texts)
+            for p in similarity:
+                sims = emb @ self._exemplars[p.name].T  # cosine: both sides are L2-normalised
+                best = sims.argmax(axis=1)
+                details = [p.exemplars[j] for j in best]
+                out[p.name] = score_texts(p, sims.max(axis=1), self.pipeline.text_embedding.model,
+                                          details)
+        timings["text_s"] = time.perf_counter() - t
+        return out
+
+    def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        e = self.pipeline.text_embedding
+        if e is None:
+            raise InputError("this pipeline has no text embedding model")
+        backend = self.backend(e.model)
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer.from_file(self.repo.model(e.model).files["tokenizer.json"])
+        enc = self._tokenizer.encode(texts)
+        names = {s.name for s in backend.inputs}
+        tokens = backend.infer({k: v for k, v in enc.items() if k in names})[e.output]
+        return masked_mean(tokens, enc["attention_mask"], normalize=e.normalize)
+
+    # ------------------------------------------------------------------ policies
+    def _policies(self, source: str) -> list[PolicyConfig]:
+        return [p for p in self.pipeline.policies if p.source == source]
+
+    def _policy_setup(self) -> None:
+        """Resolve class names and embed exemplar phrases once (first call, under the lock)."""
+        if self._ready:
+            return
+        p = self.pipeline
+        class_ids, exemplars = {}, {}
+        if p.audio is not None and self._policies("audio"):
+            self._audio_classes = _read_class_map(
+                Path(self.repo.model(p.audio.model).version_dir) / p.audio.class_map)
+        for pol in p.policies:
+            if pol.source == "vision":
+                n = self.backend(p.vision.model).outputs[0].shape[-1]
+                class_ids[pol.name] = resolve_classes(pol, None, n, p.path)
+            elif pol.source == "audio":
+                class_ids[pol.name] = resolve_classes(pol, self._audio_classes,
+                                                      len(self._audio_classes), p.path)
+            elif pol.source == "text_similarity":
+                exemplars[pol.name] = self._embed_texts(list(pol.exemplars))
+        with self._lock:
+            self._class_ids, self._exemplars, self._ready = class_ids, exemplars, True
+
+
+def _mean_over_steps(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)[None]  # [1, steps, D]
+    return masked_mean(x, np.ones(x.shape[:2], dtype=np.float32))[0]
+
+
+def _read_class_map(path: Path) -> list[str]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return [row["display_name"] for row in csv.DictReader(f)]
+
+
+def _describe(item: Any, index: int) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return os.fspath(item)
+    if isinstance(item, Mapping):
+        for key in ("media", *MODALITIES):
+            if isinstance(item.get(key), (str, os.PathLike)) and key != "text":
+                return os.fspath(item[key])
+    if isinstance(item, io.IOBase) and getattr(item, "name", None):
+        return str(item.name)
+    return f"item[{index}]"

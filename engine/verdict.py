@@ -1,0 +1,100 @@
+"""Result types returned by :class:`engine.Session`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import EngineError
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Where a policy score came from.
+
+    ``timestamps`` are presentation times in seconds of the frames or audio windows that
+    reached the threshold (or the single strongest one when none did); ``segment`` spans them.
+    For text, ``index`` is the position of the text in the item and ``detail`` the matched
+    exemplar or class.
+    """
+
+    modality: str
+    model: str
+    timestamps: tuple[float, ...] = ()
+    segment: tuple[float, float] | None = None
+    index: int | None = None
+    detail: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"modality": self.modality, "model": self.model}
+        if self.timestamps:
+            d["timestamps"] = [round(t, 3) for t in self.timestamps]
+        if self.segment is not None:
+            d["segment"] = [round(self.segment[0], 3), round(self.segment[1], 3)]
+        if self.index is not None:
+            d["index"] = self.index
+        if self.detail is not None:
+            d["detail"] = self.detail
+        return d
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    name: str
+    score: float
+    threshold: float
+    evidence: Evidence
+
+    @property
+    def flagged(self) -> bool:
+        return self.score >= self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": round(self.score, 6),
+            "threshold": self.threshold,
+            "decision": "flag" if self.flagged else "pass",
+            "evidence": self.evidence.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Per-policy scores of one item. Policies whose modality the item lacks are absent."""
+
+    policies: dict[str, PolicyResult]
+    sampled_timestamps: tuple[float, ...] = ()
+    sampling_strategy: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def flagged(self) -> list[str]:
+        return [name for name, r in self.policies.items() if r.flagged]
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"policies": {n: r.to_dict() for n, r in self.policies.items()}}
+        if self.sampled_timestamps:
+            d["sampled_timestamps"] = [round(t, 3) for t in self.sampled_timestamps]
+            d["sampling_strategy"] = self.sampling_strategy
+        return d
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One item of :meth:`Session.moderate_many`: a verdict or the typed error that item raised."""
+
+    input: str
+    verdict: Verdict | None = None
+    error: EngineError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"input": self.input}
+        if self.verdict is not None:
+            d.update(self.verdict.to_dict())
+        else:
+            d["error"] = {"type": type(self.error).__name__, "message": str(self.error)}
+        return d
