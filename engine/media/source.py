@@ -1,0 +1,254 @@
+"""Safe opening of media inputs with PyAV.
+
+Rules
+-----
+* Accepted inputs: filesystem paths (``str`` or ``os.PathLike``), ``bytes``/``bytearray``/
+  ``memoryview``, and binary file objects (``read``; ``seek``/``tell`` if available).
+* A ``str`` that looks like a URL or an FFmpeg protocol (``http:``, ``rtmp:``, ``file:``,
+  ``concat:``, ``pipe:``, ... any ``scheme:``) raises :class:`ForbiddenSourceError`.  Windows drive
+  paths (``C:\\...``) are not schemes.  An ``os.PathLike`` is always a local file (opened by Python).
+* Paths are opened by Python (regular files only: no FIFOs/devices) and FFmpeg only ever sees a file
+  object, so it never resolves a URL.  Nested opens (HLS segments, concat entries, DASH, image
+  sequences, ...) go through an ``io_open`` hook that always refuses, and the container's
+  ``format_whitelist`` only names the demuxers below; the sniffer additionally recognises playlists
+  and concat lists and reports them as :class:`ForbiddenSourceError`.
+* Size (``Limits.max_bytes``) is checked before any decoding; empty input -> EmptyMediaError.
+* Every PyAV/FFmpeg error is wrapped: garbage or truncated input -> :class:`CorruptMediaError`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import stat
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any, Iterator, Union
+
+import av
+
+from engine.errors import (
+    CorruptMediaError, EmptyMediaError, ForbiddenSourceError, MediaError, UnsupportedMediaError,
+)
+
+from .limits import DEFAULT_LIMITS, Limits
+
+__all__ = [
+    "MediaInput", "ALLOWED_DEMUXERS", "IMAGE_DEMUXERS", "VIDEO_CODECS", "AUDIO_CODECS",
+    "IMAGE_CODECS", "open_container", "read_source", "check_codec", "wrap_av_error",
+]
+
+MediaInput = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes]]
+
+# demuxer names as FFmpeg reports them (container.format.name is a comma list for mov/matroska)
+ALLOWED_DEMUXERS = frozenset({
+    "mov", "mp4", "m4a", "3gp", "3g2", "mj2",
+    "matroska", "webm",
+    "avi", "mpegts", "flv", "ogg", "wav", "mp3", "flac", "aac",
+    "image2", "png_pipe", "jpeg_pipe", "webp_pipe", "gif",
+})
+IMAGE_DEMUXERS = frozenset({"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "gif"})
+VIDEO_CODECS = frozenset({
+    "h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mjpeg", "mpeg2video", "mpeg1video", "prores",
+    "png", "webp", "gif",
+})
+IMAGE_CODECS = frozenset({"mjpeg", "png", "webp", "gif"})
+AUDIO_CODECS = frozenset({"aac", "mp3", "mp2", "opus", "vorbis", "flac"})  # + every pcm_*
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
+_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+_SNIFF = 4096
+_FORBIDDEN_SIGNATURES = (
+    (b"#EXTM3U", "HLS/M3U playlist"),
+    (b"ffconcat", "ffconcat list"),
+    (b"[playlist]", "PLS playlist"),
+)
+
+
+def _refuse_io_open(url, flags, options):  # called by FFmpeg for any nested open
+    raise ForbiddenSourceError(f"media tried to open another resource ({url!r}); refused")
+
+
+def wrap_av_error(e: BaseException, what: str = "media") -> MediaError:
+    """Map a PyAV/FFmpeg exception to a typed engine error."""
+    if isinstance(e, MediaError):
+        return e
+    msg = str(e) or type(e).__name__
+    low = msg.lower()
+    if "whitelist" in low or "not on" in low:
+        return UnsupportedMediaError(f"{what}: container not allowed ({msg})")
+    if isinstance(e, (av.error.PatchWelcomeError, av.error.DecoderNotFoundError,
+                      av.error.DemuxerNotFoundError)):
+        return UnsupportedMediaError(f"{what}: {msg}")
+    return CorruptMediaError(f"{what} does not decode: {msg}")
+
+
+@dataclass
+class _Opened:
+    fileobj: IO[bytes]
+    size: int
+    name: str
+    close: bool
+
+
+def read_source(source: Any, limits: Limits = DEFAULT_LIMITS) -> _Opened:
+    """Validate ``source`` and return a seekable binary file object for it (size checked)."""
+    if isinstance(source, str):
+        if _SCHEME.match(source) and not _DRIVE.match(source):
+            raise ForbiddenSourceError(
+                f"URLs and protocols are not accepted ({source[:40]!r}); pass a local path, bytes "
+                "or a file object")
+        if "\x00" in source:
+            raise ForbiddenSourceError("path contains a NUL byte")
+        return _open_path(source, limits)
+    if isinstance(source, os.PathLike):
+        return _open_path(os.fspath(source), limits)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source) if not isinstance(source, bytes) else source
+        if not data:
+            raise EmptyMediaError("input holds no data (0 bytes)")
+        limits.check_bytes(len(data))
+        return _Opened(io.BytesIO(data), len(data), "<bytes>", True)
+    if hasattr(source, "read"):
+        return _wrap_fileobj(source, limits)
+    raise UnsupportedMediaError(
+        f"unsupported input kind {type(source).__name__}: pass a path, bytes or a binary file object")
+
+
+def _open_path(path: str, limits: Limits) -> _Opened:
+    if isinstance(path, bytes):  # os.fspath may return bytes
+        path = os.fsdecode(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise EmptyMediaError(f"{path}: no such file") from None
+    except OSError as e:
+        raise CorruptMediaError(f"{path}: cannot stat: {e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ForbiddenSourceError(f"{path}: not a regular file")
+    if st.st_size == 0:
+        raise EmptyMediaError(f"{path}: file is empty")
+    limits.check_bytes(st.st_size, path)
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise CorruptMediaError(f"{path}: cannot open: {e}") from None
+    return _Opened(f, st.st_size, path, True)
+
+
+def _wrap_fileobj(f: Any, limits: Limits) -> _Opened:
+    try:
+        probe = f.read(0)
+    except Exception as e:  # noqa: BLE001
+        raise UnsupportedMediaError(f"file object cannot be read: {e}") from None
+    if not isinstance(probe, (bytes, bytearray)):
+        raise UnsupportedMediaError("file object must be opened in binary mode")
+    seekable = False
+    try:
+        seekable = bool(f.seekable()) if hasattr(f, "seekable") else hasattr(f, "seek")
+    except Exception:  # noqa: BLE001
+        seekable = False
+    if seekable:
+        try:
+            start = f.tell()
+            end = f.seek(0, io.SEEK_END)
+            f.seek(start)
+            size = end - start
+        except Exception:  # noqa: BLE001
+            seekable = False
+    if seekable and start == 0:
+        if size <= 0:
+            raise EmptyMediaError("input holds no data (0 bytes)")
+        limits.check_bytes(size)
+        return _Opened(f, size, getattr(f, "name", "<file>") if isinstance(getattr(f, "name", None), str) else "<file>", False)
+    # non-seekable (or positioned) stream: read it into memory, bounded by max_bytes
+    cap = None if limits.max_bytes is None else limits.max_bytes + 1
+    data = f.read() if cap is None else f.read(cap)
+    if not data:
+        raise EmptyMediaError("input holds no data (0 bytes)")
+    limits.check_bytes(len(data))
+    return _Opened(io.BytesIO(bytes(data)), len(data), "<stream>", True)
+
+
+def _sniff(f: IO[bytes]) -> None:
+    pos = f.tell()
+    head = f.read(_SNIFF)
+    f.seek(pos)
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    for sig, what in _FORBIDDEN_SIGNATURES:
+        if text[: len(sig)].lower() == sig.lower():
+            raise ForbiddenSourceError(f"input is a {what}; indirect sources are refused")
+    if text.startswith(b"<?xml") and b"<MPD" in head:
+        raise ForbiddenSourceError("input is a DASH manifest; indirect sources are refused")
+    if text.startswith(b"v=0") and b"\nm=" in head:
+        raise ForbiddenSourceError("input is an SDP description; network sources are refused")
+
+
+def demuxer_names(container) -> set[str]:
+    return set(container.format.name.split(","))
+
+
+@contextmanager
+def open_container(source: Any, limits: Limits = DEFAULT_LIMITS) -> Iterator[Any]:
+    """Open ``source`` with PyAV after all safety checks; yields an ``InputContainer``."""
+    opened = read_source(source, limits)
+    container = None
+    try:
+        _sniff(opened.fileobj)
+        try:
+            container = av.open(
+                opened.fileobj, mode="r",
+                container_options={
+                    "format_whitelist": ",".join(sorted(ALLOWED_DEMUXERS)),
+                    "protocol_whitelist": "none",
+                },
+                metadata_errors="replace",
+                io_open=_refuse_io_open,
+            )
+        except MediaError:
+            raise
+        except av.error.FFmpegError as e:
+            raise wrap_av_error(e, opened.name) from None
+        except (ValueError, OSError, RuntimeError, UnicodeError) as e:
+            raise CorruptMediaError(f"{opened.name} does not open: {e}") from None
+        names = demuxer_names(container)
+        if not names & ALLOWED_DEMUXERS:
+            raise UnsupportedMediaError(f"container {container.format.name!r} is not allowed")
+        dur = container.duration
+        if dur is not None and dur > 0:
+            limits.check_duration(dur / 1_000_000)
+        yield container
+    finally:
+        if container is not None:
+            try:
+                container.close()
+            except Exception:  # noqa: BLE001
+                pass
+        if opened.close:
+            try:
+                opened.fileobj.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def codec_name(stream) -> str:
+    cc = stream.codec_context
+    try:
+        return cc.codec.canonical_name
+    except Exception:  # noqa: BLE001
+        return cc.name
+
+
+def check_codec(stream) -> str:
+    """Raise UnsupportedMediaError unless the stream's codec is on the allow-list."""
+    name = codec_name(stream)
+    if stream.type == "video":
+        if name not in VIDEO_CODECS:
+            raise UnsupportedMediaError(f"video codec {name!r} is not allowed")
+    elif stream.type == "audio":
+        if name not in AUDIO_CODECS and not name.startswith("pcm_"):
+            raise UnsupportedMediaError(f"audio codec {name!r} is not allowed")
+    else:
+        raise UnsupportedMediaError(f"{stream.type} streams are not decoded")
+    return name

@@ -1,0 +1,307 @@
+"""Synthetic test media encoded with PyAV (no external tools, nothing copyrighted).
+
+Used by ``scripts/make_samples.py``, ``bench/decode.py`` and the tests.  Every video frame carries its
+own index as a row of black/white blocks (:func:`read_index` recovers it from the luma plane), so a
+test can tell exactly which source frame a decoder returned.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import struct
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import av
+import numpy as np
+
+__all__ = [
+    "INDEX_BITS", "pattern_rgb", "read_index", "encode_video", "encode_audio", "encode_image",
+    "set_mp4_rotation", "hls_playlist", "ffconcat_list", "tone", "cache_dir",
+]
+
+INDEX_BITS = 12
+
+
+def pattern_rgb(i: int, width: int, height: int, fps: float = 30.0) -> np.ndarray:
+    """A moving colour test pattern with frame index ``i`` coded in the top quarter."""
+    y, x = np.mgrid[0:height, 0:width]
+    t = i / fps
+    r = (x * 255 // max(width - 1, 1) + int(40 * t)) % 256
+    g = (y * 255 // max(height - 1, 1)).astype(np.int64)
+    b = (128 + 100 * np.sin((x + y) / 23.0 + 2 * t)).astype(np.int64)
+    img = np.stack([r, g, b], axis=-1).astype(np.uint8)
+    # a moving white square
+    s = max(4, min(width, height) // 8)
+    cx = int((width - s) * (0.5 + 0.5 * math.sin(t * 1.7)))
+    cy = int(height // 4 + (height * 3 // 4 - s) * (0.5 + 0.5 * math.cos(t * 1.3)))
+    img[cy:cy + s, cx:cx + s] = 255
+    # frame index: INDEX_BITS blocks across the top quarter, MSB first
+    bh = max(2, height // 4)
+    bw = width // INDEX_BITS
+    for bit in range(INDEX_BITS):
+        on = (i >> (INDEX_BITS - 1 - bit)) & 1
+        img[:bh, bit * bw:(bit + 1) * bw] = 235 if on else 16
+    return img
+
+
+def read_index(luma: np.ndarray) -> int:
+    """Frame index coded by :func:`pattern_rgb`, read from a luma (or grey) plane in display
+    orientation (8- or 10-bit)."""
+    y = np.asarray(luma, dtype=np.float32)
+    if y.max() > 255:
+        y = y / 4.0
+    h, w = y.shape[:2]
+    bh = max(2, h // 4)
+    bw = w // INDEX_BITS
+    v = 0
+    for bit in range(INDEX_BITS):
+        blk = y[bh // 4: bh * 3 // 4, bit * bw + bw // 4: bit * bw + bw * 3 // 4]
+        v = (v << 1) | int(blk.mean() > 128)
+    return v
+
+
+def tone(seconds: float, rate: int = 48000, freq: float = 440.0, channels: int = 1) -> np.ndarray:
+    """Float32 sine ``(channels, n)`` with amplitude 0.5."""
+    n = int(round(seconds * rate))
+    t = np.arange(n) / rate
+    x = (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return np.repeat(x[None, :], channels, axis=0)
+
+
+def _layout(channels: int) -> str:
+    return {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
+
+
+def encode_video(
+    out: str | os.PathLike | None = None,
+    *,
+    width: int = 320,
+    height: int = 240,
+    fps: int = 30,
+    frames: int | None = None,
+    duration: float = 2.0,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    container: str = "mp4",
+    gop: int | None = None,
+    bframes: int | None = None,
+    pts: Sequence[float] | None = None,
+    audio: bool = False,
+    audio_codec: str = "aac",
+    audio_rate: int = 48000,
+    audio_freq: float = 440.0,
+    options: dict | None = None,
+    colorspace: int | None = None,
+    color_range: int | None = None,
+    preset: str = "ultrafast",
+) -> bytes:
+    """Encode the test pattern; returns the bytes (and writes ``out`` if given).
+
+    ``pts`` (seconds, increasing) makes a variable-frame-rate clip with those presentation times;
+    ``gop`` is the keyframe interval in frames (x264/x265 ``keyint``, scene cut disabled).
+    """
+    n = frames if frames is not None else int(round(duration * fps))
+    if pts is not None:
+        n = len(pts)
+    buf = io.BytesIO()
+    oc = av.open(buf, "w", format=container)
+    tb = Fraction(1, 90000) if pts is not None else Fraction(1, fps)
+    vs = oc.add_stream(codec, rate=fps)
+    vs.width, vs.height, vs.pix_fmt = width, height, pix_fmt
+    vs.time_base = tb
+    vs.codec_context.time_base = tb
+    opts = {}
+    if codec == "libx264":
+        opts["preset"] = preset
+        params = ["scenecut=0"]
+        if gop is not None:
+            params += [f"keyint={gop}", f"min-keyint={gop}"]
+        if bframes is not None:
+            params.append(f"bframes={bframes}")
+        opts["x264-params"] = ":".join(params)
+    elif codec == "libx265":
+        opts["preset"] = preset
+        params = ["log-level=error", "scenecut=0"]
+        if gop is not None:
+            params += [f"keyint={gop}", f"min-keyint={gop}"]
+        opts["x265-params"] = ":".join(params)
+    elif gop is not None:
+        vs.codec_context.gop_size = gop
+    if codec in ("libvpx", "libvpx-vp9"):
+        opts.setdefault("deadline", "realtime")
+        opts.setdefault("cpu-used", "8")
+    opts.update(options or {})
+    vs.options = opts
+    if colorspace is not None:
+        vs.codec_context.colorspace = colorspace
+    if color_range is not None:
+        vs.codec_context.color_range = color_range
+    as_ = None
+    if audio:
+        as_ = oc.add_stream(audio_codec, rate=audio_rate)
+        as_.layout = "mono"
+    for i in range(n):
+        frame = av.VideoFrame.from_ndarray(pattern_rgb(i, width, height, fps), format="rgb24")
+        if pix_fmt != "rgb24":
+            kw = {}
+            if colorspace is not None:
+                kw["dst_colorspace"] = colorspace
+            if color_range is not None:
+                kw["dst_color_range"] = color_range
+            frame = frame.reformat(format=pix_fmt, **kw)
+        frame.pts = int(round(pts[i] / tb)) if pts is not None else i
+        frame.time_base = tb
+        for p in vs.encode(frame):
+            oc.mux(p)
+    for p in vs.encode():
+        oc.mux(p)
+    if as_ is not None:
+        seconds = (pts[-1] + 1.0 / fps) if pts is not None else n / fps
+        _encode_audio_stream(oc, as_, tone(seconds, audio_rate, audio_freq), audio_rate)
+    oc.close()
+    data = buf.getvalue()
+    if out is not None:
+        Path(out).write_bytes(data)
+    return data
+
+
+def _encode_audio_stream(oc, stream, samples: np.ndarray, rate: int) -> None:
+    cc = stream.codec_context
+    fmt = cc.format.name if cc.format is not None else "fltp"
+    fs = cc.frame_size or 1024
+    resampler = av.AudioResampler(format=fmt, layout=_layout(1), rate=rate)
+    pos = 0
+    total = samples.shape[1]
+    while pos < total:
+        chunk = np.ascontiguousarray(samples[:1, pos:pos + fs])
+        af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+        af.sample_rate = rate
+        af.pts = pos
+        af.time_base = Fraction(1, rate)
+        for rf in resampler.resample(af):
+            for p in stream.encode(rf):
+                oc.mux(p)
+        pos += fs
+    for p in stream.encode(None):
+        oc.mux(p)
+
+
+def encode_audio(
+    out: str | os.PathLike | None = None,
+    samples: np.ndarray | None = None,
+    *,
+    rate: int = 48000,
+    seconds: float = 1.0,
+    freq: float = 440.0,
+    codec: str = "aac",
+    container: str = "mp4",
+    channels: int = 1,
+) -> bytes:
+    """Encode mono float samples (default: a sine tone) as an audio-only file."""
+    if samples is None:
+        samples = tone(seconds, rate, freq, 1)
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim == 1:
+        samples = samples[None, :]
+    buf = io.BytesIO()
+    oc = av.open(buf, "w", format=container)
+    st = oc.add_stream(codec, rate=rate)
+    st.layout = _layout(channels)
+    cc = st.codec_context
+    fmt = cc.format.name if cc.format is not None else "fltp"
+    fs = cc.frame_size or 1024
+    resampler = av.AudioResampler(format=fmt, layout=_layout(channels), rate=rate)
+    pos = 0
+    total = samples.shape[1]
+    while pos < total:
+        chunk = np.ascontiguousarray(samples[:1, pos:pos + fs])
+        af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+        af.sample_rate = rate
+        af.pts = pos
+        af.time_base = Fraction(1, rate)
+        for rf in resampler.resample(af):
+            for p in st.encode(rf):
+                oc.mux(p)
+        pos += fs
+    for rf in resampler.resample(None):
+        for p in st.encode(rf):
+            oc.mux(p)
+    for p in st.encode(None):
+        oc.mux(p)
+    oc.close()
+    data = buf.getvalue()
+    if out is not None:
+        Path(out).write_bytes(data)
+    return data
+
+
+def encode_image(out: str | os.PathLike | None = None, *, width: int = 320, height: int = 240,
+                 fmt: str = "JPEG", mode: str = "RGB", frames: int = 1, **save_kw) -> bytes:
+    """Encode the test pattern as a still image with Pillow (JPEG, PNG, WEBP, GIF)."""
+    from PIL import Image
+
+    imgs = [Image.fromarray(pattern_rgb(i, width, height)).convert(mode) for i in range(frames)]
+    buf = io.BytesIO()
+    if frames > 1:
+        save_kw.setdefault("save_all", True)
+        save_kw.setdefault("append_images", imgs[1:])
+        save_kw.setdefault("duration", 100)
+    imgs[0].save(buf, format=fmt, **save_kw)
+    data = buf.getvalue()
+    if out is not None:
+        Path(out).write_bytes(data)
+    return data
+
+
+def _display_matrix(degrees: int) -> list[int]:
+    # av_display_rotation_set(): counter-clockwise rotation, 16.16 fixed point (w: 2.30)
+    rad = math.radians(degrees)
+    c, s = math.cos(rad), math.sin(rad)
+    fx = lambda v: int(round(v * (1 << 16)))  # noqa: E731
+    return [fx(c), fx(-s), 0, fx(s), fx(c), 0, 0, 0, 1 << 30]
+
+
+def set_mp4_rotation(data: bytes, degrees: int) -> bytes:
+    """Patch the video track header (tkhd) matrix of an MP4 so players rotate it by ``degrees``
+    counter-clockwise (FFmpeg's display-matrix convention, as ``frame.rotation`` reports)."""
+    b = bytearray(data)
+    pos = 0
+    patched = False
+    while True:
+        i = b.find(b"tkhd", pos)
+        if i < 0:
+            break
+        version = b[i + 4]
+        # header: version/flags(4) + times/ids: v0 = 4+4+4+4+4, v1 = 8+8+4+4+8
+        off = i + 4 + 4 + (20 if version == 0 else 32) + 8 + 2 + 2 + 2 + 2
+        width = struct.unpack(">I", b[off + 36:off + 40])[0] >> 16
+        if width:  # audio tracks have width 0
+            vals = _display_matrix(degrees)
+            b[off:off + 36] = struct.pack(">9i", *vals)
+            patched = True
+        pos = i + 4
+    if not patched:
+        raise ValueError("no video tkhd box found")
+    return bytes(b)
+
+
+def hls_playlist(target: str) -> bytes:
+    return (f"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXT-X-MEDIA-SEQUENCE:0\n"
+            f"#EXTINF:10.0,\n{target}\n#EXT-X-ENDLIST\n").encode()
+
+
+def ffconcat_list(*targets: str) -> bytes:
+    return ("ffconcat version 1.0\n" + "".join(f"file '{t}'\n" for t in targets)).encode()
+
+
+def cache_dir() -> Path:
+    """Cache folder for generated (uncommitted) media: $ENGINE_MEDIA_CACHE or ~/.cache/..."""
+    d = Path(os.environ.get("ENGINE_MEDIA_CACHE",
+                            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                            / "moderation-engine" / "media"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d

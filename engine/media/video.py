@@ -1,0 +1,392 @@
+"""Video decoding with sparse frame sampling.
+
+Strategies (``DecodedVideo.strategy``)
+--------------------------------------
+``"all"``        decode every frame (``Sampling(mode="all")``), up to ``Sampling.max_frames``.
+``"keyframes"``  decode only keyframes (``codec_context.skip_frame = "NONKEY"`` and only the chosen
+                 keyframe packets are sent to the decoder).  Used for ``mode="keyframes"`` and for
+                 ``fps``/``uniform`` sampling when the measured keyframe spacing is at least as
+                 dense as the sampling interval: each target time then takes its nearest keyframe
+                 (at most half a GOP away).
+``"seek"``       keyframes are sparser than the sampling interval: for each target the demuxer
+                 seeks (``backward=True, any_frame=False``) to the keyframe before it, unless the
+                 decoder is already between that keyframe and the target, and decodes forward to
+                 the first frame with ``pts >= target`` (exact sampling).
+
+The keyframe spacing and every frame's presentation time are measured by a demux-only pass over the
+packets (``packet.is_keyframe``/``packet.pts``), which costs no decoding.  Timestamps are
+``frame.time`` (correct for variable frame rate) minus the stream's start time, i.e. the pts that
+was actually decoded, so ``timestamps[i] == frames[i].pts``.
+
+``DecodedVideo.decoded_frames`` counts the frames FFmpeg's decoder produced (tests use it to prove
+that sparse sampling does not decode the whole clip).  ``Limits.max_frames`` bounds that count.
+Memory: each returned Frame keeps its decoded picture alive (about 3 MB per 1080p frame).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import av
+
+from engine.errors import CorruptMediaError, EmptyMediaError, InputError, MediaError
+
+from .frame import Frame, frame_from_av
+from .limits import DEFAULT_LIMITS, Deadline, Limits
+from .source import check_codec, codec_name, open_container, wrap_av_error
+
+__all__ = ["Sampling", "DecodedVideo", "decode_video", "SAMPLING_MODES"]
+
+SAMPLING_MODES = ("fps", "uniform", "keyframes", "all")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which frames to take.
+
+    mode "fps": ``value`` frames per second (targets at ``k / value`` s);
+    "uniform": ``value`` frames at the centres of equal segments of the clip;
+    "keyframes": every keyframe; "all": every frame.
+    ``max_frames`` caps the frames returned: fps/uniform/keyframe schedules longer than that are
+    thinned evenly over the whole clip (coverage is kept); "all" stops after ``max_frames``.
+    """
+
+    mode: str = "fps"
+    value: float = 1.0
+    max_frames: int | None = None
+
+    def __post_init__(self):
+        if self.mode not in SAMPLING_MODES:
+            raise InputError(f"sampling mode must be one of {SAMPLING_MODES}, got {self.mode!r}")
+        if self.mode in ("fps", "uniform"):
+            if not (isinstance(self.value, (int, float)) and math.isfinite(self.value) and self.value > 0):
+                raise InputError(f"sampling value must be > 0 for mode {self.mode!r}, got {self.value!r}")
+            if self.mode == "uniform" and int(self.value) != self.value:
+                raise InputError(f"uniform sampling needs an integer frame count, got {self.value!r}")
+        if self.max_frames is not None and (int(self.max_frames) != self.max_frames or self.max_frames < 1):
+            raise InputError(f"max_frames must be a positive integer or None, got {self.max_frames!r}")
+
+
+@dataclass
+class DecodedVideo:
+    frames: list[Frame]
+    timestamps: list[float]         # pts (s, from the stream start) of the frames actually used
+    duration: float                 # seconds (0.0 when unknown)
+    fps: float                      # average frame rate (0.0 when unknown)
+    width: int                      # display orientation
+    height: int
+    rotation: int                   # degrees counter-clockwise applied for display (0/90/180/270)
+    decoded_frames: int             # frames produced by FFmpeg's decoder
+    strategy: str                   # "all" | "keyframes" | "seek"
+    codec: str = ""
+    keyframe_interval: float | None = None   # largest gap between keyframes (s), when measured
+    decode_errors: int = 0          # packets that failed to demux/decode (frames still returned)
+    targets: list[float] = field(default_factory=list)  # requested sample times (fps/uniform)
+
+
+def _video_stream(container):
+    if not container.streams:
+        raise CorruptMediaError("no streams found (truncated or not media)")
+    for s in container.streams.video:
+        disp = getattr(s, "disposition", 0)
+        try:
+            attached = bool(int(disp) & 1024)  # AV_DISPOSITION_ATTACHED_PIC (cover art)
+        except Exception:  # noqa: BLE001
+            attached = False
+        if not attached:
+            return s
+    raise EmptyMediaError("input has no video stream")
+
+
+def _stream_times(c, vs) -> tuple[float, float, float]:
+    tb = vs.time_base
+    start = float(vs.start_time * tb) if vs.start_time is not None and tb else 0.0
+    if vs.duration is not None and tb:
+        dur = float(vs.duration * tb)
+    elif c.duration:
+        dur = c.duration / 1_000_000
+    else:
+        dur = 0.0
+    rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+    fps = float(rate) if rate else 0.0
+    return start, dur, fps
+
+
+def _scan(c, vs, deadline: Deadline) -> tuple[list[float], list[float], int]:
+    """Demux-only pass: sorted presentation times of all frames and of the keyframes (seconds)."""
+    tb = vs.time_base
+    times: list[float] = []
+    keys: list[float] = []
+    errors = 0
+    it = c.demux(vs)
+    while True:
+        try:
+            p = next(it)
+        except StopIteration:
+            break
+        except av.error.FFmpegError:
+            errors += 1
+            break
+        deadline.check()
+        t = p.pts if p.pts is not None else p.dts
+        if t is None or p.size == 0:
+            continue
+        ts = float(t * tb)
+        times.append(ts)
+        if p.is_keyframe:
+            keys.append(ts)
+    times.sort()
+    keys.sort()
+    return times, keys, errors
+
+
+def _thin(items: list, cap: int | None) -> list:
+    if cap is None or len(items) <= cap:
+        return items
+    if cap == 1:
+        return [items[len(items) // 2]]
+    n = len(items)
+    idx = sorted({round(i * (n - 1) / (cap - 1)) for i in range(cap)})
+    return [items[i] for i in idx]
+
+
+def _targets(sampling: Sampling, first: float, last: float, frame_dur: float) -> tuple[list[float], float]:
+    """Target times (absolute stream seconds) and the sampling interval."""
+    if sampling.mode == "fps":
+        interval = 1.0 / sampling.value
+        n = int(math.floor((last - first) / interval + 1e-9)) + 1
+        return [first + k * interval for k in range(max(n, 1))], interval
+    k = int(sampling.value)
+    span = max(last + frame_dur - first, frame_dur)
+    interval = span / k
+    return [first + (i + 0.5) * interval for i in range(k)], interval
+
+
+class _Decoder:
+    """Sends packets of one stream to its decoder, counting frames and errors, honouring limits."""
+
+    def __init__(self, c, vs, limits: Limits, deadline: Deadline):
+        self.c, self.vs, self.limits, self.deadline = c, vs, limits, deadline
+        self.decoded = 0
+        self.errors = 0
+
+    def _decode(self, packet) -> list:
+        try:
+            out = self.vs.decode(packet)
+        except av.error.FFmpegError:
+            self.errors += 1
+            return []
+        self.decoded += len(out)
+        if out:
+            self.limits.check_frames(self.decoded)
+        return out
+
+    def frames(self, want=None, done=None) -> Iterator[Any]:
+        """Decode forward from the current demuxer position; ``want(packet)`` filters packets and
+        ``done()`` (checked after each decoded packet) ends the pass with a decoder flush."""
+        it = self.c.demux(self.vs)
+        while True:
+            try:
+                p = next(it)
+            except StopIteration:
+                return
+            except av.error.FFmpegError:
+                self.errors += 1
+                yield from self.flush()
+                return
+            self.deadline.check()
+            if p.size == 0 and p.pts is None and p.dts is None:
+                yield from self.flush()
+                return
+            if want is not None and not want(p):
+                continue
+            yield from self._decode(p)
+            if done is not None and done():
+                yield from self.flush()
+                return
+
+    def flush(self) -> list:
+        try:
+            out = self.vs.decode(None)
+        except av.error.FFmpegError:
+            self.errors += 1
+            return []
+        self.decoded += len(out)
+        return out
+
+    def seek(self, t: float) -> None:
+        tb = self.vs.time_base
+        try:
+            self.c.seek(int(math.floor(t / tb)), stream=self.vs, backward=True, any_frame=False)
+        except av.error.FFmpegError as e:
+            raise wrap_av_error(e, "seek") from None
+
+
+def _ftime(f, tb, fallback: float) -> float:
+    if f.pts is not None:
+        return float(f.pts * (f.time_base or tb))
+    return fallback
+
+
+def decode_video(source: Any, sampling: Sampling | None = None, limits: Limits | None = None, *,
+                 backend: str = "pyav") -> DecodedVideo:
+    """Decode sampled frames of the first video stream of ``source``.
+
+    ``backend="decord"`` uses the optional decord reader (rgb24 frames, exact seeking).
+    """
+    sampling = sampling or Sampling()
+    limits = limits or DEFAULT_LIMITS
+    if backend == "decord":
+        from .decord_source import decode_video_decord
+        return decode_video_decord(source, sampling, limits)
+    if backend != "pyav":
+        raise InputError(f"unknown video backend {backend!r} (use 'pyav' or 'decord')")
+    deadline = limits.deadline()
+    try:
+        with open_container(source, limits) as c:
+            return _decode(c, sampling, limits, deadline)
+    except MediaError:
+        raise
+    except av.error.FFmpegError as e:
+        raise wrap_av_error(e) from None
+    except (ValueError, RuntimeError, OSError, MemoryError) as e:
+        raise CorruptMediaError(f"video does not decode: {e}") from None
+
+
+def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> DecodedVideo:
+    vs = _video_stream(c)
+    codec = check_codec(vs)
+    cc = vs.codec_context
+    limits.check_pixels(cc.width, cc.height)
+    start, duration, fps = _stream_times(c, vs)
+    limits.check_duration(duration or None)
+    vs.thread_type = "AUTO"
+    tb = vs.time_base
+    dec = _Decoder(c, vs, limits, deadline)
+
+    picked: list[tuple[float, Any]] = []   # (absolute seconds, av frame)
+    targets: list[float] = []
+    key_gap = None
+
+    if sampling.mode == "all":
+        strategy = "all"
+        for f in dec.frames():
+            limits.check_pixels(f.width, f.height)
+            picked.append((_ftime(f, tb, start + len(picked) / (fps or 1.0)), f))
+            if sampling.max_frames is not None and len(picked) >= sampling.max_frames:
+                break
+    else:
+        times, keys, scan_err = _scan(c, vs, deadline)
+        dec.errors += scan_err
+        if not times:
+            raise CorruptMediaError("video stream holds no packets")
+        frame_dur = (1.0 / fps) if fps else ((times[-1] - times[0]) / max(len(times) - 1, 1) or 0.04)
+        if duration <= 0:
+            duration = times[-1] + frame_dur - times[0]
+            limits.check_duration(duration)
+        if len(keys) >= 2:
+            key_gap = max(b - a for a, b in zip(keys, keys[1:]))
+        elif len(keys) == 1:
+            key_gap = max(times[-1] - keys[0], frame_dur)
+
+        if sampling.mode == "keyframes":
+            chosen = _thin(keys, sampling.max_frames)
+            strategy = "keyframes"
+        else:
+            targets, interval = _targets(sampling, times[0], times[-1], frame_dur)
+            targets = _thin(targets, sampling.max_frames)
+            eff_interval = interval
+            if sampling.max_frames is not None and len(targets) > 1:
+                eff_interval = max(interval, (targets[-1] - targets[0]) / (len(targets) - 1))
+            dense = bool(keys) and keys[0] <= times[0] + 1e-6 and key_gap is not None and \
+                key_gap <= eff_interval + 0.5 * frame_dur + 1e-6
+            if dense:
+                strategy = "keyframes"
+                chosen = []
+                for t in targets:
+                    i = bisect.bisect_left(keys, t)
+                    cands = keys[max(i - 1, 0): i + 1]
+                    k = min(cands, key=lambda x: (abs(x - t), x))
+                    if not chosen or chosen[-1] != k:
+                        chosen.append(k)
+                chosen = sorted(set(chosen))
+            else:
+                strategy = "seek"
+                chosen = []
+        if strategy == "keyframes":
+            if not chosen:
+                raise CorruptMediaError("video stream has no keyframes")
+            want_ticks = {int(round(t / tb)) for t in chosen}
+            try:
+                cc.skip_frame = "NONKEY"
+            except Exception:  # noqa: BLE001 - the packet filter below already skips non-keys
+                pass
+            dec.seek(times[0])
+            seen = 0
+
+            def want(p) -> bool:
+                nonlocal seen
+                t = p.pts if p.pts is not None else p.dts
+                if t is not None and p.is_keyframe and t in want_ticks:
+                    seen += 1
+                    return True
+                return False
+
+            for f in dec.frames(want, done=lambda: seen >= len(want_ticks)):
+                picked.append((_ftime(f, tb, 0.0), f))
+        else:  # exact seeking
+            picked = _seek_decode(dec, targets, times, keys, tb, frame_dur)
+            strategy = "seek"
+
+    if not picked:
+        raise CorruptMediaError("no frame could be decoded")
+    picked.sort(key=lambda x: x[0])
+    frames: list[Frame] = []
+    stamps: list[float] = []
+    for t, f in picked:
+        rel = round(t - start, 6)
+        frames.append(frame_from_av(f, pts=rel))
+        stamps.append(rel)
+    rotation = int(round(picked[0][1].rotation or 0)) % 360
+    w, h = frames[0].width, frames[0].height
+    return DecodedVideo(
+        frames=frames, timestamps=stamps, duration=float(duration), fps=float(fps), width=w,
+        height=h, rotation=rotation, decoded_frames=dec.decoded, strategy=strategy, codec=codec,
+        keyframe_interval=key_gap, decode_errors=dec.errors,
+        targets=[round(t - start, 6) for t in targets])
+
+
+def _seek_decode(dec: _Decoder, targets: list[float], times: list[float], keys: list[float], tb,
+                 frame_dur: float) -> list[tuple[float, Any]]:
+    eps = min(frame_dur * 0.25, 1e-3) if frame_dur else 1e-6
+    picked: list[tuple[float, Any]] = []
+    it: Iterator[Any] | None = None
+    last_t: float | None = None       # pts of the last frame the decoder produced
+    used: set[float] = set()
+    for target in targets:
+        j = bisect.bisect_left(times, target - eps)
+        want_t = times[min(j, len(times) - 1)]   # first frame with pts >= target (or the last)
+        if want_t in used:
+            continue
+        ki = bisect.bisect_right(keys, want_t + eps) - 1
+        key_t = keys[ki] if ki >= 0 else times[0]
+        if it is None or last_t is None or key_t > last_t + eps or want_t < last_t - eps:
+            dec.seek(key_t)
+            it = dec.frames()
+            last_t = None
+        got = None
+        for f in it:
+            t = _ftime(f, tb, 0.0)
+            last_t = t
+            if t >= want_t - eps:
+                got = (t, f)
+                break
+        if got is None:
+            it = None
+            continue
+        used.add(want_t)
+        picked.append(got)
+    return picked
