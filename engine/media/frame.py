@@ -186,6 +186,8 @@ def frame_from_av(vf, *, pts: float | None = None, rotation: int | None = None,
             matrix = "bt709"  # irrelevant for rgb24
     fmt, forced_full = _PIX_FMTS[pix]
     full = full or forced_full
+    if fmt in ("rgb24", "bgr24"):
+        matrix, full = matrix or "bt601", True  # ignored for RGB; RGB samples are full range
 
     rot = (vf.rotation if rotation is None else int(rotation)) if apply_rotation else 0
     k = int(round(rot / 90.0)) % 4 if rot else 0

@@ -1,0 +1,71 @@
+"""Still images: JPEG, PNG, WebP, GIF (first frame) through PyAV's image demuxers, and numpy arrays.
+
+JPEG decodes to ``i420`` full range (``yuvj420p``; 4:4:4/4:2:2 JPEGs to ``i444``/``i422``), PNG/WebP
+RGB to ``rgb24`` (palette, grey and alpha formats are converted by FFmpeg; alpha is dropped),
+lossy WebP to ``i420``.  Display rotation (when FFmpeg exports one) is honoured like for video.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import av
+import numpy as np
+
+from engine.errors import CorruptMediaError, EmptyMediaError, InputError, MediaError
+
+from .frame import Frame, frame_from_array, frame_from_av
+from .limits import DEFAULT_LIMITS, Limits
+from .source import check_codec, open_container, wrap_av_error
+
+__all__ = ["decode_image"]
+
+
+def decode_image(source: Any, limits: Limits | None = None) -> Frame:
+    """Decode one picture.  ``source``: path, bytes, binary file object, an ``(H, W, 3)`` uint8
+    RGB numpy array (wrapped without copying) or a PIL image (converted to RGB)."""
+    limits = limits or DEFAULT_LIMITS
+    if isinstance(source, np.ndarray):
+        frame = frame_from_array(source)
+        limits.check_pixels(frame.width, frame.height)
+        return frame
+    if type(source).__module__.startswith("PIL."):
+        try:
+            arr = np.asarray(source.convert("RGB"))
+        except Exception as e:  # noqa: BLE001
+            raise InputError(f"PIL image cannot be converted to RGB: {e}") from None
+        return decode_image(arr, limits)
+    deadline = limits.deadline()
+    try:
+        with open_container(source, limits) as c:
+            if not c.streams:
+                raise CorruptMediaError("no streams found (truncated or not an image)")
+            if not c.streams.video:
+                raise EmptyMediaError("input holds no image")
+            vs = c.streams.video[0]
+            check_codec(vs)
+            limits.check_pixels(vs.codec_context.width, vs.codec_context.height)
+            frame = None
+            errors = 0
+            for packet in c.demux(vs):
+                deadline.check()
+                try:
+                    out = vs.decode(packet)
+                except av.error.FFmpegError:
+                    errors += 1
+                    if errors > 8:
+                        break
+                    continue
+                if out:
+                    frame = out[0]
+                    break
+            if frame is None:
+                raise CorruptMediaError("image does not decode")
+            limits.check_pixels(frame.width, frame.height)
+            return frame_from_av(frame, pts=0.0)
+    except MediaError:
+        raise
+    except av.error.FFmpegError as e:
+        raise wrap_av_error(e, "image") from None
+    except (ValueError, RuntimeError, OSError) as e:
+        raise CorruptMediaError(f"image does not decode: {e}") from None

@@ -1,0 +1,122 @@
+"""Cheap inspection of a media input: modality, size, duration, codecs (no full decode).
+
+Modality rules: ``"image"`` when the demuxer is an image demuxer (``jpeg_pipe``, ``png_pipe``,
+``webp_pipe``, ``image2``, single-frame ``gif``) or the only video stream uses an image codec and
+holds a single packet; ``"video"`` when there is a video stream that is not cover art
+(``attached_pic`` disposition); ``"audio"`` when there are only audio streams.  Anything else (no
+usable stream) raises EmptyMediaError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import av
+
+from engine.errors import CorruptMediaError, EmptyMediaError, MediaError
+
+from .limits import DEFAULT_LIMITS, Limits
+from .source import (IMAGE_CODECS, IMAGE_DEMUXERS, check_codec, codec_name, demuxer_names,
+                     open_container, wrap_av_error)
+
+__all__ = ["MediaInfo", "probe"]
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    kind: str                   # "video" | "image" | "audio"
+    container: str              # FFmpeg demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    width: int = 0              # coded size of the video/image stream (0 for audio)
+    height: int = 0
+    duration: float = 0.0       # seconds (0.0 for images or unknown)
+    fps: float = 0.0
+    has_video: bool = False
+    has_audio: bool = False
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    sample_rate: int = 0
+    channels: int = 0
+
+
+def _is_cover(s) -> bool:
+    try:
+        return bool(int(getattr(s, "disposition", 0)) & 1024)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _count_packets(c, vs, cap: int = 2) -> int:
+    n = 0
+    try:
+        for p in c.demux(vs):
+            if p.size:
+                n += 1
+                if n >= cap:
+                    break
+    except av.error.FFmpegError:
+        pass
+    return n
+
+
+def probe(source: Any, limits: Limits | None = None) -> MediaInfo:
+    """Inspect ``source`` (path, bytes or binary file object) after the safety checks."""
+    limits = limits or DEFAULT_LIMITS
+    try:
+        with open_container(source, limits) as c:
+            return _probe(c, limits)
+    except MediaError:
+        raise
+    except av.error.FFmpegError as e:
+        raise wrap_av_error(e) from None
+    except (ValueError, RuntimeError, OSError) as e:
+        raise CorruptMediaError(f"media does not open: {e}") from None
+
+
+def _probe(c, limits: Limits) -> MediaInfo:
+    if not c.streams:
+        raise CorruptMediaError("no streams found (truncated or not media)")
+    names = demuxer_names(c)
+    videos = [s for s in c.streams.video if not _is_cover(s)]
+    audios = list(c.streams.audio)
+    vs = videos[0] if videos else None
+    as_ = audios[0] if audios else None
+    vcodec = check_codec(vs) if vs is not None else None
+    acodec = None
+    if as_ is not None:
+        try:
+            acodec = check_codec(as_)
+        except MediaError:
+            if vs is None:
+                raise
+            acodec = codec_name(as_)  # unusable audio next to a usable video: reported, not decoded
+    if vs is None and as_ is None:
+        raise EmptyMediaError("input has no video, image or audio stream")
+    duration = c.duration / 1_000_000 if c.duration else 0.0
+    width = height = 0
+    fps = 0.0
+    if vs is not None:
+        width, height = vs.codec_context.width, vs.codec_context.height
+        limits.check_pixels(width, height)
+        rate = vs.average_rate or vs.guessed_rate
+        fps = float(rate) if rate else 0.0
+        if vs.duration is not None and vs.time_base:
+            duration = float(vs.duration * vs.time_base)
+    limits.check_duration(duration or None)
+    kind = "audio"
+    if vs is not None:
+        kind = "video"
+        if names & IMAGE_DEMUXERS and "gif" not in names:
+            kind = "image"
+        elif vcodec in IMAGE_CODECS and _count_packets(c, vs) <= 1:
+            kind = "image"
+    if kind == "image":
+        duration, fps = 0.0, 0.0
+    sr = ch = 0
+    if as_ is not None:
+        sr = as_.codec_context.sample_rate or 0
+        ch = as_.codec_context.channels if hasattr(as_.codec_context, "channels") else 0
+    return MediaInfo(kind=kind, container=c.format.name, width=width, height=height,
+                     duration=float(duration), fps=fps, has_video=vs is not None,
+                     has_audio=as_ is not None and acodec is not None, video_codec=vcodec,
+                     audio_codec=acodec, sample_rate=sr, channels=ch)
