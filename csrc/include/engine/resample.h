@@ -1,0 +1,178 @@
+// engine/resample.h - resampling filter taps and resize geometry, shared by CPU and GPU code.
+#pragma once
+
+#include "engine/common.h"
+
+namespace engine {
+
+enum FilterKind : int {
+  kFilterAntialias = 0,  // torch interpolate(mode="bilinear", antialias=True) == PIL BILINEAR
+  kFilterBilinear = 1,   // half-pixel bilinear without antialias == OpenCV INTER_LINEAR,
+                         // torch interpolate(mode="bilinear", align_corners=False)
+};
+
+// Note [pixel centres and filter support]
+// Continuous coordinates: input pixel k covers [k, k+1) and has its centre at k + 0.5. For an axis
+// resized from `in` to `resized` samples, scale = in / resized (align_corners=False) and output
+// sample r has its centre at   centre = scale * (r + 0.5)   in input coordinates.
+// * antialias (torch `_upsample_bilinear2d_aa`, PIL ImagingResample BILINEAR):
+//     support  = scale if scale >= 1 (downscaling) else 1
+//     taps k in [max(trunc(centre - support + 0.5), 0), min(trunc(centre + support + 0.5), in))
+//     weight   = max(0, 1 - |t|),  t = (k - centre + 0.5) * (1/scale if scale >= 1 else 1)
+//     weights are divided by their sum; taps outside the image are dropped (not clamped).
+// * bilinear (OpenCV INTER_LINEAR, torch align_corners=False):
+//     src = max(centre - 0.5, 0); k0 = trunc(src); weights (1 - f, f) on (k0, k0 + 1), f = src - k0;
+//     at the last pixel all weight goes to k0 (replicate border).
+// The two filters agree when upscaling except at the borders (dropped vs replicated taps).
+//
+// Note [chroma siting]
+// Chroma planes are resampled straight to the output grid with their own coordinates. The
+// MPEG-2 / H.264 default ("left") siting puts chroma sample c at luma x = 2c (co-sited with the
+// even luma column) and, for 4:2:0, vertically half-way between luma rows 2c and 2c+1. With luma
+// continuous coordinate u and chroma continuous coordinate v (both with centres at index + 0.5):
+//     horizontal, subsampled by 2:  v = u / 2 + 0.25
+//     vertical, 4:2:0:              v = u / 2
+//     not subsampled:               v = u
+// so the chroma centre of output sample r is (scale * (r + 0.5)) / sub + shift with chroma scale
+// scale / sub (the filter support shrinks accordingly). The chroma plane size is ceil(luma / sub).
+//
+// Note [fused resize order]
+// Separable filtering is linear and Y'CbCr -> R'G'B' is affine with weights summing to one, so
+// resample(convert(img)) == convert(resample(planes)) exactly before the final clamp to [0, 255].
+// The fused kernel resamples each plane to the output pixels only and converts those. Torch runs
+// the horizontal pass first; we run the vertical pass first (contiguous source rows, SIMD friendly)
+// - the same sum in a different order, so results agree to float rounding, not bit for bit.
+
+// Largest tap count compute_taps can produce for this filter and scale.
+ENGINE_HD_INLINE int max_taps(int filter, double scale) {
+  if (filter == kFilterBilinear) return 2;
+  const double support = scale >= 1.0 ? scale : 1.0;
+  return (int)ceil(support) * 2 + 1;
+}
+
+// Taps for one output sample whose centre lies at `centre` (input coordinates, see Note [pixel
+// centres and filter support]). Writes up to max_taps(filter, scale) weights, returns the count
+// and the first input index in *first. Never returns 0 taps: a centre outside the image falls
+// back to the nearest edge pixel.
+ENGINE_HD_INLINE int compute_taps(int filter, int in_size, double scale, double centre,
+                                  float* weights, int* first) {
+  if (filter == kFilterBilinear) {
+    double src = centre - 0.5;
+    if (src < 0.0) src = 0.0;
+    int k0 = (int)src;
+    double f = src - (double)k0;
+    if (k0 >= in_size - 1) {
+      *first = in_size - 1;
+      weights[0] = 1.0f;
+      return 1;
+    }
+    *first = k0;
+    weights[0] = (float)(1.0 - f);
+    weights[1] = (float)f;
+    return 2;
+  }
+  const double support = scale >= 1.0 ? scale : 1.0;
+  const double invscale = scale >= 1.0 ? 1.0 / scale : 1.0;
+  int lo = (int)(centre - support + 0.5);
+  if (lo < 0) lo = 0;
+  int hi = (int)(centre + support + 0.5);
+  if (hi > in_size) hi = in_size;
+  int n = hi - lo;
+  double w[64];  // only used for the normalising sum; weights are also written out directly
+  double total = 0.0;
+  const int cap = max_taps(filter, scale);
+  if (n > cap) n = cap;
+  for (int j = 0; j < n; ++j) {
+    double t = ((double)(j + lo) - centre + 0.5) * invscale;
+    double v = 1.0 - (t < 0.0 ? -t : t);
+    v = v > 0.0 ? v : 0.0;
+    if (j < 64) w[j] = v;
+    total += v;
+  }
+  if (n <= 0 || total <= 0.0) {
+    int k = (int)floor(centre);
+    *first = k < 0 ? 0 : (k >= in_size ? in_size - 1 : k);
+    weights[0] = 1.0f;
+    return 1;
+  }
+  *first = lo;
+  for (int j = 0; j < n; ++j) {
+    double v;
+    if (j < 64) {
+      v = w[j];
+    } else {
+      double t = ((double)(j + lo) - centre + 0.5) * invscale;
+      v = 1.0 - (t < 0.0 ? -t : t);
+      v = v > 0.0 ? v : 0.0;
+    }
+    weights[j] = (float)(v / total);
+  }
+  return n;
+}
+
+// Centre (in plane coordinates) of resized sample r for a plane subsampled by `sub` (1 or 2)
+// along this axis with siting offset `shift` (see Note [chroma siting]).
+ENGINE_HD_INLINE double plane_centre(double luma_scale, int r, int sub, double shift) {
+  return luma_scale * ((double)r + 0.5) / (double)sub + shift;
+}
+
+enum ResizeMode : int { kResizeStretch = 0, kResizeShorter = 1, kResizeLetterbox = 2 };
+
+// Note [resize geometry]
+// Output sample o on an axis reads resized sample r = o + offset; samples with r outside
+// [0, resized) are padding (letterbox, or a crop larger than the resized image).
+// * stretch:   resized = resize_to (default: the output size); centre crop to the output.
+// * shorter:   shorter side -> S, longer side -> floor(S * long / short) (torchvision Resize);
+//              centre crop to the output.
+// * letterbox: scale = min(out_h / h, out_w / w); the limiting side is exactly the output size,
+//              the other round(side * scale) (half up, at least 1); centred with padding.
+// Centre crop offset (resized >= out): round-half-even((resized - out) / 2), as torchvision
+// CenterCrop's int(round(...)). Centre pad (resized < out): offset = -floor((out - resized) / 2).
+struct AxisGeometry {
+  int in;       // input (luma) samples
+  int resized;  // samples of the virtual resized image
+  int out;      // output samples
+  int offset;   // out index o <-> resized index o + offset
+};
+
+ENGINE_HD_INLINE int centre_offset(int resized, int out) {
+  if (resized >= out) {
+    const int d = resized - out;
+    int h = d / 2;
+    if ((d & 1) && (h & 1)) h += 1;  // .5 cases round to even
+    return h;
+  }
+  return -((out - resized) / 2);
+}
+
+// Returns kOk or kBadArgument. to_h/to_w: stretch target (H, W) or shorter side S in to_h.
+ENGINE_HD_INLINE int compute_geometry(int mode, int in_h, int in_w, int out_h, int out_w,
+                                      int to_h, int to_w, AxisGeometry* gy, AxisGeometry* gx) {
+  if (in_h <= 0 || in_w <= 0 || out_h <= 0 || out_w <= 0) return kBadArgument;
+  long long rh, rw;
+  if (mode == kResizeStretch) {
+    rh = to_h; rw = to_w;
+  } else if (mode == kResizeShorter) {
+    const long long s = to_h;
+    if (in_h <= in_w) { rh = s; rw = s * in_w / in_h; }
+    else { rw = s; rh = s * in_h / in_w; }
+  } else if (mode == kResizeLetterbox) {
+    if ((long long)out_h * in_w <= (long long)out_w * in_h) {  // height limits
+      rh = out_h;
+      rw = (2LL * in_w * out_h + in_h) / (2LL * in_h);
+    } else {
+      rw = out_w;
+      rh = (2LL * in_h * out_w + in_w) / (2LL * in_w);
+    }
+  } else {
+    return kBadArgument;
+  }
+  if (rh < 1) rh = 1;
+  if (rw < 1) rw = 1;
+  if (rh > (1 << 28) || rw > (1 << 28)) return kBadArgument;
+  gy->in = in_h; gy->resized = (int)rh; gy->out = out_h; gy->offset = centre_offset((int)rh, out_h);
+  gx->in = in_w; gx->resized = (int)rw; gx->out = out_w; gx->offset = centre_offset((int)rw, out_w);
+  return kOk;
+}
+
+}  // namespace engine

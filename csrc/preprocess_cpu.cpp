@@ -1,0 +1,488 @@
+// preprocess_cpu.cpp - host glue and CPU loops of the fused preprocessing op.
+//
+// One pass per output row: for every plane, a vertical pass over the contiguous source rows that
+// the row's taps touch (only the source columns inside the horizontal support of the output ROI),
+// then a horizontal pass producing the plane's samples at the output pixels, then colour
+// conversion + clamp + normalisation + layout/dtype store. See Note [fused resize order].
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "engine/preprocess.h"
+#include "ops.h"
+#include "simd.h"
+
+namespace engine_ops {
+
+using namespace engine;
+
+namespace {
+
+// Tap table of one plane along one axis. Output samples o in [lo, hi) read the resized image;
+// all samples carry exactly K taps starting at first[o - lo] (K = min(max taps, plane size);
+// see normalise_taps) so the inner loops have a fixed trip count and never read outside the plane.
+struct TapTable {
+  // key
+  int filter, in_luma, resized, out, offset, sub, plane_in;
+  double shift;
+  // data
+  int lo = 0, hi = 0, K = 1;
+  int src_lo = 0, src_hi = 0;  // union of the source ranges of all samples
+  std::vector<int> first;
+  std::vector<float> w;
+
+  bool same(int f, int il, int r, int o, int off, int s, int pin, double sh) const {
+    return f == filter && il == in_luma && r == resized && o == out && off == offset && s == sub &&
+           pin == plane_in && sh == shift;
+  }
+};
+
+void build_table(TapTable& t) {
+  t.lo = std::max(0, -t.offset);
+  t.hi = std::min(t.out, t.resized - t.offset);
+  if (t.hi < t.lo) t.hi = t.lo;
+  const double luma_scale = (double)t.in_luma / (double)t.resized;
+  const double scale = luma_scale / t.sub;
+  const int kmax = max_taps(t.filter, scale);
+  t.K = std::min(kmax, t.plane_in);
+  const int n = t.hi - t.lo;
+  t.first.assign(n, 0);
+  t.w.assign((size_t)n * t.K, 0.0f);
+  std::vector<float> tmp(kmax + 1);
+  t.src_lo = t.plane_in;
+  t.src_hi = 0;
+  for (int i = 0; i < n; ++i) {
+    const int r = t.lo + i + t.offset;
+    int first = 0;
+    const double centre = plane_centre(luma_scale, r, t.sub, t.shift);
+    const int cnt = compute_taps(t.filter, t.plane_in, scale, centre, tmp.data(), &first);
+    // normalise_taps: shift the window left so that first + K <= plane_in, weights move right.
+    int nf = std::min(first, t.plane_in - t.K);
+    if (nf < 0) nf = 0;
+    const int d = first - nf;
+    float* w = &t.w[(size_t)i * t.K];
+    for (int j = 0; j < cnt && j + d < t.K; ++j) w[j + d] = tmp[j];
+    t.first[i] = nf;
+    t.src_lo = std::min(t.src_lo, nf);
+    t.src_hi = std::max(t.src_hi, nf + t.K);
+  }
+  if (n == 0) { t.src_lo = 0; t.src_hi = 0; }
+}
+
+// Small cache so a batch of same-sized frames builds each table once per call.
+struct TableCache {
+  std::vector<std::unique_ptr<TapTable>> tables;
+  const TapTable* get(int f, int il, int r, int o, int off, int s, int pin, double sh) {
+    for (auto& t : tables)
+      if (t->same(f, il, r, o, off, s, pin, sh)) return t.get();
+    auto t = std::make_unique<TapTable>();
+    t->filter = f; t->in_luma = il; t->resized = r; t->out = o; t->offset = off; t->sub = s;
+    t->plane_in = pin; t->shift = sh;
+    build_table(*t);
+    tables.push_back(std::move(t));
+    return tables.back().get();
+  }
+};
+
+struct FrameWork {
+  const FrameDesc* frame;
+  const TapTable* ty[3];
+  const TapTable* tx[3];
+};
+
+// ---- vertical pass: tmp[i] = sum_k w[k] * row_{first+k}[i], i < n (SIMD via target clones) ----
+template <typename T>
+ENGINE_ALWAYS_INLINE void vpass_impl(const unsigned char* base, long long stride, int K,
+                                     const float* w, int n, float* __restrict tmp) {
+  int k = 0;
+  while (k < K && w[k] == 0.0f) ++k;
+  int kend = K;
+  while (kend > k && w[kend - 1] == 0.0f) --kend;
+  if (k >= kend) {
+    for (int i = 0; i < n; ++i) tmp[i] = 0.0f;
+    return;
+  }
+  {
+    const T* __restrict s0 = reinterpret_cast<const T*>(base + (long long)k * stride);
+    const float w0 = w[k];
+    if (k + 1 < kend) {
+      const T* __restrict s1 = reinterpret_cast<const T*>(base + (long long)(k + 1) * stride);
+      const float w1 = w[k + 1];
+      for (int i = 0; i < n; ++i) tmp[i] = w0 * (float)s0[i] + w1 * (float)s1[i];
+      k += 2;
+    } else {
+      for (int i = 0; i < n; ++i) tmp[i] = w0 * (float)s0[i];
+      k += 1;
+    }
+  }
+  for (; k + 1 < kend; k += 2) {
+    const T* __restrict s0 = reinterpret_cast<const T*>(base + (long long)k * stride);
+    const T* __restrict s1 = reinterpret_cast<const T*>(base + (long long)(k + 1) * stride);
+    const float w0 = w[k], w1 = w[k + 1];
+    for (int i = 0; i < n; ++i) tmp[i] += w0 * (float)s0[i] + w1 * (float)s1[i];
+  }
+  if (k < kend) {
+    const T* __restrict s0 = reinterpret_cast<const T*>(base + (long long)k * stride);
+    const float w0 = w[k];
+    for (int i = 0; i < n; ++i) tmp[i] += w0 * (float)s0[i];
+  }
+}
+
+ENGINE_SIMD_CLONES void vpass_u8(const unsigned char* base, long long stride, int K,
+                                 const float* w, int n, float* tmp) {
+  vpass_impl<uint8_t>(base, stride, K, w, n, tmp);
+}
+ENGINE_SIMD_CLONES void vpass_u16(const unsigned char* base, long long stride, int K,
+                                  const float* w, int n, float* tmp) {
+  vpass_impl<uint16_t>(base, stride, K, w, n, tmp);
+}
+
+// ---- horizontal pass: dst[o * NC + c] = sum_j w[o, j] * tmp[(first[o] - src_lo + j) * NC + c] ----
+template <int NC, int KF>
+ENGINE_ALWAYS_INLINE void hpass_fixed(const float* __restrict tmp, const TapTable& t,
+                                      float* __restrict dst) {
+  const int n = t.hi - t.lo;
+  const int K = KF > 0 ? KF : t.K;
+  for (int o = 0; o < n; ++o) {
+    const float* __restrict s = tmp + (size_t)(t.first[o] - t.src_lo) * NC;
+    const float* __restrict w = &t.w[(size_t)o * K];
+    float acc[NC];
+    for (int c = 0; c < NC; ++c) acc[c] = 0.0f;
+    for (int j = 0; j < K; ++j) {
+      const float wj = w[j];
+      for (int c = 0; c < NC; ++c) acc[c] += wj * s[j * NC + c];
+    }
+    for (int c = 0; c < NC; ++c) dst[o * NC + c] = acc[c];
+  }
+}
+
+template <int NC>
+ENGINE_ALWAYS_INLINE void hpass_impl(const float* tmp, const TapTable& t, float* dst) {
+  switch (t.K) {
+    case 1: hpass_fixed<NC, 1>(tmp, t, dst); break;
+    case 2: hpass_fixed<NC, 2>(tmp, t, dst); break;
+    case 3: hpass_fixed<NC, 3>(tmp, t, dst); break;
+    case 5: hpass_fixed<NC, 5>(tmp, t, dst); break;
+    case 7: hpass_fixed<NC, 7>(tmp, t, dst); break;
+    case 9: hpass_fixed<NC, 9>(tmp, t, dst); break;
+    case 11: hpass_fixed<NC, 11>(tmp, t, dst); break;
+    default: hpass_fixed<NC, 0>(tmp, t, dst); break;
+  }
+}
+
+ENGINE_SIMD_CLONES void hpass1(const float* tmp, const TapTable& t, float* dst) {
+  hpass_impl<1>(tmp, t, dst);
+}
+ENGINE_SIMD_CLONES void hpass2(const float* tmp, const TapTable& t, float* dst) {
+  hpass_impl<2>(tmp, t, dst);
+}
+ENGINE_SIMD_CLONES void hpass3(const float* tmp, const TapTable& t, float* dst) {
+  hpass_impl<3>(tmp, t, dst);
+}
+
+// ---- colour conversion + clamp + normalise into planar float rows rgb[c][n] (output order) ----
+ENGINE_SIMD_CLONES void convert_yuv(const float* y, const float* cb, const float* cr, int cstride,
+                                    int n, const YuvToRgb& m, const Normalize& nm, bool bgr_out,
+                                    float* r0, float* r1, float* r2) {
+  float* dst[3] = {r0, r1, r2};
+  for (int oc = 0; oc < 3; ++oc) {
+    const int c = bgr_out ? 2 - oc : oc;  // RGB index feeding output channel oc
+    const float yg = m.y_gain, cbg = m.cb_gain[c], crg = m.cr_gain[c], b = m.bias[c];
+    const float g = nm.gain[oc], nb = nm.bias[oc];
+    float* __restrict d = dst[oc];
+    for (int i = 0; i < n; ++i) {
+      float v = yg * y[i] + cbg * cb[i * cstride] + crg * cr[i * cstride] + b;
+      v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
+      d[i] = v * g + nb;
+    }
+  }
+}
+
+ENGINE_SIMD_CLONES void convert_rgb(const float* src, bool src_bgr, int n, const Normalize& nm,
+                                    bool bgr_out, float* r0, float* r1, float* r2) {
+  float* dst[3] = {r0, r1, r2};
+  for (int oc = 0; oc < 3; ++oc) {
+    const int c = bgr_out ? 2 - oc : oc;        // RGB colour feeding output channel oc
+    const int sc = src_bgr ? 2 - c : c;         // its interleaved index in the source
+    const float g = nm.gain[oc], nb = nm.bias[oc];
+    float* __restrict d = dst[oc];
+    for (int i = 0; i < n; ++i) {
+      float v = src[i * 3 + sc];
+      v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
+      d[i] = v * g + nb;
+    }
+  }
+}
+
+// ---- stores ----
+template <typename O>
+ENGINE_ALWAYS_INLINE O to_out(float v);
+template <>
+ENGINE_ALWAYS_INLINE float to_out<float>(float v) { return v; }
+template <>
+ENGINE_ALWAYS_INLINE uint16_t to_out<uint16_t>(float v) { return float_to_half_bits(v); }
+
+template <typename O>
+void store_row(void* out_base, const PreprocessArgs& a, int b, int y, const float* const rgb[3],
+               int x_lo, int x_hi) {
+  O* out = static_cast<O*>(out_base);
+  const int W = a.out_w, H = a.out_h;
+  const O pad = to_out<O>(a.pad_value);
+  if (a.nhwc) {
+    O* row = out + ((size_t)b * H + y) * W * 3;
+    for (int x = 0; x < x_lo; ++x) row[3 * x] = row[3 * x + 1] = row[3 * x + 2] = pad;
+    for (int x = x_lo; x < x_hi; ++x)
+      for (int c = 0; c < 3; ++c) row[3 * x + c] = to_out<O>(rgb[c][x - x_lo]);
+    for (int x = x_hi; x < W; ++x) row[3 * x] = row[3 * x + 1] = row[3 * x + 2] = pad;
+  } else {
+    for (int c = 0; c < 3; ++c) {
+      O* row = out + (((size_t)b * 3 + c) * H + y) * W;
+      for (int x = 0; x < x_lo; ++x) row[x] = pad;
+      const float* s = rgb[c];
+      for (int x = x_lo; x < x_hi; ++x) row[x] = to_out<O>(s[x - x_lo]);
+      for (int x = x_hi; x < W; ++x) row[x] = pad;
+    }
+  }
+}
+
+void store_pad_row(void* out, const PreprocessArgs& a, int b, int y) {
+  const float* none[3] = {nullptr, nullptr, nullptr};
+  if (a.fp16) store_row<uint16_t>(out, a, b, y, none, 0, 0);
+  else store_row<float>(out, a, b, y, none, 0, 0);
+}
+
+struct ThreadBuffers {
+  std::vector<float> vtmp[3];
+  std::vector<float> hrow[3];
+  std::vector<float> rgb;
+};
+
+void process_rows(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, int y1, void* out,
+                  ThreadBuffers& buf) {
+  const FrameDesc& f = *fw.frame;
+  const TapTable& ty0 = *fw.ty[0];
+  const TapTable& tx0 = *fw.tx[0];
+  const int x_lo = tx0.lo, x_hi = tx0.hi, nx = x_hi - x_lo;
+  for (int p = 0; p < f.num_planes; ++p) {
+    const int nc = f.planes[p].channels;
+    const TapTable& tx = *fw.tx[p];
+    const size_t need = (size_t)std::max(tx.src_hi - tx.src_lo, 1) * nc;
+    if (buf.vtmp[p].size() < need) buf.vtmp[p].resize(need);
+    if (buf.hrow[p].size() < (size_t)std::max(nx, 1) * nc) buf.hrow[p].resize((size_t)std::max(nx, 1) * nc);
+  }
+  if (buf.rgb.size() < (size_t)std::max(nx, 1) * 3) buf.rgb.resize((size_t)std::max(nx, 1) * 3);
+  float* rgb[3] = {buf.rgb.data(), buf.rgb.data() + std::max(nx, 1),
+                   buf.rgb.data() + 2 * std::max(nx, 1)};
+  const float* crgb[3] = {rgb[0], rgb[1], rgb[2]};
+  const YuvToRgb m = make_yuv_to_rgb(f.matrix, f.full_range, f.bit_depth);
+  const int bps = f.bit_depth > 8 ? 2 : 1;
+
+  for (int y = y0; y < y1; ++y) {
+    if (y < ty0.lo || y >= ty0.hi || nx <= 0) {
+      store_pad_row(out, a, b, y);
+      continue;
+    }
+    for (int p = 0; p < f.num_planes; ++p) {
+      const PlaneDesc& pl = f.planes[p];
+      const TapTable& ty = *fw.ty[p];
+      const TapTable& tx = *fw.tx[p];
+      const int iy = y - ty.lo;
+      const int nc = pl.channels;
+      const unsigned char* base = static_cast<const unsigned char*>(pl.data) +
+                                  (long long)ty.first[iy] * pl.row_stride +
+                                  (long long)tx.src_lo * nc * bps;
+      const int n = (tx.src_hi - tx.src_lo) * nc;
+      const float* w = &ty.w[(size_t)iy * ty.K];
+      float* vt = buf.vtmp[p].data();
+      if (bps == 1) vpass_u8(base, pl.row_stride, ty.K, w, n, vt);
+      else vpass_u16(base, pl.row_stride, ty.K, w, n, vt);
+      float* hr = buf.hrow[p].data();
+      if (nc == 1) hpass1(vt, tx, hr);
+      else if (nc == 2) hpass2(vt, tx, hr);
+      else hpass3(vt, tx, hr);
+    }
+    if (f.format == kFmtRGB24 || f.format == kFmtBGR24) {
+      convert_rgb(buf.hrow[0].data(), f.format == kFmtBGR24, nx, a.norm, a.bgr_out, rgb[0], rgb[1],
+                  rgb[2]);
+    } else if (f.format == kFmtNV12) {
+      const float* uv = buf.hrow[1].data();
+      convert_yuv(buf.hrow[0].data(), uv, uv + 1, 2, nx, m, a.norm, a.bgr_out, rgb[0], rgb[1],
+                  rgb[2]);
+    } else {
+      convert_yuv(buf.hrow[0].data(), buf.hrow[1].data(), buf.hrow[2].data(), 1, nx, m, a.norm,
+                  a.bgr_out, rgb[0], rgb[1], rgb[2]);
+    }
+    if (a.fp16) store_row<uint16_t>(out, a, b, y, crgb, x_lo, x_hi);
+    else store_row<float>(out, a, b, y, crgb, x_lo, x_hi);
+  }
+}
+
+// CPU kernel: frames[0..n) -> out. Returns a Status.
+int preprocess_cpu(const FrameDesc* frames, int n, const PreprocessArgs& a, void* out,
+                   int threads) {
+  TableCache cache;
+  std::vector<FrameWork> work(n);
+  for (int b = 0; b < n; ++b) {
+    const FrameDesc& f = frames[b];
+    AxisGeometry gy, gx;
+    if (compute_geometry(a.mode, f.height, f.width, a.out_h, a.out_w, a.to_h, a.to_w, &gy, &gx) !=
+        kOk)
+      return kBadArgument;
+    work[b].frame = &f;
+    for (int p = 0; p < f.num_planes; ++p) {
+      const PlaneDesc& pl = f.planes[p];
+      work[b].ty[p] = cache.get(a.filter, gy.in, gy.resized, gy.out, gy.offset, pl.sub_y,
+                                pl.height, pl.shift_y);
+      work[b].tx[p] = cache.get(a.filter, gx.in, gx.resized, gx.out, gx.offset, pl.sub_x,
+                                pl.width, pl.shift_x);
+    }
+  }
+  const int block = 8;
+  const int blocks_per_frame = (a.out_h + block - 1) / block;
+  const long long tasks = (long long)n * blocks_per_frame;
+#ifdef _OPENMP
+  const int nt = threads > 0 ? threads : omp_get_max_threads();
+#pragma omp parallel num_threads(nt) if (tasks > 1 && nt > 1)
+#endif
+  {
+    ThreadBuffers buf;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+    for (long long t = 0; t < tasks; ++t) {
+      const int b = (int)(t / blocks_per_frame);
+      const int y0 = (int)(t % blocks_per_frame) * block;
+      const int y1 = std::min(y0 + block, a.out_h);
+      process_rows(work[b], a, b, y0, y1, out, buf);
+    }
+  }
+  (void)threads;
+  return kOk;
+}
+
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+}  // namespace
+
+void preprocess(py::array out, const py::list& frames, int mode, int to_h, int to_w, int filter,
+                double scale, std::array<double, 3> mean, std::array<double, 3> stdv, bool bgr_out,
+                bool nhwc, double pad_value, int threads) {
+  // out: (B, 3, H, W) or (B, H, W, 3), C-contiguous float32 / float16
+  if (out.ndim() != 4) fail("out must be 4-D, got ndim=" + std::to_string(out.ndim()));
+  const bool fp16 = out.dtype().kind() == 'f' && out.itemsize() == 2;
+  const bool fp32 = out.dtype().kind() == 'f' && out.itemsize() == 4;
+  if (!fp16 && !fp32) fail("out dtype must be float32 or float16");
+  if (!(out.flags() & py::array::c_style)) fail("out must be C-contiguous");
+  if (!out.writeable()) fail("out must be writeable");
+  const long long B = out.shape(0);
+  if (B != (long long)frames.size())
+    fail("out.shape[0]=" + std::to_string(B) + " != len(frames)=" + std::to_string(frames.size()));
+  if ((nhwc ? out.shape(3) : out.shape(1)) != 3) fail("out must have 3 channels");
+  PreprocessArgs a;
+  a.out_h = (int)(nhwc ? out.shape(1) : out.shape(2));
+  a.out_w = (int)(nhwc ? out.shape(2) : out.shape(3));
+  a.mode = mode;
+  a.to_h = to_h;
+  a.to_w = to_w;
+  a.filter = filter;
+  if (mode < 0 || mode > 2) fail("bad resize mode");
+  if (filter != kFilterAntialias && filter != kFilterBilinear) fail("bad filter");
+  if (mode != kResizeLetterbox && (to_h <= 0 || (mode == kResizeStretch && to_w <= 0)))
+    fail("resize target must be positive");
+  for (int c = 0; c < 3; ++c)
+    if (!(stdv[c] != 0.0)) fail("std must be non-zero");
+  a.norm = make_normalize(scale, mean.data(), stdv.data());
+  a.bgr_out = bgr_out;
+  a.nhwc = nhwc;
+  a.fp16 = fp16;
+  a.pad_value = (float)pad_value;
+
+  const int n = (int)B;
+  std::vector<FrameDesc> descs(n);
+  for (int b = 0; b < n; ++b) {
+    py::tuple t = frames[b].cast<py::tuple>();
+    if (t.size() != 7) fail("frame tuple must have 7 fields");
+    FrameDesc& f = descs[b];
+    const std::string where = "frame " + std::to_string(b) + ": ";
+    f.format = t[0].cast<int>();
+    f.bit_depth = t[1].cast<int>();
+    f.width = t[2].cast<int>();
+    f.height = t[3].cast<int>();
+    f.matrix = t[4].cast<int>();
+    f.full_range = t[5].cast<bool>();
+    if (f.format < 0 || f.format > kFmtBGR24) fail(where + "bad format code");
+    if (f.bit_depth != 8 && !(f.bit_depth == 10 && is_yuv(f.format)))
+      fail(where + "bit depth must be 8 (or 10 for YUV)");
+    if (f.width <= 0 || f.height <= 0) fail(where + "width and height must be positive");
+    if (f.matrix != kBT601 && f.matrix != kBT709) fail(where + "bad matrix");
+    f.num_planes = describe_planes(f.format, f.width, f.height, f.planes);
+    py::tuple planes = t[6].cast<py::tuple>();
+    if ((int)planes.size() != f.num_planes)
+      fail(where + "expected " + std::to_string(f.num_planes) + " planes, got " +
+           std::to_string(planes.size()));
+    const int bps = f.bit_depth > 8 ? 2 : 1;
+    for (int p = 0; p < f.num_planes; ++p) {
+      py::array arr = planes[p].cast<py::array>();
+      PlaneDesc& pl = f.planes[p];
+      const std::string pw = where + "plane " + std::to_string(p) + ": ";
+      // plane: (rows >= height, samples >= width * channels), unit column stride
+      if (arr.ndim() != 2) fail(pw + "must be 2-D (rows, samples)");
+      if (arr.dtype().kind() != 'u' || arr.itemsize() != bps)
+        fail(pw + (bps == 1 ? "dtype must be uint8" : "dtype must be uint16"));
+      if (arr.strides(1) != bps) fail(pw + "columns must be contiguous");
+      if (arr.shape(0) < pl.height || arr.shape(1) < (long long)pl.width * pl.channels)
+        fail(pw + "shape (" + std::to_string(arr.shape(0)) + ", " + std::to_string(arr.shape(1)) +
+             ") smaller than (" + std::to_string(pl.height) + ", " +
+             std::to_string(pl.width * pl.channels) + ")");
+      if (arr.strides(0) < (long long)pl.width * pl.channels * bps)
+        fail(pw + "row stride too small");
+      pl.data = arr.data();
+      pl.row_stride = arr.strides(0);
+    }
+  }
+  void* dst = out.mutable_data();
+  int status;
+  {
+    py::gil_scoped_release nogil;
+    status = preprocess_cpu(descs.data(), n, a, dst, threads);
+  }
+  if (status != kOk) fail("preprocess: invalid geometry (status " + std::to_string(status) + ")");
+}
+
+py::tuple resample_taps(int filter, int in_size, int resized, int out, int offset, int sub,
+                        double shift, int plane_in) {
+  if (in_size <= 0 || resized <= 0 || out <= 0 || plane_in <= 0 || sub < 1)
+    fail("sizes must be positive");
+  TapTable t;
+  t.filter = filter; t.in_luma = in_size; t.resized = resized; t.out = out; t.offset = offset;
+  t.sub = sub; t.plane_in = plane_in; t.shift = shift;
+  build_table(t);
+  const int n = t.hi - t.lo;
+  py::array_t<long long> first({(py::ssize_t)out});
+  py::array_t<float> w({(py::ssize_t)out, (py::ssize_t)t.K});
+  auto fm = first.mutable_unchecked<1>();
+  auto wm = w.mutable_unchecked<2>();
+  for (int o = 0; o < out; ++o) {
+    const bool valid = o >= t.lo && o < t.hi;
+    fm(o) = valid ? t.first[o - t.lo] : -1;
+    for (int j = 0; j < t.K; ++j) wm(o, j) = valid ? t.w[(size_t)(o - t.lo) * t.K + j] : 0.0f;
+  }
+  (void)n;
+  return py::make_tuple(first, w);
+}
+
+py::tuple resize_geometry(int mode, int in_h, int in_w, int out_h, int out_w, int to_h, int to_w) {
+  AxisGeometry gy, gx;
+  if (compute_geometry(mode, in_h, in_w, out_h, out_w, to_h, to_w, &gy, &gx) != kOk)
+    fail("invalid geometry");
+  return py::make_tuple(py::make_tuple(gy.resized, gy.offset), py::make_tuple(gx.resized, gx.offset));
+}
+
+}  // namespace engine_ops
