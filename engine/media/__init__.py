@@ -1,12 +1,31 @@
-"""Media decoding: safe sources, probing, video sampling, images, audio (PyAV / FFmpeg)."""
+"""Media decoding: safe sources, probing, video sampling, images, audio (PyAV / FFmpeg).
 
+Public API::
+
+    probe(source, limits=None) -> MediaInfo
+    decode_video(source, sampling=Sampling(), limits=None, *, backend="pyav") -> DecodedVideo
+    decode_image(source, limits=None) -> Frame          # also (H, W, 3) uint8 arrays / PIL images
+    decode_audio(source, limits=None, sample_rate=16000) -> np.ndarray (float32 mono)
+    has_audio(source, limits=None) -> bool
+
+``source`` is a local path (str / PathLike), bytes-like, or a binary file object; URLs, protocols,
+playlists and concat lists raise ForbiddenSourceError.  All errors are ``engine.errors`` types.
+"""
+
+from .audio import decode_audio, has_audio
+from .decord_source import DecordSource, decord_available
 from .frame import FRAME_FORMATS, Frame, frame_from_array, frame_from_av, frame_to_rgb
+from .image import decode_image
 from .limits import DEFAULT_LIMITS, Limits
+from .probe import MediaInfo, probe
 from .source import open_container
-from .video import DecodedVideo, Sampling, decode_video
+from .video import SAMPLING_MODES, DecodedVideo, Sampling, decode_video
 
 __all__ = [
     "Frame", "FRAME_FORMATS", "frame_from_av", "frame_from_array", "frame_to_rgb",
     "Limits", "DEFAULT_LIMITS", "open_container",
-    "Sampling", "DecodedVideo", "decode_video",
+    "MediaInfo", "probe",
+    "Sampling", "SAMPLING_MODES", "DecodedVideo", "decode_video",
+    "decode_image", "decode_audio", "has_audio",
+    "DecordSource", "decord_available",
 ]

@@ -1,0 +1,132 @@
+"""Optional decord backend: RGB frames through decord's ``VideoReader`` (``pip install decord``).
+
+Same safety path as PyAV: the input is validated by :func:`engine.media.source.read_source` and
+probed by PyAV (demuxer/codec allow-list, size, pixel and duration limits) before decord sees it,
+and decord always gets a Python file object (never a path or URL).  Frames are ``rgb24`` (decord
+converts with its own swscale setup).  Sampling picks exact frames from decord's frame index (the
+first frame with ``pts >= target``; "keyframes" uses ``get_key_indices``).  Differences from the
+PyAV backend: display rotation is not applied (``rotation`` reports 0), and ``decoded_frames``
+reports the frames returned because decord does not expose its decoder count.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+import numpy as np
+
+from engine.errors import CorruptMediaError, EmptyMediaError, MediaError, UnsupportedMediaError
+
+from .frame import frame_from_array
+from .limits import DEFAULT_LIMITS, Limits
+from .source import read_source
+
+__all__ = ["decord_available", "DecordSource", "decode_video_decord"]
+
+
+def decord_available() -> bool:
+    try:
+        import decord  # noqa: F401
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+def _import_decord():
+    try:
+        import decord
+    except ImportError as e:
+        raise UnsupportedMediaError(
+            "the decord backend needs the optional 'decord' package (pip install decord==0.6.0); "
+            "use backend='pyav' otherwise") from e
+    return decord
+
+
+class DecordSource:
+    """A validated video opened with decord.  Use as a context manager or call ``close()``."""
+
+    def __init__(self, source: Any, limits: Limits | None = None, *, num_threads: int = 0):
+        from .probe import probe
+
+        decord = _import_decord()
+        self.limits = limits or DEFAULT_LIMITS
+        self._opened = read_source(source, self.limits)
+        f = self._opened.fileobj
+        try:
+            self.info = probe(f, self.limits)
+            if self.info.kind != "video":
+                raise EmptyMediaError(f"input is {self.info.kind}, not a video")
+            f.seek(0)
+            try:
+                self.reader = decord.VideoReader(f, ctx=decord.cpu(0), num_threads=num_threads)
+            except Exception as e:  # noqa: BLE001 - decord raises DECORDError/RuntimeError
+                raise CorruptMediaError(f"decord cannot open the video: {e}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def timestamps(self) -> np.ndarray:
+        """Presentation time (s) of every frame (start of each frame)."""
+        return np.asarray(self.reader.get_frame_timestamp(range(len(self.reader))))[:, 0]
+
+    def keyframe_indices(self) -> list[int]:
+        return [int(i) for i in self.reader.get_key_indices()]
+
+    def get(self, indices) -> np.ndarray:
+        return self.reader.get_batch(list(indices)).asnumpy()
+
+    def close(self) -> None:
+        self.reader = None
+        if self._opened.close:
+            try:
+                self._opened.fileobj.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def decode_video_decord(source: Any, sampling=None, limits: Limits | None = None):
+    from .video import DecodedVideo, Sampling, _targets, _thin
+
+    sampling = sampling or Sampling()
+    limits = limits or DEFAULT_LIMITS
+    with DecordSource(source, limits) as ds:
+        try:
+            n = len(ds)
+            if n == 0:
+                raise CorruptMediaError("video holds no frames")
+            times = [float(t) for t in ds.timestamps()]
+            fps = float(ds.reader.get_avg_fps() or 0.0)
+            frame_dur = 1.0 / fps if fps else 0.04
+            targets: list[float] = []
+            if sampling.mode == "all":
+                idx = list(range(n if sampling.max_frames is None else min(n, sampling.max_frames)))
+            elif sampling.mode == "keyframes":
+                idx = _thin(ds.keyframe_indices(), sampling.max_frames)
+            else:
+                targets, _ = _targets(sampling, times[0], times[-1], frame_dur)
+                targets = _thin(targets, sampling.max_frames)
+                eps = min(frame_dur * 0.25, 1e-3)
+                idx = sorted({min(bisect.bisect_left(times, t - eps), n - 1) for t in targets})
+            limits.check_frames(len(idx))
+            arrays = ds.get(idx)
+        except MediaError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise CorruptMediaError(f"decord failed to decode: {e}") from None
+        frames = [frame_from_array(np.ascontiguousarray(a), pts=round(times[i], 6))
+                  for a, i in zip(arrays, idx)]
+        duration = ds.info.duration or (times[-1] + frame_dur)
+    return DecodedVideo(
+        frames=frames, timestamps=[f.pts for f in frames], duration=float(duration), fps=fps,
+        width=frames[0].width, height=frames[0].height, rotation=0, decoded_frames=len(frames),
+        strategy="decord", codec=ds.info.video_codec or "", targets=[round(t, 6) for t in targets])
