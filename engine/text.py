@@ -1,0 +1,80 @@
+"""Tokenization for MiniLM (sentence-transformers/all-MiniLM-L6-v2) with `tokenizers`.
+
+Loads the model's ``tokenizer.json`` (BERT WordPiece, lower-casing normaliser, [CLS]/[SEP]
+post-processor).  The file itself carries truncation 128 / fixed padding 128; like
+sentence-transformers we override both: truncation to ``max_length`` = 256 (the model's
+``sentence_bert_config.json`` max_seq_length) and padding to the longest text in the batch.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from engine.errors import InputError, ModelError
+
+DEFAULT_MAX_LENGTH = 256
+
+
+class Tokenizer:
+    """``Tokenizer.from_file(path)(texts)`` -> dict of int64 [B,T] input_ids/attention_mask/token_type_ids."""
+
+    def __init__(self, tokenizer, *, max_length: int = DEFAULT_MAX_LENGTH, pad_token: str = "[PAD]"):
+        if max_length < 2:
+            raise InputError(f"max_length must be >= 2, got {max_length}")
+        self._tok = tokenizer
+        self.max_length = int(max_length)
+        pad_id = tokenizer.token_to_id(pad_token)
+        if pad_id is None:
+            raise ModelError(f"tokenizer has no pad token {pad_token!r}")
+        self.pad_id = pad_id
+        tokenizer.enable_truncation(max_length=self.max_length, strategy="longest_first")
+        tokenizer.enable_padding(direction="right", pad_id=pad_id, pad_type_id=0, pad_token=pad_token,
+                                 length=None)  # pad to the longest in the batch
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, *, max_length: int = DEFAULT_MAX_LENGTH) -> "Tokenizer":
+        try:
+            from tokenizers import Tokenizer as _HFTokenizer
+        except ImportError:
+            raise ModelError("engine.text needs the `tokenizers` package") from None
+        try:
+            tok = _HFTokenizer.from_file(os.fspath(path))
+        except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception
+            raise ModelError(f"cannot load tokenizer {path}: {e}") from None
+        return cls(tok, max_length=max_length)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def encode(self, texts: str | Sequence[str]) -> dict[str, np.ndarray]:
+        if isinstance(texts, (str, bytes)):
+            texts = [texts]
+        items: list[str] = []
+        for t in texts:
+            if isinstance(t, bytes):
+                try:
+                    t = t.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InputError("text is not valid UTF-8") from None
+            if not isinstance(t, str):
+                raise InputError(f"texts must be str, got {type(t).__name__}")
+            items.append(t)
+        if not items:
+            z = np.zeros((0, 0), np.int64)
+            return {"input_ids": z, "attention_mask": z.copy(), "token_type_ids": z.copy()}
+        encs = self._tok.encode_batch(items, add_special_tokens=True)
+        return {
+            "input_ids": np.asarray([e.ids for e in encs], dtype=np.int64),
+            "attention_mask": np.asarray([e.attention_mask for e in encs], dtype=np.int64),
+            "token_type_ids": np.asarray([e.type_ids for e in encs], dtype=np.int64),
+        }
+
+    __call__ = encode
+
+    def count_tokens(self, texts: Iterable[str]) -> list[int]:
+        """Token counts (with [CLS]/[SEP], after truncation)."""
+        return [int(m.sum()) for m in self.encode(list(texts))["attention_mask"]]
