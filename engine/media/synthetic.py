@@ -207,6 +207,8 @@ def encode_audio(
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim == 1:
         samples = samples[None, :]
+    if samples.shape[0] != channels:
+        samples = np.repeat(samples[:1], channels, axis=0)
     buf = io.BytesIO()
     oc = av.open(buf, "w", format=container)
     st = oc.add_stream(codec, rate=rate)
@@ -218,8 +220,8 @@ def encode_audio(
     pos = 0
     total = samples.shape[1]
     while pos < total:
-        chunk = np.ascontiguousarray(samples[:1, pos:pos + fs])
-        af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+        chunk = np.ascontiguousarray(samples[:, pos:pos + fs])
+        af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=_layout(channels))
         af.sample_rate = rate
         af.pts = pos
         af.time_base = Fraction(1, rate)

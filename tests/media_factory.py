@@ -1,0 +1,46 @@
+"""Small generated media for the media tests (cached per test session, nothing written to the repo)."""
+
+from __future__ import annotations
+
+import functools
+
+import av
+
+from engine.media import synthetic as syn
+
+
+def has_encoder(name: str) -> bool:
+    try:
+        av.codec.Codec(name, "w")
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def clip(width=160, height=96, fps=30, duration=4.0, gop=30, codec="libx264", pix_fmt="yuv420p",
+         container="mp4", audio=False, bframes=None, options=None, colorspace=None,
+         color_range=None) -> bytes:
+    return syn.encode_video(width=width, height=height, fps=fps, duration=duration, gop=gop,
+                            codec=codec, pix_fmt=pix_fmt, container=container, audio=audio,
+                            bframes=bframes, options=dict(options) if options else None,
+                            colorspace=colorspace, color_range=color_range)
+
+
+VFR_PTS = (0.0, 0.1, 0.15, 0.5, 0.55, 0.9, 1.0, 1.7, 1.75, 2.3, 2.9)
+
+
+@functools.lru_cache(maxsize=None)
+def vfr_clip() -> bytes:
+    return syn.encode_video(width=96, height=64, fps=30, pts=list(VFR_PTS), gop=1000)
+
+
+@functools.lru_cache(maxsize=None)
+def rotated_clip(degrees: int) -> bytes:
+    return syn.set_mp4_rotation(clip(width=96, height=64, fps=10, duration=1.0, gop=10), degrees)
+
+
+@functools.lru_cache(maxsize=None)
+def tone_file(seconds=1.0, rate=44100, codec="pcm_s16le", container="wav", channels=1) -> bytes:
+    return syn.encode_audio(seconds=seconds, rate=rate, codec=codec, container=container,
+                            channels=channels)
