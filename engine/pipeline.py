@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .media.limits import Limits
 
 PIPELINE_FILE = "pipeline.toml"
 
@@ -20,14 +21,6 @@ SAMPLING_MODES = ("fps", "uniform", "keyframes", "all")
 POLICY_SOURCES = ("vision", "audio", "text_classifier", "text_similarity")
 POOLINGS = ("max", "mean", "window_max")
 ACTIVATIONS = ("none", "sigmoid", "softmax")
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_bytes: int = 512 * 2**20
-    max_pixels: int = 7680 * 4320
-    max_duration_s: float = 4 * 3600.0
-    max_frames: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -152,6 +145,8 @@ def _limits(r: _Reader | None) -> Limits:
         max_pixels=r.get("max_pixels", int, d.max_pixels),
         max_duration_s=r.get("max_duration_s", float, d.max_duration_s),
         max_frames=r.get("max_frames", int, d.max_frames),
+        max_audio_s=r.get("max_audio_s", float, d.max_audio_s),
+        timeout_s=r.get("timeout_s", float, d.timeout_s),
     )
     r.finish()
     return out

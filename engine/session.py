@@ -52,7 +52,7 @@ class Session:
         self.pipeline: Pipeline = load_pipeline(repo)
         self.device = device
         self.threads = threads
-        self.limits = media.Limits(**vars(self.pipeline.limits))
+        self.limits = self.pipeline.limits
         self._backends: dict[str, Backend] = {}
         self._lock = threading.Lock()
         self._tokenizer: Tokenizer | None = None
@@ -117,7 +117,7 @@ class Session:
             decoded = self._decode_video(video, timings)
             sampled, strategy = tuple(decoded.timestamps), decoded.strategy
             scores.update(self._vision_scores(decoded.frames, sampled, timings))
-            if decoded.has_audio:
+            if audio is None and media.has_audio(video, self.limits):
                 audio = video
         if image is not None:
             frame = media.decode_image(self._readable(image), self.limits)
@@ -183,7 +183,7 @@ class Session:
             video = self._readable(video)
             decoded = self._decode_video(video, timings)
             frames = decoded.frames
-            if decoded.has_audio:
+            if audio is None and media.has_audio(video, self.limits):
                 audio = video
         elif image is not None:
             frames = [media.decode_image(self._readable(image), self.limits)]
