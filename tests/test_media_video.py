@@ -1,0 +1,230 @@
+"""Video decoding: pts, sampling strategies, sparse decoding, rotation, codecs, backends."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.errors import EmptyMediaError, InputError
+from engine.media import (DecodedVideo, Sampling, decode_video, decord_available, frame_to_rgb,
+                          probe)
+from engine.media.synthetic import read_index
+
+import media_factory as mf
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+def indices(dv: DecodedVideo) -> list[int]:
+    out = []
+    for f in dv.frames:
+        p = f.planes[0]
+        out.append(read_index(p.mean(-1) if p.ndim == 3 else p))
+    return out
+
+
+def test_decode_all_frames_pts_and_content():
+    dv = decode_video(mf.clip(duration=2.0), Sampling("all"))
+    assert dv.strategy == "all"
+    assert len(dv.frames) == 60 == dv.decoded_frames
+    assert dv.timestamps == pytest.approx([i / 30 for i in range(60)], abs=1e-6)
+    assert [f.pts for f in dv.frames] == dv.timestamps
+    assert indices(dv) == list(range(60))
+    assert (dv.width, dv.height, dv.fps, dv.rotation) == (160, 96, 30.0, 0)
+    assert dv.duration == pytest.approx(2.0)
+    assert dv.frames[0].format == "i420" and dv.codec == "h264"
+
+
+def test_all_respects_max_frames():
+    dv = decode_video(mf.clip(duration=2.0), Sampling("all", max_frames=7))
+    assert len(dv.frames) == 7 and indices(dv) == list(range(7))
+
+
+def test_fps_with_dense_keyframes_decodes_only_keyframes():
+    dv = decode_video(mf.clip(duration=4.0, gop=30), Sampling("fps", 1.0))
+    assert dv.strategy == "keyframes"
+    assert dv.timestamps == pytest.approx([0.0, 1.0, 2.0, 3.0])
+    assert indices(dv) == [0, 30, 60, 90]
+    assert dv.decoded_frames == 4            # 4 of 120 frames went through the decoder
+    assert dv.keyframe_interval == pytest.approx(1.0)
+    assert dv.targets == pytest.approx([0.0, 1.0, 2.0, 3.0])
+
+
+def test_fps_with_sparse_keyframes_seeks_exactly():
+    # one keyframe every 2 s, 2 fps sampling -> seek strategy, exact frames
+    dv = decode_video(mf.clip(duration=4.0, gop=60), Sampling("fps", 2.0))
+    assert dv.strategy == "seek"
+    assert dv.timestamps == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5])
+    assert indices(dv) == [0, 15, 30, 45, 60, 75, 90, 105]
+    # decodes forward inside each GOP and seeks to the next keyframe: 2 GOPs x 46 frames
+    assert dv.decoded_frames <= 2 * 46 + 4 < 120
+
+
+def test_uniform_with_dense_keyframes_takes_nearest_keyframes():
+    dv = decode_video(mf.clip(duration=4.0, gop=15), Sampling("uniform", 2))
+    # keyframes (0.5 s apart) are denser than the 2 s interval -> nearest keyframes
+    assert dv.strategy == "keyframes"
+    assert dv.timestamps == pytest.approx([1.0, 3.0])
+    assert dv.decoded_frames == 2
+
+
+def test_uniform_with_sparse_keyframes_is_exact():
+    dv = decode_video(mf.clip(duration=4.0, gop=1000), Sampling("uniform", 4))
+    assert dv.strategy == "seek"
+    assert dv.targets == pytest.approx([0.5, 1.5, 2.5, 3.5])
+    assert indices(dv) == [15, 45, 75, 105]
+    assert dv.decoded_frames == 106          # one GOP: decode forward, no re-seek
+
+
+def test_keyframes_mode_and_max_frames_thinning():
+    data = mf.clip(duration=4.0, gop=15)     # 8 keyframes
+    dv = decode_video(data, Sampling("keyframes"))
+    assert dv.strategy == "keyframes" and indices(dv) == list(range(0, 120, 15))
+    assert dv.decoded_frames == 8
+    dv = decode_video(data, Sampling("keyframes", max_frames=3))
+    assert indices(dv) == [0, 60, 105] and dv.decoded_frames == 3
+    dv = decode_video(data, Sampling("fps", 10.0, max_frames=4))
+    assert len(dv.frames) == 4
+    assert dv.timestamps[0] == 0.0 and dv.timestamps[-1] >= 3.0   # thinned over the whole clip
+
+
+def test_b_frames_keep_presentation_order():
+    data = mf.clip(duration=2.0, gop=15, options=(("preset", "fast"),), bframes=3)
+    dv = decode_video(data, Sampling("all"))
+    assert indices(dv) == list(range(60))
+    assert dv.timestamps == sorted(dv.timestamps)
+    dv = decode_video(data, Sampling("fps", 3.0))
+    assert dv.strategy == "seek"
+    assert indices(dv) == [0, 10, 20, 30, 40, 50]
+
+
+def test_variable_frame_rate_pts():
+    data = mf.vfr_clip()
+    dv = decode_video(data, Sampling("all"))
+    assert dv.timestamps == pytest.approx(list(mf.VFR_PTS), abs=1e-4)
+    assert indices(dv) == list(range(len(mf.VFR_PTS)))
+    # 1 fps over a VFR clip takes the first frame at or after each second, reporting its real pts
+    dv = decode_video(data, Sampling("fps", 1.0))
+    assert dv.strategy == "seek"
+    assert dv.timestamps == pytest.approx([0.0, 1.0, 2.3], abs=1e-4)
+    assert indices(dv) == [0, 6, 9]
+
+
+@pytest.mark.parametrize("degrees,size", [(90, (64, 96)), (-90, (64, 96)), (180, (96, 64))])
+def test_rotation_metadata_is_applied(degrees, size):
+    dv = decode_video(mf.rotated_clip(degrees), Sampling("fps", 1.0))
+    assert dv.rotation == degrees % 360
+    assert (dv.width, dv.height) == size
+    f = dv.frames[0]
+    assert (f.width, f.height) == size and f.planes[0].shape == (size[1], size[0])
+    coded = np.rot90(frame_to_rgb(f), k=-(degrees // 90))
+    assert read_index(coded.mean(-1)) == 0
+
+
+def test_committed_samples():
+    dv = decode_video(SAMPLES / "clip_tone.mp4", Sampling("fps", 1.0))
+    assert dv.strategy == "keyframes" and dv.decoded_frames == 5 and len(dv.frames) == 5
+    assert (dv.width, dv.height) == (640, 360)
+    dv = decode_video(SAMPLES / "rotated.mp4", Sampling("fps", 1.0))
+    assert dv.rotation == 90 and (dv.width, dv.height) == (240, 320)
+    dv = decode_video(SAMPLES / "clip_10bit.mp4", Sampling("all", max_frames=2))
+    assert dv.frames[0].format == "i420_10" and dv.frames[0].planes[0].dtype == np.uint16
+    dv = decode_video(SAMPLES / "clip_444.mp4", Sampling("all", max_frames=2))
+    assert dv.frames[0].format == "i444"
+
+
+def test_inputs_path_bytes_fileobj(tmp_path):
+    data = mf.clip(duration=1.0)
+    p = tmp_path / "c.mp4"
+    p.write_bytes(data)
+    for src in (str(p), p, data, bytearray(data), memoryview(data), io.BytesIO(data), open(p, "rb")):
+        dv = decode_video(src, Sampling("fps", 1.0))
+        assert indices(dv) == [0]
+
+
+class _Unseekable(io.RawIOBase):
+    def __init__(self, data):
+        self._b = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return False
+
+    def readinto(self, b):
+        n = self._b.readinto(b)
+        return n
+
+
+def test_unseekable_stream_is_buffered():
+    dv = decode_video(_Unseekable(mf.clip(duration=1.0)), Sampling("fps", 2.0))
+    assert len(dv.frames) == 2
+
+
+@pytest.mark.parametrize("codec,container,encoder", [
+    ("hevc", "mp4", "libx265"), ("vp9", "webm", "libvpx-vp9"), ("vp8", "webm", "libvpx"),
+    ("mpeg4", "avi", "mpeg4"), ("mjpeg", "avi", "mjpeg"), ("h264", "mpegts", "libx264"),
+    ("h264", "matroska", "libx264"), ("h264", "flv", "libx264"),
+])
+def test_other_codecs_and_containers(codec, container, encoder):
+    if not mf.has_encoder(encoder):
+        pytest.skip(f"{encoder} not in this FFmpeg")
+    pix = "yuvj420p" if encoder == "mjpeg" else "yuv420p"
+    data = mf.clip(width=96, height=64, duration=2.0, gop=30, codec=encoder, container=container,
+                   pix_fmt=pix)
+    dv = decode_video(data, Sampling("fps", 1.0))
+    assert dv.codec == codec
+    assert len(dv.frames) == 2
+    assert indices(dv) == [0, 30]
+    assert dv.timestamps == pytest.approx([0.0, 1.0], abs=0.02)
+
+
+def test_audio_only_input_has_no_video():
+    with pytest.raises(EmptyMediaError):
+        decode_video(mf.tone_file(), Sampling("fps", 1.0))
+
+
+@pytest.mark.parametrize("kw", [dict(mode="bogus"), dict(mode="fps", value=0), dict(mode="fps", value=-1),
+                                dict(mode="uniform", value=2.5), dict(mode="fps", max_frames=0),
+                                dict(mode="fps", value=float("nan"))])
+def test_sampling_validation(kw):
+    with pytest.raises(InputError):
+        Sampling(**kw)
+
+
+def test_unknown_backend():
+    with pytest.raises(InputError):
+        decode_video(mf.clip(duration=1.0), backend="opencv")
+
+
+def test_probe_video():
+    info = probe(mf.clip(duration=2.0, audio=True))
+    assert info.kind == "video" and info.has_video and info.has_audio
+    assert (info.width, info.height, info.fps) == (160, 96, 30.0)
+    assert info.video_codec == "h264" and info.audio_codec == "aac"
+    assert info.duration == pytest.approx(2.0, abs=0.05)
+
+
+@pytest.mark.skipif(not decord_available(), reason="decord not installed")
+def test_decord_backend():
+    data = mf.clip(duration=4.0, gop=30)
+    dv = decode_video(data, Sampling("fps", 1.0), backend="decord")
+    assert dv.strategy == "decord"
+    assert dv.frames[0].format == "rgb24" and dv.frames[0].planes[0].shape == (96, 160, 3)
+    assert indices(dv) == [0, 30, 60, 90]
+    assert dv.timestamps == pytest.approx([0.0, 1.0, 2.0, 3.0])
+    dv = decode_video(data, Sampling("uniform", 4), backend="decord")
+    assert indices(dv) == [15, 45, 75, 105]
+
+
+@pytest.mark.skipif(not decord_available(), reason="decord not installed")
+def test_decord_backend_refuses_playlists():
+    from engine.errors import ForbiddenSourceError
+    from engine.media.synthetic import hls_playlist
+
+    with pytest.raises(ForbiddenSourceError):
+        decode_video(hls_playlist(str(SAMPLES / "clip_tone.mp4")), backend="decord")
