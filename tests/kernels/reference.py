@@ -1,0 +1,284 @@
+"""float64 numpy reference implementations of the native kernels (written from the definitions,
+not from the C++: dense weight matrices instead of tap tables, explicit formulas)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# ----------------------------------------------------------------------------------------------
+# resampling
+# ----------------------------------------------------------------------------------------------
+
+
+def _taps_antialias(in_size: int, scale: float, centre: float) -> tuple[int, np.ndarray]:
+    support = scale if scale >= 1.0 else 1.0
+    invscale = 1.0 / scale if scale >= 1.0 else 1.0
+    lo = max(int(centre - support + 0.5), 0)
+    hi = min(int(centre + support + 0.5), in_size)
+    k = np.arange(lo, hi, dtype=np.float64)
+    w = np.maximum(0.0, 1.0 - np.abs((k - centre + 0.5) * invscale))
+    if hi <= lo or w.sum() <= 0:
+        return min(max(int(math.floor(centre)), 0), in_size - 1), np.ones(1)
+    return lo, w / w.sum()
+
+
+def _taps_bilinear(in_size: int, centre: float) -> tuple[int, np.ndarray]:
+    src = max(centre - 0.5, 0.0)
+    k0 = int(src)
+    if k0 >= in_size - 1:
+        return in_size - 1, np.ones(1)
+    f = src - k0
+    return k0, np.array([1.0 - f, f])
+
+
+def axis_matrix(
+    filt: str, in_luma: int, resized: int, out: int, offset: int, sub: int = 1, shift: float = 0.0, plane_in: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dense [out, plane_in] resampling matrix of one axis and the valid-output mask.
+
+    Output o reads resized sample r = o + offset with centre scale * (r + 0.5) / sub + shift in
+    plane coordinates (scale = in_luma / resized); see csrc Note [chroma siting].
+    """
+    plane_in = in_luma if plane_in is None else plane_in
+    scale = in_luma / resized
+    m = np.zeros((out, plane_in))
+    valid = np.zeros(out, bool)
+    for o in range(out):
+        r = o + offset
+        if not 0 <= r < resized:
+            continue
+        valid[o] = True
+        centre = scale * (r + 0.5) / sub + shift
+        if filt == "antialias":
+            lo, w = _taps_antialias(plane_in, scale / sub, centre)
+        else:
+            lo, w = _taps_bilinear(plane_in, centre)
+        m[o, lo : lo + len(w)] = w
+    return m, valid
+
+
+def geometry(mode: str, h: int, w: int, out_h: int, out_w: int, to: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((resized_h, offset_y), (resized_w, offset_x)), see csrc Note [resize geometry]."""
+    if mode == "stretch":
+        rh, rw = to
+    elif mode == "shorter":
+        s = to[0]
+        if h <= w:
+            rh, rw = s, int(s * w // h)
+        else:
+            rh, rw = int(s * h // w), s
+    else:
+        if out_h / h <= out_w / w:
+            rh, rw = out_h, int(math.floor(w * out_h / h + 0.5))
+        else:
+            rh, rw = int(math.floor(h * out_w / w + 0.5)), out_w
+    rh, rw = max(rh, 1), max(rw, 1)
+
+    def off(r, o):
+        return int(round((r - o) / 2.0)) if r >= o else -((o - r) // 2)  # round half even
+
+    return (rh, off(rh, out_h)), (rw, off(rw, out_w))
+
+
+# ----------------------------------------------------------------------------------------------
+# colour
+# ----------------------------------------------------------------------------------------------
+KR_KB = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
+
+
+def yuv_to_rgb(y, u, v, matrix: str, full_range: bool, bits: int) -> np.ndarray:
+    """Y'CbCr -> R'G'B' on the 0..255 scale (ITU-T H.273 ranges), float64, no clamp."""
+    kr, kb = KR_KB[matrix]
+    kg = 1 - kr - kb
+    if full_range:
+        mx = 2**bits - 1
+        yn, pb, pr = y / mx, (u - 2 ** (bits - 1)) / mx, (v - 2 ** (bits - 1)) / mx
+    else:
+        s = 2 ** (bits - 8)
+        yn, pb, pr = (y - 16 * s) / (219 * s), (u - 128 * s) / (224 * s), (v - 128 * s) / (224 * s)
+    r = yn + 2 * (1 - kr) * pr
+    g = yn - 2 * kb * (1 - kb) / kg * pb - 2 * kr * (1 - kr) / kg * pr
+    b = yn + 2 * (1 - kb) * pb
+    return np.stack([r, g, b], -1) * 255.0
+
+
+# ----------------------------------------------------------------------------------------------
+# fused preprocessing reference
+# ----------------------------------------------------------------------------------------------
+SUB = {"i420": (2, 2), "nv12": (2, 2), "i422": (2, 1), "i444": (1, 1)}
+
+
+def logical_planes(frame) -> dict[str, np.ndarray]:
+    """Planes of a frame as float64 (rows, cols) arrays without padding: 'y','u','v' or 'rgb'."""
+    fmt = frame.format.removesuffix("_10")
+    w, h = frame.width, frame.height
+    if fmt in ("rgb24", "bgr24"):
+        p = np.asarray(frame.planes[0]).reshape(frame.planes[0].shape[0], -1)[:h, : 3 * w]
+        return {"rgb": p.reshape(h, w, 3).astype(np.float64)}
+    sx, sy = SUB[fmt]
+    cw, ch = -(-w // sx), -(-h // sy)
+    y = np.asarray(frame.planes[0])[:h, :w].astype(np.float64)
+    if fmt == "nv12":
+        uv = np.asarray(frame.planes[1]).reshape(frame.planes[1].shape[0], -1)[:ch, : 2 * cw]
+        u, v = uv[:, 0::2], uv[:, 1::2]
+    else:
+        u = np.asarray(frame.planes[1])[:ch, :cw]
+        v = np.asarray(frame.planes[2])[:ch, :cw]
+    return {"y": y, "u": u.astype(np.float64), "v": v.astype(np.float64)}
+
+
+def preprocess_ref(frame, spec) -> np.ndarray:
+    """float64 [3, H, W] (or [H, W, 3]) result of the fused op for one frame."""
+    out_h, out_w = spec.size
+    to = spec.resize_to if spec.resize_to is not None else spec.size
+    (rh, oy), (rw, ox) = geometry(spec.resize, frame.height, frame.width, out_h, out_w, to)
+    planes = logical_planes(frame)
+    fmt = frame.format.removesuffix("_10")
+    bits = 10 if frame.format.endswith("_10") else 8
+
+    def resample(p, sub_x, sub_y, shift_x, shift_y):
+        my, vy = axis_matrix(spec.filter, frame.height, rh, out_h, oy, sub_y, shift_y, p.shape[0])
+        mx, vx = axis_matrix(spec.filter, frame.width, rw, out_w, ox, sub_x, shift_x, p.shape[1])
+        if p.ndim == 3:
+            return np.einsum("oi,ijc,pj->opc", my, p, mx), vy, vx
+        return my @ p @ mx.T, vy, vx
+
+    if "rgb" in planes:
+        rgb, vy, vx = resample(planes["rgb"], 1, 1, 0.0, 0.0)
+        if fmt == "bgr24":
+            rgb = rgb[..., ::-1]
+    else:
+        sx, sy = SUB[fmt]
+        yy, vy, vx = resample(planes["y"], 1, 1, 0.0, 0.0)
+        shx = 0.25 if sx == 2 else 0.0
+        uu, _, _ = resample(planes["u"], sx, sy, shx, 0.0)
+        vv, _, _ = resample(planes["v"], sx, sy, shx, 0.0)
+        rgb = yuv_to_rgb(yy, uu, vv, frame.matrix, frame.full_range, bits)
+    rgb = np.clip(rgb, 0.0, 255.0)
+    if spec.channels == "bgr":
+        rgb = rgb[..., ::-1]
+    out = (rgb * spec.scale - np.asarray(spec.mean, np.float64)) / np.asarray(spec.std, np.float64)
+    valid = vy[:, None] & vx[None, :]
+    out[~valid] = spec.pad_value
+    return out.transpose(2, 0, 1) if spec.layout == "nchw" else out
+
+
+def rgb_to_yuv_planes(rgb: np.ndarray, fmt: str, matrix: str, full_range: bool, bits: int = 8):
+    """Helper for tests: encode an RGB float image into planes of `fmt` (chroma box-averaged)."""
+    kr, kb = KR_KB[matrix]
+    kg = 1 - kr - kb
+    x = rgb / 255.0
+    yn = kr * x[..., 0] + kg * x[..., 1] + kb * x[..., 2]
+    pb = (x[..., 2] - yn) / (2 * (1 - kb))
+    pr = (x[..., 0] - yn) / (2 * (1 - kr))
+    if full_range:
+        mx = 2**bits - 1
+        y, u, v = yn * mx, pb * mx + 2 ** (bits - 1), pr * mx + 2 ** (bits - 1)
+    else:
+        s = 2 ** (bits - 8)
+        y, u, v = (219 * yn + 16) * s, (224 * pb + 128) * s, (224 * pr + 128) * s
+    sx, sy = SUB[fmt]
+    u, v = u[::sy, ::sx], v[::sy, ::sx]
+    dt = np.uint16 if bits > 8 else np.uint8
+    mx = 2**bits - 1
+    q = lambda a: np.clip(np.rint(a), 0, mx).astype(dt)  # noqa: E731
+    return q(y), q(u), q(v)
+
+
+# ----------------------------------------------------------------------------------------------
+# pooling
+# ----------------------------------------------------------------------------------------------
+
+
+def masked_mean_ref(x, mask, normalize=False):
+    x = np.asarray(x, np.float64)
+    m = np.asarray(mask, np.float64)
+    s = (x * m[..., None]).sum(1) / np.maximum(m.sum(1), 1e-9)[:, None]
+    if normalize:
+        s = s / np.maximum(np.linalg.norm(s, axis=1, keepdims=True), 1e-12)
+    return s
+
+
+def segment_pool_ref(x, offsets, mode, window=1):
+    x = np.asarray(x, np.float64)
+    out = np.zeros((len(offsets) - 1, x.shape[1]))
+    for s in range(len(offsets) - 1):
+        seg = x[offsets[s] : offsets[s + 1]]
+        if len(seg) == 0:
+            continue
+        if mode == "mean":
+            out[s] = seg.mean(0)
+        elif mode == "max":
+            out[s] = seg.max(0)
+        else:
+            if len(seg) <= window:
+                out[s] = seg.mean(0)
+            else:
+                means = np.stack([seg[j : j + window].mean(0) for j in range(len(seg) - window + 1)])
+                out[s] = means.max(0)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# audio (torchaudio MelSpectrogram semantics, float64)
+# ----------------------------------------------------------------------------------------------
+
+
+def melscale_fbanks_ref(n_freqs=257, f_min=125.0, f_max=7500.0, n_mels=64, sample_rate=16000):
+    all_freqs = np.linspace(0, sample_rate // 2, n_freqs)
+    mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    hz = lambda m: 700.0 * (10.0 ** (m / 2595.0) - 1.0)  # noqa: E731
+    m_pts = np.linspace(mel(f_min), mel(f_max), n_mels + 2)
+    f_pts = hz(m_pts)
+    f_diff = f_pts[1:] - f_pts[:-1]
+    slopes = f_pts[None, :] - all_freqs[:, None]
+    down = -slopes[:, :-2] / f_diff[:-1]
+    up = slopes[:, 2:] / f_diff[1:]
+    return np.maximum(0.0, np.minimum(down, up))
+
+
+def stft_mag_ref(x, n_fft=512, win=400, hop=160):
+    """|torch.stft(x, n_fft, hop, win, hann_window(win), center=False)|^T -> [T, n_fft//2+1]."""
+    x = np.asarray(x, np.float64)
+    n = np.arange(win)
+    w = 0.5 - 0.5 * np.cos(2 * np.pi * n / win)  # periodic Hann
+    left = (n_fft - win) // 2
+    wp = np.zeros(n_fft)
+    wp[left : left + win] = w
+    T = (len(x) - n_fft) // hop + 1
+    idx = np.arange(T)[:, None] * hop + np.arange(n_fft)[None, :]
+    return np.abs(np.fft.rfft(x[idx] * wp, axis=1))
+
+
+def log_mel_ref(x):
+    return np.log(stft_mag_ref(x) @ melscale_fbanks_ref() + 1e-6)
+
+
+def yamnet_patches_ref(w):
+    """sead chunk_and_resample_audio + waveform_to_yamnet_patches (float64)."""
+    w = np.asarray(w, np.float64)
+    chunk, hop = 15680, 7680
+    if len(w) <= chunk:
+        chunks = [(0, w)]
+    else:
+        chunks, start = [], 0
+        while start < len(w):
+            end = min(start + chunk, len(w))
+            seg = w[start:end]
+            if len(seg) < chunk:
+                seg = np.pad(seg, (0, chunk - len(seg)))
+            chunks.append((start, seg))
+            if end >= len(w):
+                break
+            start += hop
+    patches, starts = [], []
+    for st, seg in chunks:
+        lm = log_mel_ref(seg)
+        if lm.shape[0] < 96:
+            lm = np.pad(lm, ((0, 96 - lm.shape[0]), (0, 0)))
+        for k in range(0, lm.shape[0] - 96 + 1, 48):
+            patches.append(lm[k : k + 96])
+            starts.append(st / 16000 + k * 0.01)
+    return np.stack(patches)[:, None], np.array(starts)
