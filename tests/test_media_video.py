@@ -36,6 +36,7 @@ def test_decode_all_frames_pts_and_content():
     assert (dv.width, dv.height, dv.fps, dv.rotation) == (160, 96, 30.0, 0)
     assert dv.duration == pytest.approx(2.0)
     assert dv.frames[0].format == "i420" and dv.codec == "h264"
+    assert dv.complete and dv.decode_errors == 0
 
 
 def test_all_respects_max_frames():
@@ -50,6 +51,7 @@ def test_fps_with_dense_keyframes_decodes_only_keyframes():
     assert indices(dv) == [0, 30, 60, 90]
     assert dv.decoded_frames == 4            # 4 of 120 frames went through the decoder
     assert dv.keyframe_interval == pytest.approx(1.0)
+    assert dv.complete
     assert dv.targets == pytest.approx([0.0, 1.0, 2.0, 3.0])
 
 

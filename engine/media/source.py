@@ -57,6 +57,7 @@ IMAGE_CODECS = frozenset({"mjpeg", "png", "webp", "gif"})
 AUDIO_CODECS = frozenset({"aac", "mp3", "mp2", "opus", "vorbis", "flac"})  # + every pcm_*
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
+_OPTS_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*,")  # FFmpeg "subfile,,opts,:url" form
 _DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 _SNIFF = 4096
 _FORBIDDEN_SIGNATURES = (
@@ -95,7 +96,8 @@ class _Opened:
 def read_source(source: Any, limits: Limits = DEFAULT_LIMITS) -> _Opened:
     """Validate ``source`` and return a seekable binary file object for it (size checked)."""
     if isinstance(source, str):
-        if _SCHEME.match(source) and not _DRIVE.match(source):
+        if (_SCHEME.match(source) and not _DRIVE.match(source)) or (
+                _OPTS_SCHEME.match(source) and ":" in source):
             raise ForbiddenSourceError(
                 f"URLs and protocols are not accepted ({source[:40]!r}); pass a local path, bytes "
                 "or a file object")
@@ -185,6 +187,19 @@ def _sniff(f: IO[bytes]) -> None:
         raise ForbiddenSourceError("input is an SDP description; network sources are refused")
 
 
+def _identify(f: IO[bytes]) -> str | None:
+    """Name of the demuxer FFmpeg would pick, opened without the whitelist but still unable to
+    open anything else (io_open refuses, no protocols).  None if nothing recognises the data."""
+    try:
+        f.seek(0)
+        with av.open(f, mode="r", container_options={"protocol_whitelist": "none"},
+                     metadata_errors="replace", io_open=_refuse_io_open) as c:
+            name = c.format.name
+        return None if set(name.split(",")) & ALLOWED_DEMUXERS else name
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def demuxer_names(container) -> set[str]:
     return set(container.format.name.split(","))
 
@@ -209,6 +224,10 @@ def open_container(source: Any, limits: Limits = DEFAULT_LIMITS) -> Iterator[Any
         except MediaError:
             raise
         except av.error.FFmpegError as e:
+            if getattr(e, "errno", None) == 22:  # EINVAL: the format whitelist refused it?
+                other = _identify(opened.fileobj)
+                if other is not None:
+                    raise UnsupportedMediaError(f"container {other!r} is not allowed") from None
             raise wrap_av_error(e, opened.name) from None
         except (ValueError, OSError, RuntimeError, UnicodeError) as e:
             raise CorruptMediaError(f"{opened.name} does not open: {e}") from None

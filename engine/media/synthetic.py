@@ -98,17 +98,28 @@ def encode_video(
     colorspace: int | None = None,
     color_range: int | None = None,
     preset: str = "ultrafast",
+    container_options: dict | None = None,
 ) -> bytes:
     """Encode the test pattern; returns the bytes (and writes ``out`` if given).
 
     ``pts`` (seconds, increasing) makes a variable-frame-rate clip with those presentation times;
     ``gop`` is the keyframe interval in frames (x264/x265 ``keyint``, scene cut disabled).
+    ``container_options`` go to the muxer (e.g. ``{"movflags": "faststart"}``).
     """
     n = frames if frames is not None else int(round(duration * fps))
     if pts is not None:
         n = len(pts)
-    buf = io.BytesIO()
-    oc = av.open(buf, "w", format=container)
+    copts = dict(container_options or {})
+    tmp = None
+    if "faststart" in copts.get("movflags", ""):
+        # the faststart pass re-reads the output, which needs a real file
+        import tempfile
+        fd, tmp = tempfile.mkstemp(suffix="." + container)
+        os.close(fd)
+        oc = av.open(tmp, "w", format=container, options=copts)
+    else:
+        buf = io.BytesIO()
+        oc = av.open(buf, "w", format=container, options=copts)
     tb = Fraction(1, 90000) if pts is not None else Fraction(1, fps)
     vs = oc.add_stream(codec, rate=fps)
     vs.width, vs.height, vs.pix_fmt = width, height, pix_fmt
@@ -163,7 +174,11 @@ def encode_video(
         seconds = (pts[-1] + 1.0 / fps) if pts is not None else n / fps
         _encode_audio_stream(oc, as_, tone(seconds, audio_rate, audio_freq), audio_rate)
     oc.close()
-    data = buf.getvalue()
+    if tmp is not None:
+        data = Path(tmp).read_bytes()
+        os.unlink(tmp)
+    else:
+        data = buf.getvalue()
     if out is not None:
         Path(out).write_bytes(data)
     return data

@@ -85,6 +85,8 @@ class DecodedVideo:
     keyframe_interval: float | None = None   # largest gap between keyframes (s), when measured
     decode_errors: int = 0          # packets that failed to demux/decode (frames still returned)
     targets: list[float] = field(default_factory=list)  # requested sample times (fps/uniform)
+    complete: bool = True           # False when frames the index promised did not decode
+                                    # (truncated/damaged input): callers may reject partial media
 
 
 def _video_stream(container):
@@ -267,6 +269,7 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
     tb = vs.time_base
     dec = _Decoder(c, vs, limits, deadline)
 
+    complete = True
     picked: list[tuple[float, Any]] = []   # (absolute seconds, av frame)
     targets: list[float] = []
     key_gap = None
@@ -278,6 +281,10 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
             picked.append((_ftime(f, tb, start + len(picked) / (fps or 1.0)), f))
             if sampling.max_frames is not None and len(picked) >= sampling.max_frames:
                 break
+        capped = sampling.max_frames is not None and len(picked) >= sampling.max_frames
+        if picked and not capped and duration > 0 and fps > 0:
+            expected = start + duration - 1.5 / fps
+            complete = max(t for t, _ in picked) >= expected
     else:
         times, keys, scan_err = _scan(c, vs, deadline)
         dec.errors += scan_err
@@ -287,6 +294,8 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
         if duration <= 0:
             duration = times[-1] + frame_dur - times[0]
             limits.check_duration(duration)
+        # packets end well before the declared duration: truncated file
+        short = times[-1] + 1.5 * frame_dur < start + duration - 0.5
         if len(keys) >= 2:
             key_gap = max(b - a for a, b in zip(keys, keys[1:]))
         elif len(keys) == 1:
@@ -337,9 +346,13 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
 
             for f in dec.frames(want, done=lambda: seen >= len(want_ticks)):
                 picked.append((_ftime(f, tb, 0.0), f))
+            complete = len(picked) >= len(want_ticks) and not short
         else:  # exact seeking
             picked = _seek_decode(dec, targets, times, keys, tb, frame_dur)
             strategy = "seek"
+            eps = min(frame_dur * 0.25, 1e-3)
+            wanted = {times[min(bisect.bisect_left(times, t - eps), len(times) - 1)] for t in targets}
+            complete = len(picked) >= len(wanted) and not short
 
     if not picked:
         raise CorruptMediaError("no frame could be decoded")
@@ -355,7 +368,7 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
     return DecodedVideo(
         frames=frames, timestamps=stamps, duration=float(duration), fps=float(fps), width=w,
         height=h, rotation=rotation, decoded_frames=dec.decoded, strategy=strategy, codec=codec,
-        keyframe_interval=key_gap, decode_errors=dec.errors,
+        keyframe_interval=key_gap, decode_errors=dec.errors, complete=bool(complete and not dec.errors),
         targets=[round(t - start, 6) for t in targets])
 
 
