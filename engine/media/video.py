@@ -295,7 +295,8 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
             duration = times[-1] + frame_dur - times[0]
             limits.check_duration(duration)
         # packets end well before the declared duration: truncated file
-        short = times[-1] + 1.5 * frame_dur < start + duration - 0.5
+        slack = 2.0 * frame_dur + 0.1 if vs.duration is not None else max(0.5, 0.05 * duration)
+        short = times[-1] + frame_dur + slack < start + duration
         if len(keys) >= 2:
             key_gap = max(b - a for a, b in zip(keys, keys[1:]))
         elif len(keys) == 1:
