@@ -1,0 +1,124 @@
+"""Audio resampling and still images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.errors import EmptyMediaError, InputError
+from engine.media import decode_audio, decode_image, frame_to_rgb, has_audio, probe
+from engine.media.synthetic import encode_image, pattern_rgb, read_index
+
+import media_factory as mf
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+def _freq(x: np.ndarray, rate: int) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spec) * rate / len(x))
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_pcm_is_resampled_to_16k_mono(rate):
+    x = decode_audio(mf.tone_file(seconds=1.0, rate=rate))
+    assert x.dtype == np.float32 and x.ndim == 1
+    assert abs(len(x) - 16000) <= 16          # the resampler is flushed: no lost tail
+    assert _freq(x, 16000) == pytest.approx(440.0, abs=2.0)
+    assert 0.45 < np.abs(x[2000:-2000]).max() < 0.55
+
+
+def test_other_rates_and_stereo_downmix():
+    x = decode_audio(mf.tone_file(seconds=0.5, rate=44100), sample_rate=8000)
+    assert abs(len(x) - 4000) <= 8
+    st = decode_audio(mf.tone_file(seconds=1.0, rate=48000, channels=2))
+    assert abs(len(st) - 16000) <= 16 and _freq(st, 16000) == pytest.approx(440.0, abs=2.0)
+    with pytest.raises(InputError):
+        decode_audio(mf.tone_file(), sample_rate=0)
+
+
+@pytest.mark.parametrize("codec,container,rate", [
+    ("aac", "mp4", 44100), ("libopus", "ogg", 48000), ("flac", "flac", 44100),
+    ("libmp3lame", "mp3", 44100), ("aac", "adts", 22050),
+])
+def test_compressed_audio(codec, container, rate):
+    if not mf.has_encoder(codec):
+        pytest.skip(f"{codec} encoder missing")
+    data = mf.tone_file(seconds=1.0, rate=rate, codec=codec, container=container)
+    x = decode_audio(data)
+    assert 15000 <= len(x) <= 17500           # codec priming/padding may add a little
+    assert _freq(x, 16000) == pytest.approx(440.0, abs=3.0)
+    info = probe(data)
+    assert info.kind == "audio" and info.has_audio and not info.has_video
+
+
+def test_audio_track_of_a_video_and_has_audio():
+    clip = mf.clip(duration=1.0, audio=True)
+    assert has_audio(clip) is True
+    x = decode_audio(clip)
+    assert abs(len(x) - 16000) < 800 and _freq(x, 16000) == pytest.approx(440.0, abs=3.0)
+    silent = mf.clip(duration=1.0)
+    assert has_audio(silent) is False
+    with pytest.raises(EmptyMediaError):
+        decode_audio(silent)
+    with pytest.raises(EmptyMediaError):
+        decode_audio(SAMPLES / "image.png")
+
+
+def test_speech_sample():
+    x = decode_audio(SAMPLES / "speech.m4a")
+    assert 1.5 < len(x) / 16000 < 5.0 and np.abs(x).max() > 0.1
+    assert probe(SAMPLES / "speech.m4a").kind == "audio"
+
+
+@pytest.mark.parametrize("fmt,mode,expect", [
+    ("JPEG", "RGB", "i420"), ("PNG", "RGB", "rgb24"), ("PNG", "RGBA", "rgb24"), ("PNG", "L", "rgb24"),
+    ("PNG", "P", "rgb24"), ("WEBP", "RGB", "i420"), ("GIF", "P", "rgb24"),
+])
+def test_images(fmt, mode, expect):
+    data = encode_image(width=96, height=64, fmt=fmt, mode=mode)
+    info = probe(data)
+    assert info.kind == "image" and (info.width, info.height) == (96, 64) and info.duration == 0.0
+    fr = decode_image(data)
+    assert fr.format == expect and (fr.width, fr.height) == (96, 64) and fr.pts == 0.0
+    if fmt == "JPEG":
+        assert fr.full_range is True            # yuvj420p
+    rgb = frame_to_rgb(fr)
+    assert read_index(rgb.mean(-1)) == 0
+    if mode in ("RGB", "RGBA"):
+        tol = 1.0 if fmt == "PNG" else 8.0
+        assert np.abs(rgb.astype(int) - pattern_rgb(0, 96, 64).astype(int)).mean() < tol
+
+
+def test_animated_gif_is_video_and_first_frame_is_the_image():
+    data = encode_image(width=96, height=64, fmt="GIF", mode="P", frames=3)
+    assert probe(data).kind == "video"
+    assert read_index(frame_to_rgb(decode_image(data)).mean(-1)) == 0
+
+
+def test_committed_images():
+    for name, fmt in (("image.jpg", "i420"), ("image.png", "rgb24")):
+        fr = decode_image(SAMPLES / name)
+        assert fr.format == fmt
+    assert probe(SAMPLES / "image.jpg").kind == "image"
+
+
+def test_numpy_and_pil_inputs():
+    a = pattern_rgb(9, 96, 64)
+    fr = decode_image(a)
+    assert fr.format == "rgb24" and fr.planes[0].shape == (64, 96, 3) and np.shares_memory(fr.planes[0], a)
+    from PIL import Image
+
+    fr = decode_image(Image.fromarray(a).convert("RGBA"))
+    assert fr.format == "rgb24" and np.array_equal(frame_to_rgb(fr), a)
+    with pytest.raises(InputError):
+        decode_image(a.astype(np.float32))
+    with pytest.raises(InputError):
+        decode_image(a[..., :1])
+
+
+def test_decode_image_of_a_video_takes_first_frame():
+    fr = decode_image(mf.clip(duration=1.0))
+    assert read_index(fr.planes[0]) == 0
