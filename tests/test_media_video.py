@@ -55,6 +55,13 @@ def test_fps_with_dense_keyframes_decodes_only_keyframes():
     assert dv.targets == pytest.approx([0.0, 1.0, 2.0, 3.0])
 
 
+def test_exact_sampling_forces_seeking():
+    dv = decode_video(mf.clip(duration=4.0, gop=30), Sampling("uniform", 4, exact=True))
+    assert dv.strategy == "seek"
+    assert indices(dv) == [15, 45, 75, 105]
+    assert dv.decoded_frames == 4 * 16       # seeks to each GOP, decodes 16 frames in each
+
+
 def test_fps_with_sparse_keyframes_seeks_exactly():
     # one keyframe every 2 s, 2 fps sampling -> seek strategy, exact frames
     dv = decode_video(mf.clip(duration=4.0, gop=60), Sampling("fps", 2.0))

@@ -28,12 +28,13 @@ INDEX_BITS = 12
 
 def pattern_rgb(i: int, width: int, height: int, fps: float = 30.0) -> np.ndarray:
     """A moving colour test pattern with frame index ``i`` coded in the top quarter."""
-    y, x = np.mgrid[0:height, 0:width]
+    y = np.arange(height)[:, None]
+    x = np.arange(width)[None, :]
     t = i / fps
-    r = (x * 255 // max(width - 1, 1) + int(40 * t)) % 256
-    g = (y * 255 // max(height - 1, 1)).astype(np.int64)
-    b = (128 + 100 * np.sin((x + y) / 23.0 + 2 * t)).astype(np.int64)
-    img = np.stack([r, g, b], axis=-1).astype(np.uint8)
+    img = np.empty((height, width, 3), np.uint8)
+    img[..., 0] = (x * 255 // max(width - 1, 1) + int(40 * t)) % 256
+    img[..., 1] = y * 255 // max(height - 1, 1)
+    img[..., 2] = (128 + 100 * np.sin((x + y) / np.float32(23.0) + np.float32(2 * t))).astype(np.uint8)
     # a moving white square
     s = max(4, min(width, height) // 8)
     cx = int((width - s) * (0.5 + 0.5 * math.sin(t * 1.7)))

@@ -52,11 +52,14 @@ class Sampling:
     "keyframes": every keyframe; "all": every frame.
     ``max_frames`` caps the frames returned: fps/uniform/keyframe schedules longer than that are
     thinned evenly over the whole clip (coverage is kept); "all" stops after ``max_frames``.
+    ``exact=True`` (fps/uniform) always takes the first frame at or after each target time (seek
+    strategy) instead of the nearest keyframe, at the cost of decoding inside GOPs.
     """
 
     mode: str = "fps"
     value: float = 1.0
     max_frames: int | None = None
+    exact: bool = False
 
     def __post_init__(self):
         if self.mode not in SAMPLING_MODES:
@@ -311,7 +314,7 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
             eff_interval = interval
             if sampling.max_frames is not None and len(targets) > 1:
                 eff_interval = max(interval, (targets[-1] - targets[0]) / (len(targets) - 1))
-            dense = bool(keys) and keys[0] <= times[0] + 1e-6 and key_gap is not None and \
+            dense = not sampling.exact and bool(keys) and keys[0] <= times[0] + 1e-6 and key_gap is not None and \
                 key_gap <= eff_interval + 0.5 * frame_dur + 1e-6
             if dense:
                 strategy = "keyframes"

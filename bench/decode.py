@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Decode-stage benchmark: 1 fps sampling vs decoding every frame.
+
+Clip: 10 s 1920x1080 30 fps H.264 (x264 veryfast, B-frames, keyframe every second), generated once
+into the media cache dir ($ENGINE_MEDIA_CACHE or ~/.cache/moderation-engine/media).
+
+Rows (median of --repeats runs, wall-clock, same process):
+  decode-all      PyAV decodes every frame (thread_type AUTO), frames discarded
+  1fps-auto       decode_video(Sampling("fps", 1))        -> keyframe strategy here
+  1fps-exact      decode_video(Sampling("fps", 1, exact=True)) -> seek (targets on keyframes)
+  mid-gop-exact   decode_video(Sampling("uniform", 10, exact=True)): targets at k+0.5 s, i.e.
+                  mid-GOP -> seek + decode forward 16 frames per sample (the worst exact case)
+Target: 1fps-auto <= 1/8 of decode-all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import av
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.media import Sampling, decode_video  # noqa: E402
+from engine.media import synthetic as syn  # noqa: E402
+
+
+def make_clip(seconds: int = 10) -> Path:
+    path = syn.cache_dir() / f"bench_1080p_{seconds}s_gop30.mp4"
+    if not path.exists():
+        t = time.perf_counter()
+        tmp = path.with_suffix(".tmp")
+        syn.encode_video(tmp, width=1920, height=1080, fps=30, duration=float(seconds), gop=30,
+                         preset="veryfast")
+        tmp.rename(path)
+        print(f"generated {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f} s")
+    return path
+
+
+def decode_all(path: Path) -> int:
+    n = 0
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        vs.thread_type = "AUTO"
+        for _ in c.decode(vs):
+            n += 1
+    return n
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=10)
+    args = ap.parse_args(argv)
+    path = make_clip(args.seconds)
+
+    rows = []
+
+    def bench(name, fn):
+        times, info = [], ""
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            out = fn()
+            times.append(time.perf_counter() - t)
+            info = out
+        rows.append((name, statistics.median(times), min(times), info))
+
+    bench("decode-all", lambda: f"{decode_all(path)} frames decoded")
+
+    def sampled(exact):
+        dv = decode_video(path, Sampling("fps", 1.0, exact=exact))
+        return (f"{len(dv.frames)} frames, {dv.decoded_frames} decoded, strategy={dv.strategy}, "
+                f"pts={dv.timestamps}")
+
+    bench("1fps-auto", lambda: sampled(False))
+    bench("1fps-exact", lambda: sampled(True))
+
+    def midgop():
+        dv = decode_video(path, Sampling("uniform", args.seconds, exact=True))
+        return f"{len(dv.frames)} frames, {dv.decoded_frames} decoded, strategy={dv.strategy}"
+
+    bench("mid-gop-exact", midgop)
+
+    base = rows[0][1]
+    print(f"\nclip: {path.name}  repeats={args.repeats}  (wall-clock seconds)")
+    print(f"{'mode':14s} {'median':>8s} {'min':>8s} {'/all':>7s}  detail")
+    for name, med, mn, info in rows:
+        print(f"{name:14s} {med:8.3f} {mn:8.3f} {med / base:7.3f}  {info}")
+    ratio = rows[1][1] / base
+    ok = ratio <= 1 / 8
+    print(f"\n1fps-auto / decode-all = {ratio:.3f} (target <= 0.125): {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
