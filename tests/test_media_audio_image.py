@@ -122,3 +122,22 @@ def test_numpy_and_pil_inputs():
 def test_decode_image_of_a_video_takes_first_frame():
     fr = decode_image(mf.clip(duration=1.0))
     assert read_index(fr.planes[0]) == 0
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_jpeg_exif_orientation_matches_pillow(orientation):
+    """FFmpeg exports EXIF orientation as a display matrix; the result matches PIL.exif_transpose."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    im = Image.fromarray(pattern_rgb(0, 96, 64))
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif.tobytes(), quality=95)
+    data = buf.getvalue()
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    fr = decode_image(data)
+    assert (fr.height, fr.width) == shown.shape[:2]
+    assert np.abs(frame_to_rgb(fr).astype(int) - shown.astype(int)).mean() < 4.0

@@ -36,7 +36,7 @@ from engine.errors import CorruptMediaError, EmptyMediaError, InputError, MediaE
 
 from .frame import Frame, frame_from_av
 from .limits import DEFAULT_LIMITS, Deadline, Limits
-from .source import check_codec, codec_name, open_container, wrap_av_error
+from .source import check_codec, open_container, wrap_av_error
 
 __all__ = ["Sampling", "DecodedVideo", "decode_video", "SAMPLING_MODES"]
 
