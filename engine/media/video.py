@@ -364,6 +364,7 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
     frames: list[Frame] = []
     stamps: list[float] = []
     for t, f in picked:
+        limits.check_pixels(f.width, f.height)  # streams may change size mid-way
         rel = round(t - start, 6)
         frames.append(frame_from_av(f, pts=rel))
         stamps.append(rel)
