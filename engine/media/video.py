@@ -231,8 +231,12 @@ class _Decoder:
 
 
 def _ftime(f, tb, fallback: float) -> float:
+    """Presentation time of a decoded frame in seconds (pts, else dts, else ``fallback``)."""
+    ftb = f.time_base or tb
     if f.pts is not None:
-        return float(f.pts * (f.time_base or tb))
+        return float(f.pts * ftb)
+    if f.dts is not None:
+        return float(f.dts * ftb)
     return fallback
 
 
