@@ -37,7 +37,6 @@ import io
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -349,15 +348,16 @@ def strip_qdq(model, *, batch_dim: str = "N"):
     * the batch axis of the graph I/O becomes ``batch_dim`` (see also _fix_reshape_for_batch).
     """
     onnx = _onnx()
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     g = model.graph
+    nodes = list(g.node)
     inits = {i.name: i for i in g.initializer}
-    producers = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in g.node:
+    producers = {o: n for n in nodes for o in n.output}
+    consumers: dict[str, list[int]] = {}
+    for idx, n in enumerate(nodes):
         for i in n.input:
-            consumers.setdefault(i, []).append(n)
+            consumers.setdefault(i, []).append(idx)
 
     def arr(name):
         return numpy_helper.to_array(inits[name]) if name in inits else None
@@ -374,7 +374,7 @@ def strip_qdq(model, *, batch_dim: str = "N"):
     graph_inputs = {i.name for i in g.input}
     graph_outputs = {o.name for o in g.output}
 
-    for n in g.node:
+    for idx, n in enumerate(nodes):
         if n.op_type == "DequantizeLinear":
             src = n.input[0]
             scale = arr(n.input[1])
@@ -384,7 +384,7 @@ def strip_qdq(model, *, batch_dim: str = "N"):
             q_node = producers.get(src)
             if src in inits:  # a stored quantised weight -> float initialiser
                 new_inits[n.output[0]] = _dequant_np(arr(src), scale, zp, axis_of(n))
-                drop.add(id(n))
+                drop.add(idx)
             elif q_node is not None and q_node.op_type == "QuantizeLinear":
                 x = q_node.input[0]
                 if x in inits:  # float weight quantised in-graph -> dequant(quant(W))
@@ -395,26 +395,26 @@ def strip_qdq(model, *, batch_dim: str = "N"):
                     new_inits[n.output[0]] = w
                 else:  # activation fake-quant pair -> identity
                     rename[n.output[0]] = x
-                drop.add(id(n))
+                drop.add(idx)
             elif src in graph_inputs:  # quantised graph input
                 rename[n.output[0]] = src
-                drop.add(id(n))
+                drop.add(idx)
             else:
                 raise FetchError(f"strip_qdq: {n.name}: unexpected DequantizeLinear input {src}")
-    for n in g.node:
+    for idx, n in enumerate(nodes):
         if n.op_type == "QuantizeLinear":
             users = consumers.get(n.output[0], [])
-            if all(id(u) in drop for u in users) and n.output[0] not in graph_outputs:
-                drop.add(id(n))
+            if all(u in drop for u in users) and n.output[0] not in graph_outputs:
+                drop.add(idx)
             elif n.output[0] in graph_outputs and not users:
                 # quantised graph output: the float tensor becomes the output (same name)
                 rename_out = n.input[0]
-                drop.add(id(n))
-                for m in g.node:
+                drop.add(idx)
+                for m in nodes:
                     for k, o in enumerate(m.output):
                         if o == rename_out:
                             m.output[k] = n.output[0]
-                for m in g.node:
+                for m in nodes:
                     for k, i in enumerate(m.input):
                         if i == rename_out:
                             m.input[k] = n.output[0]
@@ -428,7 +428,7 @@ def strip_qdq(model, *, batch_dim: str = "N"):
             name = rename[name]
         return name
 
-    kept = [n for n in g.node if id(n) not in drop]
+    kept = [n for idx, n in enumerate(nodes) if idx not in drop]
     for n in kept:
         for k, i in enumerate(n.input):
             n.input[k] = resolve(i)
@@ -440,6 +440,7 @@ def strip_qdq(model, *, batch_dim: str = "N"):
     for name, a in new_inits.items():
         if name in used:
             g.initializer.append(numpy_helper.from_array(a.astype(np.float32), name))
+    kept = [onnx.NodeProto.FromString(n.SerializeToString()) for n in kept]  # detached copies
     del g.node[:]
     g.node.extend(kept)
     # graph I/O: float32, dynamic batch
@@ -723,7 +724,7 @@ CONVERTERS: dict[tuple[str, str], Callable[[bytes, dict], bytes]] = {
 
 
 # --------------------------------------------------------------------------- main entry
-def _up_to_date(model: str, vdir: Path, lock: Lock, repo: Path) -> bool:
+def _up_to_date(model: str, vdir: Path, lock: Lock) -> bool:
     from engine.repo.lock import verify_file
 
     entries = lock.files_for(model, VERSION)
@@ -783,7 +784,7 @@ def fetch(repo_path: str | os.PathLike = "model_repo", *, cache_dir: str | os.Pa
         for model in selected:
             vdir = repo / model / VERSION
             prog.step(f"{model}: checking")
-            if not force and not update_lock and _up_to_date(model, vdir, lock, repo):
+            if not force and not update_lock and _up_to_date(model, vdir, lock):
                 prog.log(f"{model}: up to date (sha256 verified)")
                 result.models[model] = "up to date"
                 for e in lock.files_for(model, VERSION):
@@ -845,8 +846,6 @@ def fetch(repo_path: str | os.PathLike = "model_repo", *, cache_dir: str | os.Pa
                         result.files[rel] = sha
                     for src, dst in staged:
                         os.replace(src, dst)
-            except FetchError:
-                raise
             except EngineError:
                 raise
             except Exception as e:  # noqa: BLE001 - conversion failures
