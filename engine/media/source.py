@@ -79,6 +79,8 @@ def wrap_av_error(e: BaseException, what: str = "media") -> MediaError:
     low = msg.lower()
     if "whitelist" in low or "not on" in low:
         return UnsupportedMediaError(f"{what}: container not allowed ({msg})")
+    if isinstance(e, av.error.PermissionError):  # only our io_open hook says EPERM
+        return ForbiddenSourceError(f"{what} refers to another resource; refused ({msg})")
     if isinstance(e, (av.error.PatchWelcomeError, av.error.DecoderNotFoundError,
                       av.error.DemuxerNotFoundError)):
         return UnsupportedMediaError(f"{what}: {msg}")
