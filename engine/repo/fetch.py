@@ -178,6 +178,8 @@ class _Progress:
 
     def __exit__(self, *exc):
         if self._p is not None:
+            self._p.update(self._task, description="models fetch: done" if exc[0] is None else
+                           "models fetch: failed")
             self._p.__exit__(*exc)
 
     def step(self, text: str) -> None:
@@ -192,7 +194,10 @@ class _Progress:
         if not self.enabled:
             return
         if self._p is not None:
-            self._p.console.log(text)
+            from rich.markup import escape
+
+            self._p.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(text)}",
+                                  highlight=False)
         else:
             print(f"[fetch] {text}", file=sys.stderr, flush=True)
 
