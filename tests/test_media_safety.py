@@ -66,6 +66,8 @@ def test_hls_refused_even_without_the_sniffer(tmp_path, monkeypatch):
     for data in (hls_playlist(str(target)), ffconcat_list(str(target))):
         with pytest.raises((UnsupportedMediaError, CorruptMediaError, ForbiddenSourceError)):
             decode_video(data)
+    with pytest.raises(ForbiddenSourceError):
+        decode_video(ffconcat_list(str(target)))
 
 
 @pytest.mark.parametrize("kind", ALL_DECODERS)

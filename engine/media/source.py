@@ -198,6 +198,9 @@ def _identify(f: IO[bytes]) -> str | None:
                      metadata_errors="replace", io_open=_refuse_io_open) as c:
             name = c.format.name
         return None if set(name.split(",")) & ALLOWED_DEMUXERS else name
+    except av.error.PermissionError:  # the demuxer tried to open another resource
+        raise ForbiddenSourceError("input refers to other resources (playlist/concat-like); "
+                                   "indirect sources are refused") from None
     except Exception:  # noqa: BLE001
         return None
 
