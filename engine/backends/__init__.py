@@ -42,7 +42,27 @@ def load_backend(model, *, device: str = "cpu", threads: int | None = None) -> B
     )
 
 
+def available_backends() -> dict[str, str]:
+    """Backends this installation can run, with their version or why they are missing."""
+    out: dict[str, str] = {}
+    try:
+        import onnxruntime as ort
+
+        out["onnxruntime"] = f"{ort.__version__} ({', '.join(ort.get_available_providers())})"
+    except ImportError as e:  # pragma: no cover - a core dependency
+        out["onnxruntime"] = f"unavailable: {e}"
+    try:
+        import sklearn
+
+        out["sklearn"] = sklearn.__version__
+    except ImportError as e:  # pragma: no cover - a core dependency
+        out["sklearn"] = f"unavailable: {e}"
+    out["tensorrt"] = "not implemented yet"
+    out["torch_cuda"] = "not implemented yet"
+    return out
+
+
 __all__ = [
-    "Backend", "BaseBackend", "TensorSpec", "TRITON_TO_NUMPY", "check_inputs", "load_backend",
+    "available_backends", "Backend", "BaseBackend", "TensorSpec", "TRITON_TO_NUMPY", "check_inputs", "load_backend",
     "run_batched", "specs_from_config", "split_batches",
 ]
