@@ -36,7 +36,8 @@ class VisionConfig:
     preprocess: dict[str, Any]  # keyword arguments of engine.ops.preprocess.PreprocessSpec
     sampling: SamplingConfig
     input: str | None = None  # None: the model's only input
-    output: str | None = None
+    output: str | None = None  # None: the model's first output
+    embedding: str = "embedding"  # the output Session.embed pools over time
     batch_size: int = 16
 
 
@@ -47,6 +48,7 @@ class AudioConfig:
     class_map: str = "class_map.csv"
     input: str | None = None
     output: str | None = None
+    embedding: str = "embedding"
     batch_size: int = 64
 
 
@@ -199,6 +201,7 @@ def _vision(r: _Reader | None) -> VisionConfig | None:
         model=r.get("model", str),
         input=r.get("input", str, None),
         output=r.get("output", str, None),
+        embedding=r.get("embedding", str, "embedding"),
         batch_size=r.get("batch_size", int, 16),
         sampling=sampling,
         preprocess=_preprocess(r.sub("preprocess")),
@@ -216,6 +219,7 @@ def _audio(r: _Reader | None) -> AudioConfig | None:
         class_map=r.get("class_map", str, "class_map.csv"),
         input=r.get("input", str, None),
         output=r.get("output", str, None),
+        embedding=r.get("embedding", str, "embedding"),
         batch_size=r.get("batch_size", int, 64),
     )
     r.finish()

