@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Decode-stage benchmark: 1 fps sampling vs decoding every frame.
 
-Clip: 10 s 1920x1080 30 fps H.264 (x264 veryfast, B-frames, keyframe every second), generated once
+Clip: 10 s 1920x1080 30 fps H.264 (x264 veryfast, B-frames, keyframe every second, moving test
+pattern with per-frame grain so predicted frames cost what they do in camera video), generated once
 into the media cache dir ($ENGINE_MEDIA_CACHE or ~/.cache/moderation-engine/media).
 
 Rows (median of --repeats runs, wall-clock, same process):
@@ -29,13 +30,13 @@ from engine.media import Sampling, decode_video  # noqa: E402
 from engine.media import synthetic as syn  # noqa: E402
 
 
-def make_clip(seconds: int = 10) -> Path:
-    path = syn.cache_dir() / f"bench_1080p_{seconds}s_gop30.mp4"
+def make_clip(seconds: int = 10, grain: int = 8) -> Path:
+    path = syn.cache_dir() / f"bench_1080p_{seconds}s_gop30_grain{grain}.mp4"
     if not path.exists():
         t = time.perf_counter()
         tmp = path.with_suffix(".tmp")
         syn.encode_video(tmp, width=1920, height=1080, fps=30, duration=float(seconds), gop=30,
-                         preset="veryfast")
+                         preset="veryfast", grain=grain, options={"crf": "20"})
         tmp.rename(path)
         print(f"generated {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f} s")
     return path
@@ -55,8 +56,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--grain", type=int, default=8,
+                    help="noise amplitude of the clip (0 = flat synthetic pattern, very cheap P-frames)")
     args = ap.parse_args(argv)
-    path = make_clip(args.seconds)
+    path = make_clip(args.seconds, args.grain)
 
     rows = []
 
@@ -86,7 +89,8 @@ def main(argv=None) -> int:
     bench("mid-gop-exact", midgop)
 
     base = rows[0][1]
-    print(f"\nclip: {path.name}  repeats={args.repeats}  (wall-clock seconds)")
+    print(f"\nclip: {path.name} ({path.stat().st_size / 1e6:.1f} MB)  repeats={args.repeats}  "
+          f"(wall-clock seconds)")
     print(f"{'mode':14s} {'median':>8s} {'min':>8s} {'/all':>7s}  detail")
     for name, med, mn, info in rows:
         print(f"{name:14s} {med:8.3f} {mn:8.3f} {med / base:7.3f}  {info}")

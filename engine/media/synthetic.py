@@ -100,12 +100,15 @@ def encode_video(
     color_range: int | None = None,
     preset: str = "ultrafast",
     container_options: dict | None = None,
+    grain: int = 0,
 ) -> bytes:
     """Encode the test pattern; returns the bytes (and writes ``out`` if given).
 
     ``pts`` (seconds, increasing) makes a variable-frame-rate clip with those presentation times;
     ``gop`` is the keyframe interval in frames (x264/x265 ``keyint``, scene cut disabled).
     ``container_options`` go to the muxer (e.g. ``{"movflags": "faststart"}``).
+    ``grain`` adds per-frame random noise of that amplitude (camera-like texture, so that
+    predicted frames carry real residual and decode costs resemble natural video).
     """
     n = frames if frames is not None else int(round(duration * fps))
     if pts is not None:
@@ -156,8 +159,13 @@ def encode_video(
     if audio:
         as_ = oc.add_stream(audio_codec, rate=audio_rate)
         as_.layout = "mono"
+    rng = np.random.default_rng(1234)
     for i in range(n):
-        frame = av.VideoFrame.from_ndarray(pattern_rgb(i, width, height, fps), format="rgb24")
+        img = pattern_rgb(i, width, height, fps)
+        if grain:
+            noise = rng.integers(-grain, grain + 1, size=(height, width, 1), dtype=np.int16)
+            img = np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
         if pix_fmt != "rgb24":
             kw = {}
             if colorspace is not None:

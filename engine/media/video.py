@@ -171,27 +171,30 @@ def _targets(sampling: Sampling, first: float, last: float, frame_dur: float) ->
 
 
 class _Decoder:
-    """Sends packets of one stream to its decoder, counting frames and errors, honouring limits."""
+    """Sends packets of one stream to its decoder, counting packets, frames and errors, honouring
+    limits.  ``sent`` (packets handed to the decoder, i.e. frames decoded, including frames still
+    in flight when a seek or drain discards them) is reported as ``decoded_frames``."""
 
     def __init__(self, c, vs, limits: Limits, deadline: Deadline):
         self.c, self.vs, self.limits, self.deadline = c, vs, limits, deadline
+        self.sent = 0
         self.decoded = 0
         self.errors = 0
 
     def _decode(self, packet) -> list:
+        self.sent += 1
+        self.limits.check_frames(self.sent)
         try:
             out = self.vs.decode(packet)
         except av.error.FFmpegError:
             self.errors += 1
             return []
         self.decoded += len(out)
-        if out:
-            self.limits.check_frames(self.decoded)
         return out
 
     def frames(self, want=None, done=None) -> Iterator[Any]:
-        """Decode forward from the current demuxer position; ``want(packet)`` filters packets and
-        ``done()`` (checked after each decoded packet) ends the pass with a decoder flush."""
+        """Decode forward from the current demuxer position.  ``want(packet)`` filters packets;
+        ``done(packet)`` (checked after each packet sent) ends the pass by draining the decoder."""
         it = self.c.demux(self.vs)
         while True:
             try:
@@ -209,7 +212,7 @@ class _Decoder:
             if want is not None and not want(p):
                 continue
             yield from self._decode(p)
-            if done is not None and done():
+            if done is not None and done(p):
                 yield from self.flush()
                 return
 
@@ -223,6 +226,7 @@ class _Decoder:
         return out
 
     def seek(self, t: float) -> None:
+        """Seek to the keyframe at or before ``t`` (s); PyAV flushes the decoder."""
         tb = self.vs.time_base
         try:
             self.c.seek(int(math.floor(t / tb)), stream=self.vs, backward=True, any_frame=False)
@@ -352,7 +356,7 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
                     return True
                 return False
 
-            for f in dec.frames(want, done=lambda: seen >= len(want_ticks)):
+            for f in dec.frames(want, done=lambda p: seen >= len(want_ticks)):
                 picked.append((_ftime(f, tb, 0.0), f))
             complete = len(picked) >= len(want_ticks) and not short
         else:  # exact seeking
@@ -376,29 +380,46 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
     w, h = frames[0].width, frames[0].height
     return DecodedVideo(
         frames=frames, timestamps=stamps, duration=float(duration), fps=float(fps), width=w,
-        height=h, rotation=rotation, decoded_frames=dec.decoded, strategy=strategy, codec=codec,
+        height=h, rotation=rotation, decoded_frames=max(dec.sent, dec.decoded), strategy=strategy, codec=codec,
         keyframe_interval=key_gap, decode_errors=dec.errors, complete=bool(complete and not dec.errors),
         targets=[round(t - start, 6) for t in targets])
 
 
 def _seek_decode(dec: _Decoder, targets: list[float], times: list[float], keys: list[float], tb,
                  frame_dur: float) -> list[tuple[float, Any]]:
+    """Exact sampling: the first frame with pts >= each target.
+
+    Seeks to the keyframe before a target unless the decoder is already between that keyframe and
+    the target; when the next target lies in a later GOP, packets stop at the target's packet (in
+    decode order) and the decoder is drained, so no frame after the target is decoded.
+    """
     eps = min(frame_dur * 0.25, 1e-3) if frame_dur else 1e-6
-    picked: list[tuple[float, Any]] = []
-    it: Iterator[Any] | None = None
-    last_t: float | None = None       # pts of the last frame the decoder produced
-    used: set[float] = set()
+    plan: list[tuple[float, float]] = []          # (frame time wanted, its keyframe time)
     for target in targets:
         j = bisect.bisect_left(times, target - eps)
-        want_t = times[min(j, len(times) - 1)]   # first frame with pts >= target (or the last)
-        if want_t in used:
+        want_t = times[min(j, len(times) - 1)]
+        if plan and plan[-1][0] >= want_t - eps:
             continue
         ki = bisect.bisect_right(keys, want_t + eps) - 1
-        key_t = keys[ki] if ki >= 0 else times[0]
+        plan.append((want_t, keys[ki] if ki >= 0 else times[0]))
+
+    picked: list[tuple[float, Any]] = []
+    it: Iterator[Any] | None = None
+    last_t: float | None = None                   # pts of the last frame the decoder produced
+    state = {"drain": None}
+
+    def done(p) -> bool:
+        t = p.pts if p.pts is not None else p.dts
+        return state["drain"] is not None and t == state["drain"]
+
+    for n, (want_t, key_t) in enumerate(plan):
         if it is None or last_t is None or key_t > last_t + eps or want_t < last_t - eps:
             dec.seek(key_t)
-            it = dec.frames()
+            it = dec.frames(done=done)
             last_t = None
+        # keep the session open only when the next target continues in it
+        nxt = plan[n + 1] if n + 1 < len(plan) else None
+        state["drain"] = None if (nxt is not None and nxt[1] <= want_t + eps) else int(round(want_t / tb))
         got = None
         for f in it:
             t = _ftime(f, tb, 0.0)
@@ -406,9 +427,10 @@ def _seek_decode(dec: _Decoder, targets: list[float], times: list[float], keys: 
             if t >= want_t - eps:
                 got = (t, f)
                 break
+        if state["drain"] is not None:
+            it = None                             # drained: the next target seeks
         if got is None:
             it = None
             continue
-        used.add(want_t)
         picked.append(got)
     return picked
