@@ -18,8 +18,9 @@ packets (``packet.is_keyframe``/``packet.pts``), which costs no decoding.  Times
 ``frame.time`` (correct for variable frame rate) minus the stream's start time, i.e. the pts that
 was actually decoded, so ``timestamps[i] == frames[i].pts``.
 
-``DecodedVideo.decoded_frames`` counts the frames FFmpeg's decoder produced (tests use it to prove
-that sparse sampling does not decode the whole clip).  ``Limits.max_frames`` bounds that count.
+``DecodedVideo.decoded_frames`` counts the frames FFmpeg decoded: packets handed to the decoder,
+including frames still in flight when a seek discards them (tests use it to prove that sparse
+sampling does not decode the whole clip).  ``Limits.max_frames`` bounds that count.
 Memory: each returned Frame keeps its decoded picture alive (about 3 MB per 1080p frame).
 """
 
@@ -82,7 +83,7 @@ class DecodedVideo:
     width: int                      # display orientation
     height: int
     rotation: int                   # degrees counter-clockwise applied for display (0/90/180/270)
-    decoded_frames: int             # frames produced by FFmpeg's decoder
+    decoded_frames: int             # frames FFmpeg decoded (packets sent to the decoder)
     strategy: str                   # "all" | "keyframes" | "seek"
     codec: str = ""
     keyframe_interval: float | None = None   # largest gap between keyframes (s), when measured
