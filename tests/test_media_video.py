@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.errors import EmptyMediaError, InputError
+from engine.errors import EmptyMediaError, InputError, UnsupportedMediaError
 from engine.media import (DecodedVideo, Sampling, decode_video, decord_available, frame_to_rgb,
                           probe)
 from engine.media.synthetic import read_index
@@ -237,3 +237,22 @@ def test_decord_backend_refuses_playlists():
 
     with pytest.raises(ForbiddenSourceError):
         decode_video(hls_playlist(str(SAMPLES / "clip_tone.mp4")), backend="decord")
+
+
+@pytest.mark.parametrize("encoder,container,pix_fmt,size,codec,fmt", [
+    ("libsvtav1", "matroska", "yuv420p", (128, 96), "av1", "i420"),
+    ("libx265", "mp4", "yuv420p10le", (96, 64), "hevc", "i420_10"),
+    ("libvpx-vp9", "webm", "yuv444p", (96, 64), "vp9", "i444"),
+    ("prores", "mov", "yuv422p10le", (96, 64), "prores", "i422_10"),
+])
+def test_more_codecs_and_pixel_formats(encoder, container, pix_fmt, size, codec, fmt):
+    if not mf.has_encoder(encoder):
+        pytest.skip(f"{encoder} not in this FFmpeg")
+    data = mf.clip(width=size[0], height=size[1], duration=2.0, gop=30, codec=encoder,
+                   container=container, pix_fmt=pix_fmt)
+    try:
+        dv = decode_video(data, Sampling("fps", 1.0))
+    except UnsupportedMediaError as e:  # e.g. no AV1 decoder in this FFmpeg build
+        pytest.skip(str(e))
+    assert dv.codec == codec and dv.frames[0].format == fmt
+    assert indices(dv) == [0, 30] and dv.decoded_frames == 2
