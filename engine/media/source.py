@@ -257,16 +257,21 @@ def open_container(source: Any, limits: Limits = DEFAULT_LIMITS) -> Iterator[Any
 
 
 def codec_name(stream) -> str:
-    cc = stream.codec_context
+    """Canonical codec name of a stream ("h264", "av1", ...), "unknown" without a decoder."""
+    cc = getattr(stream, "codec_context", None)
+    if cc is None:
+        return "unknown"
     try:
         return cc.codec.canonical_name
     except Exception:  # noqa: BLE001
-        return cc.name
+        return getattr(cc, "name", None) or "unknown"
 
 
 def check_codec(stream) -> str:
     """Raise UnsupportedMediaError unless the stream's codec is on the allow-list."""
     name = codec_name(stream)
+    if name == "unknown":
+        raise UnsupportedMediaError(f"no decoder for this {stream.type} stream")
     if stream.type == "video":
         if name not in VIDEO_CODECS:
             raise UnsupportedMediaError(f"video codec {name!r} is not allowed")
