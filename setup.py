@@ -39,7 +39,7 @@ ext_modules = [
         include_dirs=["csrc", "csrc/include"],
         define_macros=[("VERSION_INFO", __version__)],
         cxx_std=17,
-        extra_compile_args=["-O3", "-ffp-contract=fast", "-fno-math-errno"]
+        extra_compile_args=["-O3", "-ffp-contract=fast", "-fno-math-errno", "-Wno-psabi"]
         if sys.platform != "win32"
         else ["/O2"],
     ),

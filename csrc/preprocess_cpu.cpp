@@ -37,6 +37,8 @@ struct TapTable {
   int src_lo = 0, src_hi = 0;  // union of the source ranges of all samples
   std::vector<int> first;
   std::vector<float> w;
+  int KP = 0;             // K rounded up to 8 or 16 (0: no padded copy, K > 16)
+  std::vector<float> wp;  // weights padded to KP taps (zeros), for the dot-product pass
 
   bool same(int f, int il, int r, int o, int off, int s, int pin, double sh) const {
     return f == filter && il == in_luma && r == resized && o == out && off == offset && s == sub &&
@@ -74,6 +76,12 @@ void build_table(TapTable& t) {
     t.src_hi = std::max(t.src_hi, nf + t.K);
   }
   if (n == 0) { t.src_lo = 0; t.src_hi = 0; }
+  t.KP = t.K <= 8 ? 8 : (t.K <= 16 ? 16 : 0);
+  if (t.KP) {
+    t.wp.assign((size_t)n * t.KP, 0.0f);
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < t.K; ++j) t.wp[(size_t)i * t.KP + j] = t.w[(size_t)i * t.K + j];
+  }
 }
 
 // Small cache so a batch of same-sized frames builds each table once per call.
@@ -135,13 +143,88 @@ ENGINE_ALWAYS_INLINE void vpass_impl(const unsigned char* base, long long stride
   }
 }
 
-ENGINE_SIMD_CLONES void vpass_u8(const unsigned char* base, long long stride, int K,
-                                 const float* w, int n, float* tmp) {
+ENGINE_SIMD_CLONES void vpass_u8_generic(const unsigned char* base, long long stride, int K,
+                                         const float* w, int n, float* tmp) {
   vpass_impl<uint8_t>(base, stride, K, w, n, tmp);
 }
-ENGINE_SIMD_CLONES void vpass_u16(const unsigned char* base, long long stride, int K,
-                                  const float* w, int n, float* tmp) {
+ENGINE_SIMD_CLONES void vpass_u16_generic(const unsigned char* base, long long stride, int K,
+                                          const float* w, int n, float* tmp) {
   vpass_impl<uint16_t>(base, stride, K, w, n, tmp);
+}
+
+#if ENGINE_HAVE_AVX2_KERNELS
+// AVX2 + FMA vertical pass: 32 columns at a time, accumulators kept in registers over all taps
+// (the generic loop re-reads and re-writes tmp once per pair of taps). Chosen at run time.
+ENGINE_AVX2_TARGET inline __m256 cvt8(const uint8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+ENGINE_AVX2_TARGET inline __m256 cvt8(const uint16_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+
+template <typename T>
+ENGINE_AVX2_TARGET void vpass_avx2(const unsigned char* base, long long stride, int K,
+                                   const float* w, int n, float* tmp) {
+  int k = 0;
+  while (k < K && w[k] == 0.0f) ++k;
+  int kend = K;
+  while (kend > k && w[kend - 1] == 0.0f) --kend;
+  if (k >= kend) {
+    for (int i = 0; i < n; ++i) tmp[i] = 0.0f;
+    return;
+  }
+  int i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const T* s = reinterpret_cast<const T*>(base + (long long)k * stride) + i;
+    __m256 wv = _mm256_set1_ps(w[k]);
+    __m256 a0 = _mm256_mul_ps(wv, cvt8(s)), a1 = _mm256_mul_ps(wv, cvt8(s + 8));
+    __m256 a2 = _mm256_mul_ps(wv, cvt8(s + 16)), a3 = _mm256_mul_ps(wv, cvt8(s + 24));
+    for (int kk = k + 1; kk < kend; ++kk) {
+      s = reinterpret_cast<const T*>(base + (long long)kk * stride) + i;
+      wv = _mm256_set1_ps(w[kk]);
+      a0 = _mm256_fmadd_ps(wv, cvt8(s), a0);
+      a1 = _mm256_fmadd_ps(wv, cvt8(s + 8), a1);
+      a2 = _mm256_fmadd_ps(wv, cvt8(s + 16), a2);
+      a3 = _mm256_fmadd_ps(wv, cvt8(s + 24), a3);
+    }
+    _mm256_storeu_ps(tmp + i, a0);
+    _mm256_storeu_ps(tmp + i + 8, a1);
+    _mm256_storeu_ps(tmp + i + 16, a2);
+    _mm256_storeu_ps(tmp + i + 24, a3);
+  }
+  for (; i + 8 <= n; i += 8) {
+    const T* s = reinterpret_cast<const T*>(base + (long long)k * stride) + i;
+    __m256 a0 = _mm256_mul_ps(_mm256_set1_ps(w[k]), cvt8(s));
+    for (int kk = k + 1; kk < kend; ++kk) {
+      s = reinterpret_cast<const T*>(base + (long long)kk * stride) + i;
+      a0 = _mm256_fmadd_ps(_mm256_set1_ps(w[kk]), cvt8(s), a0);
+    }
+    _mm256_storeu_ps(tmp + i, a0);
+  }
+  for (; i < n; ++i) {
+    float acc = 0.0f;
+    for (int kk = k; kk < kend; ++kk)
+      acc += w[kk] * (float)reinterpret_cast<const T*>(base + (long long)kk * stride)[i];
+    tmp[i] = acc;
+  }
+}
+#endif
+
+const bool g_use_avx2 = cpu_has_avx2_fma();
+
+void vpass_u8(const unsigned char* base, long long stride, int K, const float* w, int n,
+              float* tmp) {
+#if ENGINE_HAVE_AVX2_KERNELS
+  if (g_use_avx2) return vpass_avx2<uint8_t>(base, stride, K, w, n, tmp);
+#endif
+  vpass_u8_generic(base, stride, K, w, n, tmp);
+}
+void vpass_u16(const unsigned char* base, long long stride, int K, const float* w, int n,
+               float* tmp) {
+#if ENGINE_HAVE_AVX2_KERNELS
+  if (g_use_avx2) return vpass_avx2<uint16_t>(base, stride, K, w, n, tmp);
+#endif
+  vpass_u16_generic(base, stride, K, w, n, tmp);
 }
 
 // ---- horizontal pass: dst[o * NC + c] = sum_j w[o, j] * tmp[(first[o] - src_lo + j) * NC + c] ----
@@ -163,8 +246,44 @@ ENGINE_ALWAYS_INLINE void hpass_fixed(const float* __restrict tmp, const TapTabl
   }
 }
 
+#if ENGINE_HAVE_VEC8
+// NC == 1: each output is a dot product of KP contiguous samples (tmp is zero-padded past its
+// end) with its zero-padded weights; 8 outputs are reduced together (reduce8).
+template <int KP>
+ENGINE_ALWAYS_INLINE void hpass_dot(const float* __restrict tmp, const TapTable& t,
+                                    float* __restrict dst) {
+  using namespace engine_simd;
+  const int n = t.hi - t.lo;
+  const float* wp = t.wp.data();
+  const int* first = t.first.data();
+  int o = 0;
+  for (; o + 8 <= n; o += 8) {
+    v8f p[8];
+    for (int q = 0; q < 8; ++q) {
+      const float* s = tmp + (first[o + q] - t.src_lo);
+      const float* w = wp + (size_t)(o + q) * KP;
+      v8f acc = loadu(s) * loadu(w);
+      if (KP == 16) acc += loadu(s + 8) * loadu(w + 8);
+      p[q] = acc;
+    }
+    storeu(dst + o, reduce8(p));
+  }
+  for (; o < n; ++o) {
+    const float* s = tmp + (first[o] - t.src_lo);
+    const float* w = wp + (size_t)o * KP;
+    float acc = 0.0f;
+    for (int j = 0; j < KP; ++j) acc += s[j] * w[j];
+    dst[o] = acc;
+  }
+}
+#endif
+
 template <int NC>
 ENGINE_ALWAYS_INLINE void hpass_impl(const float* tmp, const TapTable& t, float* dst) {
+#if ENGINE_HAVE_VEC8
+  if (NC == 1 && t.KP == 8) { hpass_dot<8>(tmp, t, dst); return; }
+  if (NC == 1 && t.KP == 16) { hpass_dot<16>(tmp, t, dst); return; }
+#endif
   switch (t.K) {
     case 1: hpass_fixed<NC, 1>(tmp, t, dst); break;
     case 2: hpass_fixed<NC, 2>(tmp, t, dst); break;
@@ -230,32 +349,74 @@ template <>
 ENGINE_ALWAYS_INLINE uint16_t to_out<uint16_t>(float v) { return float_to_half_bits(v); }
 
 template <typename O>
-void store_row(void* out_base, const PreprocessArgs& a, int b, int y, const float* const rgb[3],
-               int x_lo, int x_hi) {
+ENGINE_ALWAYS_INLINE void store_row_impl(void* out_base, const PreprocessArgs& a, int b, int y,
+                                         const float* const rgb[3], int x_lo, int x_hi) {
   O* out = static_cast<O*>(out_base);
   const int W = a.out_w, H = a.out_h;
   const O pad = to_out<O>(a.pad_value);
   if (a.nhwc) {
-    O* row = out + ((size_t)b * H + y) * W * 3;
+    O* __restrict row = out + ((size_t)b * H + y) * W * 3;
     for (int x = 0; x < x_lo; ++x) row[3 * x] = row[3 * x + 1] = row[3 * x + 2] = pad;
-    for (int x = x_lo; x < x_hi; ++x)
-      for (int c = 0; c < 3; ++c) row[3 * x + c] = to_out<O>(rgb[c][x - x_lo]);
+    const float* __restrict s0 = rgb[0] - x_lo;
+    const float* __restrict s1 = rgb[1] - x_lo;
+    const float* __restrict s2 = rgb[2] - x_lo;
+    for (int x = x_lo; x < x_hi; ++x) {
+      row[3 * x] = to_out<O>(s0[x]);
+      row[3 * x + 1] = to_out<O>(s1[x]);
+      row[3 * x + 2] = to_out<O>(s2[x]);
+    }
     for (int x = x_hi; x < W; ++x) row[3 * x] = row[3 * x + 1] = row[3 * x + 2] = pad;
   } else {
     for (int c = 0; c < 3; ++c) {
-      O* row = out + (((size_t)b * 3 + c) * H + y) * W;
+      O* __restrict row = out + (((size_t)b * 3 + c) * H + y) * W;
       for (int x = 0; x < x_lo; ++x) row[x] = pad;
-      const float* s = rgb[c];
-      for (int x = x_lo; x < x_hi; ++x) row[x] = to_out<O>(s[x - x_lo]);
+      const float* __restrict s = rgb[c] - x_lo;
+      for (int x = x_lo; x < x_hi; ++x) row[x] = to_out<O>(s[x]);
       for (int x = x_hi; x < W; ++x) row[x] = pad;
     }
   }
+}
+
+ENGINE_SIMD_CLONES void store_row_f32(void* out, const PreprocessArgs& a, int b, int y,
+                                      const float* const rgb[3], int x_lo, int x_hi) {
+  store_row_impl<float>(out, a, b, y, rgb, x_lo, x_hi);
+}
+ENGINE_SIMD_CLONES void store_row_f16(void* out, const PreprocessArgs& a, int b, int y,
+                                      const float* const rgb[3], int x_lo, int x_hi) {
+  store_row_impl<uint16_t>(out, a, b, y, rgb, x_lo, x_hi);
+}
+
+template <typename O>
+void store_row(void* out, const PreprocessArgs& a, int b, int y, const float* const rgb[3],
+               int x_lo, int x_hi) {
+  if (sizeof(O) == 2) store_row_f16(out, a, b, y, rgb, x_lo, x_hi);
+  else store_row_f32(out, a, b, y, rgb, x_lo, x_hi);
 }
 
 void store_pad_row(void* out, const PreprocessArgs& a, int b, int y) {
   const float* none[3] = {nullptr, nullptr, nullptr};
   if (a.fp16) store_row<uint16_t>(out, a, b, y, none, 0, 0);
   else store_row<float>(out, a, b, y, none, 0, 0);
+}
+
+// Source rows are ~1-2 KB segments one frame row apart, each in its own page, so hardware
+// prefetchers ramp up late; request the rows the next output row adds while this one computes.
+inline void prefetch_next_rows(const PlaneDesc& pl, const TapTable& ty, const TapTable& tx, int iy,
+                               int bps) {
+#if defined(__GNUC__)
+  const int n = ty.hi - ty.lo;
+  if (iy + 1 >= n) return;
+  const int r0 = std::max(ty.first[iy] + ty.K, ty.first[iy + 1]);
+  const int r1 = ty.first[iy + 1] + ty.K;
+  const long long c0 = (long long)tx.src_lo * pl.channels * bps;
+  const long long c1 = (long long)tx.src_hi * pl.channels * bps;
+  for (int r = r0; r < r1; ++r) {
+    const char* row = static_cast<const char*>(pl.data) + (long long)r * pl.row_stride;
+    for (long long c = c0; c < c1; c += 64) __builtin_prefetch(row + c, 0, 3);
+  }
+#else
+  (void)pl; (void)ty; (void)tx; (void)iy; (void)bps;
+#endif
 }
 
 struct ThreadBuffers {
@@ -273,7 +434,7 @@ void process_rows(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, i
   for (int p = 0; p < f.num_planes; ++p) {
     const int nc = f.planes[p].channels;
     const TapTable& tx = *fw.tx[p];
-    const size_t need = (size_t)std::max(tx.src_hi - tx.src_lo, 1) * nc;
+    const size_t need = (size_t)std::max(tx.src_hi - tx.src_lo, 1) * nc + 16;  // + zero pad
     if (buf.vtmp[p].size() < need) buf.vtmp[p].resize(need);
     if (buf.hrow[p].size() < (size_t)std::max(nx, 1) * nc) buf.hrow[p].resize((size_t)std::max(nx, 1) * nc);
   }
@@ -294,6 +455,7 @@ void process_rows(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, i
       const TapTable& ty = *fw.ty[p];
       const TapTable& tx = *fw.tx[p];
       const int iy = y - ty.lo;
+      prefetch_next_rows(pl, ty, tx, iy, bps);
       const int nc = pl.channels;
       const unsigned char* base = static_cast<const unsigned char*>(pl.data) +
                                   (long long)ty.first[iy] * pl.row_stride +
@@ -301,6 +463,7 @@ void process_rows(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, i
       const int n = (tx.src_hi - tx.src_lo) * nc;
       const float* w = &ty.w[(size_t)iy * ty.K];
       float* vt = buf.vtmp[p].data();
+      for (int i = n; i < n + 16; ++i) vt[i] = 0.0f;  // hpass_dot reads up to KP past the end
       if (bps == 1) vpass_u8(base, pl.row_stride, ty.K, w, n, vt);
       else vpass_u16(base, pl.row_stride, ty.K, w, n, vt);
       float* hr = buf.hrow[p].data();
