@@ -53,6 +53,7 @@ py::dict build_info() {
   bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
             __builtin_cpu_supports("bmi2");
   d["simd_selected"] = std::string(ENGINE_HAVE_CLONES && v3 ? "avx2" : "baseline");
+  d["avx2_kernels"] = avx2_kernels_active();
 #else
   d["simd_selected"] = std::string("baseline");
 #endif

@@ -40,3 +40,80 @@ __global__ void engine_headers_check(float* out, unsigned short* half_out) {
   fft_radix2(re, im, 8, c, s);
   out[i] += (float)re[3] + (float)(is_yuv(kFmtI420) ? 1 : 0) + (float)(mini(1, 2) + maxi(1, 2));
 }
+
+#ifdef ENGINE_HEADERS_CHECK_MAIN
+// Host driver (tests/kernels/test_headers_nvcc.py, GPU machines only): evaluates the ENGINE_HD
+// math on the device and on the host from the same headers and compares the results.
+#include <cstdio>
+#include <cmath>
+#include <vector>
+
+namespace {
+constexpr int kN = 4096;
+constexpr int kVals = 16;
+
+ENGINE_HD void eval_all(int i, float* v) {
+  using namespace engine;
+  for (int k = 0; k < kVals; ++k) v[k] = 0.0f;
+  // taps: antialias luma / chroma and bilinear at several scales
+  float w[32];
+  int first = 0;
+  const int in = 1 + (i % 2000);
+  const int resized = 1 + ((i * 7919) % 700);
+  const double scale = (double)in / resized;
+  const int r = i % resized;
+  int n = compute_taps(kFilterAntialias, in, scale, plane_centre(scale, r, 1, 0.0), w, &first);
+  v[0] = (float)n; v[1] = (float)first; v[2] = w[0]; v[3] = w[n / 2];
+  const int cin = (in + 1) / 2;
+  n = compute_taps(kFilterAntialias, cin, scale / 2, plane_centre(scale, r, 2, 0.25), w, &first);
+  v[4] = (float)(n * 10000 + first); v[5] = w[n - 1];
+  n = compute_taps(kFilterBilinear, in, scale, plane_centre(scale, r, 1, 0.0), w, &first);
+  v[6] = (float)(n * 10000 + first); v[7] = w[0];
+  // colour + half
+  YuvToRgb m = make_yuv_to_rgb(i & 1, (i >> 1) & 1, (i & 4) ? 10 : 8);
+  float rgb[3];
+  yuv_to_rgb(m, (float)(i % 1024), (float)((i * 3) % 1024), (float)((i * 5) % 1024), rgb);
+  v[8] = rgb[0]; v[9] = rgb[1]; v[10] = rgb[2];
+  union { float f; unsigned u; } bits;
+  bits.u = 0x2f000000u + (unsigned)i * 0x00012345u;  // sweeps subnormal..overflow halves
+  v[11] = (float)float_to_half_bits(bits.f);
+  // mel + geometry
+  v[12] = (float)mel_fbank_weight(i % 257, (i / 257) % 64, 257, 16000, 125.0, 7500.0, 64);
+  v[13] = (float)padded_hann(i % 512, 400, 512);
+  AxisGeometry gy, gx;
+  compute_geometry(i % 3, 1 + i % 1080, 1 + (i * 13) % 1920, 224, 224, 256, 256, &gy, &gx);
+  v[14] = (float)(gy.resized * 1000 + gy.offset);
+  v[15] = (float)(gx.resized * 1000 + gx.offset);
+}
+
+__global__ void eval_kernel(float* out) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < kN) eval_all(i, out + (size_t)i * kVals);
+}
+}  // namespace
+
+int main() {
+  std::vector<float> host((size_t)kN * kVals), dev((size_t)kN * kVals);
+  for (int i = 0; i < kN; ++i) eval_all(i, host.data() + (size_t)i * kVals);
+  float* d = nullptr;
+  if (cudaMalloc(&d, dev.size() * sizeof(float)) != cudaSuccess) { std::printf("no device\n"); return 2; }
+  eval_kernel<<<(kN + 127) / 128, 128>>>(d);
+  if (cudaDeviceSynchronize() != cudaSuccess) { std::printf("kernel failed\n"); return 2; }
+  cudaMemcpy(dev.data(), d, dev.size() * sizeof(float), cudaMemcpyDeviceToHost);
+  cudaFree(d);
+  // integers and half bits must match exactly; float math within 1e-5 relative (device FMA
+  // contraction and libdevice cos/log10/pow differ from glibc in the last bits)
+  double worst = 0.0;
+  int bad = 0;
+  for (size_t j = 0; j < host.size(); ++j) {
+    const int k = (int)(j % kVals);
+    const bool exact = k == 0 || k == 1 || k == 4 || k == 6 || k == 11 || k == 14 || k == 15;
+    const double diff = std::fabs((double)host[j] - (double)dev[j]);
+    const double rel = diff / std::fmax(1.0, std::fabs((double)host[j]));
+    if (exact ? diff != 0.0 : rel > 1e-5) ++bad;
+    if (!exact) worst = std::fmax(worst, rel);
+  }
+  std::printf("values=%zu mismatches=%d worst_rel=%.3g\n", host.size(), bad, worst);
+  return bad ? 1 : 0;
+}
+#endif  // ENGINE_HEADERS_CHECK_MAIN

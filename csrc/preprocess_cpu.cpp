@@ -5,6 +5,7 @@
 // then a horizontal pass producing the plane's samples at the output pixels, then colour
 // conversion + clamp + normalisation + layout/dtype store. See Note [fused resize order].
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -210,7 +211,8 @@ ENGINE_AVX2_TARGET void vpass_avx2(const unsigned char* base, long long stride, 
 }
 #endif
 
-const bool g_use_avx2 = cpu_has_avx2_fma();
+// ENGINE_DISABLE_AVX2=1 forces the portable loops (tests compare both paths).
+const bool g_use_avx2 = cpu_has_avx2_fma() && !std::getenv("ENGINE_DISABLE_AVX2");
 
 void vpass_u8(const unsigned char* base, long long stride, int K, const float* w, int n,
               float* tmp) {
@@ -533,6 +535,8 @@ int preprocess_cpu(const FrameDesc* frames, int n, const PreprocessArgs& a, void
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
 }  // namespace
+
+bool avx2_kernels_active() { return g_use_avx2; }
 
 void preprocess(py::array out, const py::list& frames, int mode, int to_h, int to_w, int filter,
                 double scale, std::array<double, 3> mean, std::array<double, 3> stdv, bool bgr_out,

@@ -262,3 +262,31 @@ def test_build_info():
     assert set(info) >= {"compiler", "openmp", "simd_compiled", "simd_runtime", "cuda_compiled", "version"}
     assert info["cuda_compiled"] is False
     assert "baseline" in info["simd_compiled"]
+
+
+def test_portable_path_matches_avx2(tmp_path):
+    # ENGINE_DISABLE_AVX2=1 selects the portable vertical pass; it must agree with the AVX2 one
+    # (FMA vs separate multiply-add: float32 rounding only).
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import numpy as np, sys; sys.path.insert(0, sys.argv[2]);"
+        "from frames import make_frame; from engine.ops import PreprocessSpec, preprocess, build_info;"
+        "rng = np.random.default_rng(0);"
+        "fr = [make_frame(f, 300, 451, rng) for f in ('i420', 'i422_10', 'nv12', 'rgb24')];"
+        "out = preprocess(fr, PreprocessSpec(size=(64, 64), filter='antialias'));"
+        "assert not build_info()['avx2_kernels'];"
+        "np.save(sys.argv[1], out)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**__import__("os").environ, "ENGINE_DISABLE_AVX2": "1", "PYTHONPATH": str(root)}
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "o.npy"), str(Path(__file__).parent)],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    portable = np.load(tmp_path / "o.npy")
+    rng = np.random.default_rng(0)
+    fr = [make_frame(f, 300, 451, rng) for f in ("i420", "i422_10", "nv12", "rgb24")]
+    fast = preprocess(fr, PreprocessSpec(size=(64, 64), filter="antialias"))
+    np.testing.assert_allclose(fast, portable, atol=1e-3, rtol=0)
