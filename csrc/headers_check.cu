@@ -56,10 +56,10 @@ ENGINE_HD void eval_all(int i, float* v) {
   using namespace engine;
   for (int k = 0; k < kVals; ++k) v[k] = 0.0f;
   // taps: antialias luma / chroma and bilinear at several scales
-  float w[32];
+  float w[64];  // compute_taps writes up to max_taps(filter, scale) weights: keep scale <= 20
   int first = 0;
   const int in = 1 + (i % 2000);
-  const int resized = 1 + ((i * 7919) % 700);
+  const int resized = in / 20 + 1 + ((i * 7919) % 700);
   const double scale = (double)in / resized;
   const int r = i % resized;
   int n = compute_taps(kFilterAntialias, in, scale, plane_centre(scale, r, 1, 0.0), w, &first);
@@ -101,8 +101,10 @@ int main() {
   if (cudaDeviceSynchronize() != cudaSuccess) { std::printf("kernel failed\n"); return 2; }
   cudaMemcpy(dev.data(), d, dev.size() * sizeof(float), cudaMemcpyDeviceToHost);
   cudaFree(d);
-  // integers and half bits must match exactly; float math within 1e-5 relative (device FMA
-  // contraction and libdevice cos/log10/pow differ from glibc in the last bits)
+  // Integers and half bits must match exactly; float math within 1e-5 relative (device FMA
+  // contraction and libdevice cos/log10/pow differ from glibc in the last bits). The RGB values
+  // (k = 8..10) are sums of terms up to ~300 that cancel, so FMA moves them by ~1 ulp of 300
+  // (3e-5 absolute): a few float32 ulps of max(512, |v|) there. Built with -fmad=false, host and device agree bit for bit.
   double worst = 0.0;
   int bad = 0;
   for (size_t j = 0; j < host.size(); ++j) {
@@ -110,8 +112,14 @@ int main() {
     const bool exact = k == 0 || k == 1 || k == 4 || k == 6 || k == 11 || k == 14 || k == 15;
     const double diff = std::fabs((double)host[j] - (double)dev[j]);
     const double rel = diff / std::fmax(1.0, std::fabs((double)host[j]));
-    if (exact ? diff != 0.0 : rel > 1e-5) ++bad;
+    const double mag = std::fabs((double)host[j]);
+    const double tol = (k >= 8 && k <= 10) ? 3e-7 * std::fmax(512.0, mag) : 1e-5 * std::fmax(1.0, mag);
+    if (exact ? diff != 0.0 : diff > tol) {
+      if (++bad <= 20)
+        std::printf("mismatch i=%zu k=%d host=%.9g device=%.9g\n", j / kVals, k, host[j], dev[j]);
+    }
     if (!exact) worst = std::fmax(worst, rel);
+    (void)tol;
   }
   std::printf("values=%zu mismatches=%d worst_rel=%.3g\n", host.size(), bad, worst);
   return bad ? 1 : 0;
