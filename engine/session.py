@@ -14,7 +14,7 @@ import numpy as np
 
 from . import media
 from .backends import Backend, load_backend
-from .errors import EngineError, InputError, MediaLimitError, ModelError
+from .errors import CorruptMediaError, EngineError, InputError, MediaLimitError, ModelError
 from .ops.audio import CHUNK_SAMPLES, SAMPLE_RATE, yamnet_patches
 from .ops.pooling import masked_mean
 from .ops.preprocess import PreprocessSpec, preprocess
@@ -225,6 +225,14 @@ class Session:
         t = time.perf_counter()
         decoded = media.decode_video(source, sampling, self.limits)
         timings["decode_video_s"] = time.perf_counter() - t
+        if not decoded.complete:
+            # A verdict on part of a video would vouch for frames nobody looked at.
+            raise CorruptMediaError(
+                f"video is truncated or damaged: {decoded.decode_errors} packets failed, "
+                f"frames used up to {max(decoded.timestamps, default=0.0):.2f} s of "
+                f"{decoded.duration:.2f} s")
+        if not decoded.frames:
+            raise CorruptMediaError("no video frame could be decoded")
         return decoded
 
     def _decode_audio(self, source: Any, timings: dict[str, float]) -> np.ndarray:

@@ -208,3 +208,15 @@ def test_embed_pools_each_modality(session):
     x = preprocess(frames, session._spec)
     per_frame = session.run("open_nsfw", {"input:0": x})["embedding"]
     np.testing.assert_allclose(e["vision"], per_frame.mean(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_truncated_video_with_index_up_front_is_refused(session):
+    # With the index first (faststart) FFmpeg happily decodes the first half of a cut file: a
+    # verdict on it would vouch for frames nobody saw, so the item fails instead.
+    from engine.media.synthetic import encode_video
+
+    data = encode_video(width=320, height=240, duration=4.0, fps=10, gop=10, audio=True,
+                        container_options={"movflags": "faststart"})
+    whole, cut = session.moderate_many([data, data[: len(data) // 2]])
+    assert whole.ok and len(whole.verdict.sampled_timestamps) == 4
+    assert isinstance(cut.error, errors.CorruptMediaError)
