@@ -402,14 +402,14 @@ void store_pad_row(void* out, const PreprocessArgs& a, int b, int y) {
 }
 
 // Source rows are ~1-2 KB segments one frame row apart, each in its own page, so hardware
-// prefetchers ramp up late; request the rows the next output row adds while this one computes.
-inline void prefetch_next_rows(const PlaneDesc& pl, const TapTable& ty, const TapTable& tx, int iy,
-                               int bps) {
+// prefetchers ramp up late; request the rows output row y+2 adds while row y computes.
+inline void prefetch_rows_of(const PlaneDesc& pl, const TapTable& ty, const TapTable& tx, int iy,
+                             int bps) {
 #if defined(__GNUC__)
   const int n = ty.hi - ty.lo;
-  if (iy + 1 >= n) return;
-  const int r0 = std::max(ty.first[iy] + ty.K, ty.first[iy + 1]);
-  const int r1 = ty.first[iy + 1] + ty.K;
+  if (iy <= 0 || iy >= n) return;
+  const int r0 = std::max(ty.first[iy - 1] + ty.K, ty.first[iy]);  // rows new in row iy
+  const int r1 = ty.first[iy] + ty.K;
   const long long c0 = (long long)tx.src_lo * pl.channels * bps;
   const long long c1 = (long long)tx.src_hi * pl.channels * bps;
   for (int r = r0; r < r1; ++r) {
@@ -419,6 +419,18 @@ inline void prefetch_next_rows(const PlaneDesc& pl, const TapTable& ty, const Ta
 #else
   (void)pl; (void)ty; (void)tx; (void)iy; (void)bps;
 #endif
+}
+
+#ifndef ENGINE_PREFETCH_DIST
+#define ENGINE_PREFETCH_DIST 2
+#endif
+constexpr int kPrefetchRows = ENGINE_PREFETCH_DIST;  // output rows ahead
+
+inline void prefetch_next_rows(const PlaneDesc& pl, const TapTable& ty, const TapTable& tx, int iy,
+                               int bps, bool block_start) {
+  if (block_start)
+    for (int d = 1; d < kPrefetchRows; ++d) prefetch_rows_of(pl, ty, tx, iy + d, bps);
+  prefetch_rows_of(pl, ty, tx, iy + kPrefetchRows, bps);
 }
 
 struct ThreadBuffers {
@@ -457,7 +469,7 @@ void process_rows(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, i
       const TapTable& ty = *fw.ty[p];
       const TapTable& tx = *fw.tx[p];
       const int iy = y - ty.lo;
-      prefetch_next_rows(pl, ty, tx, iy, bps);
+      prefetch_next_rows(pl, ty, tx, iy, bps, y == y0);
       const int nc = pl.channels;
       const unsigned char* base = static_cast<const unsigned char*>(pl.data) +
                                   (long long)ty.first[iy] * pl.row_stride +
@@ -509,7 +521,15 @@ int preprocess_cpu(const FrameDesc* frames, int n, const PreprocessArgs& a, void
                                 pl.width, pl.shift_x);
     }
   }
-  const int block = 8;
+#ifdef _OPENMP
+  const int nt_blk = threads > 0 ? threads : omp_get_max_threads();
+#else
+  const int nt_blk = 1;
+#endif
+  // Row blocks: long enough that the source rows stream through the prefetcher (each block
+  // start is a cold miss on ~2 x scale source rows), short enough for >= 4 tasks per thread.
+  const long long ideal = ((long long)a.out_h * n) / (4LL * nt_blk);
+  const int block = (int)std::max(8LL, std::min<long long>(a.out_h, ideal));
   const int blocks_per_frame = (a.out_h + block - 1) / block;
   const long long tasks = (long long)n * blocks_per_frame;
 #ifdef _OPENMP
