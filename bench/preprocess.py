@@ -156,6 +156,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--frames", type=int, default=16, help="distinct frames (= fused batch size)")
     ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--paths", default="fused,fused1,naive,opencv,torch", help="comma-separated subset")
     ap.add_argument("--json", action="store_true", help="write bench/results/preprocess-<time>.json")
     args = ap.parse_args(argv)
 
@@ -188,6 +189,11 @@ def main(argv=None) -> dict:
         "opencv": lambda: run_opencv(i420s),
         "torch": lambda: run_torch(i420s),
     }
+    wanted = [p for p in args.paths.split(",") if p]
+    unknown = set(wanted) - set(paths)
+    if unknown or "fused" not in wanted or "naive" not in wanted:
+        ap.error(f"--paths must name fused and naive and only {sorted(paths)}")
+    paths = {k: v for k, v in paths.items() if k in wanted}
     t_start = time.perf_counter()
     results = measure_all(paths, len(frames), args.repeats)
 
@@ -195,11 +201,9 @@ def main(argv=None) -> dict:
     fused()
     ref = out.copy()
     lv = lambda a: a * STD[None, :, None, None] * 255.0 + MEAN[None, :, None, None] * 255.0  # noqa: E731
-    diffs = {
-        "naive": float(np.abs(lv(run_naive(vframes)) - lv(ref)).max()),
-        "opencv": float(np.abs(lv(run_opencv(i420s)) - lv(ref)).max()),
-        "torch": float(np.abs(lv(run_torch(i420s)) - lv(ref)).max()),
-    }
+    runs = {"naive": lambda: run_naive(vframes), "opencv": lambda: run_opencv(i420s),
+            "torch": lambda: run_torch(i420s)}
+    diffs = {k: float(np.abs(lv(fn()) - lv(ref)).max()) for k, fn in runs.items() if k in paths}
     ratio = results["fused"]["median"] / results["naive"]["median"]
     report = {
         "config": {"input": f"{W}x{H} i420 (synthetic)", "resize": f"shorter {SHORT}, centre crop {CROP}",

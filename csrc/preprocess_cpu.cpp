@@ -212,6 +212,53 @@ ENGINE_AVX2_TARGET void vpass_avx2(const unsigned char* base, long long stride, 
 #endif
 
 // ENGINE_DISABLE_AVX2=1 forces the portable loops (tests compare both paths).
+#ifndef ENGINE_SPREAD_PF
+#define ENGINE_SPREAD_PF 1
+#endif
+#if ENGINE_HAVE_AVX2_KERNELS
+// Two consecutive output rows in one sweep: their tap windows overlap (9 taps, stride ~4 source
+// rows at 1080p -> 256), so each shared source row is loaded and converted once for both.
+// Rows are given as the union window [r0, r0 + nr) with per-row weights wa / wb (0 = unused).
+template <typename T>
+ENGINE_AVX2_TARGET void vpass2_avx2(const unsigned char* base, long long stride, int nr,
+                                    const float* wa, const float* wb, int n, float* ta,
+                                    float* tb) {
+  int i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    for (int r = 0; r < nr; ++r) {
+      const T* s = reinterpret_cast<const T*>(base + (long long)r * stride) + i;
+      const __m256 x0 = cvt8(s), x1 = cvt8(s + 8), x2 = cvt8(s + 16), x3 = cvt8(s + 24);
+      if (wa[r] != 0.0f) {
+        const __m256 w = _mm256_set1_ps(wa[r]);
+        a0 = _mm256_fmadd_ps(w, x0, a0); a1 = _mm256_fmadd_ps(w, x1, a1);
+        a2 = _mm256_fmadd_ps(w, x2, a2); a3 = _mm256_fmadd_ps(w, x3, a3);
+      }
+      if (wb[r] != 0.0f) {
+        const __m256 w = _mm256_set1_ps(wb[r]);
+        b0 = _mm256_fmadd_ps(w, x0, b0); b1 = _mm256_fmadd_ps(w, x1, b1);
+        b2 = _mm256_fmadd_ps(w, x2, b2); b3 = _mm256_fmadd_ps(w, x3, b3);
+      }
+    }
+    _mm256_storeu_ps(ta + i, a0); _mm256_storeu_ps(ta + i + 8, a1);
+    _mm256_storeu_ps(ta + i + 16, a2); _mm256_storeu_ps(ta + i + 24, a3);
+    _mm256_storeu_ps(tb + i, b0); _mm256_storeu_ps(tb + i + 8, b1);
+    _mm256_storeu_ps(tb + i + 16, b2); _mm256_storeu_ps(tb + i + 24, b3);
+  }
+  for (; i < n; ++i) {
+    float sa = 0.0f, sb = 0.0f;
+    for (int r = 0; r < nr; ++r) {
+      const float x = (float)reinterpret_cast<const T*>(base + (long long)r * stride)[i];
+      sa += wa[r] * x;
+      sb += wb[r] * x;
+    }
+    ta[i] = sa;
+    tb[i] = sb;
+  }
+}
+#endif
+
 const bool g_use_avx2 = cpu_has_avx2_fma() && !std::getenv("ENGINE_DISABLE_AVX2");
 
 void vpass_u8(const unsigned char* base, long long stride, int K, const float* w, int n,
@@ -435,69 +482,117 @@ inline void prefetch_next_rows(const PlaneDesc& pl, const TapTable& ty, const Ta
 
 struct ThreadBuffers {
   std::vector<float> vtmp[3];
+  std::vector<float> vtmp2[3];  // second row of a paired vertical pass
   std::vector<float> hrow[3];
   std::vector<float> rgb;
 };
+
+// hpass + colour conversion + normalisation + store of output row y from the vertical-pass
+// rows vt[p] of every plane.
+void finish_row(const FrameWork& fw, const PreprocessArgs& a, int b, int y, float* const vt[3],
+                void* out, ThreadBuffers& buf, const YuvToRgb& m) {
+  const FrameDesc& f = *fw.frame;
+  const TapTable& tx0 = *fw.tx[0];
+  const int x_lo = tx0.lo, x_hi = tx0.hi, nx = x_hi - x_lo;
+  for (int p = 0; p < f.num_planes; ++p) {
+    const int nc = f.planes[p].channels;
+    const TapTable& tx = *fw.tx[p];
+    float* hr = buf.hrow[p].data();
+    if (nc == 1) hpass1(vt[p], tx, hr);
+    else if (nc == 2) hpass2(vt[p], tx, hr);
+    else hpass3(vt[p], tx, hr);
+  }
+  const int st = std::max(nx, 1);
+  float* rgb[3] = {buf.rgb.data(), buf.rgb.data() + st, buf.rgb.data() + 2 * st};
+  const float* crgb[3] = {rgb[0], rgb[1], rgb[2]};
+  if (f.format == kFmtRGB24 || f.format == kFmtBGR24) {
+    convert_rgb(buf.hrow[0].data(), f.format == kFmtBGR24, nx, a.norm, a.bgr_out, rgb[0], rgb[1],
+                rgb[2]);
+  } else if (f.format == kFmtNV12) {
+    const float* uv = buf.hrow[1].data();
+    convert_yuv(buf.hrow[0].data(), uv, uv + 1, 2, nx, m, a.norm, a.bgr_out, rgb[0], rgb[1],
+                rgb[2]);
+  } else {
+    convert_yuv(buf.hrow[0].data(), buf.hrow[1].data(), buf.hrow[2].data(), 1, nx, m, a.norm,
+                a.bgr_out, rgb[0], rgb[1], rgb[2]);
+  }
+  if (a.fp16) store_row<uint16_t>(out, a, b, y, crgb, x_lo, x_hi);
+  else store_row<float>(out, a, b, y, crgb, x_lo, x_hi);
+}
 
 void process_rows(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, int y1, void* out,
                   ThreadBuffers& buf) {
   const FrameDesc& f = *fw.frame;
   const TapTable& ty0 = *fw.ty[0];
   const TapTable& tx0 = *fw.tx[0];
-  const int x_lo = tx0.lo, x_hi = tx0.hi, nx = x_hi - x_lo;
+  const int nx = tx0.hi - tx0.lo;
   for (int p = 0; p < f.num_planes; ++p) {
     const int nc = f.planes[p].channels;
     const TapTable& tx = *fw.tx[p];
     const size_t need = (size_t)std::max(tx.src_hi - tx.src_lo, 1) * nc + 16;  // + zero pad
-    if (buf.vtmp[p].size() < need) buf.vtmp[p].resize(need);
+    for (auto* v : {&buf.vtmp[p], &buf.vtmp2[p]})
+      if (v->size() < need) v->resize(need);
     if (buf.hrow[p].size() < (size_t)std::max(nx, 1) * nc) buf.hrow[p].resize((size_t)std::max(nx, 1) * nc);
   }
   if (buf.rgb.size() < (size_t)std::max(nx, 1) * 3) buf.rgb.resize((size_t)std::max(nx, 1) * 3);
-  float* rgb[3] = {buf.rgb.data(), buf.rgb.data() + std::max(nx, 1),
-                   buf.rgb.data() + 2 * std::max(nx, 1)};
-  const float* crgb[3] = {rgb[0], rgb[1], rgb[2]};
   const YuvToRgb m = make_yuv_to_rgb(f.matrix, f.full_range, f.bit_depth);
   const int bps = f.bit_depth > 8 ? 2 : 1;
+  float* vt[3] = {buf.vtmp[0].data(), buf.vtmp[1].data(), buf.vtmp[2].data()};
+  float* vt2[3] = {buf.vtmp2[0].data(), buf.vtmp2[1].data(), buf.vtmp2[2].data()};
 
   for (int y = y0; y < y1; ++y) {
     if (y < ty0.lo || y >= ty0.hi || nx <= 0) {
       store_pad_row(out, a, b, y);
       continue;
     }
+    const bool pair = g_use_avx2 && y + 1 < y1 && y + 1 < ty0.hi;
     for (int p = 0; p < f.num_planes; ++p) {
       const PlaneDesc& pl = f.planes[p];
       const TapTable& ty = *fw.ty[p];
       const TapTable& tx = *fw.tx[p];
       const int iy = y - ty.lo;
       prefetch_next_rows(pl, ty, tx, iy, bps, y == y0);
+      if (pair) prefetch_next_rows(pl, ty, tx, iy + 1, bps, false);
       const int nc = pl.channels;
-      const unsigned char* base = static_cast<const unsigned char*>(pl.data) +
-                                  (long long)ty.first[iy] * pl.row_stride +
-                                  (long long)tx.src_lo * nc * bps;
+      const unsigned char* col0 =
+          static_cast<const unsigned char*>(pl.data) + (long long)tx.src_lo * nc * bps;
       const int n = (tx.src_hi - tx.src_lo) * nc;
       const float* w = &ty.w[(size_t)iy * ty.K];
-      float* vt = buf.vtmp[p].data();
-      for (int i = n; i < n + 16; ++i) vt[i] = 0.0f;  // hpass_dot reads up to KP past the end
-      if (bps == 1) vpass_u8(base, pl.row_stride, ty.K, w, n, vt);
-      else vpass_u16(base, pl.row_stride, ty.K, w, n, vt);
-      float* hr = buf.hrow[p].data();
-      if (nc == 1) hpass1(vt, tx, hr);
-      else if (nc == 2) hpass2(vt, tx, hr);
-      else hpass3(vt, tx, hr);
+      for (int i = n; i < n + 16; ++i) vt[p][i] = 0.0f;  // hpass_dot reads up to KP past the end
+#if ENGINE_HAVE_AVX2_KERNELS
+      if (pair) {
+        for (int i = n; i < n + 16; ++i) vt2[p][i] = 0.0f;
+        // union window of rows iy and iy + 1 with per-row weights (0 outside each window)
+        const int fa = ty.first[iy], fb = ty.first[iy + 1], K = ty.K;
+        const int r0 = std::min(fa, fb), r1 = std::max(fa, fb) + K;
+        const int nr = r1 - r0;
+        float wa[130], wb[130];
+        if (nr <= 130) {
+          for (int r = 0; r < nr; ++r) {
+            const int ja = r0 + r - fa, jb = r0 + r - fb;
+            wa[r] = (ja >= 0 && ja < K) ? w[ja] : 0.0f;
+            wb[r] = (jb >= 0 && jb < K) ? ty.w[(size_t)(iy + 1) * K + jb] : 0.0f;
+          }
+          const unsigned char* base = col0 + (long long)r0 * pl.row_stride;
+          if (bps == 1) vpass2_avx2<uint8_t>(base, pl.row_stride, nr, wa, wb, n, vt[p], vt2[p]);
+          else vpass2_avx2<uint16_t>(base, pl.row_stride, nr, wa, wb, n, vt[p], vt2[p]);
+          continue;
+        }
+        // very large downscale: fall through to two single passes
+        const unsigned char* base2 = col0 + (long long)fb * pl.row_stride;
+        if (bps == 1) vpass_u8(base2, pl.row_stride, K, &ty.w[(size_t)(iy + 1) * K], n, vt2[p]);
+        else vpass_u16(base2, pl.row_stride, K, &ty.w[(size_t)(iy + 1) * K], n, vt2[p]);
+      }
+#endif
+      const unsigned char* base = col0 + (long long)ty.first[iy] * pl.row_stride;
+      if (bps == 1) vpass_u8(base, pl.row_stride, ty.K, w, n, vt[p]);
+      else vpass_u16(base, pl.row_stride, ty.K, w, n, vt[p]);
     }
-    if (f.format == kFmtRGB24 || f.format == kFmtBGR24) {
-      convert_rgb(buf.hrow[0].data(), f.format == kFmtBGR24, nx, a.norm, a.bgr_out, rgb[0], rgb[1],
-                  rgb[2]);
-    } else if (f.format == kFmtNV12) {
-      const float* uv = buf.hrow[1].data();
-      convert_yuv(buf.hrow[0].data(), uv, uv + 1, 2, nx, m, a.norm, a.bgr_out, rgb[0], rgb[1],
-                  rgb[2]);
-    } else {
-      convert_yuv(buf.hrow[0].data(), buf.hrow[1].data(), buf.hrow[2].data(), 1, nx, m, a.norm,
-                  a.bgr_out, rgb[0], rgb[1], rgb[2]);
+    finish_row(fw, a, b, y, vt, out, buf, m);
+    if (pair) {
+      finish_row(fw, a, b, y + 1, vt2, out, buf, m);
+      ++y;
     }
-    if (a.fp16) store_row<uint16_t>(out, a, b, y, crgb, x_lo, x_hi);
-    else store_row<float>(out, a, b, y, crgb, x_lo, x_hi);
   }
 }
 
