@@ -211,10 +211,6 @@ ENGINE_AVX2_TARGET void vpass_avx2(const unsigned char* base, long long stride, 
 }
 #endif
 
-// ENGINE_DISABLE_AVX2=1 forces the portable loops (tests compare both paths).
-#ifndef ENGINE_SPREAD_PF
-#define ENGINE_SPREAD_PF 1
-#endif
 #if ENGINE_HAVE_AVX2_KERNELS
 // Two consecutive output rows in one sweep: their tap windows overlap (9 taps, stride ~4 source
 // rows at 1080p -> 256), so each shared source row is loaded and converted once for both.
@@ -259,6 +255,7 @@ ENGINE_AVX2_TARGET void vpass2_avx2(const unsigned char* base, long long stride,
 }
 #endif
 
+// ENGINE_DISABLE_AVX2=1 forces the portable loops (tests compare both paths).
 const bool g_use_avx2 = cpu_has_avx2_fma() && !std::getenv("ENGINE_DISABLE_AVX2");
 
 void vpass_u8(const unsigned char* base, long long stride, int K, const float* w, int n,
