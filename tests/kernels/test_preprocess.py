@@ -290,3 +290,20 @@ def test_portable_path_matches_avx2(tmp_path):
     fr = [make_frame(f, 300, 451, rng) for f in ("i420", "i422_10", "nv12", "rgb24")]
     fast = preprocess(fr, PreprocessSpec(size=(64, 64), filter="antialias"))
     np.testing.assert_allclose(fast, portable, atol=1e-3, rtol=0)
+
+
+EXTREMES = [
+    ("i420", (1500, 2100), dict(size=(6, 5), resize="stretch")),  # ~300 taps per output
+    ("i422_10", (700, 900), dict(size=(3, 40), resize="letterbox", pad_value=7.0)),
+    ("nv12", (3, 3), dict(size=(300, 301), resize="shorter", filter="bilinear")),  # 100x upscale
+    ("rgb24", (2000, 30), dict(size=(4, 4), resize="shorter")),  # shorter side crop of a sliver
+]
+
+
+@pytest.mark.parametrize("fmt,hw,kw", EXTREMES, ids=[e[0] for e in EXTREMES])
+def test_extreme_scales_vs_reference(fmt, hw, kw):
+    rng = np.random.default_rng(12)
+    frame = make_frame(fmt, *hw, rng)
+    spec = PreprocessSpec(**kw)
+    ref = preprocess_ref(frame, spec)
+    _check(_run([frame], spec)[0], ref, spec)
