@@ -685,6 +685,8 @@ void preprocess(py::array out, const py::list& frames, int mode, int to_h, int t
 
   const int n = (int)B;
   std::vector<FrameDesc> descs(n);
+  std::vector<py::array> keep;  // plane arrays stay referenced while the GIL is released
+  keep.reserve((size_t)n * 3);
   for (int b = 0; b < n; ++b) {
     py::tuple t = frames[b].cast<py::tuple>();
     if (t.size() != 7) fail("frame tuple must have 7 fields");
@@ -708,7 +710,8 @@ void preprocess(py::array out, const py::list& frames, int mode, int to_h, int t
            std::to_string(planes.size()));
     const int bps = f.bit_depth > 8 ? 2 : 1;
     for (int p = 0; p < f.num_planes; ++p) {
-      py::array arr = planes[p].cast<py::array>();
+      keep.push_back(planes[p].cast<py::array>());
+      const py::array& arr = keep.back();
       PlaneDesc& pl = f.planes[p];
       const std::string pw = where + "plane " + std::to_string(p) + ": ";
       // plane: (rows >= height, samples >= width * channels), unit column stride
