@@ -242,6 +242,16 @@ ENGINE_AVX2_TARGET void vpass2_avx2(const unsigned char* base, long long stride,
     _mm256_storeu_ps(tb + i, b0); _mm256_storeu_ps(tb + i + 8, b1);
     _mm256_storeu_ps(tb + i + 16, b2); _mm256_storeu_ps(tb + i + 24, b3);
   }
+  for (; i + 8 <= n; i += 8) {
+    __m256 a0 = _mm256_setzero_ps(), b0 = a0;
+    for (int r = 0; r < nr; ++r) {
+      const __m256 x0 = cvt8(reinterpret_cast<const T*>(base + (long long)r * stride) + i);
+      a0 = _mm256_fmadd_ps(_mm256_set1_ps(wa[r]), x0, a0);
+      b0 = _mm256_fmadd_ps(_mm256_set1_ps(wb[r]), x0, b0);
+    }
+    _mm256_storeu_ps(ta + i, a0);
+    _mm256_storeu_ps(tb + i, b0);
+  }
   for (; i < n; ++i) {
     float sa = 0.0f, sb = 0.0f;
     for (int r = 0; r < nr; ++r) {
