@@ -30,7 +30,7 @@ PYBIND11_MODULE(_C, m) {
     threads: OpenMP threads (0 = default). Releases the GIL.
   )pbdoc");
   m.def("resample_taps", &engine_ops::resample_taps, "filter"_a, "in_size"_a, "resized"_a, "out"_a,
-        "offset"_a, "sub"_a, "shift"_a, "plane_in"_a,
+        "offset"_a, "sub"_a, "plane_in"_a,
         R"pbdoc(
     Tap table of one axis (for tests and debugging): (first[out] int64, weights[out, K] float32);
     first = -1 marks padding samples.

@@ -22,14 +22,14 @@ __global__ void engine_headers_check(float* out, unsigned short* half_out) {
   // resampling taps + geometry + plane description
   float w[16];
   int first = 0;
-  const double centre = plane_centre(1920.0 / 455.0, i, 2, 0.25);
-  const int taps = compute_taps(kFilterAntialias, 960, 1920.0 / 455.0 / 2.0, centre, w, &first);
-  const int taps2 = compute_taps(kFilterBilinear, 960, 0.5, centre, w + 8, &first);
+  const int taps = compute_plane_taps(kFilterAntialias, 1920, 1920.0 / 455.0, i % 455, 2, w, &first);
+  const int taps2 = compute_plane_taps(kFilterBilinear, 960, 0.5, i % 1920, 1, w + 8, &first);
   AxisGeometry gy, gx;
   const int st = compute_geometry(kResizeShorter, 1080, 1920, 224, 224, 256, 256, &gy, &gx);
   PlaneDesc planes[3];
   const int np = describe_planes(kFmtNV12, 1920, 1080, planes);
-  out[i] += (float)(taps + taps2 + st + gy.offset + gx.resized + np + max_taps(0, 2.0)) + w[0];
+  out[i] += (float)(taps + taps2 + st + gy.offset + gx.resized + np + max_taps(0, 2.0) +
+                    max_plane_taps(0, 4.2, 2)) + w[0];
   // pooling + mel
   out[i] += (float)(safe_denominator(0.0) + l2_scale(4.0)) + fmax_nan(1.0f, 2.0f);
   out[i] += (float)(mel_fbank_weight(i % 257, 3, 257, 16000, 125.0, 7500.0, 64) +
@@ -62,12 +62,11 @@ ENGINE_HD void eval_all(int i, float* v) {
   const int resized = in / 20 + 1 + ((i * 7919) % 700);
   const double scale = (double)in / resized;
   const int r = i % resized;
-  int n = compute_taps(kFilterAntialias, in, scale, plane_centre(scale, r, 1, 0.0), w, &first);
+  int n = compute_plane_taps(kFilterAntialias, in, scale, r, 1, w, &first);
   v[0] = (float)n; v[1] = (float)first; v[2] = w[0]; v[3] = w[n / 2];
-  const int cin = (in + 1) / 2;
-  n = compute_taps(kFilterAntialias, cin, scale / 2, plane_centre(scale, r, 2, 0.25), w, &first);
+  n = compute_plane_taps(kFilterAntialias, in, scale, r, 2, w, &first);
   v[4] = (float)(n * 10000 + first); v[5] = w[n - 1];
-  n = compute_taps(kFilterBilinear, in, scale, plane_centre(scale, r, 1, 0.0), w, &first);
+  n = compute_plane_taps(kFilterBilinear, in, scale, r, 2, w, &first);
   v[6] = (float)(n * 10000 + first); v[7] = w[0];
   // colour + half
   YuvToRgb m = make_yuv_to_rgb(i & 1, (i >> 1) & 1, (i & 4) ? 10 : 8);

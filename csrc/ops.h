@@ -23,7 +23,7 @@ void preprocess(py::array out, const py::list& frames, int mode, int to_h, int t
 
 // Tap table of one axis, for tests: returns (first[out], weights[out, K]) for the given plane.
 py::tuple resample_taps(int filter, int in_size, int resized, int out, int offset, int sub,
-                        double shift, int plane_in);
+                        int plane_in);
 
 // Geometry of one frame: ((resized_h, offset_y), (resized_w, offset_x)).
 py::tuple resize_geometry(int mode, int in_h, int in_w, int out_h, int out_w, int to_h, int to_w);

@@ -32,7 +32,6 @@ namespace {
 struct TapTable {
   // key
   int filter, in_luma, resized, out, offset, sub, plane_in;
-  double shift;
   // data
   int lo = 0, hi = 0, K = 1;
   int src_lo = 0, src_hi = 0;  // union of the source ranges of all samples
@@ -41,9 +40,9 @@ struct TapTable {
   int KP = 0;             // K rounded up to 8 or 16 (0: no padded copy, K > 16)
   std::vector<float> wp;  // weights padded to KP taps (zeros), for the dot-product pass
 
-  bool same(int f, int il, int r, int o, int off, int s, int pin, double sh) const {
+  bool same(int f, int il, int r, int o, int off, int s, int pin) const {
     return f == filter && il == in_luma && r == resized && o == out && off == offset && s == sub &&
-           pin == plane_in && sh == shift;
+           pin == plane_in;
   }
 };
 
@@ -52,20 +51,18 @@ void build_table(TapTable& t) {
   t.hi = std::min(t.out, t.resized - t.offset);
   if (t.hi < t.lo) t.hi = t.lo;
   const double luma_scale = (double)t.in_luma / (double)t.resized;
-  const double scale = luma_scale / t.sub;
-  const int kmax = max_taps(t.filter, scale);
+  const int kmax = max_plane_taps(t.filter, luma_scale, t.sub);
   t.K = std::min(kmax, t.plane_in);
   const int n = t.hi - t.lo;
   t.first.assign(n, 0);
   t.w.assign((size_t)n * t.K, 0.0f);
-  std::vector<float> tmp(kmax + 1);
+  std::vector<float> tmp(max_taps(t.filter, luma_scale) + 1);
   t.src_lo = t.plane_in;
   t.src_hi = 0;
   for (int i = 0; i < n; ++i) {
     const int r = t.lo + i + t.offset;
     int first = 0;
-    const double centre = plane_centre(luma_scale, r, t.sub, t.shift);
-    const int cnt = compute_taps(t.filter, t.plane_in, scale, centre, tmp.data(), &first);
+    const int cnt = compute_plane_taps(t.filter, t.in_luma, luma_scale, r, t.sub, tmp.data(), &first);
     // normalise_taps: shift the window left so that first + K <= plane_in, weights move right.
     int nf = std::min(first, t.plane_in - t.K);
     if (nf < 0) nf = 0;
@@ -88,12 +85,12 @@ void build_table(TapTable& t) {
 // Small cache so a batch of same-sized frames builds each table once per call.
 struct TableCache {
   std::vector<std::unique_ptr<TapTable>> tables;
-  const TapTable* get(int f, int il, int r, int o, int off, int s, int pin, double sh) {
+  const TapTable* get(int f, int il, int r, int o, int off, int s, int pin) {
     for (auto& t : tables)
-      if (t->same(f, il, r, o, off, s, pin, sh)) return t.get();
+      if (t->same(f, il, r, o, off, s, pin)) return t.get();
     auto t = std::make_unique<TapTable>();
     t->filter = f; t->in_luma = il; t->resized = r; t->out = o; t->offset = off; t->sub = s;
-    t->plane_in = pin; t->shift = sh;
+    t->plane_in = pin;
     build_table(*t);
     tables.push_back(std::move(t));
     return tables.back().get();
@@ -618,9 +615,9 @@ int preprocess_cpu(const FrameDesc* frames, int n, const PreprocessArgs& a, void
     for (int p = 0; p < f.num_planes; ++p) {
       const PlaneDesc& pl = f.planes[p];
       work[b].ty[p] = cache.get(a.filter, gy.in, gy.resized, gy.out, gy.offset, pl.sub_y,
-                                pl.height, pl.shift_y);
+                                pl.height);
       work[b].tx[p] = cache.get(a.filter, gx.in, gx.resized, gx.out, gx.offset, pl.sub_x,
-                                pl.width, pl.shift_x);
+                                pl.width);
     }
   }
 #ifdef _OPENMP
@@ -749,12 +746,12 @@ void preprocess(py::array out, const py::list& frames, int mode, int to_h, int t
 }
 
 py::tuple resample_taps(int filter, int in_size, int resized, int out, int offset, int sub,
-                        double shift, int plane_in) {
+                        int plane_in) {
   if (in_size <= 0 || resized <= 0 || out <= 0 || plane_in <= 0 || sub < 1)
     fail("sizes must be positive");
   TapTable t;
   t.filter = filter; t.in_luma = in_size; t.resized = resized; t.out = out; t.offset = offset;
-  t.sub = sub; t.plane_in = plane_in; t.shift = shift;
+  t.sub = sub; t.plane_in = plane_in;
   build_table(t);
   const int n = t.hi - t.lo;
   py::array_t<long long> first({(py::ssize_t)out});

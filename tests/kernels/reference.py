@@ -34,29 +34,33 @@ def _taps_bilinear(in_size: int, centre: float) -> tuple[int, np.ndarray]:
 
 
 def axis_matrix(
-    filt: str, in_luma: int, resized: int, out: int, offset: int, sub: int = 1, shift: float = 0.0, plane_in: int | None = None
+    filt: str, in_luma: int, resized: int, out: int, offset: int, sub: int = 1, plane_in: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dense [out, plane_in] resampling matrix of one axis and the valid-output mask.
 
-    Output o reads resized sample r = o + offset with centre scale * (r + 0.5) / sub + shift in
-    plane coordinates (scale = in_luma / resized); see csrc Note [chroma siting].
+    Output o reads resized sample r = o + offset with centre scale * (r + 0.5) in luma coordinates
+    (scale = in_luma / resized). A plane subsampled by `sub` is first upsampled to the luma grid by
+    replication (matrix U, [in_luma, plane_in]), then filtered: M_plane = M_luma @ U; see csrc
+    Note [chroma upsampling].
     """
     plane_in = in_luma if plane_in is None else plane_in
     scale = in_luma / resized
-    m = np.zeros((out, plane_in))
+    m = np.zeros((out, in_luma))
     valid = np.zeros(out, bool)
     for o in range(out):
         r = o + offset
         if not 0 <= r < resized:
             continue
         valid[o] = True
-        centre = scale * (r + 0.5) / sub + shift
+        centre = scale * (r + 0.5)
         if filt == "antialias":
-            lo, w = _taps_antialias(plane_in, scale / sub, centre)
+            lo, w = _taps_antialias(in_luma, scale, centre)
         else:
-            lo, w = _taps_bilinear(plane_in, centre)
+            lo, w = _taps_bilinear(in_luma, centre)
         m[o, lo : lo + len(w)] = w
-    return m, valid
+    upsample = np.zeros((in_luma, plane_in))
+    upsample[np.arange(in_luma), np.arange(in_luma) // sub] = 1.0
+    return m @ upsample, valid
 
 
 def geometry(mode: str, h: int, w: int, out_h: int, out_w: int, to: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -138,23 +142,22 @@ def preprocess_ref(frame, spec) -> np.ndarray:
     fmt = frame.format.removesuffix("_10")
     bits = 10 if frame.format.endswith("_10") else 8
 
-    def resample(p, sub_x, sub_y, shift_x, shift_y):
-        my, vy = axis_matrix(spec.filter, frame.height, rh, out_h, oy, sub_y, shift_y, p.shape[0])
-        mx, vx = axis_matrix(spec.filter, frame.width, rw, out_w, ox, sub_x, shift_x, p.shape[1])
+    def resample(p, sub_x, sub_y):
+        my, vy = axis_matrix(spec.filter, frame.height, rh, out_h, oy, sub_y, p.shape[0])
+        mx, vx = axis_matrix(spec.filter, frame.width, rw, out_w, ox, sub_x, p.shape[1])
         if p.ndim == 3:
             return np.einsum("oi,ijc,pj->opc", my, p, mx), vy, vx
         return my @ p @ mx.T, vy, vx
 
     if "rgb" in planes:
-        rgb, vy, vx = resample(planes["rgb"], 1, 1, 0.0, 0.0)
+        rgb, vy, vx = resample(planes["rgb"], 1, 1)
         if fmt == "bgr24":
             rgb = rgb[..., ::-1]
     else:
         sx, sy = SUB[fmt]
-        yy, vy, vx = resample(planes["y"], 1, 1, 0.0, 0.0)
-        shx = 0.25 if sx == 2 else 0.0
-        uu, _, _ = resample(planes["u"], sx, sy, shx, 0.0)
-        vv, _, _ = resample(planes["v"], sx, sy, shx, 0.0)
+        yy, vy, vx = resample(planes["y"], 1, 1)
+        uu, _, _ = resample(planes["u"], sx, sy)
+        vv, _, _ = resample(planes["v"], sx, sy)
         rgb = yuv_to_rgb(yy, uu, vv, frame.matrix, frame.full_range, bits)
     rgb = np.clip(rgb, 0.0, 255.0)
     if spec.channels == "bgr":

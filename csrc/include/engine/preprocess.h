@@ -24,8 +24,7 @@ struct PlaneDesc {
   int width;           // samples per row per channel (pixels)
   int height;          // rows
   int channels;        // interleaved channels: 1 (Y/U/V), 2 (NV12 UV), 3 (RGB)
-  int sub_x, sub_y;    // subsampling relative to luma (1 or 2)
-  double shift_x, shift_y;  // siting offset in plane coordinates, see Note [chroma siting]
+  int sub_x, sub_y;    // subsampling relative to luma (1 or 2), see Note [chroma upsampling]
 };
 
 struct FrameDesc {
@@ -52,26 +51,26 @@ struct PreprocessArgs {
 
 ENGINE_HD_INLINE bool is_yuv(int format) { return format <= kFmtI444; }
 
-// Fills geometry fields (width, height, channels, subsampling, siting) of the planes of a frame
+// Fills geometry fields (width, height, channels, subsampling) of the planes of a frame
 // of the given format and luma size; the caller sets data / row_stride. Returns the plane count.
 ENGINE_HD_INLINE int describe_planes(int format, int w, int h, PlaneDesc* p) {
   const int cw = (w + 1) / 2, ch = (h + 1) / 2;
   for (int i = 0; i < 3; ++i) {
     p[i].data = 0; p[i].row_stride = 0;
     p[i].width = w; p[i].height = h; p[i].channels = 1;
-    p[i].sub_x = 1; p[i].sub_y = 1; p[i].shift_x = 0.0; p[i].shift_y = 0.0;
+    p[i].sub_x = 1; p[i].sub_y = 1;
   }
   switch (format) {
     case kFmtI420:
     case kFmtI422:
       for (int i = 1; i < 3; ++i) {
-        p[i].width = cw; p[i].sub_x = 2; p[i].shift_x = 0.25;
+        p[i].width = cw; p[i].sub_x = 2;
         if (format == kFmtI420) { p[i].height = ch; p[i].sub_y = 2; }
       }
       return 3;
     case kFmtNV12:
       p[1].width = cw; p[1].height = ch; p[1].channels = 2;
-      p[1].sub_x = 2; p[1].sub_y = 2; p[1].shift_x = 0.25;
+      p[1].sub_x = 2; p[1].sub_y = 2;
       return 2;
     case kFmtI444:
       return 3;

@@ -25,16 +25,16 @@ enum FilterKind : int {
 //     at the last pixel all weight goes to k0 (replicate border).
 // The two filters agree when upscaling except at the borders (dropped vs replicated taps).
 //
-// Note [chroma siting]
-// Chroma planes are resampled straight to the output grid with their own coordinates. The
-// MPEG-2 / H.264 default ("left") siting puts chroma sample c at luma x = 2c (co-sited with the
-// even luma column) and, for 4:2:0, vertically half-way between luma rows 2c and 2c+1. With luma
-// continuous coordinate u and chroma continuous coordinate v (both with centres at index + 0.5):
-//     horizontal, subsampled by 2:  v = u / 2 + 0.25
-//     vertical, 4:2:0:              v = u / 2
-//     not subsampled:               v = u
-// so the chroma centre of output sample r is (scale * (r + 0.5)) / sub + shift with chroma scale
-// scale / sub (the filter support shrinks accordingly). The chroma plane size is ceil(luma / sub).
+// Note [chroma upsampling]
+// A subsampled chroma plane is taken as upsampled to the luma grid by replication: chroma sample
+// c covers luma samples [c * sub, c * sub + sub) on each subsampled axis. That is what FFmpeg's
+// swscale does in its default YUV -> RGB conversion (PyAV `to_ndarray("rgb24")`), so the fused
+// kernel reproduces the pipeline users validate their models with; resampling the chroma plane
+// on its own grid instead (a sited bilinear upsampler) moves saturated colour edges by up to
+// 17 levels against it. The replicated plane is then filtered with the LUMA taps. Both steps
+// are linear, so they fold into one set of chroma taps (compute_plane_taps):
+//     weight(c) = sum of the luma tap weights w_k over the k with k / sub == c
+// The chroma plane has ceil(luma / sub) samples, so every folded index lies inside it.
 //
 // Note [fused resize order]
 // Separable filtering is linear and Y'CbCr -> R'G'B' is affine with weights summing to one, so
@@ -110,10 +110,40 @@ ENGINE_HD_INLINE int compute_taps(int filter, int in_size, double scale, double 
   return n;
 }
 
-// Centre (in plane coordinates) of resized sample r for a plane subsampled by `sub` (1 or 2)
-// along this axis with siting offset `shift` (see Note [chroma siting]).
-ENGINE_HD_INLINE double plane_centre(double luma_scale, int r, int sub, double shift) {
-  return luma_scale * ((double)r + 0.5) / (double)sub + shift;
+// Most taps compute_plane_taps can produce for a plane subsampled by `sub` (1 or 2).
+ENGINE_HD_INLINE int max_plane_taps(int filter, double luma_scale, int sub) {
+  const int k = max_taps(filter, luma_scale);
+  return sub == 1 ? k : k / sub + 2;
+}
+
+// Taps on a plane subsampled by `sub` for resized sample r of an axis with in_luma luma samples
+// and luma_scale = in_luma / resized: the luma taps folded onto the plane (see Note [chroma
+// upsampling]). `w` must hold max_taps(filter, luma_scale) floats (the luma taps are computed
+// in place first); returns the folded count and the first plane index in *first.
+ENGINE_HD_INLINE int compute_plane_taps(int filter, int in_luma, double luma_scale, int r, int sub,
+                                        float* w, int* first) {
+  int f = 0;
+  const int n = compute_taps(filter, in_luma, luma_scale, luma_scale * ((double)r + 0.5), w, &f);
+  if (sub == 1) {
+    *first = f;
+    return n;
+  }
+  // In place: the folded index m = (f + j) / sub - f / sub never exceeds j, so every slot is
+  // read before it is written.
+  const int c0 = f / sub;
+  int last = -1;
+  for (int j = 0; j < n; ++j) {
+    const int m = (f + j) / sub - c0;
+    const float v = w[j];
+    if (m != last) {
+      w[m] = v;
+      last = m;
+    } else {
+      w[m] += v;
+    }
+  }
+  *first = c0;
+  return last + 1;
 }
 
 enum ResizeMode : int { kResizeStretch = 0, kResizeShorter = 1, kResizeLetterbox = 2 };
