@@ -15,7 +15,6 @@ namespace engine_ops {
 using namespace engine;
 
 namespace {
-[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
 constexpr int kSampleRate = 16000;
 constexpr double kFmin = 125.0, kFmax = 7500.0;

@@ -7,11 +7,16 @@
 #include <pybind11/pybind11.h>
 
 #include <array>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace engine_ops {
 
 namespace py = pybind11;
+
+// Argument errors of the host glue; pybind11 turns them into Python ValueError.
+[[noreturn]] inline void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
 // --- fused preprocessing (preprocess_cpu.cpp) ---------------------------------------------------
 // out: [B, 3, H, W] or [B, H, W, 3] float32/float16, C-contiguous.

@@ -17,7 +17,6 @@ namespace engine_ops {
 using namespace engine;
 
 namespace {
-[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 int nthreads(int threads) { return threads > 0 ? threads : 0; }
 }  // namespace
 

@@ -651,8 +651,6 @@ int preprocess_cpu(const FrameDesc* frames, int n, const PreprocessArgs& a, void
   return kOk;
 }
 
-[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
-
 }  // namespace
 
 bool avx2_kernels_active() { return g_use_avx2; }
