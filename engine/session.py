@@ -377,9 +377,11 @@ def _describe(item: Any, index: int) -> str:
     if isinstance(item, (str, os.PathLike)):
         return os.fspath(item)
     if isinstance(item, Mapping):
-        for key in ("media", *MODALITIES):
-            if isinstance(item.get(key), (str, os.PathLike)) and key != "text":
+        for key in ("media", "video", "image", "audio"):
+            if isinstance(item.get(key), (str, os.PathLike)):
                 return os.fspath(item[key])
+        if set(item) == {"text"}:
+            return "text"
     if isinstance(item, io.IOBase) and getattr(item, "name", None):
         return str(item.name)
     return f"item[{index}]"

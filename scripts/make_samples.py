@@ -4,7 +4,7 @@
     python scripts/make_samples.py [--out samples]
 
 speech.m4a needs the ``espeak-ng`` program (``apt-get install espeak-ng``); without it the file is
-left as it is.  Everything else is encoded with PyAV (libx264 / AAC / Pillow).
+left as it is.  explosion.flac needs scipy (the dev extra).  Everything else is encoded with PyAV (libx264 / AAC / Pillow).
 """
 
 from __future__ import annotations
@@ -43,6 +43,23 @@ def speech(out: Path) -> bool:
     return True
 
 
+def explosion(out: Path) -> None:
+    """5 s of silence with a synthetic blast at 1 s (low-passed noise burst + crack) that YAMNet
+    hears as "Explosion": the demo's example of a flagged audio policy with timestamps."""
+    from scipy.signal import butter, lfilter
+
+    sr, rng = 16000, np.random.default_rng(1)
+    t = np.arange(int(2.5 * sr)) / sr
+    b, a = butter(4, 800 / (sr / 2))
+    rumble = lfilter(b, a, rng.normal(0, 1, t.size)) * np.exp(-4.0 * t)
+    crack = rng.normal(0, 1, t.size) * np.exp(-40.0 * t)
+    blast = rumble / np.abs(rumble).max() + 0.5 * crack
+    wave = np.zeros(5 * sr, np.float32)
+    wave[sr:sr + t.size] = 0.95 * blast / np.abs(blast).max()
+    syn.encode_audio(out, wave, rate=sr, codec="flac", container="flac")  # lossless: AAC at 16 kHz
+                                                                         # dulls the blast
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "samples"))
@@ -65,6 +82,7 @@ def main(argv=None) -> int:
     syn.encode_image(out / "image.jpg", width=640, height=480, fmt="JPEG", quality=85)
     syn.encode_image(out / "image.png", width=320, height=240, fmt="PNG", optimize=True)
     speech(out / "speech.m4a")
+    explosion(out / "explosion.flac")
     total = 0
     for p in sorted(out.iterdir()):
         if p.is_file():

@@ -220,3 +220,13 @@ def test_truncated_video_with_index_up_front_is_refused(session):
     whole, cut = session.moderate_many([data, data[: len(data) // 2]])
     assert whole.ok and len(whole.verdict.sampled_timestamps) == 4
     assert isinstance(cut.error, errors.CorruptMediaError)
+
+
+def test_explosion_flags_violent_audio_with_its_time(session):
+    v = session.moderate(SAMPLES / "explosion.flac")  # silence, a synthetic blast at 1.0-3.5 s
+    r = v.policies["violent_audio"]
+    assert r.flagged and r.evidence.detail == "Explosion"
+    assert all(0.0 <= t <= 3.5 for t in r.evidence.timestamps)
+    assert r.evidence.segment[0] <= 1.5 and r.evidence.segment[1] >= 1.0
+    quiet = session.moderate(SAMPLES / "speech.m4a").policies["violent_audio"]
+    assert not quiet.flagged
