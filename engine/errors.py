@@ -64,3 +64,7 @@ class FetchError(EngineError):
 
 class InputError(EngineError, ValueError):
     """Arguments to an engine call (shapes, dtypes, options) are invalid."""
+
+
+class InternalError(EngineError):
+    """An unexpected failure while processing one item (a bug: the traceback is logged)."""

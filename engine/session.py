@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import threading
 import time
@@ -14,7 +15,8 @@ import numpy as np
 
 from . import media
 from .backends import Backend, load_backend
-from .errors import CorruptMediaError, EngineError, InputError, MediaLimitError, ModelError
+from .errors import (CorruptMediaError, EngineError, InputError, InternalError, MediaLimitError,
+                     ModelError)
 from .ops.audio import CHUNK_SAMPLES, SAMPLE_RATE, yamnet_patches
 from .ops.pooling import masked_mean
 from .ops.preprocess import PreprocessSpec, preprocess
@@ -25,6 +27,8 @@ from .text import Tokenizer
 from .verdict import Outcome, PolicyResult, Verdict
 
 MODALITIES = ("video", "image", "audio", "text")
+
+log = logging.getLogger(__name__)
 
 
 class Session:
@@ -158,6 +162,9 @@ class Session:
                 outcome = Outcome(name, verdict=verdict)
             except EngineError as e:
                 outcome = Outcome(name, error=e)
+            except Exception as e:  # noqa: BLE001 - one item's bug must not sink the batch
+                log.exception("unexpected failure on %s", name)
+                outcome = Outcome(name, error=InternalError(f"{type(e).__name__}: {e}"))
             outcomes.append(outcome)
             if progress is not None:
                 progress(outcome)

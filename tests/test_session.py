@@ -230,3 +230,17 @@ def test_explosion_flags_violent_audio_with_its_time(session):
     assert r.evidence.segment[0] <= 1.5 and r.evidence.segment[1] >= 1.0
     quiet = session.moderate(SAMPLES / "speech.m4a").policies["violent_audio"]
     assert not quiet.flagged
+
+
+def test_unexpected_failure_stays_with_its_item(session, monkeypatch):
+    real = session._text_scores
+
+    def boom(texts, timings):
+        if texts == ["explode"]:
+            raise RuntimeError("simulated bug")
+        return real(texts, timings)
+
+    monkeypatch.setattr(session, "_text_scores", boom)
+    a, b, c = session.moderate_many([{"text": "hi"}, {"text": "explode"}, {"text": "there"}])
+    assert a.ok and c.ok
+    assert isinstance(b.error, errors.InternalError) and "simulated bug" in str(b.error)
