@@ -10,7 +10,7 @@ import numpy as np
 from engine.errors import CorruptMediaError, EmptyMediaError, InputError, MediaError
 
 from .limits import DEFAULT_LIMITS, Limits
-from .source import check_codec, open_container, wrap_av_error
+from .source import Packets, check_codec, open_container, wrap_av_error
 
 __all__ = ["decode_audio", "has_audio"]
 
@@ -58,16 +58,8 @@ def decode_audio(source: Any, limits: Limits | None = None, sample_rate: int = 1
                         limits.check_audio(total / sample_rate)
                     chunks.append(a.astype(np.float32, copy=False))
 
-            it = c.demux(st)
-            while True:
-                try:
-                    packet = next(it)
-                except StopIteration:
-                    break
-                except av.error.FFmpegError:
-                    errors += 1
-                    break
-                deadline.check()
+            packets = Packets(c, st, deadline)
+            for packet in packets:
                 try:
                     frames = st.decode(packet)
                 except av.error.FFmpegError:

@@ -281,3 +281,28 @@ def check_codec(stream) -> str:
     else:
         raise UnsupportedMediaError(f"{stream.type} streams are not decoded")
     return name
+
+
+class Packets:
+    """The packets of one stream, with the decode deadline checked before each.
+
+    A demuxer error ends the stream (the rest of a damaged file is unreadable) and is counted in
+    ``errors``, so callers can tell a clean end from a truncated one.
+    """
+
+    def __init__(self, container, stream, deadline) -> None:
+        self.container, self.stream, self.deadline = container, stream, deadline
+        self.errors = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        it = self.container.demux(self.stream)
+        while True:
+            try:
+                packet = next(it)
+            except StopIteration:
+                return
+            except av.error.FFmpegError:
+                self.errors += 1
+                return
+            self.deadline.check()
+            yield packet

@@ -37,7 +37,7 @@ from engine.errors import CorruptMediaError, EmptyMediaError, InputError, MediaE
 
 from .frame import Frame, frame_from_av
 from .limits import DEFAULT_LIMITS, Deadline, Limits
-from .source import check_codec, open_container, wrap_av_error
+from .source import Packets, check_codec, open_container, wrap_av_error
 
 __all__ = ["Sampling", "DecodedVideo", "decode_video", "SAMPLING_MODES"]
 
@@ -126,17 +126,8 @@ def _scan(c, vs, deadline: Deadline) -> tuple[list[float], list[float], int]:
     tb = vs.time_base
     times: list[float] = []
     keys: list[float] = []
-    errors = 0
-    it = c.demux(vs)
-    while True:
-        try:
-            p = next(it)
-        except StopIteration:
-            break
-        except av.error.FFmpegError:
-            errors += 1
-            break
-        deadline.check()
+    packets = Packets(c, vs, deadline)
+    for p in packets:
         t = p.pts if p.pts is not None else p.dts
         if t is None or p.size == 0:
             continue
@@ -146,7 +137,7 @@ def _scan(c, vs, deadline: Deadline) -> tuple[list[float], list[float], int]:
             keys.append(ts)
     times.sort()
     keys.sort()
-    return times, keys, errors
+    return times, keys, packets.errors
 
 
 def _thin(items: list, cap: int | None) -> list:
@@ -196,17 +187,8 @@ class _Decoder:
     def frames(self, want=None, done=None) -> Iterator[Any]:
         """Decode forward from the current demuxer position.  ``want(packet)`` filters packets;
         ``done(packet)`` (checked after each packet sent) ends the pass by draining the decoder."""
-        it = self.c.demux(self.vs)
-        while True:
-            try:
-                p = next(it)
-            except StopIteration:
-                return
-            except av.error.FFmpegError:
-                self.errors += 1
-                yield from self.flush()
-                return
-            self.deadline.check()
+        packets = Packets(self.c, self.vs, self.deadline)
+        for p in packets:
             if p.size == 0 and p.pts is None and p.dts is None:
                 yield from self.flush()
                 return
@@ -216,6 +198,9 @@ class _Decoder:
             if done is not None and done(p):
                 yield from self.flush()
                 return
+        if packets.errors:  # the demuxer gave up: drain what the decoder holds
+            self.errors += packets.errors
+            yield from self.flush()
 
     def flush(self) -> list:
         try:
