@@ -1,0 +1,317 @@
+// cuda/preprocess_cuda.cu - host glue of the fused CUDA preprocessing op: validation, tap tables
+// (built with the resample.h functions the CPU kernel uses), one upload + one kernel launch on the
+// caller's stream. See Note [CUDA preprocess: clamp before resampling] in preprocess_kernel.cuh.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cuda/ops_cuda.h"
+#include "cuda/preprocess_kernel.cuh"
+#include "engine/preprocess.h"
+#include "engine/resample.h"
+
+namespace engine_cuda {
+
+using namespace engine;
+using engine::cuda::FramePlanes;
+using engine::cuda::KernelParams;
+
+namespace {
+
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess)
+    throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorName(e) +
+                             " (" + cudaGetErrorString(e) + ")");
+}
+
+// Tap table of one axis on the luma grid: output o reads resized sample o + offset; count 0 marks
+// padding. Weights come from compute_plane_taps (sub = 1: the luma taps; chroma is replicated onto
+// the luma grid in the kernel, Note [chroma upsampling]).
+struct AxisTable {
+  int K = 1;
+  std::vector<int> first, count;
+  std::vector<float> w;
+};
+
+AxisTable build_axis(int filter, const AxisGeometry& g) {
+  AxisTable t;
+  const double scale = (double)g.in / (double)g.resized;
+  t.K = max_plane_taps(filter, scale, 1);
+  t.first.assign(g.out, 0);
+  t.count.assign(g.out, 0);
+  t.w.assign((size_t)g.out * t.K, 0.0f);
+  std::vector<float> tmp(max_taps(filter, scale) + 1);
+  for (int o = 0; o < g.out; ++o) {
+    const int r = o + g.offset;
+    if (r < 0 || r >= g.resized) continue;
+    int first = 0;
+    const int n = compute_plane_taps(filter, g.in, scale, r, 1, tmp.data(), &first);
+    if (n < 1 || n > t.K || first < 0 || first + n > g.in)
+      throw std::logic_error("tap table out of range");  // cannot happen (resample.h contract)
+    t.first[o] = first;
+    t.count[o] = n;
+    for (int j = 0; j < n; ++j) t.w[(size_t)o * t.K + j] = tmp[j];
+  }
+  return t;
+}
+
+// Source range [lo, hi) read by each tile of `tile` outputs.
+std::vector<int> tile_ranges(const AxisTable& t, int out, int tile) {
+  const int n = (out + tile - 1) / tile;
+  std::vector<int> r(2 * (size_t)n, 0);
+  for (int i = 0; i < n; ++i) {
+    int lo = 1 << 30, hi = -1;
+    for (int o = i * tile; o < out && o < (i + 1) * tile; ++o) {
+      if (t.count[o] == 0) continue;
+      lo = std::min(lo, t.first[o]);
+      hi = std::max(hi, t.first[o] + t.count[o]);
+    }
+    if (hi < 0) lo = hi = 0;
+    r[2 * i] = lo;
+    r[2 * i + 1] = hi;
+  }
+  return r;
+}
+
+// One packed buffer (16-byte aligned pieces): frames, tables, tile ranges.
+struct Packed {
+  std::vector<unsigned char> bytes;
+  template <typename V>
+  size_t add(const V& v) {
+    size_t off = (bytes.size() + 15) & ~size_t(15);
+    const size_t n = v.size() * sizeof(v[0]);
+    bytes.resize(off + n);
+    if (n) std::memcpy(bytes.data() + off, v.data(), n);
+    return off;
+  }
+};
+
+struct Prepared {
+  KernelParams p{};
+  Packed buf;
+  size_t off_frames = 0, off_yfirst = 0, off_ycount = 0, off_yw = 0, off_xfirst = 0,
+         off_xcount = 0, off_xw = 0, off_ty = 0, off_tx = 0;
+  int bps = 1;
+  bool staged = false;
+  int tiles_x = 0, tiles_y = 0;
+  size_t smem_bytes = 0;
+};
+
+Prepared prepare(const PreprocessCall& c) {
+  // out: (batch, 3, out_h, out_w) or (batch, out_h, out_w, 3)
+  if (c.batch < 0) fail("batch must be >= 0");
+  if (c.batch > 65535) fail("batch must be <= 65535 (grid z)");
+  if (c.out_h <= 0 || c.out_w <= 0) fail("output size must be positive");
+  if (c.out == 0 && c.batch > 0) fail("out is a null pointer");
+  if (c.format < 0 || c.format > kFmtBGR24) fail("bad format code");
+  if (c.bit_depth != 8 && !(c.bit_depth == 10 && is_yuv(c.format)))
+    fail("bit depth must be 8 (or 10 for YUV)");
+  if (c.width <= 0 || c.height <= 0) fail("width and height must be positive");
+  if (c.matrix != kBT601 && c.matrix != kBT709) fail("bad matrix");
+  if (c.mode < 0 || c.mode > 2) fail("bad resize mode");
+  if (c.filter != kFilterAntialias && c.filter != kFilterBilinear) fail("bad filter");
+  if (c.mode != kResizeLetterbox && (c.to_h <= 0 || (c.mode == kResizeStretch && c.to_w <= 0)))
+    fail("resize target must be positive");
+  for (int i = 0; i < 3; ++i)
+    if (!(c.stdv[i] != 0.0)) fail("std must be non-zero");
+
+  Prepared r;
+  KernelParams& p = r.p;
+  PlaneDesc pd[3];
+  const int np = describe_planes(c.format, c.width, c.height, pd);
+  r.bps = c.bit_depth > 8 ? 2 : 1;
+  if ((long long)c.planes.size() != (long long)c.batch * np ||
+      (long long)c.row_strides.size() != (long long)c.batch * np)
+    fail("expected " + std::to_string(np) + " planes per frame (" +
+         std::to_string((long long)c.batch * np) + " pointers and strides), got " +
+         std::to_string(c.planes.size()) + " pointers and " + std::to_string(c.row_strides.size()) +
+         " strides");
+  std::vector<FramePlanes> frames(c.batch);
+  for (int b = 0; b < c.batch; ++b) {
+    FramePlanes& f = frames[b];
+    for (int i = 0; i < 3; ++i) { f.plane[i] = nullptr; f.stride[i] = 0; }
+    for (int i = 0; i < np; ++i) {
+      const std::uintptr_t a = c.planes[(size_t)b * np + i];
+      const long long s = c.row_strides[(size_t)b * np + i];
+      const std::string where = "frame " + std::to_string(b) + " plane " + std::to_string(i) + ": ";
+      if (a == 0) fail(where + "null pointer");
+      if (a % r.bps) fail(where + "10-bit samples must be 2-byte aligned");
+      // row stride >= samples per row (height 1 planes may have any stride)
+      if (pd[i].height > 1 && s < (long long)pd[i].width * pd[i].channels * r.bps)
+        fail(where + "row stride " + std::to_string(s) + " smaller than a row (" +
+             std::to_string((long long)pd[i].width * pd[i].channels * r.bps) + " bytes)");
+      f.plane[i] = reinterpret_cast<const unsigned char*>(a);
+      f.stride[i] = s;
+    }
+  }
+
+  AxisGeometry gy, gx;
+  if (compute_geometry(c.mode, c.height, c.width, c.out_h, c.out_w, c.to_h, c.to_w, &gy, &gx) != kOk)
+    fail("invalid geometry");
+  const AxisTable ty = build_axis(c.filter, gy), tx = build_axis(c.filter, gx);
+  const std::vector<int> rty = tile_ranges(ty, c.out_h, engine::cuda::kTileH);
+  const std::vector<int> rtx = tile_ranges(tx, c.out_w, engine::cuda::kTileW);
+  int span_max = 0;
+  for (size_t i = 0; i < rtx.size(); i += 2) span_max = std::max(span_max, rtx[i + 1] - rtx[i]);
+
+  // shared memory: the largest chunk of rows whose staged RGB fits; else the direct variant
+  p.rows = 8;
+  p.span = 0;
+  for (int R = 8; R >= 2 && !c.force_direct; R /= 2) {
+    if ((size_t)engine::cuda::smem_floats(R, span_max) * sizeof(float) <=
+        (size_t)engine::cuda::kSmemBudget) {
+      p.rows = R;
+      p.span = span_max;
+      break;
+    }
+  }
+  r.staged = p.span > 0;
+  r.smem_bytes = (size_t)engine::cuda::smem_floats(p.rows, p.span) * sizeof(float);
+
+  p.batch = c.batch; p.in_w = c.width; p.in_h = c.height; p.out_h = c.out_h; p.out_w = c.out_w;
+  p.kind = c.format == kFmtNV12 ? engine::cuda::kSemiPlanarYuv
+           : is_yuv(c.format)   ? engine::cuda::kPlanarYuv
+                                : engine::cuda::kPackedRgb;
+  p.sub_x = np > 1 ? pd[1].sub_x : 1;
+  p.sub_y = np > 1 ? pd[1].sub_y : 1;
+  p.bgr_in = c.format == kFmtBGR24;
+  p.bgr_out = c.bgr_out; p.nhwc = c.nhwc; p.fp16 = c.fp16;
+  p.pad = (float)c.pad_value;
+  p.m = make_yuv_to_rgb(c.matrix, c.full_range, c.bit_depth);
+  p.norm = make_normalize(c.scale, c.mean.data(), c.stdv.data());
+  p.ky = ty.K; p.kx = tx.K;
+  p.out = reinterpret_cast<void*>(c.out);
+  r.tiles_x = (int)rtx.size() / 2;
+  r.tiles_y = (int)rty.size() / 2;
+
+  r.off_frames = r.buf.add(frames);
+  r.off_yfirst = r.buf.add(ty.first);
+  r.off_ycount = r.buf.add(ty.count);
+  r.off_yw = r.buf.add(ty.w);
+  r.off_xfirst = r.buf.add(tx.first);
+  r.off_xcount = r.buf.add(tx.count);
+  r.off_xw = r.buf.add(tx.w);
+  r.off_ty = r.buf.add(rty);
+  r.off_tx = r.buf.add(rtx);
+  return r;
+}
+
+void point_tables(Prepared& r, const unsigned char* base) {
+  KernelParams& p = r.p;
+  p.frames = reinterpret_cast<const FramePlanes*>(base + r.off_frames);
+  p.yfirst = reinterpret_cast<const int*>(base + r.off_yfirst);
+  p.ycount = reinterpret_cast<const int*>(base + r.off_ycount);
+  p.yw = reinterpret_cast<const float*>(base + r.off_yw);
+  p.xfirst = reinterpret_cast<const int*>(base + r.off_xfirst);
+  p.xcount = reinterpret_cast<const int*>(base + r.off_xcount);
+  p.xw = reinterpret_cast<const float*>(base + r.off_xw);
+  p.tile_y = reinterpret_cast<const int*>(base + r.off_ty);
+  p.tile_x = reinterpret_cast<const int*>(base + r.off_tx);
+}
+
+// Calls op.run<T, Kind, Staged>() for the variant of r.
+template <class Op>
+void dispatch(const Prepared& r, Op& op) {
+  using engine::cuda::kPackedRgb;
+  using engine::cuda::kPlanarYuv;
+  using engine::cuda::kSemiPlanarYuv;
+  const int kind = r.p.kind;
+  if (kind == kPackedRgb) {
+    if (r.staged) op.template run<uint8_t, kPackedRgb, true>();
+    else op.template run<uint8_t, kPackedRgb, false>();
+  } else if (r.bps == 1) {
+    if (kind == kPlanarYuv) {
+      if (r.staged) op.template run<uint8_t, kPlanarYuv, true>();
+      else op.template run<uint8_t, kPlanarYuv, false>();
+    } else {
+      if (r.staged) op.template run<uint8_t, kSemiPlanarYuv, true>();
+      else op.template run<uint8_t, kSemiPlanarYuv, false>();
+    }
+  } else {
+    if (kind == kPlanarYuv) {
+      if (r.staged) op.template run<uint16_t, kPlanarYuv, true>();
+      else op.template run<uint16_t, kPlanarYuv, false>();
+    } else {
+      if (r.staged) op.template run<uint16_t, kSemiPlanarYuv, true>();
+      else op.template run<uint16_t, kSemiPlanarYuv, false>();
+    }
+  }
+}
+
+struct DeviceLaunch {
+  const Prepared* r;
+  cudaStream_t stream;
+  template <typename T, int Kind, bool kStaged>
+  void run() {
+    const dim3 grid(r->tiles_x, r->tiles_y, r->p.batch);
+    engine::cuda::preprocess_kernel<T, Kind, kStaged>
+        <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
+  }
+};
+
+struct HostEmulation {
+  const Prepared* r;
+  template <typename T, int Kind, bool kStaged>
+  void run() {
+    std::vector<float> smem(r->smem_bytes / sizeof(float) + 1);
+    for (int b = 0; b < r->p.batch; ++b)
+      for (int ty = 0; ty < r->tiles_y; ++ty)
+        for (int tx = 0; tx < r->tiles_x; ++tx)
+          engine::cuda::preprocess_block<T, Kind, kStaged>(r->p, tx, ty, b, 0, 1, smem.data());
+  }
+};
+
+// Makes `device` current for the scope of the call.
+struct DeviceGuard {
+  int prev = -1;
+  explicit DeviceGuard(int device) {
+    check_cuda(cudaGetDevice(&prev), "cudaGetDevice");
+    if (prev != device) check_cuda(cudaSetDevice(device), "cudaSetDevice");
+  }
+  ~DeviceGuard() {
+    int cur = -1;
+    if (prev >= 0 && cudaGetDevice(&cur) == cudaSuccess && cur != prev) cudaSetDevice(prev);
+  }
+};
+
+}  // namespace
+
+std::string preprocess(const PreprocessCall& call) {
+  Prepared r = prepare(call);
+  const std::string variant = r.staged ? "staged" : "direct";
+  if (call.batch == 0) return variant;
+  DeviceGuard guard(call.device);
+  cudaStream_t stream = reinterpret_cast<cudaStream_t>(call.stream);
+  void* dbuf = nullptr;
+  // stream-ordered allocation: no device-wide synchronisation, freed after the kernel on the
+  // same stream; pageable source: the copy returns once the bytes are staged, so r.buf may go.
+  check_cuda(cudaMallocAsync(&dbuf, r.buf.bytes.size(), stream), "cudaMallocAsync");
+  cudaError_t e = cudaMemcpyAsync(dbuf, r.buf.bytes.data(), r.buf.bytes.size(),
+                                  cudaMemcpyHostToDevice, stream);
+  if (e == cudaSuccess) {
+    point_tables(r, static_cast<const unsigned char*>(dbuf));
+    DeviceLaunch op{&r, stream};
+    dispatch(r, op);
+    e = cudaGetLastError();
+  }
+  const cudaError_t ef = cudaFreeAsync(dbuf, stream);
+  check_cuda(e, "preprocess kernel launch");
+  check_cuda(ef, "cudaFreeAsync");
+  return variant;
+}
+
+std::string preprocess_emulate(const PreprocessCall& call) {
+  Prepared r = prepare(call);
+  point_tables(r, r.buf.bytes.data());
+  HostEmulation op{&r};
+  dispatch(r, op);
+  return r.staged ? "staged" : "direct";
+}
+
+}  // namespace engine_cuda

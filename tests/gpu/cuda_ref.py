@@ -1,0 +1,109 @@
+"""float64 clamp-before-resampling reference of the CUDA preprocess kernel, and helpers to call
+the extension on numpy frames (host emulation) - shared by test_cuda_build.py (CPU) and
+test_cuda_kernels.py (GPU).
+
+Semantics (csrc Note [CUDA preprocess: clamp before resampling]): chroma replicated to the luma
+grid, every source pixel converted and clamped to [0, 255] (PyAV rgb24), then resampled with
+the luma matrices of both axes, then normalised. Built from reference.py's definition-level
+helpers (dense axis matrices, H.273 conversion), independent of its preprocess_ref.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from reference import SUB, axis_matrix, geometry, logical_planes, yuv_to_rgb
+
+# (format, h, w, matrix, full_range, PreprocessSpec kwargs): odd sizes, every format, both
+# matrices and ranges, the three geometries, both filters, up/downscaling, layouts, channel orders
+CASES = [
+    ("i420", 37, 53, "bt601", False, dict(size=(16, 20), resize="stretch")),
+    ("i420", 67, 45, "bt709", True, dict(size=(24, 24), resize="shorter", resize_to=(30, 30))),
+    ("nv12", 41, 77, "bt709", False, dict(size=(20, 36), resize="letterbox", pad_value=-1.5)),
+    ("i422", 35, 49, "bt601", True, dict(size=(18, 18), filter="bilinear", resize="shorter")),
+    ("i444", 31, 29, "bt709", False, dict(size=(40, 44), resize="stretch")),  # upscale
+    ("i420_10", 45, 61, "bt709", False, dict(size=(17, 33), resize="stretch", layout="nhwc")),
+    ("nv12_10", 33, 35, "bt601", True, dict(size=(12, 12), resize="shorter", channels="bgr")),
+    ("rgb24", 29, 43, "bt601", True, dict(size=(20, 20), resize="letterbox", channels="bgr")),
+    ("bgr24", 39, 23, "bt601", True, dict(size=(16, 16), resize="stretch", layout="nhwc")),
+    ("i420", 300, 520, "bt601", False, dict(size=(20, 20), resize="stretch")),  # 26x downscale
+    ("i420", 13, 7, "bt601", False, dict(size=(64, 48), resize="shorter", filter="bilinear")),
+]
+NORM = dict(scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+FORMAT_CODES = {"i420": 0, "nv12": 1, "i422": 2, "i444": 3, "rgb24": 4, "bgr24": 5}
+MODE_CODES = {"stretch": 0, "shorter": 1, "letterbox": 2}
+FILTER_CODES = {"antialias": 0, "bilinear": 1}
+
+
+def source_rgb(frame, clamp: bool = True) -> np.ndarray:
+    """[H, W, 3] float64 clamped R'G'B' of every source pixel (chroma replicated)."""
+    planes = logical_planes(frame)
+    fmt = frame.format.removesuffix("_10")
+    if "rgb" in planes:
+        rgb = planes["rgb"]
+        return rgb[..., ::-1] if fmt == "bgr24" else rgb
+    sx, sy = SUB[fmt]
+    h, w = frame.height, frame.width
+    ry, rx = np.arange(h) // sy, np.arange(w) // sx
+    u = planes["u"][ry][:, rx]
+    v = planes["v"][ry][:, rx]
+    bits = 10 if frame.format.endswith("_10") else 8
+    rgb = yuv_to_rgb(planes["y"], u, v, frame.matrix, frame.full_range, bits)
+    return np.clip(rgb, 0.0, 255.0) if clamp else rgb
+
+
+def preprocess_ref_clamp_before(frame, spec, clamp_source: bool = True) -> np.ndarray:
+    """float64 [3, H, W] (nchw) or [H, W, 3] (nhwc) for one frame (clamp_source=False: the
+    clamp-after semantics, for showing that a test frame tells the two apart)."""
+    out_h, out_w = spec.size
+    to = spec.resize_to if spec.resize_to is not None else spec.size
+    (rh, oy), (rw, ox) = geometry(spec.resize, frame.height, frame.width, out_h, out_w, to)
+    my, vy = axis_matrix(spec.filter, frame.height, rh, out_h, oy)
+    mx, vx = axis_matrix(spec.filter, frame.width, rw, out_w, ox)
+    rgb = np.einsum("oi,ijc,pj->opc", my, source_rgb(frame, clamp_source), mx)
+    rgb = np.clip(rgb, 0.0, 255.0)
+    if spec.channels == "bgr":
+        rgb = rgb[..., ::-1]
+    out = (rgb * spec.scale - np.asarray(spec.mean, np.float64)) / np.asarray(spec.std, np.float64)
+    out[~(vy[:, None] & vx[None, :])] = spec.pad_value
+    return out.transpose(2, 0, 1) if spec.layout == "nchw" else out
+
+
+def call_args(frames, spec, out_ptr: int, plane_ptr, plane_stride) -> dict:
+    """Keyword arguments of _C_cuda.preprocess for a batch of same-format frames;
+    plane_ptr / plane_stride map a plane object to its address / row stride in bytes."""
+    f0 = frames[0]
+    base = f0.format.removesuffix("_10")
+    ptrs, strides = [], []
+    for f in frames:
+        for p in f.planes:
+            ptrs.append(plane_ptr(p))
+            strides.append(plane_stride(p))
+    to_h, to_w = spec.resize_to if spec.resize_to is not None else spec.size
+    return dict(
+        out=out_ptr, batch=len(frames), out_h=spec.size[0], out_w=spec.size[1],
+        nhwc=spec.layout == "nhwc", fp16=spec.dtype == "float16", format=FORMAT_CODES[base],
+        bit_depth=10 if f0.format.endswith("_10") else 8, width=f0.width, height=f0.height,
+        matrix={"bt601": 0, "bt709": 1}[f0.matrix], full_range=bool(f0.full_range), planes=ptrs,
+        row_strides=strides, mode=MODE_CODES[spec.resize], to_h=int(to_h), to_w=int(to_w),
+        filter=FILTER_CODES[spec.filter], scale=float(spec.scale), mean=tuple(spec.mean),
+        std=tuple(spec.std), bgr_out=spec.channels == "bgr", pad_value=float(spec.pad_value),
+    )
+
+
+def emulate(frames, spec, *, force_direct: bool = False):
+    """Run the kernel's block code on the host (engine._C_cuda.preprocess_emulate)."""
+    from engine import _C_cuda
+
+    out = np.full(spec.output_shape(len(frames)), np.nan, dtype=np.dtype(spec.dtype))
+    args = call_args(frames, spec, out.ctypes.data, lambda p: p.ctypes.data, lambda p: p.strides[0])
+    variant = _C_cuda.preprocess_emulate(**args, force_direct=force_direct)
+    return out, variant
+
+
+def level_error(out: np.ndarray, ref: np.ndarray, spec) -> float:
+    """Largest |out - ref| in 0..255 levels (divided by the normalisation gain)."""
+    gain = np.asarray([abs(spec.scale / s) for s in spec.std], np.float64)
+    shape = (1, 3, 1, 1) if spec.layout == "nchw" else (1, 1, 1, 3)
+    d = np.abs(out.astype(np.float64) - ref) / gain.reshape(shape)
+    return float(np.nanmax(d)) if np.isfinite(out).all() else float("inf")

@@ -1,0 +1,179 @@
+"""The CUDA extension engine._C_cuda: built whenever nvcc is present (CI compiles the kernels
+without a GPU), importable without a driver, clear errors at call time, and the kernels' block
+code (run on the host by the *_emulate entry points) against float64 references.
+
+Tolerances: the emulation runs the kernel's float32 code; 0.01 levels (0..255 scale) against
+float64 covers float32 accumulation over up to ~200 taps (~1e-5 relative of 255).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from cuda_ref import CASES, NORM, emulate, level_error, preprocess_ref_clamp_before
+from frames import make_frame
+from reference import masked_mean_ref, segment_pool_ref
+
+from engine.ops.preprocess import PreprocessSpec
+
+NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
+WANTED = NVCC is not None and os.environ.get("ENGINE_CUDA", "") != "0"
+
+try:
+    from engine import _C_cuda
+except ImportError:  # pragma: no cover - depends on the build
+    _C_cuda = None
+
+needs_ext = pytest.mark.skipif(_C_cuda is None, reason="engine._C_cuda not built")
+
+
+@pytest.mark.skipif(not WANTED, reason="nvcc not installed (or ENGINE_CUDA=0)")
+def test_cuda_extension_built_when_nvcc_present():
+    assert _C_cuda is not None, "nvcc is installed but engine._C_cuda was not built: run `python setup.py build_ext --inplace`"
+    info = _C_cuda.build_info()
+    assert info["cuda_compiled"] is True
+    assert info["cuda_runtime_version"] >= 11020  # stream-ordered allocation
+    import engine.ops.cuda as cuda_ops
+
+    assert cuda_ops.available()
+    assert cuda_ops.build_info()["cuda_compiled"] is True
+
+
+@needs_ext
+def test_engine_ops_build_info_reports_cuda():
+    import engine.ops as ops
+
+    try:
+        info = ops.build_info()
+    except Exception as e:  # engine._C missing in this checkout
+        pytest.skip(f"engine._C not importable: {e}")
+    assert info["cuda_compiled"] is True
+    assert "cuda_runtime_version" in info
+
+
+@needs_ext
+def test_no_device_gives_a_clear_error():
+    info = _C_cuda.build_info()
+    if info["cuda_device_count"] > 0:
+        pytest.skip("a CUDA device is present")
+    assert info["cuda_error"]
+    with pytest.raises(RuntimeError, match="CUDA error"):
+        _C_cuda.synchronize(0)
+
+    class FakeDev:  # a CUDA array interface whose memory is never touched: the call fails first
+        def __init__(self, shape, typestr):
+            self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (1 << 20, False), "version": 3}
+
+    import engine.ops.cuda as cuda_ops
+
+    with pytest.raises(RuntimeError, match="CUDA error"):
+        cuda_ops.preprocess(
+            (FakeDev((2, 8, 8), "|u1"), FakeDev((2, 4, 4), "|u1"), FakeDev((2, 4, 4), "|u1")),
+            PreprocessSpec(size=(4, 4)), format="i420", width=8, height=8,
+            out=FakeDev((2, 3, 4, 4), "<f4"), stream=0,
+        )
+
+
+@needs_ext
+def test_wrapper_validation_raises_input_error():
+    from engine.errors import InputError
+    import engine.ops.cuda as cuda_ops
+
+    class FakeDev:
+        def __init__(self, shape, typestr, strides=None):
+            self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (1 << 20, False),
+                                             "strides": strides, "version": 3}
+
+    spec = PreprocessSpec(size=(4, 4))
+    planes = (FakeDev((2, 8, 8), "|u1"), FakeDev((2, 4, 4), "|u1"), FakeDev((2, 4, 4), "|u1"))
+    with pytest.raises(InputError, match="uint8"):
+        cuda_ops.preprocess((planes[0], planes[1], FakeDev((2, 4, 4), "<u2")), spec, format="i420", width=8, height=8,
+                            out=FakeDev((2, 3, 4, 4), "<f4"))
+    with pytest.raises(InputError, match="smaller"):
+        cuda_ops.preprocess(planes, spec, format="i420", width=10, height=8, out=FakeDev((2, 3, 4, 4), "<f4"))
+    with pytest.raises(InputError, match="columns must be contiguous"):
+        cuda_ops.preprocess((FakeDev((2, 8, 8), "|u1", (128, 16, 2)),) + planes[1:], spec, format="i420",
+                            width=8, height=8, out=FakeDev((2, 3, 4, 4), "<f4"))
+    with pytest.raises(InputError, match="out must be"):
+        cuda_ops.preprocess(planes, spec, format="i420", width=8, height=8, out=FakeDev((2, 3, 4, 5), "<f4"))
+    with pytest.raises(InputError, match="batch"):
+        cuda_ops.preprocess((planes[0], FakeDev((3, 4, 4), "|u1"), planes[2]), spec, format="i420", width=8,
+                            height=8, out=FakeDev((2, 3, 4, 4), "<f4"))
+    with pytest.raises(InputError, match="CUDA array"):
+        cuda_ops.masked_mean(np.zeros((1, 2, 3), np.float32), np.ones((1, 2), np.float32))
+    with pytest.raises(InputError, match="float32"):
+        cuda_ops.masked_mean(FakeDev((1, 2, 3), "<f8"), FakeDev((1, 2), "<f4"), out=FakeDev((1, 3), "<f4"))
+    with pytest.raises(InputError, match="int64"):
+        cuda_ops.segment_pool(FakeDev((4, 3), "<f4"), FakeDev((3,), "<i4"), out=FakeDev((2, 3), "<f4"))
+
+
+# --- the kernel's block code, emulated on the host, against the clamp-before float64 reference --
+
+
+@needs_ext
+@pytest.mark.parametrize("direct", [False, True], ids=["staged", "direct"])
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}x{c[2]}-{c[5].get('resize')}" for c in CASES])
+def test_emulated_kernel_matches_clamp_before_reference(case, direct):
+    fmt, h, w, matrix, full_range, kw = case
+    rng = np.random.default_rng(h * 1000 + w)
+    spec = PreprocessSpec(**kw, **NORM)
+    frames = [make_frame(fmt, h, w, rng, matrix=matrix, full_range=full_range) for _ in range(2)]
+    out, variant = emulate(frames, spec, force_direct=direct)
+    assert variant == ("direct" if direct else "staged") or (not direct and variant == "direct")
+    ref = np.stack([preprocess_ref_clamp_before(f, spec) for f in frames])
+    err = level_error(out, ref, spec)
+    assert err <= 0.01, f"max error {err:.4g} levels"
+
+
+@needs_ext
+def test_emulated_kernel_fp16():
+    rng = np.random.default_rng(5)
+    spec = PreprocessSpec(size=(20, 24), resize="shorter", dtype="float16", **NORM)
+    frames = [make_frame("i420", 50, 70, rng)]
+    out, _ = emulate(frames, spec)
+    ref = np.stack([preprocess_ref_clamp_before(f, spec) for f in frames])
+    # half rounding: 2^-11 relative
+    np.testing.assert_allclose(out.astype(np.float64), ref, rtol=2**-10, atol=1e-3)
+
+
+@needs_ext
+def test_emulated_kernel_out_of_gamut_frame_differs_from_clamp_after():
+    # saturated chroma: clamp-before and clamp-after differ by levels; the kernel follows clamp-before
+    rng = np.random.default_rng(9)
+    f = make_frame("i420", 40, 40, rng)
+    y, u, v = f.planes
+    u[...] = np.where(rng.random(u.shape) < 0.5, 16, 240).astype(np.uint8)
+    v[...] = np.where(rng.random(v.shape) < 0.5, 16, 240).astype(np.uint8)
+    spec = PreprocessSpec(size=(10, 10), resize="stretch")
+    out, _ = emulate([f], spec)
+    ref = preprocess_ref_clamp_before(f, spec)[None]
+    assert level_error(out, ref, spec) <= 0.01
+    assert level_error(out, preprocess_ref_clamp_before(f, spec, clamp_source=False)[None], spec) > 1.0
+
+
+# --- pooling --------------------------------------------------------------------------------------
+@needs_ext
+@pytest.mark.parametrize("normalize", [False, True])
+def test_emulated_masked_mean(normalize):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 17, 37)).astype(np.float32)
+    m = (rng.random((3, 17)) < 0.6).astype(np.float32)
+    m[2] = 0.0  # all-zero mask -> zeros
+    out = np.full((3, 37), np.nan, np.float32)
+    _C_cuda.masked_mean_emulate(out.ctypes.data, x.ctypes.data, m.ctypes.data, 3, 17, 37, normalize)
+    np.testing.assert_allclose(out, masked_mean_ref(x, m, normalize), rtol=1e-5, atol=1e-6)
+
+
+@needs_ext
+@pytest.mark.parametrize("mode,window", [("mean", 1), ("max", 1), ("window_max", 3), ("window_max", 100)])
+def test_emulated_segment_pool(mode, window):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((150, 19)).astype(np.float32)
+    offsets = np.array([0, 5, 5, 90, 91, 150], np.int64)
+    out = np.full((5, 19), np.nan, np.float32)
+    code = {"mean": 0, "max": 1, "window_max": 2}[mode]
+    _C_cuda.segment_pool_emulate(out.ctypes.data, x.ctypes.data, offsets.ctypes.data, 150, 19, 5, code, window)
+    np.testing.assert_allclose(out, segment_pool_ref(x, offsets, mode, window), rtol=1e-5, atol=1e-6)

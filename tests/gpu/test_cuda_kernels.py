@@ -1,0 +1,173 @@
+"""CUDA kernels on a GPU against float64 references (torch CUDA tensors as inputs).
+
+Preprocess: the clamp-before-resampling reference of cuda_ref.py (own float64 code, so these
+tests do not depend on the CPU kernel's semantics); every output poisoned with NaN first; planes
+with padded row strides whose padding holds garbage. Tolerance 0.01 levels (0..255 scale) for
+float32: float accumulation over up to ~200 taps plus device FMA contraction (~1e-5 relative
+of 255); the issue's bound is 0.5 levels. float16 output: half rounding (2^-11 relative).
+Pooling: float64 accumulation on the device, so 1e-5 relative.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cuda_ref import CASES, NORM, level_error, preprocess_ref_clamp_before
+from frames import make_frame
+from reference import masked_mean_ref, segment_pool_ref
+
+from engine.ops.preprocess import PreprocessSpec
+
+torch = pytest.importorskip("torch")
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+cuda_ops = pytest.importorskip("engine.ops.cuda")
+
+
+class U16:
+    """__cuda_array_interface__ of a torch tensor holding uint16 bits (torch's uint16 support is
+    partial); keeps the tensor alive."""
+
+    def __init__(self, t):
+        self.t = t
+        self.device = t.device
+        self.__cuda_array_interface__ = {
+            "shape": tuple(t.shape), "typestr": "<u2", "data": (t.data_ptr(), False),
+            "strides": tuple(s * 2 for s in t.stride()), "version": 3,
+        }
+
+
+def to_device(p: np.ndarray, rng, pitch_pad: int = 24):
+    """Plane -> CUDA tensor view with a padded row pitch whose padding is garbage."""
+    a = np.asarray(p)
+    rows, cols = a.shape[0], int(np.prod(a.shape[1:]))
+    buf = rng.integers(0, 256 if a.dtype == np.uint8 else 1024, (rows, cols + pitch_pad)).astype(a.dtype)
+    buf[:, :cols] = a.reshape(rows, cols)
+    if a.dtype == np.uint16:
+        t = torch.from_numpy(buf.view(np.int16)).cuda()[:, :cols]
+        return U16(t)
+    return torch.from_numpy(buf).cuda()[:, :cols]
+
+
+def run_gpu(frames, spec, *, direct=False, batched=False):
+    rng = np.random.default_rng(0)
+    f0 = frames[0]
+    dtype = torch.float16 if spec.dtype == "float16" else torch.float32
+    out = torch.full(spec.output_shape(len(frames)), float("nan"), dtype=dtype, device="cuda")
+    if batched:  # one tensor per plane with a leading batch dim (uint8 only)
+        planes = tuple(
+            torch.stack([torch.from_numpy(np.ascontiguousarray(f.planes[j])) for f in frames]).cuda()
+            for j in range(len(f0.planes))
+        )
+    else:
+        planes = [tuple(to_device(p, rng) for p in f.planes) for f in frames]
+    cuda_ops.preprocess(planes, spec, format=f0.format, width=f0.width, height=f0.height, matrix=f0.matrix,
+                        full_range=f0.full_range, out=out, force_direct=direct)
+    torch.cuda.synchronize()
+    return out.float().cpu().numpy()
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["staged", "direct"])
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}x{c[2]}-{c[5].get('resize')}" for c in CASES])
+def test_preprocess_matches_clamp_before_reference(case, direct):
+    fmt, h, w, matrix, full_range, kw = case
+    rng = np.random.default_rng(h * 1000 + w)
+    spec = PreprocessSpec(**kw, **NORM)
+    frames = [make_frame(fmt, h, w, rng, matrix=matrix, full_range=full_range) for _ in range(3)]
+    out = run_gpu(frames, spec, direct=direct)
+    ref = np.stack([preprocess_ref_clamp_before(f, spec) for f in frames])
+    err = level_error(out, ref, spec)
+    print(f"{case[0]} {h}x{w} {kw} direct={direct}: max error {err:.3g} levels")
+    assert err <= 0.01, f"max error {err:.4g} levels"
+
+
+@pytest.mark.parametrize(
+    "fmt,h,w,kw",
+    [
+        ("i420", 1080, 1920, dict(size=(224, 224), resize="shorter", resize_to=(256, 256))),
+        ("nv12", 720, 1280, dict(size=(320, 320), resize="letterbox", pad_value=0.0)),
+        ("i420", 1080, 1920, dict(size=(224, 224), resize="stretch")),
+    ],
+)
+def test_preprocess_video_sizes(fmt, h, w, kw):
+    rng = np.random.default_rng(7)
+    spec = PreprocessSpec(**kw, **NORM)
+    frames = [make_frame(fmt, h, w, rng, matrix="bt709") for _ in range(2)]
+    out = run_gpu(frames, spec)
+    ref = np.stack([preprocess_ref_clamp_before(f, spec) for f in frames])
+    err = level_error(out, ref, spec)
+    print(f"{fmt} {h}x{w} {kw}: max error {err:.3g} levels")
+    assert err <= 0.01
+
+
+def test_preprocess_batched_planes_and_fp16():
+    rng = np.random.default_rng(11)
+    frames = [make_frame("i420", 90, 130, rng, pad=0) for _ in range(4)]
+    spec = PreprocessSpec(size=(32, 48), resize="stretch", **NORM)
+    ref = np.stack([preprocess_ref_clamp_before(f, spec) for f in frames])
+    assert level_error(run_gpu(frames, spec, batched=True), ref, spec) <= 0.01
+    spec16 = PreprocessSpec(size=(32, 48), resize="stretch", dtype="float16", **NORM)
+    out16 = run_gpu(frames, spec16)
+    np.testing.assert_allclose(out16, ref, rtol=2**-10, atol=1e-3)
+
+
+def test_preprocess_out_of_gamut_follows_clamp_before():
+    rng = np.random.default_rng(9)
+    f = make_frame("i420", 40, 40, rng)
+    _, u, v = f.planes
+    u[...] = np.where(rng.random(u.shape) < 0.5, 16, 240).astype(np.uint8)
+    v[...] = np.where(rng.random(v.shape) < 0.5, 16, 240).astype(np.uint8)
+    spec = PreprocessSpec(size=(10, 10), resize="stretch")
+    out = run_gpu([f], spec)
+    assert level_error(out, preprocess_ref_clamp_before(f, spec)[None], spec) <= 0.01
+    assert level_error(out, preprocess_ref_clamp_before(f, spec, clamp_source=False)[None], spec) > 1.0
+
+
+def test_preprocess_on_a_side_stream():
+    rng = np.random.default_rng(3)
+    frames = [make_frame("nv12", 61, 83, rng)]
+    spec = PreprocessSpec(size=(24, 24), **NORM)
+    ref = np.stack([preprocess_ref_clamp_before(f, spec) for f in frames])
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        y, uv = (to_device(p, rng) for p in frames[0].planes)
+        out = cuda_ops.preprocess([(y, uv)], spec, format="nv12", width=83, height=61)
+    s.synchronize()
+    assert level_error(out.cpu().numpy(), ref, spec) <= 0.01
+
+
+# --- pooling --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("B,T,D", [(3, 17, 37), (8, 128, 768), (1, 1000, 5)])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_masked_mean(B, T, D, normalize):
+    rng = np.random.default_rng(B * T + D)
+    x = rng.standard_normal((B, T, D)).astype(np.float32)
+    m = (rng.random((B, T)) < 0.6).astype(np.float32)
+    m[-1, : T // 2] = 0.0
+    if B > 2:
+        m[1] = 0.0  # all-zero mask row -> zeros
+    out = torch.full((B, D), float("nan"), device="cuda")
+    cuda_ops.masked_mean(torch.from_numpy(x).cuda(), torch.from_numpy(m).cuda(), normalize, out=out)
+    torch.cuda.synchronize()
+    np.testing.assert_allclose(out.cpu().numpy(), masked_mean_ref(x, m, normalize), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode,window", [("mean", 1), ("max", 1), ("window_max", 3), ("window_max", 100), ("window_max", 1)])
+def test_segment_pool(mode, window):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((400, 131)).astype(np.float32)
+    offsets = np.array([0, 5, 5, 90, 91, 300, 400], np.int64)
+    out = torch.full((6, 131), float("nan"), device="cuda")
+    cuda_ops.segment_pool(torch.from_numpy(x).cuda(), torch.from_numpy(offsets).cuda(), mode, window, out=out)
+    torch.cuda.synchronize()
+    np.testing.assert_allclose(out.cpu().numpy(), segment_pool_ref(x, offsets, mode, window), rtol=1e-5, atol=1e-6)
+
+
+def test_segment_pool_nan_propagates_in_max():
+    x = torch.zeros((4, 3), device="cuda")
+    x[2, 1] = float("nan")
+    out = cuda_ops.segment_pool(x, torch.tensor([0, 4], device="cuda"), "max")
+    torch.cuda.synchronize()
+    assert np.isnan(out.cpu().numpy()[0, 1]) and out.cpu().numpy()[0, 0] == 0.0
