@@ -10,6 +10,7 @@
   imports on machines without a driver). Built when nvcc is found (``$CUDA_HOME/bin/nvcc``,
   ``nvcc`` on PATH, ``/usr/local/cuda/bin/nvcc``). Environment:
   ``ENGINE_CUDA=1`` require it (fail without nvcc), ``ENGINE_CUDA=0`` skip it;
+  ``ENGINE_CPU=0`` builds only the CUDA extension;
   ``ENGINE_CUDA_ARCHS`` real architectures, default ``80;89;90`` (plus PTX of the last one for
   newer GPUs); ``ENGINE_NVCC_FLAGS`` extra nvcc flags.
 """
@@ -152,8 +153,9 @@ class CUDAExtension(Pybind11Extension):
             f.write(" ".join(flags))
 
 
-ext_modules = [
-    Pybind11Extension(
+ext_modules = []
+if os.environ.get("ENGINE_CPU", "") != "0":  # ENGINE_CPU=0: build only the CUDA extension
+    ext_modules.append(Pybind11Extension(
         "engine._C",
         sorted(glob("csrc/*.cpp")),
         include_dirs=["csrc", "csrc/include"],
@@ -162,8 +164,7 @@ ext_modules = [
         extra_compile_args=["-O3", "-ffp-contract=fast", "-fno-math-errno", "-Wno-psabi"]
         if sys.platform != "win32"
         else ["/O2"],
-    ),
-]
+    ))
 
 _nvcc = _cuda_wanted()
 if _nvcc is not None:

@@ -60,7 +60,8 @@ def preprocess_ref_clamp_before(frame, spec, clamp_source: bool = True) -> np.nd
     (rh, oy), (rw, ox) = geometry(spec.resize, frame.height, frame.width, out_h, out_w, to)
     my, vy = axis_matrix(spec.filter, frame.height, rh, out_h, oy)
     mx, vx = axis_matrix(spec.filter, frame.width, rw, out_w, ox)
-    rgb = np.einsum("oi,ijc,pj->opc", my, source_rgb(frame, clamp_source), mx)
+    t = np.tensordot(source_rgb(frame, clamp_source), mx, axes=([1], [1]))  # [in_h, 3, out_w]
+    rgb = np.tensordot(my, t, axes=([1], [0])).transpose(0, 2, 1)  # [out_h, out_w, 3]
     rgb = np.clip(rgb, 0.0, 255.0)
     if spec.channels == "bgr":
         rgb = rgb[..., ::-1]

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One script for a fresh GPU machine (torch, nvcc, pybind11; pytest from .whl/ when missing):
+# build engine._C_cuda, run the GPU tests, print the bandwidth table (bench/gpu_bench.py).
+#   bash bench/gpu_check.sh 2>&1 | tee gpu_check.log
+# Environment: ENGINE_CUDA_ARCHS (default 90 here: only the GPU at hand; CI builds 80;89;90+PTX),
+# ENGINE_CHECK_CPU=1 also builds engine._C (the CPU extension is not needed by these checks).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+t0=$(date +%s)
+step() { echo; echo "=== $* ($(( $(date +%s) - t0 )) s)"; }
+
+step "machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv || true
+$PY -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+nvcc --version | tail -1
+
+step "pytest"
+if ! $PY -m pytest --version >/dev/null 2>&1; then
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-index --find-links .whl pytest || echo "pytest install failed"
+  fi
+fi
+$PY -m pytest --version || echo "no pytest: the tests are skipped"
+
+step "build"
+export ENGINE_CUDA=1 ENGINE_CUDA_ARCHS=${ENGINE_CUDA_ARCHS:-90}
+if [ "${ENGINE_CHECK_CPU:-0}" != "1" ]; then export ENGINE_CPU=0; fi
+if ! $PY setup.py build_ext --inplace > build_cuda.log 2>&1; then
+  tail -40 build_cuda.log; echo "BUILD FAILED"; exit 1
+fi
+grep -E "nvcc|warning" build_cuda.log | tail -8
+$PY -c "import engine.ops.cuda as c; print(c.build_info())"
+
+step "GPU tests"
+$PY -m pytest -q -s -p no:cacheprovider -rs tests/gpu tests/kernels/test_headers_nvcc.py 2>&1 | grep -vE "^\s*$" | tail -70
+echo "pytest rc=${PIPESTATUS[0]}"
+
+step "bandwidth"
+$PY bench/gpu_bench.py --reps ${REPS:-50}
+step "done"
