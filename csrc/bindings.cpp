@@ -16,7 +16,7 @@ PYBIND11_MODULE(_C, m) {
   // --- preprocessing ------------------------------------------------------------------------
   m.def("preprocess", &engine_ops::preprocess, "out"_a, "frames"_a, "mode"_a, "to_h"_a, "to_w"_a,
         "filter"_a, "scale"_a, "mean"_a, "std"_a, "bgr_out"_a, "nhwc"_a, "pad_value"_a,
-        "threads"_a = 0,
+        "clamp_source"_a = true, "threads"_a = 0,
         R"pbdoc(
     Fused resize + colour conversion + crop/letterbox + normalisation, written into `out`.
 
@@ -27,6 +27,8 @@ PYBIND11_MODULE(_C, m) {
     mode   : 0 stretch to (to_h, to_w), 1 shorter side to to_h, 2 letterbox; then centre crop/pad.
     filter : 0 antialias (torch antialias=True / PIL BILINEAR), 1 bilinear (OpenCV INTER_LINEAR).
     out = (clamp(rgb, 0, 255) * scale - mean[c]) / std[c]; padding pixels = pad_value.
+    clamp_source: clamp each converted source pixel before resampling (as an RGB pipeline does);
+             False clamps the resampled output instead (faster; differs at out-of-gamut edges).
     threads: OpenMP threads (0 = default). Releases the GIL.
   )pbdoc");
   m.def("resample_taps", &engine_ops::resample_taps, "filter"_a, "in_size"_a, "resized"_a, "out"_a,
@@ -34,6 +36,11 @@ PYBIND11_MODULE(_C, m) {
         R"pbdoc(
     Tap table of one axis (for tests and debugging): (first[out] int64, weights[out, K] float32);
     first = -1 marks padding samples.
+  )pbdoc");
+  m.def("clamp_correction_stats", &engine_ops::clamp_correction_stats, "reset"_a = false,
+        R"pbdoc(
+    (candidates, corrected): source pixels tested exactly / corrected by the clamp-before-
+    resampling correction of preprocess, summed over all calls since load (or the last reset).
   )pbdoc");
   m.def("resize_geometry", &engine_ops::resize_geometry, "mode"_a, "in_h"_a, "in_w"_a, "out_h"_a,
         "out_w"_a, "to_h"_a, "to_w"_a,

@@ -24,11 +24,15 @@ namespace py = pybind11;
 //         arrays with unit column stride).
 void preprocess(py::array out, const py::list& frames, int mode, int to_h, int to_w, int filter,
                 double scale, std::array<double, 3> mean, std::array<double, 3> std, bool bgr_out,
-                bool nhwc, double pad_value, int threads);
+                bool nhwc, double pad_value, bool clamp_source, int threads);
 
 // Tap table of one axis, for tests: returns (first[out], weights[out, K]) for the given plane.
 py::tuple resample_taps(int filter, int in_size, int resized, int out, int offset, int sub,
                         int plane_in);
+
+// Counters of the clamp correction (Note [clamp before resampling]), summed over all calls:
+// (candidate source pixels tested exactly, source pixels with a non-zero correction).
+py::tuple clamp_correction_stats(bool reset);
 
 // Geometry of one frame: ((resized_h, offset_y), (resized_w, offset_x)).
 py::tuple resize_geometry(int mode, int in_h, int in_w, int out_h, int out_w, int to_h, int to_w);

@@ -5,6 +5,7 @@
 // then a horizontal pass producing the plane's samples at the output pixels, then colour
 // conversion + clamp + normalisation + layout/dtype store. See Note [fused resize order].
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -39,6 +40,8 @@ struct TapTable {
   std::vector<float> w;
   int KP = 0;             // K rounded up to 8 or 16 (0: no padded copy, K > 16)
   std::vector<float> wp;  // weights padded to KP taps (zeros), for the dot-product pass
+  // inverse index: the samples o - lo whose window holds source s are [inv_lo, inv_hi)[s - src_lo]
+  std::vector<int> inv_lo, inv_hi;
 
   bool same(int f, int il, int r, int o, int off, int s, int pin) const {
     return f == filter && il == in_luma && r == resized && o == out && off == offset && s == sub &&
@@ -74,6 +77,18 @@ void build_table(TapTable& t) {
     t.src_hi = std::max(t.src_hi, nf + t.K);
   }
   if (n == 0) { t.src_lo = 0; t.src_hi = 0; }
+  // first[] is non-decreasing, so each source sample is held by a contiguous run of windows
+  const int ns = t.src_hi - t.src_lo;
+  t.inv_lo.assign(std::max(ns, 0), 0);
+  t.inv_hi.assign(std::max(ns, 0), 0);
+  for (int s = 0, a = 0, b = 0; s < ns; ++s) {
+    const int src = t.src_lo + s;
+    while (a < n && t.first[a] + t.K <= src) ++a;
+    if (b < a) b = a;
+    while (b < n && t.first[b] <= src) ++b;
+    t.inv_lo[s] = a;
+    t.inv_hi[s] = b;
+  }
   t.KP = t.K <= 8 ? 8 : (t.K <= 16 ? 16 : 0);
   if (t.KP) {
     t.wp.assign((size_t)n * t.KP, 0.0f);
@@ -360,15 +375,26 @@ ENGINE_SIMD_CLONES void hpass3(const float* tmp, const TapTable& t, float* dst) 
 }
 
 // ---- colour conversion + clamp + normalise into planar float rows rgb[c][n] (output order) ----
+// corr: null, or the clamp correction of the row as [3][n] in RGB order (Note [clamp before
+// resampling]), added before the clamp.
 ENGINE_SIMD_CLONES void convert_yuv(const float* y, const float* cb, const float* cr, int cstride,
                                     int n, const YuvToRgb& m, const Normalize& nm, bool bgr_out,
-                                    float* r0, float* r1, float* r2) {
+                                    const float* corr, float* r0, float* r1, float* r2) {
   float* dst[3] = {r0, r1, r2};
   for (int oc = 0; oc < 3; ++oc) {
     const int c = bgr_out ? 2 - oc : oc;  // RGB index feeding output channel oc
     const float yg = m.y_gain, cbg = m.cb_gain[c], crg = m.cr_gain[c], b = m.bias[c];
     const float g = nm.gain[oc], nb = nm.bias[oc];
     float* __restrict d = dst[oc];
+    if (corr) {
+      const float* __restrict k = corr + (size_t)c * n;
+      for (int i = 0; i < n; ++i) {
+        float v = yg * y[i] + cbg * cb[i * cstride] + crg * cr[i * cstride] + b + k[i];
+        v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
+        d[i] = v * g + nb;
+      }
+      continue;
+    }
     for (int i = 0; i < n; ++i) {
       float v = yg * y[i] + cbg * cb[i * cstride] + crg * cr[i * cstride] + b;
       v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
@@ -489,12 +515,357 @@ struct ThreadBuffers {
   std::vector<float> vtmp2[3];  // second row of a paired vertical pass
   std::vector<float> hrow[3];
   std::vector<float> rgb;
+  // clamp correction (Note [clamp before resampling])
+  std::vector<uint16_t> glo, ghi;    // gamut bounds at chroma resolution
+  std::vector<uint16_t> glox, ghix;  // ... replicated onto the luma grid
+  std::vector<int> cand;             // candidate columns of one source row
+  std::vector<float> hd;             // [3][nx] horizontally resampled delta of one source row
+  std::vector<float> corr;           // [rows of the block][3][nx]
+  std::vector<char> dirty;           // per block row: corr row zeroed and written
+};
+
+std::atomic<long long> g_gamut_candidates{0}, g_gamut_corrected{0};
+
+// ---- clamp correction (Note [clamp before resampling]) ----
+constexpr float kGamutMargin = 0.02f;  // luma sample units; far above float rounding of the map
+
+// Conservative gamut bounds of n chroma samples (cb[i * cs], cr[i * cs]) as sample values:
+// every luma sample Y with lo[i] <= Y <= hi[i] converts in gamut; empty: lo = tmax, hi = 0.
+template <typename T, typename B>
+ENGINE_ALWAYS_INLINE void gamut_bounds_impl(const T* cb, const T* cr, int cs, int n,
+                                            const YuvToRgb& m, float tmax, B* __restrict lo,
+                                            B* __restrict hi) {
+  for (int i = 0; i < n; ++i) {
+    float l, h;
+    yuv_gamut_luma_interval(m, (float)cb[i * cs], (float)cr[i * cs], &l, &h);
+    float L = ceilf(l + kGamutMargin), H = floorf(h - kGamutMargin);
+    L = L < 0.0f ? 0.0f : L;
+    H = H > tmax ? tmax : H;
+    const bool empty = !(L <= H);
+    lo[i] = empty ? (B)tmax : (B)(int)L;
+    hi[i] = empty ? (B)0 : (B)(int)H;
+  }
+}
+
+ENGINE_SIMD_CLONES void gamut_bounds_u8(const uint8_t* cb, const uint8_t* cr, int cs, int n,
+                                        const YuvToRgb& m, uint8_t* lo, uint8_t* hi) {
+  gamut_bounds_impl<uint8_t, uint8_t>(cb, cr, cs, n, m, 255.0f, lo, hi);
+}
+ENGINE_SIMD_CLONES void gamut_bounds_u16(const uint16_t* cb, const uint16_t* cr, int cs, int n,
+                                         const YuvToRgb& m, uint16_t* lo, uint16_t* hi) {
+  gamut_bounds_impl<uint16_t, uint16_t>(cb, cr, cs, n, m, 65535.0f, lo, hi);
+}
+
+template <typename T>
+ENGINE_ALWAYS_INLINE void replicate2_impl(const T* __restrict s, int n, T* __restrict d) {
+  for (int i = 0; i < n; ++i) {
+    d[2 * i] = s[i];
+    d[2 * i + 1] = s[i];
+  }
+}
+ENGINE_SIMD_CLONES void replicate2_u8(const uint8_t* s, int n, uint8_t* d) { replicate2_impl(s, n, d); }
+ENGINE_SIMD_CLONES void replicate2_u16(const uint16_t* s, int n, uint16_t* d) { replicate2_impl(s, n, d); }
+
+// Columns i < n with y[i] outside [lo[i], hi[i]] -> idx; returns their count. Blocks of 64 are
+// tested with a vectorised any-reduction first (nearly all of them are clean).
+template <typename T>
+ENGINE_ALWAYS_INLINE int gamut_candidates_impl(const T* __restrict y, const T* __restrict lo,
+                                               const T* __restrict hi, int n, int* idx) {
+  int cnt = 0, i = 0;
+  for (; i + 64 <= n; i += 64) {
+    T any = 0;
+    for (int j = 0; j < 64; ++j)
+      any |= (T)(((T)(y[i + j] < lo[i + j]) | (T)(y[i + j] > hi[i + j])));
+    if (!any) continue;
+    for (int j = i; j < i + 64; ++j)
+      if (y[j] < lo[j] || y[j] > hi[j]) idx[cnt++] = j;
+  }
+  for (; i < n; ++i)
+    if (y[i] < lo[i] || y[i] > hi[i]) idx[cnt++] = i;
+  return cnt;
+}
+ENGINE_SIMD_CLONES int gamut_candidates_u8(const uint8_t* y, const uint8_t* lo, const uint8_t* hi,
+                                           int n, int* idx) {
+  return gamut_candidates_impl(y, lo, hi, n, idx);
+}
+ENGINE_SIMD_CLONES int gamut_candidates_u16(const uint16_t* y, const uint16_t* lo,
+                                            const uint16_t* hi, int n, int* idx) {
+  return gamut_candidates_impl(y, lo, hi, n, idx);
+}
+
+#if ENGINE_HAVE_AVX2_KERNELS
+// AVX2 versions of the 8-bit detection: bounds of 16 chroma samples per step (float, packed to
+// bytes with saturation, replicated to luma resolution in the same step when sub == 2), and the
+// luma compare as unsigned byte min/max + movemask, candidates extracted bit by bit.
+ENGINE_AVX2_TARGET void gamut_bounds_u8_avx2(const uint8_t* cb, const uint8_t* cr, int n,
+                                             const YuvToRgb& m, int sub, uint8_t* lo, uint8_t* hi) {
+  const float inv = 1.0f / m.y_gain;
+  // lo_c = a_c cb + b_c cr + e_c (luma units); hi_c = lo_c + 255 / y_gain
+  __m256 A[3], Bv[3], E[3];
+  for (int c = 0; c < 3; ++c) {
+    A[c] = _mm256_set1_ps(-m.cb_gain[c] * inv);
+    Bv[c] = _mm256_set1_ps(-m.cr_gain[c] * inv);
+    E[c] = _mm256_set1_ps(-m.bias[c] * inv);
+  }
+  const __m256 span = _mm256_set1_ps(255.0f * inv);
+  const __m256 mg = _mm256_set1_ps(kGamutMargin);
+  const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m256i Li[2], Hi[2];
+    for (int h = 0; h < 2; ++h) {
+      const __m256 u = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cb + i + 8 * h))));
+      const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cr + i + 8 * h))));
+      __m256 l0 = _mm256_fmadd_ps(A[0], u, _mm256_fmadd_ps(Bv[0], v, E[0]));
+      __m256 l1 = _mm256_fmadd_ps(A[1], u, _mm256_fmadd_ps(Bv[1], v, E[1]));
+      __m256 l2 = _mm256_fmadd_ps(A[2], u, _mm256_fmadd_ps(Bv[2], v, E[2]));
+      __m256 L = _mm256_max_ps(_mm256_max_ps(l0, l1), l2);
+      __m256 H = _mm256_add_ps(_mm256_min_ps(_mm256_min_ps(l0, l1), l2), span);
+      L = _mm256_max_ps(_mm256_ceil_ps(_mm256_add_ps(L, mg)), zero);
+      H = _mm256_min_ps(_mm256_floor_ps(_mm256_sub_ps(H, mg)), top);
+      const __m256 empty = _mm256_cmp_ps(L, H, _CMP_NLE_UQ);  // !(L <= H)
+      L = _mm256_blendv_ps(L, top, empty);
+      H = _mm256_blendv_ps(H, zero, empty);
+      Li[h] = _mm256_cvtps_epi32(L);
+      Hi[h] = _mm256_cvtps_epi32(H);
+    }
+    // 2 x 8 int32 -> 16 bytes in order
+    const __m256i lw = _mm256_permute4x64_epi64(_mm256_packs_epi32(Li[0], Li[1]), 0xD8);
+    const __m256i hw = _mm256_permute4x64_epi64(_mm256_packs_epi32(Hi[0], Hi[1]), 0xD8);
+    const __m128i lb = _mm_packus_epi16(_mm256_castsi256_si128(lw), _mm256_extracti128_si256(lw, 1));
+    const __m128i hb = _mm_packus_epi16(_mm256_castsi256_si128(hw), _mm256_extracti128_si256(hw, 1));
+    if (sub == 2) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo + 2 * i),
+                          _mm256_set_m128i(_mm_unpackhi_epi8(lb, lb), _mm_unpacklo_epi8(lb, lb)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi + 2 * i),
+                          _mm256_set_m128i(_mm_unpackhi_epi8(hb, hb), _mm_unpacklo_epi8(hb, hb)));
+    } else {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(lo + i), lb);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(hi + i), hb);
+    }
+  }
+  if (i < n) {
+    uint8_t tl[16], th[16];
+    gamut_bounds_impl<uint8_t, uint8_t>(cb + i, cr + i, 1, n - i, m, 255.0f, tl, th);
+    for (int j = 0; j < n - i; ++j)
+      for (int r = 0; r < sub; ++r) {
+        lo[(i + j) * sub + r] = tl[j];
+        hi[(i + j) * sub + r] = th[j];
+      }
+  }
+}
+
+ENGINE_AVX2_TARGET int gamut_candidates_u8_avx2(const uint8_t* y, const uint8_t* lo,
+                                                const uint8_t* hi, int n, int* idx) {
+  int cnt = 0, i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + i));
+    const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + i));
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + i));
+    const __m256i in = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_max_epu8(v, l), v),
+                                        _mm256_cmpeq_epi8(_mm256_min_epu8(v, h), v));
+    uint32_t mask = ~(uint32_t)_mm256_movemask_epi8(in);
+    while (mask) {
+      idx[cnt++] = i + __builtin_ctz(mask);
+      mask &= mask - 1;
+    }
+  }
+  for (; i < n; ++i)
+    if (y[i] < lo[i] || y[i] > hi[i]) idx[cnt++] = i;
+  return cnt;
+}
+#endif
+
+// c[i] += w * h[i]
+ENGINE_SIMD_CLONES void axpy(float* __restrict c, const float* __restrict h, float w, int n) {
+  for (int i = 0; i < n; ++i) c[i] += w * h[i];
+}
+
+// Incremental detection + scatter over the luma source rows of one row block [iy0, iy1) (table
+// indices of the luma tables). advance(r) handles the source rows below r not yet handled.
+struct GamutPass {
+  const FrameDesc* f;
+  const TapTable* ty;
+  const TapTable* tx;
+  const YuvToRgb* m;
+  ThreadBuffers* buf;
+  int iy0, iy1, nx;
+  int next_row, row_end;  // next luma source row to detect, end of the block's rows
+  int last_cy = -1;
+  int cx0, ncx, xoff;     // chroma columns [cx0, cx0 + ncx); luma src_lo - cx0 * sub_x
+  long long cand = 0, corrected = 0;
+
+  void init(const FrameWork& fw, const YuvToRgb& mm, ThreadBuffers& b, int i0, int i1) {
+    f = fw.frame; ty = fw.ty[0]; tx = fw.tx[0]; m = &mm; buf = &b; iy0 = i0; iy1 = i1;
+    nx = tx->hi - tx->lo;
+    next_row = ty->first[iy0];
+    row_end = ty->first[iy1 - 1] + ty->K;
+    const int sx = f->planes[1].sub_x;
+    cx0 = tx->src_lo / sx;
+    ncx = (tx->src_hi - 1) / sx + 1 - cx0;
+    xoff = tx->src_lo - cx0 * sx;
+    const size_t nl = (size_t)ncx * sx + 64;
+    if (b.glo.size() < (size_t)ncx + 64) { b.glo.resize(ncx + 64); b.ghi.resize(ncx + 64); }
+    if (b.glox.size() < nl) { b.glox.resize(nl); b.ghix.resize(nl); }
+    const int nsrc = tx->src_hi - tx->src_lo;
+    if (b.cand.size() < (size_t)nsrc + 64) b.cand.resize(nsrc + 64);
+    if (b.hd.size() < (size_t)3 * nx) b.hd.assign((size_t)3 * nx, 0.0f);
+    const size_t rows = (size_t)(iy1 - iy0);
+    if (b.dirty.size() < rows) b.dirty.resize(rows);
+    std::fill(b.dirty.begin(), b.dirty.begin() + rows, 0);
+  }
+
+  // correction row of block table index iy (RGB [3][nx]) or null when nothing was added
+  const float* row(int iy) const {
+    return buf->dirty[iy - iy0] ? &buf->corr[(size_t)(iy - iy0) * 3 * nx] : nullptr;
+  }
+
+  template <typename T>
+  void bounds_row(int cy) {
+    const PlaneDesc& pc = f->planes[1];
+    const T* cb;
+    const T* cr;
+    int cs = 1;
+    if (f->format == kFmtNV12) {
+      cb = reinterpret_cast<const T*>(static_cast<const char*>(pc.data) + (long long)cy * pc.row_stride) + 2 * cx0;
+      cr = cb + 1;
+      cs = 2;
+    } else {
+      const PlaneDesc& pv = f->planes[2];
+      cb = reinterpret_cast<const T*>(static_cast<const char*>(pc.data) + (long long)cy * pc.row_stride) + cx0;
+      cr = reinterpret_cast<const T*>(static_cast<const char*>(pv.data) + (long long)cy * pv.row_stride) + cx0;
+    }
+    T* lo = reinterpret_cast<T*>(buf->glo.data());
+    T* hi = reinterpret_cast<T*>(buf->ghi.data());
+    T* lox = reinterpret_cast<T*>(buf->glox.data());
+    T* hix = reinterpret_cast<T*>(buf->ghix.data());
+    const bool rep = pc.sub_x == 2;
+#if ENGINE_HAVE_AVX2_KERNELS
+    if (sizeof(T) == 1 && cs == 1 && g_use_avx2) {
+      gamut_bounds_u8_avx2(reinterpret_cast<const uint8_t*>(cb), reinterpret_cast<const uint8_t*>(cr), ncx, *m,
+                           pc.sub_x, reinterpret_cast<uint8_t*>(lox), reinterpret_cast<uint8_t*>(hix));
+      return;
+    }
+#endif
+    if (sizeof(T) == 1) {
+      gamut_bounds_u8(reinterpret_cast<const uint8_t*>(cb), reinterpret_cast<const uint8_t*>(cr), cs, ncx, *m,
+                      reinterpret_cast<uint8_t*>(rep ? lo : lox), reinterpret_cast<uint8_t*>(rep ? hi : hix));
+      if (rep) {
+        replicate2_u8(reinterpret_cast<uint8_t*>(lo), ncx, reinterpret_cast<uint8_t*>(lox));
+        replicate2_u8(reinterpret_cast<uint8_t*>(hi), ncx, reinterpret_cast<uint8_t*>(hix));
+      }
+    } else {
+      gamut_bounds_u16(reinterpret_cast<const uint16_t*>(cb), reinterpret_cast<const uint16_t*>(cr), cs, ncx, *m,
+                       reinterpret_cast<uint16_t*>(rep ? lo : lox), reinterpret_cast<uint16_t*>(rep ? hi : hix));
+      if (rep) {
+        replicate2_u16(reinterpret_cast<uint16_t*>(lo), ncx, reinterpret_cast<uint16_t*>(lox));
+        replicate2_u16(reinterpret_cast<uint16_t*>(hi), ncx, reinterpret_cast<uint16_t*>(hix));
+      }
+    }
+  }
+
+  template <typename T>
+  void advance_t(int upto) {
+    if (upto > row_end) upto = row_end;
+    const PlaneDesc& py = f->planes[0];
+    const PlaneDesc& pc = f->planes[1];
+    const int sub_x = pc.sub_x, sub_y = pc.sub_y;
+    const int x0 = tx->src_lo, n = tx->src_hi - tx->src_lo;
+    const int Kx = tx->K, Ky = ty->K;
+    float* hd = buf->hd.data();
+    int* idx = buf->cand.data();
+    for (; next_row < upto; ++next_row) {
+      const int sy = next_row;
+      const int cy = sy / sub_y;
+      if (cy != last_cy) {
+        bounds_row<T>(cy);
+        last_cy = cy;
+      }
+      const T* yrow = reinterpret_cast<const T*>(static_cast<const char*>(py.data) + (long long)sy * py.row_stride) + x0;
+      const T* lox = reinterpret_cast<const T*>(buf->glox.data()) + xoff;
+      const T* hix = reinterpret_cast<const T*>(buf->ghix.data()) + xoff;
+      int nc;
+#if ENGINE_HAVE_AVX2_KERNELS
+      if (sizeof(T) == 1 && g_use_avx2)
+        nc = gamut_candidates_u8_avx2(reinterpret_cast<const uint8_t*>(yrow), reinterpret_cast<const uint8_t*>(lox),
+                                      reinterpret_cast<const uint8_t*>(hix), n, idx);
+      else
+#endif
+      if (sizeof(T) == 1)
+        nc = gamut_candidates_u8(reinterpret_cast<const uint8_t*>(yrow), reinterpret_cast<const uint8_t*>(lox),
+                                 reinterpret_cast<const uint8_t*>(hix), n, idx);
+      else
+        nc = gamut_candidates_u16(reinterpret_cast<const uint16_t*>(yrow), reinterpret_cast<const uint16_t*>(lox),
+                                  reinterpret_cast<const uint16_t*>(hix), n, idx);
+      if (nc == 0) continue;
+      cand += nc;
+      // chroma samples of this row
+      const T* cb;
+      const T* cr;
+      int cs = 1;
+      const char* crow = static_cast<const char*>(pc.data) + (long long)cy * pc.row_stride;
+      if (f->format == kFmtNV12) {
+        cb = reinterpret_cast<const T*>(crow);
+        cr = cb + 1;
+        cs = 2;
+      } else {
+        const PlaneDesc& pv = f->planes[2];
+        cb = reinterpret_cast<const T*>(crow);
+        cr = reinterpret_cast<const T*>(static_cast<const char*>(pv.data) + (long long)cy * pv.row_stride);
+      }
+      int hmin = nx, hmax = -1;
+      for (int k = 0; k < nc; ++k) {
+        const int s = idx[k];            // column - src_lo
+        const int sx = x0 + s;
+        const int cx = sx / sub_x;
+        float d[3];
+        if (!yuv_clamp_delta(*m, (float)yrow[s], (float)cb[cx * cs], (float)cr[cx * cs], d)) continue;
+        ++corrected;
+        const int o0 = tx->inv_lo[s], o1 = tx->inv_hi[s];
+        for (int o = o0; o < o1; ++o) {
+          const float w = tx->w[(size_t)o * Kx + (sx - tx->first[o])];
+          hd[o] += w * d[0];
+          hd[nx + o] += w * d[1];
+          hd[2 * nx + o] += w * d[2];
+        }
+        if (o0 < o1) {
+          hmin = std::min(hmin, o0);
+          hmax = std::max(hmax, o1 - 1);
+        }
+      }
+      if (hmax < hmin) continue;
+      const int sr = sy - ty->src_lo;
+      const int a = std::max(ty->inv_lo[sr], iy0), b = std::min(ty->inv_hi[sr], iy1);
+      for (int iy = a; iy < b; ++iy) {
+        const float w = ty->w[(size_t)iy * Ky + (sy - ty->first[iy])];
+        if (w == 0.0f) continue;
+        const size_t r = (size_t)(iy - iy0);
+        float* c = &buf->corr[r * 3 * nx];
+        if (!buf->dirty[r]) {
+          std::fill(c, c + 3 * nx, 0.0f);
+          buf->dirty[r] = 1;
+        }
+        for (int ch = 0; ch < 3; ++ch)
+          axpy(c + ch * nx + hmin, hd + ch * nx + hmin, w, hmax - hmin + 1);
+      }
+      for (int ch = 0; ch < 3; ++ch) std::fill(hd + ch * nx + hmin, hd + ch * nx + hmax + 1, 0.0f);
+    }
+  }
+
+  void advance(int upto) {
+    if (f->bit_depth > 8) advance_t<uint16_t>(upto);
+    else advance_t<uint8_t>(upto);
+  }
+  void finish() {
+    if (cand) g_gamut_candidates.fetch_add(cand, std::memory_order_relaxed);
+    if (corrected) g_gamut_corrected.fetch_add(corrected, std::memory_order_relaxed);
+  }
 };
 
 // hpass + colour conversion + normalisation + store of output row y from the vertical-pass
 // rows vt[p] of every plane.
 void finish_row(const FrameWork& fw, const PreprocessArgs& a, int b, int y, float* const vt[3],
-                void* out, ThreadBuffers& buf, const YuvToRgb& m) {
+                void* out, ThreadBuffers& buf, const YuvToRgb& m, const float* corr) {
   const FrameDesc& f = *fw.frame;
   const TapTable& tx0 = *fw.tx[0];
   const int x_lo = tx0.lo, x_hi = tx0.hi, nx = x_hi - x_lo;
@@ -514,11 +885,11 @@ void finish_row(const FrameWork& fw, const PreprocessArgs& a, int b, int y, floa
                 rgb[2]);
   } else if (f.format == kFmtNV12) {
     const float* uv = buf.hrow[1].data();
-    convert_yuv(buf.hrow[0].data(), uv, uv + 1, 2, nx, m, a.norm, a.bgr_out, rgb[0], rgb[1],
+    convert_yuv(buf.hrow[0].data(), uv, uv + 1, 2, nx, m, a.norm, a.bgr_out, corr, rgb[0], rgb[1],
                 rgb[2]);
   } else {
     convert_yuv(buf.hrow[0].data(), buf.hrow[1].data(), buf.hrow[2].data(), 1, nx, m, a.norm,
-                a.bgr_out, rgb[0], rgb[1], rgb[2]);
+                a.bgr_out, corr, rgb[0], rgb[1], rgb[2]);
   }
   if (a.fp16) store_row<uint16_t>(out, a, b, y, crgb, x_lo, x_hi);
   else store_row<float>(out, a, b, y, crgb, x_lo, x_hi);
@@ -543,6 +914,16 @@ void process_rows(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, i
   const int bps = f.bit_depth > 8 ? 2 : 1;
   float* vt[3] = {buf.vtmp[0].data(), buf.vtmp[1].data(), buf.vtmp[2].data()};
   float* vt2[3] = {buf.vtmp2[0].data(), buf.vtmp2[1].data(), buf.vtmp2[2].data()};
+
+  // clamp correction over the valid rows of this block (Note [clamp before resampling])
+  const int vy0 = std::max(y0, ty0.lo), vy1 = std::min(y1, ty0.hi);
+  const bool gamut = a.clamp_source && is_yuv(f.format) && nx > 0 && vy1 > vy0;
+  GamutPass gp;
+  if (gamut) {
+    const size_t need = (size_t)(vy1 - vy0) * 3 * nx;
+    if (buf.corr.size() < need) buf.corr.resize(need);
+    gp.init(fw, m, buf, vy0 - ty0.lo, vy1 - ty0.lo);
+  }
 
   for (int y = y0; y < y1; ++y) {
     if (y < ty0.lo || y >= ty0.hi || nx <= 0) {
@@ -592,12 +973,21 @@ void process_rows(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, i
       if (bps == 1) vpass_u8(base, pl.row_stride, ty.K, w, n, vt[p]);
       else vpass_u16(base, pl.row_stride, ty.K, w, n, vt[p]);
     }
-    finish_row(fw, a, b, y, vt, out, buf, m);
+    const float* c0 = nullptr;
+    const float* c1 = nullptr;
+    if (gamut) {
+      const int iy = y - ty0.lo, il = pair ? iy + 1 : iy;
+      gp.advance(ty0.first[il] + ty0.K);  // every source row of the windows being finished
+      c0 = gp.row(iy);
+      if (pair) c1 = gp.row(iy + 1);
+    }
+    finish_row(fw, a, b, y, vt, out, buf, m, c0);
     if (pair) {
-      finish_row(fw, a, b, y + 1, vt2, out, buf, m);
+      finish_row(fw, a, b, y + 1, vt2, out, buf, m, c1);
       ++y;
     }
   }
+  if (gamut) gp.finish();
 }
 
 // CPU kernel: frames[0..n) -> out. Returns a Status.
@@ -655,9 +1045,15 @@ int preprocess_cpu(const FrameDesc* frames, int n, const PreprocessArgs& a, void
 
 bool avx2_kernels_active() { return g_use_avx2; }
 
+py::tuple clamp_correction_stats(bool reset) {
+  const long long c = reset ? g_gamut_candidates.exchange(0) : g_gamut_candidates.load();
+  const long long k = reset ? g_gamut_corrected.exchange(0) : g_gamut_corrected.load();
+  return py::make_tuple(c, k);
+}
+
 void preprocess(py::array out, const py::list& frames, int mode, int to_h, int to_w, int filter,
                 double scale, std::array<double, 3> mean, std::array<double, 3> stdv, bool bgr_out,
-                bool nhwc, double pad_value, int threads) {
+                bool nhwc, double pad_value, bool clamp_source, int threads) {
   // out: (B, 3, H, W) or (B, H, W, 3), C-contiguous float32 / float16
   if (out.ndim() != 4) fail("out must be 4-D, got ndim=" + std::to_string(out.ndim()));
   const bool fp16 = out.dtype().kind() == 'f' && out.itemsize() == 2;
@@ -687,6 +1083,7 @@ void preprocess(py::array out, const py::list& frames, int mode, int to_h, int t
   a.nhwc = nhwc;
   a.fp16 = fp16;
   a.pad_value = (float)pad_value;
+  a.clamp_source = clamp_source;
 
   const int n = (int)B;
   std::vector<FrameDesc> descs(n);

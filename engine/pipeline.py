@@ -169,6 +169,7 @@ def _preprocess(r: _Reader) -> dict[str, Any]:
         "layout": r.get("layout", str, "nchw", choices=("nchw", "nhwc")),
         "dtype": r.get("dtype", str, "float32", choices=("float32", "float16")),
         "pad_value": r.get("pad_value", float, 0.0),
+        "clamp": r.get("clamp", str, "source", choices=("source", "output")),
     }
     resize_to = r.get("resize_to", list, None)
     if resize_to is not None:

@@ -1,22 +1,21 @@
 """The fused preprocessing kernel on real decoded frames (H.264 encoded, then decoded by PyAV).
 
 1. Against a float64 reference of the same math (the stream's matrix and range, chroma
-   replicated to the luma grid, torch-style antialiased resampling, clamp after resampling):
+   replicated to the luma grid, torch-style antialiased resampling), in both clamp modes:
    within 0.5 levels of 255 on every clip, synthetic and natural.
 2. Against the pipeline a user would write (PyAV rgb24 -> torch interpolate(antialias=True) ->
-   centre crop) on natural photographs. Two effects separate them, both measured below:
-   - FFmpeg's swscale converts with truncating fixed point: flat patches come out 0-2 levels
-     below exact math for 8-bit input and 2 below for 10-bit (test_swscale_is_below_exact_math),
-     which sets the mean difference (about 1.1 levels for 8-bit limited-range 4:2:0);
-   - the fused kernel clamps to [0, 255] after resampling, the user pipeline before (its rgb24 is
-     uint8). They differ only where a filter footprint holds out-of-gamut pixels: about 1.7% of
-     the pixels of a limited-range 4:2:0 photograph, at saturated colour edges, up to ~19 levels.
-   So the bar is: mean <= 1.25 levels, 99th percentile <= 3 levels, and no more than 1% of
-   values beyond 4 levels (8-bit input).
+   centre crop) on natural photographs, with the default clamp="source" (RGB clamped before
+   resampling, as that pipeline does): max <= 4 levels. The mean difference is set by FFmpeg:
+   swscale converts with truncating fixed point, 0-3 levels below exact math for 8-bit input
+   (test_swscale_is_below_exact_math), so exact math itself lands 0.6-1.1 levels from it on
+   limited-range 4:2:0 photographs; the bar is mean <= 1.25.
+   With clamp="output" (RGB clamped after resampling) the max grows to ~19 levels next to the
+   ~1.7% out-of-gamut pixels of such photographs; that mode is checked against the reference only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import sys
 from pathlib import Path
@@ -110,13 +109,15 @@ def clips():
     return get
 
 
+@pytest.mark.parametrize("clamp", ["source", "output"])
 @pytest.mark.parametrize("name", sorted({**SYNTHETIC, **PHOTOS, **PHOTOS_10BIT}))
-def test_matches_float64_reference(clips, name):
+def test_matches_float64_reference(clips, name, clamp):
+    spec = dataclasses.replace(SPEC, clamp=clamp)
     frames = [frame_from_av(vf) for vf in clips(name)]
     out = np.full((len(frames), 3, 224, 224), np.nan, np.float32)  # poisoned
-    preprocess(frames, SPEC, out=out)
+    preprocess(frames, spec, out=out)
     for i, f in enumerate(frames):
-        err = np.abs(out[i] - preprocess_ref(f, SPEC)).max()
+        err = np.abs(out[i] - preprocess_ref(f, spec)).max()
         assert err <= 0.5, f"{name} frame {i} ({f.format}, {f.matrix}, full={f.full_range}): {err}"
 
 
@@ -140,8 +141,7 @@ def test_close_to_user_pipeline(clips, name):
     for i, vf in enumerate(vfs):
         diff = np.abs(ours[i].astype(np.float64) - _user_pipeline(vf))
         assert diff.mean() <= 1.25, f"{name}: mean {diff.mean():.3f}"
-        assert np.percentile(diff, 99) <= 3.0, f"{name}: p99 {np.percentile(diff, 99):.2f}"
-        assert (diff > 4.0).mean() <= 0.01, f"{name}: {(diff > 4).mean():.4f} beyond 4 levels"
+        assert diff.max() <= 4.0, f"{name}: max {diff.max():.3f}"
 
 
 def _swscale_rgb(pix_fmt: str, y: int, u: int, v: int, colorspace: int) -> np.ndarray:

@@ -56,6 +56,13 @@ class PreprocessSpec:
     dtype : {"float32", "float16"}
     pad_value : float
         Value of padding pixels, in output units (after normalisation).
+    clamp : {"source", "output"}
+        Where RGB is clamped to [0, 255]. ``source`` (default): each converted source pixel,
+        before resampling, exactly as a pipeline that decodes to RGB and then resizes (PyAV
+        rgb24 + torch/PIL) - the few out-of-gamut source pixels (saturated edges of
+        limited-range 4:2:0 video) are found and corrected sparsely. ``output``: the resampled
+        pixels, after the conversion - faster on saturated content, but up to ~19 levels off an
+        RGB pipeline next to out-of-gamut pixels. See csrc Note [clamp before resampling].
     """
 
     size: tuple[int, int]
@@ -70,6 +77,7 @@ class PreprocessSpec:
     layout: str = "nchw"
     dtype: str = "float32"
     pad_value: float = 0.0
+    clamp: str = "source"
 
     def validate(self) -> None:
         """Raise :class:`InputError` when a field is out of its domain."""
@@ -96,6 +104,8 @@ class PreprocessSpec:
             raise InputError(f"PreprocessSpec.layout must be 'nchw' or 'nhwc', got {self.layout!r}")
         if self.dtype not in ("float32", "float16"):
             raise InputError(f"PreprocessSpec.dtype must be 'float32' or 'float16', got {self.dtype!r}")
+        if self.clamp not in ("source", "output"):
+            raise InputError(f"PreprocessSpec.clamp must be 'source' or 'output', got {self.clamp!r}")
 
     def output_shape(self, batch: int) -> tuple[int, int, int, int]:
         """Shape of the output tensor for ``batch`` frames."""
@@ -237,6 +247,7 @@ def preprocess(
             spec.channels == "bgr",
             spec.layout == "nhwc",
             float(spec.pad_value),
+            spec.clamp == "source",
             int(threads or 0),
         )
     except ValueError as e:

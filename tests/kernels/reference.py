@@ -134,31 +134,36 @@ def logical_planes(frame) -> dict[str, np.ndarray]:
 
 
 def preprocess_ref(frame, spec) -> np.ndarray:
-    """float64 [3, H, W] (or [H, W, 3]) result of the fused op for one frame."""
+    """float64 [3, H, W] (or [H, W, 3]) result of the fused op for one frame.
+
+    Chroma replicated onto the luma grid, every source pixel converted to RGB, then the RGB image
+    resampled and clamped. ``spec.clamp == "source"`` also clamps the converted source pixels
+    first, as the pipeline users validate against (decoder rgb24, then a resizer); ``"output"``
+    does not, which equals resampling the planes and converting after (conversion is affine).
+    See csrc Note [clamp before resampling].
+    """
     out_h, out_w = spec.size
     to = spec.resize_to if spec.resize_to is not None else spec.size
     (rh, oy), (rw, ox) = geometry(spec.resize, frame.height, frame.width, out_h, out_w, to)
     planes = logical_planes(frame)
     fmt = frame.format.removesuffix("_10")
     bits = 10 if frame.format.endswith("_10") else 8
-
-    def resample(p, sub_x, sub_y):
-        my, vy = axis_matrix(spec.filter, frame.height, rh, out_h, oy, sub_y, p.shape[0])
-        mx, vx = axis_matrix(spec.filter, frame.width, rw, out_w, ox, sub_x, p.shape[1])
-        if p.ndim == 3:
-            return np.einsum("oi,ijc,pj->opc", my, p, mx), vy, vx
-        return my @ p @ mx.T, vy, vx
+    h, w = frame.height, frame.width
 
     if "rgb" in planes:
-        rgb, vy, vx = resample(planes["rgb"], 1, 1)
+        src = planes["rgb"]
         if fmt == "bgr24":
-            rgb = rgb[..., ::-1]
+            src = src[..., ::-1]
     else:
         sx, sy = SUB[fmt]
-        yy, vy, vx = resample(planes["y"], 1, 1)
-        uu, _, _ = resample(planes["u"], sx, sy)
-        vv, _, _ = resample(planes["v"], sx, sy)
-        rgb = yuv_to_rgb(yy, uu, vv, frame.matrix, frame.full_range, bits)
+        up = lambda c: np.repeat(np.repeat(c, sy, 0), sx, 1)[:h, :w]  # noqa: E731
+        src = yuv_to_rgb(planes["y"], up(planes["u"]), up(planes["v"]), frame.matrix, frame.full_range, bits)
+    if spec.clamp == "source":
+        src = np.clip(src, 0.0, 255.0)
+    my, vy = axis_matrix(spec.filter, h, rh, out_h, oy)
+    mx, vx = axis_matrix(spec.filter, w, rw, out_w, ox)
+    tmp = (my @ src.reshape(h, w * 3)).reshape(out_h, w, 3)  # vertical
+    rgb = np.matmul(mx[None], tmp)  # horizontal: [out_h, out_w, 3]
     rgb = np.clip(rgb, 0.0, 255.0)
     if spec.channels == "bgr":
         rgb = rgb[..., ::-1]

@@ -47,6 +47,8 @@ struct PreprocessArgs {
   bool nhwc;         // layout [B, H, W, 3] instead of [B, 3, H, W]
   bool fp16;         // float16 output (bits via float_to_half_bits) instead of float32
   float pad_value;   // letterbox / outside-image value, already in output units
+  bool clamp_source; // clamp converted source pixels before resampling (exact RGB-pipeline
+                     // semantics) instead of the output after; see Note [clamp before resampling]
 };
 
 ENGINE_HD_INLINE bool is_yuv(int format) { return format <= kFmtI444; }

@@ -38,10 +38,35 @@ enum FilterKind : int {
 //
 // Note [fused resize order]
 // Separable filtering is linear and Y'CbCr -> R'G'B' is affine with weights summing to one, so
-// resample(convert(img)) == convert(resample(planes)) exactly before the final clamp to [0, 255].
-// The fused kernel resamples each plane to the output pixels only and converts those. Torch runs
-// the horizontal pass first; we run the vertical pass first (contiguous source rows, SIMD friendly)
-// - the same sum in a different order, so results agree to float rounding, not bit for bit.
+// resample(convert(img)) == convert(resample(planes)) exactly as long as nothing is clamped in
+// between. The fused kernel resamples each plane to the output pixels only and converts those,
+// then adds the clamp correction of Note [clamp before resampling] and clamps to [0, 255].
+// Torch runs the horizontal pass first; we run the vertical pass first (contiguous source rows,
+// SIMD friendly) - the same sum in a different order, so results agree to float rounding, not bit
+// for bit.
+//
+// Note [clamp before resampling]
+// The pipeline users validate against (PyAV rgb24, then a resizer) clamps every SOURCE pixel to
+// [0, 255] (its rgb24 is uint8) and resamples afterwards. Decoded 4:2:0 photographs hold ~1-2%
+// out-of-gamut pixels at saturated colour edges (Y'CbCr has more room than R'G'B'), and clamping
+// only the resampled value moves those outputs by up to ~19 levels. With R the resampling, C the
+// conversion and up the chroma replication, the kernel computes exactly
+//     out = clamp(R(clamp(C(Y, up Cb, up Cr))))
+//         = clamp(C(R Y, R up Cb, R up Cr) + R(delta)),   delta = clamp(c) - c per source pixel,
+// (R is linear, C affine with unit weight sum; the outer clamp is a no-op but guards rounding).
+// delta is zero except at out-of-gamut source pixels, so R(delta) is a sparse correction:
+// 1. detection: for a chroma sample the in-gamut luma values form an interval
+//    (yuv_gamut_luma_interval); it is computed once per chroma sample, narrowed by a margin,
+//    rounded inwards to sample values and replicated onto the luma grid, and the luma row is
+//    compared against it (integer SIMD compares). Only pixels outside it are candidates; for
+//    them yuv_clamp_delta evaluates the exact conversion and skips delta == 0.
+// 2. scatter: delta of a source row is resampled horizontally with the LUMA taps (delta lives on
+//    the luma grid; the weight of source s in output o is w[o][s - first[o]] of the normalised
+//    window), then added with the vertical luma weights into a per-row-block correction buffer;
+//    rows are zeroed when first touched, so in-gamut frames do no correction work at all.
+// 3. the row finish adds the correction before the clamp. RGB/BGR input is in gamut already.
+// Detection runs incrementally with the row loop (source rows are still in cache) and must have
+// covered every source row of an output row's window before that row is finished.
 
 // Largest tap count compute_taps can produce for this filter and scale.
 ENGINE_HD_INLINE int max_taps(int filter, double scale) {

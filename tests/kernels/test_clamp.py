@@ -1,0 +1,84 @@
+"""Where RGB is clamped: before resampling (clamp="source", the default, an RGB pipeline's
+semantics) or after (clamp="output"). See csrc Note [clamp before resampling]."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from frames import make_frame
+from reference import preprocess_ref, rgb_to_yuv_planes
+from test_preprocess import _check, _run
+
+from engine.media.frame import Frame
+from engine.ops._native import load
+from engine.ops.preprocess import PreprocessSpec
+
+YUV_FORMATS = ["i420", "nv12", "i422", "i444", "i420_10", "i422_10", "i444_10"]
+SIZES = [(2, 2), (7, 5), (33, 47), (120, 161)]
+SPEC = PreprocessSpec(size=(21, 19), resize="shorter", resize_to=(23, 23))
+
+
+@pytest.mark.parametrize("clamp", ["source", "output"])
+@pytest.mark.parametrize("fmt", YUV_FORMATS)
+@pytest.mark.parametrize("hw", SIZES)
+@pytest.mark.parametrize("full_range", [False, True])
+def test_both_clamp_modes_vs_reference(clamp, fmt, hw, full_range):
+    # uniformly random Y'CbCr: a large share of the pixels lies outside the RGB gamut
+    rng = np.random.default_rng(abs(hash((clamp, fmt, hw, full_range))) % 2**32)
+    frame = make_frame(fmt, *hw, rng, matrix="bt709", full_range=full_range)
+    spec = dataclasses.replace(SPEC, clamp=clamp)
+    _check(_run([frame], spec)[0], preprocess_ref(frame, spec), spec)
+
+
+def _saturated_edge(fmt: str = "i420") -> Frame:
+    """Limited-range 4:2:0 planes of a saturated red/blue edge with extreme luma: out of gamut."""
+    h, w = 64, 96
+    y = np.full((h, w), 40, np.uint8)
+    y[:, w // 2:] = 230
+    u = np.full((h // 2, w // 2), 240, np.uint8)
+    v = np.full((h // 2, w // 2), 16, np.uint8)
+    u[:, w // 4:], v[:, w // 4:] = 16, 240
+    return Frame(format=fmt, planes=(y, u, v), width=w, height=h, matrix="bt601",
+                 full_range=False, pts=0.0)
+
+
+def test_modes_differ_on_out_of_gamut_content():
+    frame = _saturated_edge()
+    spec = PreprocessSpec(size=(16, 24), resize="stretch", resize_to=(16, 24))
+    src = _run([frame], spec)[0]
+    out = _run([frame], dataclasses.replace(spec, clamp="output"))[0]
+    assert np.abs(src - out).max() > 10  # the flag reaches the kernel and matters here
+    _check(src, preprocess_ref(frame, spec), spec)
+
+
+def test_in_gamut_frames_need_no_correction():
+    rng = np.random.default_rng(7)
+    # well inside the gamut, constant over each 2x2 chroma block so 4:2:0 averaging keeps it there
+    rgb = np.kron(rng.uniform(40, 215, (24, 32, 3)), np.ones((2, 2, 1)))
+    planes = rgb_to_yuv_planes(rgb, "i420", "bt709", False)
+    frame = Frame(format="i420", planes=tuple(planes), width=64, height=48, matrix="bt709",
+                  full_range=False, pts=0.0)
+    load().clamp_correction_stats(True)
+    src = _run([frame], SPEC)[0]
+    candidates, corrected = load().clamp_correction_stats(True)
+    assert corrected == 0
+    np.testing.assert_allclose(src, _run([frame], dataclasses.replace(SPEC, clamp="output"))[0],
+                               atol=1e-4)
+
+
+def test_rgb_input_is_unaffected():
+    rng = np.random.default_rng(3)
+    frame = make_frame("rgb24", 37, 53, rng)
+    a = _run([frame], SPEC)[0]
+    b = _run([frame], dataclasses.replace(SPEC, clamp="output"))[0]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_invalid_clamp_mode():
+    from engine.errors import InputError
+    from engine.ops.preprocess import preprocess
+
+    with pytest.raises(InputError, match="clamp"):
+        preprocess([_saturated_edge()], dataclasses.replace(SPEC, clamp="sometimes"))
