@@ -17,11 +17,14 @@ ENGINE_HD_INLINE double masked_mean_element(const float* x, const float* mask, l
   double acc = 0.0, msum = 0.0;
   const float* xb = x + b * T * D + d;
   const float* mb = mask + b * T;
+  // branch-free so the loop unrolls (loads in flight); a zero weight still skips its row's
+  // value (NaN / inf there do not leak in), as the CPU loop does
+#pragma unroll 4
   for (long long t = 0; t < T; ++t) {
     const double m = mb[t];
-    if (m == 0.0) continue;
+    const double v = xb[t * D];
     msum += m;
-    acc += m * (double)xb[t * D];
+    acc += m != 0.0 ? m * v : 0.0;
   }
   return acc / safe_denominator(msum);
 }
@@ -40,11 +43,13 @@ ENGINE_HD_INLINE float segment_pool_element(const float* x, const long long* off
   const float* xd = x + d;
   if (mode == 1) {
     float m = xd[a * D];
+#pragma unroll 4
     for (long long i = a + 1; i < e; ++i) m = fmax_nan(m, xd[i * D]);
     return m;
   }
   const long long W = (mode == 2 && L > window) ? window : L;
   double run = 0.0;
+#pragma unroll 4
   for (long long i = a; i < a + W; ++i) run += xd[i * D];
   double best = run;
   for (long long j = a + 1; j + W <= e; ++j) {

@@ -183,7 +183,8 @@ Prepared prepare(const PreprocessCall& c) {
   p.bgr_in = c.format == kFmtBGR24;
   p.bgr_out = c.bgr_out; p.nhwc = c.nhwc; p.fp16 = c.fp16;
   p.pad = (float)c.pad_value;
-  p.m = make_yuv_to_rgb(c.matrix, c.full_range, c.bit_depth);
+  p.m = engine::cuda::unit_scale_map(make_yuv_to_rgb(c.matrix, c.full_range, c.bit_depth),
+                                     1.0f / 255.0f);
   p.norm = make_normalize(c.scale, c.mean.data(), c.stdv.data());
   p.ky = ty.K; p.kx = tx.K;
   p.out = reinterpret_cast<void*>(c.out);
@@ -263,7 +264,8 @@ struct HostEmulation {
     for (int b = 0; b < r->p.batch; ++b)
       for (int ty = 0; ty < r->tiles_y; ++ty)
         for (int tx = 0; tx < r->tiles_x; ++tx)
-          engine::cuda::preprocess_block<T, Kind, kStaged>(r->p, tx, ty, b, 0, 1, smem.data());
+          engine::cuda::preprocess_block<T, Kind, kStaged>(r->p, tx, ty, b, 0, 1, 0, 1,
+                                                           smem.data());
   }
 };
 

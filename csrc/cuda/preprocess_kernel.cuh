@@ -16,7 +16,8 @@
 //      which converts each tap from global memory instead);
 //   2. horizontal: each (source row, output column) of the block: sum over the x taps;
 //   3. vertical: each output pixel accumulates the rows of this chunk that its y taps cover.
-// Horizontal first (like torch), float accumulation; agrees with float64 to float rounding.
+// Horizontal first (like torch), float accumulation on the unit scale (rgb / 255, the clamp is a
+// free saturate), scaled back by 255 before normalising; agrees with float64 to float rounding.
 #pragma once
 
 #include "engine/colour.h"
@@ -47,7 +48,7 @@ struct KernelParams {
   int bgr_in;                 // packed input is B, G, R
   int bgr_out, nhwc, fp16;
   float pad;                  // letterbox / outside value, output units
-  YuvToRgb m;
+  YuvToRgb m;                 // unit scale: make_yuv_to_rgb(...) scaled by 1/255 (unit_scale_map)
   Normalize norm;
   // tables (device addresses in the kernel, host addresses in the emulation)
   const FramePlanes* frames;  // [batch]
@@ -70,14 +71,27 @@ ENGINE_HD_INLINE int smem_floats(int rows, int span) {
   return 3 * kTileH * kTileW + 3 * rows * kTileW + 3 * rows * span;
 }
 
-// Clamped R'G'B' of source pixel (sy, sx) of frame f; see Note [CUDA preprocess: clamp before
-// resampling]. Packed RGB is in range already.
+// [0, 1] -> the FFMA.SAT / FADD.SAT modifier on the device (free), clampf on the host.
+ENGINE_HD_INLINE float saturate01(float v) {
+#if defined(__CUDA_ARCH__)
+  return __saturatef(v);
+#else
+  return clampf(v, 0.0f, 1.0f);
+#endif
+}
+
+// Clamped R'G'B' of source pixel (sy, sx) of frame f on the UNIT scale (rgb / 255, so that the
+// clamp to [0, 255] is a saturate): p.m is make_yuv_to_rgb's map with every coefficient scaled by
+// 1/255 (unit_scale_map); the block scales its result back by 255 before normalising. See Note
+// [CUDA preprocess: clamp before resampling]. Packed RGB is in range already.
 template <typename T, int Kind>
 ENGINE_HD_INLINE void fetch_rgb(const KernelParams& p, const FramePlanes& f, int sy, int sx,
                                 float rgb[3]) {
   if (Kind == kPackedRgb) {
     const T* row = reinterpret_cast<const T*>(f.plane[0] + (long long)sy * f.stride[0]);
-    const float a = (float)row[3 * sx], g = (float)row[3 * sx + 1], c = (float)row[3 * sx + 2];
+    const float k = 1.0f / 255.0f;
+    const float a = (float)row[3 * sx] * k, g = (float)row[3 * sx + 1] * k,
+                c = (float)row[3 * sx + 2] * k;
     rgb[0] = p.bgr_in ? c : a;
     rgb[1] = g;
     rgb[2] = p.bgr_in ? a : c;
@@ -96,7 +110,18 @@ ENGINE_HD_INLINE void fetch_rgb(const KernelParams& p, const FramePlanes& f, int
     v = (float)reinterpret_cast<const T*>(f.plane[2] + (long long)cy * f.stride[2])[cx];
   }
   yuv_to_rgb(p.m, (float)yrow[sx], u, v, rgb);
-  for (int c = 0; c < 3; ++c) rgb[c] = clampf(rgb[c], 0.0f, 255.0f);
+  for (int c = 0; c < 3; ++c) rgb[c] = saturate01(rgb[c]);
+}
+
+// make_yuv_to_rgb's map with every coefficient times k (1/255: unit-scale output).
+ENGINE_HD_INLINE YuvToRgb unit_scale_map(YuvToRgb m, float k) {
+  m.y_gain *= k;
+  for (int c = 0; c < 3; ++c) {
+    m.cb_gain[c] *= k;
+    m.cr_gain[c] *= k;
+    m.bias[c] *= k;
+  }
+  return m;
 }
 
 ENGINE_HD_INLINE void block_sync() {
@@ -105,11 +130,13 @@ ENGINE_HD_INLINE void block_sync() {
 #endif
 }
 
-// One block of output pixels: tile (tx, ty) of frame b. Thread `tid` of `nthr` (the host
-// emulation runs it with tid 0 of 1). `smem` holds smem_floats(p.rows, p.span) floats.
+// One block of output pixels: tile (tx, ty) of frame b. Work is split by warp and lane: warp w
+// of nw handles source rows w, w + nw, ... of a chunk (stages 1, 2) and output rows of the tile
+// (stage 3); lane l of nl strides over columns. No divisions, coalesced row reads. The host
+// emulation runs it as warp 0 of 1, lane 0 of 1. `smem` holds smem_floats(p.rows, p.span) floats.
 template <typename T, int Kind, bool kStaged>
-ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, int tid, int nthr,
-                                float* smem) {
+ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, int warp, int nw,
+                                int lane, int nl, float* smem) {
   const FramePlanes f = p.frames[b];
   const int ox0 = tx * kTileW, oy0 = ty * kTileH;
   const int tw = mini(kTileW, p.out_w - ox0), th = mini(kTileH, p.out_h - oy0);
@@ -120,82 +147,101 @@ ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, in
   const int sy_lo = p.tile_y[2 * ty], sy_hi = p.tile_y[2 * ty + 1];
   const int sx_lo = p.tile_x[2 * tx], sx_hi = p.tile_x[2 * tx + 1];
   const int span = sx_hi - sx_lo;
-  for (int i = tid; i < 3 * kTileH * kTileW; i += nthr) s_acc[i] = 0.0f;
+  for (int i = warp * nl + lane; i < 3 * kTileH * kTileW; i += nw * nl) s_acc[i] = 0.0f;
   block_sync();
   for (int sy0 = sy_lo; sy0 < sy_hi; sy0 += R) {
     const int rows = mini(R, sy_hi - sy0);
-    // 1. stage: clamped RGB of the chunk's source pixels
+    // 1. stage: clamped unit-scale RGB of the chunk's source pixels
     if (kStaged) {
-      for (int i = tid; i < rows * span; i += nthr) {
-        const int r = i / span, xx = i - r * span;
-        float rgb[3];
-        fetch_rgb<T, Kind>(p, f, sy0 + r, sx_lo + xx, rgb);
-        for (int c = 0; c < 3; ++c) s_rgb[(c * R + r) * p.span + xx] = rgb[c];
+      for (int r = warp; r < rows; r += nw) {
+        float* d0 = s_rgb + (0 * R + r) * p.span;
+        float* d1 = s_rgb + (1 * R + r) * p.span;
+        float* d2 = s_rgb + (2 * R + r) * p.span;
+        for (int xx = lane; xx < span; xx += nl) {
+          float rgb[3];
+          fetch_rgb<T, Kind>(p, f, sy0 + r, sx_lo + xx, rgb);
+          d0[xx] = rgb[0];
+          d1[xx] = rgb[1];
+          d2[xx] = rgb[2];
+        }
       }
       block_sync();
     }
     // 2. horizontal pass: (source row, output column)
-    for (int i = tid; i < rows * tw; i += nthr) {
-      const int r = i / tw, c = i - r * tw, ox = ox0 + c;
-      const int n = p.xcount[ox], first = p.xfirst[ox];
-      const float* w = p.xw + (long long)ox * p.kx;
-      float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
-      for (int j = 0; j < n; ++j) {
-        const float wj = w[j];
+    for (int r = warp; r < rows; r += nw) {
+      for (int c = lane; c < tw; c += nl) {
+        const int ox = ox0 + c;
+        const int n = p.xcount[ox], first = p.xfirst[ox];
+        const float* w = p.xw + (long long)ox * p.kx;
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
         if (kStaged) {
-          const int xx = first + j - sx_lo;
-          a0 += wj * s_rgb[(0 * R + r) * p.span + xx];
-          a1 += wj * s_rgb[(1 * R + r) * p.span + xx];
-          a2 += wj * s_rgb[(2 * R + r) * p.span + xx];
+          const float* q0 = s_rgb + (0 * R + r) * p.span + (first - sx_lo);
+          const float* q1 = s_rgb + (1 * R + r) * p.span + (first - sx_lo);
+          const float* q2 = s_rgb + (2 * R + r) * p.span + (first - sx_lo);
+          for (int j = 0; j < n; ++j) {
+            const float wj = w[j];
+            a0 += wj * q0[j];
+            a1 += wj * q1[j];
+            a2 += wj * q2[j];
+          }
         } else {
-          float rgb[3];
-          fetch_rgb<T, Kind>(p, f, sy0 + r, first + j, rgb);
-          a0 += wj * rgb[0];
-          a1 += wj * rgb[1];
-          a2 += wj * rgb[2];
+          for (int j = 0; j < n; ++j) {
+            const float wj = w[j];
+            float rgb[3];
+            fetch_rgb<T, Kind>(p, f, sy0 + r, first + j, rgb);
+            a0 += wj * rgb[0];
+            a1 += wj * rgb[1];
+            a2 += wj * rgb[2];
+          }
         }
+        s_h[(0 * R + r) * kTileW + c] = a0;
+        s_h[(1 * R + r) * kTileW + c] = a1;
+        s_h[(2 * R + r) * kTileW + c] = a2;
       }
-      s_h[(0 * R + r) * kTileW + c] = a0;
-      s_h[(1 * R + r) * kTileW + c] = a1;
-      s_h[(2 * R + r) * kTileW + c] = a2;
     }
     block_sync();
     // 3. vertical pass: every output pixel adds the chunk rows its y taps cover
-    for (int i = tid; i < th * tw; i += nthr) {
-      const int orow = i / tw, c = i - orow * tw, oy = oy0 + orow;
+    for (int orow = warp; orow < th; orow += nw) {
+      const int oy = oy0 + orow;
       const int n = p.ycount[oy], first = p.yfirst[oy];
       const int j0 = maxi(sy0 - first, 0), j1 = mini(sy0 + rows - first, n);
       if (j0 >= j1) continue;
       const float* w = p.yw + (long long)oy * p.ky;
-      float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
-      for (int j = j0; j < j1; ++j) {
-        const int r = first + j - sy0;
-        const float wj = w[j];
-        a0 += wj * s_h[(0 * R + r) * kTileW + c];
-        a1 += wj * s_h[(1 * R + r) * kTileW + c];
-        a2 += wj * s_h[(2 * R + r) * kTileW + c];
+      for (int c = lane; c < tw; c += nl) {
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
+        for (int j = j0; j < j1; ++j) {
+          const int r = first + j - sy0;
+          const float wj = w[j];
+          a0 += wj * s_h[(0 * R + r) * kTileW + c];
+          a1 += wj * s_h[(1 * R + r) * kTileW + c];
+          a2 += wj * s_h[(2 * R + r) * kTileW + c];
+        }
+        s_acc[(0 * kTileH + orow) * kTileW + c] += a0;
+        s_acc[(1 * kTileH + orow) * kTileW + c] += a1;
+        s_acc[(2 * kTileH + orow) * kTileW + c] += a2;
       }
-      s_acc[(0 * kTileH + orow) * kTileW + c] += a0;
-      s_acc[(1 * kTileH + orow) * kTileW + c] += a1;
-      s_acc[(2 * kTileH + orow) * kTileW + c] += a2;
     }
     block_sync();
   }
-  // 4. normalise, channel order, layout, padding; see Note [normalisation]
-  for (int i = tid; i < th * tw; i += nthr) {
-    const int orow = i / tw, c = i - orow * tw, oy = oy0 + orow, ox = ox0 + c;
-    const bool valid = p.ycount[oy] > 0 && p.xcount[ox] > 0;
-    for (int oc = 0; oc < 3; ++oc) {
-      const int sc = p.bgr_out ? 2 - oc : oc;  // RGB channel feeding output channel oc
-      const float v = valid ? normalize_value(p.norm, oc, s_acc[(sc * kTileH + orow) * kTileW + c])
-                            : p.pad;
-      const long long idx =
-          p.nhwc ? (((long long)b * p.out_h + oy) * p.out_w + ox) * 3 + oc
-                 : (((long long)b * 3 + oc) * p.out_h + oy) * p.out_w + ox;
-      if (p.fp16) {
-        static_cast<uint16_t*>(p.out)[idx] = float_to_half_bits(v);
-      } else {
-        static_cast<float*>(p.out)[idx] = v;
+  // 4. back to the 0..255 scale, normalise, channel order, layout, padding (Note [normalisation])
+  for (int orow = warp; orow < th; orow += nw) {
+    const int oy = oy0 + orow;
+    for (int c = lane; c < tw; c += nl) {
+      const int ox = ox0 + c;
+      const bool valid = p.ycount[oy] > 0 && p.xcount[ox] > 0;
+      for (int oc = 0; oc < 3; ++oc) {
+        const int sc = p.bgr_out ? 2 - oc : oc;  // RGB channel feeding output channel oc
+        const float v =
+            valid ? normalize_value(p.norm, oc, 255.0f * s_acc[(sc * kTileH + orow) * kTileW + c])
+                  : p.pad;
+        const long long idx =
+            p.nhwc ? (((long long)b * p.out_h + oy) * p.out_w + ox) * 3 + oc
+                   : (((long long)b * 3 + oc) * p.out_h + oy) * p.out_w + ox;
+        if (p.fp16) {
+          static_cast<uint16_t*>(p.out)[idx] = float_to_half_bits(v);
+        } else {
+          static_cast<float*>(p.out)[idx] = v;
+        }
       }
     }
   }
@@ -205,8 +251,8 @@ ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, in
 template <typename T, int Kind, bool kStaged>
 __global__ void __launch_bounds__(kThreads) preprocess_kernel(KernelParams p) {
   extern __shared__ float smem[];
-  preprocess_block<T, Kind, kStaged>(p, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x,
-                                     blockDim.x, smem);
+  preprocess_block<T, Kind, kStaged>(p, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x >> 5,
+                                     blockDim.x >> 5, threadIdx.x & 31, 32, smem);
 }
 #endif
 
