@@ -169,6 +169,13 @@ if os.environ.get("ENGINE_CPU", "") != "0":  # ENGINE_CPU=0: build only the CUDA
 _nvcc = _cuda_wanted()
 if _nvcc is not None:
     _home = _cuda_home(_nvcc)
+    _libdirs = [os.path.join(_home, d) for d in ("lib64", "lib", "targets/x86_64-linux/lib", "targets/sbsa-linux/lib")]
+    # static runtime when the toolkit has it (no libcudart needed at run time), else the shared one
+    _libdir, _cudart = next(((d, "cudart_static") for d in _libdirs if os.path.isfile(os.path.join(d, "libcudart_static.a"))),
+                            (None, None))
+    if _libdir is None:
+        _libdir = next((d for d in _libdirs if glob(os.path.join(d, "libcudart.so*"))), _libdirs[0])
+        _cudart = "cudart"
     _archs = os.environ.get("ENGINE_CUDA_ARCHS", "80;89;90").replace(",", ";").replace(";", "_")
     ext_modules.append(
         CUDAExtension(
@@ -177,8 +184,9 @@ if _nvcc is not None:
             cuda_sources=sorted(glob("csrc/cuda/*.cu")),
             nvcc=_nvcc,
             include_dirs=["csrc", "csrc/include", os.path.join(_home, "include")],
-            library_dirs=[os.path.join(_home, "lib64"), os.path.join(_home, "lib")],
-            libraries=["cudart_static", "dl", "rt", "pthread"],
+            library_dirs=[_libdir],
+            libraries=[_cudart, "dl", "rt", "pthread"],
+            runtime_library_dirs=[] if _cudart == "cudart_static" else [_libdir],
             define_macros=[("VERSION_INFO", __version__), ("ENGINE_CUDA_ARCHS", _archs)],
             cxx_std=17,
             extra_compile_args=["-O2"],

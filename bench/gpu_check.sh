@@ -27,7 +27,9 @@ step "build"
 export ENGINE_CUDA=1 ENGINE_CUDA_ARCHS=${ENGINE_CUDA_ARCHS:-90}
 if [ "${ENGINE_CHECK_CPU:-0}" != "1" ]; then export ENGINE_CPU=0; fi
 if ! $PY setup.py build_ext --inplace > build_cuda.log 2>&1; then
-  tail -40 build_cuda.log; echo "BUILD FAILED"; exit 1
+  tail -40 build_cuda.log; echo "BUILD FAILED"
+  which nvcc; ls "$(dirname "$(dirname "$(readlink -f "$(which nvcc)")")")"/lib* 2>/dev/null | grep -i cudart
+  exit 1
 fi
 grep -E "nvcc|warning" build_cuda.log | tail -8
 $PY -c "import engine.ops.cuda as c; print(c.build_info())"
