@@ -177,3 +177,60 @@ def test_emulated_segment_pool(mode, window):
     code = {"mean": 0, "max": 1, "window_max": 2}[mode]
     _C_cuda.segment_pool_emulate(out.ctypes.data, x.ctypes.data, offsets.ctypes.data, 150, 19, 5, code, window)
     np.testing.assert_allclose(out, segment_pool_ref(x, offsets, mode, window), rtol=1e-5, atol=1e-6)
+
+
+# --- the Python wrappers end to end, with host memory behind __cuda_array_interface__ -----------
+class HostCAI:
+    """numpy memory presented as a CUDA array (the emulating shim below only reads host memory)."""
+
+    def __init__(self, a: np.ndarray):
+        self.a = a
+        self.__cuda_array_interface__ = {
+            "shape": a.shape, "typestr": a.dtype.str, "data": (a.ctypes.data, False),
+            "strides": a.strides, "version": 3,
+        }
+
+
+class EmulatingC:
+    """engine._C_cuda with every entry point replaced by its host emulation."""
+
+    def preprocess(self, *args):
+        return _C_cuda.preprocess_emulate(*args)
+
+    def masked_mean(self, *args):
+        return _C_cuda.masked_mean_emulate(*args[:-2])
+
+    def segment_pool(self, *args):
+        return _C_cuda.segment_pool_emulate(*args[:-2])
+
+
+@needs_ext
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("fmt", ["i420", "nv12", "rgb24", "i444_10"])
+def test_wrappers_end_to_end_on_host_memory(monkeypatch, fmt, batched):
+    import engine.ops.cuda as cuda_ops
+
+    monkeypatch.setattr(cuda_ops, "load", lambda: EmulatingC())
+    rng = np.random.default_rng(4)
+    spec = PreprocessSpec(size=(14, 18), resize="shorter", layout="nhwc", **NORM)
+    frames = [make_frame(fmt, 33, 47, rng, matrix="bt709", rgb3d=True) for _ in range(3)]
+    if batched:
+        planes = tuple(HostCAI(np.stack([np.ascontiguousarray(f.planes[j]) for f in frames]))
+                       for j in range(len(frames[0].planes)))
+    else:
+        planes = [tuple(HostCAI(p) for p in f.planes) for f in frames]
+    out = np.full(spec.output_shape(3), np.nan, np.float32)
+    cuda_ops.preprocess(planes, spec, format=fmt, width=47, height=33, matrix="bt709", out=HostCAI(out), stream=0)
+    ref = np.stack([preprocess_ref_clamp_before(f, spec) for f in frames])
+    assert level_error(out, ref, spec) <= 0.01
+
+    x = rng.standard_normal((2, 5, 7)).astype(np.float32)
+    m = np.array([[1, 1, 0, 1, 0], [0, 0, 0, 0, 0]], np.float32)
+    o = np.full((2, 7), np.nan, np.float32)
+    cuda_ops.masked_mean(HostCAI(x), HostCAI(m), True, out=HostCAI(o), stream=0)
+    np.testing.assert_allclose(o, masked_mean_ref(x, m, True), rtol=1e-5, atol=1e-6)
+    xs = rng.standard_normal((9, 4)).astype(np.float32)
+    offs = np.array([0, 4, 9], np.int64)
+    os_ = np.full((2, 4), np.nan, np.float32)
+    cuda_ops.segment_pool(HostCAI(xs), HostCAI(offs), "window_max", 2, out=HostCAI(os_), stream=0)
+    np.testing.assert_allclose(os_, segment_pool_ref(xs, offs, "window_max", 2), rtol=1e-5, atol=1e-6)
