@@ -253,6 +253,8 @@ def preprocess(
     if not isinstance(spec, PreprocessSpec):
         raise InputError(f"spec must be a PreprocessSpec, got {type(spec).__name__}")
     spec.validate()
+    if getattr(spec, "clamp", "source") != "source":  # the CUDA kernel clamps source pixels only
+        raise InputError(f"the CUDA preprocess implements clamp='source' only, got clamp={spec.clamp!r}")
     if not isinstance(format, str):
         raise InputError(f"format must be a str, got {format!r}")
     base, ten = (format[:-3], True) if format.endswith("_10") else (format, False)

@@ -102,6 +102,10 @@ def test_wrapper_validation_raises_input_error():
     with pytest.raises(InputError, match="batch"):
         cuda_ops.preprocess((planes[0], FakeDev((3, 4, 4), "|u1"), planes[2]), spec, format="i420", width=8,
                             height=8, out=FakeDev((2, 3, 4, 4), "<f4"))
+    if "clamp" in PreprocessSpec.__dataclass_fields__:
+        with pytest.raises(InputError, match="clamp"):
+            cuda_ops.preprocess(planes, PreprocessSpec(size=(4, 4), clamp="output"), format="i420", width=8,
+                                height=8, out=FakeDev((2, 3, 4, 4), "<f4"))
     with pytest.raises(InputError, match="CUDA array"):
         cuda_ops.masked_mean(np.zeros((1, 2, 3), np.float32), np.ones((1, 2), np.float32))
     with pytest.raises(InputError, match="float32"):
