@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/host_utils.cuh"
 #include "cuda/ops_cuda.h"
 #include "cuda/pooling_kernel.cuh"
 
@@ -15,26 +16,6 @@ namespace engine_cuda {
 using engine::cuda::kPoolThreads;
 
 namespace {
-
-[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
-
-void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorName(e) +
-                             " (" + cudaGetErrorString(e) + ")");
-}
-
-struct DeviceGuard {
-  int prev = -1;
-  explicit DeviceGuard(int device) {
-    check_cuda(cudaGetDevice(&prev), "cudaGetDevice");
-    if (prev != device) check_cuda(cudaSetDevice(device), "cudaSetDevice");
-  }
-  ~DeviceGuard() {
-    int cur = -1;
-    if (prev >= 0 && cudaGetDevice(&cur) == cudaSuccess && cur != prev) cudaSetDevice(prev);
-  }
-};
 
 void check_masked_mean(std::uintptr_t out, std::uintptr_t x, std::uintptr_t mask, long long B,
                        long long T, long long D) {

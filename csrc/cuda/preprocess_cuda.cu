@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/host_utils.cuh"
 #include "cuda/ops_cuda.h"
 #include "cuda/preprocess_kernel.cuh"
 #include "engine/preprocess.h"
@@ -21,14 +22,6 @@ using engine::cuda::FramePlanes;
 using engine::cuda::KernelParams;
 
 namespace {
-
-[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
-
-void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess)
-    throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorName(e) +
-                             " (" + cudaGetErrorString(e) + ")");
-}
 
 // Tap table of one axis on the luma grid: output o reads resized sample o + offset; count 0 marks
 // padding. Weights come from compute_plane_taps (sub = 1: the luma taps; chroma is replicated onto
@@ -266,19 +259,6 @@ struct HostEmulation {
         for (int tx = 0; tx < r->tiles_x; ++tx)
           engine::cuda::preprocess_block<T, Kind, kStaged>(r->p, tx, ty, b, 0, 1, 0, 1,
                                                            smem.data());
-  }
-};
-
-// Makes `device` current for the scope of the call.
-struct DeviceGuard {
-  int prev = -1;
-  explicit DeviceGuard(int device) {
-    check_cuda(cudaGetDevice(&prev), "cudaGetDevice");
-    if (prev != device) check_cuda(cudaSetDevice(device), "cudaSetDevice");
-  }
-  ~DeviceGuard() {
-    int cur = -1;
-    if (prev >= 0 && cudaGetDevice(&cur) == cudaSuccess && cur != prev) cudaSetDevice(prev);
   }
 };
 
