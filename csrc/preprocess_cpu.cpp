@@ -118,15 +118,24 @@ struct FrameWork {
   const TapTable* tx[3];
 };
 
+// [*k, *kend): the taps of w[0..K) between the first and last non-zero weight (zero weights
+// come from windows shifted to stay inside the plane). False when every weight is zero.
+ENGINE_ALWAYS_INLINE bool nonzero_taps(const float* w, int K, int* k, int* kend) {
+  int a = 0;
+  while (a < K && w[a] == 0.0f) ++a;
+  int b = K;
+  while (b > a && w[b - 1] == 0.0f) --b;
+  *k = a;
+  *kend = b;
+  return a < b;
+}
+
 // ---- vertical pass: tmp[i] = sum_k w[k] * row_{first+k}[i], i < n (SIMD via target clones) ----
 template <typename T>
 ENGINE_ALWAYS_INLINE void vpass_impl(const unsigned char* base, long long stride, int K,
                                      const float* w, int n, float* __restrict tmp) {
-  int k = 0;
-  while (k < K && w[k] == 0.0f) ++k;
-  int kend = K;
-  while (kend > k && w[kend - 1] == 0.0f) --kend;
-  if (k >= kend) {
+  int k, kend;
+  if (!nonzero_taps(w, K, &k, &kend)) {
     for (int i = 0; i < n; ++i) tmp[i] = 0.0f;
     return;
   }
@@ -178,11 +187,8 @@ ENGINE_AVX2_TARGET inline __m256 cvt8(const uint16_t* p) {
 template <typename T>
 ENGINE_AVX2_TARGET void vpass_avx2(const unsigned char* base, long long stride, int K,
                                    const float* w, int n, float* tmp) {
-  int k = 0;
-  while (k < K && w[k] == 0.0f) ++k;
-  int kend = K;
-  while (kend > k && w[kend - 1] == 0.0f) --kend;
-  if (k >= kend) {
+  int k, kend;
+  if (!nonzero_taps(w, K, &k, &kend)) {
     for (int i = 0; i < n; ++i) tmp[i] = 0.0f;
     return;
   }

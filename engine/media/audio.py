@@ -7,10 +7,10 @@ from typing import Any
 import av
 import numpy as np
 
-from engine.errors import CorruptMediaError, EmptyMediaError, InputError, MediaError
+from engine.errors import CorruptMediaError, InputError, MediaError
 
 from .limits import DEFAULT_LIMITS, Limits
-from .source import Packets, check_codec, open_container, wrap_av_error
+from .source import Packets, first_stream, open_container, wrap_av_error
 
 __all__ = ["decode_audio", "has_audio"]
 
@@ -35,12 +35,7 @@ def decode_audio(source: Any, limits: Limits | None = None, sample_rate: int = 1
     deadline = limits.deadline()
     try:
         with open_container(source, limits) as c:
-            if not c.streams:
-                raise CorruptMediaError("no streams found (truncated or not media)")
-            if not c.streams.audio:
-                raise EmptyMediaError("input has no audio stream")
-            st = c.streams.audio[0]
-            check_codec(st)
+            st = first_stream(c, "audio", "input has no audio stream")
             st.thread_type = "AUTO"
             resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
             chunks: list[np.ndarray] = []

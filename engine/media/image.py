@@ -12,11 +12,11 @@ from typing import Any
 import av
 import numpy as np
 
-from engine.errors import CorruptMediaError, EmptyMediaError, InputError, MediaError
+from engine.errors import CorruptMediaError, InputError, MediaError
 
 from .frame import Frame, frame_from_array, frame_from_av
 from .limits import DEFAULT_LIMITS, Limits
-from .source import check_codec, open_container, wrap_av_error
+from .source import first_stream, open_container, wrap_av_error
 
 __all__ = ["decode_image"]
 
@@ -38,12 +38,7 @@ def decode_image(source: Any, limits: Limits | None = None) -> Frame:
     deadline = limits.deadline()
     try:
         with open_container(source, limits) as c:
-            if not c.streams:
-                raise CorruptMediaError("no streams found (truncated or not an image)")
-            if not c.streams.video:
-                raise EmptyMediaError("input holds no image")
-            vs = c.streams.video[0]
-            check_codec(vs)
+            vs = first_stream(c, "video", "input holds no image")
             limits.check_pixels(vs.codec_context.width, vs.codec_context.height)
             frame = None
             errors = 0

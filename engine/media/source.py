@@ -283,6 +283,21 @@ def check_codec(stream) -> str:
     return name
 
 
+def first_stream(container, kind: str, missing: str):
+    """The first ``kind`` ("audio" or "video") stream, codec checked against the allow-list.
+
+    No streams at all means the bytes are not media (CorruptMediaError); none of this kind,
+    EmptyMediaError(missing).
+    """
+    if not container.streams:
+        raise CorruptMediaError("no streams found (truncated or not media)")
+    streams = getattr(container.streams, kind)
+    if not streams:
+        raise EmptyMediaError(missing)
+    check_codec(streams[0])
+    return streams[0]
+
+
 class Packets:
     """The packets of one stream, with the decode deadline checked before each.
 
