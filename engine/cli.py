@@ -29,6 +29,8 @@ def _moderate(args: argparse.Namespace) -> int:
         items = [{"text": args.text}]
 
     out = Console()
+    if not out.is_terminal:  # piped: rich would assume 80 columns and wrap the evidence column
+        out = Console(width=120)
     err = Console(stderr=True)
     failed = 0
 
