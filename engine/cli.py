@@ -52,6 +52,8 @@ def _moderate(args: argparse.Namespace) -> int:
             e = r.evidence
             where = ", ".join(f"{t:.2f}s" for t in e.timestamps[:6])
             where += " …" if len(e.timestamps) > 6 else ""
+            if e.modality == "audio" and e.segment is not None:
+                where = f"{e.segment[0]:.2f}–{e.segment[1]:.2f}s"
             if e.index is not None:
                 where = f"text[{e.index}]"
             if e.detail:
