@@ -57,7 +57,13 @@ def available_backends() -> dict[str, str]:
         out["sklearn"] = sklearn.__version__
     except ImportError as e:  # pragma: no cover - a core dependency
         out["sklearn"] = f"unavailable: {e}"
-    out["tensorrt"] = "not implemented yet"
+    try:
+        import tensorrt
+
+        trt = f"{tensorrt.__version__} installed"
+    except ImportError:
+        trt = "not installed"
+    out["tensorrt"] = f"{trt}; engine build logic only (engine.backends.tensorrt), no runtime backend yet"
     out["torch_cuda"] = "not implemented yet"
     return out
 
