@@ -194,22 +194,26 @@ def encode_video(
 
 
 def _encode_audio_stream(oc, stream, samples: np.ndarray, rate: int) -> None:
+    """Encode float samples [channels, n] into ``stream`` of ``oc``, flushing resampler and encoder."""
+    layout = _layout(samples.shape[0])
     cc = stream.codec_context
     fmt = cc.format.name if cc.format is not None else "fltp"
     fs = cc.frame_size or 1024
-    resampler = av.AudioResampler(format=fmt, layout=_layout(1), rate=rate)
-    pos = 0
-    total = samples.shape[1]
-    while pos < total:
-        chunk = np.ascontiguousarray(samples[:1, pos:pos + fs])
-        af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+    resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate)
+
+    def mux(frames) -> None:
+        for rf in frames:
+            for p in stream.encode(rf):
+                oc.mux(p)
+
+    for pos in range(0, samples.shape[1], fs):
+        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, pos:pos + fs]),
+                                        format="fltp", layout=layout)
         af.sample_rate = rate
         af.pts = pos
         af.time_base = Fraction(1, rate)
-        for rf in resampler.resample(af):
-            for p in stream.encode(rf):
-                oc.mux(p)
-        pos += fs
+        mux(resampler.resample(af))
+    mux(resampler.resample(None))
     for p in stream.encode(None):
         oc.mux(p)
 
@@ -237,27 +241,7 @@ def encode_audio(
     oc = av.open(buf, "w", format=container)
     st = oc.add_stream(codec, rate=rate)
     st.layout = _layout(channels)
-    cc = st.codec_context
-    fmt = cc.format.name if cc.format is not None else "fltp"
-    fs = cc.frame_size or 1024
-    resampler = av.AudioResampler(format=fmt, layout=_layout(channels), rate=rate)
-    pos = 0
-    total = samples.shape[1]
-    while pos < total:
-        chunk = np.ascontiguousarray(samples[:, pos:pos + fs])
-        af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=_layout(channels))
-        af.sample_rate = rate
-        af.pts = pos
-        af.time_base = Fraction(1, rate)
-        for rf in resampler.resample(af):
-            for p in st.encode(rf):
-                oc.mux(p)
-        pos += fs
-    for rf in resampler.resample(None):
-        for p in st.encode(rf):
-            oc.mux(p)
-    for p in st.encode(None):
-        oc.mux(p)
+    _encode_audio_stream(oc, st, samples, rate)
     oc.close()
     data = buf.getvalue()
     if out is not None:
