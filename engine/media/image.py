@@ -12,11 +12,11 @@ from typing import Any
 import av
 import numpy as np
 
-from engine.errors import CorruptMediaError, InputError, MediaError
+from engine.errors import CorruptMediaError, InputError
 
 from .frame import Frame, frame_from_array, frame_from_av
 from .limits import DEFAULT_LIMITS, Limits
-from .source import first_stream, open_container, wrap_av_error
+from .source import first_stream, media_errors, open_container
 
 __all__ = ["decode_image"]
 
@@ -36,31 +36,24 @@ def decode_image(source: Any, limits: Limits | None = None) -> Frame:
             raise InputError(f"PIL image cannot be converted to RGB: {e}") from None
         return decode_image(arr, limits)
     deadline = limits.deadline()
-    try:
-        with open_container(source, limits) as c:
-            vs = first_stream(c, "video", "input holds no image")
-            limits.check_pixels(vs.codec_context.width, vs.codec_context.height)
-            frame = None
-            errors = 0
-            for packet in c.demux(vs):
-                deadline.check()
-                try:
-                    out = vs.decode(packet)
-                except av.error.FFmpegError:
-                    errors += 1
-                    if errors > 8:
-                        break
-                    continue
-                if out:
-                    frame = out[0]
+    with media_errors("image"), open_container(source, limits) as c:
+        vs = first_stream(c, "video", "input holds no image")
+        limits.check_pixels(vs.codec_context.width, vs.codec_context.height)
+        frame = None
+        errors = 0
+        for packet in c.demux(vs):
+            deadline.check()
+            try:
+                out = vs.decode(packet)
+            except av.error.FFmpegError:
+                errors += 1
+                if errors > 8:
                     break
-            if frame is None:
-                raise CorruptMediaError("image does not decode")
-            limits.check_pixels(frame.width, frame.height)
-            return frame_from_av(frame, pts=0.0)
-    except MediaError:
-        raise
-    except av.error.FFmpegError as e:
-        raise wrap_av_error(e, "image") from None
-    except (ValueError, RuntimeError, OSError) as e:
-        raise CorruptMediaError(f"image does not decode: {e}") from None
+                continue
+            if out:
+                frame = out[0]
+                break
+        if frame is None:
+            raise CorruptMediaError("image does not decode")
+        limits.check_pixels(frame.width, frame.height)
+        return frame_from_av(frame, pts=0.0)

@@ -18,7 +18,7 @@ from engine.errors import CorruptMediaError, EmptyMediaError, MediaError
 
 from .limits import DEFAULT_LIMITS, Limits
 from .source import (IMAGE_CODECS, IMAGE_DEMUXERS, check_codec, codec_name, demuxer_names,
-                     open_container, wrap_av_error)
+                     media_errors, open_container)
 
 __all__ = ["MediaInfo", "probe"]
 
@@ -62,15 +62,8 @@ def _count_packets(c, vs, cap: int = 2) -> int:
 def probe(source: Any, limits: Limits | None = None) -> MediaInfo:
     """Inspect ``source`` (path, bytes or binary file object) after the safety checks."""
     limits = limits or DEFAULT_LIMITS
-    try:
-        with open_container(source, limits) as c:
-            return _probe(c, limits)
-    except MediaError:
-        raise
-    except av.error.FFmpegError as e:
-        raise wrap_av_error(e) from None
-    except (ValueError, RuntimeError, OSError) as e:
-        raise CorruptMediaError(f"media does not open: {e}") from None
+    with media_errors("media", "open"), open_container(source, limits) as c:
+        return _probe(c, limits)
 
 
 def _probe(c, limits: Limits) -> MediaInfo:

@@ -87,6 +87,20 @@ def wrap_av_error(e: BaseException, what: str = "media") -> MediaError:
     return CorruptMediaError(f"{what} does not decode: {msg}")
 
 
+@contextmanager
+def media_errors(what: str, action: str = "decode") -> Iterator[None]:
+    """Everything a decode can raise comes out typed: engine errors pass through, FFmpeg's are
+    mapped by wrap_av_error, and Python errors from PyAV's internals become CorruptMediaError."""
+    try:
+        yield
+    except MediaError:
+        raise
+    except av.error.FFmpegError as e:
+        raise wrap_av_error(e, what) from None
+    except (ValueError, RuntimeError, OSError, MemoryError) as e:
+        raise CorruptMediaError(f"{what} does not {action}: {e}") from None
+
+
 @dataclass
 class _Opened:
     fileobj: IO[bytes]

@@ -33,11 +33,11 @@ from typing import Any, Iterator
 
 import av
 
-from engine.errors import CorruptMediaError, EmptyMediaError, InputError, MediaError
+from engine.errors import CorruptMediaError, EmptyMediaError, InputError
 
 from .frame import Frame, frame_from_av
 from .limits import DEFAULT_LIMITS, Deadline, Limits
-from .source import Packets, check_codec, open_container, wrap_av_error
+from .source import Packets, check_codec, media_errors, open_container, wrap_av_error
 
 __all__ = ["Sampling", "DecodedVideo", "decode_video", "SAMPLING_MODES"]
 
@@ -244,15 +244,8 @@ def decode_video(source: Any, sampling: Sampling | None = None, limits: Limits |
     if backend != "pyav":
         raise InputError(f"unknown video backend {backend!r} (use 'pyav' or 'decord')")
     deadline = limits.deadline()
-    try:
-        with open_container(source, limits) as c:
-            return _decode(c, sampling, limits, deadline)
-    except MediaError:
-        raise
-    except av.error.FFmpegError as e:
-        raise wrap_av_error(e) from None
-    except (ValueError, RuntimeError, OSError, MemoryError) as e:
-        raise CorruptMediaError(f"video does not decode: {e}") from None
+    with media_errors("video"), open_container(source, limits) as c:
+        return _decode(c, sampling, limits, deadline)
 
 
 def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> DecodedVideo:
