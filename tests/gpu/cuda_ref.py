@@ -4,14 +4,16 @@ test_cuda_kernels.py (GPU).
 
 Semantics (csrc Note [CUDA preprocess: clamp before resampling]): chroma replicated to the luma
 grid, every source pixel converted and clamped to [0, 255] (PyAV rgb24), then resampled with
-the luma matrices of both axes, then normalised. Built from reference.py's definition-level
-helpers (dense axis matrices, H.273 conversion), independent of its preprocess_ref.
+the luma matrices of both axes, then normalised: reference.py's preprocess_ref with
+clamp="source".
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
-from reference import SUB, axis_matrix, geometry, logical_planes, yuv_to_rgb
+from reference import preprocess_ref
 
 # (format, h, w, matrix, full_range, PreprocessSpec kwargs): odd sizes, every format, both
 # matrices and ranges, the three geometries, both filters, up/downscaling, layouts, channel orders
@@ -35,39 +37,11 @@ MODE_CODES = {"stretch": 0, "shorter": 1, "letterbox": 2}
 FILTER_CODES = {"antialias": 0, "bilinear": 1}
 
 
-def source_rgb(frame, clamp: bool = True) -> np.ndarray:
-    """[H, W, 3] float64 clamped R'G'B' of every source pixel (chroma replicated)."""
-    planes = logical_planes(frame)
-    fmt = frame.format.removesuffix("_10")
-    if "rgb" in planes:
-        rgb = planes["rgb"]
-        return rgb[..., ::-1] if fmt == "bgr24" else rgb
-    sx, sy = SUB[fmt]
-    h, w = frame.height, frame.width
-    ry, rx = np.arange(h) // sy, np.arange(w) // sx
-    u = planes["u"][ry][:, rx]
-    v = planes["v"][ry][:, rx]
-    bits = 10 if frame.format.endswith("_10") else 8
-    rgb = yuv_to_rgb(planes["y"], u, v, frame.matrix, frame.full_range, bits)
-    return np.clip(rgb, 0.0, 255.0) if clamp else rgb
-
-
 def preprocess_ref_clamp_before(frame, spec, clamp_source: bool = True) -> np.ndarray:
-    """float64 [3, H, W] (nchw) or [H, W, 3] (nhwc) for one frame (clamp_source=False: the
-    clamp-after semantics, for showing that a test frame tells the two apart)."""
-    out_h, out_w = spec.size
-    to = spec.resize_to if spec.resize_to is not None else spec.size
-    (rh, oy), (rw, ox) = geometry(spec.resize, frame.height, frame.width, out_h, out_w, to)
-    my, vy = axis_matrix(spec.filter, frame.height, rh, out_h, oy)
-    mx, vx = axis_matrix(spec.filter, frame.width, rw, out_w, ox)
-    t = np.tensordot(source_rgb(frame, clamp_source), mx, axes=([1], [1]))  # [in_h, 3, out_w]
-    rgb = np.tensordot(my, t, axes=([1], [0])).transpose(0, 2, 1)  # [out_h, out_w, 3]
-    rgb = np.clip(rgb, 0.0, 255.0)
-    if spec.channels == "bgr":
-        rgb = rgb[..., ::-1]
-    out = (rgb * spec.scale - np.asarray(spec.mean, np.float64)) / np.asarray(spec.std, np.float64)
-    out[~(vy[:, None] & vx[None, :])] = spec.pad_value
-    return out.transpose(2, 0, 1) if spec.layout == "nchw" else out
+    """reference.preprocess_ref in the CUDA kernel's clamp mode: float64 [3, H, W] (nchw) or
+    [H, W, 3] (nhwc) for one frame (clamp_source=False: the clamp-after semantics, for showing
+    that a test frame tells the two apart)."""
+    return preprocess_ref(frame, dataclasses.replace(spec, clamp="source" if clamp_source else "output"))
 
 
 def call_args(frames, spec, out_ptr: int, plane_ptr, plane_stride) -> dict:
