@@ -104,30 +104,20 @@ class Session:
         scores: dict[str, PolicyResult] = {}
         sampled: tuple[float, ...] = ()
         strategy = None
-        if media_input is not None:
-            kind, media_input = self._detect(media_input)
-            if kind == "video":
-                video = media_input
-            elif kind == "image":
-                image = media_input
-            else:
-                audio = media_input
+        video, image, audio = self._route(media_input, video, image, audio)
         if video is None and image is None and audio is None and not text:
             raise InputError("nothing to moderate: pass a media input, video, image, audio or text")
         self._policy_setup()
 
         if video is not None:
-            video = self._readable(video)
             decoded = self._decode_video(video, timings)
             sampled, strategy = tuple(decoded.timestamps), decoded.strategy
             scores.update(self._vision_scores(decoded.frames, sampled, timings))
-            if audio is None and media.has_audio(video, self.limits):
-                audio = video
         if image is not None:
-            frame = media.decode_image(self._readable(image), self.limits)
+            frame = media.decode_image(image, self.limits)
             scores.update(self._vision_scores([frame], (0.0,), timings))
         if audio is not None:
-            wave = self._decode_audio(self._readable(audio), timings)
+            wave = self._decode_audio(audio, timings)
             scores.update(self._audio_scores(wave, timings))
         if text:
             texts = [text] if isinstance(text, str) else list(text)
@@ -180,26 +170,18 @@ class Session:
         likewise over the audio windows (YAMNet: 1024-d). Pooled by the native masked-mean kernel.
         """
         out: dict[str, np.ndarray] = {}
-        if media_input is not None:
-            kind, media_input = self._detect(media_input)
-            video, image, audio = ((media_input, None, None) if kind == "video" else
-                                   (None, media_input, None) if kind == "image" else
-                                   (None, None, media_input))
+        video, image, audio = self._route(media_input, video, image, audio)
         timings: dict[str, float] = {}
         frames = None
         if video is not None:
-            video = self._readable(video)
-            decoded = self._decode_video(video, timings)
-            frames = decoded.frames
-            if audio is None and media.has_audio(video, self.limits):
-                audio = video
+            frames = self._decode_video(video, timings).frames
         elif image is not None:
-            frames = [media.decode_image(self._readable(image), self.limits)]
+            frames = [media.decode_image(image, self.limits)]
         if frames is not None:
             v = self.pipeline.vision
             out["vision"] = _mean_over_steps(self._vision_outputs(frames, timings)[v.embedding])
         if audio is not None:
-            wave = self._decode_audio(self._readable(audio), timings)
+            wave = self._decode_audio(audio, timings)
             a = self.pipeline.audio
             out["audio"] = _mean_over_steps(self._audio_outputs(wave, timings)[0][a.embedding])
         if text:
@@ -209,12 +191,33 @@ class Session:
         return out
 
     # ------------------------------------------------------------------ stages
-    def _detect(self, source: Any) -> tuple[str, Any]:
-        source = self._readable(source)
-        if isinstance(source, np.ndarray):
-            return "image", source
-        info = media.probe(source, self.limits)
-        return info.kind, source
+    def _route(self, media_input: Any, video: Any, image: Any, audio: Any) -> tuple[Any, Any, Any]:
+        """(video, image, audio) to process, each readable more than once.
+
+        A bare ``media_input`` goes where its content says (one probe). A video's own sound
+        track becomes the audio input unless audio was given; the probe that classified the
+        input already knows whether it has one.
+        """
+        video, image, audio = (None if x is None else self._readable(x) for x in (video, image, audio))
+        info = None
+        if media_input is not None:
+            media_input = self._readable(media_input)
+            if isinstance(media_input, np.ndarray):
+                image = media_input
+            else:
+                info = media.probe(media_input, self.limits)
+                if info.kind == "video":
+                    video = media_input
+                elif info.kind == "image":
+                    image = media_input
+                else:
+                    audio = media_input
+        if video is not None and audio is None:
+            has_audio = info.has_audio if info is not None and video is media_input \
+                else media.has_audio(video, self.limits)
+            if has_audio:
+                audio = video
+        return video, image, audio
 
     def _readable(self, source: Any) -> Any:
         """File objects are read once (bounded) so that video and its audio track can share them."""
