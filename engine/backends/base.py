@@ -123,12 +123,10 @@ def run_batched(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
     The one place that splits batches larger than max_batch_size (every backend uses it).
     ``max_batch_size == 0`` (no batch dim) or ``batch <= max_batch_size`` -> a single call.
     """
-    if max_batch_size <= 0 or batch <= max_batch_size:
+    slices = split_batches(batch, max_batch_size)
+    if len(slices) == 1:
         return run(inputs)
-    parts: list[dict[str, np.ndarray]] = []
-    for start in range(0, batch, max_batch_size):
-        stop = min(start + max_batch_size, batch)
-        parts.append(run({k: v[start:stop] for k, v in inputs.items()}))
+    parts = [run({k: v[sl] for k, v in inputs.items()}) for sl in slices]
     return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
 
 
