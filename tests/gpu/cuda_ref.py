@@ -44,6 +44,19 @@ def preprocess_ref_clamp_before(frame, spec, clamp_source: bool = True) -> np.nd
     return preprocess_ref(frame, dataclasses.replace(spec, clamp="source" if clamp_source else "output"))
 
 
+def saturated_frame(seed: int = 9):
+    """A 40x40 I420 frame whose chroma is at the extremes: many pixels out of the RGB gamut, so
+    clamping before and after resampling give visibly different results."""
+    from frames import make_frame
+
+    rng = np.random.default_rng(seed)
+    f = make_frame("i420", 40, 40, rng)
+    _, u, v = f.planes
+    u[...] = np.where(rng.random(u.shape) < 0.5, 16, 240).astype(np.uint8)
+    v[...] = np.where(rng.random(v.shape) < 0.5, 16, 240).astype(np.uint8)
+    return f
+
+
 def call_args(frames, spec, out_ptr: int, plane_ptr, plane_stride) -> dict:
     """Keyword arguments of _C_cuda.preprocess for a batch of same-format frames;
     plane_ptr / plane_stride map a plane object to its address / row stride in bytes."""

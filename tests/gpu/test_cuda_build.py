@@ -13,7 +13,7 @@ import shutil
 
 import numpy as np
 import pytest
-from cuda_ref import CASES, NORM, emulate, level_error, preprocess_ref_clamp_before
+from cuda_ref import CASES, NORM, saturated_frame, emulate, level_error, preprocess_ref_clamp_before
 from frames import make_frame
 from reference import masked_mean_ref, segment_pool_ref
 
@@ -146,11 +146,7 @@ def test_emulated_kernel_fp16():
 @needs_ext
 def test_emulated_kernel_out_of_gamut_frame_differs_from_clamp_after():
     # saturated chroma: clamp-before and clamp-after differ by levels; the kernel follows clamp-before
-    rng = np.random.default_rng(9)
-    f = make_frame("i420", 40, 40, rng)
-    y, u, v = f.planes
-    u[...] = np.where(rng.random(u.shape) < 0.5, 16, 240).astype(np.uint8)
-    v[...] = np.where(rng.random(v.shape) < 0.5, 16, 240).astype(np.uint8)
+    f = saturated_frame()
     spec = PreprocessSpec(size=(10, 10), resize="stretch")
     out, _ = emulate([f], spec)
     ref = preprocess_ref_clamp_before(f, spec)[None]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cuda_ref import CASES, NORM, level_error, preprocess_ref_clamp_before
+from cuda_ref import CASES, NORM, saturated_frame, level_error, preprocess_ref_clamp_before
 from frames import make_frame
 from reference import masked_mean_ref, segment_pool_ref
 
@@ -114,11 +114,7 @@ def test_preprocess_batched_planes_and_fp16():
 
 
 def test_preprocess_out_of_gamut_follows_clamp_before():
-    rng = np.random.default_rng(9)
-    f = make_frame("i420", 40, 40, rng)
-    _, u, v = f.planes
-    u[...] = np.where(rng.random(u.shape) < 0.5, 16, 240).astype(np.uint8)
-    v[...] = np.where(rng.random(v.shape) < 0.5, 16, 240).astype(np.uint8)
+    f = saturated_frame()
     spec = PreprocessSpec(size=(10, 10), resize="stretch")
     out = run_gpu([f], spec)
     assert level_error(out, preprocess_ref_clamp_before(f, spec)[None], spec) <= 0.01
