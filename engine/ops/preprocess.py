@@ -180,11 +180,15 @@ def preprocess(
 ) -> np.ndarray:
     """Preprocess a batch of frames into one model input tensor in a single native pass.
 
-    For every output pixel (y, x) and output channel c::
+    For every output pixel (y, x) and output channel c, with chroma replicated onto the luma
+    grid and ``convert`` the stream's Y'CbCr -> R'G'B' (matrix, range, bit depth; 0..255 scale)::
 
-        yuv   = resample(planes, filter, geometry)[y, x]        # each plane straight to the grid
-        rgb   = clamp(M_matrix,range,bits @ yuv + b, 0, 255)      # colour conversion, 0..255 scale
+        clamp="source":  rgb = clamp(resample(clamp(convert(planes), 0, 255))[y, x], 0, 255)
+        clamp="output":  rgb = clamp(convert(resample(planes)[y, x]), 0, 255)
         out[c] = (rgb[c'] * spec.scale - spec.mean[c]) / spec.std[c]
+
+    (both computed in one pass: planes are resampled straight to the output grid, and
+    "source" adds the clamp correction of the few out-of-gamut source pixels)
 
     where c' maps the output channel order (``spec.channels``) to RGB, and pixels outside the
     resized image (letterbox) are ``spec.pad_value``.
