@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import types
 from typing import Callable, Sequence
@@ -21,7 +22,7 @@ from unittest import mock
 import numpy as np
 
 from engine.backends.tensorrt.profiles import Profile
-from engine.backends.tensorrt.runtime import TorchMemory
+from engine.backends.tensorrt.memory import TorchMemory
 
 DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64,
           "BOOL": np.bool_, "UINT8": np.uint8, "INT8": np.int8}
@@ -167,7 +168,11 @@ def fake_trt(version, *, fp16_flag=True, parse_ok=True, plan=b"PLAN", inputs=("x
 
 
 class HostMemory(TorchMemory):
-    """torch CPU tensors as the "device": their data_ptr() is what the fake engine reads."""
+    """torch CPU tensors as the "device": their data_ptr() is what the fake engine reads.
+
+    Events are numbered; ``waits`` lists what the stream was made to wait for, ``scopes``
+    counts the device scopes entered.
+    """
 
     STREAM = 0xC0FFEE  # a recognisable stream handle
 
@@ -176,6 +181,20 @@ class HostMemory(TorchMemory):
 
         self.torch = torch
         self.device = torch.device("cpu")
+        self.events = 0
+        self.waits: list = []
+        self.scopes = 0
+
+    def scope(self):
+        self.scopes += 1
+        return contextlib.nullcontext()
 
     def stream_handle(self) -> int:
         return self.STREAM
+
+    def record(self):
+        self.events += 1
+        return self.events
+
+    def wait(self, event) -> None:
+        self.waits.append(event)

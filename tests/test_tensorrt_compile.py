@@ -12,9 +12,9 @@ import pytest
 
 from engine.backends.tensorrt import cache as trtc
 from engine.backends.tensorrt.compile import compile_repository, default_output
-from engine.backends.tensorrt.plans import GpuInfo, pipeline_batch_sizes
+from engine.backends.tensorrt.plans import GpuInfo, engine_profiles, pipeline_batch_sizes
 from engine.errors import InputError
-from engine.repo import ModelRepository, load_config, validate_config
+from engine.repo import ModelEntry, ModelRepository, load_config, validate_config
 from engine.repo.lock import FileLock, Lock, WheelLock, sha256_bytes, write_lock
 from fake_tensorrt import fake_trt
 
@@ -55,6 +55,7 @@ def make_repo(tmp_path: Path) -> Path:
             lock.files[rel] = FileLock(rel, model, "w", "0" * 64, fname, sha256_bytes(data), "copy",
                                        len(data), sha256_bytes(data))
     write_lock(root, lock)
+    (root / "pipeline.toml").write_text('[audio]\nmodel = "toy"\nbatch_size = 8\n')
     return root
 
 
@@ -84,6 +85,9 @@ def test_compile_writes_triton_layout(tmp_path, monkeypatch, capsys):
         cfg = load_config(out / model / "config.pbtxt")
         validate_config(cfg, out / model / "config.pbtxt", folder_name=model)
         assert (cfg.platform, cfg.default_model_filename, cfg.max_batch_size) == ("tensorrt_plan", "model.plan", 32)
+        # tuned for the pipeline's batch size where it names the model, else max_batch_size
+        opt = {name: o for name, _, o, _ in meta["profiles"][0]}
+        assert opt["x"] == [8 if model == "toy" else 32, 4] and opt["ids"] == opt["x"][:1] + [32]
         # the engine is in the source repository's cache too, under the key in the sidecar
         assert (repo / model / "1" / "trt" / f"{meta['key']}.plan").is_file()
     assert (out / "tagger" / "labels.csv").read_bytes() == b"a\nb\nc\nd\n"  # Triton reads it there
@@ -118,7 +122,11 @@ def test_compile_without_tensorrt_is_one_line(tmp_path):
     assert not (tmp_path / "repo_tensorrt").exists()
 
 
-def test_pipeline_batch_sizes_of_the_shipped_pipeline():
+def test_shipped_pipeline_sets_the_opt_batch():
     from engine.pipeline import load_pipeline
 
     assert pipeline_batch_sizes(load_pipeline(ROOT / "model_repo")) == {"open_nsfw": 16, "yamnet": 64}
+    cfg = load_config(ROOT / "model_repo" / "open_nsfw" / "config.pbtxt")
+    entry = ModelEntry("open_nsfw", cfg, ROOT / "model_repo" / "open_nsfw" / "1")
+    (p,) = engine_profiles(entry)
+    assert (p["input:0"].opt, p["input:0"].max) == ((16, 224, 224, 3), (32, 224, 224, 3))

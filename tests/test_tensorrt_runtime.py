@@ -21,7 +21,8 @@ from engine.backends.tensorrt import cache as trtc  # noqa: E402
 from engine.backends.tensorrt import tensors as io  # noqa: E402
 from engine.backends.tensorrt.plans import GpuInfo, engine_profiles, get_or_build  # noqa: E402
 from engine.backends.tensorrt.profiles import Profile, ShapeRange  # noqa: E402
-from engine.backends.tensorrt.runtime import TensorRTBackend, is_tensor_input  # noqa: E402
+from engine.backends.tensorrt.memory import is_tensor_input  # noqa: E402
+from engine.backends.tensorrt.runtime import TensorRTBackend  # noqa: E402
 from engine.errors import InputError, ModelError  # noqa: E402
 from engine.repo.config import parse_config, validate_config  # noqa: E402
 from engine.repo.repository import ModelEntry  # noqa: E402
@@ -231,6 +232,10 @@ def test_host_path_small_batch_uses_profile_0(tmp_path):
         ("set_input_shape", "x", (3, 4)), ("set_input_shape", "ids", (3, 8))]
     assert {c[1] for c in ctx.calls if c[0] == "set_tensor_address"} == {"x", "ids", "y", "n", "extra"}
     assert ctx.calls[-1] == ("execute_async_v3", HostMemory.STREAM)
+    # each enqueue waits for the one before (the context's scratch memory is shared)
+    backend.infer(f)
+    assert backend.memory.waits == [None, 1] and backend.memory.events == 2
+    assert backend.memory.scopes == 3  # build/load, then each call
 
 
 def test_host_path_switches_profiles_as_shapes_change(tmp_path):
@@ -292,6 +297,37 @@ def test_tensor_path_uses_tensors_in_place(tmp_path):
     y_before = out["y"].clone()
     backend.infer({"x": x * 0, "ids": ids})
     assert torch.equal(out["y"], y_before)
+
+
+def test_mixed_host_and_tensor_inputs_give_tensors(tmp_path):
+    backend, _ = make_backend(toy_entry(tmp_path))
+    f = feed(3, 5)
+    out = backend.infer({"x": torch.from_numpy(f["x"]), "ids": f["ids"]})
+    assert isinstance(out["n"], torch.Tensor)
+    np.testing.assert_array_equal(out["n"].numpy(), expect(f)["n"])
+
+
+class DLPackOnly:
+    """An array from another library: only the DLPack protocol, no torch type."""
+
+    def __init__(self, tensor):
+        self._t = tensor
+
+    def __dlpack__(self, **kw):
+        return self._t.__dlpack__(**kw)
+
+    def __dlpack_device__(self):
+        return self._t.__dlpack_device__()
+
+
+def test_dlpack_inputs_are_shared_not_copied(tmp_path):
+    backend, _ = make_backend(toy_entry(tmp_path))
+    f = feed(4, 3)
+    x, ids = torch.from_numpy(f["x"]), torch.from_numpy(f["ids"])
+    out = backend.infer({"x": DLPackOnly(x), "ids": DLPackOnly(ids)})
+    np.testing.assert_array_equal(out["y"].numpy(), expect(f)["y"])
+    bound = {c[1]: c[2] for c in backend.context.calls if c[0] == "set_tensor_address"}
+    assert bound["x"] == x.data_ptr() and bound["ids"] == ids.data_ptr()
 
 
 def test_tensor_path_casts_splits_and_rejects(tmp_path):

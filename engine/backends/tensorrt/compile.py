@@ -32,7 +32,6 @@ from engine.backends.tensorrt.plans import (
     engine_profiles,
     get_or_build,
     is_onnx_model,
-    pipeline_batch_sizes,
     torch_gpu,
 )
 from engine.errors import InputError
@@ -66,15 +65,6 @@ def select_models(repo, names: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def opt_batches(repo_path: Path) -> dict[str, int]:
-    """The pipeline's batch size per model; {} without a pipeline file (opt = max batch)."""
-    from engine.pipeline import PIPELINE_FILE, load_pipeline
-
-    if not (repo_path / PIPELINE_FILE).is_file():
-        return {}
-    return pipeline_batch_sizes(load_pipeline(repo_path))
-
-
 def compile_repository(repo, out: str | Path, *, models: Sequence[str] | None = None,
                        precision: str = "fp16", trt=None, gpu: GpuInfo | None = None) -> list[Compiled]:
     """Build (or find) every selected model's engine and write the Triton repository ``out``.
@@ -87,11 +77,10 @@ def compile_repository(repo, out: str | Path, *, models: Sequence[str] | None = 
     if out == Path(repo.path).resolve() or Path(repo.path).resolve() in out.parents:
         raise InputError(f"the Triton repository {out} must be outside the model repository {repo.path}")
     gpu = torch_gpu() if gpu is None else gpu
-    batches = opt_batches(Path(repo.path))
     done = []
     for name in select_models(repo, models):
         entry = repo.model(name)
-        profiles = engine_profiles(entry, batches.get(name))
+        profiles = engine_profiles(entry)  # opt batch from the pipeline, as the runtime's
         plan = get_or_build(entry, precision=precision, profiles=profiles, gpu=gpu, trt=trt)
         done.append(write_triton_model(entry, plan, out, max_batch=min(r.max[0] for r in profiles[0].inputs)))
     return done

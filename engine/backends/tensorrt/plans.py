@@ -65,10 +65,13 @@ def engine_profiles(entry, opt_batch: int | None = None) -> list[Profile]:
     """One profile from the config: text models (``max_seq_length`` parameter) get
     ``(1, max_seq_length // 2, max_seq_length)`` on their token axis; others need fixed dims.
 
-    ``opt_batch``: the pipeline's batch size for this model (the shape TensorRT tunes for),
-    capped at ``max_batch_size``; None = ``max_batch_size``.
+    ``opt_batch``: the batch size TensorRT tunes for, capped at ``max_batch_size``; None =
+    the repository pipeline's batch size for this model (:func:`pipeline_opt_batch`), so the
+    runtime and ``engine compile`` key the same engine without being told.
     """
     cfg = entry.config
+    if opt_batch is None:
+        opt_batch = pipeline_opt_batch(entry)
     path = Path(entry.version_dir).parent / "config.pbtxt"
     if opt_batch is not None and cfg.max_batch_size > 0:
         opt_batch = min(int(opt_batch), int(cfg.max_batch_size))
@@ -85,6 +88,16 @@ def pipeline_batch_sizes(pipeline) -> dict[str, int]:
         if part is not None:
             out[part.model] = part.batch_size
     return out
+
+
+def pipeline_opt_batch(entry) -> int | None:
+    """The batch size ``<repo>/pipeline.toml`` runs this model with; None without one."""
+    from engine.pipeline import PIPELINE_FILE, load_pipeline
+
+    repo = Path(entry.version_dir).parent.parent
+    if not (repo / PIPELINE_FILE).is_file():
+        return None
+    return pipeline_batch_sizes(load_pipeline(repo)).get(entry.name)
 
 
 @dataclass(frozen=True)

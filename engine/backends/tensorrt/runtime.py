@@ -36,64 +36,12 @@ import numpy as np
 from engine.backends.base import BaseBackend, check_names, check_shape, common_batch, specs_from_config, split_batches
 from engine.backends.tensorrt import tensors as io
 from engine.backends.tensorrt.builder import DEFAULT_WORKSPACE, import_tensorrt, load
-from engine.backends.tensorrt.plans import GpuInfo, engine_profiles, get_or_build, torch_gpu
+from engine.backends.tensorrt.memory import TorchMemory, is_tensor_input
+from engine.backends.tensorrt.plans import GpuInfo, engine_profiles, get_or_build
 from engine.backends.tensorrt.profiles import Profile
 from engine.errors import EngineError, InputError, ModelError
 
 log = logging.getLogger(__name__)
-
-
-class TorchMemory:
-    """Device buffers and the stream for TensorRT, from torch on one CUDA device."""
-
-    def __init__(self, device: str = "cuda"):
-        import torch
-
-        self.torch = torch
-        self.device = torch.device(device)
-        self.gpu = torch_gpu(device)  # ModelError without CUDA
-
-    def stream_handle(self) -> int:
-        """The ``cudaStream_t`` of torch's current stream on the device (the caller's)."""
-        return self.torch.cuda.current_stream(self.device).cuda_stream
-
-    def empty(self, shape: tuple[int, ...], dtype: np.dtype):
-        return self.torch.empty(shape, dtype=io.torch_dtype(dtype), device=self.device)
-
-    def upload(self, array: np.ndarray):
-        """Host array -> device tensor (an ordered copy on the current stream)."""
-        return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
-
-    def adopt(self, value):
-        """A caller's tensor as a torch tensor on the device, without a copy when it is there.
-
-        torch tensors are taken as they are; ``__cuda_array_interface__`` objects (CuPy,
-        Numba) through ``torch.as_tensor`` and other ``__dlpack__`` objects through
-        ``torch.from_dlpack`` share memory; a tensor on another device is copied over.
-        """
-        torch = self.torch
-        if isinstance(value, torch.Tensor):
-            t = value
-        elif hasattr(value, "__cuda_array_interface__"):
-            t = torch.as_tensor(value, device=self.device)
-        else:
-            t = torch.from_dlpack(value)
-        return t if t.device == self.device else t.to(self.device)
-
-    def download(self, tensor) -> np.ndarray:
-        """Device tensor -> host array (waits for the stream's work up to here)."""
-        return tensor.cpu().numpy()
-
-    def cast(self, tensor, dtype: np.dtype):
-        return tensor.to(io.torch_dtype(dtype))
-
-
-def is_tensor_input(value) -> bool:
-    """True for torch tensors and device-array objects; False for numpy arrays and lists."""
-    if isinstance(value, np.ndarray):
-        return False
-    module = type(value).__module__.split(".")[0]
-    return module == "torch" or hasattr(value, "__cuda_array_interface__") or hasattr(value, "__dlpack__")
 
 
 class TensorRTBackend(BaseBackend):
@@ -104,9 +52,9 @@ class TensorRTBackend(BaseBackend):
     entry : :class:`engine.repo.ModelEntry` of an ONNX model.
     device : CUDA device (``"cuda"``, ``"cuda:1"``).
     precision : ``"fp16"`` (default) or ``"fp32"``, see :mod:`.builder`.
-    opt_batch : the pipeline's batch size for this model, the shape TensorRT tunes for
-        (:func:`.plans.pipeline_batch_sizes`); None = ``max_batch_size``. Part of the engine's
-        cache key: pass what ``engine compile`` used to reuse its engines.
+    opt_batch : the batch size TensorRT tunes for; None = the batch size the repository's
+        pipeline.toml gives this model (what ``engine compile`` uses), else ``max_batch_size``.
+        Part of the engine's cache key.
     profiles : optimisation profiles, smallest first (default: :func:`.plans.engine_profiles`).
     threads : accepted for the common backend signature; TensorRT does not use host threads.
     workspace : builder scratch memory when the engine has to be built.
@@ -131,7 +79,24 @@ class TensorRTBackend(BaseBackend):
         if gpu is None:
             gpu = self.memory.gpu
         build = dict(precision=precision, profiles=self.profiles, gpu=gpu, trt=self.trt, workspace=workspace)
-        self.plan = get_or_build(entry, **build)
+        with self.memory.scope():  # TensorRT builds for, and loads onto, the current device
+            self.plan = get_or_build(entry, **build)
+            self._load(entry, build)
+        self.engine_inputs, self.engine_outputs = io.read_io(self.trt, self.engine)
+        io.check_io(self.model_name, self.max_batch_size, (self.inputs, self.outputs),
+                    (self.engine_inputs, self.engine_outputs))
+        if self.engine.num_optimization_profiles != len(self.profiles):
+            raise ModelError(f"{self.model_name}: engine {self.plan.path} has "
+                             f"{self.engine.num_optimization_profiles} optimisation profiles, its cache "
+                             f"key says {len(self.profiles)}")
+        self._active_profile = 0  # a new context starts on profile 0
+        self._last_enqueue = None  # event after the latest enqueue, for callers on other streams
+        self._dtypes = {s.name: s.dtype for s in self.engine_inputs + self.engine_outputs}
+        self._split = io.split_size(self.profiles, self.max_batch_size)
+        # one context holds one set of shapes and addresses: calls enqueue one at a time
+        self._lock = threading.Lock()
+
+    def _load(self, entry, build: dict) -> None:
         # the runtime must outlive the engine, the engine its context: all three are kept
         try:
             self.runtime, self.engine = load(self.plan.path.read_bytes(), trt=self.trt)
@@ -142,22 +107,10 @@ class TensorRTBackend(BaseBackend):
             log.warning("%s: TensorRT refused the cached engine %s: rebuilding it", entry.name, self.plan.path)
             self.plan = get_or_build(entry, rebuild=True, **build)
             self.runtime, self.engine = load(self.plan.path.read_bytes(), trt=self.trt)
-        self.engine_inputs, self.engine_outputs = io.read_io(self.trt, self.engine)
-        io.check_io(self.model_name, self.max_batch_size, (self.inputs, self.outputs),
-                    (self.engine_inputs, self.engine_outputs))
-        if self.engine.num_optimization_profiles != len(self.profiles):
-            raise ModelError(f"{self.model_name}: engine {self.plan.path} has "
-                             f"{self.engine.num_optimization_profiles} optimisation profiles, its cache "
-                             f"key says {len(self.profiles)}")
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise ModelError(f"{self.model_name}: TensorRT could not create an execution context "
                              "(out of GPU memory?)")
-        self._active_profile = 0  # a new context starts on profile 0
-        self._dtypes = {s.name: s.dtype for s in self.engine_inputs + self.engine_outputs}
-        self._split = io.split_size(self.profiles, self.max_batch_size)
-        # one context holds one set of shapes and addresses: calls enqueue one at a time
-        self._lock = threading.Lock()
 
     @property
     def split_size(self) -> int:
@@ -171,12 +124,15 @@ class TensorRTBackend(BaseBackend):
 
     # ------------------------------------------------------------------ device (tensor) path
     def infer(self, inputs):
-        if isinstance(inputs, Mapping) and inputs and all(is_tensor_input(v) for v in inputs.values()):
+        if isinstance(inputs, Mapping) and any(is_tensor_input(v) for v in inputs.values()):
             return self.infer_tensors(inputs)
         return super().infer(inputs)
 
     def infer_tensors(self, inputs: Mapping[str, object]) -> dict:
-        """Device tensors in, torch tensors on the device out (enqueued, not synchronised)."""
+        """Device tensors in, torch tensors on the device out (enqueued, not synchronised).
+
+        Host arrays among the inputs are uploaded; the outputs are torch tensors all the same.
+        """
         check_names(self.model_name, self.inputs, inputs)
         batched = self.max_batch_size > 0
         tensors = {}
@@ -214,7 +170,7 @@ class TensorRTBackend(BaseBackend):
         tensors = {k: v.contiguous() for k, v in tensors.items()}
         shapes = {k: tuple(int(d) for d in v.shape) for k, v in tensors.items()}
         index = io.choose_profile(self.profiles, shapes)
-        with self._lock:
+        with self._lock, self.memory.scope():
             try:
                 return self._bind_and_enqueue(tensors, shapes, index)
             except EngineError:
@@ -225,6 +181,9 @@ class TensorRTBackend(BaseBackend):
     def _bind_and_enqueue(self, tensors: dict, shapes: dict, index: int) -> dict:
         ctx = self.context
         stream = self.memory.stream_handle()
+        # the context's scratch memory is shared by all calls: a caller on another stream
+        # must not start before the previous enqueue has finished with it
+        self.memory.wait(self._last_enqueue)
         if index != self._active_profile:
             self._check(ctx.set_optimization_profile_async(index, stream),
                         f"cannot switch to optimisation profile {index}")
@@ -237,6 +196,7 @@ class TensorRTBackend(BaseBackend):
         for name, t in list(tensors.items()) + list(outs.items()):
             self._check(ctx.set_tensor_address(name, t.data_ptr()), f"cannot bind {name!r}")
         self._check(ctx.execute_async_v3(stream), "execute_async_v3 failed (see the TensorRT log)")
+        self._last_enqueue = self.memory.record()
         return outs
 
     def _check(self, ok, what: str) -> None:

@@ -1,0 +1,86 @@
+"""Device memory, streams and the current device for the TensorRT backend, from torch.
+
+:class:`TorchMemory` is everything the backend asks of CUDA: buffers (torch tensors, so
+torch's caching allocator pools device memory), the caller's stream, the device TensorRT must
+see as current, and ordering between streams. Tests replace it with host memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.backends.tensorrt import tensors as io
+from engine.backends.tensorrt.plans import torch_gpu
+
+
+def is_tensor_input(value) -> bool:
+    """True for torch tensors and device-array objects; False for numpy arrays and lists."""
+    if isinstance(value, np.ndarray):
+        return False
+    module = type(value).__module__.split(".")[0]
+    return module == "torch" or hasattr(value, "__cuda_array_interface__") or hasattr(value, "__dlpack__")
+
+
+class TorchMemory:
+    """Buffers and the stream for TensorRT, from torch on one CUDA device."""
+
+    def __init__(self, device: str = "cuda"):
+        import torch
+
+        self.torch = torch
+        self.gpu = torch_gpu(device)  # ModelError without CUDA
+        self.device = torch.device(device)
+        if self.device.index is None:  # "cuda" = the current device, pinned now
+            self.device = torch.device("cuda", torch.cuda.current_device())
+
+    def scope(self):
+        """Make the device current: TensorRT deserializes and enqueues on the current device."""
+        return self.torch.cuda.device(self.device)
+
+    def stream_handle(self) -> int:
+        """The ``cudaStream_t`` of torch's current stream on the device (the caller's)."""
+        return self.torch.cuda.current_stream(self.device).cuda_stream
+
+    def record(self):
+        """An event marking the work enqueued so far on the current stream."""
+        event = self.torch.cuda.Event()
+        event.record(self.torch.cuda.current_stream(self.device))
+        return event
+
+    def wait(self, event) -> None:
+        """Make the current stream wait for ``event`` (None: nothing to wait for)."""
+        if event is not None:
+            self.torch.cuda.current_stream(self.device).wait_event(event)
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype):
+        return self.torch.empty(shape, dtype=io.torch_dtype(dtype), device=self.device)
+
+    def upload(self, array) -> object:
+        """Host array -> device tensor (an ordered copy on the current stream)."""
+        return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+
+    def adopt(self, value):
+        """A caller's value as a torch tensor on the device, without a copy when it is there.
+
+        torch tensors are taken as they are; ``__cuda_array_interface__`` objects (CuPy,
+        Numba) through ``torch.as_tensor`` and other ``__dlpack__`` objects through
+        ``torch.from_dlpack`` share memory; a tensor on another device is copied over, and
+        host arrays are uploaded.
+        """
+        torch = self.torch
+        if isinstance(value, torch.Tensor):
+            t = value
+        elif not is_tensor_input(value):
+            return self.upload(np.asarray(value))
+        elif hasattr(value, "__cuda_array_interface__"):
+            t = torch.as_tensor(value, device=self.device)
+        else:
+            t = torch.from_dlpack(value)
+        return t if t.device == self.device else t.to(self.device)
+
+    def download(self, tensor) -> np.ndarray:
+        """Device tensor -> host array (waits for the stream's work up to here)."""
+        return tensor.cpu().numpy()
+
+    def cast(self, tensor, dtype: np.dtype):
+        return tensor.to(io.torch_dtype(dtype))
