@@ -341,6 +341,8 @@ def test_tensor_path_casts_splits_and_rejects(tmp_path):
     assert [c[2][0] for c in backend.context.calls if c[0] == "set_input_shape" and c[1] == "x"] == [32, 8]
     with pytest.raises(InputError, match="dtype"):
         backend.infer({"x": torch.zeros((2, 4), dtype=torch.float32), "ids": torch.zeros((2, 3))})
+    with pytest.raises(InputError, match="torch.bfloat16"):
+        backend.infer({"x": torch.zeros((2, 4), dtype=torch.bfloat16), "ids": torch.zeros((2, 3), dtype=torch.int64)})
     with pytest.raises(InputError, match="shape"):
         backend.infer({"x": torch.zeros((2, 3)), "ids": torch.zeros((2, 3), dtype=torch.int64)})
     with pytest.raises(InputError, match="disagree"):
@@ -358,6 +360,14 @@ def test_tensorrt_failures_become_model_errors(tmp_path):
     backend.context.set_tensor_address = lambda name, ptr: (_ for _ in ()).throw(RuntimeError("bad address"))
     with pytest.raises(ModelError, match="inference failed: bad address"):
         backend.infer(feed(2, 3))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_torch_memory_without_cuda_is_a_model_error():
+    from engine.backends.tensorrt.memory import TorchMemory
+
+    with pytest.raises(ModelError, match="needs a CUDA GPU"):
+        TorchMemory("cuda")
 
 
 def test_warmup_and_missing_tensorrt(tmp_path, monkeypatch):

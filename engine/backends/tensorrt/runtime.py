@@ -157,7 +157,7 @@ class TensorRTBackend(BaseBackend):
         if have == dtype:
             return tensor
         if have is None or not np.can_cast(have, dtype, casting="same_kind"):
-            raise InputError(f"{self.model_name}: input {name!r} has dtype {have}, expected {dtype}")
+            raise InputError(f"{self.model_name}: input {name!r} has dtype {tensor.dtype}, expected {dtype}")
         return self.memory.cast(tensor, dtype)
 
     # ------------------------------------------------------------------ the TensorRT calls
