@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .backends import BACKEND_CHOICES  # the per-model engine choice load_backend takes
 from .errors import ConfigError
 from .media.limits import Limits
 
@@ -39,6 +40,7 @@ class VisionConfig:
     output: str | None = None  # None: the model's first output
     embedding: str = "embedding"  # the output Session.embed pools over time
     batch_size: int = 16
+    backend: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class AudioConfig:
     output: str | None = None
     embedding: str = "embedding"
     batch_size: int = 64
+    backend: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,13 @@ class TextEmbeddingConfig:
     model: str
     output: str = "token_embeddings"
     normalize: bool = True
+    backend: str = "auto"
 
 
 @dataclass(frozen=True)
 class TextClassifierConfig:
     model: str
+    backend: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,13 @@ class Pipeline:
     text_embedding: TextEmbeddingConfig | None
     text_classifier: TextClassifierConfig | None
     policies: tuple[PolicyConfig, ...] = field(default_factory=tuple)
+
+    def backend_for(self, model: str) -> str:
+        """The backend the pipeline asks for ``model`` ("auto" for models it does not use)."""
+        for section in (self.vision, self.audio, self.text_embedding, self.text_classifier):
+            if section is not None and section.model == model:
+                return section.backend
+        return "auto"
 
 
 class _Reader:
@@ -154,6 +166,22 @@ def _limits(r: _Reader | None) -> Limits:
     return out
 
 
+def _backend(r: _Reader) -> str:
+    return r.get("backend", str, "auto", choices=BACKEND_CHOICES)
+
+
+def _check_backends(path: Path, sections: dict[str, Any]) -> None:
+    """One model, one backend: two sections naming the same model must not disagree."""
+    seen: dict[str, tuple[str, str]] = {}
+    for where, cfg in sections.items():
+        if cfg is None:
+            continue
+        first = seen.setdefault(cfg.model, (where, cfg.backend))
+        if first[1] != cfg.backend:
+            raise ConfigError(path, f"{where}.backend", f"model {cfg.model!r} is also used by "
+                              f"[{first[0]}] with backend {first[1]!r}, here {cfg.backend!r}")
+
+
 def _preprocess(r: _Reader) -> dict[str, Any]:
     size = r.get("size", list)
     if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
@@ -204,6 +232,7 @@ def _vision(r: _Reader | None) -> VisionConfig | None:
         output=r.get("output", str, None),
         embedding=r.get("embedding", str, "embedding"),
         batch_size=r.get("batch_size", int, 16),
+        backend=_backend(r),
         sampling=sampling,
         preprocess=_preprocess(r.sub("preprocess")),
     )
@@ -222,6 +251,7 @@ def _audio(r: _Reader | None) -> AudioConfig | None:
         output=r.get("output", str, None),
         embedding=r.get("embedding", str, "embedding"),
         batch_size=r.get("batch_size", int, 64),
+        backend=_backend(r),
     )
     r.finish()
     return out
@@ -279,11 +309,12 @@ def load_pipeline(repo: str | Path) -> Pipeline:
                 model=e.get("model", str),
                 output=e.get("output", str, "token_embeddings"),
                 normalize=e.get("normalize", bool, True),
+                backend=_backend(e),
             )
             e.finish()
         c = text.sub("classifier", required=False)
         if c is not None:
-            classifier = TextClassifierConfig(model=c.get("model", str))
+            classifier = TextClassifierConfig(model=c.get("model", str), backend=_backend(c))
             c.finish()
         text.finish()
 
@@ -297,6 +328,8 @@ def load_pipeline(repo: str | Path) -> Pipeline:
         )
         if cfg is not None
     }
+    _check_backends(path, {"vision": vision, "audio": audio, "text.embedding": embedding,
+                           "text.classifier": classifier})
     raw = root.get("policies", list, [])
     policies = tuple(_policy(path, i, t, sources) for i, t in enumerate(raw))
     names = [p.name for p in policies]

@@ -39,7 +39,9 @@ class Session:
     repo:
         Model repository in Triton layout with a ``pipeline.toml`` (default ``./model_repo``).
     device:
-        ``"cpu"`` (ONNX Runtime, the embedded default). GPU devices come with the GPU backends.
+        ``"cpu"``. Each model runs on the backend the pipeline names for it (``backend`` in its
+        section: ONNX Runtime by default, ``"torch"`` also runs on the CPU); the Session does
+        not take GPU devices yet.
     threads:
         Intra-op threads per model and for the native kernels (None: library default).
 
@@ -73,7 +75,8 @@ class Session:
         with self._lock:
             b = self._backends.get(model)
             if b is None:
-                b = load_backend(self.repo.model(model), device=self.device, threads=self.threads)
+                b = load_backend(self.repo.model(model), device=self.device, threads=self.threads,
+                                 backend=self.pipeline.backend_for(model))
                 self._backends[model] = b
             return b
 

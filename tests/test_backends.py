@@ -78,11 +78,6 @@ def test_safe_casts_are_accepted():
     assert y.dtype == np.float32
 
 
-def test_gpu_device_is_refused(tmp_path):
-    with pytest.raises(ModelError, match="GPU backends come later"):
-        load_backend(object(), device="cuda")
-
-
 # ----------------------------------------------------------------------------- real models
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.backends.base import BaseBackend, specs_from_config
+from engine.backends.onnx_io import GraphTensor, check_io, onnx_file
 from engine.errors import ModelError
 
 _ORT_TYPES = {
@@ -52,11 +53,7 @@ class OnnxRuntimeBackend(BaseBackend):
         cfg = entry.config
         inputs, outputs = specs_from_config(cfg)
         super().__init__(entry.name, cfg.max_batch_size, inputs, outputs)
-        fname = cfg.default_model_filename or "model.onnx"
-        path = entry.files.get(fname) if hasattr(entry, "files") else None
-        if path is None:
-            path = entry.version_dir / fname
-        self.path = path
+        self.path = path = onnx_file(entry)
         self.threads = threads
         try:
             self.session = ort.InferenceSession(
@@ -68,38 +65,11 @@ class OnnxRuntimeBackend(BaseBackend):
         self._output_names = [s.name for s in self.outputs]
 
     def _check_io(self) -> None:
-        sess_in = {i.name: i for i in self.session.get_inputs()}
-        sess_out = {o.name: o for o in self.session.get_outputs()}
-        for kind, specs, actual in (("input", self.inputs, sess_in), ("output", self.outputs, sess_out)):
-            for s in specs:
-                node = actual.get(s.name)
-                if node is None:
-                    raise ModelError(
-                        f"{self.model_name}: config {kind} {s.name!r} is not in the ONNX model "
-                        f"(model has {sorted(actual)})"
-                    )
-                dt = _ORT_TYPES.get(node.type)
-                if dt is not None and dt != s.dtype:
-                    raise ModelError(
-                        f"{self.model_name}: {kind} {s.name!r} is {node.type} in the model "
-                        f"but {s.dtype} in config.pbtxt"
-                    )
-                want = s.full_shape(self.max_batch_size)
-                got = node.shape
-                if len(got) != len(want):
-                    raise ModelError(
-                        f"{self.model_name}: {kind} {s.name!r} has rank {len(got)} in the model, "
-                        f"config says {list(want)}"
-                    )
-                for w, g in zip(want, got):
-                    if w != -1 and isinstance(g, int) and g != w:
-                        raise ModelError(
-                            f"{self.model_name}: {kind} {s.name!r} shape {got} in the model "
-                            f"contradicts config dims {list(want)}"
-                        )
-        missing = set(sess_in) - {s.name for s in self.inputs}
-        if missing:
-            raise ModelError(f"{self.model_name}: model inputs {sorted(missing)} are not in config.pbtxt")
+        def graph(nodes):
+            return {n.name: GraphTensor(_ORT_TYPES.get(n.type), tuple(n.shape)) for n in nodes}
+
+        check_io(self.model_name, self.max_batch_size, self.inputs, self.outputs,
+                 graph(self.session.get_inputs()), graph(self.session.get_outputs()))
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {k: np.ascontiguousarray(v) for k, v in inputs.items()}
