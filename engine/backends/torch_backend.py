@@ -11,7 +11,9 @@ are split by ``run_batched``. The converted module takes the graph inputs positi
 * ``device="cuda[:N]"``: :class:`engine.backends.torch_cuda.CudaRunner` (fp16 where the model
   passes the check, channels_last, CUDA graphs per batch bucket, pinned staging). numpy inputs
   give numpy outputs; torch tensors, ``__cuda_array_interface__`` or DLPack arrays on the GPU
-  are used without copies and give torch CUDA tensors. **Not yet run on a GPU.**
+  are used without copies (adopted as the TensorRT backend does,
+  :meth:`engine.backends.tensorrt.memory.TorchMemory.adopt`) and give torch CUDA tensors.
+  **Not yet run on a GPU.**
 
 ``infer`` is thread-safe (CPU: stateless forward; CUDA: one call at a time per model).
 """
@@ -23,40 +25,17 @@ from typing import Mapping
 
 import numpy as np
 
-from engine.backends.base import BaseBackend, check_inputs, specs_from_config, split_batches
+from engine.backends.base import (BaseBackend, check_names, check_shape, common_batch, specs_from_config,
+                                  split_batches)
 from engine.backends.onnx_io import check_io, onnx_file
 from engine.backends.onnx_to_torch import graph_io, to_torch
-from engine.backends.torch_cuda import CudaRunner, fp16_setting, parse_device, torch_dtype
+# the TensorRT backend's torch helpers: device arrays adopted the same way by both GPU backends
+from engine.backends.tensorrt.memory import TorchMemory, is_tensor_input
+from engine.backends.tensorrt.tensors import numpy_of_torch, torch_dtype
+from engine.backends.torch_cuda import CudaRunner, fp16_setting, parse_device
 from engine.errors import InputError, ModelError
 
 log = logging.getLogger(__name__)
-
-
-def is_device_array(value) -> bool:
-    """A GPU array: a CUDA torch tensor, or anything with ``__cuda_array_interface__``, or a
-    DLPack producer on a CUDA device."""
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return value.is_cuda
-    if hasattr(value, "__cuda_array_interface__"):
-        return True
-    if hasattr(value, "__dlpack_device__") and not isinstance(value, np.ndarray):
-        return value.__dlpack_device__()[0] in (2, 3)  # kDLCUDA, kDLCUDAHost
-    return False
-
-
-def as_tensor(value):
-    """A torch view of an array (no copy): torch tensors, numpy, CUDA array interface, DLPack."""
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
-    if hasattr(value, "__cuda_array_interface__"):
-        return torch.as_tensor(value, device="cuda")
-    return torch.from_dlpack(value)
 
 
 class TorchBackend(BaseBackend):
@@ -95,6 +74,7 @@ class TorchBackend(BaseBackend):
             self._cuda = CudaRunner(module, model=entry.name, index=index, inputs=ordered,
                                     outputs=self.outputs, output_index=self._output_index,
                                     max_batch_size=self.max_batch_size, fp16=fp16, tolerance=tolerance)
+            self._memory = TorchMemory(f"cuda:{index}")
         else:
             self._module = module
 
@@ -129,27 +109,29 @@ class TorchBackend(BaseBackend):
     def infer(self, inputs: Mapping[str, object]) -> dict:
         """numpy in -> numpy out; on CUDA, GPU arrays in -> torch CUDA tensors out (no host copy)."""
         if self._cuda is not None and isinstance(inputs, Mapping) and any(
-                is_device_array(v) for v in inputs.values()):
+                is_tensor_input(v) for v in inputs.values()):
             return self._infer_device(inputs)
         return super().infer(inputs)
 
     def _infer_device(self, inputs: Mapping[str, object]) -> dict:
         import torch
 
-        tensors = {name: as_tensor(value) for name, value in inputs.items()}
+        check_names(self.model_name, self.inputs, inputs)
+        batched = self.max_batch_size > 0
+        tensors = {}
         for s in self.inputs:
-            t, want = tensors.get(s.name), torch_dtype(s.dtype)
-            if t is not None and t.dtype != want:
-                if t.dtype.is_floating_point != want.is_floating_point:
-                    raise InputError(f"{self.model_name}: input {s.name!r} has dtype {t.dtype}, expected {want}")
-                tensors[s.name] = t.to(want)
-        # names, shapes and batch size checked by the numpy rules on zero-byte stand-ins
-        specs = {s.name: s.dtype for s in self.inputs}
-        stand_ins = {name: np.broadcast_to(np.zeros((), specs.get(name, np.float32)), tuple(t.shape))
-                     for name, t in tensors.items()}
-        _, batch = check_inputs(self.model_name, self.inputs, stand_ins, self.max_batch_size)
+            t = self._memory.adopt(inputs[s.name])  # GPU arrays shared, host arrays uploaded
+            check_shape(s, tuple(t.shape), batched, self.model_name)
+            have = numpy_of_torch(t.dtype)
+            if have != s.dtype:
+                if have is None or not np.can_cast(have, s.dtype, casting="same_kind"):
+                    raise InputError(f"{self.model_name}: input {s.name!r} has dtype {t.dtype}, expected {s.dtype}")
+                t = t.to(torch_dtype(s.dtype))
+            tensors[s.name] = t
+        batch = common_batch(self.model_name, {k: tuple(v.shape) for k, v in tensors.items()},
+                             self.max_batch_size)
         ordered = [tensors[n] for n in self._input_order]
-        slices = split_batches(batch, self.max_batch_size) if self.max_batch_size > 0 else [slice(None)]
+        slices = split_batches(batch, self.max_batch_size) if batched else [slice(None)]
         parts = [self._cuda.run_device([t[sl] for t in ordered]) for sl in slices]
         return {s.name: torch.cat([p[k] for p in parts]) if len(parts) > 1 else parts[0][k]
                 for k, s in enumerate(self.outputs)}

@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from engine.backends.tensorrt.tensors import torch_dtype
 from engine.errors import InputError, ModelError
 
 log = logging.getLogger(__name__)
@@ -163,13 +164,6 @@ class BucketedRunner:
             buf[:rows].copy_(src, non_blocking=True)
             buf[rows:].zero_()
         return [out[:rows] for out in step.run()]
-
-
-def torch_dtype(dtype: np.dtype):
-    """The torch dtype of a numpy dtype."""
-    import torch
-
-    return torch.from_numpy(np.empty(0, dtype)).dtype
 
 
 class CudaRunner:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from engine.backends.onnx_io import onnx_file  # the ONNX backends' one rule for the model file
 from engine.backends.tensorrt.builder import DEFAULT_WORKSPACE, build_engine
 from engine.backends.tensorrt.cache import EngineKey, atomic_write, key_for, lookup, store, timing_cache_path
 from engine.backends.tensorrt.profiles import Profile, profile_from_config, text_profile
@@ -48,13 +49,6 @@ def torch_gpu(device: str = "cuda") -> GpuInfo:
         raise ModelError(f"TensorRT runs on CUDA devices, not {device!r}")
     major, minor = torch.cuda.get_device_capability(dev)
     return GpuInfo(torch.cuda.get_device_name(dev), f"{major}.{minor}")
-
-
-def onnx_file(entry) -> Path:
-    """The ONNX file of a model entry (``default_model_filename``, else ``model.onnx``)."""
-    name = entry.config.default_model_filename or "model.onnx"
-    path = entry.files.get(name) if hasattr(entry, "files") else None
-    return Path(path) if path is not None else Path(entry.version_dir) / name
 
 
 def is_onnx_model(config) -> bool:
