@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from glob import glob
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext, has_flag
-from setuptools import setup
+from setuptools import find_packages, setup
 
 __version__ = "0.1.0"
 
@@ -193,7 +193,11 @@ if _nvcc is not None:
         )
     )
 
+# The Triton kernels live in the top-level kernels/ folder (kernels/ owns Triton code) and install
+# as the engine.kernels subpackage; editable installs map the name to the folder the same way.
 setup(
+    packages=find_packages(include=["engine", "engine.*"]) + ["engine.kernels"],
+    package_dir={"engine.kernels": "kernels"},
     ext_modules=ext_modules,
     cmdclass={"build_ext": BuildExt},
     zip_safe=False,

@@ -34,8 +34,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("resample_taps", &engine_ops::resample_taps, "filter"_a, "in_size"_a, "resized"_a, "out"_a,
         "offset"_a, "sub"_a, "plane_in"_a,
         R"pbdoc(
-    Tap table of one axis (for tests and debugging): (first[out] int64, weights[out, K] float32);
-    first = -1 marks padding samples.
+    Tap table of one axis (tests, debugging, and the Triton kernels in kernels/):
+    (first[out] int64, weights[out, K] float32); first = -1 marks padding samples.
   )pbdoc");
   m.def("clamp_correction_stats", &engine_ops::clamp_correction_stats, "reset"_a = false,
         R"pbdoc(
@@ -47,6 +47,17 @@ PYBIND11_MODULE(_C, m) {
         R"pbdoc(
     ((resized_h, offset_y), (resized_w, offset_x)) of one frame: output index o reads resized
     index o + offset.
+  )pbdoc");
+
+  m.def("yuv_to_rgb_map", &engine_ops::yuv_to_rgb_map, "matrix"_a, "full_range"_a, "bit_depth"_a,
+        R"pbdoc(
+    make_yuv_to_rgb (colour.h) as float32 values: (y_gain, cb_gain[3], cr_gain[3], bias[3]), with
+    rgb[c] = y_gain * Y + cb_gain[c] * Cb + cr_gain[c] * Cr + bias[c] on the 0..255 scale.
+  )pbdoc");
+  m.def("normalize_map", &engine_ops::normalize_map, "scale"_a, "mean"_a, "std"_a,
+        R"pbdoc(
+    make_normalize (normalize.h) as float32 values: (gain[3], bias[3]) in output channel order,
+    out[c] = clamp(rgb[c], 0, 255) * gain[c] + bias[c].
   )pbdoc");
 
   // --- pooling --------------------------------------------------------------------------------

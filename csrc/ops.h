@@ -26,7 +26,8 @@ void preprocess(py::array out, const py::list& frames, int mode, int to_h, int t
                 double scale, std::array<double, 3> mean, std::array<double, 3> std, bool bgr_out,
                 bool nhwc, double pad_value, bool clamp_source, int threads);
 
-// Tap table of one axis, for tests: returns (first[out], weights[out, K]) for the given plane.
+// Tap table of one axis (tests, and the Triton kernels' tables): returns (first[out],
+// weights[out, K]) for the given plane.
 py::tuple resample_taps(int filter, int in_size, int resized, int out, int offset, int sub,
                         int plane_in);
 
@@ -36,6 +37,12 @@ py::tuple clamp_correction_stats(bool reset);
 
 // Geometry of one frame: ((resized_h, offset_y), (resized_w, offset_x)).
 py::tuple resize_geometry(int mode, int in_h, int in_w, int out_h, int out_w, int to_h, int to_w);
+
+// --- per-call constants for non-C++ implementations (maps_cpu.cpp) ----------------------------
+// make_yuv_to_rgb as (y_gain, cb_gain[3], cr_gain[3], bias[3]) float32 values (R, G, B order).
+py::tuple yuv_to_rgb_map(int matrix, bool full_range, int bit_depth);
+// make_normalize as (gain[3], bias[3]) float32 values: out = clamp(rgb, 0, 255) * gain + bias.
+py::tuple normalize_map(double scale, std::array<double, 3> mean, std::array<double, 3> std);
 
 // --- pooling (pooling_cpu.cpp) ------------------------------------------------------------------
 // out: [B, D] float32; x: [B, T, D] float32; mask: [B, T] float32 weights.

@@ -166,12 +166,11 @@ def _plane_geometry(base: str, width: int, height: int) -> list[tuple[int, int, 
     return [(height, width, 1), (ch, cw, 1), (ch, cw, 1)]
 
 
-def _plane(obj: Any, where: str, kind: str, rows: int, pixels: int, ch: int, batched: bool):
-    """Validate one plane (optionally with a leading batch dim); returns (_Dev, row stride, batch stride)."""
-    d = _Dev(obj, where)
-    if d.kind != kind:
-        raise InputError(f"{where}: dtype must be {'uint16' if kind == 'u2' else 'uint8'}, got <{d.kind}")
-    shape, strides = list(d.shape), list(d.strides)
+def _plane_layout(where: str, shape: tuple, strides: tuple, itemsize: int, rows: int, pixels: int,
+                  ch: int, batched: bool) -> tuple[int, int]:
+    """Check one plane's shape and byte strides (optionally with a leading batch dim): returns
+    (row stride, batch stride) in bytes. Shared with the Triton wrappers (engine.kernels)."""
+    shape, strides = list(shape), list(strides)
     bstride = 0
     if batched:
         if not shape:
@@ -179,18 +178,70 @@ def _plane(obj: Any, where: str, kind: str, rows: int, pixels: int, ch: int, bat
         bstride = strides[0]
         shape, strides = shape[1:], strides[1:]
     if len(shape) == 3:  # (rows, pixels, channels) -> (rows, samples)
-        if shape[2] != ch or (strides[2] != d.itemsize and shape[2] > 1) or (strides[1] != d.itemsize * ch and shape[1] > 1):
+        if shape[2] != ch or (strides[2] != itemsize and shape[2] > 1) or (strides[1] != itemsize * ch and shape[1] > 1):
             raise InputError(f"{where}: (rows, pixels, {ch}) planes need contiguous pixels, got shape {tuple(shape)} strides {tuple(strides)}")
-        shape, strides = [shape[0], shape[1] * shape[2]], [strides[0], d.itemsize]
+        shape, strides = [shape[0], shape[1] * shape[2]], [strides[0], itemsize]
     if len(shape) != 2:
-        raise InputError(f"{where}: planes must be 2-D (rows, samples) or 3-D (rows, pixels, channels), got shape {d.shape}")
-    if shape[1] > 1 and strides[1] != d.itemsize:
-        raise InputError(f"{where}: columns must be contiguous (stride {strides[1]} != {d.itemsize})")
+        raise InputError(f"{where}: planes must be 2-D (rows, samples) or 3-D (rows, pixels, channels), got shape {tuple(shape)}")
+    if shape[1] > 1 and strides[1] != itemsize:
+        raise InputError(f"{where}: columns must be contiguous (stride {strides[1]} != {itemsize})")
     if shape[0] < rows or shape[1] < pixels * ch:
         raise InputError(f"{where}: shape ({shape[0]}, {shape[1]}) smaller than ({rows}, {pixels * ch})")
-    if rows > 1 and strides[0] < pixels * ch * d.itemsize:
-        raise InputError(f"{where}: row stride {strides[0]} smaller than a row ({pixels * ch * d.itemsize} bytes)")
-    return d, strides[0], bstride
+    if rows > 1 and strides[0] < pixels * ch * itemsize:
+        raise InputError(f"{where}: row stride {strides[0]} smaller than a row ({pixels * ch * itemsize} bytes)")
+    return strides[0], bstride
+
+
+def _plane(obj: Any, where: str, kind: str, rows: int, pixels: int, ch: int, batched: bool):
+    """Validate one plane (optionally with a leading batch dim); returns (_Dev, row stride, batch stride)."""
+    d = _Dev(obj, where)
+    if d.kind != kind:
+        raise InputError(f"{where}: dtype must be {'uint16' if kind == 'u2' else 'uint8'}, got <{d.kind}")
+    return (d, *_plane_layout(where, d.shape, d.strides, d.itemsize, rows, pixels, ch, batched))
+
+
+def check_call(spec: Any, format: Any, matrix: Any, width: Any, height: Any) -> tuple[str, bool]:
+    """Check the arguments of a plane-level preprocess call (this module's and the Triton one in
+    engine.kernels); returns (base format, 10-bit)."""
+    if not isinstance(spec, PreprocessSpec):
+        raise InputError(f"spec must be a PreprocessSpec, got {type(spec).__name__}")
+    spec.validate()
+    if not isinstance(format, str):
+        raise InputError(f"format must be a str, got {format!r}")
+    base, ten = (format[:-3], True) if format.endswith("_10") else (format, False)
+    if base not in _FORMATS or (ten and base not in _YUV):
+        raise InputError(f"unsupported format {format!r}")
+    if base in _YUV and matrix not in _MATRICES:
+        raise InputError(f"matrix must be 'bt601' or 'bt709', got {matrix!r}")
+    for v, n in ((width, "width"), (height, "height")):
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise InputError(f"{n} must be a positive int, got {v!r}")
+    return base, ten
+
+
+def batch_planes(frames: Any, nplanes: int, format: str, check: Any, is_plane: Any) -> list[list[tuple]]:
+    """The checked planes of every frame of a batch given as B tuples of planes or as one tuple
+    of planes with a leading batch dimension (``is_plane(frames[0])``).
+
+    ``check(plane, where, j, batched)`` validates plane j and returns (handle, row stride, batch
+    stride). Returns per frame, per plane: (handle, row stride, offset of the frame in the handle),
+    strides and offsets in the unit ``check`` uses.
+    """
+    frames = list(frames) if not isinstance(frames, tuple) else frames
+    if len(frames) > 0 and is_plane(frames[0]):
+        if len(frames) != nplanes:
+            raise InputError(f"format {format} needs {nplanes} batched planes, got {len(frames)}")
+        planes = [check(p, f"planes[{j}]", j, True) for j, p in enumerate(frames)]
+        sizes = {h.shape[0] for h, _, _ in planes}
+        if len(sizes) != 1:
+            raise InputError(f"batched planes disagree on the batch size: {sorted(sizes)}")
+        return [[(h, rs, b * bs) for h, rs, bs in planes] for b in range(sizes.pop())]
+    per_frame = []
+    for i, f in enumerate(frames):
+        if not isinstance(f, (tuple, list)) or len(f) != nplanes:
+            raise InputError(f"frames[{i}]: format {format} needs a tuple of {nplanes} planes")
+        per_frame.append([check(p, f"frames[{i}].planes[{j}]", j, False) for j, p in enumerate(f)])
+    return per_frame
 
 
 def preprocess(
@@ -250,53 +301,20 @@ def preprocess(
     EngineError
         The CUDA extension is not built; RuntimeError from a CUDA failure (no driver / device).
     """
-    if not isinstance(spec, PreprocessSpec):
-        raise InputError(f"spec must be a PreprocessSpec, got {type(spec).__name__}")
-    spec.validate()
-    if getattr(spec, "clamp", "source") != "source":  # the CUDA kernel clamps source pixels only
+    base, ten = check_call(spec, format, matrix, width, height)
+    if spec.clamp != "source":  # the CUDA kernel clamps source pixels only
         raise InputError(f"the CUDA preprocess implements clamp='source' only, got clamp={spec.clamp!r}")
-    if not isinstance(format, str):
-        raise InputError(f"format must be a str, got {format!r}")
-    base, ten = (format[:-3], True) if format.endswith("_10") else (format, False)
-    if base not in _FORMATS or (ten and base not in _YUV):
-        raise InputError(f"unsupported format {format!r}")
-    if base in _YUV and matrix not in _MATRICES:
-        raise InputError(f"matrix must be 'bt601' or 'bt709', got {matrix!r}")
-    for v, n in ((width, "width"), (height, "height")):
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise InputError(f"{n} must be a positive int, got {v!r}")
     kind = "u2" if ten else "u1"
     geo = _plane_geometry(base, width, height)
-    nplanes = _PLANES[base]
-
-    frames = list(frames) if not isinstance(frames, tuple) else frames
-    batched = len(frames) > 0 and hasattr(frames[0], "__cuda_array_interface__")
-    ptrs: list[int] = []
-    strides: list[int] = []
-    sample = None
-    if batched:
-        if len(frames) != nplanes:
-            raise InputError(f"format {format} needs {nplanes} batched planes, got {len(frames)}")
-        devs = [_plane(p, f"planes[{j}]", kind, *geo[j], batched=True) for j, p in enumerate(frames)]
-        bsz = {d.shape[0] for d, _, _ in devs}
-        if len(bsz) != 1:
-            raise InputError(f"batched planes disagree on the batch size: {sorted(bsz)}")
-        batch = bsz.pop()
-        for b in range(batch):
-            for d, rs, bs in devs:
-                ptrs.append(d.ptr + b * bs)
-                strides.append(rs)
-        sample = devs[0][0]
-    else:
-        batch = len(frames)
-        for i, f in enumerate(frames):
-            if not isinstance(f, (tuple, list)) or len(f) != nplanes:
-                raise InputError(f"frames[{i}]: format {format} needs a tuple of {nplanes} planes")
-            for j, p in enumerate(f):
-                d, rs, _ = _plane(p, f"frames[{i}].planes[{j}]", kind, *geo[j], batched=False)
-                ptrs.append(d.ptr)
-                strides.append(rs)
-                sample = sample or d
+    per_frame = batch_planes(
+        frames, _PLANES[base], format,
+        lambda p, where, j, batched: _plane(p, where, kind, *geo[j], batched=batched),
+        lambda p: hasattr(p, "__cuda_array_interface__"),
+    )
+    ptrs = [d.ptr + off for planes in per_frame for d, _, off in planes]
+    strides = [rs for planes in per_frame for _, rs, _ in planes]
+    batch = len(per_frame)
+    sample = per_frame[0][0][0] if per_frame else None
     if sample is None:  # empty batch: nothing to launch
         if out is None:
             raise InputError("an empty batch needs `out` (nothing to allocate it like)")
