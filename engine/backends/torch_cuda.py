@@ -193,6 +193,7 @@ class CudaRunner:
         self._lock = threading.Lock()
         self._pinned: OrderedDict = OrderedDict()
         self._out_dtypes = [torch_dtype(s.dtype) for s in self.outputs]
+        self._buckets = batch_buckets(max_batch_size) if max_batch_size > 0 else ()
 
         static = max_batch_size > 0 and all(d != -1 for s in self.inputs for d in s.shape)
         example = [torch.from_numpy(a) for a in calibration_inputs(self.inputs, max_batch_size).values()]
@@ -205,8 +206,7 @@ class CudaRunner:
             module = module.to(memory_format=torch.channels_last)
         self.module = module
         self.fp16 = self._decide_fp16(fp16, tolerance, max_batch_size)
-        self.runner = (BucketedRunner(self._capture, batch_buckets(max_batch_size))
-                       if capturable else None)
+        self.runner = BucketedRunner(self._capture, self._buckets) if capturable else None
         self._pool = torch.cuda.graph_pool_handle() if capturable else None
         log.info("%s on %s: fp16=%s channels_last=%s cuda_graphs=%s", model, self.device, self.fp16,
                  self.channels_last, "per bucket" if capturable else "off (dynamic shapes or host syncs)")
@@ -289,29 +289,34 @@ class CudaRunner:
         with self._lock, torch.cuda.device(self.device):
             staged = []
             for i, a in enumerate(arrays):
-                buf = self._pinned_buffer(("in", i), a.shape, torch.from_numpy(a[:0]).dtype)
+                buf = self._staging(("in", i), a.shape, torch_dtype(a.dtype))
                 buf.numpy()[...] = a
                 staged.append(buf)
             outs = self._run(staged, copy_out=False)
             host = []
             for i, o in enumerate(outs):
-                buf = self._pinned_buffer(("out", i), tuple(o.shape), o.dtype)
+                buf = self._staging(("out", i), tuple(o.shape), o.dtype)
                 buf.copy_(o, non_blocking=True)
                 host.append(buf)
-            torch.cuda.current_stream(self.device).synchronize()
+            torch.cuda.current_stream(self.device).synchronize()  # the staging is reused next call
             return [b.numpy().copy() for b in host]
 
-    def _pinned_buffer(self, slot, shape, dtype):
+    def _staging(self, slot, shape: tuple[int, ...], dtype):
+        """A pinned host view of ``shape``. Buffers hold a whole bucket of rows (so varying batch
+        sizes reuse a few allocations: pinning memory is slow) and are kept least recently
+        used first, at most _PINNED_CACHE (dynamic dims give each length its own buffer)."""
         import torch
 
-        key = (slot, tuple(shape), dtype)
+        rows = shape[0] if self._buckets else None
+        full = ((bucket_for(rows, self._buckets),) + tuple(shape[1:])) if rows is not None else tuple(shape)
+        key = (slot, full, dtype)
         buf = self._pinned.pop(key, None)
         if buf is None:
-            buf = torch.empty(tuple(shape), dtype=dtype, pin_memory=True)
+            buf = torch.empty(full, dtype=dtype, pin_memory=True)
         self._pinned[key] = buf  # most recently used last
         while len(self._pinned) > _PINNED_CACHE:
             self._pinned.popitem(last=False)
-        return buf
+        return buf[:rows] if rows is not None else buf
 
     def warmup(self) -> None:
         """Capture every bucket's graph now rather than on first use."""
