@@ -40,6 +40,8 @@ def _with(tmp_path: Path, old: str, new: str) -> Path:
         ("window = 3", "window = 0", "policies[0].window", ">= 1"),
         ('source = "vision"', 'source = "smell"', "policies[0].source", "not one of"),
         ('name = "self_harm"', 'name = "sexual_content"', "policies[4].name", "duplicate"),
+        ('batch_size = 16\nbackend = "auto"', 'batch_size = 16\nbackend = "cuda"', "vision.backend", "not one of"),
+        ('does\nbackend = "auto"', 'does\nbackend = 1', "text.embedding.backend", "expected str"),
     ],
 )
 def test_invalid_fields_are_named(tmp_path, old, new, field, problem):
@@ -65,3 +67,26 @@ def test_syntax_error_and_missing_file(tmp_path):
     (tmp_path / "pipeline.toml").write_text("[vision\n")
     with pytest.raises(ConfigError, match="<syntax>"):
         load_pipeline(tmp_path)
+
+
+def test_backend_choice_per_model(tmp_path):
+    p = load_pipeline(REPO)
+    assert {p.backend_for(m) for m in ("open_nsfw", "yamnet", "minilm", "profanity", "unused")} == {"auto"}
+    text = (REPO / "pipeline.toml").read_text()
+    text = text.replace('batch_size = 64\nbackend = "auto"', 'batch_size = 64\nbackend = "onnxruntime"')
+    text = text.replace('model = "profanity"', 'model = "profanity"\nbackend = "auto"')
+    (tmp_path / "pipeline.toml").write_text(text.replace('batch_size = 16\nbackend = "auto"',
+                                                         'batch_size = 16\nbackend = "torch"'))
+    p = load_pipeline(tmp_path)
+    assert (p.vision.backend, p.audio.backend, p.text_embedding.backend) == ("torch", "onnxruntime", "auto")
+    assert p.backend_for("open_nsfw") == "torch" and p.backend_for("profanity") == "auto"
+
+
+def test_one_model_with_two_backends_is_refused(tmp_path):
+    text = (REPO / "pipeline.toml").read_text()
+    text = text.replace('model = "yamnet"', 'model = "open_nsfw"')  # the audio section reuses the vision model
+    (tmp_path / "pipeline.toml").write_text(text.replace('batch_size = 64\nbackend = "auto"',
+                                                         'batch_size = 64\nbackend = "torch"'))
+    with pytest.raises(ConfigError) as e:
+        load_pipeline(tmp_path)
+    assert e.value.field == "audio.backend" and "[vision]" in e.value.problem
