@@ -32,7 +32,7 @@ from engine.backends.onnx_to_torch import graph_io, to_torch
 # the TensorRT backend's torch helpers: device arrays adopted the same way by both GPU backends
 from engine.backends.tensorrt.memory import TorchMemory, is_tensor_input
 from engine.backends.tensorrt.tensors import numpy_of_torch, torch_dtype
-from engine.backends.torch_cuda import CudaRunner, fp16_setting, parse_device
+from engine.backends.torch_cuda import CudaRunner, fp16_setting, parse_device, run_module
 from engine.errors import InputError, ModelError
 
 log = logging.getLogger(__name__)
@@ -100,10 +100,8 @@ class TorchBackend(BaseBackend):
     def _forward_cpu(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         import torch
 
-        with torch.inference_mode():
-            out = self._module(*[torch.from_numpy(a) for a in arrays])
-        out = list(out) if isinstance(out, (list, tuple)) else [out]
-        return [out[i].numpy() for i in self._output_index]
+        outs = run_module(self._module, [torch.from_numpy(a) for a in arrays], self._output_index)
+        return [o.numpy() for o in outs]
 
     # -- device path ----------------------------------------------------------------------------
     def infer(self, inputs: Mapping[str, object]) -> dict:

@@ -3,9 +3,11 @@
 Pure parts (run and tested on the CPU):
 
 * :func:`parse_device`, :func:`batch_buckets`, :func:`bucket_for`;
-* :func:`calibration_inputs` and :func:`fp16_errors` - the per-model fp16 decision compares the
-  outputs of one forward pass under fp16 autocast with fp32 on seeded inputs, see
-  Note [fp16 decision];
+* :func:`calibration_inputs`, :func:`fp16_errors`, :func:`fp16_check` - the per-model fp16
+  decision compares the outputs of one forward pass under fp16 autocast with fp32 on seeded
+  inputs, see Note [fp16 decision]. The check takes the autocast device type, so the tests run
+  it on the real models under the CPU's fp16 autocast (its fp16 kernels are not cuDNN's: the
+  CPU numbers show the check works, not what a GPU will measure);
 * :class:`BucketedRunner` - a batch of n rows runs through fixed buffers of the smallest bucket
   >= n (zero padding), and the first n output rows come back; on CUDA a bucket's step is a
   captured graph replay, on the CPU (tests) an eager forward over the same buffers.
@@ -111,6 +113,32 @@ def fp16_errors(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]
     return errors
 
 
+def run_module(module, tensors: Sequence, output_index: Sequence[int], *, fp16: bool = False,
+               device_type: str = "cpu") -> list:
+    """One inference pass of a converted module; its outputs in config order (``output_index``).
+    ``fp16`` runs it under ``torch.autocast(device_type, float16)`` (Note [fp16 decision]); the
+    autocast weight-cast cache is off, as CUDA graph capture requires."""
+    import torch
+
+    with torch.inference_mode(), torch.autocast(device_type, torch.float16, enabled=fp16, cache_enabled=False):
+        out = module(*tensors)
+    out = list(out) if isinstance(out, (list, tuple)) else [out]
+    return [out[i] for i in output_index]
+
+
+def fp16_check(module, tensors: Sequence, output_index: Sequence[int], *, device_type: str,
+               tolerance: float = FP16_TOLERANCE) -> tuple[bool, list[float]]:
+    """(passes, per-output errors) of fp16 autocast against fp32 on ``tensors``
+    (Note [fp16 decision]). Runs on any device autocast supports: the CPU in the tests."""
+    def host(outs):
+        return [o.float().cpu().numpy() for o in outs]
+
+    ref = host(run_module(module, tensors, output_index, device_type=device_type))
+    got = host(run_module(module, tensors, output_index, fp16=True, device_type=device_type))
+    errors = fp16_errors(ref, got)
+    return all(e <= tolerance for e in errors), errors
+
+
 def fp16_setting(entry) -> tuple[str, float]:
     """(torch_fp16, torch_fp16_tolerance) from config.pbtxt ``parameters``, validated."""
     from engine.errors import ConfigError
@@ -212,16 +240,10 @@ class CudaRunner:
                  self.channels_last, "per bucket" if capturable else "off (dynamic shapes or host syncs)")
 
     # -- forward -----------------------------------------------------------------------------
-    def forward(self, tensors: Sequence, fp16: bool | None = None) -> list:
+    def forward(self, tensors: Sequence) -> list:
         """One eager pass on device tensors; outputs in config order and config dtypes."""
-        import torch
-
-        enabled = self.fp16 if fp16 is None else fp16
-        # the autocast weight-cast cache must be off while a graph is captured
-        with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=enabled, cache_enabled=False):
-            out = self.module(*tensors)
-        out = list(out) if isinstance(out, (list, tuple)) else [out]
-        return [out[i].to(dt) for i, dt in zip(self.output_index, self._out_dtypes)]
+        outs = run_module(self.module, tensors, self.output_index, fp16=self.fp16, device_type="cuda")
+        return [o.to(dt) for o, dt in zip(outs, self._out_dtypes)]
 
     def _decide_fp16(self, mode: str, tolerance: float, max_batch_size: int) -> bool:
         if mode != "auto":
@@ -230,10 +252,7 @@ class CudaRunner:
 
         feed = [torch.from_numpy(a).to(self.device)
                 for a in calibration_inputs(self.inputs, max_batch_size).values()]
-        ref = [t.float().cpu().numpy() for t in self.forward(feed, fp16=False)]
-        got = [t.float().cpu().numpy() for t in self.forward(feed, fp16=True)]
-        errors = fp16_errors(ref, got)
-        ok = all(e <= tolerance for e in errors)
+        ok, errors = fp16_check(self.module, feed, self.output_index, device_type="cuda", tolerance=tolerance)
         log.info("%s: fp16 %s (relative error %s, tolerance %g)", self.model, "on" if ok else "off",
                  ", ".join(f"{s.name}={e:.2e}" for s, e in zip(self.outputs, errors)), tolerance)
         return ok
