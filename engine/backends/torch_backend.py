@@ -12,7 +12,8 @@ are split by ``run_batched``. The converted module takes the graph inputs positi
   passes the check, channels_last, CUDA graphs per batch bucket, pinned staging). numpy inputs
   give numpy outputs; torch tensors, ``__cuda_array_interface__`` or DLPack arrays on the GPU
   are used without copies (adopted as the TensorRT backend does,
-  :meth:`engine.backends.tensorrt.memory.TorchMemory.adopt`) and give torch CUDA tensors.
+  :meth:`engine.backends.tensorrt.memory.TorchMemory.adopt`) and give torch CUDA tensors (a
+  model running as CUDA graphs copies the rows into its captured input buffers on the device).
   **Not yet run on a GPU.**
 
 ``infer`` is thread-safe (CPU: stateless forward; CUDA: one call at a time per model).
