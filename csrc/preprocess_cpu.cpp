@@ -6,6 +6,7 @@
 // conversion + clamp + normalisation + layout/dtype store. See Note [fused resize order].
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -524,10 +525,13 @@ struct ThreadBuffers {
   // clamp correction (Note [clamp before resampling])
   std::vector<uint16_t> glo, ghi;    // gamut bounds at chroma resolution
   std::vector<uint16_t> glox, ghix;  // ... replicated onto the luma grid
-  std::vector<int> cand;             // candidate columns of one source row
-  std::vector<float> hd;             // [3][nx] horizontally resampled delta of one source row
-  std::vector<float> corr;           // [rows of the block][3][nx]
-  std::vector<char> dirty;           // per block row: corr row zeroed and written
+  std::vector<uint16_t> cbx, crx;    // chroma of one chroma row on the luma grid
+  std::vector<int> cand;             // dirty chunks / candidate columns of one source row
+  std::vector<float> acc;            // ring of output rows at source columns: [ring][3][astride]
+  std::vector<int> ring_lo, ring_hi; // per ring row: source columns written
+  std::vector<float*> rows;          // ring rows one source row feeds ...
+  std::vector<float> ws;             // ... with its vertical weights
+  std::vector<float> corr;           // [2][3][nx]: correction of the rows being finished
 };
 
 std::atomic<long long> g_gamut_candidates{0}, g_gamut_corrected{0};
@@ -569,8 +573,25 @@ ENGINE_ALWAYS_INLINE void replicate2_impl(const T* __restrict s, int n, T* __res
     d[2 * i + 1] = s[i];
   }
 }
-ENGINE_SIMD_CLONES void replicate2_u8(const uint8_t* s, int n, uint8_t* d) { replicate2_impl(s, n, d); }
-ENGINE_SIMD_CLONES void replicate2_u16(const uint16_t* s, int n, uint16_t* d) { replicate2_impl(s, n, d); }
+ENGINE_SIMD_CLONES void replicate2(const uint16_t* s, int n, uint16_t* d) { replicate2_impl(s, n, d); }
+#if ENGINE_HAVE_AVX2_KERNELS
+ENGINE_AVX2_TARGET void replicate2_u8_avx2(const uint8_t* s, int n, uint8_t* d) {
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 2 * i),
+                        _mm256_set_m128i(_mm_unpackhi_epi8(v, v), _mm_unpacklo_epi8(v, v)));
+  }
+  replicate2_impl(s + i, n - i, d + 2 * i);
+}
+#endif
+// the auto-vectoriser leaves the byte interleave scalar
+void replicate2(const uint8_t* s, int n, uint8_t* d) {
+#if ENGINE_HAVE_AVX2_KERNELS
+  if (g_use_avx2) return replicate2_u8_avx2(s, n, d);
+#endif
+  replicate2_impl(s, n, d);
+}
 
 // Columns i < n with y[i] outside [lo[i], hi[i]] -> idx; returns their count. Blocks of 64 are
 // tested with a vectorised any-reduction first (nearly all of them are clean).
@@ -661,49 +682,98 @@ ENGINE_AVX2_TARGET void gamut_bounds_u8_avx2(const uint8_t* cb, const uint8_t* c
   }
 }
 
-ENGINE_AVX2_TARGET int gamut_candidates_u8_avx2(const uint8_t* y, const uint8_t* lo,
-                                                const uint8_t* hi, int n, int* idx) {
-  int cnt = 0, i = 0;
-  for (; i + 32 <= n; i += 32) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + i));
-    const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + i));
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + i));
+// Full 32-column chunks c < n / 32 of a luma row holding a pixel outside [lo, hi] -> chunks;
+// returns their count and adds the number of such pixels to *cand. The n % 32 tail is left to
+// the caller (a whole chunk there could read past the plane).
+ENGINE_AVX2_TARGET int dirty_chunks_u8_avx2(const uint8_t* y, const uint8_t* lo, const uint8_t* hi,
+                                            int n, int* chunks, long long* cand) {
+  int cnt = 0;
+  long long pixels = 0;
+  for (int c = 0; c < n / 32; ++c) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + 32 * c));
+    const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + 32 * c));
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + 32 * c));
     const __m256i in = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_max_epu8(v, l), v),
                                         _mm256_cmpeq_epi8(_mm256_min_epu8(v, h), v));
-    uint32_t mask = ~(uint32_t)_mm256_movemask_epi8(in);
-    while (mask) {
-      idx[cnt++] = i + __builtin_ctz(mask);
-      mask &= mask - 1;
+    const uint32_t out = ~(uint32_t)_mm256_movemask_epi8(in);
+    if (out) {
+      chunks[cnt++] = c;
+      pixels += __builtin_popcount(out);
     }
   }
-  for (; i < n; ++i)
-    if (y[i] < lo[i] || y[i] > hi[i]) idx[cnt++] = i;
+  *cand += pixels;
   return cnt;
+}
+
+// For each listed 32-column chunk: delta = clamp(rgb) - rgb of its pixels (the exact float
+// conversion of luma y and chroma cb, cr given on the luma grid; zero in gamut), added with
+// weight ws[r] into each planar [3][astride] row acc[r]. Returns the pixels with delta != 0.
+ENGINE_AVX2_TARGET long long scatter_chunks_u8_avx2(const uint8_t* y, const uint8_t* cb,
+                                                    const uint8_t* cr, const int* chunks, int nch,
+                                                    const YuvToRgb& m, float* const* acc,
+                                                    const float* ws, int nr, size_t astride) {
+  const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256 yg = _mm256_set1_ps(m.y_gain);
+  __m256 cbg[3], crg[3], bias[3];
+  for (int c = 0; c < 3; ++c) {
+    cbg[c] = _mm256_set1_ps(m.cb_gain[c]);
+    crg[c] = _mm256_set1_ps(m.cr_gain[c]);
+    bias[c] = _mm256_set1_ps(m.bias[c]);
+  }
+  long long corrected = 0;
+  for (int k = 0; k < nch; ++k) {
+    const int s = 32 * chunks[k];
+    __m256 d[3][4];
+    for (int q = 0; q < 4; ++q) {
+      const int i = s + 8 * q;
+      const __m256 Y = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(y + i))));
+      const __m256 U = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cb + i))));
+      const __m256 V = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cr + i))));
+      for (int c = 0; c < 3; ++c) {
+        // same association as yuv_to_rgb: ((yg Y + cbg Cb) + crg Cr) + bias
+        const __m256 v = _mm256_add_ps(_mm256_fmadd_ps(crg[c], V, _mm256_fmadd_ps(yg, Y, _mm256_mul_ps(cbg[c], U))), bias[c]);
+        d[c][q] = _mm256_sub_ps(_mm256_min_ps(_mm256_max_ps(v, zero), top), v);
+      }
+      const __m256 any = _mm256_andnot_ps(sign, _mm256_or_ps(_mm256_or_ps(d[0][q], d[1][q]), d[2][q]));
+      corrected += __builtin_popcount(_mm256_movemask_ps(_mm256_cmp_ps(any, zero, _CMP_NEQ_UQ)));
+    }
+    for (int r = 0; r < nr; ++r) {
+      const __m256 w = _mm256_set1_ps(ws[r]);
+      for (int c = 0; c < 3; ++c) {
+        float* p = acc[r] + (size_t)c * astride + s;
+        for (int q = 0; q < 4; ++q)
+          _mm256_storeu_ps(p + 8 * q, _mm256_fmadd_ps(w, d[c][q], _mm256_loadu_ps(p + 8 * q)));
+      }
+    }
+  }
+  return corrected;
 }
 #endif
 
-// c[i] += w * h[i]
-ENGINE_SIMD_CLONES void axpy(float* __restrict c, const float* __restrict h, float w, int n) {
-  for (int i = 0; i < n; ++i) c[i] += w * h[i];
-}
-
-// Incremental detection + scatter over the luma source rows of one row block [iy0, iy1) (table
-// indices of the luma tables). advance(r) handles the source rows below r not yet handled.
+// Clamp correction of one row block, incremental with the row loop: advance(r) detects the
+// out-of-gamut pixels of the luma source rows below r not yet handled and adds their deltas,
+// weighted vertically, into the rows of a ring of output rows kept at source-column resolution;
+// row(iy) resamples output row iy's ring row horizontally (luma taps) and recycles it.
 struct GamutPass {
   const FrameDesc* f;
   const TapTable* ty;
   const TapTable* tx;
   const YuvToRgb* m;
   ThreadBuffers* buf;
-  int iy0, iy1, nx;
+  int iy0, iy1, nx, n;    // block rows (table indices), output columns, source columns
   int next_row, row_end;  // next luma source row to detect, end of the block's rows
   int last_cy = -1;
+  bool chroma_ready = false;  // buf->cbx/crx hold chroma row last_cy
   int cx0, ncx, xoff;     // chroma columns [cx0, cx0 + ncx); luma src_lo - cx0 * sub_x
+  int ring;               // ring rows: output rows open at once (see init)
+  size_t astride;         // floats per channel of a ring row (zero padded past n)
   long long cand = 0, corrected = 0;
 
   void init(const FrameWork& fw, const YuvToRgb& mm, ThreadBuffers& b, int i0, int i1) {
     f = fw.frame; ty = fw.ty[0]; tx = fw.tx[0]; m = &mm; buf = &b; iy0 = i0; iy1 = i1;
     nx = tx->hi - tx->lo;
+    n = tx->src_hi - tx->src_lo;
     next_row = ty->first[iy0];
     row_end = ty->first[iy1 - 1] + ty->K;
     const int sx = f->planes[1].sub_x;
@@ -712,18 +782,40 @@ struct GamutPass {
     xoff = tx->src_lo - cx0 * sx;
     const size_t nl = (size_t)ncx * sx + 64;
     if (b.glo.size() < (size_t)ncx + 64) { b.glo.resize(ncx + 64); b.ghi.resize(ncx + 64); }
-    if (b.glox.size() < nl) { b.glox.resize(nl); b.ghix.resize(nl); }
-    const int nsrc = tx->src_hi - tx->src_lo;
-    if (b.cand.size() < (size_t)nsrc + 64) b.cand.resize(nsrc + 64);
-    if (b.hd.size() < (size_t)3 * nx) b.hd.assign((size_t)3 * nx, 0.0f);
-    const size_t rows = (size_t)(iy1 - iy0);
-    if (b.dirty.size() < rows) b.dirty.resize(rows);
-    std::fill(b.dirty.begin(), b.dirty.begin() + rows, 0);
+    if (b.glox.size() < nl) { b.glox.resize(nl); b.ghix.resize(nl); b.cbx.resize(nl); b.crx.resize(nl); }
+    if (b.cand.size() < (size_t)n + 64) b.cand.resize(n + 64);
+    // Rows are finished in order (in pairs) after advance(first[row + 1] + K), so when row iy is
+    // the oldest open one, the rows written reach at most inv_hi of that window's last source row.
+    ring = 1;
+    for (int iy = iy0; iy < iy1; ++iy) {
+      const int last = std::min(ty->first[std::min(iy + 1, iy1 - 1)] + ty->K, row_end) - 1;
+      ring = std::max(ring, std::min(ty->inv_hi[last - ty->src_lo], iy1) - iy);
+    }
+    astride = (size_t)(n + 31) / 32 * 32 + 16;  // hpass_dot reads up to 16 past a window
+    // the ring is all zero between blocks (row() clears what it used), so growing keeps that
+    if (b.acc.size() < (size_t)ring * 3 * astride) b.acc.assign((size_t)ring * 3 * astride, 0.0f);
+    b.ring_lo.assign(ring, INT32_MAX);
+    b.ring_hi.assign(ring, 0);
+    if (b.corr.size() < (size_t)2 * 3 * nx) b.corr.resize((size_t)2 * 3 * nx);
   }
 
-  // correction row of block table index iy (RGB [3][nx]) or null when nothing was added
-  const float* row(int iy) const {
-    return buf->dirty[iy - iy0] ? &buf->corr[(size_t)(iy - iy0) * 3 * nx] : nullptr;
+  float* ring_row(int iy) const { return &buf->acc[(size_t)(iy % ring) * 3 * astride]; }
+
+  // Correction of output row iy (table index) as RGB [3][nx] in corr slot `which`, or null when
+  // no out-of-gamut pixel reaches it. Every source row of its window must have been advanced.
+  const float* row(int iy, int which) {
+    const int s = iy % ring;
+    const int lo = buf->ring_lo[s], hi = buf->ring_hi[s];
+    if (lo >= hi) return nullptr;
+    float* a = ring_row(iy);
+    float* out = &buf->corr[(size_t)which * 3 * nx];
+    for (int c = 0; c < 3; ++c) {
+      hpass1(a + c * astride, *tx, out + (size_t)c * nx);
+      std::fill(a + c * astride + lo, a + c * astride + hi, 0.0f);
+    }
+    buf->ring_lo[s] = INT32_MAX;
+    buf->ring_hi[s] = 0;
+    return out;
   }
 
   template <typename T>
@@ -732,15 +824,9 @@ struct GamutPass {
     const T* cb;
     const T* cr;
     int cs = 1;
-    if (f->format == kFmtNV12) {
-      cb = reinterpret_cast<const T*>(static_cast<const char*>(pc.data) + (long long)cy * pc.row_stride) + 2 * cx0;
-      cr = cb + 1;
-      cs = 2;
-    } else {
-      const PlaneDesc& pv = f->planes[2];
-      cb = reinterpret_cast<const T*>(static_cast<const char*>(pc.data) + (long long)cy * pc.row_stride) + cx0;
-      cr = reinterpret_cast<const T*>(static_cast<const char*>(pv.data) + (long long)cy * pv.row_stride) + cx0;
-    }
+    chroma_rows<T>(cy, &cb, &cr, &cs);
+    cb += (size_t)cx0 * cs;
+    cr += (size_t)cx0 * cs;
     T* lo = reinterpret_cast<T*>(buf->glo.data());
     T* hi = reinterpret_cast<T*>(buf->ghi.data());
     T* lox = reinterpret_cast<T*>(buf->glox.data());
@@ -757,104 +843,140 @@ struct GamutPass {
       gamut_bounds_u8(reinterpret_cast<const uint8_t*>(cb), reinterpret_cast<const uint8_t*>(cr), cs, ncx, *m,
                       reinterpret_cast<uint8_t*>(rep ? lo : lox), reinterpret_cast<uint8_t*>(rep ? hi : hix));
       if (rep) {
-        replicate2_u8(reinterpret_cast<uint8_t*>(lo), ncx, reinterpret_cast<uint8_t*>(lox));
-        replicate2_u8(reinterpret_cast<uint8_t*>(hi), ncx, reinterpret_cast<uint8_t*>(hix));
+        replicate2(reinterpret_cast<uint8_t*>(lo), ncx, reinterpret_cast<uint8_t*>(lox));
+        replicate2(reinterpret_cast<uint8_t*>(hi), ncx, reinterpret_cast<uint8_t*>(hix));
       }
     } else {
       gamut_bounds_u16(reinterpret_cast<const uint16_t*>(cb), reinterpret_cast<const uint16_t*>(cr), cs, ncx, *m,
                        reinterpret_cast<uint16_t*>(rep ? lo : lox), reinterpret_cast<uint16_t*>(rep ? hi : hix));
       if (rep) {
-        replicate2_u16(reinterpret_cast<uint16_t*>(lo), ncx, reinterpret_cast<uint16_t*>(lox));
-        replicate2_u16(reinterpret_cast<uint16_t*>(hi), ncx, reinterpret_cast<uint16_t*>(hix));
+        replicate2(reinterpret_cast<uint16_t*>(lo), ncx, reinterpret_cast<uint16_t*>(lox));
+        replicate2(reinterpret_cast<uint16_t*>(hi), ncx, reinterpret_cast<uint16_t*>(hix));
       }
     }
+  }
+
+  // Cb and Cr of chroma row cy (sample i at [i * cs]).
+  template <typename T>
+  void chroma_rows(int cy, const T** cb, const T** cr, int* cs) const {
+    const PlaneDesc& pc = f->planes[1];
+    const char* crow = static_cast<const char*>(pc.data) + (long long)cy * pc.row_stride;
+    *cb = reinterpret_cast<const T*>(crow);
+    if (f->format == kFmtNV12) {
+      *cr = *cb + 1;
+      *cs = 2;
+    } else {
+      const PlaneDesc& pv = f->planes[2];
+      *cr = reinterpret_cast<const T*>(static_cast<const char*>(pv.data) + (long long)cy * pv.row_stride);
+      *cs = 1;
+    }
+  }
+
+  // buf->cbx / crx: chroma row last_cy on the luma grid (index = luma column - src_lo + xoff).
+  template <typename T>
+  void chroma_on_luma_grid() {
+    if (chroma_ready) return;
+    chroma_ready = true;
+    const T* cb;
+    const T* cr;
+    int cs;
+    chroma_rows<T>(last_cy, &cb, &cr, &cs);
+    const int sx = f->planes[1].sub_x;
+    T* u = reinterpret_cast<T*>(buf->cbx.data());
+    T* v = reinterpret_cast<T*>(buf->crx.data());
+    if (cs == 1 && sx == 2) {  // planar 4:2:0 / 4:2:2, the common case: SIMD replication
+      replicate2(cb + cx0, ncx, u);
+      replicate2(cr + cx0, ncx, v);
+      return;
+    }
+    for (int i = 0; i < ncx; ++i)
+      for (int r = 0; r < sx; ++r) {
+        u[i * sx + r] = cb[(size_t)(cx0 + i) * cs];
+        v[i * sx + r] = cr[(size_t)(cx0 + i) * cs];
+      }
   }
 
   template <typename T>
   void advance_t(int upto) {
     if (upto > row_end) upto = row_end;
     const PlaneDesc& py = f->planes[0];
-    const PlaneDesc& pc = f->planes[1];
-    const int sub_x = pc.sub_x, sub_y = pc.sub_y;
-    const int x0 = tx->src_lo, n = tx->src_hi - tx->src_lo;
-    const int Kx = tx->K, Ky = ty->K;
-    float* hd = buf->hd.data();
-    int* idx = buf->cand.data();
+    const int sub_y = f->planes[1].sub_y;
+    const int Ky = ty->K;
+    std::vector<float*>& rows = buf->rows;
+    std::vector<float>& ws = buf->ws;
+    if (rows.size() < (size_t)ring) { rows.resize(ring); ws.resize(ring); }
     for (; next_row < upto; ++next_row) {
       const int sy = next_row;
-      const int cy = sy / sub_y;
-      if (cy != last_cy) {
-        bounds_row<T>(cy);
-        last_cy = cy;
-      }
-      const T* yrow = reinterpret_cast<const T*>(static_cast<const char*>(py.data) + (long long)sy * py.row_stride) + x0;
-      const T* lox = reinterpret_cast<const T*>(buf->glox.data()) + xoff;
-      const T* hix = reinterpret_cast<const T*>(buf->ghix.data()) + xoff;
-      int nc;
-#if ENGINE_HAVE_AVX2_KERNELS
-      if (sizeof(T) == 1 && g_use_avx2)
-        nc = gamut_candidates_u8_avx2(reinterpret_cast<const uint8_t*>(yrow), reinterpret_cast<const uint8_t*>(lox),
-                                      reinterpret_cast<const uint8_t*>(hix), n, idx);
-      else
-#endif
-      if (sizeof(T) == 1)
-        nc = gamut_candidates_u8(reinterpret_cast<const uint8_t*>(yrow), reinterpret_cast<const uint8_t*>(lox),
-                                 reinterpret_cast<const uint8_t*>(hix), n, idx);
-      else
-        nc = gamut_candidates_u16(reinterpret_cast<const uint16_t*>(yrow), reinterpret_cast<const uint16_t*>(lox),
-                                  reinterpret_cast<const uint16_t*>(hix), n, idx);
-      if (nc == 0) continue;
-      cand += nc;
-      // chroma samples of this row
-      const T* cb;
-      const T* cr;
-      int cs = 1;
-      const char* crow = static_cast<const char*>(pc.data) + (long long)cy * pc.row_stride;
-      if (f->format == kFmtNV12) {
-        cb = reinterpret_cast<const T*>(crow);
-        cr = cb + 1;
-        cs = 2;
-      } else {
-        const PlaneDesc& pv = f->planes[2];
-        cb = reinterpret_cast<const T*>(crow);
-        cr = reinterpret_cast<const T*>(static_cast<const char*>(pv.data) + (long long)cy * pv.row_stride);
-      }
-      int hmin = nx, hmax = -1;
-      for (int k = 0; k < nc; ++k) {
-        const int s = idx[k];            // column - src_lo
-        const int sx = x0 + s;
-        const int cx = sx / sub_x;
-        float d[3];
-        if (!yuv_clamp_delta(*m, (float)yrow[s], (float)cb[cx * cs], (float)cr[cx * cs], d)) continue;
-        ++corrected;
-        const int o0 = tx->inv_lo[s], o1 = tx->inv_hi[s];
-        for (int o = o0; o < o1; ++o) {
-          const float w = tx->w[(size_t)o * Kx + (sx - tx->first[o])];
-          hd[o] += w * d[0];
-          hd[nx + o] += w * d[1];
-          hd[2 * nx + o] += w * d[2];
-        }
-        if (o0 < o1) {
-          hmin = std::min(hmin, o0);
-          hmax = std::max(hmax, o1 - 1);
-        }
-      }
-      if (hmax < hmin) continue;
+      // output rows this source row feeds, with its vertical weight in each
       const int sr = sy - ty->src_lo;
+      int nr = 0;
       const int a = std::max(ty->inv_lo[sr], iy0), b = std::min(ty->inv_hi[sr], iy1);
       for (int iy = a; iy < b; ++iy) {
         const float w = ty->w[(size_t)iy * Ky + (sy - ty->first[iy])];
         if (w == 0.0f) continue;
-        const size_t r = (size_t)(iy - iy0);
-        float* c = &buf->corr[r * 3 * nx];
-        if (!buf->dirty[r]) {
-          std::fill(c, c + 3 * nx, 0.0f);
-          buf->dirty[r] = 1;
-        }
-        for (int ch = 0; ch < 3; ++ch)
-          axpy(c + ch * nx + hmin, hd + ch * nx + hmin, w, hmax - hmin + 1);
+        rows[nr] = ring_row(iy);
+        ws[nr++] = w;
       }
-      for (int ch = 0; ch < 3; ++ch) std::fill(hd + ch * nx + hmin, hd + ch * nx + hmax + 1, 0.0f);
+      if (nr == 0) continue;
+      const int cy = sy / sub_y;
+      if (cy != last_cy) {
+        bounds_row<T>(cy);
+        last_cy = cy;
+        chroma_ready = false;
+      }
+      const T* yrow = reinterpret_cast<const T*>(static_cast<const char*>(py.data) + (long long)sy * py.row_stride) + tx->src_lo;
+      const T* lox = reinterpret_cast<const T*>(buf->glox.data()) + xoff;
+      const T* hix = reinterpret_cast<const T*>(buf->ghix.data()) + xoff;
+      int cmin = INT32_MAX, cmax = 0;  // source columns written
+      int tail = 0;                    // first column left to the scalar path
+#if ENGINE_HAVE_AVX2_KERNELS
+      if (sizeof(T) == 1 && g_use_avx2) {
+        int* chunks = buf->cand.data();
+        const int nch = dirty_chunks_u8_avx2(reinterpret_cast<const uint8_t*>(yrow), reinterpret_cast<const uint8_t*>(lox),
+                                             reinterpret_cast<const uint8_t*>(hix), n, chunks, &cand);
+        if (nch) {
+          chroma_on_luma_grid<T>();
+          corrected += scatter_chunks_u8_avx2(
+              reinterpret_cast<const uint8_t*>(yrow), reinterpret_cast<const uint8_t*>(buf->cbx.data()) + xoff,
+              reinterpret_cast<const uint8_t*>(buf->crx.data()) + xoff, chunks, nch, *m, rows.data(), ws.data(), nr,
+              astride);
+          cmin = 32 * chunks[0];
+          cmax = 32 * chunks[nch - 1] + 32;
+        }
+        tail = n / 32 * 32;
+      }
+#endif
+      // scalar path: the columns [tail, n)
+      int* idx = buf->cand.data();
+      int nc;
+      if (sizeof(T) == 1)
+        nc = gamut_candidates_u8(reinterpret_cast<const uint8_t*>(yrow) + tail, reinterpret_cast<const uint8_t*>(lox) + tail,
+                                 reinterpret_cast<const uint8_t*>(hix) + tail, n - tail, idx);
+      else
+        nc = gamut_candidates_u16(reinterpret_cast<const uint16_t*>(yrow) + tail, reinterpret_cast<const uint16_t*>(lox) + tail,
+                                  reinterpret_cast<const uint16_t*>(hix) + tail, n - tail, idx);
+      if (nc) {
+        cand += nc;
+        chroma_on_luma_grid<T>();
+        const T* u = reinterpret_cast<const T*>(buf->cbx.data()) + xoff;
+        const T* v = reinterpret_cast<const T*>(buf->crx.data()) + xoff;
+        for (int k = 0; k < nc; ++k) {
+          const int s = tail + idx[k];
+          float d[3];
+          if (!yuv_clamp_delta(*m, (float)yrow[s], (float)u[s], (float)v[s], d)) continue;
+          ++corrected;
+          for (int r = 0; r < nr; ++r)
+            for (int c = 0; c < 3; ++c) rows[r][(size_t)c * astride + s] += ws[r] * d[c];
+          cmin = std::min(cmin, s);
+          cmax = std::max(cmax, s + 1);
+        }
+      }
+      if (cmin >= cmax) continue;
+      for (int iy = a; iy < b; ++iy) {
+        const int s = iy % ring;
+        buf->ring_lo[s] = std::min(buf->ring_lo[s], cmin);
+        buf->ring_hi[s] = std::max(buf->ring_hi[s], cmax);
+      }
     }
   }
 
@@ -925,11 +1047,7 @@ void process_rows(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, i
   const int vy0 = std::max(y0, ty0.lo), vy1 = std::min(y1, ty0.hi);
   const bool gamut = a.clamp_source && is_yuv(f.format) && nx > 0 && vy1 > vy0;
   GamutPass gp;
-  if (gamut) {
-    const size_t need = (size_t)(vy1 - vy0) * 3 * nx;
-    if (buf.corr.size() < need) buf.corr.resize(need);
-    gp.init(fw, m, buf, vy0 - ty0.lo, vy1 - ty0.lo);
-  }
+  if (gamut) gp.init(fw, m, buf, vy0 - ty0.lo, vy1 - ty0.lo);
 
   for (int y = y0; y < y1; ++y) {
     if (y < ty0.lo || y >= ty0.hi || nx <= 0) {
@@ -984,8 +1102,8 @@ void process_rows(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, i
     if (gamut) {
       const int iy = y - ty0.lo, il = pair ? iy + 1 : iy;
       gp.advance(ty0.first[il] + ty0.K);  // every source row of the windows being finished
-      c0 = gp.row(iy);
-      if (pair) c1 = gp.row(iy + 1);
+      c0 = gp.row(iy, 0);
+      if (pair) c1 = gp.row(iy + 1, 1);
     }
     finish_row(fw, a, b, y, vt, out, buf, m, c0);
     if (pair) {

@@ -82,3 +82,21 @@ def test_invalid_clamp_mode():
 
     with pytest.raises(InputError, match="clamp"):
         preprocess([_saturated_edge()], dataclasses.replace(SPEC, clamp="sometimes"))
+
+
+@pytest.mark.parametrize("fmt", ["i420", "nv12", "i444", "i420_10"])
+@pytest.mark.parametrize("hw, size, resize", [
+    ((11, 150), (57, 45), "stretch"),      # vertical upscale x5: many output rows open at once
+    ((150, 131), (40, 44), "shorter"),     # downscale, 32-pixel chunks plus a scalar tail
+    ((96, 200), (50, 50), "letterbox"),
+])
+def test_clamp_source_batches_blocks_and_threads(fmt, hw, size, resize):
+    # several frames and two threads split every frame into row blocks, each with its own ring of
+    # open output rows (Note [clamp before resampling]); uniformly random Y'CbCr is mostly out of
+    # gamut, so nearly every 32-pixel chunk is corrected
+    rng = np.random.default_rng(abs(hash((fmt, hw, size))) % 2**32)
+    frames = [make_frame(fmt, *hw, rng, matrix="bt601", full_range=False) for _ in range(3)]
+    spec = PreprocessSpec(size=size, resize=resize, pad_value=-1.0)
+    got = _run(frames, spec, threads=2)
+    for k, frame in enumerate(frames):
+        _check(got[k], preprocess_ref(frame, spec), spec)

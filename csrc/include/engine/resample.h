@@ -60,10 +60,13 @@ enum FilterKind : int {
 //    rounded inwards to sample values and replicated onto the luma grid, and the luma row is
 //    compared against it (integer SIMD compares). Only pixels outside it are candidates; for
 //    them yuv_clamp_delta evaluates the exact conversion and skips delta == 0.
-// 2. scatter: delta of a source row is resampled horizontally with the LUMA taps (delta lives on
-//    the luma grid; the weight of source s in output o is w[o][s - first[o]] of the normalised
-//    window), then added with the vertical luma weights into a per-row-block correction buffer;
-//    rows are zeroed when first touched, so in-gamut frames do no correction work at all.
+// 2. scatter: delta lives on the luma grid. Each source row's delta is added, with its vertical
+//    luma weight, into a ring of the output rows still open (kept at source-column resolution);
+//    when an output row is finished its ring row is resampled horizontally with the luma taps
+//    (the weight of source s in output o is w[o][s - first[o]] of the normalised window) and
+//    cleared. The AVX2 path tests 32 luma pixels at once and evaluates delta densely (SIMD,
+//    exact conversion, zero in gamut) only for 32-pixel chunks holding a candidate, so in-gamut
+//    frames do no correction work at all.
 // 3. the row finish adds the correction before the clamp. RGB/BGR input is in gamut already.
 // Detection runs incrementally with the row loop (source rows are still in cache) and must have
 // covered every source row of an output row's window before that row is finished.
