@@ -107,11 +107,11 @@ def test_read_io_and_check_against_config():
     cfg_out = [TensorSpec("y", np.dtype(np.float32), (4,))]
     io.check_io("toy", 32, (cfg_in, cfg_out), (ins, outs))  # an engine-only output is fine
     bad = [
-        ((cfg_in, [TensorSpec("y", np.dtype(np.float16), (4,))]), "float16 in config"),
-        ((cfg_in, [TensorSpec("y", np.dtype(np.float32), (5,))]), "shape"),
-        ((cfg_in, [TensorSpec("z", np.dtype(np.float32), (4,))]), "not in the TensorRT engine"),
+        ((cfg_in, [TensorSpec("y", np.dtype(np.float16), (4,))]), "but float16 in config"),
+        ((cfg_in, [TensorSpec("y", np.dtype(np.float32), (5,))]), "contradicts config dims"),
+        ((cfg_in, [TensorSpec("z", np.dtype(np.float32), (4,))]), "'z' is not in the ONNX model"),
         ((cfg_in[:1], cfg_out), "not in config.pbtxt"),
-        (([TensorSpec("x", np.dtype(np.float32), (4, 1)), cfg_in[1]], cfg_out), "shape"),
+        (([TensorSpec("x", np.dtype(np.float32), (4, 1)), cfg_in[1]], cfg_out), "rank 2"),
     ]
     for config, match in bad:
         with pytest.raises(ModelError, match=match):
@@ -212,7 +212,7 @@ def test_backend_protocol_and_io_checks(tmp_path):
     backend, _ = make_backend(entry)
     assert isinstance(backend, Backend) and backend.name == "tensorrt" and backend.max_batch_size == 32
     bad_io = [r if r[0] != "n" else ("n", "OUTPUT", "INT32", (-1, 1)) for r in IO]
-    with pytest.raises(ModelError, match="'n' is int32 in the engine"):
+    with pytest.raises(ModelError, match="'n' is int32 in the model but int64"):
         make_backend(entry, trt=fake_trt("10.13.0", inputs=("ids", "x"), engine=toy_engine(io=bad_io)))
     with pytest.raises(ModelError, match="1 optimisation profiles"):
         make_backend(entry, trt=fake_trt("10.13.0", inputs=("ids", "x"), engine=toy_engine(profiles=PROFILES[:1])))

@@ -4,7 +4,7 @@ Everything here takes the ``tensorrt`` module and the engine as arguments (tests
 and only reads them; the calls that change a context are in :mod:`.runtime`.
 
 * :func:`read_io`          - the engine's inputs and outputs as :class:`TensorSpec` (full shapes);
-* :func:`check_io`         - the engine agrees with ``config.pbtxt`` (names, dtypes, ranks, dims);
+* :func:`check_io`         - the engine agrees with ``config.pbtxt`` (the ONNX backends' rule);
 * :func:`choose_profile`   - which optimisation profile a call's input shapes run under;
 * :func:`split_size`       - the most rows one call may take under the profiles;
 * :func:`output_shapes`    - the output shapes the context reports, checked to be concrete.
@@ -17,6 +17,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from engine.backends.base import TensorSpec
+from engine.backends.onnx_io import GraphTensor
+from engine.backends.onnx_io import check_io as onnx_check_io
 from engine.backends.tensorrt.profiles import Profile
 from engine.errors import InputError, ModelError
 
@@ -65,28 +67,15 @@ def read_io(trt, engine) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 def check_io(model: str, max_batch_size: int, config: tuple[list[TensorSpec], list[TensorSpec]],
              engine: tuple[list[TensorSpec], list[TensorSpec]]) -> None:
-    """ModelError unless the engine's IO matches the config's (as OnnxRuntimeBackend checks ORT's).
+    """ModelError unless the engine's IO matches the config's, by the rule every ONNX backend
+    uses (:func:`engine.backends.onnx_io.check_io`); the engine's -1 dims are dynamic.
 
-    Inputs must match exactly (the engine needs every one of them); the engine may have
-    outputs the config does not list (they are computed and dropped).
+    The engine may have outputs the config does not list (they are computed and dropped).
     """
-    for kind, want, got in (("input", config[0], engine[0]), ("output", config[1], engine[1])):
-        have = {s.name: s for s in got}
-        for s in want:
-            e = have.get(s.name)
-            if e is None:
-                raise ModelError(f"{model}: config {kind} {s.name!r} is not in the TensorRT engine "
-                                 f"(engine has {sorted(have)})")
-            if e.dtype != s.dtype:
-                raise ModelError(f"{model}: {kind} {s.name!r} is {e.dtype} in the engine but "
-                                 f"{s.dtype} in config.pbtxt")
-            full = s.full_shape(max_batch_size)
-            if len(e.shape) != len(full) or any(w != -1 and g != -1 and w != g for w, g in zip(full, e.shape)):
-                raise ModelError(f"{model}: {kind} {s.name!r} has shape {list(e.shape)} in the "
-                                 f"engine, config says {list(full)}")
-    extra = sorted({s.name for s in engine[0]} - {s.name for s in config[0]})
-    if extra:
-        raise ModelError(f"{model}: engine inputs {extra} are not in config.pbtxt")
+    def graph(specs):
+        return {s.name: GraphTensor(s.dtype, tuple(None if d == -1 else d for d in s.shape)) for s in specs}
+
+    onnx_check_io(model, max_batch_size, config[0], config[1], graph(engine[0]), graph(engine[1]))
 
 
 def choose_profile(profiles: Sequence[Profile], shapes: Mapping[str, tuple[int, ...]]) -> int:
