@@ -1,4 +1,4 @@
-"""Bandwidth of the CUDA kernels against a device-to-device copy measured in the same run.
+"""Bandwidth of the CUDA and Triton kernels against a device-to-device copy measured in the same run.
 
 Per op: median kernel time over many launches (CUDA events around each launch; a
 ``torch.cuda._sleep`` queued first so host-side launch overhead is hidden), achieved bandwidth
@@ -7,12 +7,18 @@ total traffic (a copy of N bytes reads N and writes N). Target of issue 3: >= 80
 Also the torch pipeline a user would otherwise write (I420 -> RGB with chroma replication,
 clamp, ``interpolate(antialias=True)``, normalise) for the preprocess case.
 
-``python3 bench/gpu_bench.py [--reps 50]``; prints one table.
+Each op runs once per implementation (``--impl``): ``cuda`` (engine.ops.cuda, engine._C_cuda) and
+``triton`` (engine.kernels, compiled; first call compiles, warm-up excludes it), against the same
+copy baseline. Triton-only rows: preprocess with ``clamp="output"`` (the CUDA kernel implements
+"source" only) and the log-mel projection.
+
+``python3 bench/gpu_bench.py [--reps 50] [--batch 32] [--impl cuda triton]``; prints one table.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -21,7 +27,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import engine.ops.cuda as cuda_ops  # noqa: E402
+from engine.ops.audio import mel_filterbank  # noqa: E402
 from engine.ops.preprocess import PreprocessSpec  # noqa: E402
+
+IMPLS = ("cuda", "triton")
 
 NORM = dict(scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
@@ -82,16 +91,44 @@ def torch_pipeline(y, u, v, size):
     return (out - mean) / std
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--batch", type=int, default=32)
-    args = ap.parse_args()
+    ap.add_argument("--impl", nargs="+", choices=IMPLS, default=list(IMPLS),
+                    help="implementations to time (default: both)")
+    return ap.parse_args(argv)
+
+
+def kernel_impls(names):
+    """{name: module with preprocess / masked_mean / segment_pool} of the requested implementations."""
+    impls = {}
+    if "cuda" in names:
+        impls["cuda"] = cuda_ops
+    if "triton" in names:
+        import engine.kernels as triton_ops
+
+        impls["triton"] = triton_ops
+    return impls
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     reps, B = args.reps, args.batch
+    impls = kernel_impls(args.impl)
     torch.manual_seed(0)
     dev = torch.cuda.get_device_name()
-    print(f"device: {dev}; torch {torch.__version__}; _C_cuda {cuda_ops.build_info()}")
+    cuda_info = cuda_ops.build_info() if "cuda" in impls else "not timed"
+    print(f"device: {dev}; torch {torch.__version__}; _C_cuda {cuda_info}")
+    if "triton" in impls:
+        import triton
+
+        print(f"triton {triton.__version__}")
     rows = []  # (op, bytes, t, bw, copy_bw, extra)
+
+    def measure(label, fn, traffic, cbw, frames=None):
+        t = time_op(fn, reps)
+        rows.append((label, traffic, t, traffic / t, cbw, f"{frames / t:,.0f} frames/s" if frames else ""))
 
     # --- fused preprocess: I420 1080p x B -> 224 NCHW fp32 ------------------------------------
     H, W = 1080, 1920
@@ -100,24 +137,25 @@ def main() -> None:
     v = torch.randint(16, 241, (B, H // 2, W // 2), dtype=torch.uint8, device="cuda")
     planes = (y, u, v)
     plane_bytes = sum(p.numel() for p in planes)
-    for label, spec in [
-        ("preprocess stretch 224", PreprocessSpec(size=(224, 224), resize="stretch", **NORM)),
-        ("preprocess shorter256+crop224", PreprocessSpec(size=(224, 224), resize="shorter", resize_to=(256, 256), **NORM)),
-        ("preprocess stretch 224 direct", PreprocessSpec(size=(224, 224), resize="stretch", **NORM)),
-    ]:
+    stretch = PreprocessSpec(size=(224, 224), resize="stretch", **NORM)
+    shorter = PreprocessSpec(size=(224, 224), resize="shorter", resize_to=(256, 256), **NORM)
+    cases = [  # (label, spec, implementations, keyword arguments)
+        ("preprocess stretch 224", stretch, IMPLS, {}),
+        ("preprocess shorter256+crop224", shorter, IMPLS, {}),
+        ("preprocess stretch 224 direct", stretch, ("cuda",), {"force_direct": True}),
+        ("preprocess stretch 224 clamp=output", dataclasses.replace(stretch, clamp="output"), ("triton",), {}),
+    ]
+    for label, spec, which, kw in cases:
         out = torch.empty(spec.output_shape(B), device="cuda")
-        direct = label.endswith("direct")
-
-        def fn(spec=spec, out=out, direct=direct):
-            cuda_ops.preprocess(planes, spec, format="i420", width=W, height=H, out=out, force_direct=direct)
-
         read = plane_bytes if spec.resize == "stretch" else footprint_bytes(spec, H, W, B)
         traffic = read + out.numel() * 4
-        t = time_op(fn, reps)
-        tc, cbw = copy_bandwidth(traffic, reps)
-        rows.append((label, traffic, t, traffic / t, cbw, f"{B / t:,.0f} frames/s"))
+        _, cbw = copy_bandwidth(traffic, reps)
+        for name in (n for n in which if n in impls):
+            def fn(mod=impls[name], spec=spec, out=out, kw=kw):
+                mod.preprocess(planes, spec, format="i420", width=W, height=H, out=out, **kw)
+
+            measure(f"{label} [{name}]", fn, traffic, cbw, frames=B)
     try:
-        spec = PreprocessSpec(size=(224, 224), resize="stretch", **NORM)
         t = time_op(lambda: torch_pipeline(y, u, v, (224, 224)), max(5, reps // 5), warmup=2)
         traffic = plane_bytes + B * 3 * 224 * 224 * 4
         rows.append(("torch pipeline stretch 224 (ref)", traffic, t, traffic / t, float("nan"), f"{B / t:,.0f} frames/s"))
@@ -131,18 +169,30 @@ def main() -> None:
     o = torch.empty(Bm, D, device="cuda")
     for norm in (False, True):
         traffic = x.numel() * 4 + m.numel() * 4 + o.numel() * 4 * (3 if norm else 1)
-        t = time_op(lambda norm=norm: cuda_ops.masked_mean(x, m, norm, out=o), reps)
         _, cbw = copy_bandwidth(traffic, reps)
-        rows.append((f"masked_mean [{Bm},{T},{D}] norm={norm}", traffic, t, traffic / t, cbw, ""))
+        for name, mod in impls.items():
+            measure(f"masked_mean [{Bm},{T},{D}] norm={norm} [{name}]",
+                    lambda mod=mod, norm=norm: mod.masked_mean(x, m, norm, out=o), traffic, cbw)
     N, S = 32768, 256
     xs = torch.randn(N, D, device="cuda")
     offs = torch.arange(0, N + 1, N // S, device="cuda", dtype=torch.int64)
     os_ = torch.empty(S, D, device="cuda")
     for mode, win in (("mean", 1), ("max", 1), ("window_max", 8)):
         traffic = xs.numel() * 4 + os_.numel() * 4 + offs.numel() * 8
-        t = time_op(lambda mode=mode, win=win: cuda_ops.segment_pool(xs, offs, mode, win, out=os_), reps)
         _, cbw = copy_bandwidth(traffic, reps)
-        rows.append((f"segment_pool {mode} [{N},{D}]/{S}", traffic, t, traffic / t, cbw, ""))
+        for name, mod in impls.items():
+            measure(f"segment_pool {mode} [{N},{D}]/{S} [{name}]",
+                    lambda mod=mod, mode=mode, win=win: mod.segment_pool(xs, offs, mode, win, out=os_), traffic, cbw)
+
+    # --- log-mel projection (Triton only): B chunks x 96 frames x 257 bins -> 64 mels ------------
+    if "triton" in impls:
+        spec_mag = torch.rand(B * 64, 96, 257, device="cuda")
+        fb = torch.from_numpy(mel_filterbank()).cuda()
+        lm = torch.empty(B * 64, 96, 64, device="cuda")
+        traffic = spec_mag.numel() * 4 + fb.numel() * 4 + lm.numel() * 4
+        _, cbw = copy_bandwidth(traffic, reps)
+        measure(f"log_mel_project [{B * 64},96,257]x[257,64] [triton]",
+                lambda: impls["triton"].log_mel_project(spec_mag, fb, out=lm), traffic, cbw)
 
     print()
     print(f"| op | MB moved | median us | GB/s | copy GB/s | % of copy | note |")

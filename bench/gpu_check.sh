@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One script for a fresh GPU machine (torch, nvcc, pybind11; pytest from .whl/ when missing):
-# build engine._C_cuda, run the GPU tests, print the bandwidth table (bench/gpu_bench.py).
+# build engine._C_cuda and engine._C, run the GPU tests (CUDA and Triton), print the bandwidth
+# table (bench/gpu_bench.py).
 #   bash bench/gpu_check.sh 2>&1 | tee gpu_check.log
 # Environment: ENGINE_CUDA_ARCHS (default 90 here: only the GPU at hand; CI builds 80;89;90+PTX),
-# ENGINE_CHECK_CPU=1 also builds engine._C (the CPU extension is not needed by these checks).
+# ENGINE_CHECK_CPU=0 skips engine._C (the Triton preprocessing takes its tap tables and colour
+# map from it, and tests/triton compares with the CPU kernels: those tests then fail).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -25,7 +27,7 @@ $PY -m pytest --version || echo "no pytest: the tests are skipped"
 
 step "build"
 export ENGINE_CUDA=1 ENGINE_CUDA_ARCHS=${ENGINE_CUDA_ARCHS:-90}
-if [ "${ENGINE_CHECK_CPU:-0}" != "1" ]; then export ENGINE_CPU=0; fi
+if [ "${ENGINE_CHECK_CPU:-1}" != "1" ]; then export ENGINE_CPU=0; fi
 if ! $PY setup.py build_ext --inplace > build_cuda.log 2>&1; then
   tail -40 build_cuda.log; echo "BUILD FAILED"
   which nvcc; ls "$(dirname "$(dirname "$(readlink -f "$(which nvcc)")")")"/lib* 2>/dev/null | grep -i cudart
@@ -33,9 +35,14 @@ if ! $PY setup.py build_ext --inplace > build_cuda.log 2>&1; then
 fi
 grep -E "nvcc|warning" build_cuda.log | tail -8
 $PY -c "import engine.ops.cuda as c; print(c.build_info())"
+# engine.kernels (the Triton kernels in kernels/) exists only through an install's package
+# mapping (setup.py package_dir); this one builds nothing (the extensions are in place already)
+ENGINE_CPU=0 ENGINE_CUDA=0 $PY -m pip install -q -e . --no-deps --no-build-isolation > install.log 2>&1 \
+  || { tail -5 install.log; echo "editable install failed: tests/triton cannot import engine.kernels"; }
+$PY -c "import triton, engine.kernels as k; print('triton', triton.__version__, k.__file__)"
 
 step "GPU tests"
-$PY -m pytest -q -s -p no:cacheprovider -rs tests/gpu tests/kernels/test_headers_nvcc.py 2>&1 | grep -vE "^\s*$" | tail -70
+$PY -m pytest -q -s -p no:cacheprovider -rs tests/gpu tests/triton tests/kernels/test_headers_nvcc.py 2>&1 | grep -vE "^\s*$" | tail -70
 echo "pytest rc=${PIPESTATUS[0]}"
 
 step "bandwidth"

@@ -155,6 +155,8 @@ def preprocess(
     device = first[0].device
     check_device(device, *((f"plane {j}", t) for j, t in enumerate(first)))
     batch = len(table)
+    if batch > 65535:  # the batch is grid axis 1, limited to 65535 programs on CUDA
+        raise InputError(f"at most 65535 frames per call, got {batch}")
     shape = spec.output_shape(batch)
     out = output(out, shape, dtype, device)
 

@@ -34,21 +34,21 @@ def _gather(y_ptr, u_ptr, v_ptr, y_row, u_row, v_row, sx, tmask,
     """Three samples of the [BLOCK, KXP] tap tile: (Y, Cb, Cr) or (R, G, B)."""
     if KIND == 2:  # PACKED_RGB
         p = y_ptr + y_row + 3 * sx
-        a = tl.load(p, mask=tmask, other=0).to(tl.float32)
-        g = tl.load(p + 1, mask=tmask, other=0).to(tl.float32)
-        c = tl.load(p + 2, mask=tmask, other=0).to(tl.float32)
+        s0 = tl.load(p, mask=tmask, other=0).to(tl.float32)
+        s1 = tl.load(p + 1, mask=tmask, other=0).to(tl.float32)
+        s2 = tl.load(p + 2, mask=tmask, other=0).to(tl.float32)
         if BGR_IN:
-            return c, g, a
-        return a, g, c
-    y = tl.load(y_ptr + y_row + sx, mask=tmask, other=0).to(tl.float32)
-    cx = sx // SUB_X
-    if KIND == 1:  # SEMI_PLANAR_YUV: U, V interleaved
-        u = tl.load(u_ptr + u_row + 2 * cx, mask=tmask, other=0).to(tl.float32)
-        v = tl.load(u_ptr + u_row + 2 * cx + 1, mask=tmask, other=0).to(tl.float32)
+            s0, s2 = s2, s0
     else:
-        u = tl.load(u_ptr + u_row + cx, mask=tmask, other=0).to(tl.float32)
-        v = tl.load(v_ptr + v_row + cx, mask=tmask, other=0).to(tl.float32)
-    return y, u, v
+        s0 = tl.load(y_ptr + y_row + sx, mask=tmask, other=0).to(tl.float32)
+        cx = sx // SUB_X
+        if KIND == 1:  # SEMI_PLANAR_YUV: U, V interleaved
+            s1 = tl.load(u_ptr + u_row + 2 * cx, mask=tmask, other=0).to(tl.float32)
+            s2 = tl.load(u_ptr + u_row + 2 * cx + 1, mask=tmask, other=0).to(tl.float32)
+        else:
+            s1 = tl.load(u_ptr + u_row + cx, mask=tmask, other=0).to(tl.float32)
+            s2 = tl.load(v_ptr + v_row + cx, mask=tmask, other=0).to(tl.float32)
+    return s0, s1, s2
 
 
 @triton.jit

@@ -17,18 +17,18 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 from cuda_ref import level_error, saturated_frame
 from frames import make_frame
 from reference import preprocess_ref
-from triton_cases import batched_planes, gpu_only, to_torch
+from triton_cases import batched_planes, gpu_only, import_kernels, to_torch
 
 from engine.errors import InputError
 from engine.ops import PreprocessSpec
 from engine.ops import preprocess as cpu_preprocess
 
-kernels = pytest.importorskip("engine.kernels")
 pytest.importorskip("triton")
+torch = pytest.importorskip("torch")
+kernels = import_kernels()
 
 NORM = dict(scale=1 / 255, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 TOL_LEVELS = 0.01
@@ -101,9 +101,9 @@ def test_batch(batched, device):
     frames = [make_frame("nv12", 24, 40, rng, pad=3 + 4 * i) for i in range(3)]
     spec = PreprocessSpec(size=(16, 16), **NORM)
     if batched:  # (B, rows, samples) planes with padded pitches: one view per plane
-        planes = tuple(batched_planes([to_torch(f, device)[j] for f in frames], pitch_pad=6) for j in range(2))
+        planes = tuple(batched_planes([to_torch(f, device, pitch_pad=0)[j] for f in frames], pitch_pad=6) for j in range(2))
     else:  # separate allocations with different row strides
-        planes = [to_torch(f, device, pitch_pad=2 * i) for i, f in enumerate(frames)]
+        planes = [to_torch(f, device, pitch_pad=1 + 2 * i) for i, f in enumerate(frames)]
     got = _run(planes, spec, frames[0], batch=3)
     for g, f in zip(got, frames):
         _check(g, preprocess_ref(f, spec), spec, "vs float64 reference")

@@ -30,22 +30,33 @@ def gpu_only(test):
     return pytest.mark.gpu(test)
 
 
-def to_torch(frame, device: str, *, pitch_pad: int = 0):
-    """The planes of a tests/kernels Frame as torch tensors on ``device``: the numpy views keep
-    their padded row strides; ``pitch_pad`` > 0 re-pads rows with garbage first."""
+def import_kernels():
+    """engine.kernels, or an ImportError that says how to fix it (never a skip: a checkout whose
+    kernels/ folder is not mapped onto the package must fail, not pass silently)."""
+    try:
+        import engine.kernels
+    except ImportError as e:
+        raise ImportError(
+            "engine.kernels is not importable: an install maps the kernels/ folder onto it "
+            "(setup.py package_dir); run `pip install -e . --no-deps --no-build-isolation` in this checkout"
+        ) from e
+    return engine.kernels
+
+
+def to_torch(frame, device: str, *, pitch_pad: int = 7):
+    """The planes of a tests/kernels Frame as torch tensors on ``device``, each a view into a
+    buffer whose rows are ``pitch_pad`` samples longer, the padding filled with garbage (the
+    buffer moves to the device whole, so the padded row stride survives the copy)."""
     import torch
 
     planes = []
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng()
     for p in frame.planes:
         a = np.asarray(p)
-        a = a.reshape(a.shape[0], -1) if a.ndim == 3 else a
-        if pitch_pad:
-            buf = rng.integers(0, 256, (a.shape[0], a.shape[1] + pitch_pad)).astype(a.dtype)
-            buf[:, : a.shape[1]] = a
-            a = buf[:, : a.shape[1]]
-        t = torch.from_numpy(a)
-        planes.append(t if device == "cpu" else t.to(device))
+        a = a.reshape(a.shape[0], -1) if a.ndim == 3 else a  # (rows, pixels, 3) -> (rows, samples)
+        buf = rng.integers(0, 256, (a.shape[0], a.shape[1] + pitch_pad)).astype(a.dtype)
+        buf[:, : a.shape[1]] = a
+        planes.append(torch.from_numpy(buf).to(device)[:, : a.shape[1]])
     return tuple(planes)
 
 
