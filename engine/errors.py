@@ -33,6 +33,14 @@ class EmptyMediaError(MediaError):
     """The input holds no data, or no stream of the kind asked for."""
 
 
+class UnreadableMediaError(MediaError):
+    """The path cannot be read (permissions, I/O error)."""
+
+
+class MediaNotFoundError(UnreadableMediaError, FileNotFoundError):
+    """The path does not exist."""
+
+
 class MediaLimitError(MediaError):
     """The input exceeds a configured limit (bytes, pixels, duration, frames)."""
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import (CorruptMediaError, EmptyMediaError, ForbiddenSourceError, MediaError,
-                           MediaLimitError, UnsupportedMediaError)
+                           MediaLimitError, MediaNotFoundError, UnreadableMediaError,
+                           UnsupportedMediaError)
 from engine.media import Limits, Sampling, decode_audio, decode_image, decode_video, probe
 from engine.media.synthetic import encode_image, ffconcat_list, hls_playlist
 
@@ -94,8 +95,27 @@ def test_special_files_are_refused():
 def test_empty_inputs(kind, tmp_path):
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    for src in (b"", bytearray(), empty, str(empty), io.BytesIO(b""), tmp_path / "missing.mp4"):
+    for src in (b"", bytearray(), empty, str(empty), io.BytesIO(b"")):
         _raises(EmptyMediaError, ALL_DECODERS[kind], src)
+
+
+@pytest.mark.parametrize("kind", ALL_DECODERS)
+def test_missing_and_unreadable_paths(kind, tmp_path, monkeypatch):
+    for missing in (tmp_path / "missing.mp4", tmp_path / "no_dir" / "x.mp4"):
+        e = _raises(MediaNotFoundError, ALL_DECODERS[kind], missing)
+        assert isinstance(e, FileNotFoundError) and "no such file" in str(e)
+    locked = tmp_path / "locked.mp4"
+    locked.write_bytes(b"\x00" * 64)
+    real_open = open
+
+    def deny(path, *args, **kw):  # chmod 0 does not stop root, so refuse the open itself
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr("builtins.open", deny)
+    e = _raises(UnreadableMediaError, ALL_DECODERS[kind], locked)
+    assert "Permission denied" in str(e) and not isinstance(e, MediaNotFoundError)
 
 
 @pytest.mark.parametrize("kind", ALL_DECODERS)

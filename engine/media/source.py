@@ -12,7 +12,9 @@ Rules
   sequences, ...) go through an ``io_open`` hook that always refuses, and the container's
   ``format_whitelist`` only names the demuxers below; the sniffer additionally recognises playlists
   and concat lists and reports them as :class:`ForbiddenSourceError`.
-* Size (``Limits.max_bytes``) is checked before any decoding; empty input -> EmptyMediaError.
+* Size (``Limits.max_bytes``) is checked before any decoding; empty input -> EmptyMediaError;
+  a missing path -> MediaNotFoundError (also a FileNotFoundError), an unreadable one ->
+  UnreadableMediaError.
 * Every PyAV/FFmpeg error is wrapped: garbage or truncated input -> :class:`CorruptMediaError`.
 """
 
@@ -29,7 +31,8 @@ from typing import IO, Any, Iterator, Union
 import av
 
 from engine.errors import (
-    CorruptMediaError, EmptyMediaError, ForbiddenSourceError, MediaError, UnsupportedMediaError,
+    CorruptMediaError, EmptyMediaError, ForbiddenSourceError, MediaError, MediaNotFoundError,
+    UnreadableMediaError, UnsupportedMediaError,
 )
 
 from .limits import DEFAULT_LIMITS, Limits
@@ -139,10 +142,10 @@ def _open_path(path: str, limits: Limits) -> _Opened:
         path = os.fsdecode(path)
     try:
         st = os.stat(path)
-    except FileNotFoundError:
-        raise EmptyMediaError(f"{path}: no such file") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise MediaNotFoundError(f"{path}: no such file") from None
     except OSError as e:
-        raise CorruptMediaError(f"{path}: cannot stat: {e}") from None
+        raise UnreadableMediaError(f"{path}: cannot stat: {e.strerror or e}") from None
     if not stat.S_ISREG(st.st_mode):
         raise ForbiddenSourceError(f"{path}: not a regular file")
     if st.st_size == 0:
@@ -151,7 +154,7 @@ def _open_path(path: str, limits: Limits) -> _Opened:
     try:
         f = open(path, "rb")
     except OSError as e:
-        raise CorruptMediaError(f"{path}: cannot open: {e}") from None
+        raise UnreadableMediaError(f"{path}: cannot open: {e.strerror or e}") from None
     return _Opened(f, st.st_size, path, True)
 
 
