@@ -282,12 +282,16 @@ def _fake_entry(**config):
     ({"platform": "onnxruntime_onnx"}, {"device": "cuda", "backend": "onnxruntime"}, "CPU only"),
     ({"platform": "onnxruntime_onnx"}, {"backend": "tensorrt"}, "needs a CUDA device"),
     ({"backend": "sklearn"}, {"backend": "torch"}, "sklearn backend only"),
-    ({"backend": "sklearn"}, {"device": "cuda"}, "CPU only"),
     ({"platform": "tensorrt_plan"}, {}, "no backend for platform"),
 ])
 def test_load_backend_refuses(config, kwargs, match):
     with pytest.raises(ModelError, match=match):
         load_backend(_fake_entry(**config), **kwargs)
+
+
+@pytest.mark.models
+def test_sklearn_models_stay_sklearn_on_the_cpu(model_entry):
+    assert load_backend(model_entry("profanity"), device="cuda:1").name == "sklearn"
 
 
 def test_tensorrt_runtime_missing_is_a_model_error(monkeypatch):

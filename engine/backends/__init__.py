@@ -33,7 +33,7 @@ def load_backend(model, *, device: str = "cpu", threads: int | None = None, back
     ``backend`` is one of :data:`BACKEND_CHOICES`; ``auto`` resolves with
     :func:`resolve_backend` (TensorRT, then torch CUDA on a CUDA device, else ONNX Runtime).
     ONNX models run on "onnxruntime" (CPU only), "torch" (CPU or CUDA) or "tensorrt" (CUDA);
-    config.pbtxt ``backend: "sklearn"`` models always run on the sklearn backend.
+    config.pbtxt ``backend: "sklearn"`` models always run on the sklearn backend, on the CPU.
     ``threads`` = intra-op threads (None = the library default).
     """
     from engine.backends.torch_cuda import parse_device
@@ -46,8 +46,7 @@ def load_backend(model, *, device: str = "cpu", threads: int | None = None, back
         if backend != "auto":
             raise ModelError(f"model {model.name!r} is a scikit-learn model: it runs on the sklearn "
                              f"backend only, not {backend!r}")
-        if kind != "cpu":
-            raise ModelError(f"model {model.name!r}: the sklearn backend runs on the CPU only")
+        # a CPU model whatever the device: a GPU session still needs its text classifier
         from engine.backends.sklearn import SklearnBackend
 
         return SklearnBackend(model, threads=threads)
