@@ -2,7 +2,7 @@
 passes, LLVM, PTX and ptxas (bundled with the triton wheel) all run on the host. Catches what the
 interpreter accepts but the compiler does not (types, control flow, layouts).
 
-Run as a script in a process WITHOUT TRITON_INTERPRET (test_compile.py does); prints one line per
+Run as a script in a process WITHOUT TRITON_INTERPRET (test_triton_compile.py does); prints one line per
 compiled variant and exits non-zero on the first failure.
 """
 
