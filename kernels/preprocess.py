@@ -28,8 +28,10 @@ _TILE_ELEMENTS = 4096
 
 @lru_cache(maxsize=64)
 def _axis_tables(filter_code: int, mode: int, in_h: int, in_w: int, out_h: int, out_w: int,
-                 to_h: int, to_w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(yfirst int32, yw float32 [out_h, KY], xfirst, xw) on the luma grid, from resample.h.
+                 to_h: int, to_w: int) -> tuple[np.ndarray, int, int]:
+    """The tap tables of both axes on the luma grid, from resample.h, packed for one upload:
+    (int32 array of yfirst [out_h], yw [out_h, KY], xfirst [out_w], xw [out_w, KX] with the
+    weights as float32 bits, KY, KX).
 
     ``first`` is -1 for padding samples; windows are shifted inside the image (zero weights fill
     the rest), so every tap of a valid sample indexes a real source row / column.
@@ -41,8 +43,22 @@ def _axis_tables(filter_code: int, mode: int, in_h: int, in_w: int, out_h: int, 
         xfirst, xw = native.resample_taps(filter_code, in_w, rw, out_w, ox, 1, in_w)
     except ValueError as e:
         raise InputError(str(e)) from e
-    as_i32 = lambda a: np.ascontiguousarray(a, dtype=np.int32)  # noqa: E731
-    return as_i32(yfirst), np.ascontiguousarray(yw), as_i32(xfirst), np.ascontiguousarray(xw)
+    bits = lambda w: np.ascontiguousarray(w, dtype=np.float32).view(np.int32).ravel()  # noqa: E731
+    packed = np.concatenate([yfirst.astype(np.int32), bits(yw), xfirst.astype(np.int32), bits(xw)])
+    return packed, yw.shape[1], xw.shape[1]
+
+
+def _upload_tables(torch: Any, frame_table: list, axis: tuple, out_h: int, out_w: int, device: Any):
+    """One host-to-device copy of the per-call frame table and the cached tap tables; returns
+    device views (frames int64 [B, 6], yfirst, yw, xfirst, xw)."""
+    packed, ky, kx = axis
+    frames = np.asarray(frame_table, dtype=np.int64).view(np.int32).ravel()
+    dev = torch.from_numpy(np.concatenate([frames, packed])).to(device)
+    views, at = [], frames.size
+    for n, dtype in ((out_h, torch.int32), (out_h * ky, torch.float32), (out_w, torch.int32), (out_w * kx, torch.float32)):
+        views.append(dev[at : at + n].view(dtype))
+        at += n
+    return (dev[: frames.size].view(torch.int64), *views)
 
 
 def _plane_dtypes(torch: Any, ten: bool) -> tuple:
@@ -162,16 +178,15 @@ def preprocess(
 
     out_h, out_w = spec.size
     to_h, to_w = spec.resize_to if spec.resize_to is not None else spec.size
-    yfirst, yw, xfirst, xw = (torch.from_numpy(a).to(device) for a in _axis_tables(
-        _FILTERS[spec.filter], _MODES[spec.resize], height, width, out_h, out_w, int(to_h), int(to_w)))
-    frame_table = torch.tensor(table, dtype=torch.int64).to(device)
+    axis = _axis_tables(_FILTERS[spec.filter], _MODES[spec.resize], height, width, out_h, out_w, int(to_h), int(to_w))
+    frame_table, yfirst, yw, xfirst, xw = _upload_tables(torch, table, axis, out_h, out_w, device)
     native = load_native()
     gain, nbias = native.normalize_map(float(spec.scale), tuple(map(float, spec.mean)), tuple(map(float, spec.std)))
     if base in _YUV:
         y_gain, cb, cr, bias = native.yuv_to_rgb_map(_MATRICES[matrix], bool(full_range), 10 if ten else 8)
     else:  # packed RGB is not converted
         y_gain, cb, cr, bias = 0.0, (0.0,) * 3, (0.0,) * 3, (0.0,) * 3
-    ky, kx = yw.shape[1], xw.shape[1]
+    _, ky, kx = axis
     kxp = pow2(kx)
     block = max(16, min(pow2(out_h * out_w), _TILE_ELEMENTS // kxp))
 
