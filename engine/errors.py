@@ -76,3 +76,15 @@ class InputError(EngineError, ValueError):
 
 class InternalError(EngineError):
     """An unexpected failure while processing one item (a bug: the traceback is logged)."""
+
+
+# --- serving -------------------------------------------------------------------
+class OverloadedError(EngineError):
+    """A model's request queue is full (at once, or still full when the caller's deadline came).
+
+    Back off and retry: the request was never queued, so nothing of it ran.
+    """
+
+
+class DeadlineExceededError(EngineError, TimeoutError):
+    """A request's deadline (the caller's, or the queue policy's timeout) passed before it ran."""
