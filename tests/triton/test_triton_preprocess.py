@@ -37,7 +37,8 @@ FP16_RTOL = 2.0**-11
 FORMATS = ["i420", "nv12", "i422", "i444", "rgb24", "bgr24", "i420_10", "nv12_10", "i444_10"]
 COLOUR = [("bt601", False), ("bt601", True), ("bt709", False), ("bt709", True)]
 CLAMPS = ["source", "output"]
-# (H, W) of the source -> spec: downscale + crop, upscale of tiny frames, letterbox, stretch crop
+# (H, W) of the source -> spec: downscale + crop, upscale of tiny frames, letterbox, stretch crop,
+# several programs per frame
 GEOMETRIES = [
     ((24, 40), dict(size=(16, 16), resize="shorter")),
     ((1, 1), dict(size=(3, 5), resize="stretch")),
@@ -45,6 +46,7 @@ GEOMETRIES = [
     ((37, 53), dict(size=(16, 17), resize="letterbox", pad_value=-2.5)),
     ((24, 40), dict(size=(16, 16), resize="stretch", resize_to=(19, 21), filter="bilinear")),
     ((13, 7), dict(size=(20, 12), resize="shorter", resize_to=(20, 20))),
+    ((37, 53), dict(size=(33, 40), resize="stretch")),  # 1320 pixels: 3 programs, the last partial
 ]
 
 
