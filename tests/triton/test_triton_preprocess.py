@@ -148,6 +148,16 @@ def test_validation(device, monkeypatch):
             kernels.preprocess([planes], spec, **kw)
 
 
+def test_ten_bit_planes_as_int16(device):
+    # torch's uint16 support is partial: int16 tensors holding the same bits (values < 1024) work
+    frame = make_frame("i420_10", 24, 40, np.random.default_rng())
+    spec = PreprocessSpec(size=(16, 16), **NORM)
+    as_u16 = _run([to_torch(frame, device)], spec, frame)
+    as_i16 = _run([tuple(p.view(torch.int16) for p in to_torch(frame, device))], spec, frame)
+    np.testing.assert_array_equal(as_u16, as_i16)
+    _check(as_i16[0], preprocess_ref(frame, spec), spec, "vs float64 reference")
+
+
 # ------------------------------------------------------------------------------------------------
 # real GPU: production geometry, compiled kernels
 # ------------------------------------------------------------------------------------------------
@@ -164,3 +174,4 @@ def test_gpu_video_sizes(hw, fmt, clamp):
     for g, c, f in zip(got, cpu, frames):
         _check(g, c, spec, "vs CPU kernel")
         _check(g, preprocess_ref(f, spec), spec, "vs float64 reference")
+
