@@ -18,6 +18,7 @@ from triton.compiler import ASTSource
 from engine.kernels import audio_kernel, pooling_kernel, preprocess_kernel
 
 TARGETS = [GPUTarget("cuda", 90, 32), GPUTarget("cuda", 80, 32)]  # H100, A100
+WARPS = {"preprocess_kernel": 8}  # engine.kernels.preprocess launches with 8 warps, the rest with 4
 
 _PRE_SIG = {
     "out_ptr": "*fp32", "y_ptr": "*u8", "u_ptr": "*u8", "v_ptr": "*u8", "frame_ptr": "*i64",
@@ -26,10 +27,11 @@ _PRE_SIG = {
     **{n: "fp32" for n in ("y_gain", "cb0", "cb1", "cb2", "cr0", "cr1", "cr2", "bias0", "bias1", "bias2",
                            "gain0", "gain1", "gain2", "nbias0", "nbias1", "nbias2", "pad")},
 }
-_PRE = dict(BGR_IN=False, BGR_OUT=False, NHWC=False, KXP=16, BLOCK=256)
+_PRE = dict(BGR_IN=False, BGR_OUT=False, NHWC=False, KXP=16, BLOCK=128)  # as the wrapper: 8 warps
 
 VARIANTS = [
-    # (kernel, signature, constexprs): each source kind once, both clamp modes, fp16 and NHWC
+    # (kernel, signature, constexprs): each source kind once, both clamp modes, fp16 and NHWC;
+    # preprocess_kernel compiles with the wrapper's 8 warps (WARPS below)
     (preprocess_kernel.preprocess_kernel, _PRE_SIG,
      dict(_PRE, KIND=preprocess_kernel.PLANAR_YUV, SUB_X=2, SUB_Y=2, CLAMP_SOURCE=True)),
     (preprocess_kernel.preprocess_kernel, dict(_PRE_SIG, out_ptr="*fp16", y_ptr="*u16", u_ptr="*u16", v_ptr="*u16"),
@@ -54,7 +56,7 @@ def main() -> int:
     for target in TARGETS[: int(sys.argv[1]) if len(sys.argv) > 1 else None]:
         for fn, sig, consts in VARIANTS:
             src = ASTSource(fn, {**sig, **{k: "constexpr" for k in consts}}, constexprs=consts)
-            kernel = triton_compile(src, target=target)
+            kernel = triton_compile(src, target=target, options={"num_warps": WARPS.get(fn.__name__, 4)})
             assert kernel.asm.get("cubin"), f"{fn.__name__}: no cubin"
             print(f"sm_{target.arch} {fn.__name__} {consts}: {len(kernel.asm['cubin'])} bytes of cubin", flush=True)
     return 0
