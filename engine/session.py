@@ -15,6 +15,7 @@ import numpy as np
 
 from . import media
 from .backends import Backend, load_backend
+from .batching import BatchingPolicy, Scheduler
 from .errors import (CorruptMediaError, EngineError, InputError, InternalError, MediaLimitError,
                      ModelError)
 from .ops.audio import CHUNK_SAMPLES, SAMPLE_RATE, yamnet_patches
@@ -60,6 +61,7 @@ class Session:
         self.threads = threads
         self.limits = self.pipeline.limits
         self._backends: dict[str, Backend] = {}
+        self._schedulers: dict[str, Scheduler] = {}
         self._lock = threading.Lock()
         self._tokenizer: Tokenizer | None = None
         self._exemplars: dict[str, np.ndarray] = {}
@@ -80,9 +82,39 @@ class Session:
                 self._backends[model] = b
             return b
 
+    def scheduler(self, model: str) -> Scheduler:
+        """The request scheduler of ``model`` (:mod:`engine.batching`, from its config.pbtxt),
+        started on first use, stopped by :meth:`close`."""
+        backend = self.backend(model)
+        with self._lock:
+            s = self._schedulers.get(model)
+            if s is None:
+                path = self.repo.path / model / "config.pbtxt"
+                s = Scheduler(backend, BatchingPolicy.from_config(self.repo.config(model), path))
+                self._schedulers[model] = s
+            return s
+
     def run(self, model: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one model of the repository on named inputs; batches are split as needed."""
-        return self.backend(model).infer(dict(inputs))
+        """Run one model of the repository on named inputs; batches are split as needed.
+
+        A model with ``dynamic_batching`` in its config.pbtxt runs through its scheduler, so
+        concurrent calls share batches (and may fail with OverloadedError/DeadlineExceededError).
+        """
+        s = self.scheduler(model)
+        return s.infer(inputs) if s.policy.dynamic else self.backend(model).infer(dict(inputs))
+
+    def close(self) -> None:
+        """Run what the model schedulers hold, then stop them (the Session stays usable)."""
+        with self._lock:
+            schedulers, self._schedulers = list(self._schedulers.values()), {}
+        for s in schedulers:
+            s.close()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def warmup(self) -> None:
         """Load every model the pipeline uses and run each once, so the first request is fast."""

@@ -94,6 +94,31 @@ def check_doubled(x: np.ndarray, out: dict) -> None:
     np.testing.assert_allclose(out["s"][:, 0], x.sum(axis=1), rtol=1e-6)
 
 
+def call_concurrently(fn, items: list) -> list:
+    """fn(item) for every item, one thread each, all released at once; results in order."""
+    barrier = threading.Barrier(len(items))
+
+    def call(item):
+        barrier.wait()
+        return fn(item)
+
+    with ThreadPoolExecutor(len(items)) as pool:
+        return list(pool.map(call, items, timeout=60))
+
+
+def record_batch_sizes(backend) -> list[int]:
+    """Wrap ``backend.infer`` so that each call appends its row count to the returned list."""
+    sizes: list[int] = []
+    infer = backend.infer
+
+    def recording_infer(inputs):
+        sizes.append(len(next(iter(inputs.values()))))
+        return infer(inputs)
+
+    backend.infer = recording_infer
+    return sizes
+
+
 # ------------------------------------------------------------------ policy
 
 
@@ -163,14 +188,7 @@ def test_concurrent_callers_get_their_own_rows():
     backend = Doubler(max_batch_size=8, sleep=0.002)
     inputs = [rows(1000 * i, random.Random(i).randint(1, 11)) for i in range(64)]
     with Scheduler(backend, policy(8, preferred_batch_sizes=(4, 8), max_queue_delay_s=0.003)) as s:
-        barrier = threading.Barrier(64)
-
-        def call(x):
-            barrier.wait()
-            return s.infer({"x": x})
-
-        with ThreadPoolExecutor(64) as pool:
-            outs = list(pool.map(call, inputs, timeout=WAIT * 3))
+        outs = call_concurrently(lambda x: s.infer({"x": x}), inputs)
     for x, out in zip(inputs, outs):
         check_doubled(x, out)
     assert max(backend.sizes) <= 8 and max(backend.sizes) > 1  # batches formed, none too big
@@ -431,23 +449,9 @@ def test_models_without_dynamic_batching_run_each_request_alone():
 def run_concurrently(backend, cfg, requests: list[dict]) -> tuple[list[dict], list[dict], list[int]]:
     """(unbatched outputs, outputs through the scheduler with one thread per request, batch sizes)."""
     reference = [backend.infer(r) for r in requests]  # one backend call per request
-    sizes: list[int] = []
-    infer = backend.infer
-
-    def recording_infer(inputs):
-        sizes.append(len(next(iter(inputs.values()))))
-        return infer(inputs)
-
-    backend.infer = recording_infer
+    sizes = record_batch_sizes(backend)
     with Scheduler.from_config(backend, cfg) as s:
-        barrier = threading.Barrier(len(requests))
-
-        def call(r):
-            barrier.wait()
-            return s.infer(r)
-
-        with ThreadPoolExecutor(len(requests)) as pool:
-            outs = list(pool.map(call, requests, timeout=60))
+        outs = call_concurrently(s.infer, requests)
     assert max(sizes) > 1 and max(sizes) <= cfg.max_batch_size  # batches formed, none too big
     assert sum(sizes) == sum(len(next(iter(r.values()))) for r in requests)  # every row once
     return reference, outs, sizes
@@ -480,3 +484,22 @@ def test_profanity_texts_under_64_concurrent_callers(model_entry):
     reference, outs, _ = run_concurrently(load_backend(entry), entry.config, requests)
     for ref, out in zip(reference, outs):
         np.testing.assert_allclose(out["PROB"], ref["PROB"], rtol=1e-6)
+
+
+@pytest.mark.models
+def test_session_run_goes_through_the_models_scheduler(model_repo):
+    from engine import Session
+
+    texts = [np.array([f"text number {i}", "you idiot"][: 1 + i % 2], dtype=object) for i in range(16)]
+    with Session(model_repo.path) as session:
+        scheduler = session.scheduler("profanity")
+        assert scheduler.policy.dynamic and session.scheduler("profanity") is scheduler
+        reference = [session.backend("profanity").infer({"TEXT": t})["PROB"] for t in texts]
+        sizes = record_batch_sizes(session.backend("profanity"))
+        outs = call_concurrently(lambda t: session.run("profanity", {"TEXT": t}), texts)
+        for ref, out in zip(reference, outs):
+            np.testing.assert_allclose(out["PROB"], ref, rtol=1e-6)
+        assert max(sizes) > 1 and sum(sizes) == sum(len(t) for t in texts)
+    assert scheduler.queued() == 0
+    with pytest.raises(ModelError, match="closed"):
+        scheduler.infer({"TEXT": texts[0]})
