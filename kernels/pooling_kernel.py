@@ -9,8 +9,10 @@ The semantics of csrc Note [pooling], float64 accumulation as the CPU and CUDA k
 * segment_pool: one program per (segment s, slice of D). Offsets are clamped into [0, N] and
   made non-decreasing on the device instead of checked on the host (that would synchronise),
   like the CUDA kernel: bad offsets give wrong segments, never out-of-bounds reads.
-  window_max slides a running float64 sum row by row and re-sums it exactly every 64 steps, the
-  CPU kernel's bound on its drift; NaN propagates like torch.max (fmax_nan).
+  window_max takes every window sum as a difference of float64 prefix sums, P(r) - P(r - W),
+  computed a tile of rows at a time (tl.cumsum plus a carry) instead of the CPU kernel's running
+  sum: the same values to float64 rounding (~1e-16 relative of the prefix), read a tile at a
+  time instead of a row. NaN propagates like torch.max (fmax_nan): a window holding a NaN is NaN.
 """
 
 from __future__ import annotations
@@ -85,21 +87,26 @@ def segment_pool_kernel(out_ptr, x_ptr, off_ptr, N, D, sxn, sxd, window,
             acc += tl.load(x_ptr + i[:, None] * sxn + d[None, :] * sxd,
                            mask=(i[:, None] < e) & dmask[None, :], other=0.0).to(tl.float64)
         res = tl.sum(acc, axis=0) / tl.maximum(L, 1).to(tl.float64)
-    else:  # window_max; a segment no longer than the window is its mean
+    else:  # window_max; a segment no longer than the window is its mean (one window of L rows)
+        # window sum ending at row r = P(r) - P(r - W), P the running float64 prefix sum: tile
+        # A holds rows r, tile B rows r - W; both prefixes are carried from tile to tile
         W = tl.minimum(L, window)
-        run = tl.zeros([BLOCK_D], dtype=tl.float64)
-        for i in range(a, a + W):
-            run += tl.load(x_ptr + i * sxn + d * sxd, mask=dmask, other=0.0).to(tl.float64)
-        best = run
-        for j in range(a + 1, e - W + 1):
-            if (j - a) % 64 == 0:  # exact re-summation bounds the drift of the running sum
-                run = tl.zeros([BLOCK_D], dtype=tl.float64)
-                for i in range(j, j + W):
-                    run += tl.load(x_ptr + i * sxn + d * sxd, mask=dmask, other=0.0).to(tl.float64)
-            else:
-                run += (tl.load(x_ptr + (j + W - 1) * sxn + d * sxd, mask=dmask, other=0.0).to(tl.float64)
-                        - tl.load(x_ptr + (j - 1) * sxn + d * sxd, mask=dmask, other=0.0).to(tl.float64))
-            best = _nan_max(best, run)
+        carry_a = tl.zeros([BLOCK_D], dtype=tl.float64)
+        carry_b = tl.zeros([BLOCK_D], dtype=tl.float64)
+        best = tl.full([BLOCK_D], float("-inf"), tl.float64)
+        for i0 in range(a, e, BLOCK_N):
+            i = i0 + tl.arange(0, BLOCK_N)
+            rows = (i[:, None] < e) & dmask[None, :]
+            xa = tl.load(x_ptr + i[:, None] * sxn + d[None, :] * sxd, mask=rows, other=0.0).to(tl.float64)
+            xb = tl.load(x_ptr + (i - W)[:, None] * sxn + d[None, :] * sxd,
+                         mask=rows & ((i - W)[:, None] >= a), other=0.0).to(tl.float64)
+            win = (carry_a[None, :] + tl.cumsum(xa, axis=0)) - (carry_b[None, :] + tl.cumsum(xb, axis=0))
+            full = ((i >= a + W - 1) & (i < e))[:, None] & dmask[None, :]  # windows of W rows
+            nan = tl.max((full & (win != win)).to(tl.int32), axis=0) > 0
+            top = tl.max(tl.where(full, win, float("-inf")), axis=0)
+            best = _nan_max(best, tl.where(nan, float("nan"), top))
+            carry_a += tl.sum(xa, axis=0)
+            carry_b += tl.sum(xb, axis=0)
         res = best / tl.maximum(W, 1).to(tl.float64)
     res = tl.where(L > 0, res, 0.0)
     tl.store(out_ptr + s * D + d, res.to(tl.float32), mask=dmask)
