@@ -30,13 +30,26 @@ from engine.media import Sampling, decode_video  # noqa: E402
 from engine.media import synthetic as syn  # noqa: E402
 
 
-def make_clip(seconds: int = 10, grain: int = 8) -> Path:
-    path = syn.cache_dir() / f"bench_1080p_{seconds}s_gop30_grain{grain}.mp4"
+# encoder -> options that keep the clip's quality near x264 crf 20 at a tolerable encode time
+ENCODER_OPTIONS = {
+    "libx264": {"crf": "20"},
+    "libx265": {"crf": "22"},
+    "libvpx-vp9": {"crf": "32", "b": "0"},
+    "libsvtav1": {"crf": "35", "preset": "12"},
+}
+
+
+def make_clip(seconds: int = 10, grain: int = 8, codec: str = "libx264", height: int = 1080,
+              width: int = 1920) -> Path:
+    """The benchmark clip (30 fps, keyframe every second), encoded once into the media cache."""
+    tag = "" if codec == "libx264" else f"_{codec}"  # the H.264 name predates the other codecs
+    size = "1080p" if (height, width) == (1080, 1920) else f"{width}x{height}"
+    path = syn.cache_dir() / f"bench_{size}_{seconds}s_gop30_grain{grain}{tag}.mp4"
     if not path.exists():
         t = time.perf_counter()
         tmp = path.with_suffix(".tmp")
-        syn.encode_video(tmp, width=1920, height=1080, fps=30, duration=float(seconds), gop=30,
-                         preset="veryfast", grain=grain, options={"crf": "20"})
+        syn.encode_video(tmp, width=width, height=height, fps=30, duration=float(seconds), gop=30,
+                         codec=codec, preset="veryfast", grain=grain, options=ENCODER_OPTIONS.get(codec))
         tmp.rename(path)
         print(f"generated {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f} s")
     return path

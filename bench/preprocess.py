@@ -46,8 +46,9 @@ MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
-def synthetic_rgb(i: int) -> np.ndarray:
-    """Structured 1080p content (gradients, zone plate, edges, noise) so aliasing shows."""
+def synthetic_rgb(i: int, height: int = H, width: int = W) -> np.ndarray:
+    """Structured content (gradients, zone plate, edges, noise) so aliasing shows."""
+    H, W = height, width  # noqa: N806 (the module's frame-size names, for this size)
     rng = np.random.default_rng(i)
     y, x = np.mgrid[0:H, 0:W].astype(np.float32)
     cx, cy = W / 2 + 40 * i, H / 2
@@ -63,9 +64,11 @@ def synthetic_rgb(i: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def photo_rgb(i: int) -> np.ndarray:
-    """A real photograph (scikit-learn's bundled samples) at 1080p, shifted a little per frame."""
+def photo_rgb(i: int, height: int = H, width: int = W) -> np.ndarray:
+    """A real photograph (scikit-learn's bundled samples) at this size, shifted a little per frame."""
     import cv2
+
+    H, W = height, width  # noqa: N806
     from sklearn.datasets import load_sample_image
 
     img = load_sample_image(("china.jpg", "flower.jpg")[i % 2])
@@ -74,15 +77,17 @@ def photo_rgb(i: int) -> np.ndarray:
     return np.ascontiguousarray(big[dy : dy + H, dx : dx + W])
 
 
-def make_frames(n: int, content: str = "synthetic"):
+def make_frames(n: int, content: str = "synthetic", height: int = H, width: int = W):
+    """``n`` I420 frames as engine Frames and as OpenCV (H*3/2, W) buffers (even sizes only)."""
     import cv2
 
     from engine.media.frame import Frame
 
+    H, W = height, width  # noqa: N806
     make = synthetic_rgb if content == "synthetic" else photo_rgb
     frames, i420s = [], []
     for i in range(n):
-        yuv = cv2.cvtColor(make(i), cv2.COLOR_RGB2YUV_I420)  # (H*3/2, W) BT.601 limited
+        yuv = cv2.cvtColor(make(i, H, W), cv2.COLOR_RGB2YUV_I420)  # (H*3/2, W) BT.601 limited
         i420s.append(yuv)
         y = yuv[:H]
         u = yuv[H : H + H // 4].reshape(H // 2, W // 2)
@@ -92,12 +97,17 @@ def make_frames(n: int, content: str = "synthetic"):
     return frames, i420s
 
 
-def resized_size():
-    return SHORT, W * SHORT // H  # (256, 455), torchvision convention
+def resized_size(height: int = H, width: int = W):
+    return SHORT, width * SHORT // height  # (256, 455) at 1080p, torchvision convention
 
 
-def crop(a: np.ndarray, axis_h=0):
-    rh, rw = resized_size()
+def i420_size(buf: np.ndarray) -> tuple[int, int]:
+    """(height, width) of an OpenCV I420 buffer of shape (H*3/2, W)."""
+    return buf.shape[0] * 2 // 3, buf.shape[1]
+
+
+def crop(a: np.ndarray, axis_h=0, height: int = H, width: int = W):
+    rh, rw = resized_size(height, width)
     oy, ox = int(round((rh - CROP) / 2)), int(round((rw - CROP) / 2))
     return a[oy : oy + CROP, ox : ox + CROP] if axis_h == 0 else a[..., oy : oy + CROP, ox : ox + CROP]
 
@@ -105,12 +115,13 @@ def crop(a: np.ndarray, axis_h=0):
 def run_naive(vframes):
     import cv2
 
-    rh, rw = resized_size()
+    size = vframes[0].height, vframes[0].width
+    rh, rw = resized_size(*size)
     out = np.empty((len(vframes), 3, CROP, CROP), np.float32)
     for k, vf in enumerate(vframes):
         rgb = vf.to_ndarray(format="rgb24")
         r = cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_LINEAR)
-        c = crop(r).astype(np.float32) / 255.0
+        c = crop(r, 0, *size).astype(np.float32) / 255.0
         out[k] = ((c - MEAN) / STD).transpose(2, 0, 1)
     return out
 
@@ -118,12 +129,13 @@ def run_naive(vframes):
 def run_opencv(i420s):
     import cv2
 
-    rh, rw = resized_size()
+    size = i420_size(i420s[0])
+    rh, rw = resized_size(*size)
     out = np.empty((len(i420s), 3, CROP, CROP), np.float32)
     for k, buf in enumerate(i420s):
         rgb = cv2.cvtColor(buf, cv2.COLOR_YUV2RGB_I420)
         r = cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_AREA)
-        blob = cv2.dnn.blobFromImage(np.ascontiguousarray(crop(r)), 1 / 255.0, (CROP, CROP),
+        blob = cv2.dnn.blobFromImage(np.ascontiguousarray(crop(r, 0, *size)), 1 / 255.0, (CROP, CROP),
                                      tuple(float(m) for m in MEAN * 255), swapRB=False, crop=False)
         out[k] = blob[0] / STD[:, None, None]
     return out
@@ -133,7 +145,8 @@ def run_torch(i420s):
     import cv2
     import torch
 
-    rh, rw = resized_size()
+    size = i420_size(i420s[0])
+    rh, rw = resized_size(*size)
     out = np.empty((len(i420s), 3, CROP, CROP), np.float32)
     mean = torch.from_numpy(MEAN)[:, None, None]
     std = torch.from_numpy(STD)[:, None, None]
@@ -141,33 +154,28 @@ def run_torch(i420s):
         rgb = cv2.cvtColor(buf, cv2.COLOR_YUV2RGB_I420)
         t = torch.from_numpy(rgb).permute(2, 0, 1)[None]
         r = torch.nn.functional.interpolate(t, size=(rh, rw), mode="bilinear", antialias=True)[0]
-        c = crop(r, axis_h=1).float() / 255.0
+        c = crop(r, 1, *size).float() / 255.0
         out[k] = ((c - mean) / std).numpy()
     return out
 
 
-def _once(fn, n_frames: int, min_time: float) -> float:
-    done, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        done += n_frames
-        dt = time.perf_counter() - t0
-        if dt >= min_time:
-            return done / dt
+def preprocess_spec():
+    """The spec every fused path uses: shorter side 256, centre crop 224, ImageNet normalisation."""
+    from engine.ops import PreprocessSpec
+
+    return PreprocessSpec(size=(CROP, CROP), resize="shorter", resize_to=(SHORT, SHORT), scale=1 / 255,
+                          mean=tuple(MEAN.tolist()), std=tuple(STD.tolist()))
 
 
 def measure_all(paths: dict, n_frames: int, repeats: int, min_time: float = 0.2) -> dict:
-    """Round-robin repeats over the paths so that background load hits all of them alike."""
-    for fn in paths.values():
-        fn()  # warm-up
-    fps = {name: [] for name in paths}
-    for _ in range(repeats):
-        for name, fn in paths.items():
-            fps[name].append(_once(fn, n_frames, min_time))
+    """Frames/s quantiles per path, repeats interleaved round-robin (bench.timing.measure)."""
+    from bench.timing import Stats, measure, rates
+
+    seconds = measure(paths, repeats=repeats, min_time=min_time)
     out = {}
-    for name, v in fps.items():
-        q = np.percentile(v, [10, 50, 90])
-        out[name] = {"p10": float(q[0]), "median": float(q[1]), "p90": float(q[2]), "repeats": repeats}
+    for name, s in seconds.items():
+        st = Stats.of(rates(s, n_frames))
+        out[name] = {"p10": st.p10, "median": st.median, "p90": st.p90, "repeats": repeats}
     return out
 
 
@@ -188,14 +196,13 @@ def main(argv=None) -> dict:
     import cv2
     import torch
 
-    from engine.ops import PreprocessSpec, build_info, preprocess
+    from engine.ops import build_info, preprocess
 
     cv2.setNumThreads(args.threads)
     torch.set_num_threads(args.threads)
     frames, i420s = make_frames(args.frames, args.content)
     vframes = [av.VideoFrame.from_ndarray(b, format="yuv420p") for b in i420s]
-    spec = PreprocessSpec(size=(CROP, CROP), resize="shorter", resize_to=(SHORT, SHORT), scale=1 / 255,
-                          mean=tuple(MEAN.tolist()), std=tuple(STD.tolist()))
+    spec = preprocess_spec()
     out = np.empty(spec.output_shape(len(frames)), np.float32)
     out1 = np.empty(spec.output_shape(1), np.float32)
     spec_out = dataclasses.replace(spec, clamp="output")

@@ -1,0 +1,10 @@
+"""Benchmarks of the moderation engine: one entry point (``python -m bench``), suites run alone or
+all, results as versioned JSON + markdown + PNG plots, ``compare`` of two result files and
+``plan`` (machines needed for a traffic mix from a measured profile).
+
+Layout: :mod:`bench.timing` (warm-up, interleaved repetitions, quantiles), :mod:`bench.results`
+(figures, the JSON schema, markdown), :mod:`bench.machine` (what the numbers ran on),
+:mod:`bench.plots`, :mod:`bench.suites` (one module per suite), :mod:`bench.compare`,
+:mod:`bench.plan`. The older scripts (``bench/preprocess.py``, ``bench/decode.py``,
+``bench/backends.py``, ``bench/gpu_bench.py``) still run on their own.
+"""

@@ -1,0 +1,276 @@
+"""``python -m bench plan --profile RESULTS.json --traffic TRAFFIC.yaml --p99-ms N [--plot PNG]``
+
+Machines per pipeline stage for a traffic mix, from a measured profile.
+
+The profile is a ``python -m bench`` result file run on the machine type to be bought (one GPU or
+one CPU node, as its ``machine`` section says). A stage is planned from the profile's figures that
+carry ``"stage"``: their median throughput per machine, measured at ``items_per_call`` items per
+call (several batch sizes make the latency curve). Stages and the figures they read:
+
+  decode          decode suite, the figure whose codec, sampling and resolution match the traffic
+                  (video-s/s for fps=V / all sampling; videos/s for uniform=N)
+  preprocess      kernels suite, fused preprocessing at the traffic's resolution (frames/s)
+  audio_frontend  kernels suite, yamnet_patches (audio-s/s)
+  image_model, audio_model, text, text_model
+                  models suite (not implemented yet): reported as missing, never guessed
+
+Per stage, with load L at peak (items/s), per-machine throughput X, headroom h, target u::
+
+    machines    = ceil(L (1 + h) / (X u))
+    utilisation = L / (machines X)                           (at the peak, without headroom)
+    latency     = service + wait,  wait = rho / (2 (1 - rho)) * call   (M/D/1 queueing, rho = utilisation)
+
+``call`` = items_per_call / X_p10 (a call at the slow end of the measured repetitions: p90 of the
+call time; the bench's few repetitions cannot estimate a p99, so this is the stand-in). ``service``
+is the work of one item of the path: a video of the mix's p99 duration for decode
+(duration / X_p10, or one call for uniform sampling) and ceil(its frames / batch) calls for the
+frame stages; one call for images, audio and text. Of a stage's batch sizes the planner takes the
+highest-throughput one whose latency fits in --p99-ms, else the fastest one (flagged).
+Path latency (video: decode + preprocess + image_model; image: preprocess + image_model; audio:
+audio_frontend + audio_model; text: text + text_model) is checked against --p99-ms.
+The bottleneck is the stage needing the most machines (where capacity goes); "saturates first"
+names the stage with the highest utilisation at the peak. Stages run on separate machine pools;
+the total is their sum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.results import Figure, figures_of, load, machine_line
+from bench.traffic import Traffic, load_traffic
+
+EPS = 1e-9  # keeps ceil(3600 / 720) at 5 despite floating point
+
+
+@dataclass(frozen=True)
+class StageDef:
+    name: str
+    suite: str
+    unit: Callable[[Traffic], str]
+    load: Callable[[Traffic], float]
+    matches: Callable[[Figure, Traffic], bool]
+    per_video: bool = False  # service of one video counts ceil(frames / batch) calls
+
+
+def _frames_per_s(t: Traffic) -> float:
+    return t.videos_per_s * t.mean_frames_per_video + t.images_per_s
+
+
+def _decode_unit(t: Traffic) -> str:
+    return "videos/s" if t.sampling[0] == "uniform" else "video-s/s"
+
+
+def _decode_load(t: Traffic) -> float:
+    return t.videos_per_s if t.sampling[0] == "uniform" else t.videos_per_s * t.mean_duration
+
+
+def _decode_matches(f: Figure, t: Traffic) -> bool:
+    mode, value = t.sampling
+    wanted = "all" if mode == "all" else f"{mode}={value:g}"
+    return (f.params.get("codec") == t.video_codec and f.params.get("sampling") == wanted
+            and f.params.get("resolution") == t.resolution)
+
+
+STAGES = (
+    StageDef("decode", "decode", _decode_unit, _decode_load, _decode_matches),
+    StageDef("preprocess", "kernels", lambda t: "frames/s", _frames_per_s,
+             lambda f, t: f.params.get("resolution") == t.resolution, per_video=True),
+    StageDef("audio_frontend", "kernels", lambda t: "audio-s/s", lambda t: t.audio_seconds_per_s,
+             lambda f, t: True),
+    StageDef("image_model", "models", lambda t: "frames/s", _frames_per_s, lambda f, t: True, per_video=True),
+    StageDef("audio_model", "models", lambda t: "audio-s/s", lambda t: t.audio_seconds_per_s, lambda f, t: True),
+    StageDef("text", "models", lambda t: "texts/s", lambda t: t.texts_per_s, lambda f, t: True),
+    StageDef("text_model", "models", lambda t: "texts/s", lambda t: t.texts_per_s, lambda f, t: True),
+)
+PATHS = {
+    "video": (("decode", "preprocess", "image_model"), lambda t: t.videos_per_s),
+    "image": (("preprocess", "image_model"), lambda t: t.images_per_s),
+    "audio": (("audio_frontend", "audio_model"), lambda t: t.audio_seconds_per_s),
+    "text": (("text", "text_model"), lambda t: t.texts_per_s),
+}
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    stage: str
+    unit: str
+    load: float               # items/s at the peak
+    figure: str
+    items_per_call: float
+    per_machine: float        # median throughput of one machine
+    machines: int
+    required: float           # machines before rounding up
+    utilisation: float        # at the peak
+    call_ms: float            # one call at the p10 throughput
+    latency_ms: dict[str, float]  # per path through this stage: service + wait
+    fits: bool                # some latency within the budget at this batch
+
+
+@dataclass
+class Plan:
+    traffic: Traffic
+    p99_ms: float
+    stages: list[StagePlan] = field(default_factory=list)
+    missing: list[tuple[str, str]] = field(default_factory=list)  # (stage, why)
+
+    @property
+    def total_machines(self) -> int:
+        return sum(s.machines for s in self.stages)
+
+    @property
+    def bottleneck(self) -> StagePlan | None:
+        return max(self.stages, key=lambda s: s.required, default=None)
+
+    @property
+    def saturates_first(self) -> StagePlan | None:
+        return max(self.stages, key=lambda s: s.utilisation, default=None)
+
+    def path_latency(self, path: str) -> tuple[float | None, list[str]]:
+        """(latency ms, stages missing from the profile) of one item through the path."""
+        by = {s.stage: s for s in self.stages}
+        names = PATHS[path][0]
+        absent = [n for n in names if n not in by]
+        return (None if absent else sum(by[n].latency_ms[path] for n in names)), absent
+
+
+def machines_needed(load: float, per_machine: float, headroom: float, target: float) -> tuple[int, float]:
+    required = load * (1 + headroom) / (per_machine * target)
+    return math.ceil(required - EPS), required
+
+
+def mdl_wait(rho: float, call_s: float) -> float:
+    """Mean M/D/1 queueing delay for utilisation rho and a deterministic call time."""
+    return math.inf if rho >= 1 else rho / (2 * (1 - rho)) * call_s
+
+
+def _service_s(stage: StageDef, fig: Figure, t: Traffic, path: str) -> float:
+    p10 = fig.stats.p10
+    call = fig.items_per_call / p10
+    if stage.name == "decode":
+        return 1 / p10 if t.sampling[0] == "uniform" else t.p99_duration / p10
+    if stage.per_video and path == "video":
+        return math.ceil(t.frames_per_video(t.p99_duration) / fig.items_per_call - EPS) * call
+    return call
+
+
+def plan_stage(stage: StageDef, figs: list[Figure], t: Traffic, p99_ms: float) -> StagePlan:
+    load_ = stage.load(t)
+    paths = [p for p, (names, rate) in PATHS.items() if stage.name in names and rate(t) > 0]
+    options = []
+    for f in figs:
+        machines, required = machines_needed(load_, f.stats.median, t.headroom, t.utilisation_target)
+        rho = load_ / (machines * f.stats.median)
+        call_s = f.items_per_call / f.stats.p10
+        lat = {p: 1e3 * (_service_s(stage, f, t, p) + mdl_wait(rho, call_s)) for p in paths}
+        fits = all(v <= p99_ms for v in lat.values())
+        options.append(StagePlan(stage.name, stage.unit(t), load_, f.name, f.items_per_call, f.stats.median,
+                                 machines, required, rho, 1e3 * call_s, lat, fits))
+    fitting = [o for o in options if o.fits]
+    if fitting:
+        return max(fitting, key=lambda o: o.per_machine)
+    return min(options, key=lambda o: max(o.latency_ms.values(), default=0.0))
+
+
+def make_plan(figures: list[Figure], t: Traffic, p99_ms: float) -> Plan:
+    plan = Plan(t, p99_ms)
+    for stage in STAGES:
+        if stage.load(t) <= 0:
+            continue
+        figs = [f for f in figures if f.stage == stage.name and f.unit == stage.unit(t) and stage.matches(f, t)]
+        if figs:
+            plan.stages.append(plan_stage(stage, figs, t, p99_ms))
+            continue
+        others = sorted({" ".join(str(f.params[k]) for k in ("codec", "sampling", "resolution") if k in f.params)
+                         for f in figures if f.stage == stage.name})
+        why = (f"no {stage.unit(t)} figure matching the traffic (profile has: {', '.join(others)})" if others
+               else f"not in the profile (the {stage.suite} suite measures it"
+                    + (", not implemented yet)" if stage.suite == "models" else ")"))
+        plan.missing.append((stage.name, why))
+    return plan
+
+
+def report(plan: Plan, machine: str) -> str:
+    t = plan.traffic
+    lines = [f"machine type (from the profile): {machine}",
+             f"traffic at peak: {t.videos_per_s:g} videos/s (mean {t.mean_duration:g} s, p99 {t.p99_duration:g} s, "
+             f"{t.video_sampling} -> {t.mean_frames_per_video:g} frames/video, {t.video_codec}, {t.resolution}), "
+             f"{t.images_per_s:g} images/s, {t.audio_seconds_per_s:g} audio-s/s, {t.texts_per_s:g} texts/s; "
+             f"headroom {t.headroom:.0%}, utilisation target {t.utilisation_target:.0%}, p99 budget {plan.p99_ms:g} ms", "",
+             f"{'stage':<15} {'load':>12} {'unit':<10} {'per machine':>12} {'per call':>8} {'machines':>9} "
+             f"{'util@peak':>9} {'call ms':>8}  latency ms (per path)"]
+    for s in plan.stages:
+        lat = ", ".join(f"{p} {v:.0f}" for p, v in s.latency_ms.items())
+        flag = "" if s.fits else "  OVER BUDGET at every measured batch"
+        lines.append(f"{s.stage:<15} {s.load:>12,.1f} {s.unit:<10} {s.per_machine:>12,.1f} {s.items_per_call:>8g} "
+                     f"{s.machines:>9} {s.utilisation:>9.0%} {s.call_ms:>8.1f}  {lat}{flag}")
+    for name, why in plan.missing:
+        lines.append(f"{name:<15} MISSING: {why}")
+    lines.append("")
+    incomplete = " (incomplete: stages missing above)" if plan.missing else ""
+    lines.append(f"total machines: {plan.total_machines}{incomplete}")
+    if plan.bottleneck:
+        b, f = plan.bottleneck, plan.saturates_first
+        among = " among the stages in the profile" if plan.missing else ""
+        lines.append(f"bottleneck (most machines{among}): {b.stage} ({b.required:.2f} machines before rounding)")
+        lines.append(f"saturates first (highest utilisation at peak): {f.stage} ({f.utilisation:.0%})")
+    for path, (_, rate) in PATHS.items():
+        if rate(t) <= 0:
+            continue
+        ms, absent = plan.path_latency(path)
+        verdict = (f"unknown: {', '.join(absent)} not in the profile" if ms is None
+                   else f"{ms:.0f} ms {'<=' if ms <= plan.p99_ms else '>'} {plan.p99_ms:g} ms "
+                        f"{'ok' if ms <= plan.p99_ms else 'OVER BUDGET'}")
+        lines.append(f"latency, {path} path: {verdict}")
+    return "\n".join(lines)
+
+
+def scale_plot(figures: list[Figure], t: Traffic, p99_ms: float, path: Path, machine: str,
+               scales=tuple(x / 4 for x in range(1, 17))) -> Path:
+    """Required machines per stage and in total vs traffic scale (1 = the traffic file's peak)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plans = [make_plan(figures, t.scaled(k), p99_ms) for k in scales]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in [s.stage for s in plans[-1].stages]:
+        ax.step(scales, [next(s.machines for s in p.stages if s.stage == name) for p in plans], where="post",
+                label=name)
+    ax.step(scales, [p.total_machines for p in plans], where="post", color="black", linewidth=2,
+            label="total" + (" (incomplete)" if plans[-1].missing else ""))
+    ax.axvline(1.0, color="grey", linestyle=":", label="traffic file peak")
+    ax.set_xlabel("traffic scale (x the peak in the traffic file)")
+    ax.set_ylabel("machines")
+    ax.set_title(f"required machines vs traffic\n{machine}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench plan", description=__doc__.split("\n\n")[1],
+                                 epilog=__doc__.split("\n\n", 2)[2],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", required=True, help="a python -m bench result JSON")
+    ap.add_argument("--traffic", required=True, help="traffic YAML (see bench/traffic.sample.yaml)")
+    ap.add_argument("--p99-ms", type=float, required=True, help="latency budget per item")
+    ap.add_argument("--plot", type=Path, default=None, help="PNG of machines vs traffic scale")
+    args = ap.parse_args(argv)
+    doc = load(args.profile)
+    figures, traffic = figures_of(doc), load_traffic(args.traffic)
+    machine = machine_line(doc["machine"])
+    plan = make_plan(figures, traffic, args.p99_ms)
+    print(f"profile: {args.profile} ({doc['created']})")
+    print(report(plan, machine))
+    if args.plot:
+        print(f"wrote {scale_plot(figures, traffic, args.p99_ms, args.plot, machine)}")
+    return 0

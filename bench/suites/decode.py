@@ -1,0 +1,92 @@
+"""Decode suite: decoding every frame vs the sampling the pipeline uses, per codec, same run.
+
+Clips come from ``bench/decode.py``'s ``make_clip`` (FFmpeg through PyAV: moving test pattern with
+per-frame grain, 30 fps, keyframe every second), one per codec whose encoder this PyAV build has;
+a codec without an encoder is skipped with a note. Modes:
+
+  all        PyAV decodes every frame (thread_type AUTO), frames discarded (bench/decode.py)
+  1fps       engine decode_video(Sampling("fps", 1))       -> keyframe strategy for these clips
+  8-uniform  engine decode_video(Sampling("uniform", 8))   -> 8 frames at segment centres
+
+Throughput is clip seconds decoded per wall second (``video-s/s``) for ``all`` and ``1fps``, whose
+cost grows with the clip's length, and whole videos per second for ``8-uniform``, whose cost is
+per video. Same-run speed-ups against ``all`` come from the per-round time ratio.
+"""
+
+from __future__ import annotations
+
+import os
+
+from bench.results import Figure
+from bench.suites import RunConfig, SuiteResult, Tick
+from bench.timing import measure, rates
+
+SUITE = "decode"
+# codec name in results -> PyAV encoder
+ENCODERS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
+MODES = ("all", "1fps", "8-uniform")
+
+
+def clip_shape(cfg: RunConfig) -> tuple[int, int, int]:
+    """(seconds, height, width) of the clips: 480p for --quick, 1080p otherwise."""
+    return (6, 480, 848) if cfg.quick else (10, 1080, 1920)
+
+
+def available_encoders() -> dict[str, str]:
+    import av
+
+    found = {}
+    for codec, encoder in ENCODERS.items():
+        try:
+            av.codec.Codec(encoder, "w")
+        except Exception:  # av.codec.codec.UnknownCodecError; the class moved between PyAV versions
+            continue
+        found[codec] = encoder
+    return found
+
+
+def steps(cfg: RunConfig) -> int:
+    return len(ENCODERS)
+
+
+def _paths(path, seconds: float) -> dict:
+    from bench.decode import decode_all
+    from engine.media import Sampling, decode_video
+
+    return {"all": lambda: decode_all(path),
+            "1fps": lambda: decode_video(path, Sampling("fps", 1.0)),
+            "8-uniform": lambda: decode_video(path, Sampling("uniform", 8))}
+
+
+def run(cfg: RunConfig, tick: Tick) -> SuiteResult:
+    from bench.decode import make_clip
+
+    os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration otherwise
+    out = SuiteResult()
+    seconds, height, width = clip_shape(cfg)
+    encoders = available_encoders()
+    repeats = max(3, cfg.repeats // 2)  # one call is a whole clip: fewer, longer repetitions
+    for codec, encoder in ENCODERS.items():
+        if codec not in encoders:
+            out.notes.append(f"{codec}: skipped, this PyAV build has no {encoder} encoder")
+            tick(f"{codec} skipped")
+            continue
+        path = make_clip(seconds, 8, encoder, height, width)
+        paths = _paths(path, seconds)
+        timed = measure(paths, repeats=repeats, min_time=0.0)
+        params = {"codec": codec, "encoder": encoder, "clip": f"{width}x{height} 30 fps {seconds} s gop 30",
+                  "clip_seconds": seconds, "resolution": f"{height}p"}
+        for mode, secs in timed.items():
+            per_video = mode == "8-uniform"
+            sampling = {"all": "all", "1fps": "fps=1", "8-uniform": "uniform=8"}[mode]
+            items = 1.0 if per_video else float(seconds)
+            out.figures.append(Figure(
+                name=f"{SUITE}/{codec}/{mode}", suite=SUITE, unit="videos/s" if per_video else "video-s/s",
+                better="higher", samples=rates(secs, items), params={**params, "sampling": sampling},
+                stage="decode", items_per_call=items))
+            if mode != "all":
+                out.figures.append(Figure(
+                    name=f"{SUITE}/{codec}/{mode}÷all", suite=SUITE, unit="x", better="higher",
+                    samples=[a / b for a, b in zip(timed["all"], secs)], params={**params, "sampling": sampling}))
+        tick(codec)
+    return out

@@ -1,0 +1,93 @@
+"""bench compare: hand-computed thresholds, and real runs of the kernels suite's pooling part:
+two runs of the same build flag nothing, a run with an artificially slowed kernel is flagged."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import engine.ops
+from bench.compare import compare, compare_figure, main, noise_threshold
+from bench.results import Figure, Report
+from bench.suites import RunConfig, SuiteResult
+from bench.suites.kernels import one_thread_libraries, pooling_part
+
+TINY = RunConfig(quick=True, threads=2, repeats=7, min_time=0.03)
+
+
+def fig(samples, better="higher", name="s/x", unit="frames/s"):
+    return Figure(name, "s", unit, better, list(samples))
+
+
+def test_threshold_and_verdicts_by_hand():
+    old, new = fig([90, 100, 110]), fig([45, 50, 55])  # p10/p90 = median -+ 8%: spread 0.08 each
+    t = 2 * math.hypot(0.08, 0.08)
+    assert noise_threshold(old, new) == pytest.approx(t)
+    c = compare_figure(old, new)
+    assert c.ratio == pytest.approx(0.5) and c.verdict == "regression"
+    assert compare_figure(old, fig([92, 102, 112])).verdict == "same"        # +2% < t
+    assert compare_figure(old, fig([180, 200, 220])).verdict == "improvement"
+    # latency: lower is better, so the ratio inverts
+    c = compare_figure(fig([9, 10, 11], "lower", unit="ms"), fig([18, 20, 22], "lower", unit="ms"))
+    assert c.ratio == pytest.approx(0.5) and c.verdict == "regression"
+    # the floor: spread-free runs still need a 5% change
+    assert compare_figure(fig([100] * 3), fig([96] * 3)).verdict == "same"
+    assert compare_figure(fig([100] * 3), fig([94] * 3)).verdict == "regression"
+    with pytest.raises(ValueError, match="unit"):
+        compare_figure(fig([1]), fig([1], unit="rows/s"))
+
+
+def test_only_same_run_ratios_gate_by_default():
+    old, new = fig([100] * 3), fig([50] * 3)
+    assert not compare_figure(old, new).gating and compare_figure(old, new, gate="all").gating
+    assert compare_figure(fig([2.0] * 3, unit="x"), fig([1.0] * 3, unit="x")).gating
+
+
+def test_cli_exit_status_follows_the_gate(tmp_path, capsys):
+    old = write(tmp_path, "old", [fig([100] * 3, name="k/abs"), fig([2.0] * 3, name="k/ratio", unit="x")])
+    slower_machine = write(tmp_path, "new", [fig([50] * 3, name="k/abs"), fig([2.0] * 3, name="k/ratio", unit="x")])
+    assert main([old, slower_machine]) == 0
+    assert "regression (absolute, not gating)" in capsys.readouterr().out
+    assert main([old, slower_machine, "--gate", "all"]) == 1
+
+
+def test_only_in_one_run_is_listed():
+    changes, only_old, only_new = compare([fig([1], name="a"), fig([1], name="b")],
+                                          [fig([1], name="b"), fig([1], name="c")])
+    assert [c.name for c in changes] == ["b"] and only_old == ["a"] and only_new == ["c"]
+
+
+def run_pooling() -> list[Figure]:
+    out = SuiteResult()
+    with one_thread_libraries():
+        pooling_part(TINY, lambda label: None, out)
+    return out.figures
+
+
+def write(tmp_path, name, figures) -> str:
+    js, _ = Report(machine={"cpu_model": "test"}, argv=[], quick=True, figures=figures).write(tmp_path, name)
+    return str(js)
+
+
+def test_same_build_no_regression_slowed_kernel_flagged(tmp_path, monkeypatch, capsys):
+    base, again = run_pooling(), run_pooling()
+    old, same = write(tmp_path, "old", base), write(tmp_path, "same", again)
+    assert main([old, same]) == 0, capsys.readouterr().out
+
+    real = engine.ops.masked_mean
+
+    def slowed_masked_mean(*args, **kwargs):  # the fixture: the same kernel doing 6x the work
+        for _ in range(5):
+            real(*args, **kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine.ops, "masked_mean", slowed_masked_mean)
+    slow = write(tmp_path, "slow", run_pooling())
+    capsys.readouterr()
+    assert main([old, slow]) == 1
+    out = capsys.readouterr().out
+    flagged = [line.split()[0] for line in out.splitlines() if line.endswith("REGRESSION")]
+    assert "kernels/pooling/masked_mean/engine÷numpy" in flagged, out
+    assert main([old, slow, "--gate", "all"]) == 1
+    assert "kernels/pooling/masked_mean/engine " in capsys.readouterr().out  # listed as changed

@@ -1,0 +1,118 @@
+"""bench plan: the planner's arithmetic on hand-computed cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.plan import machines_needed, main, make_plan, mdl_wait
+from bench.results import Figure
+from bench.traffic import Traffic, from_mapping, load_traffic
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def stage_fig(stage, per_machine, items_per_call, unit, **params):
+    # constant samples: median = p10 = p90 = per_machine
+    return Figure(f"t/{stage}/{items_per_call}/{params}", "t", unit, "higher", [per_machine] * 3, params,
+                  stage=stage, items_per_call=items_per_call)
+
+
+PRE_900 = stage_fig("preprocess", 900.0, 8, "frames/s", resolution="1080p")
+DEC_400 = stage_fig("decode", 400.0, 10, "video-s/s", codec="h264", sampling="fps=1", resolution="1080p")
+VIDEOS = Traffic(videos_per_s=120, video_duration_s=((30.0, 1.0),), video_sampling="fps=1")
+
+
+def test_issue_example_5_machines():
+    # 120 videos/s x 30 s x 1 fps = 3600 frames/s; 900 frames/s per machine at 80% -> 3600 / 720 = 5
+    plan = make_plan([PRE_900], VIDEOS, p99_ms=1e9)
+    (pre,) = plan.stages
+    assert pre.load == pytest.approx(3600) and pre.machines == 5 and pre.utilisation == pytest.approx(0.8)
+    assert machines_needed(3600, 900, 0.0, 0.8) == (5, pytest.approx(5.0))
+
+
+def test_headroom_rounds_up():
+    plan = make_plan([PRE_900], Traffic(**{**VIDEOS.__dict__, "headroom": 0.25}), p99_ms=1e9)
+    (pre,) = plan.stages
+    assert pre.required == pytest.approx(6.25) and pre.machines == 7            # 4500 / 720
+    assert pre.utilisation == pytest.approx(3600 / (7 * 900))                     # at the peak itself
+
+
+def test_bottleneck_vs_saturates_first_and_missing_stages():
+    plan = make_plan([PRE_900, DEC_400], VIDEOS, p99_ms=1e9)
+    by = {s.stage: s for s in plan.stages}
+    # decode: 120 x 30 = 3600 video-s/s / (400 x 0.8) = 11.25 -> 12 machines at 75%
+    assert by["decode"].machines == 12 and by["decode"].utilisation == pytest.approx(0.75)
+    assert plan.bottleneck.stage == "decode" and plan.saturates_first.stage == "preprocess"
+    assert plan.total_machines == 17
+    assert [m[0] for m in plan.missing] == ["image_model"]
+    assert "not implemented yet" in plan.missing[0][1]
+    assert plan.path_latency("video") == (None, ["image_model"])
+
+
+def test_decode_figure_must_match_codec_and_sampling():
+    hevc = stage_fig("decode", 400.0, 10, "video-s/s", codec="hevc", sampling="fps=1", resolution="1080p")
+    h264_480p = stage_fig("decode", 400.0, 10, "video-s/s", codec="h264", sampling="fps=1", resolution="480p")
+    plan = make_plan([PRE_900, hevc, h264_480p], VIDEOS, p99_ms=1e9)
+    missing = dict(plan.missing)
+    assert "decode" in missing and "hevc fps=1 1080p" in missing["decode"] and "h264 fps=1 480p" in missing["decode"]
+
+
+def test_uniform_sampling_counts_frames_and_videos():
+    t = Traffic(videos_per_s=50, video_duration_s=((10.0, 0.5), (60.0, 0.5)), video_sampling="uniform=8",
+                images_per_s=100)
+    dec = stage_fig("decode", 4.0, 1, "videos/s", codec="h264", sampling="uniform=8", resolution="1080p")
+    plan = make_plan([PRE_900, dec], t, p99_ms=1e9)
+    by = {s.stage: s for s in plan.stages}
+    assert by["preprocess"].load == pytest.approx(50 * 8 + 100)                 # 500 frames/s
+    assert by["decode"].load == pytest.approx(50) and by["decode"].machines == 16  # 50 / (4 x 0.8) = 15.6
+
+
+def test_latency_mdl_queueing_by_hand():
+    # preprocess at batch 8, 900 frames/s: a call takes 8/900 s; at 80% utilisation the M/D/1 wait is
+    # 0.8 / (2 x 0.2) = 2 calls. A 30 s video at 1 fps is ceil(30 / 8) = 4 calls of service.
+    assert mdl_wait(0.8, 1.0) == pytest.approx(2.0) and mdl_wait(1.0, 1.0) == float("inf")
+    t = Traffic(**{**VIDEOS.__dict__, "images_per_s": 0.0})
+    (pre,) = make_plan([PRE_900], t, p99_ms=1e9).stages
+    call = 8 / 900 * 1e3
+    assert pre.call_ms == pytest.approx(call)
+    assert pre.latency_ms["video"] == pytest.approx(4 * call + 2 * call)
+    t_img = Traffic(images_per_s=3600)
+    (pre,) = make_plan([PRE_900], t_img, p99_ms=1e9).stages
+    assert pre.latency_ms == {"image": pytest.approx(call + 2 * call)}
+
+
+def test_batch_choice_under_the_latency_budget():
+    small = stage_fig("preprocess", 500.0, 1, "frames/s", resolution="1080p")
+    big = stage_fig("preprocess", 1000.0, 32, "frames/s", resolution="1080p")
+    t = Traffic(images_per_s=400)
+    # batch 32: 32 ms call; 400 / 800 -> 1 machine at 40%: wait 0.4/1.2 x 32 = 10.7 ms -> 42.7 ms
+    # batch 1: 2 ms call; 400 / 400 -> 1 machine at 80%: 2 + 4 = 6 ms
+    assert make_plan([small, big], t, p99_ms=100).stages[0].items_per_call == 32
+    chosen = make_plan([small, big], t, p99_ms=20).stages[0]
+    assert chosen.items_per_call == 1 and chosen.fits
+    over = make_plan([small, big], t, p99_ms=1).stages[0]
+    assert over.items_per_call == 1 and not over.fits  # the fastest point, flagged
+
+
+def test_traffic_file_parsing():
+    t = load_traffic(BENCH / "traffic.sample.yaml")
+    assert t.mean_duration == pytest.approx(0.5 * 10 + 0.3 * 30 + 0.2 * 90)
+    assert t.mean_frames_per_video == pytest.approx(32) and t.p99_duration == 90
+    assert t.scaled(2).videos_per_s == 2 * t.videos_per_s and t.scaled(2).headroom == t.headroom
+    with pytest.raises(ValueError, match="unknown"):
+        from_mapping({"peak": {"video_per_s": 1}})
+    with pytest.raises(ValueError, match="sum"):
+        from_mapping({"peak": {"video_duration_s": [{"seconds": 1, "share": 0.5}]}})
+    with pytest.raises(ValueError, match="sampling"):
+        Traffic(video_sampling="every=2")
+
+
+def test_plan_cli_on_the_sample_profile(tmp_path, capsys):
+    png = tmp_path / "plan.png"
+    assert main(["--profile", str(BENCH / "profile.sample.json"), "--traffic", str(BENCH / "traffic.sample.yaml"),
+                 "--p99-ms", "5000", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "bottleneck" in out and "image_model     MISSING" in out
+    assert png.read_bytes()[:4] == b"\x89PNG"
