@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import media
+from . import media, serving
 from .backends import Backend, load_backend
+from .backends.tensorrt.memory import is_tensor_input
 from .batching import BatchingPolicy, Scheduler
-from .errors import (CorruptMediaError, EngineError, InputError, InternalError, MediaLimitError,
+from .errors import (CorruptMediaError, EngineError, InputError, MediaLimitError,
                      ModelError)
 from .ops.audio import CHUNK_SAMPLES, SAMPLE_RATE, yamnet_patches
 from .ops.pooling import masked_mean
 from .ops.preprocess import PreprocessSpec, preprocess
+from .device import resolve_placement
+from .device_pipeline import DevicePipeline
 from .pipeline import Pipeline, PolicyConfig, load_pipeline
 from .policies import resolve_classes, score_texts, score_timed
 from .repo import ModelRepository
@@ -40,24 +46,37 @@ class Session:
     repo:
         Model repository in Triton layout with a ``pipeline.toml`` (default ``./model_repo``).
     device:
-        ``"cpu"``. Each model runs on the backend the pipeline names for it (``backend`` in its
-        section: ONNX Runtime by default, ``"torch"`` also runs on the CPU); the Session does
-        not take GPU devices yet.
+        ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"``. Each model runs on the backend the
+        pipeline names for it (``backend`` in its section; ``auto``: ONNX Runtime on the CPU,
+        TensorRT or torch on CUDA). On CUDA the vision and audio stages after decoding run on the
+        GPU (:mod:`engine.device_pipeline`).
     threads:
         Intra-op threads per model and for the native kernels (None: library default).
+    kernel_impl:
+        The device pipeline's kernels: ``"cuda"`` (:mod:`engine.ops.cuda`) or ``"triton"``
+        (:mod:`engine.kernels`); None on CUDA picks ``"cuda"`` when ``engine._C_cuda`` is built
+        (not yet a measured choice). On the CPU, None is the plain CPU pipeline and ``"triton"``
+        runs the device pipeline on CPU tensors under the Triton interpreter (needs
+        ``TRITON_INTERPRET=1``; slow, for tests). See :mod:`engine.device`.
+    workers:
+        Item threads of :meth:`submit` (None: two per CPU core: decoding and preprocessing
+        release the GIL, so twice the cores keeps them busy while other items are in a model).
+    max_queued:
+        Submitted items that may wait for a worker before :meth:`submit` fails with
+        OverloadedError.
 
     A Session is thread-safe: models load once, lazily, under a lock, and every call keeps its
     state on the stack, so a service can share one Session between request threads.
     """
 
     def __init__(self, repo: str | os.PathLike = "model_repo", device: str = "cpu",
-                 threads: int | None = None):
-        if device != "cpu":
-            raise ModelError(f"device {device!r}: only 'cpu' (ONNX Runtime) is available in this "
-                             "build; the CUDA/TensorRT backends are not implemented yet")
+                 threads: int | None = None, kernel_impl: str | None = None, *, workers: int | None = None,
+                 max_queued: int = serving.DEFAULT_MAX_QUEUED):
+        placement = resolve_placement(device, kernel_impl)  # typed errors before any loading
         self.repo = ModelRepository(repo)
         self.pipeline: Pipeline = load_pipeline(repo)
-        self.device = device
+        self.device = placement.device
+        self.kernel_impl = placement.kernel_impl
         self.threads = threads
         self.limits = self.pipeline.limits
         self._backends: dict[str, Backend] = {}
@@ -68,8 +87,15 @@ class Session:
         self._class_ids: dict[str, np.ndarray] = {}
         self._audio_classes: list[str] | None = None
         self._ready = False
+        self._workers = workers or 2 * (os.cpu_count() or 1)
+        self._max_queued = max_queued
+        self._server: serving.ItemServer | None = None  # started by the first submission
+        self._closed = False  # no new items
+        self._stopped = False  # closed and drained: no model calls either
         v = self.pipeline.vision
         self._spec = PreprocessSpec(**v.preprocess) if v else None
+        self._device = DevicePipeline(placement, self.pipeline, self.backend) \
+            if placement.device_pipeline else None
 
     # ------------------------------------------------------------------ models
     def backend(self, model: str) -> Backend:
@@ -87,6 +113,8 @@ class Session:
         started on first use, stopped by :meth:`close`."""
         backend = self.backend(model)
         with self._lock:
+            if self._stopped:
+                raise ModelError("session closed")
             s = self._schedulers.get(model)
             if s is None:
                 path = self.repo.path / model / "config.pbtxt"
@@ -103,9 +131,17 @@ class Session:
         s = self.scheduler(model)
         return s.infer(inputs) if s.policy.dynamic else self.backend(model).infer(dict(inputs))
 
-    def close(self) -> None:
-        """Run what the model schedulers hold, then stop them (the Session stays usable)."""
+    def close(self, drain: bool = True) -> None:
+        """Finish every submitted item (``drain``; else fail the queued ones with ModelError and
+        finish the running ones), then stop the model schedulers. Idempotent; afterwards new
+        submissions and model calls fail with ModelError "session closed"."""
         with self._lock:
+            self._closed = True
+            server, self._server = self._server, None
+        if server is not None:
+            server.close(drain)  # items still need the schedulers: stop those after
+        with self._lock:
+            self._stopped = True
             schedulers, self._schedulers = list(self._schedulers.values()), {}
         for s in schedulers:
             s.close()
@@ -125,6 +161,40 @@ class Session:
         self._policy_setup()
 
     # ------------------------------------------------------------------ public API
+    def submit(self, item: Any, *, deadline: float | None = None,
+               priority: int | None = None) -> Future:
+        """Queue one item; returns the future of its :class:`Verdict` (never raises for the item).
+
+        ``item`` is a mapping of :meth:`moderate`'s keywords (``{"video": path, "text":
+        caption}``; ``"media"`` for the content-detected input) or a bare media input.
+        ``deadline``: seconds from now; when it passes the item fails with
+        DeadlineExceededError, queued or running. ``priority``: lower numbers are taken first
+        (default 1). The future holds exactly one outcome: the Verdict, the item's typed error,
+        OverloadedError (the admission queue is full: at once), CancelledError
+        (``future.cancel()`` before a worker took it), or ModelError once the Session is closed.
+        File objects must stay open until the future is done.
+        """
+        return self._submit(item, deadline=deadline, priority=priority, block=False)
+
+    async def moderate_async(self, media_input: Any = None, *, video: Any = None,
+                             image: Any = None, audio: Any = None,
+                             text: str | Sequence[str] | None = None,
+                             deadline: float | None = None, priority: int | None = None) -> Verdict:
+        """:meth:`moderate` for asyncio: awaits :meth:`submit`'s future without blocking the loop.
+
+        Cancelling the awaiting task cancels the item: a queued item never runs, a running one
+        stops at its next stage.
+        """
+        item = {"media": media_input, "video": video, "image": image, "audio": audio, "text": text}
+        future = self.submit(item, deadline=deadline, priority=priority)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            server = self._server
+            if server is not None:
+                server.abandon(future)  # wrap_future cancels a queued item; this a running one
+            raise
+
     def moderate(self, media_input: Any = None, *, video: Any = None, image: Any = None,
                  audio: Any = None, text: str | Sequence[str] | None = None) -> Verdict:
         """Moderate one item and return its per-policy :class:`Verdict`.
@@ -132,8 +202,44 @@ class Session:
         ``media_input`` is a path, bytes or binary file whose modality (video with or without
         audio, audio only, still image) is detected from its content; ``video``/``image``/
         ``audio`` name the modality explicitly; ``image`` also takes an HWC uint8 RGB array.
-        ``text`` is one string or a list (captions, titles, transcripts).
+        ``text`` is one string or a list (captions, titles, transcripts). Runs as a
+        submitted item (:meth:`submit`); when the admission queue is full it waits for room.
         """
+        item = {"media": media_input, "video": video, "image": image, "audio": audio, "text": text}
+        return self._submit(item, block=True).result()
+
+    def _submit(self, item: Any, *, deadline: float | None = None, priority: int | None = None,
+                block: bool) -> Future:
+        try:
+            server = self._item_server()
+        except ModelError as e:  # closed: the outcome goes through the future like any other
+            future: Future = Future()
+            future.set_exception(e)
+            return future
+        return server.submit(lambda: self._moderate_item(item), deadline=deadline,
+                             priority=1 if priority is None else priority, block=block)
+
+    def _item_server(self) -> serving.ItemServer:
+        with self._lock:
+            if self._closed:
+                raise ModelError("session closed")
+            if self._server is None:
+                self._server = serving.ItemServer(self._workers, self._max_queued, "moderate")
+            return self._server
+
+    def _moderate_item(self, item: Any) -> Verdict:
+        """Run one submitted item (on an item worker)."""
+        if not isinstance(item, Mapping):
+            return self._moderate(item)
+        unknown = set(item) - {"media", *MODALITIES}
+        if unknown:
+            raise InputError(f"unknown item keys {sorted(unknown)}")
+        kwargs = dict(item)
+        return self._moderate(kwargs.pop("media", None), **kwargs)
+
+    def _moderate(self, media_input: Any = None, *, video: Any = None, image: Any = None,
+                  audio: Any = None, text: str | Sequence[str] | None = None) -> Verdict:
+        """The item pipeline: route, decode, preprocess, model calls, pooling, scoring."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
         scores: dict[str, PolicyResult] = {}
@@ -149,7 +255,7 @@ class Session:
             sampled, strategy = tuple(decoded.timestamps), decoded.strategy
             scores.update(self._vision_scores(decoded.frames, sampled, timings))
         if image is not None:
-            frame = media.decode_image(image, self.limits)
+            frame = self._decode_image(image)
             scores.update(self._vision_scores([frame], (0.0,), timings))
         if audio is not None:
             wave = self._decode_audio(audio, timings)
@@ -170,29 +276,29 @@ class Session:
 
         Each item is a media input (path, bytes, file) or a mapping of :meth:`moderate`'s
         keyword arguments. An item that fails yields an outcome holding its typed error; the
-        other items are unaffected.
+        other items are unaffected. Items run concurrently on the item workers (at most two
+        per worker are submitted ahead, so a long iterable is consumed as it goes);
+        ``progress`` sees the outcomes in order.
         """
-        outcomes = []
-        for i, item in enumerate(items):
-            name = _describe(item, i)
+        outcomes: list[Outcome] = []
+        ahead: deque[tuple[str, Future]] = deque()
+
+        def settle_oldest() -> None:
+            name, future = ahead.popleft()
             try:
-                if isinstance(item, Mapping):
-                    unknown = set(item) - {"media", *MODALITIES}
-                    if unknown:
-                        raise InputError(f"unknown item keys {sorted(unknown)}")
-                    kwargs = dict(item)
-                    verdict = self.moderate(kwargs.pop("media", None), **kwargs)
-                else:
-                    verdict = self.moderate(item)
-                outcome = Outcome(name, verdict=verdict)
-            except EngineError as e:
+                outcome = Outcome(name, verdict=future.result())
+            except EngineError as e:  # unexpected failures arrive as InternalError
                 outcome = Outcome(name, error=e)
-            except Exception as e:  # noqa: BLE001 - one item's bug must not sink the batch
-                log.exception("unexpected failure on %s", name)
-                outcome = Outcome(name, error=InternalError(f"{type(e).__name__}: {e}"))
             outcomes.append(outcome)
             if progress is not None:
                 progress(outcome)
+
+        for i, item in enumerate(items):
+            ahead.append((_describe(item, i), self._submit(item, block=True)))
+            if len(ahead) >= 2 * self._workers:
+                settle_oldest()
+        while ahead:
+            settle_oldest()
         return outcomes
 
     def embed(self, media_input: Any = None, *, video: Any = None, image: Any = None,
@@ -211,14 +317,16 @@ class Session:
         if video is not None:
             frames = self._decode_video(video, timings).frames
         elif image is not None:
-            frames = [media.decode_image(image, self.limits)]
+            frames = [self._decode_image(image)]
         if frames is not None:
             v = self.pipeline.vision
-            out["vision"] = _mean_over_steps(self._vision_outputs(frames, timings)[v.embedding])
+            out["vision"] = self._device.vision_embedding(frames, timings) if self._device else \
+                _mean_over_steps(self._vision_outputs(frames, timings)[v.embedding])
         if audio is not None:
             wave = self._decode_audio(audio, timings)
             a = self.pipeline.audio
-            out["audio"] = _mean_over_steps(self._audio_outputs(wave, timings)[0][a.embedding])
+            out["audio"] = self._device.audio_embedding(wave, timings) if self._device else \
+                _mean_over_steps(self._audio_outputs(wave, timings)[0][a.embedding])
         if text:
             out["text"] = self._embed_texts([text] if isinstance(text, str) else list(text))
         if not out:
@@ -263,6 +371,20 @@ class Session:
             return bytes(data)
         return source
 
+    def _infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One model call of an item, at a stage boundary (an abandoned item stops here).
+
+        With other items in flight it goes through the model's batcher, where their rows can
+        share the batch (with what is left of the item's deadline); a lone item calls the
+        backend at once: it would only wait out max_queue_delay for company that is not there.
+        """
+        left = serving.checkpoint()
+        scheduler = self.scheduler(model)
+        server = self._server
+        if scheduler.policy.dynamic and server is not None and server.busy():
+            return scheduler.infer(inputs, timeout=left)
+        return self.backend(model).infer(inputs)
+
     def _decode_video(self, source: Any, timings: dict[str, float]):
         s = self.pipeline.vision.sampling if self.pipeline.vision else None
         sampling = media.Sampling(mode=s.mode, value=s.value, max_frames=s.max_frames) if s \
@@ -279,6 +401,11 @@ class Session:
         if not decoded.frames:
             raise CorruptMediaError("no video frame could be decoded")
         return decoded
+
+    def _decode_image(self, source: Any):
+        if self._device is not None and is_tensor_input(source):  # a device array, used in place
+            return self._device.image_frame(source, self.limits)
+        return media.decode_image(source, self.limits)
 
     def _decode_audio(self, source: Any, timings: dict[str, float]) -> np.ndarray:
         t = time.perf_counter()
@@ -299,7 +426,7 @@ class Session:
             x = preprocess(frames[i:i + v.batch_size], self._spec, threads=self.threads)
             timings["preprocess_s"] = timings.get("preprocess_s", 0.0) + time.perf_counter() - t
             t = time.perf_counter()
-            for name, y in backend.infer({name_in: x}).items():
+            for name, y in self._infer(v.model, {name_in: x}).items():
                 outs.setdefault(name, []).append(y)
             timings["vision_infer_s"] = timings.get("vision_infer_s", 0.0) + time.perf_counter() - t
         result = {name: np.concatenate(ys, axis=0) for name, ys in outs.items()}
@@ -317,7 +444,7 @@ class Session:
         t = time.perf_counter()
         name_in = a.input or backend.inputs[0].name
         name_out = a.output or backend.outputs[0].name
-        result = backend.infer({name_in: patches})
+        result = self._infer(a.model, {name_in: patches})
         result["scores"] = result[name_out]
         timings["audio_infer_s"] = time.perf_counter() - t
         return result, starts
@@ -328,6 +455,8 @@ class Session:
         policies = self._policies("vision")
         if not policies:
             return {}
+        if self._device is not None:
+            return self._device.vision_scores(frames, stamps, policies, self._class_ids, timings)
         outputs = self._vision_outputs(frames, timings)["scores"]
         times = [(t, t) for t in stamps]
         model = self.pipeline.vision.model
@@ -338,6 +467,8 @@ class Session:
         policies = self._policies("audio")
         if not policies or wave.size == 0:
             return {}
+        if self._device is not None:
+            return self._device.audio_scores(wave, policies, self._class_ids, self._audio_classes, timings)
         outputs, starts = self._audio_outputs(wave, timings)
         logits = outputs["scores"]
         times = [(float(s), float(s) + CHUNK_SAMPLES / SAMPLE_RATE) for s in starts]  # one chunk each
@@ -351,8 +482,8 @@ class Session:
         t = time.perf_counter()
         classifier = self.pipeline.text_classifier
         for p in self._policies("text_classifier"):
-            backend = self.backend(classifier.model)
-            probs = backend.infer({backend.inputs[0].name: np.array(texts, dtype=object)})
+            name_in = self.backend(classifier.model).inputs[0].name
+            probs = self._infer(classifier.model, {name_in: np.array(texts, dtype=object)})
             out[p.name] = score_texts(p, next(iter(probs.values())), classifier.model)
         similarity = self._policies("text_similarity")
         if similarity:
@@ -375,7 +506,7 @@ class Session:
             self._tokenizer = Tokenizer.from_file(self.repo.model(e.model).files["tokenizer.json"])
         enc = self._tokenizer.encode(texts)
         names = {s.name for s in backend.inputs}
-        tokens = backend.infer({k: v for k, v in enc.items() if k in names})[e.output]
+        tokens = self._infer(e.model, {k: v for k, v in enc.items() if k in names})[e.output]
         return masked_mean(tokens, enc["attention_mask"], normalize=e.normalize)
 
     # ------------------------------------------------------------------ policies
