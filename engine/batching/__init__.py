@@ -5,6 +5,6 @@
 """
 
 from engine.batching.policy import DEFAULT_MAX_QUEUE_SIZE, BatchingPolicy, QueuePolicy
-from engine.batching.scheduler import Scheduler
+from engine.batching.scheduler import BatchStats, Scheduler
 
-__all__ = ["DEFAULT_MAX_QUEUE_SIZE", "BatchingPolicy", "QueuePolicy", "Scheduler"]
+__all__ = ["DEFAULT_MAX_QUEUE_SIZE", "BatchStats", "BatchingPolicy", "QueuePolicy", "Scheduler"]

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -59,6 +60,17 @@ class _Request:
 _Part = tuple[_Request, int, int]  # request, first row, end row: one slice of a batch
 
 
+@dataclass(frozen=True)
+class BatchStats:
+    """What a scheduler has run so far: backend calls, the request parts and rows in them, the
+    most rows in one call. ``requests > batches`` means some batch held rows of several requests."""
+
+    batches: int = 0
+    requests: int = 0
+    rows: int = 0
+    largest: int = 0
+
+
 class Scheduler:
     """Dynamic batcher of one model.
 
@@ -93,6 +105,7 @@ class Scheduler:
         self._queues: list[list[_Request]] = [[] for _ in range(self.policy.priority_levels)]
         self._seq = itertools.count()
         self._closed = False
+        self._stats = BatchStats()
         self._workers = [threading.Thread(target=self._serve, args=(b,), daemon=True,
                                           name=f"batcher-{self.model}-{i}")
                          for i, b in enumerate(backends)]
@@ -142,6 +155,11 @@ class Scheduler:
         """Requests waiting (partly batched ones included)."""
         with self._cond:
             return sum(len(q) for q in self._queues)
+
+    def stats(self) -> BatchStats:
+        """Batches run so far (failed ones included)."""
+        with self._cond:
+            return self._stats
 
     def close(self, drain: bool = True) -> None:
         """Stop taking requests; run the queued ones (``drain``) or fail them with ModelError,
@@ -332,6 +350,10 @@ class Scheduler:
         resolved = []
         offset = 0
         with self._cond:
+            batch_rows = sum(end - start for _, start, end in batch)
+            st = self._stats
+            self._stats = BatchStats(st.batches + 1, st.requests + len(batch),
+                                     st.rows + batch_rows, max(st.largest, batch_rows))
             for r, start, end in batch:
                 n = end - start
                 if r.finished:  # another part of it already failed
