@@ -58,6 +58,11 @@ class ModelError(EngineError):
     """A model cannot be loaded or run."""
 
 
+class DeviceUnavailableError(ModelError):
+    """The Session's device (or the kernels it asks for) is not there: no CUDA device visible
+    to torch, an extension or package that is not installed."""
+
+
 class ModelNotFetchedError(ModelError):
     """The version folder lacks the model files: run `engine models fetch`."""
 

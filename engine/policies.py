@@ -66,6 +66,18 @@ def score_timed(policy: PolicyConfig, outputs: np.ndarray, class_ids: np.ndarray
     probs = activate(outputs, policy.activation)[:, class_ids]  # [steps, selected]
     per_step = probs.max(axis=1)
     score = pool_over_time(per_step, policy.pooling, policy.window)
+    return timed_result(policy, score, per_step, class_ids[probs.argmax(axis=1)], times, modality,
+                        model, class_names)
+
+
+def timed_result(policy: PolicyConfig, score: float, per_step: np.ndarray, best_class: np.ndarray,
+                 times: Sequence[tuple[float, float]], modality: str, model: str,
+                 class_names: Sequence[str] | None = None) -> PolicyResult:
+    """The result of a vision or audio policy from its pooled ``score`` and, per step, the
+    strongest selected class's score ``per_step`` and id ``best_class``: the evidence is the
+    steps at or above the threshold (else the strongest one), their times, and the class name
+    at the peak. Shared by :func:`score_timed` and the device pipeline, which pools on the GPU
+    and brings back only these per-step values."""
     hits = np.flatnonzero(per_step >= policy.threshold)
     if hits.size == 0:
         hits = np.array([int(per_step.argmax())])
@@ -74,8 +86,8 @@ def score_timed(policy: PolicyConfig, outputs: np.ndarray, class_ids: np.ndarray
     peak = int(hits[per_step[hits].argmax()])
     detail = None
     if class_names is not None:
-        detail = class_names[int(class_ids[probs[peak].argmax()])]
-    return PolicyResult(policy.name, score, policy.threshold,
+        detail = class_names[int(best_class[peak])]
+    return PolicyResult(policy.name, float(score), policy.threshold,
                         Evidence(modality, model, stamps, segment, detail=detail))
 
 

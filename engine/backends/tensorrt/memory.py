@@ -60,23 +60,9 @@ class TorchMemory:
         return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
 
     def adopt(self, value):
-        """A caller's value as a torch tensor on the device, without a copy when it is there.
-
-        torch tensors are taken as they are; ``__cuda_array_interface__`` objects (CuPy,
-        Numba) through ``torch.as_tensor`` and other ``__dlpack__`` objects through
-        ``torch.from_dlpack`` share memory; a tensor on another device is copied over, and
-        host arrays are uploaded.
-        """
-        torch = self.torch
-        if isinstance(value, torch.Tensor):
-            t = value
-        elif not is_tensor_input(value):
-            return self.upload(np.asarray(value))
-        elif hasattr(value, "__cuda_array_interface__"):
-            t = torch.as_tensor(value, device=self.device)
-        else:
-            t = torch.from_dlpack(value)
-        return t if t.device == self.device else t.to(self.device)
+        """A caller's value as a torch tensor on the device, without a copy when it is there
+        (:func:`adopt_tensor`)."""
+        return adopt_tensor(value, self.device)
 
     def download(self, tensor) -> np.ndarray:
         """Device tensor -> host array (waits for the stream's work up to here)."""
@@ -84,3 +70,25 @@ class TorchMemory:
 
     def cast(self, tensor, dtype: np.dtype):
         return tensor.to(io.torch_dtype(dtype))
+
+
+def adopt_tensor(value, device):
+    """A caller's value as a torch tensor on ``device`` (a ``torch.device``), without a copy
+    when it is there.
+
+    torch tensors are taken as they are; ``__cuda_array_interface__`` objects (CuPy, Numba,
+    PyCUDA) through ``torch.as_tensor`` and other ``__dlpack__`` objects through
+    ``torch.from_dlpack`` share memory; a tensor on another device is copied over, and host
+    arrays are uploaded (on the CPU, numpy arrays are shared through ``torch.from_numpy``).
+    """
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        t = value
+    elif not is_tensor_input(value):
+        t = torch.from_numpy(np.ascontiguousarray(value))
+    elif hasattr(value, "__cuda_array_interface__"):
+        t = torch.as_tensor(value, device=device)
+    else:
+        t = torch.from_dlpack(value)
+    return t if t.device == device else t.to(device)

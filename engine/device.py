@@ -1,0 +1,149 @@
+"""Where a Session runs: its device and, for the device pipeline, which kernels it launches.
+
+``Session(device=..., kernel_impl=...)`` resolves to a :class:`Placement`:
+
+* ``device="cpu"``, ``kernel_impl=None``: the plain CPU pipeline (numpy arrays, :mod:`engine.ops`).
+* ``device="cuda"`` / ``"cuda:N"``: the device pipeline (:mod:`engine.device_pipeline`) on that
+  GPU with ``kernel_impl`` ``"cuda"`` (:mod:`engine.ops.cuda`, the ``engine._C_cuda`` extension) or
+  ``"triton"`` (:mod:`engine.kernels`). The default is ``"cuda"`` when the extension is built,
+  else ``"triton"``: a default until a GPU run measures which is faster (``bench/gpu_bench.py``
+  times both).
+* ``device="cpu"``, ``kernel_impl="triton"``: the same device pipeline on CPU torch tensors, the
+  Triton kernels running in the Triton interpreter (``TRITON_INTERPRET=1`` set before the first
+  kernel call). Slow (milliseconds per kernel program); it exists so the device pipeline's code
+  is tested where there is no GPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from types import ModuleType
+
+from .backends.torch_cuda import parse_device
+from .errors import DeviceUnavailableError, InputError
+
+KERNEL_IMPLS = ("cuda", "triton")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A resolved ``(device, kernel_impl)`` pair."""
+
+    device: str  # "cpu" or "cuda:N" (a bare "cuda" is pinned to its index)
+    kernel_impl: str | None  # None: the plain CPU pipeline
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device != "cpu"
+
+    @property
+    def device_pipeline(self) -> bool:
+        """True when the Session runs its media stages through :mod:`engine.device_pipeline`."""
+        return self.kernel_impl is not None
+
+
+def resolve_placement(device: str, kernel_impl: str | None = None) -> Placement:
+    """Validate a Session's ``device`` and ``kernel_impl`` and pick the default kernels.
+
+    Raises
+    ------
+    ModelError
+        ``device`` is not ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    InputError
+        ``kernel_impl`` is not None, ``"cuda"`` or ``"triton"``, or ``"cuda"`` on the CPU.
+    DeviceUnavailableError
+        No CUDA device (or not that index), or the chosen kernels are not installed, or
+        ``kernel_impl="triton"`` on the CPU without ``TRITON_INTERPRET=1``.
+    """
+    if kernel_impl is not None and kernel_impl not in KERNEL_IMPLS:
+        raise InputError(f"kernel_impl {kernel_impl!r}: expected one of {', '.join(KERNEL_IMPLS)} (or None)")
+    kind, index = parse_device(device)
+    if kind == "cpu":
+        if kernel_impl == "cuda":
+            raise InputError("kernel_impl='cuda' needs a CUDA device; on the CPU only 'triton' "
+                             "(through the Triton interpreter) or None (the CPU pipeline)")
+        if kernel_impl == "triton":
+            _require_triton()
+            if os.environ.get("TRITON_INTERPRET") != "1":
+                raise DeviceUnavailableError(
+                    "device='cpu' with kernel_impl='triton' runs the Triton kernels in the interpreter: "
+                    "set TRITON_INTERPRET=1 before the first kernel call")
+        return Placement("cpu", kernel_impl)
+    gpus = _cuda_device_count()
+    if index >= gpus:
+        raise DeviceUnavailableError(
+            f"device {device!r}: " + ("no CUDA device is visible to torch" if gpus == 0 else
+                                      f"only {gpus} CUDA device(s) are visible to torch"))
+    if kernel_impl is None:
+        kernel_impl = default_kernel_impl()
+    elif kernel_impl == "cuda":
+        _require_cuda_extension()
+    else:
+        _require_triton()
+    return Placement(f"cuda:{index}", kernel_impl)
+
+
+def default_kernel_impl() -> str:
+    """``"cuda"`` when ``engine._C_cuda`` imports, else ``"triton"`` when triton is installed.
+
+    Not yet a measured choice: no GPU has run the device pipeline (``bench/gpu_bench.py`` times
+    both implementations on the same GPU; the faster one should become the default).
+    """
+    from .ops import cuda as cuda_ops
+
+    if cuda_ops.available():
+        return "cuda"
+    _require_triton()
+    return "triton"
+
+
+def kernel_ops(kernel_impl: str) -> ModuleType:
+    """The module whose ``preprocess`` / ``masked_mean`` / ``segment_pool`` the device pipeline
+    calls: :mod:`engine.ops.cuda` or :mod:`engine.kernels` (the same signatures)."""
+    if kernel_impl == "cuda":
+        from .ops import cuda
+
+        return cuda
+    if kernel_impl == "triton":
+        from . import kernels
+
+        return kernels
+    raise InputError(f"kernel_impl {kernel_impl!r}: expected one of {', '.join(KERNEL_IMPLS)}")
+
+
+def video_decode_note() -> str:
+    """Where video is decoded, as a log line.
+
+    NVIDIA's PyNvVideoCodec (NVDEC, NV12 planes on the device) is detected but not used: the
+    device pipeline has no NVDEC path yet, so every video is decoded by FFmpeg on the CPU and its
+    planes are uploaded through pinned buffers (:mod:`engine.device_staging`).
+    """
+    if importlib.util.find_spec("PyNvVideoCodec") is not None:
+        return "PyNvVideoCodec is installed, but the NVDEC decode path is not implemented: decoding on the CPU"
+    return "PyNvVideoCodec is not installed: decoding on the CPU"
+
+
+def _cuda_device_count() -> int:
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _require_cuda_extension() -> None:
+    from .ops import cuda as cuda_ops
+
+    if not cuda_ops.available():
+        raise DeviceUnavailableError("kernel_impl='cuda' needs engine._C_cuda, which is not built "
+                                     "(install the CUDA toolkit and rebuild, or use kernel_impl='triton')")
+
+
+def _require_triton() -> None:
+    from . import kernels
+
+    if not kernels.available():
+        raise DeviceUnavailableError("kernel_impl='triton' needs triton and torch "
+                                     "(pip install 'moderation-engine[dev]')")

@@ -1,0 +1,363 @@
+"""The device pipeline (engine.device_pipeline, engine.device_staging, engine.device).
+
+Without a GPU it runs on CPU torch tensors with the Triton kernels in the interpreter
+(``Session(device="cpu", kernel_impl="triton")``): the same code as on CUDA except the stream
+class. The interpreter costs tens of milliseconds per kernel program and open_nsfw's 224x224
+output needs ~50 programs per frame, so the media here are 1-3 frames. Parity is against the
+plain CPU Session (numpy, engine.ops, ONNX Runtime), within the issue's 1e-2 on scores.
+
+``gpu`` tests need CUDA (``bash bench/gpu_check.sh`` runs them): real streams, pinned memory,
+both kernel implementations against the CPU Session.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+CUDA = torch.cuda.is_available()
+# before the first Triton kernel call (triton reads it when it decorates a kernel)
+if not CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from engine.device import Placement, default_kernel_impl, resolve_placement  # noqa: E402
+from engine.device_pipeline import DevicePipeline, run_double_buffered  # noqa: E402
+from engine.device_staging import CudaStreams, DoubleBuffer, HostStreams, chunk_spans  # noqa: E402
+from engine.errors import ConfigError, DeviceUnavailableError, InputError, ModelError  # noqa: E402
+from engine.media.frame import Frame  # noqa: E402
+from media_factory import clip  # noqa: E402
+
+SCORE_TOL = 1e-2  # the issue's bar for device vs CPU verdicts
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+needs_interpreter = pytest.mark.skipif(CUDA or os.environ.get("TRITON_INTERPRET") != "1",
+                                       reason="runs the device pipeline on CPU tensors (Triton interpreter)")
+
+
+# ----------------------------------------------------------------------------- placement
+def test_cuda_device_without_a_gpu_is_a_typed_error(tmp_path):
+    import engine
+
+    if CUDA:
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(DeviceUnavailableError, match="no CUDA device is visible"):
+        engine.Session(tmp_path, device="cuda")  # refused before the repository is read
+    with pytest.raises(DeviceUnavailableError):
+        resolve_placement("cuda:1", "triton")
+
+
+@pytest.mark.parametrize("device, impl, error, match", [
+    ("cpu", "opencl", InputError, "kernel_impl 'opencl'"),
+    ("cpu", "cuda", InputError, "needs a CUDA device"),
+    ("tpu", None, ModelError, "expected 'cpu', 'cuda' or 'cuda:N'"),
+    ("cuda:x", "triton", ModelError, "expected 'cpu', 'cuda' or 'cuda:N'"),
+])
+def test_placement_validation(device, impl, error, match):
+    with pytest.raises(error, match=match):
+        resolve_placement(device, impl)
+
+
+def test_cpu_placements(monkeypatch):
+    assert resolve_placement("cpu") == Placement("cpu", None)
+    assert not resolve_placement("cpu").device_pipeline
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert resolve_placement("cpu", "triton").device_pipeline
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(DeviceUnavailableError, match="TRITON_INTERPRET=1"):
+        resolve_placement("cpu", "triton")
+
+
+def test_default_kernel_impl_follows_the_cuda_extension(monkeypatch):
+    import engine.ops.cuda as cuda_ops
+
+    monkeypatch.setattr(cuda_ops, "available", lambda: True)
+    assert default_kernel_impl() == "cuda"
+    monkeypatch.setattr(cuda_ops, "available", lambda: False)
+    assert default_kernel_impl() == "triton"
+
+
+def test_clamp_output_is_refused_with_the_cuda_kernels(tmp_path):
+    from engine.pipeline import load_pipeline
+
+    text = (_repo_root() / "model_repo" / "pipeline.toml").read_text()
+    (tmp_path / "pipeline.toml").write_text(text.replace('clamp = "source"', 'clamp = "output"'))
+    with pytest.raises(ConfigError, match="clamp='source' only"):
+        DevicePipeline(Placement("cuda:0", "cuda"), load_pipeline(tmp_path), backend=None)
+
+
+# ----------------------------------------------------------------------------- chunks and staging
+def test_chunk_spans():
+    assert chunk_spans("aaaaa", 2) == [(0, 2), (2, 4), (4, 5)]  # last chunk partial
+    assert chunk_spans("aabbb", 4) == [(0, 2), (2, 5)]  # a new geometry starts a chunk
+    assert chunk_spans("abab", 8) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert chunk_spans("", 3) == []
+    with pytest.raises(InputError):
+        chunk_spans("a", 0)
+
+
+def _i420(width: int, height: int, seed: int, pad: int = 8) -> Frame:
+    """An I420 frame whose planes have padded rows (a decoder's pitch), values from ``seed``."""
+    rng = np.random.default_rng(seed)
+    cw, ch = -(-width // 2), -(-height // 2)
+    y = rng.integers(0, 256, (height, width + pad), np.uint8)[:, :width]
+    u = rng.integers(0, 256, (ch, cw + pad), np.uint8)[:, :cw]
+    v = rng.integers(0, 256, (ch, cw + pad), np.uint8)[:, :cw]
+    return Frame("i420", (y, u, v), width, height, "bt601", False, float(seed))
+
+
+def _rgb(width: int, height: int, seed: int) -> Frame:
+    rgb = np.random.default_rng(seed).integers(0, 256, (height, width, 3), np.uint8)
+    return Frame("rgb24", (rgb,), width, height, "bt601", True, float(seed))
+
+
+class RecordingStreams(HostStreams):
+    """Host streams whose events are names, with every ordering call logged."""
+
+    def __init__(self):
+        super().__init__()
+        self.log: list[tuple] = []
+        self.events = 0
+
+    def _event(self, kind: str) -> str:
+        self.events += 1
+        name = f"{kind}{self.events}"
+        self.log.append(("record", name))
+        return name
+
+    def record_copy(self):
+        return self._event("copied")
+
+    def record_compute(self):
+        return self._event("consumed")
+
+    def copy_wait(self, event):
+        self.log.append(("copy_wait", event))
+
+    def compute_wait(self, event):
+        self.log.append(("compute_wait", event))
+
+    def host_wait(self, event):
+        self.log.append(("host_wait", event))
+
+    def copy(self, dst, src):
+        super().copy(dst, src)
+        self.log.append(("copy",))
+
+
+def _run(frames, batch, streams, on_device=None):
+    """run_double_buffered with a compute that logs and keeps a host copy of what it was given."""
+    seen = []
+
+    def compute(chunk, planes):
+        streams.log.append(("compute", chunk[0].pts))
+        if isinstance(planes, tuple):  # staged: batched planes [count, rows, samples]
+            seen.append([[p[k].clone() for p in planes] for k in range(len(chunk))])
+        else:  # on the device already: per-frame plane tuples
+            seen.append([list(ps) for ps in planes])
+
+    on_device = on_device or [False] * len(frames)
+    keys = [(f.format, f.width, f.height, d) for f, d in zip(frames, on_device)]
+    buffer = DoubleBuffer(streams, batch, torch.int16)
+    run_double_buffered(frames, chunk_spans(keys, batch), on_device, buffer,
+                        lambda chunk: [tuple(torch.as_tensor(p) for p in f.planes) for f in chunk], compute)
+    return seen, buffer
+
+
+def _assert_planes_equal(seen, frames):
+    flat = [planes for chunk in seen for planes in chunk]
+    assert len(flat) == len(frames)
+    for planes, f in zip(flat, frames):
+        for got, want in zip(planes, f.planes):
+            want = np.asarray(want).reshape(want.shape[0], -1)
+            np.testing.assert_array_equal(got.cpu().numpy(), want)
+
+
+def test_double_buffer_order_and_last_partial_chunk():
+    frames = [_i420(10, 6, seed) for seed in range(5)]
+    streams = RecordingStreams()
+    seen, buffer = _run(frames, 2, streams)
+    _assert_planes_equal(seen, frames)
+    assert [len(c) for c in seen] == [2, 2, 1]
+    log = streams.log
+    # chunk 0 is staged before anything runs; chunk i + 1 right after chunk i's compute is queued
+    computes = [i for i, e in enumerate(log) if e[0] == "compute"]
+    copies = [i for i, e in enumerate(log) if e == ("copy",)]
+    assert len(copies) == 3 * 3  # three planes per chunk
+    assert copies[2] < computes[0] < copies[3] and copies[5] < computes[1] < copies[6]
+    # each compute waits for its own chunk's copies; a slot's copy waits for the compute that
+    # last read it (chunk 2 reuses chunk 0's slot: Note [double buffering])
+    recorded = [e[1] for e in log if e[0] == "record"]
+    assert recorded == ["copied1", "consumed2", "copied3", "consumed4", "copied5", "consumed6"]
+    assert ("compute_wait", "copied1") in log and ("compute_wait", "copied5") in log
+    at = log.index(("record", "copied5"))
+    assert ("copy_wait", "consumed2") in log[:at] and ("host_wait", "copied1") in log[:at]
+    assert log.index(("record", "consumed2")) < log.index(("copy_wait", "consumed2"))
+    # the partial chunk used a view of slot 0's buffers: no reallocation
+    assert buffer.slots[0].host[0].shape[0] == 2
+
+
+def test_double_buffer_geometry_change_reallocates_after_the_slot_is_free():
+    frames = [_i420(10, 6, 0), _i420(10, 6, 1), _rgb(7, 5, 2), _i420(10, 6, 3)]
+    streams = RecordingStreams()
+    seen, buffer = _run(frames, 4, streams)
+    _assert_planes_equal(seen, frames)
+    assert [len(c) for c in seen] == [2, 1, 1]
+    # the third chunk (i420 again) goes to slot 0, which held the same geometry: kept as is
+    assert buffer.slots[0].layout[1] == ((6, 10, 1), (3, 5, 1), (3, 5, 1))
+    assert buffer.slots[1].layout[1] == ((5, 7, 3),)
+
+
+def test_ten_bit_planes_are_staged_bit_exact():
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 1024, (6, 10), np.uint16)
+    u, v = (rng.integers(0, 1024, (3, 5), np.uint16) for _ in range(2))
+    frames = [Frame("i420_10", (y, u, v), 10, 6, "bt709", False, 0.0)]
+    seen, buffer = _run(frames, 2, RecordingStreams())
+    assert buffer.slots[0].device[0].dtype == torch.int16
+    for got, want in zip(seen[0][0], (y, u, v)):
+        np.testing.assert_array_equal(got.numpy().view(np.uint16), want)
+
+
+def test_device_chunks_skip_staging_and_keep_their_memory():
+    host = [_i420(10, 6, 0), _i420(10, 6, 1)]
+    on_dev = [Frame("i420", tuple(torch.from_numpy(np.ascontiguousarray(p)) for p in f.planes), 10, 6,
+                    "bt601", False, 9.0) for f in [_i420(10, 6, 2)]]
+    frames = host[:1] + on_dev + host[1:]
+    streams = RecordingStreams()
+    seen, _ = _run(frames, 4, streams, on_device=[False, True, False])
+    _assert_planes_equal(seen, frames)
+    assert [p.data_ptr() for p in seen[1][0]] == [p.data_ptr() for p in on_dev[0].planes]
+    assert sum(e == ("copy",) for e in streams.log) == 2 * 3  # only the two host chunks
+
+
+# ----------------------------------------------------------------------------- Session parity
+def _repo_root():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1]
+
+
+def _device_repo(tmp_path, model_repo_path):
+    """The shipped repository with vision on the torch backend and 2-frame batches, so a
+    3-frame video runs as two chunks (the second partial) through the double buffer."""
+    for item in model_repo_path.iterdir():
+        if item.name != "pipeline.toml":
+            (tmp_path / item.name).symlink_to(item)
+    text = (model_repo_path / "pipeline.toml").read_text()
+    vision = 'batch_size = 16\nbackend = "auto"'
+    assert text.count(vision) == 1
+    (tmp_path / "pipeline.toml").write_text(text.replace(vision, 'batch_size = 2\nbackend = "torch"'))
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def sessions(tmp_path_factory, model_repo):
+    import engine
+
+    repo = _device_repo(tmp_path_factory.mktemp("device_repo"), model_repo.path)
+    device = engine.Session(repo, device="cpu", kernel_impl="triton")
+    assert device.backend("open_nsfw").name == "torch" and device.kernel_impl == "triton"
+    return engine.Session(model_repo.path), device
+
+
+@pytest.fixture(scope="module")
+def video():
+    return clip(width=160, height=96, fps=10, duration=3.0, gop=10, audio=True)  # 3 frames at 1 fps
+
+
+def _assert_same_verdict(a, b):
+    assert a.policies.keys() == b.policies.keys()
+    for name in a.policies:
+        pa, pb = a.policies[name], b.policies[name]
+        assert pb.score == pytest.approx(pa.score, abs=SCORE_TOL), name
+        assert pb.flagged == pa.flagged, name
+        assert pb.evidence.timestamps == pa.evidence.timestamps, name
+        assert pb.evidence.detail == pa.evidence.detail, name
+
+
+@pytest.mark.models
+@needs_interpreter
+def test_video_audio_and_text_verdicts_match_the_cpu_session(sessions, video):
+    cpu, device = sessions
+    texts = ["I will hurt you", "a quiet walk in the park"]
+    a, b = cpu.moderate(video, text=texts), device.moderate(video, text=texts)
+    assert set(a.policies) == {"sexual_content", "violent_audio", "offensive_text", "violent_threat", "self_harm"}
+    _assert_same_verdict(a, b)
+    assert len(b.sampled_timestamps) == 3 and "vision_device_s" in b.timings and "pool_s" in b.timings
+    # far inside the bar: the same model on the same preprocessing, up to float rounding (the
+    # vision score went through window_max over two chunks on the device)
+    for name in ("sexual_content", "violent_audio"):
+        assert b.policies[name].score == pytest.approx(a.policies[name].score, rel=1e-3, abs=1e-6), name
+
+
+@pytest.mark.models
+@needs_interpreter
+def test_device_image_is_used_in_place_and_matches_the_cpu_session(sessions, monkeypatch):
+    import engine.kernels
+
+    cpu, device = sessions
+    image = np.random.default_rng(5).integers(0, 256, (60, 80, 3), np.uint8)
+    tensor = torch.from_numpy(image.copy())
+    given = []
+
+    class Spy:  # the chosen kernels, recording the planes preprocess receives
+        def __getattr__(self, name):
+            return getattr(engine.kernels, name)
+
+        def preprocess(self, planes, spec, **kw):
+            given.extend(p.data_ptr() for f in planes for p in f)
+            return engine.kernels.preprocess(planes, spec, **kw)
+
+    monkeypatch.setattr(device._device, "ops", Spy())
+    a, b = cpu.moderate(image=image), device.moderate(image=tensor)
+    _assert_same_verdict(a, b)
+    assert given == [tensor.data_ptr()]  # the caller's tensor itself reached the kernel
+
+
+@pytest.mark.models
+@needs_interpreter
+def test_embeddings_are_pooled_on_the_device(sessions):
+    cpu, device = sessions
+    image = np.random.default_rng(6).integers(0, 256, (48, 64, 3), np.uint8)
+    wave = clip(width=160, height=96, fps=10, duration=3.0, gop=10, audio=True)
+    a = cpu.embed(image=image, audio=wave)
+    b = device.embed(image=image, audio=wave)
+    assert a["vision"].shape == b["vision"].shape == (1024,)
+    np.testing.assert_allclose(b["vision"], a["vision"], atol=1e-4)
+    np.testing.assert_allclose(b["audio"], a["audio"], atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- real GPU (not run here)
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_streams_stage_pinned_chunks_in_order():
+    frames = [_i420(1920, 1080, seed) for seed in range(5)] + [_rgb(640, 360, 5)]
+    streams = CudaStreams("cuda")
+    seen, buffer = _run(frames, 2, streams_with_log(streams))
+    torch.cuda.synchronize()
+    _assert_planes_equal(seen, frames)
+    assert all(h.is_pinned() for slot in buffer.slots for h in slot.host)
+    assert all(d.is_cuda for slot in buffer.slots for d in slot.device)
+
+
+def streams_with_log(streams):
+    streams.log = []  # _run's compute logs into it
+    return streams
+
+
+@pytest.mark.gpu
+@pytest.mark.models
+@needs_cuda
+@pytest.mark.parametrize("impl", ["cuda", "triton"])
+def test_gpu_session_matches_the_cpu_session(model_repo, video, impl):
+    import engine
+
+    cpu = engine.Session(model_repo.path)
+    gpu = engine.Session(model_repo.path, device="cuda:0", kernel_impl=impl)
+    texts = ["I will hurt you", "a quiet walk in the park"]
+    _assert_same_verdict(cpu.moderate(video, text=texts), gpu.moderate(video, text=texts))
+    image = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (300, 400, 3), np.uint8))
+    _assert_same_verdict(cpu.moderate(image=image.numpy()), gpu.moderate(image=image.cuda()))
