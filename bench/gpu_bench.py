@@ -12,7 +12,13 @@ Each op runs once per implementation (``--impl``): ``cuda`` (engine.ops.cuda, en
 copy baseline. Triton-only rows: preprocess with ``clamp="output"`` (the CUDA kernel implements
 "source" only) and the log-mel projection.
 
-``python3 bench/gpu_bench.py [--reps 50] [--batch 32] [--impl cuda triton]``; prints one table.
+End to end (``--e2e-reps``, 0 skips): ``Session(device="cuda:0", kernel_impl=...).moderate`` of
+one video (``--video``, default the bundled 5 s sample with its audio track) per implementation,
+videos/s over the repetitions after one warm-up call, next to the CPU Session in the same run;
+skipped with a line when the model repository (``--repo``) is not fetched.
+
+``python3 bench/gpu_bench.py [--reps 50] [--batch 32] [--impl cuda triton] [--e2e-reps 10]``;
+prints one table, then the end-to-end lines.
 """
 
 from __future__ import annotations
@@ -97,7 +103,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--impl", nargs="+", choices=IMPLS, default=list(IMPLS),
                     help="implementations to time (default: both)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ap.add_argument("--repo", default=os.path.join(root, "model_repo"), help="model repository (end to end)")
+    ap.add_argument("--video", default=os.path.join(root, "samples", "clip_tone.mp4"), help="video (end to end)")
+    ap.add_argument("--e2e-reps", type=int, default=10, help="moderate() calls per Session (0: skip)")
     return ap.parse_args(argv)
+
+
+def videos_per_second(session, video: str, reps: int) -> float:
+    """moderate(video) calls per second of wall-clock time, after one warm-up call."""
+    import time
+
+    session.moderate(video)  # loads the models, compiles kernels, captures CUDA graphs
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(reps):
+        session.moderate(video)
+    return reps / (time.perf_counter() - started)
+
+
+def end_to_end(args, impls) -> None:
+    """One videos/s line per Session: the CPU pipeline, then the device pipeline per kernels."""
+    import engine
+    from engine.errors import ModelError
+
+    try:
+        sessions = [("cpu", engine.Session(args.repo))]
+        sessions += [(f"cuda:0 [{name}]", engine.Session(args.repo, device="cuda:0", kernel_impl=name))
+                     for name in impls]
+        for label, session in sessions:
+            rate = videos_per_second(session, args.video, args.e2e_reps)
+            print(f"end to end {os.path.basename(args.video)} on {label}: {rate:,.2f} videos/s")
+    except ModelError as e:  # models not fetched on this machine
+        print(f"end to end skipped: {e}")
 
 
 def kernel_impls(names):
@@ -200,6 +238,9 @@ def main(argv=None) -> None:
     for op, traffic, t, bw, cbw, extra in rows:
         pct = 100 * bw / cbw if cbw == cbw else float("nan")
         print(f"| {op} | {traffic / 1e6:,.1f} | {t * 1e6:,.1f} | {bw / 1e9:,.0f} | {cbw / 1e9:,.0f} | {pct:.0f} | {extra} |")
+    if args.e2e_reps > 0:
+        print()
+        end_to_end(args, impls)
 
 
 if __name__ == "__main__":

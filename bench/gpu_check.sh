@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One script for a fresh GPU machine (torch, nvcc, pybind11; pytest from .whl/ when missing):
-# build engine._C_cuda and engine._C, run the GPU tests (CUDA and Triton), print the bandwidth
-# table (bench/gpu_bench.py).
+# build engine._C_cuda and engine._C, run the GPU tests (CUDA and Triton kernels, the device
+# pipeline), print the bandwidth table and the end-to-end videos/s lines (bench/gpu_bench.py).
 #   bash bench/gpu_check.sh 2>&1 | tee gpu_check.log
 # Environment: ENGINE_CUDA_ARCHS (default 90 here: only the GPU at hand; CI builds 80;89;90+PTX),
 # ENGINE_CHECK_CPU=0 skips engine._C (the Triton preprocessing takes its tap tables and colour
@@ -42,7 +42,7 @@ ENGINE_CPU=0 ENGINE_CUDA=0 $PY -m pip install -q -e . --no-deps --no-build-isola
 $PY -c "import triton, engine.kernels as k; print('triton', triton.__version__, k.__file__)"
 
 step "GPU tests"
-$PY -m pytest -q -s -p no:cacheprovider -rs tests/gpu tests/triton tests/kernels/test_headers_nvcc.py 2>&1 | grep -vE "^\s*$" | tail -70
+$PY -m pytest -q -s -p no:cacheprovider -rs tests/gpu tests/triton tests/kernels/test_headers_nvcc.py tests/test_device_pipeline.py 2>&1 | grep -vE "^\s*$" | tail -70
 echo "pytest rc=${PIPESTATUS[0]}"
 
 step "bandwidth"
