@@ -181,27 +181,12 @@ class DevicePipeline:
             per_step.append(values)
             best.append(arg)
         per_step_dev = torch.stack(per_step, dim=1).contiguous()  # [steps, policies] float32
-        pooled = self._pool_over_time(per_step_dev, policies)
+        pooled = pool_over_time(self.ops, per_step_dev, policies)
         pooled, per_step_host, best_host = pooled.cpu().numpy(), per_step_dev.cpu().numpy(), torch.stack(best, 1).cpu().numpy()
         timings["pool_s"] = timings.get("pool_s", 0.0) + time.perf_counter() - t
         return {p.name: timed_result(p, float(pooled[i]), per_step_host[:, i], class_ids[p.name][best_host[:, i]],
                                      times, modality, model, class_names)
                 for i, p in enumerate(policies)}
-
-    def _pool_over_time(self, per_step: Any, policies: Sequence[PolicyConfig]) -> Any:
-        """``[policies]`` pooled scores: one ``segment_pool`` launch per (pooling, window) group,
-        the whole step sequence as one segment."""
-        torch = self.torch
-        offsets = torch.tensor([0, per_step.shape[0]], dtype=torch.int64).to(self.device)
-        pooled = torch.empty(len(policies), dtype=torch.float32, device=self.device)
-        groups: dict[tuple[str, int], list[int]] = {}
-        for i, p in enumerate(policies):
-            groups.setdefault((p.pooling, p.window), []).append(i)
-        for (mode, window), cols in groups.items():
-            index = torch.tensor(cols, dtype=torch.int64).to(self.device)
-            x = per_step.index_select(1, index).contiguous()
-            pooled.index_copy_(0, index, self.ops.segment_pool(x, offsets, mode=mode, window=window)[0])
-        return pooled
 
     def _mean_over_steps(self, x: Any) -> np.ndarray:
         torch = self.torch
@@ -246,6 +231,25 @@ def run_double_buffered(frames: Sequence[Frame], spans: Sequence[tuple[int, int]
         if n < len(host):
             nxt = host[n]
             staged[nxt] = buffer.stage(n, frames[nxt[0]:nxt[1]])
+
+
+def pool_over_time(ops: Any, per_step: Any, policies: Sequence[PolicyConfig]) -> Any:
+    """``[policies]`` pooled scores of ``per_step`` ``[steps, policies]`` (float32, on the device):
+    column i pooled as ``policies[i]`` says, the whole step sequence as one segment, one
+    ``ops.segment_pool`` launch per distinct (pooling, window)."""
+    import torch
+
+    device = per_step.device
+    offsets = torch.tensor([0, per_step.shape[0]], dtype=torch.int64).to(device)
+    pooled = torch.empty(len(policies), dtype=torch.float32, device=device)
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, p in enumerate(policies):
+        groups.setdefault((p.pooling, p.window), []).append(i)
+    for (mode, window), cols in groups.items():
+        index = torch.tensor(cols, dtype=torch.int64).to(device)
+        x = per_step.index_select(1, index).contiguous()
+        pooled.index_copy_(0, index, ops.segment_pool(x, offsets, mode=mode, window=window)[0])
+    return pooled
 
 
 def activate_tensor(x: Any, activation: str) -> Any:

@@ -233,6 +233,29 @@ def test_device_chunks_skip_staging_and_keep_their_memory():
     assert sum(e == ("copy",) for e in streams.log) == 2 * 3  # only the two host chunks
 
 
+# ----------------------------------------------------------------------------- pooling
+@needs_interpreter
+def test_policies_pool_by_their_own_mode_and_window():
+    import engine.kernels
+    from engine.device_pipeline import activate_tensor, pool_over_time
+    from engine.pipeline import PolicyConfig
+    from engine.policies import activate
+    from engine.policies import pool_over_time as pool_on_cpu
+
+    policies = [PolicyConfig("a", "vision", 0.5, "window_max", 3), PolicyConfig("b", "vision", 0.5, "max"),
+                PolicyConfig("c", "vision", 0.5, "window_max", 2), PolicyConfig("d", "vision", 0.5, "mean"),
+                PolicyConfig("e", "vision", 0.5, "window_max", 3)]
+    per_step = np.random.default_rng(8).random((7, len(policies)), dtype=np.float32)
+    pooled = pool_over_time(engine.kernels, torch.from_numpy(per_step), policies).numpy()
+    want = [pool_on_cpu(per_step[:, i], p.pooling, p.window) for i, p in enumerate(policies)]
+    np.testing.assert_allclose(pooled, want, rtol=1e-6)
+    assert len(set(np.round(want, 6))) == len(policies)  # every column's pooling shows
+    logits = np.random.default_rng(9).normal(0, 4, (5, 6)).astype(np.float32)
+    for activation in ("none", "sigmoid", "softmax"):
+        np.testing.assert_allclose(activate_tensor(torch.from_numpy(logits), activation).numpy(),
+                                   activate(logits, activation), rtol=1e-6)
+
+
 # ----------------------------------------------------------------------------- Session parity
 def _repo_root():
     from pathlib import Path
