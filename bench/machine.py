@@ -36,16 +36,31 @@ def memory_gib() -> float | None:
     return None
 
 
-def gpus() -> list[dict]:
-    """GPUs from nvidia-smi (name, driver, memory); none when nvidia-smi is absent or fails."""
-    if shutil.which("nvidia-smi") is None:
+def torch_gpus() -> list[dict]:
+    """CUDA devices as torch sees them (no driver version: torch does not report it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
         return []
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [{"name": torch.cuda.get_device_name(i), "driver": None,
+             "memory": f"{torch.cuda.get_device_properties(i).total_memory / 2**30:.1f} GiB",
+             "cuda": torch.version.cuda} for i in range(torch.cuda.device_count())]
+
+
+def gpus() -> list[dict]:
+    """GPUs from nvidia-smi (name, driver, memory), else from torch; none when neither sees one."""
+    if shutil.which("nvidia-smi") is None:
+        return torch_gpus()
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
             capture_output=True, text=True, timeout=20, check=True).stdout
     except (OSError, subprocess.SubprocessError):
-        return []
+        return torch_gpus()
     rows = [[c.strip() for c in line.split(",")] for line in out.splitlines() if line.strip()]
     return [{"name": r[0], "driver": r[1], "memory": r[2]} for r in rows if len(r) >= 3]
 

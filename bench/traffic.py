@@ -30,7 +30,7 @@ class Traffic:
             raise ValueError("utilisation_target must be in (0, 1]")
         if self.headroom < 0:
             raise ValueError("headroom must be >= 0")
-        self.sampling  # validates
+        _ = self.sampling  # raises on a malformed video_sampling
 
     @property
     def sampling(self) -> tuple[str, float]:

@@ -93,3 +93,13 @@ def test_suite_plots_write_pngs(tmp_path):
     paths = suite_plots(figs, tmp_path, "test machine")
     assert sorted(p.name for p in paths) == ["decode.png", "kernels_preprocess.png", "kernels_ratios.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def test_gpus_from_nvidia_smi(monkeypatch):
+    import subprocess
+
+    out = "NVIDIA H100 80GB HBM3, 580.65.06, 81559 MiB\n"
+    monkeypatch.setattr(machine.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(machine.subprocess, "run",
+                        lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=out, stderr=""))
+    assert machine.gpus() == [{"name": "NVIDIA H100 80GB HBM3", "driver": "580.65.06", "memory": "81559 MiB"}]
