@@ -318,6 +318,18 @@ def test_video_audio_and_text_verdicts_match_the_cpu_session(sessions, video):
 
 @pytest.mark.models
 @needs_interpreter
+def test_ten_bit_video_matches_the_cpu_session(sessions):
+    """10-bit samples go through the staging buffers as int16 (Triton) into the kernel (other
+    formats are the kernels' own tests, tests/triton)."""
+    cpu, device = sessions
+    path = _repo_root() / "samples" / "clip_10bit.mp4"
+    a, b = cpu.moderate(video=path), device.moderate(video=path)
+    _assert_same_verdict(a, b)
+    assert b.policies["sexual_content"].score == pytest.approx(a.policies["sexual_content"].score, rel=1e-3)
+
+
+@pytest.mark.models
+@needs_interpreter
 def test_device_image_is_used_in_place_and_matches_the_cpu_session(sessions, monkeypatch):
     import engine.kernels
 
