@@ -93,7 +93,11 @@ class ItemServer:
         if workers < 1 or max_queued < 1:
             raise ValueError("workers and max_queued must be >= 1")
         self.workers, self.max_queued = workers, max_queued
-        self._cond = threading.Condition()
+        # One lock, three wait queues, so that each change wakes only whom it concerns.
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # idle workers wait here for items
+        self._room = threading.Condition(lock)  # blocked submitters wait for queue room
+        self._watch = threading.Condition(lock)  # the deadline watcher waits for changes
         self._queue: list[_Item] = []  # heap; cancelled items leave it lazily
         self._waiting = 0  # queued items still to run (the admission bound counts these)
         self._running: set[_Item] = set()
@@ -145,9 +149,16 @@ class ItemServer:
         return True
 
     def busy(self) -> bool:
-        """More than one item queued or running: a model call may find company in a batch."""
+        """More than one item running: a model call may find company in a batch (a queued
+        item cannot: its rows come only once a worker takes it)."""
         with self._cond:
-            return self._waiting + len(self._running) > 1
+            return len(self._running) > 1
+
+    @property
+    def closed(self) -> bool:
+        """New items are refused (close() was called; queued ones may still be finishing)."""
+        with self._cond:
+            return self._closed
 
     def pending(self) -> int:
         """Items queued or running."""
@@ -167,7 +178,8 @@ class ItemServer:
                         item.resolved = True
                         failed.append(item)
                 self._waiting = 0
-            self._cond.notify_all()
+            for cond in (self._cond, self._room, self._watch):
+                cond.notify_all()
         for item in failed:
             item.future.set_exception(ModelError("session closed before the item ran"))
         for t in self._threads:
@@ -185,18 +197,19 @@ class ItemServer:
             if not block or (left is not None and left <= 0):
                 raise OverloadedError(f"admission queue is full ({self.max_queued} items)"
                                       + (" until the item's deadline" if block else ""))
-            self._cond.wait(left)
+            self._room.wait(left)
         heapq.heappush(self._queue, item)
         self._waiting += 1
         if item.deadline is not None:
             heapq.heappush(self._deadlines, (item.deadline, item.seq, item))
-        self._cond.notify_all()
+            self._watch.notify()
+        self._cond.notify()  # one idle worker
 
     def _forget_cancelled(self) -> None:
         # A cancelled item stays in the heap until popped, but no longer counts as waiting.
         with self._cond:
             self._waiting -= 1
-            self._cond.notify_all()  # room for a blocked submitter
+            self._room.notify()
 
     def _take(self) -> _Item | None:
         """The next item to run, moved to RUNNING; None once closed and drained."""
@@ -209,7 +222,7 @@ class ItemServer:
                     self._waiting -= 1
                     item.started = True
                     self._running.add(item)
-                    self._cond.notify_all()  # room for a blocked submitter
+                    self._room.notify()
                     return item
                 if self._closed:
                     return None
@@ -239,7 +252,8 @@ class ItemServer:
                 self._running.discard(item)
                 mine = not item.resolved
                 item.resolved = True
-                self._cond.notify_all()  # close() may be waiting for the last running item
+                if self._closed:
+                    self._watch.notify()  # it stops once nothing is pending
             if mine:  # outside the lock: callbacks may submit
                 if error is not None:
                     item.future.set_exception(error)
@@ -261,7 +275,7 @@ class ItemServer:
                         if not item.future.set_running_or_notify_cancel():
                             continue  # cancelled meanwhile: its callback counted it
                         self._waiting -= 1
-                        self._cond.notify_all()
+                        self._room.notify()
                     item.resolved = item.abandoned = True
                     expired.append(item)
                 if expired:
@@ -276,4 +290,4 @@ class ItemServer:
                     continue
                 if self._closed and not self._waiting and not self._running:
                     return
-                self._cond.wait(self._deadlines[0][0] - now if self._deadlines else None)
+                self._watch.wait(self._deadlines[0][0] - now if self._deadlines else None)

@@ -59,8 +59,9 @@ class Session:
         runs the device pipeline on CPU tensors under the Triton interpreter (needs
         ``TRITON_INTERPRET=1``; slow, for tests). See :mod:`engine.device`.
     workers:
-        Item threads of :meth:`submit` (None: two per CPU core: decoding and preprocessing
-        release the GIL, so twice the cores keeps them busy while other items are in a model).
+        Item threads of :meth:`submit` (None: one per CPU core, at least two, so that one item
+        decodes while another is in a model; a model call already keeps every core busy, more
+        items at once measured slower on a 2-core machine).
     max_queued:
         Submitted items that may wait for a worker before :meth:`submit` fails with
         OverloadedError.
@@ -87,7 +88,7 @@ class Session:
         self._class_ids: dict[str, np.ndarray] = {}
         self._audio_classes: list[str] | None = None
         self._ready = False
-        self._workers = workers or 2 * (os.cpu_count() or 1)
+        self._workers = workers or max(2, os.cpu_count() or 1)
         self._max_queued = max_queued
         self._server: serving.ItemServer | None = None  # started by the first submission
         self._closed = False  # no new items

@@ -178,7 +178,9 @@ def test_close_finishes_or_fails_every_pending_item(drain):
     queued = [server.submit(lambda i=i: i) for i in range(20)]
     closer = threading.Thread(target=server.close, args=(drain,))
     closer.start()
-    time.sleep(0.05)
+    give_up = time.monotonic() + WAIT
+    while not server.closed and time.monotonic() < give_up:
+        time.sleep(0.001)
     late = server.submit(lambda: "late")
     with pytest.raises(errors.ModelError, match="session closed"):
         late.result(0)
