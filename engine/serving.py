@@ -26,7 +26,10 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from typing import Any
 
-from engine.errors import DeadlineExceededError, EngineError, InternalError, ModelError, OverloadedError
+import numpy as np
+
+from engine.errors import (DeadlineExceededError, EngineError, InputError, InternalError, ModelError,
+                           OverloadedError)
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,8 @@ class ItemServer:
         """
         future: Future = Future()
         try:
+            if not isinstance(priority, (int, np.integer)) or isinstance(priority, bool):
+                raise InputError(f"priority must be an integer, got {priority!r}")
             if deadline is not None and deadline <= 0:
                 raise DeadlineExceededError("the item's deadline passed before submit")
             at = None if deadline is None else time.monotonic() + deadline

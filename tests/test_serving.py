@@ -108,6 +108,7 @@ def test_deadline_fails_a_queued_item_at_its_deadline_and_it_never_runs():
     server.close()
     assert not ran.is_set() and server.pending() == 0
     assert isinstance(server.submit(lambda: 1, deadline=0).exception(0), errors.DeadlineExceededError)
+    assert isinstance(server.submit(lambda: 1, priority="high").exception(0), errors.InputError)
 
 
 def test_deadline_fails_a_running_item_which_stops_at_its_next_stage():
