@@ -8,7 +8,8 @@ better (``"higher"`` for throughputs and same-run ratios, ``"lower"`` for latenc
 JSON layout (``"schema": "moderation-engine-bench/1"``)::
 
     {"schema", "created" (UTC ISO 8601), "argv", "quick", "seconds", "label", "machine": {...},
-     "suites": {name: {"status": "ok" | "skipped" | "not implemented yet", "seconds", "notes"}},
+     "suites": {name: {"status": "ok" | "not implemented yet", "seconds", "notes",
+                       "background_cpu" (share of the CPUs other work used meanwhile, bench.load)}},
      "figures": [{"name", "suite", "unit", "better", "median", "p10", "p90", "spread", "n",
                   "samples", "params", "stage"?, "items_per_call"?}]}
 """
@@ -130,10 +131,11 @@ def markdown(report: Report) -> str:
              f"{f' Label: {report.label}.' if report.label else ''}", "",
              "Quantiles over interleaved repetitions; spread = (p90 - p10) / (2 median). "
              "Absolute figures hold for this machine only; the ratios are same-run.", ""]
-    lines += ["| suite | status | seconds | notes |", "|---|---|---|---|"]
+    lines += ["| suite | status | seconds | CPUs used by other work | notes |", "|---|---|---|---|---|"]
     for name, s in report.suites.items():
         secs = f"{s['seconds']:.1f}" if "seconds" in s else ""
-        lines.append(f"| {name} | {s['status']} | {secs} | {'; '.join(s.get('notes', []))} |")
+        other = f"{s['background_cpu']:.0%}" if s.get("background_cpu") is not None else ""
+        lines.append(f"| {name} | {s['status']} | {secs} | {other} | {'; '.join(s.get('notes', []))} |")
     for suite in report.suites:
         figs = [f for f in report.figures if f.suite == suite]
         if not figs:

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import machine, plots
+from bench import load, machine, plots
 from bench.results import Report, machine_line
 from bench.suites import IMPLEMENTED, NOT_IMPLEMENTED, RunConfig, module
 
@@ -33,9 +33,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help=f"comma-separated suites or 'all' (default). Implemented: {', '.join(IMPLEMENTED)}; "
                          f"not implemented yet: {', '.join(NOT_IMPLEMENTED)}")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default bench/results)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="threads of the all-cores (per-machine) figures; comparisons run on one")
     ap.add_argument("--repeats", type=int, default=None, help="repetitions per figure (default 5 quick, 9 full)")
-    ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--no-plots", action="store_true", help="JSON and markdown only")
     ap.add_argument("--label", default=None, help="free text stored in the JSON (what the run is for)")
 
 
@@ -66,11 +67,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         for name in todo:
             suite = module(name)
             task = progress.add_task(name, total=suite.steps(cfg))
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), load.sample()
             result = suite.run(cfg, lambda label, task=task, name=name: progress.update(
                 task, advance=1, description=f"{name}: {label}"))
             report.figures += result.figures
-            report.suites[name] = {"status": "ok", "seconds": time.perf_counter() - t0, "notes": result.notes}
+            report.suites[name] = {"status": "ok", "seconds": time.perf_counter() - t0, "notes": result.notes,
+                                   "background_cpu": load.background_share(cpu0, load.sample())}
     stem = "bench-" + time.strftime("%Y%m%d-%H%M%S") + ("-quick" if cfg.quick else "")
     report.seconds = time.perf_counter() - t_run
     js, md = report.write(args.out, stem)
@@ -83,6 +85,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                 epilog="Also: python -m bench compare OLD.json NEW.json; "
+                                        "python -m bench plan --profile RESULTS.json --traffic TRAFFIC.yaml "
+                                        "--p99-ms N (each with --help).")
     add_arguments(ap)
     return run(ap.parse_args(argv), argv)

@@ -8,7 +8,8 @@ import math
 import pytest
 
 import engine.ops
-from bench.compare import compare, compare_figure, main, noise_threshold
+from bench import load
+from bench.compare import DEFAULT_MAX_BACKGROUND, compare, compare_figure, main, noise_threshold
 from bench.results import Figure, Report
 from bench.suites import RunConfig, SuiteResult
 from bench.suites.kernels import one_thread_libraries, pooling_part
@@ -58,22 +59,27 @@ def test_only_in_one_run_is_listed():
     assert [c.name for c in changes] == ["b"] and only_old == ["a"] and only_new == ["c"]
 
 
-def run_pooling() -> list[Figure]:
-    out = SuiteResult()
+def run_pooling() -> tuple[list[Figure], float | None]:
+    """The pooling figures and how busy other work kept the machine meanwhile (as the runner records)."""
+    out, cpu0 = SuiteResult(), load.sample()
     with one_thread_libraries():
         pooling_part(TINY, lambda label: None, out)
-    return out.figures
+    return out.figures, load.background_share(cpu0, load.sample())
 
 
-def write(tmp_path, name, figures) -> str:
-    js, _ = Report(machine={"cpu_model": "test"}, argv=[], quick=True, figures=figures).write(tmp_path, name)
+def write(tmp_path, name, figures, background=None) -> str:
+    suites = {"kernels": {"status": "ok", "background_cpu": background}}
+    js, _ = Report(machine={"cpu_model": "test"}, argv=[], quick=True, suites=suites,
+                   figures=figures).write(tmp_path, name)
     return str(js)
 
 
 def test_same_build_no_regression_slowed_kernel_flagged(tmp_path, monkeypatch, capsys):
-    base, again = run_pooling(), run_pooling()
-    old, same = write(tmp_path, "old", base), write(tmp_path, "same", again)
-    assert main([old, same]) == 0, capsys.readouterr().out
+    (base, bg_base), (again, bg_again) = run_pooling(), run_pooling()
+    old, same = write(tmp_path, "old", base, bg_base), write(tmp_path, "same", again, bg_again)
+    busy = max(bg_base or 0, bg_again or 0) > DEFAULT_MAX_BACKGROUND
+    # never a regression; on a machine other work keeps busy, "inconclusive" (2) is the honest answer
+    assert main([old, same]) in ((0, 2) if busy else (0,)), capsys.readouterr().out
 
     real = engine.ops.masked_mean
 
@@ -83,11 +89,38 @@ def test_same_build_no_regression_slowed_kernel_flagged(tmp_path, monkeypatch, c
         return real(*args, **kwargs)
 
     monkeypatch.setattr(engine.ops, "masked_mean", slowed_masked_mean)
-    slow = write(tmp_path, "slow", run_pooling())
+    slow = write(tmp_path, "slow", *run_pooling())
     capsys.readouterr()
-    assert main([old, slow]) == 1
+    assert main([old, slow, "--max-background", "1"]) == 1  # 6x the work stands out of any load seen here
     out = capsys.readouterr().out
     flagged = [line.split()[0] for line in out.splitlines() if line.endswith("REGRESSION")]
     assert "kernels/pooling/masked_mean/engine÷numpy" in flagged, out
-    assert main([old, slow, "--gate", "all"]) == 1
+    assert main([old, slow, "--gate", "all", "--max-background", "1"]) == 1
     assert "kernels/pooling/masked_mean/engine " in capsys.readouterr().out  # listed as changed
+
+
+def test_busy_suite_regressions_are_inconclusive(tmp_path, capsys):
+    def doc(name, ratio, background):
+        return str(Report(machine={"cpu_model": "test"}, argv=[], quick=True,
+                          suites={"s": {"status": "ok", "background_cpu": background}},
+                          figures=[fig([ratio] * 3, name="s/ratio", unit="x")]).write(tmp_path, name)[0])
+
+    quiet, slower_quiet, slower_busy = doc("quiet", 2.0, 0.05), doc("slow", 1.0, 0.1), doc("busy", 1.0, 0.6)
+    assert main([quiet, slower_quiet]) == 1
+    capsys.readouterr()
+    assert main([quiet, slower_busy]) == 2
+    out = capsys.readouterr().out
+    assert "60% of the CPUs during the new run's s suite" in out and "machine busy: inconclusive" in out
+    assert main([quiet, slower_busy, "--max-background", "1"]) == 1
+
+
+def test_background_share_arithmetic():
+    from bench.load import CpuSample, background_share, sample
+
+    start = CpuSample(busy_s=10.0, own_s=2.0, wall_s=0.0)
+    # 2 s on 2 cores = 4 CPU-seconds; 3 busy, 2 of them ours -> others used 1/4 of the machine
+    assert background_share(start, CpuSample(13.0, 4.0, 2.0), cores=2) == pytest.approx(0.25)
+    assert background_share(start, CpuSample(11.0, 4.0, 2.0), cores=2) == 0.0   # clock granularity
+    assert background_share(start, None) is None and background_share(start, start) is None
+    s = sample()
+    assert s is None or s.busy_s > 0
