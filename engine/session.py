@@ -173,7 +173,8 @@ class Session:
         (default 1). The future holds exactly one outcome: the Verdict, the item's typed error,
         OverloadedError (the admission queue is full: at once), CancelledError
         (``future.cancel()`` before a worker took it), or ModelError once the Session is closed.
-        File objects must stay open until the future is done.
+        File objects must stay open until the future is done. Done callbacks run on an item
+        worker: waiting there for another item can starve the workers.
         """
         return self._submit(item, deadline=deadline, priority=priority, block=False)
 

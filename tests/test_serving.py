@@ -387,3 +387,32 @@ def test_session_overload_and_close_leave_nothing_pending(model_repo, items, mon
     with pytest.raises(errors.ModelError, match="session closed"):
         s.run("profanity", {"TEXT": np.array(["hi"], dtype=object)})
     s.close()  # idempotent
+
+
+@pytest.mark.models
+def test_cancelling_moderate_async_stops_the_running_item(model_repo, monkeypatch):
+    from engine import Session
+
+    s = Session(model_repo.path, workers=1)
+    started, stages = threading.Event(), []
+
+    def slow_item(item):
+        started.set()
+        for i in range(1000):
+            checkpoint()  # where the abandoned item stops
+            stages.append(i)
+            time.sleep(0.01)
+        return "finished"
+
+    monkeypatch.setattr(s, "_moderate_item", slow_item)
+
+    async def main():
+        task = asyncio.ensure_future(s.moderate_async(text="anything"))
+        assert await asyncio.get_running_loop().run_in_executor(None, started.wait, WAIT)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    s.close()  # returns once the worker left the item
+    assert len(stages) < 1000
