@@ -4,7 +4,8 @@ all, results as versioned JSON + markdown + PNG plots, ``compare`` of two result
 
 Layout: :mod:`bench.timing` (warm-up, interleaved repetitions, quantiles), :mod:`bench.results`
 (figures, the JSON schema, markdown), :mod:`bench.machine` (what the numbers ran on),
-:mod:`bench.plots`, :mod:`bench.suites` (one module per suite), :mod:`bench.compare`,
-:mod:`bench.plan`. The older scripts (``bench/preprocess.py``, ``bench/decode.py``,
+:mod:`bench.load` (how busy other work kept the CPUs), :mod:`bench.plots`, :mod:`bench.runner`
+(the run command), :mod:`bench.suites` (one module per suite), :mod:`bench.compare`,
+:mod:`bench.plan` with :mod:`bench.traffic`. The older scripts (``bench/preprocess.py``, ``bench/decode.py``,
 ``bench/backends.py``, ``bench/gpu_bench.py``) still run on their own.
 """
