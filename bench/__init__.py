@@ -7,5 +7,6 @@ Layout: :mod:`bench.timing` (warm-up, interleaved repetitions, quantiles), :mod:
 :mod:`bench.load` (how busy other work kept the CPUs), :mod:`bench.plots`, :mod:`bench.runner`
 (the run command), :mod:`bench.suites` (one module per suite), :mod:`bench.compare`,
 :mod:`bench.plan` with :mod:`bench.traffic`. The older scripts (``bench/preprocess.py``, ``bench/decode.py``,
-``bench/backends.py``, ``bench/gpu_bench.py``) still run on their own.
+``bench/gpu_bench.py``, ``bench/serving.py``) still run on their own; :mod:`bench.workload` holds the
+sample items and model input batches the Session-level suites share.
 """

@@ -44,13 +44,65 @@ def _bars(path: Path, title: str, ylabel: str, groups: dict[str, dict[str, Figur
     return path
 
 
+def _models(path: Path, machine: str, figs: list[Figure]) -> Path:
+    """Throughput vs batch size, one panel per model (units differ), one line per backend."""
+    plt = _pyplot()
+    models = sorted({f.params["model"] for f in figs})
+    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        mine = [f for f in figs if f.params["model"] == model]
+        for backend in sorted({f.params["backend"] for f in mine}):
+            line = sorted((f for f in mine if f.params["backend"] == backend), key=lambda f: f.params["batch"])
+            xs, st = [f.params["batch"] for f in line], [f.stats for f in line]
+            ax.errorbar(xs, [s.median for s in st], yerr=[[s.median - s.p10 for s in st], [s.p90 - s.median for s in st]],
+                        marker="o", capsize=2, label=backend)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(mine[0].unit)
+        ax.set_title(model, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"models: throughput vs batch size (median, p10-p90)\n{machine}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _load(path: Path, machine: str, figs: dict[str, Figure]) -> Path:
+    """p50 and p99 latency vs items/s, one line per configuration, points labelled by concurrency."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    configs = sorted({name.split("/")[1] for name in figs if name.endswith("/items_per_s")})
+    for config in configs:
+        levels = sorted({f.params["concurrency"] for n, f in figs.items() if n.startswith(f"load/{config}/")})
+        for q, style in (("p50", "-o"), ("p99", "--s")):
+            pts = [(figs[f"load/{config}/c{c}/items_per_s"].stats.median, figs[f"load/{config}/c{c}/{q}_ms"].stats.median, c)
+                   for c in levels if f"load/{config}/c{c}/{q}_ms" in figs]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=f"{config} {q}")
+            for x, y, c in pts:
+                ax.annotate(f"c{c}", (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
+    ax.set_yscale("log")
+    ax.set_xlabel("items/s (median of the agreeing windows)")
+    ax.set_ylabel("latency ms")
+    ax.set_title(f"load: latency vs throughput per concurrency\n{machine}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def suite_plots(figures: list[Figure], out_dir: Path, machine: str) -> list[Path]:
-    """One PNG per measured family: preprocess frames/s, decode throughput, kernel speed-ups."""
+    """One PNG per measured family: preprocess frames/s, decode throughput, model throughput vs batch,
+    end-to-end vs its stages, load latency vs throughput, same-run speed-ups."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     pre: dict[str, dict[str, Figure]] = defaultdict(dict)
     dec: dict[str, dict[str, Figure]] = defaultdict(dict)
     ratios: dict[str, dict[str, Figure]] = defaultdict(dict)
+    e2e: dict[str, dict[str, Figure]] = defaultdict(dict)
+    models = [f for f in figures if f.suite == "models" and f.unit not in ("x", "ms", "audio-s/s")]
+    load = {f.name: f for f in figures if f.suite == "load"}
     for f in figures:
         parts = f.name.split("/")
         if f.unit == "x":
@@ -59,12 +111,21 @@ def suite_plots(figures: list[Figure], out_dir: Path, machine: str) -> list[Path
             pre[f"{parts[2]} {parts[3]}"][parts[4]] = f
         elif f.suite == "decode" and f.unit == "video-s/s":
             dec[parts[1]][parts[2]] = f
+        elif f.suite == "e2e":
+            e2e[f"{parts[1]} ({f.unit})"][parts[2]] = f
     if pre:
         written.append(_bars(out_dir / "kernels_preprocess.png",
                              f"preprocess -> 224² NCHW fp32 (median, p10-p90)\n{machine}", "frames/s", pre))
     if dec:
         written.append(_bars(out_dir / "decode.png", f"decode throughput (median, p10-p90)\n{machine}",
                              "clip seconds per second", dec))
+    if models:
+        written.append(_models(out_dir / "models.png", machine, models))
+    if e2e:
+        written.append(_bars(out_dir / "e2e_stages.png", f"end to end (session) vs each stage alone, same items "
+                             f"(median, p10-p90)\n{machine}", "items of the kind per second", e2e))
+    if any(n.endswith("/items_per_s") for n in load):
+        written.append(_load(out_dir / "load.png", machine, load))
     for suite, figs in ratios.items():
         written.append(_bars(out_dir / f"{suite}_ratios.png", f"{suite}: same-run ratios\n{machine}",
                              "x (higher is better)", {name: {"ratio": f} for name, f in figs.items()}))

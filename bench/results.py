@@ -8,7 +8,7 @@ better (``"higher"`` for throughputs and same-run ratios, ``"lower"`` for latenc
 JSON layout (``"schema": "moderation-engine-bench/1"``)::
 
     {"schema", "created" (UTC ISO 8601), "argv", "quick", "seconds", "label", "machine": {...},
-     "suites": {name: {"status": "ok" | "not implemented yet", "seconds", "notes",
+     "suites": {name: {"status": "ok", "seconds", "notes",
                        "background_cpu" (share of the CPUs other work used meanwhile, bench.load)}},
      "figures": [{"name", "suite", "unit", "better", "median", "p10", "p90", "spread", "n",
                   "samples", "params", "stage"?, "items_per_call"?}]}

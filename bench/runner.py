@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench import load, machine, plots
 from bench.results import Report, machine_line
-from bench.suites import IMPLEMENTED, NOT_IMPLEMENTED, RunConfig, module
+from bench.suites import IMPLEMENTED, RunConfig, module
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -20,9 +20,9 @@ def parse_suites(text: str) -> list[str]:
     names = [s.strip() for s in text.split(",") if s.strip()]
     if names == ["all"]:
         return list(IMPLEMENTED)
-    unknown = [n for n in names if n not in IMPLEMENTED + NOT_IMPLEMENTED]
+    unknown = [n for n in names if n not in IMPLEMENTED]
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown suite(s) {unknown}; known: {IMPLEMENTED + NOT_IMPLEMENTED}")
+        raise argparse.ArgumentTypeError(f"unknown suite(s) {unknown}; known: {IMPLEMENTED}")
     return names
 
 
@@ -30,8 +30,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--quick", action="store_true",
                     help="smaller shapes, fewer repetitions (every suite in well under 5 minutes on 2 cores)")
     ap.add_argument("--suite", type=parse_suites, default=list(IMPLEMENTED),
-                    help=f"comma-separated suites or 'all' (default). Implemented: {', '.join(IMPLEMENTED)}; "
-                         f"not implemented yet: {', '.join(NOT_IMPLEMENTED)}")
+                    help=f"comma-separated suites or 'all' (default): {', '.join(IMPLEMENTED)}")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default bench/results)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                     help="threads of the all-cores (per-machine) figures; comparisons run on one")
@@ -57,14 +56,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     report = Report(machine=machine.describe(), argv=["python -m bench", *argv], quick=cfg.quick,
                     label=args.label)
     t_run = time.perf_counter()
-    todo = [s for s in args.suite if s in IMPLEMENTED]
-    for name in args.suite:
-        if name in NOT_IMPLEMENTED:
-            report.suites[name] = {"status": "not implemented yet", "notes": ["issue 5: not written yet"]}
-            console.print(f"[yellow]{name}: not implemented yet (no figures)[/]")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as progress:
-        for name in todo:
+        for name in args.suite:
             suite = module(name)
             task = progress.add_task(name, total=suite.steps(cfg))
             t0, cpu0 = time.perf_counter(), load.sample()

@@ -10,7 +10,7 @@ Latency, per item kind, interleaved in one run (median ms):
             would pay without the serving layer's bypass: max_queue_delay waiting for company).
 Throughput: ``--items`` mixed items (video, image, audio, text) submitted at once, items/s per
 worker count, against the same items moderated inline one after another (interleaved rounds,
-median).
+median). The concurrency sweep with batching on vs off is ``python -m bench --suite load``.
 """
 
 from __future__ import annotations
@@ -24,15 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.workload import ITEMS as KINDS  # noqa: E402  (the load and e2e suites' items too)
 from engine import Session  # noqa: E402
-
-SAMPLES = ROOT / "samples"
-KINDS = {
-    "video": {"media": SAMPLES / "clip_tone.mp4"},
-    "image": {"image": SAMPLES / "image.jpg"},
-    "audio": {"audio": SAMPLES / "speech.m4a"},
-    "text": {"text": "have a lovely day"},
-}
 
 
 def inline(session: Session, item: dict):

@@ -47,7 +47,7 @@ def test_bottleneck_vs_saturates_first_and_missing_stages():
     assert plan.bottleneck.stage == "decode" and plan.saturates_first.stage == "preprocess"
     assert plan.total_machines == 17
     assert [m[0] for m in plan.missing] == ["image_model"]
-    assert "not implemented yet" in plan.missing[0][1]
+    assert "the models suite measures it" in plan.missing[0][1]
     assert plan.path_latency("video") == (None, ["image_model"])
 
 
@@ -114,5 +114,6 @@ def test_plan_cli_on_the_sample_profile(tmp_path, capsys):
     assert main(["--profile", str(BENCH / "profile.sample.json"), "--traffic", str(BENCH / "traffic.sample.yaml"),
                  "--p99-ms", "5000", "--plot", str(png)]) == 0
     out = capsys.readouterr().out
-    assert "bottleneck" in out and "image_model     MISSING" in out
+    assert "bottleneck" in out and "MISSING" not in out  # the sample profile has every stage now
+    assert all(f"latency, {p} path: " in out and "unknown" not in out for p in ("video", "image", "audio", "text"))
     assert png.read_bytes()[:4] == b"\x89PNG"

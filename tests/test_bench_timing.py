@@ -71,16 +71,24 @@ def test_machine_description_names_cpu_and_versions():
     assert "simd_selected" in m["engine_build"] or "error" in m["engine_build"]
 
 
-def test_suite_names_and_unimplemented_suites_are_not_faked(tmp_path, capsys):
-    assert parse_suites("all") == ["kernels", "decode"]
+def test_suite_names_and_the_runner_writes_what_a_suite_returns(tmp_path, monkeypatch):
+    import types
+
+    import bench.runner
+    from bench.suites import SuiteResult
+
+    assert parse_suites("all") == ["kernels", "decode", "models", "e2e", "load"]
     with pytest.raises(Exception, match="unknown"):
         parse_suites("kernels,nope")
-    assert run_main(["--suite", "models,load", "--out", str(tmp_path), "--no-plots"]) == 0
+    fig = Figure("models/m/b1/onnxruntime", "models", "frames/s", "higher", [10.0, 12.0])
+    stub = types.SimpleNamespace(steps=lambda cfg: 1,
+                                 run=lambda cfg, tick: tick("one") or SuiteResult([fig], ["a note"]))
+    monkeypatch.setattr(bench.runner, "module", lambda name: stub)
+    assert run_main(["--suite", "models", "--out", str(tmp_path), "--no-plots"]) == 0
     (js,) = tmp_path.glob("bench-*.json")
     doc = load(js)
-    assert doc["figures"] == []
-    assert {k: v["status"] for k, v in doc["suites"].items()} == {"models": "not implemented yet",
-                                                                  "load": "not implemented yet"}
+    assert [f["name"] for f in doc["figures"]] == ["models/m/b1/onnxruntime"]
+    assert doc["suites"]["models"]["status"] == "ok" and doc["suites"]["models"]["notes"] == ["a note"]
 
 
 def test_suite_plots_write_pngs(tmp_path):

@@ -1,0 +1,132 @@
+"""End-to-end suite: items through ``Session.submit`` against each stage alone, on the same items.
+
+Per kind (video, image, audio, text), interleaved round-robin in one run:
+
+  session      ``n`` items submitted at once to one Session (default workers), all awaited
+  <stage>      one stage alone on one item, on all cores: decode, preprocess, the model; for text
+               the tokenizer + MiniLM and the profanity classifier
+
+Everything is in the kind's unit: videos/s, images/s, audio-s/s (the clip's seconds) and texts/s
+(one text per item); a stage's throughput is the rate the Session could reach if that stage were
+all it did. ``session÷slowest`` is the per-round ratio of the end-to-end rate to the slowest
+stage's: 1 means the pipeline runs as fast as its bottleneck; below it, the stages compete for the
+same cores (on a 2-core CPU they add up rather than overlap) or the serving layer costs time.
+
+Items: the decode suite's H.264 clip (480p 6 s quick, 1080p 10 s full; no sound track) with the
+pipeline's sampling (1 fps), ``samples/image.jpg``, ``samples/speech.m4a`` and a short caption.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bench.results import Figure
+from bench.suites import RunConfig, SuiteResult, Tick
+from bench.timing import measure, rates
+from bench.workload import ITEMS, MODEL_REPO
+
+SUITE = "e2e"
+KINDS = ("video", "image", "audio", "text")
+UNITS = {"video": "videos/s", "image": "images/s", "audio": "audio-s/s", "text": "texts/s"}
+
+
+def items_in_flight(kind: str, cfg: RunConfig) -> int:
+    """Items submitted at once per session call: enough to keep every worker busy."""
+    n = {"video": 4, "image": 8, "audio": 8, "text": 32}[kind]
+    return n if cfg.quick else 2 * n
+
+
+def video_item(cfg: RunConfig):
+    from bench.decode import make_clip
+    from bench.suites.decode import clip_shape
+
+    seconds, height, width = clip_shape(cfg)
+    return {"video": make_clip(seconds, 8, "libx264", height, width)}, f"h264 {width}x{height} {seconds} s"
+
+
+def steps(cfg: RunConfig) -> int:
+    return len(KINDS)
+
+
+def stage_paths(session, kind: str, item: dict) -> tuple[dict[str, Callable[[], object]], float]:
+    """({stage: one item through that stage alone}, units per item) for one kind."""
+    import numpy as np
+
+    from engine import media
+    from engine.ops.audio import yamnet_patches
+    from engine.ops.preprocess import preprocess
+
+    p = session.pipeline
+    if kind == "video":
+        decoded = session._decode_video(item["video"], {})
+        frames, chunk = decoded.frames, p.vision.batch_size
+        vision = session.backend(p.vision.model)
+        batches = [preprocess(frames[i:i + chunk], session._spec) for i in range(0, len(frames), chunk)]
+        return {"decode": lambda: session._decode_video(item["video"], {}),
+                "preprocess": lambda: [preprocess(frames[i:i + chunk], session._spec)
+                                       for i in range(0, len(frames), chunk)],
+                "model": lambda: [vision.infer({p.vision.input: x}) for x in batches]}, 1.0
+    if kind == "image":
+        frame = media.decode_image(item["image"], session.limits)
+        x = preprocess([frame], session._spec)
+        vision = session.backend(p.vision.model)
+        return {"decode": lambda: media.decode_image(item["image"], session.limits),
+                "preprocess": lambda: preprocess([frame], session._spec),
+                "model": lambda: vision.infer({p.vision.input: x})}, 1.0
+    if kind == "audio":
+        wave = media.decode_audio(item["audio"], session.limits)
+        patches, _ = yamnet_patches(wave)
+        audio = session.backend(p.audio.model)
+        name_in = p.audio.input or audio.inputs[0].name
+        return {"decode": lambda: media.decode_audio(item["audio"], session.limits),
+                "frontend": lambda: yamnet_patches(wave),
+                "model": lambda: audio.infer({name_in: patches})}, len(wave) / 16000
+    texts = [item["text"]]
+    classifier = session.backend(p.text_classifier.model)
+    return {"embedding": lambda: session._embed_texts(texts),  # tokenizer + MiniLM + pooling
+            "classifier": lambda: classifier.infer({classifier.inputs[0].name: np.array(texts, dtype=object)})}, 1.0
+
+
+def kind_part(session, kind: str, item: dict, cfg: RunConfig, out: SuiteResult, describe: str) -> None:
+    n = items_in_flight(kind, cfg)
+
+    def through_session():
+        for f in [session.submit(item) for _ in range(n)]:
+            f.result()
+
+    stages, units = stage_paths(session, kind, item)
+    seconds = measure({"session": through_session, **stages}, repeats=cfg.repeats, min_time=cfg.min_time)
+    unit = UNITS[kind]
+    params = {"kind": kind, "item": describe, "units_per_item": units, "in_flight": n}
+    figs = {}
+    for path, secs in seconds.items():
+        per_call = units * (n if path == "session" else 1)
+        figs[path] = Figure(name=f"{SUITE}/{kind}/{path}", suite=SUITE, unit=unit, better="higher",
+                            samples=rates(secs, per_call), params={**params, "path": path})
+    out.figures += figs.values()
+    slowest = [min(figs[s].samples[i] for s in stages) for i in range(cfg.repeats)]
+    which = min(stages, key=lambda s: figs[s].stats.median)
+    out.figures.append(Figure(
+        name=f"{SUITE}/{kind}/session÷slowest", suite=SUITE, unit="x", better="higher",
+        samples=[s / b for s, b in zip(figs["session"].samples, slowest)],
+        params={**params, "slowest_stage": which}))
+    out.notes.append(f"{kind}: slowest stage {which}, session reaches "
+                     f"{figs['session'].stats.median / figs[which].stats.median:.0%} of it")
+
+
+def run(cfg: RunConfig, tick: Tick, repo_path=MODEL_REPO, kinds=KINDS) -> SuiteResult:
+    from engine import Session
+
+    out = SuiteResult()
+    with Session(repo_path) as session:
+        session.warmup()
+        for kind in kinds:
+            if kind == "video":
+                item, describe = video_item(cfg)
+            else:
+                item = ITEMS[kind]
+                value = next(iter(item.values()))
+                describe = value if isinstance(value, str) else value.name  # the sample's file name
+            kind_part(session, kind, item, cfg, out, describe)
+            tick(kind)
+    return out
