@@ -165,6 +165,16 @@ class ItemServer:
         with self._cond:
             return self._closed
 
+    def queued(self) -> int:
+        """Items waiting for a worker."""
+        with self._cond:
+            return self._waiting
+
+    def running(self) -> int:
+        """Items on a worker."""
+        with self._cond:
+            return len(self._running)
+
     def pending(self) -> int:
         """Items queued or running."""
         with self._cond:

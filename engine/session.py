@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import media, serving
+from .metrics import ItemLabel, SessionMetrics, counted, label_current_item, modality_label
 from .backends import Backend, load_backend
 from .backends.tensorrt.memory import is_tensor_input
 from .batching import BatchingPolicy, Scheduler
@@ -97,6 +98,8 @@ class Session:
         self._spec = PreprocessSpec(**v.preprocess) if v else None
         self._device = DevicePipeline(placement, self.pipeline, self.backend) \
             if placement.device_pipeline else None
+        self._metrics = SessionMetrics(lambda: self._server_count(serving.ItemServer.queued),
+                                       lambda: self._server_count(serving.ItemServer.running))
 
     # ------------------------------------------------------------------ models
     def backend(self, model: str) -> Backend:
@@ -119,10 +122,13 @@ class Session:
             s = self._schedulers.get(model)
             if s is None:
                 path = self.repo.path / model / "config.pbtxt"
-                s = Scheduler(backend, BatchingPolicy.from_config(self.repo.config(model), path))
+                s = Scheduler(backend, BatchingPolicy.from_config(self.repo.config(model), path),
+                              on_batch=lambda rows, seconds: self._metrics.backend_call(model, rows, seconds))
                 self._schedulers[model] = s
+                self._metrics.watch_scheduler(model, s.queued)
             return s
 
+    @counted("run")
     def run(self, model: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one model of the repository on named inputs; batches are split as needed.
 
@@ -130,7 +136,17 @@ class Session:
         concurrent calls share batches (and may fail with OverloadedError/DeadlineExceededError).
         """
         s = self.scheduler(model)
-        return s.infer(inputs) if s.policy.dynamic else self.backend(model).infer(dict(inputs))
+        return s.infer(inputs) if s.policy.dynamic else self._backend_infer(model, dict(inputs))
+
+    def _backend_infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``backend.infer`` outside the scheduler, counted like a batch (rows, seconds)."""
+        backend = self.backend(model)
+        rows = _rows(inputs) if backend.max_batch_size > 0 else 1
+        started = time.perf_counter()
+        try:
+            return backend.infer(inputs)
+        finally:
+            self._metrics.backend_call(model, rows, time.perf_counter() - started)
 
     def close(self, drain: bool = True) -> None:
         """Finish every submitted item (``drain``; else fail the queued ones with ModelError and
@@ -146,6 +162,7 @@ class Session:
             schedulers, self._schedulers = list(self._schedulers.values()), {}
         for s in schedulers:
             s.close()
+        self._metrics.close()
 
     def __enter__(self) -> "Session":
         return self
@@ -160,6 +177,27 @@ class Session:
             if cfg is not None:
                 self.backend(cfg.model).warmup()
         self._policy_setup()
+
+    # ------------------------------------------------------------------ metrics
+    def metrics(self) -> dict[str, Any]:
+        """A snapshot of this Session's metrics (:meth:`engine.metrics.SessionMetrics.snapshot`)."""
+        return self._metrics.snapshot()
+
+    @property
+    def metrics_registry(self):
+        """This Session's prometheus-client ``CollectorRegistry`` (to mount in a service's own
+        web app: ``prometheus_client.make_wsgi_app(session.metrics_registry)``)."""
+        return self._metrics.registry
+
+    def serve_metrics(self, port: int = 0, addr: str = "127.0.0.1"):
+        """Serve this Session's metrics in the Prometheus text format over HTTP (port 0: any free
+        port); returns the :class:`engine.metrics.MetricsExporter` (``url``, ``port``,
+        ``close()``). :meth:`close` stops it."""
+        return self._metrics.serve(port, addr)
+
+    def _server_count(self, count: Callable[[serving.ItemServer], int]) -> int:
+        server = self._server
+        return 0 if server is None else count(server)
 
     # ------------------------------------------------------------------ public API
     def submit(self, item: Any, *, deadline: float | None = None,
@@ -176,8 +214,11 @@ class Session:
         File objects must stay open until the future is done. Done callbacks run on an item
         worker: waiting there for another item can starve the workers.
         """
-        return self._submit(item, deadline=deadline, priority=priority, block=False)
+        future = self._submit(item, deadline=deadline, priority=priority, block=False)
+        self._metrics.track_request(future, "submit")
+        return future
 
+    @counted("moderate_async")
     async def moderate_async(self, media_input: Any = None, *, video: Any = None,
                              image: Any = None, audio: Any = None,
                              text: str | Sequence[str] | None = None,
@@ -188,7 +229,7 @@ class Session:
         stops at its next stage.
         """
         item = {"media": media_input, "video": video, "image": image, "audio": audio, "text": text}
-        future = self.submit(item, deadline=deadline, priority=priority)
+        future = self._submit(item, deadline=deadline, priority=priority, block=False)
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -197,6 +238,7 @@ class Session:
                 server.abandon(future)  # wrap_future cancels a queued item; this a running one
             raise
 
+    @counted("moderate")
     def moderate(self, media_input: Any = None, *, video: Any = None, image: Any = None,
                  audio: Any = None, text: str | Sequence[str] | None = None) -> Verdict:
         """Moderate one item and return its per-policy :class:`Verdict`.
@@ -212,14 +254,17 @@ class Session:
 
     def _submit(self, item: Any, *, deadline: float | None = None, priority: int | None = None,
                 block: bool) -> Future:
+        label = ItemLabel()
         try:
             server = self._item_server()
         except ModelError as e:  # closed: the outcome goes through the future like any other
             future: Future = Future()
             future.set_exception(e)
-            return future
-        return server.submit(lambda: self._moderate_item(item), deadline=deadline,
-                             priority=1 if priority is None else priority, block=block)
+        else:
+            future = server.submit(lambda: label.run(self._moderate_item, item), deadline=deadline,
+                                   priority=1 if priority is None else priority, block=block)
+        self._metrics.track_item(future, label)
+        return future
 
     def _item_server(self) -> serving.ItemServer:
         with self._lock:
@@ -248,6 +293,7 @@ class Session:
         sampled: tuple[float, ...] = ()
         strategy = None
         video, image, audio = self._route(media_input, video, image, audio)
+        label_current_item(modality_label(video, image, audio, text))
         if video is None and image is None and audio is None and not text:
             raise InputError("nothing to moderate: pass a media input, video, image, audio or text")
         self._policy_setup()
@@ -272,6 +318,7 @@ class Session:
         ordered = {p.name: scores[p.name] for p in self.pipeline.policies if p.name in scores}
         return Verdict(ordered, sampled, strategy, timings)
 
+    @counted("moderate_many")
     def moderate_many(self, items: Iterable[Any],
                       progress: Callable[[Outcome], None] | None = None) -> list[Outcome]:
         """Moderate many items; one outcome per item, in order.
@@ -303,6 +350,7 @@ class Session:
             settle_oldest()
         return outcomes
 
+    @counted("embed")
     def embed(self, media_input: Any = None, *, video: Any = None, image: Any = None,
               audio: Any = None, text: str | Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Pooled embeddings per modality.
@@ -383,17 +431,17 @@ class Session:
         left = serving.checkpoint()
         scheduler = self.scheduler(model)
         server = self._server
-        if scheduler.policy.dynamic and server is not None and server.busy():
-            return scheduler.infer(inputs, timeout=left)
-        return self.backend(model).infer(inputs)
+        with self._metrics.stage("inference", model):
+            if scheduler.policy.dynamic and server is not None and server.busy():
+                return scheduler.infer(inputs, timeout=left)
+            return self._backend_infer(model, inputs)
 
     def _decode_video(self, source: Any, timings: dict[str, float]):
         s = self.pipeline.vision.sampling if self.pipeline.vision else None
         sampling = media.Sampling(mode=s.mode, value=s.value, max_frames=s.max_frames) if s \
             else media.Sampling()
-        t = time.perf_counter()
-        decoded = media.decode_video(source, sampling, self.limits)
-        timings["decode_video_s"] = time.perf_counter() - t
+        with self._metrics.stage("decode_video", timings=timings, key="decode_video_s"):
+            decoded = media.decode_video(source, sampling, self.limits)
         if not decoded.complete:
             # A verdict on part of a video would vouch for frames nobody looked at.
             raise CorruptMediaError(
@@ -405,15 +453,14 @@ class Session:
         return decoded
 
     def _decode_image(self, source: Any):
-        if self._device is not None and is_tensor_input(source):  # a device array, used in place
-            return self._device.image_frame(source, self.limits)
-        return media.decode_image(source, self.limits)
+        with self._metrics.stage("decode_image"):
+            if self._device is not None and is_tensor_input(source):  # a device array, used in place
+                return self._device.image_frame(source, self.limits)
+            return media.decode_image(source, self.limits)
 
     def _decode_audio(self, source: Any, timings: dict[str, float]) -> np.ndarray:
-        t = time.perf_counter()
-        wave = media.decode_audio(source, self.limits)
-        timings["decode_audio_s"] = time.perf_counter() - t
-        return wave
+        with self._metrics.stage("decode_audio", timings=timings, key="decode_audio_s"):
+            return media.decode_audio(source, self.limits)
 
     def _vision_outputs(self, frames: Sequence[Any], timings: dict[str, float]) -> np.ndarray:
         v = self.pipeline.vision
@@ -424,9 +471,8 @@ class Session:
         name_out = v.output or backend.outputs[0].name
         outs: dict[str, list[np.ndarray]] = {}
         for i in range(0, len(frames), v.batch_size):
-            t = time.perf_counter()
-            x = preprocess(frames[i:i + v.batch_size], self._spec, threads=self.threads)
-            timings["preprocess_s"] = timings.get("preprocess_s", 0.0) + time.perf_counter() - t
+            with self._metrics.stage("preprocess", timings=timings, key="preprocess_s"):
+                x = preprocess(frames[i:i + v.batch_size], self._spec, threads=self.threads)
             t = time.perf_counter()
             for name, y in self._infer(v.model, {name_in: x}).items():
                 outs.setdefault(name, []).append(y)
@@ -440,9 +486,8 @@ class Session:
         if a is None:
             raise InputError("this pipeline has no audio model")
         backend = self.backend(a.model)
-        t = time.perf_counter()
-        patches, starts = yamnet_patches(wave)
-        timings["audio_frontend_s"] = time.perf_counter() - t
+        with self._metrics.stage("audio_frontend", timings=timings, key="audio_frontend_s"):
+            patches, starts = yamnet_patches(wave)
         t = time.perf_counter()
         name_in = a.input or backend.inputs[0].name
         name_out = a.output or backend.outputs[0].name
@@ -462,8 +507,9 @@ class Session:
         outputs = self._vision_outputs(frames, timings)["scores"]
         times = [(t, t) for t in stamps]
         model = self.pipeline.vision.model
-        return {p.name: score_timed(p, outputs, self._class_ids[p.name], times, "vision", model)
-                for p in policies}
+        with self._metrics.stage("policy", model):
+            return {p.name: score_timed(p, outputs, self._class_ids[p.name], times, "vision", model)
+                    for p in policies}
 
     def _audio_scores(self, wave: np.ndarray, timings) -> dict[str, PolicyResult]:
         policies = self._policies("audio")
@@ -475,9 +521,10 @@ class Session:
         logits = outputs["scores"]
         times = [(float(s), float(s) + CHUNK_SAMPLES / SAMPLE_RATE) for s in starts]  # one chunk each
         model = self.pipeline.audio.model
-        return {p.name: score_timed(p, logits, self._class_ids[p.name], times, "audio", model,
-                                    self._audio_classes)
-                for p in policies}
+        with self._metrics.stage("policy", model):
+            return {p.name: score_timed(p, logits, self._class_ids[p.name], times, "audio", model,
+                                        self._audio_classes)
+                    for p in policies}
 
     def _text_scores(self, texts: list[str], timings) -> dict[str, PolicyResult]:
         out: dict[str, PolicyResult] = {}
@@ -486,16 +533,18 @@ class Session:
         for p in self._policies("text_classifier"):
             name_in = self.backend(classifier.model).inputs[0].name
             probs = self._infer(classifier.model, {name_in: np.array(texts, dtype=object)})
-            out[p.name] = score_texts(p, next(iter(probs.values())), classifier.model)
+            with self._metrics.stage("policy", classifier.model):
+                out[p.name] = score_texts(p, next(iter(probs.values())), classifier.model)
         similarity = self._policies("text_similarity")
         if similarity:
             emb = self._embed_texts(texts)
-            for p in similarity:
-                sims = emb @ self._exemplars[p.name].T  # cosine: both sides are L2-normalised
-                best = sims.argmax(axis=1)
-                details = [p.exemplars[j] for j in best]
-                out[p.name] = score_texts(p, sims.max(axis=1), self.pipeline.text_embedding.model,
-                                          details)
+            model = self.pipeline.text_embedding.model
+            with self._metrics.stage("policy", model):
+                for p in similarity:
+                    sims = emb @ self._exemplars[p.name].T  # cosine: both sides are L2-normalised
+                    best = sims.argmax(axis=1)
+                    details = [p.exemplars[j] for j in best]
+                    out[p.name] = score_texts(p, sims.max(axis=1), model, details)
         timings["text_s"] = time.perf_counter() - t
         return out
 
@@ -506,7 +555,8 @@ class Session:
         backend = self.backend(e.model)
         if self._tokenizer is None:
             self._tokenizer = Tokenizer.from_file(self.repo.model(e.model).files["tokenizer.json"])
-        enc = self._tokenizer.encode(texts)
+        with self._metrics.stage("tokenize"):
+            enc = self._tokenizer.encode(texts)
         names = {s.name for s in backend.inputs}
         tokens = self._infer(e.model, {k: v for k, v in enc.items() if k in names})[e.output]
         return masked_mean(tokens, enc["attention_mask"], normalize=e.normalize)
@@ -537,6 +587,15 @@ class Session:
                 exemplars[pol.name] = self._embed_texts(list(pol.exemplars))
         with self._lock:
             self._class_ids, self._exemplars, self._ready = class_ids, exemplars, True
+
+
+def _rows(inputs: Mapping[str, Any]) -> int:
+    """The batch axis length of a model call's inputs, for the batch-size histogram (a malformed
+    call counts as 1 row: the backend rejects it with its own error)."""
+    try:
+        return len(next(iter(inputs.values())))
+    except (StopIteration, TypeError):
+        return 1
 
 
 def _mean_over_steps(x: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -83,11 +83,16 @@ class Scheduler:
         How batches are formed (:meth:`BatchingPolicy.from_config`); default: unbatched, one
         instance.
 
+    on_batch:
+        Called on the worker after every backend call with (rows, seconds): the metrics hook
+        (:mod:`engine.metrics`); failed batches included.
+
     Use :meth:`from_config` to build one from a model's config.pbtxt. ``close()`` (or leaving a
     ``with`` block) runs or fails every queued request and stops the workers.
     """
 
-    def __init__(self, backend: Backend | Sequence[Backend], policy: BatchingPolicy | None = None):
+    def __init__(self, backend: Backend | Sequence[Backend], policy: BatchingPolicy | None = None,
+                 *, on_batch: Callable[[int, float], None] | None = None):
         backends = list(backend) if isinstance(backend, Sequence) else None
         first = backends[0] if backends else backend
         self.policy = policy or BatchingPolicy(first.model_name, first.max_batch_size)
@@ -106,6 +111,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._closed = False
         self._stats = BatchStats()
+        self._on_batch = on_batch
         self._workers = [threading.Thread(target=self._serve, args=(b,), daemon=True,
                                           name=f"batcher-{self.model}-{i}")
                          for i, b in enumerate(backends)]
@@ -324,6 +330,7 @@ class Scheduler:
         rows = sum(end - start for _, start, end in batch)
         error: EngineError | None = None
         outputs: dict[str, np.ndarray] = {}
+        started = time.perf_counter()
         try:
             outputs = backend.infer(_gather(batch))
             if not _whole_request(batch):
@@ -336,6 +343,8 @@ class Scheduler:
             log.exception("%s: batch of %d rows failed", self.model, rows)
             error = InternalError(f"{type(e).__name__}: {e}")
             error.__cause__ = e
+        if self._on_batch is not None:
+            self._on_batch(rows, time.perf_counter() - started)
         resolved = self._scatter(batch, outputs, error)
         for r, err in resolved:  # outside the lock: callbacks may call submit
             if err is not None:
