@@ -68,6 +68,27 @@ def _models(path: Path, machine: str, figs: list[Figure]) -> Path:
     return path
 
 
+def _stages(path: Path, machine: str, kinds: dict[str, dict[str, Figure]]) -> Path:
+    """One panel per item kind: the session's rate beside each stage's alone, in the kind's unit."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3.2 * len(kinds), 3.4), squeeze=False)
+    for ax, (kind, paths) in zip(axes[0], kinds.items()):
+        names = ["session", *sorted(n for n in paths if n != "session")]
+        st = [paths[n].stats for n in names]
+        ax.bar(names, [s.median for s in st], yerr=[[s.median - s.p10 for s in st], [s.p90 - s.median for s in st]],
+               capsize=2, color=["black", *["tab:blue"] * (len(names) - 1)])
+        ax.set_yscale("log")
+        ax.set_ylabel(paths[names[0]].unit)
+        ax.set_title(kind, fontsize=9)
+        ax.tick_params(axis="x", labelsize=7, labelrotation=30)
+    fig.suptitle(f"end to end (session, black) vs each stage alone on the same items (median, p10-p90)\n{machine}",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _load(path: Path, machine: str, figs: dict[str, Figure]) -> Path:
     """p50 and p99 latency vs items/s, one line per configuration, points labelled by concurrency."""
     plt = _pyplot()
@@ -112,7 +133,7 @@ def suite_plots(figures: list[Figure], out_dir: Path, machine: str) -> list[Path
         elif f.suite == "decode" and f.unit == "video-s/s":
             dec[parts[1]][parts[2]] = f
         elif f.suite == "e2e":
-            e2e[f"{parts[1]} ({f.unit})"][parts[2]] = f
+            e2e[parts[1]][parts[2]] = f
     if pre:
         written.append(_bars(out_dir / "kernels_preprocess.png",
                              f"preprocess -> 224² NCHW fp32 (median, p10-p90)\n{machine}", "frames/s", pre))
@@ -122,8 +143,7 @@ def suite_plots(figures: list[Figure], out_dir: Path, machine: str) -> list[Path
     if models:
         written.append(_models(out_dir / "models.png", machine, models))
     if e2e:
-        written.append(_bars(out_dir / "e2e_stages.png", f"end to end (session) vs each stage alone, same items "
-                             f"(median, p10-p90)\n{machine}", "items of the kind per second", e2e))
+        written.append(_stages(out_dir / "e2e_stages.png", machine, e2e))
     if any(n.endswith("/items_per_s") for n in load):
         written.append(_load(out_dir / "load.png", machine, load))
     for suite, figs in ratios.items():

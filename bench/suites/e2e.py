@@ -53,7 +53,7 @@ def stage_paths(session, kind: str, item: dict) -> tuple[dict[str, Callable[[], 
     import numpy as np
 
     from engine import media
-    from engine.ops.audio import yamnet_patches
+    from engine.ops.audio import SAMPLE_RATE, yamnet_patches
     from engine.ops.preprocess import preprocess
 
     p = session.pipeline
@@ -80,7 +80,7 @@ def stage_paths(session, kind: str, item: dict) -> tuple[dict[str, Callable[[], 
         name_in = p.audio.input or audio.inputs[0].name
         return {"decode": lambda: media.decode_audio(item["audio"], session.limits),
                 "frontend": lambda: yamnet_patches(wave),
-                "model": lambda: audio.infer({name_in: patches})}, len(wave) / 16000
+                "model": lambda: audio.infer({name_in: patches})}, len(wave) / SAMPLE_RATE
     texts = [item["text"]]
     classifier = session.backend(p.text_classifier.model)
     return {"embedding": lambda: session._embed_texts(texts),  # tokenizer + MiniLM + pooling

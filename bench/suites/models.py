@@ -18,7 +18,6 @@ throughput (ONNX Runtime on the CPU; sklearn for profanity) also feeds ``bench p
 from __future__ import annotations
 
 import importlib.util
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +28,6 @@ from bench.timing import measure, rates
 from bench.workload import AUDIO_SECONDS_PER_PATCH, MODEL_REPO, model_batch
 
 SUITE = "models"
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
