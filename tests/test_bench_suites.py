@@ -26,8 +26,8 @@ def test_kernels_preprocess_paths_ratios_and_stage(monkeypatch):
     assert ticks == ["preprocess tiny batch 1", "preprocess tiny batch 3"]
     for b in (1, 3):
         base = f"kernels/preprocess/tiny/b{b}"
-        assert {f"{base}/{p}" for p in ("fused", "naive", "opencv", "fused_2t", "fused÷naive", "fused÷opencv")} \
-            <= set(figs)
+        assert {f"{base}/{p}" for p in ("fused", "naive", "opencv", "fused_2t", "fused÷naive", "fused÷opencv",
+                                          "torch", "fused÷torch")} <= set(figs)
         ratio = figs[f"{base}/fused÷naive"]
         assert ratio.samples == pytest.approx([a / n for a, n in zip(figs[f"{base}/fused"].samples,
                                                                        figs[f"{base}/naive"].samples)])
@@ -36,20 +36,38 @@ def test_kernels_preprocess_paths_ratios_and_stage(monkeypatch):
         assert figs[f"{base}/fused"].stage is None and figs[f"{base}/fused"].params["threads"] == 1
 
 
-def test_decode_suite_modes_units_and_skipped_codec(monkeypatch, tmp_path):
+@pytest.mark.parametrize("decord", [False, True])
+def test_decode_suite_modes_units_and_skipped_codec(monkeypatch, tmp_path, decord):
+    import engine.media.decord_source as ds
+
+    if decord and not ds.decord_available():
+        pytest.skip("decord not installed")
+    monkeypatch.setattr(ds, "decord_available", lambda: decord)
     monkeypatch.setenv("ENGINE_MEDIA_CACHE", str(tmp_path))  # the clip is encoded here, not in ~/.cache
     monkeypatch.setattr(decode_suite, "clip_shape", lambda cfg: (2, 96, 128))
     monkeypatch.setattr(decode_suite, "available_encoders", lambda: {"h264": "libx264"})
     ticks = []
     res = decode_suite.run(TINY, ticks.append)
     figs = by_name(res.figures)
-    assert set(figs) == {"decode/h264/all", "decode/h264/1fps", "decode/h264/8-uniform",
-                         "decode/h264/1fps÷all", "decode/h264/8-uniform÷all"}
+    pyav = {"decode/h264/all", "decode/h264/1fps", "decode/h264/8-uniform",
+            "decode/h264/1fps÷all", "decode/h264/8-uniform÷all"}
+    decord_rows = {f"decode/h264/{m}" for m in ("decord-all", "decord-1fps", "decord-8-uniform",
+                                                 "decord-all÷all", "decord-1fps÷all", "decord-8-uniform÷all",
+                                                 "all÷decord-all", "1fps÷decord-1fps", "8-uniform÷decord-8-uniform")}
+    assert set(figs) == (pyav | decord_rows if decord else pyav)
     assert figs["decode/h264/1fps"].unit == "video-s/s" and figs["decode/h264/1fps"].items_per_call == 2
     assert figs["decode/h264/8-uniform"].unit == "videos/s" and figs["decode/h264/8-uniform"].items_per_call == 1
+    # only the engine's own decoder is a plan stage
     assert {f.params["sampling"] for f in res.figures if f.stage} == {"all", "fps=1", "uniform=8"}
+    assert all(f.params["decoder"] == "pyav" for f in res.figures if f.stage)
     assert figs["decode/h264/all"].params["resolution"] == "96p"
-    assert len(res.notes) == 3 and all("skipped" in n for n in res.notes)
+    if decord:
+        r = figs["decode/h264/1fps÷decord-1fps"]
+        # per round: decord's time over PyAV's, i.e. PyAV's rate over decord's
+        assert r.samples == pytest.approx([p / d for p, d in zip(figs["decode/h264/1fps"].samples,
+                                                                   figs["decode/h264/decord-1fps"].samples)])
+    skipped = [n for n in res.notes if "skipped" in n]
+    assert len(skipped) == 3 and len(res.notes) == (3 if decord else 4)
     assert ticks == ["h264", "hevc skipped", "vp9 skipped", "av1 skipped"]
 
 

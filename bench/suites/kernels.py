@@ -8,7 +8,8 @@ as ``<path>_<N>t``.
 
 * preprocess: I420 frames -> shorter side 256 -> centre crop 224 -> ImageNet NCHW float32;
   ``fused`` (engine.ops.preprocess, one call per batch) vs ``naive`` (PyAV rgb24 + cv2
-  INTER_LINEAR + numpy) vs ``opencv`` (cv2 colour + INTER_AREA + blobFromImage), the paths of
+  INTER_LINEAR + numpy) vs ``opencv`` (cv2 colour + INTER_AREA + blobFromImage) vs ``torch``
+  (cv2 colour + torch CPU ``interpolate(antialias=True)``, when torch imports), the paths of
   ``bench/preprocess.py``, at 480p / 720p / 1080p (and 4K in a full run) and several batch sizes.
 * pooling: engine.ops.masked_mean vs numpy einsum; engine.ops.segment_pool (mean) vs
   numpy ``add.reduceat``.
@@ -44,19 +45,33 @@ def steps(cfg: RunConfig) -> int:
     return len(_resolutions(cfg)) * len(_batches(cfg)) + 2  # + pooling + audio
 
 
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
 @contextlib.contextmanager
 def one_thread_libraries():
-    """OpenCV and numpy's BLAS on one thread (restored afterwards); the engine takes ``threads``."""
+    """OpenCV, numpy's BLAS and torch on one thread (restored afterwards); the engine takes
+    ``threads``."""
     import cv2
     from threadpoolctl import threadpool_limits
 
-    before = cv2.getNumThreads()
+    torch = _torch()
+    before = cv2.getNumThreads(), torch.get_num_threads() if torch else None
     cv2.setNumThreads(1)
+    if torch:
+        torch.set_num_threads(1)
     try:
         with threadpool_limits(1, user_api="blas"):
             yield
     finally:
-        cv2.setNumThreads(before)
+        cv2.setNumThreads(before[0])
+        if torch:
+            torch.set_num_threads(before[1])
 
 
 def all_cores(name: str, cfg: RunConfig) -> str:
@@ -89,6 +104,8 @@ def preprocess_part(cfg: RunConfig, tick: Tick, out: SuiteResult) -> None:
                 "opencv": lambda i4=i4: pp.run_opencv(i4),
                 all_cores("fused", cfg): lambda fr=fr, buf=buf: preprocess(fr, spec, out=buf, threads=cfg.threads),
             }
+            if _torch():
+                paths["torch"] = lambda i4=i4: pp.run_torch(i4)
             seconds = measure(paths, repeats=cfg.repeats, min_time=cfg.min_time)
             params = {"resolution": res, "height": h, "width": w, "batch": batch,
                       "output": "224x224 NCHW float32", "clamp": spec.clamp}
@@ -101,6 +118,8 @@ def preprocess_part(cfg: RunConfig, tick: Tick, out: SuiteResult) -> None:
             out.figures += figs.values()
             out.figures.append(ratio_figure(f"{base}/fused÷naive", SUITE, figs["fused"], figs["naive"], params))
             out.figures.append(ratio_figure(f"{base}/fused÷opencv", SUITE, figs["fused"], figs["opencv"], params))
+            if "torch" in figs:
+                out.figures.append(ratio_figure(f"{base}/fused÷torch", SUITE, figs["fused"], figs["torch"], params))
             tick(f"preprocess {res} batch {batch}")
 
 
