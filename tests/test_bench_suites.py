@@ -71,6 +71,24 @@ def test_decode_suite_modes_units_and_skipped_codec(monkeypatch, tmp_path, decor
     assert ticks == ["h264", "hevc skipped", "vp9 skipped", "av1 skipped"]
 
 
+def test_decode_suite_keeps_pyav_rows_when_decord_fails(monkeypatch, tmp_path):
+    import engine.media.decord_source as ds
+    from engine.errors import CorruptMediaError
+
+    def refuse(*args, **kw):  # decord 0.6.0's bundled FFmpeg lacks e.g. the AV1 decoder
+        raise CorruptMediaError("decord cannot open the video")
+
+    monkeypatch.setattr(ds, "decord_available", lambda: True)
+    monkeypatch.setattr(ds, "decode_video_decord", refuse)
+    monkeypatch.setenv("ENGINE_MEDIA_CACHE", str(tmp_path))
+    monkeypatch.setattr(decode_suite, "clip_shape", lambda cfg: (2, 96, 128))
+    monkeypatch.setattr(decode_suite, "available_encoders", lambda: {"h264": "libx264"})
+    res = decode_suite.run(TINY, lambda label: None)
+    assert {f.name for f in res.figures} == {"decode/h264/all", "decode/h264/1fps", "decode/h264/8-uniform",
+                                             "decode/h264/1fps÷all", "decode/h264/8-uniform÷all"}
+    assert any("h264: decord rows missing" in n and "cannot open" in n for n in res.notes)
+
+
 # ---------------------------------------------------------------- models, e2e, load (issue 5)
 @pytest.mark.models
 def test_models_suite_units_stages_and_same_run_ratio(monkeypatch, model_repo, tmp_path):
