@@ -555,8 +555,9 @@ class Session:
         if e is None:
             raise InputError("this pipeline has no text embedding model")
         backend = self.backend(e.model)
-        if self._tokenizer is None:
-            self._tokenizer = Tokenizer.from_file(self.repo.model(e.model).files["tokenizer.json"])
+        with self._lock:  # item workers embed texts concurrently: build the tokenizer once
+            if self._tokenizer is None:
+                self._tokenizer = Tokenizer.from_file(self.repo.model(e.model).files["tokenizer.json"])
         with self._metrics.stage("tokenize"):
             enc = self._tokenizer.encode(texts)
         names = {s.name for s in backend.inputs}
