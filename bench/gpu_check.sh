@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One script for a fresh GPU machine (torch, nvcc, pybind11; pytest from .whl/ when missing):
 # build engine._C_cuda and engine._C, run the GPU tests (CUDA and Triton kernels, the device
-# pipeline), print the bandwidth table and the end-to-end videos/s lines (bench/gpu_bench.py).
+# pipeline), then the bench suites that carry GPU rows (bench/gpu_bench.py: kernels with bandwidth
+# as a fraction of a same-run copy, models with the torch CUDA backend, e2e with Session(device="cuda:0")).
 #   bash bench/gpu_check.sh 2>&1 | tee gpu_check.log
+# BENCH_ARGS (default --quick) go to python -m bench; results in bench/results/.
 # Environment: ENGINE_CUDA_ARCHS (default 90 here: only the GPU at hand; CI builds 80;89;90+PTX),
 # ENGINE_CHECK_CPU=0 skips engine._C (the Triton preprocessing takes its tap tables and colour
 # map from it, and tests/triton compares with the CPU kernels: those tests then fail).
@@ -45,6 +47,11 @@ step "GPU tests"
 $PY -m pytest -q -s -p no:cacheprovider -rs tests/gpu tests/triton tests/kernels/test_headers_nvcc.py tests/test_device_pipeline.py 2>&1 | grep -vE "^\s*$" | tail -70
 echo "pytest rc=${PIPESTATUS[0]}"
 
-step "bandwidth"
-$PY bench/gpu_bench.py --reps ${REPS:-50}
+# kernels first and on its own: models and e2e need the model repository, and a suite that fails
+# stops its run before anything is written
+PLOTS=""; $PY -c "import matplotlib" 2>/dev/null || PLOTS="--no-plots"
+step "bench: kernels (GPU rows beside the CPU ones)"
+$PY bench/gpu_bench.py --suite kernels ${BENCH_ARGS:---quick} $PLOTS --label "bench/gpu_check.sh"
+step "bench: models, e2e"
+$PY bench/gpu_bench.py --suite models,e2e ${BENCH_ARGS:---quick} $PLOTS --label "bench/gpu_check.sh"
 step "done"

@@ -73,15 +73,17 @@ def _stages(path: Path, machine: str, kinds: dict[str, dict[str, Figure]]) -> Pa
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(kinds), figsize=(3.2 * len(kinds), 3.4), squeeze=False)
     for ax, (kind, paths) in zip(axes[0], kinds.items()):
-        names = ["session", *sorted(n for n in paths if n != "session")]
+        gpu = sorted(n for n in paths if n.startswith("session-gpu"))  # the same items on a GPU Session
+        names = ["session", *gpu, *sorted(n for n in paths if n != "session" and n not in gpu)]
         st = [paths[n].stats for n in names]
         ax.bar(names, [s.median for s in st], yerr=[[s.median - s.p10 for s in st], [s.p90 - s.median for s in st]],
-               capsize=2, color=["black", *["tab:blue"] * (len(names) - 1)])
+               capsize=2, color=["black", *["tab:green"] * len(gpu), *["tab:blue"] * (len(names) - 1 - len(gpu))])
         ax.set_yscale("log")
         ax.set_ylabel(paths[names[0]].unit)
         ax.set_title(kind, fontsize=9)
         ax.tick_params(axis="x", labelsize=7, labelrotation=30)
-    fig.suptitle(f"end to end (session, black) vs each stage alone on the same items (median, p10-p90)\n{machine}",
+    fig.suptitle(f"end to end (session, black; on the GPU, green) vs each stage alone on the same items "
+                 f"(median, p10-p90)\n{machine}",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -114,8 +116,9 @@ def _load(path: Path, machine: str, figs: dict[str, Figure]) -> Path:
 
 
 def suite_plots(figures: list[Figure], out_dir: Path, machine: str) -> list[Path]:
-    """One PNG per measured family: preprocess frames/s, decode throughput, model throughput vs batch,
-    end-to-end vs its stages, load latency vs throughput, same-run speed-ups."""
+    """One PNG per measured family: preprocess frames/s (CPU, and GPU when measured), GPU bandwidth
+    as a fraction of copy, decode throughput, model throughput vs batch, end-to-end vs its stages,
+    load latency vs throughput, same-run speed-ups."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     pre: dict[str, dict[str, Figure]] = defaultdict(dict)
@@ -124,9 +127,20 @@ def suite_plots(figures: list[Figure], out_dir: Path, machine: str) -> list[Path
     e2e: dict[str, dict[str, Figure]] = defaultdict(dict)
     models = [f for f in figures if f.suite == "models" and f.unit not in ("x", "ms", "audio-s/s")]
     load = {f.name: f for f in figures if f.suite == "load"}
+    gpu_pre: dict[str, dict[str, Figure]] = defaultdict(dict)
+    gpu_copy: dict[str, dict[str, Figure]] = defaultdict(dict)
     for f in figures:
         parts = f.name.split("/")
-        if f.unit == "x":
+        if f.suite == "kernels" and parts[1] == "gpu":
+            # kernels/gpu/<op>[/<config>...]/<path>, <path>/bandwidth, <path>÷copy, <path>÷torch
+            case, last = f.name[len("kernels/gpu/"):].rsplit("/", 1)
+            if last.endswith("÷copy"):
+                gpu_copy[case][last[:-len("÷copy")]] = f
+            elif parts[2] == "preprocess" and f.unit == "frames/s":
+                gpu_pre[f"{parts[3]} {parts[4]}"][last] = f
+            elif f.unit == "x":
+                ratios[f.suite][f.name.split("/", 1)[1]] = f
+        elif f.unit == "x":
             ratios[f.suite][f.name.split("/", 1)[1]] = f
         elif f.suite == "kernels" and parts[1] == "preprocess":
             pre[f"{parts[2]} {parts[3]}"][parts[4]] = f
@@ -137,6 +151,13 @@ def suite_plots(figures: list[Figure], out_dir: Path, machine: str) -> list[Path
     if pre:
         written.append(_bars(out_dir / "kernels_preprocess.png",
                              f"preprocess -> 224² NCHW fp32 (median, p10-p90)\n{machine}", "frames/s", pre))
+    if gpu_pre:
+        written.append(_bars(out_dir / "kernels_gpu_preprocess.png",
+                             f"GPU preprocess -> 224² NCHW fp32 (median, p10-p90)\n{machine}", "frames/s", gpu_pre))
+    if gpu_copy:
+        written.append(_bars(out_dir / "kernels_gpu_bandwidth.png",
+                             f"GPU kernels: achieved bandwidth ÷ same-run device copy (median, p10-p90)\n{machine}",
+                             "fraction of copy", gpu_copy))
     if dec:
         written.append(_bars(out_dir / "decode.png", f"decode throughput (median, p10-p90)\n{machine}",
                              "clip seconds per second", dec))

@@ -12,15 +12,23 @@ all it did. ``session÷slowest`` is the per-round ratio of the end-to-end rate t
 stage's: 1 means the pipeline runs as fast as its bottleneck; below it, the stages compete for the
 same cores (on a 2-core CPU they add up rather than overlap) or the serving layer costs time.
 
+On a GPU the same items also go through ``Session(device="cuda:0", kernel_impl=...)`` for each
+kernel implementation that loads (``session-gpu-cuda``, ``session-gpu-triton``; the device
+pipeline: preprocessing, models and pooling on the GPU, decoding on the CPU) in the same rounds,
+with ``session-gpu-<impl>÷session`` per round; the stages stay the CPU's. Without a GPU one note
+says these rows were skipped. **Not yet run on a GPU.**
+
 Items: the decode suite's H.264 clip (480p 6 s quick, 1080p 10 s full; no sound track) with the
 pipeline's sampling (1 fps), ``samples/image.jpg``, ``samples/speech.m4a`` and a short caption.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
-from bench.results import Figure
+from bench import gpu
+from bench.results import Figure, ratio_figure
 from bench.suites import RunConfig, SuiteResult, Tick
 from bench.timing import measure, rates
 from bench.workload import ITEMS, MODEL_REPO
@@ -87,20 +95,25 @@ def stage_paths(session, kind: str, item: dict) -> tuple[dict[str, Callable[[], 
             "classifier": lambda: classifier.infer({classifier.inputs[0].name: np.array(texts, dtype=object)})}, 1.0
 
 
-def kind_part(session, kind: str, item: dict, cfg: RunConfig, out: SuiteResult, describe: str) -> None:
+def kind_part(session, kind: str, item: dict, cfg: RunConfig, out: SuiteResult, describe: str,
+              gpu_sessions: dict | None = None) -> None:
+    """``gpu_sessions``: {path name: another Session} timed on the same items beside ``session``."""
     n = items_in_flight(kind, cfg)
 
-    def through_session():
-        for f in [session.submit(item) for _ in range(n)]:
-            f.result()
+    def through(s):
+        def call():
+            for f in [s.submit(item) for _ in range(n)]:
+                f.result()
+        return call
 
+    sessions = {"session": through(session), **{name: through(s) for name, s in (gpu_sessions or {}).items()}}
     stages, units = stage_paths(session, kind, item)
-    seconds = measure({"session": through_session, **stages}, repeats=cfg.repeats, min_time=cfg.min_time)
+    seconds = measure({**sessions, **stages}, repeats=cfg.repeats, min_time=cfg.min_time)
     unit = UNITS[kind]
     params = {"kind": kind, "item": describe, "units_per_item": units, "in_flight": n}
     figs = {}
     for path, secs in seconds.items():
-        per_call = units * (n if path == "session" else 1)
+        per_call = units * (n if path in sessions else 1)
         figs[path] = Figure(name=f"{SUITE}/{kind}/{path}", suite=SUITE, unit=unit, better="higher",
                             samples=rates(secs, per_call), params={**params, "path": path})
     out.figures += figs.values()
@@ -110,6 +123,8 @@ def kind_part(session, kind: str, item: dict, cfg: RunConfig, out: SuiteResult, 
         name=f"{SUITE}/{kind}/session÷slowest", suite=SUITE, unit="x", better="higher",
         samples=[s / b for s, b in zip(figs["session"].samples, slowest)],
         params={**params, "slowest_stage": which}))
+    out.figures += [ratio_figure(f"{SUITE}/{kind}/{name}÷session", SUITE, figs[name], figs["session"],
+                                 {**params, "path": name}) for name in gpu_sessions or {}]
     out.notes.append(f"{kind}: slowest stage {which}, session reaches "
                      f"{figs['session'].stats.median / figs[which].stats.median:.0%} of it")
 
@@ -118,7 +133,14 @@ def run(cfg: RunConfig, tick: Tick, repo_path=MODEL_REPO, kinds=KINDS) -> SuiteR
     from engine import Session
 
     out = SuiteResult()
-    with Session(repo_path) as session:
+    no_gpu = gpu.unavailable()
+    if no_gpu:
+        out.notes.append(gpu.skip_note('Session(device="cuda:0") per kernel_impl', no_gpu))
+    with contextlib.ExitStack() as closing:  # every Session is closed (drained) on the way out
+        session = closing.enter_context(Session(repo_path))
+        gpu_sessions = {} if no_gpu else gpu.sessions(repo_path, out.notes)
+        for s in gpu_sessions.values():
+            closing.enter_context(s)
         session.warmup()
         for kind in kinds:
             if kind == "video":
@@ -127,6 +149,6 @@ def run(cfg: RunConfig, tick: Tick, repo_path=MODEL_REPO, kinds=KINDS) -> SuiteR
                 item = ITEMS[kind]
                 value = next(iter(item.values()))
                 describe = value if isinstance(value, str) else value.name  # the sample's file name
-            kind_part(session, kind, item, cfg, out, describe)
+            kind_part(session, kind, item, cfg, out, describe, gpu_sessions)
             tick(kind)
     return out

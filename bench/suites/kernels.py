@@ -15,6 +15,9 @@ as ``<path>_<N>t``.
   numpy ``add.reduceat``.
 * log-mel: engine.ops.log_mel vs a float32 numpy STFT (sliding windows, rfft, the same filterbank);
   plus yamnet_patches, the audio front end stage as the pipeline runs it.
+* on a GPU: the engine's CUDA and Triton kernels against torch CUDA ops, items/s and bandwidth as a
+  fraction of a same-run device copy (``kernels/gpu/...``, :mod:`bench.gpu_kernels`); without one,
+  a single note says the GPU rows were skipped.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 
 import contextlib
 
+from bench import gpu_kernels
 from bench.results import Figure, ratio_figure
 from bench.suites import RunConfig, SuiteResult, Tick
 from bench.timing import measure, rates
@@ -41,8 +45,13 @@ def _batches(cfg: RunConfig) -> list[int]:
     return [1, 8] if cfg.quick else [1, 8, 32]
 
 
+def _gpu_resolutions(cfg: RunConfig) -> dict[str, tuple[int, int]]:
+    return {r: RESOLUTIONS[r] for r in _resolutions(cfg)}
+
+
 def steps(cfg: RunConfig) -> int:
-    return len(_resolutions(cfg)) * len(_batches(cfg)) + 2  # + pooling + audio
+    cpu = len(_resolutions(cfg)) * len(_batches(cfg)) + 2  # + pooling + audio
+    return cpu + gpu_kernels.steps(cfg, _gpu_resolutions(cfg))
 
 
 def _torch():
@@ -199,6 +208,7 @@ def run(cfg: RunConfig, tick: Tick) -> SuiteResult:
         preprocess_part(cfg, tick, out)
         pooling_part(cfg, tick, out)
         audio_part(cfg, tick, out)
+    gpu_kernels.part(cfg, tick, out, _gpu_resolutions(cfg))  # outside: it times the GPU, not CPU libraries
     if cfg.quick:
         out.notes.append("quick: no 4K, batches 1 and 8")
     return out

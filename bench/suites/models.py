@@ -13,6 +13,14 @@ throughput (ONNX Runtime on the CPU; sklearn for profanity) also feeds ``bench p
   profanity -> text        (texts/s)       minilm    -> text_model  (texts/s)
 
 ``torch÷onnxruntime`` is the same-run ratio per round.
+
+On a GPU (:mod:`bench.gpu`) the torch backend also runs on ``cuda:0`` (CUDA graphs per batch
+bucket, fp16 where the model passes its check) in the same rounds: ``torch-cuda`` takes numpy
+batches and returns numpy (pinned staging, copies both ways: what a caller with host arrays gets,
+the like of ONNX Runtime on the CPU) and ``torch-cuda-device`` takes CUDA tensors and leaves its
+outputs on the device (the device pipeline's call; synchronised after each call so the wall clock
+sees the work), each with ``.../latency`` and ``<path>÷onnxruntime``. Without a GPU one note says
+these rows were skipped. **Not yet run on a GPU.**
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench import gpu
 from bench.results import Figure, ratio_figure
 from bench.suites import RunConfig, SuiteResult, Tick
 from bench.timing import measure, rates
@@ -77,17 +86,32 @@ def load_backends(entry, threads: int, notes: list[str]) -> dict:
     return found
 
 
+def model_paths(backends: dict, feed: dict) -> dict:
+    """{path: one inference call} per backend; the CUDA backend twice, host and device arrays."""
+    paths = {}
+    for name, b in backends.items():
+        paths[name] = lambda b=b: b.infer(feed)
+        if name == "torch-cuda":
+            dev = gpu.device_feed(feed)  # uploaded once: the device pipeline's inputs are there already
+            paths["torch-cuda-device"] = gpu.synchronized(lambda b=b, dev=dev: b.infer(dev))
+    return paths
+
+
+GPU_PATHS = ("torch-cuda", "torch-cuda-device")
+
+
 def model_part(model: str, backends: dict, cfg: RunConfig, tick: Tick, out: SuiteResult) -> None:
     info = MODELS[model]
     rng = np.random.default_rng(0)
     for batch in batches(model, cfg):
         feed = model_batch(model, batch, rng)
-        paths = {name: (lambda b=b: b.infer(feed)) for name, b in backends.items()}
+        paths = model_paths(backends, feed)
         seconds = measure(paths, repeats=cfg.repeats, min_time=cfg.min_time)
         base = f"{SUITE}/{model}/b{batch}"
         figs = {}
         for name, secs in seconds.items():
-            params = {"model": model, "backend": name, "batch": batch, "threads": cfg.threads}
+            params = {"model": model, "backend": name, "batch": batch, "threads": cfg.threads,
+                      "device": gpu.DEVICE if name in GPU_PATHS else "cpu"}
             default = name in ("onnxruntime", "sklearn")
             stage = {"stage": info.stage, "items_per_call": batch} if default and info.unit != "patches/s" else {}
             figs[name] = Figure(name=f"{base}/{name}", suite=SUITE, unit=info.unit, better="higher",
@@ -101,9 +125,10 @@ def model_part(model: str, backends: dict, cfg: RunConfig, tick: Tick, out: Suit
                     name=f"{base}/{name}/audio-s", suite=SUITE, unit="audio-s/s", better="higher",
                     samples=rates(secs, audio_s), params={**params, "audio_seconds_per_patch": AUDIO_SECONDS_PER_PATCH},
                     stage=info.stage, items_per_call=audio_s))
-        if "torch" in figs:
-            out.figures.append(ratio_figure(f"{base}/torch÷onnxruntime", SUITE, figs["torch"], figs["onnxruntime"],
-                                            {"model": model, "batch": batch}))
+        for other in ("torch", *GPU_PATHS):
+            if other in figs and "onnxruntime" in figs:
+                out.figures.append(ratio_figure(f"{base}/{other}÷onnxruntime", SUITE, figs[other],
+                                                figs["onnxruntime"], {"model": model, "batch": batch}))
         tick(f"{model} batch {batch}")
 
 
@@ -112,8 +137,14 @@ def run(cfg: RunConfig, tick: Tick, repo_path=MODEL_REPO) -> SuiteResult:
 
     out = SuiteResult()
     repo = ModelRepository(repo_path)
+    no_gpu = gpu.unavailable()
+    if no_gpu:
+        out.notes.append(gpu.skip_note("the torch CUDA backend per model and batch", no_gpu))
     for model in MODELS:
-        backends = load_backends(repo.model(model), cfg.threads, out.notes)
+        entry = repo.model(model)
+        backends = load_backends(entry, cfg.threads, out.notes)
+        if not no_gpu:
+            backends.update(gpu.model_backend(entry, out.notes))
         for b in backends.values():
             b.warmup()
         model_part(model, backends, cfg, tick, out)
