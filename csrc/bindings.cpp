@@ -28,7 +28,7 @@ PYBIND11_MODULE(_C, m) {
     filter : 0 antialias (torch antialias=True / PIL BILINEAR), 1 bilinear (OpenCV INTER_LINEAR).
     out = (clamp(rgb, 0, 255) * scale - mean[c]) / std[c]; padding pixels = pad_value.
     clamp_source: clamp each converted source pixel before resampling (as an RGB pipeline does);
-             False clamps the resampled output instead (faster; differs at out-of-gamut edges).
+             False clamps the resampled output instead (differs at out-of-gamut edges).
     threads: OpenMP threads (0 = default). Releases the GIL.
   )pbdoc");
   m.def("resample_taps", &engine_ops::resample_taps, "filter"_a, "in_size"_a, "resized"_a, "out"_a,
@@ -36,11 +36,6 @@ PYBIND11_MODULE(_C, m) {
         R"pbdoc(
     Tap table of one axis (tests, debugging, and the Triton kernels in kernels/):
     (first[out] int64, weights[out, K] float32); first = -1 marks padding samples.
-  )pbdoc");
-  m.def("clamp_correction_stats", &engine_ops::clamp_correction_stats, "reset"_a = false,
-        R"pbdoc(
-    (candidates, corrected): source pixels tested exactly / corrected by the clamp-before-
-    resampling correction of preprocess, summed over all calls since load (or the last reset).
   )pbdoc");
   m.def("resize_geometry", &engine_ops::resize_geometry, "mode"_a, "in_h"_a, "in_w"_a, "out_h"_a,
         "out_w"_a, "to_h"_a, "to_w"_a,

@@ -31,10 +31,6 @@ void preprocess(py::array out, const py::list& frames, int mode, int to_h, int t
 py::tuple resample_taps(int filter, int in_size, int resized, int out, int offset, int sub,
                         int plane_in);
 
-// Counters of the clamp correction (Note [clamp before resampling]), summed over all calls:
-// (candidate source pixels tested exactly, source pixels with a non-zero correction).
-py::tuple clamp_correction_stats(bool reset);
-
 // Geometry of one frame: ((resized_h, offset_y), (resized_w, offset_x)).
 py::tuple resize_geometry(int mode, int in_h, int in_w, int out_h, int out_w, int to_h, int to_w);
 

@@ -1,11 +1,12 @@
 // preprocess_cpu.cpp - host glue and CPU loops of the fused preprocessing op.
 //
-// One pass per output row: for every plane, a vertical pass over the contiguous source rows that
-// the row's taps touch (only the source columns inside the horizontal support of the output ROI),
-// then a horizontal pass producing the plane's samples at the output pixels, then colour
-// conversion + clamp + normalisation + layout/dtype store. See Note [fused resize order].
+// One pass per output row, over the source columns inside the horizontal support of the ROI:
+// * clamp="output" and RGB input (process_rows): for every plane a vertical pass over the source
+//   rows the row's taps touch, a horizontal pass to the output pixels, then colour conversion +
+//   clamp + normalisation + layout/dtype store. See Note [fused resize order].
+// * clamp="source" on Y'CbCr (process_rows_source): source rows converted to clamped RGB once
+//   each, then the same two passes on the three RGB planes. See Note [clamp before resampling].
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -382,26 +383,15 @@ ENGINE_SIMD_CLONES void hpass3(const float* tmp, const TapTable& t, float* dst) 
 }
 
 // ---- colour conversion + clamp + normalise into planar float rows rgb[c][n] (output order) ----
-// corr: null, or the clamp correction of the row as [3][n] in RGB order (Note [clamp before
-// resampling]), added before the clamp.
 ENGINE_SIMD_CLONES void convert_yuv(const float* y, const float* cb, const float* cr, int cstride,
                                     int n, const YuvToRgb& m, const Normalize& nm, bool bgr_out,
-                                    const float* corr, float* r0, float* r1, float* r2) {
+                                    float* r0, float* r1, float* r2) {
   float* dst[3] = {r0, r1, r2};
   for (int oc = 0; oc < 3; ++oc) {
     const int c = bgr_out ? 2 - oc : oc;  // RGB index feeding output channel oc
     const float yg = m.y_gain, cbg = m.cb_gain[c], crg = m.cr_gain[c], b = m.bias[c];
     const float g = nm.gain[oc], nb = nm.bias[oc];
     float* __restrict d = dst[oc];
-    if (corr) {
-      const float* __restrict k = corr + (size_t)c * n;
-      for (int i = 0; i < n; ++i) {
-        float v = yg * y[i] + cbg * cb[i * cstride] + crg * cr[i * cstride] + b + k[i];
-        v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
-        d[i] = v * g + nb;
-      }
-      continue;
-    }
     for (int i = 0; i < n; ++i) {
       float v = yg * y[i] + cbg * cb[i * cstride] + crg * cr[i * cstride] + b;
       v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
@@ -410,20 +400,33 @@ ENGINE_SIMD_CLONES void convert_yuv(const float* y, const float* cb, const float
   }
 }
 
-ENGINE_SIMD_CLONES void convert_rgb(const float* src, bool src_bgr, int n, const Normalize& nm,
-                                    bool bgr_out, float* r0, float* r1, float* r2) {
+// RGB samples s[c][i * STEP] (c in R, G, B order) -> clamp + normalise, output order.
+template <int STEP>
+ENGINE_ALWAYS_INLINE void convert_rgb_impl(const float* const s[3], int n, const Normalize& nm,
+                                           bool bgr_out, float* r0, float* r1, float* r2) {
   float* dst[3] = {r0, r1, r2};
   for (int oc = 0; oc < 3; ++oc) {
-    const int c = bgr_out ? 2 - oc : oc;        // RGB colour feeding output channel oc
-    const int sc = src_bgr ? 2 - c : c;         // its interleaved index in the source
+    const int c = bgr_out ? 2 - oc : oc;  // RGB colour feeding output channel oc
     const float g = nm.gain[oc], nb = nm.bias[oc];
+    const float* __restrict src = s[c];
     float* __restrict d = dst[oc];
     for (int i = 0; i < n; ++i) {
-      float v = src[i * 3 + sc];
+      float v = src[i * STEP];
       v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
       d[i] = v * g + nb;
     }
   }
+}
+// interleaved RGB24 / BGR24 rows
+ENGINE_SIMD_CLONES void convert_rgb(const float* src, bool src_bgr, int n, const Normalize& nm,
+                                    bool bgr_out, float* r0, float* r1, float* r2) {
+  const float* s[3] = {src + (src_bgr ? 2 : 0), src + 1, src + (src_bgr ? 0 : 2)};
+  convert_rgb_impl<3>(s, n, nm, bgr_out, r0, r1, r2);
+}
+// planar R, G, B rows
+ENGINE_SIMD_CLONES void convert_rgb_planar(const float* const s[3], int n, const Normalize& nm,
+                                           bool bgr_out, float* r0, float* r1, float* r2) {
+  convert_rgb_impl<1>(s, n, nm, bgr_out, r0, r1, r2);
 }
 
 // ---- stores ----
@@ -486,23 +489,27 @@ void store_pad_row(void* out, const PreprocessArgs& a, int b, int y) {
 }
 
 // Source rows are ~1-2 KB segments one frame row apart, each in its own page, so hardware
-// prefetchers ramp up late; request the rows output row y+2 adds while row y computes.
-inline void prefetch_rows_of(const PlaneDesc& pl, const TapTable& ty, const TapTable& tx, int iy,
-                             int bps) {
+// prefetchers ramp up late: the loops request rows ahead of use. Always inlined: GCC takes a
+// function whose only effect is __builtin_prefetch for pure and drops the calls to it.
+ENGINE_ALWAYS_INLINE void prefetch_lines(const PlaneDesc& pl, int row, long long c0, long long c1) {
 #if defined(__GNUC__)
+  const char* p = static_cast<const char*>(pl.data) + (long long)row * pl.row_stride;
+  for (long long c = c0; c < c1; c += 64) __builtin_prefetch(p + c, 0, 3);
+#else
+  (void)pl; (void)row; (void)c0; (void)c1;
+#endif
+}
+
+// The rows output row iy adds to the window of row iy - 1.
+ENGINE_ALWAYS_INLINE void prefetch_rows_of(const PlaneDesc& pl, const TapTable& ty,
+                                           const TapTable& tx, int iy, int bps) {
   const int n = ty.hi - ty.lo;
   if (iy <= 0 || iy >= n) return;
-  const int r0 = std::max(ty.first[iy - 1] + ty.K, ty.first[iy]);  // rows new in row iy
+  const int r0 = std::max(ty.first[iy - 1] + ty.K, ty.first[iy]);
   const int r1 = ty.first[iy] + ty.K;
   const long long c0 = (long long)tx.src_lo * pl.channels * bps;
   const long long c1 = (long long)tx.src_hi * pl.channels * bps;
-  for (int r = r0; r < r1; ++r) {
-    const char* row = static_cast<const char*>(pl.data) + (long long)r * pl.row_stride;
-    for (long long c = c0; c < c1; c += 64) __builtin_prefetch(row + c, 0, 3);
-  }
-#else
-  (void)pl; (void)ty; (void)tx; (void)iy; (void)bps;
-#endif
+  for (int r = r0; r < r1; ++r) prefetch_lines(pl, r, c0, c1);
 }
 
 #ifndef ENGINE_PREFETCH_DIST
@@ -510,8 +517,8 @@ inline void prefetch_rows_of(const PlaneDesc& pl, const TapTable& ty, const TapT
 #endif
 constexpr int kPrefetchRows = ENGINE_PREFETCH_DIST;  // output rows ahead
 
-inline void prefetch_next_rows(const PlaneDesc& pl, const TapTable& ty, const TapTable& tx, int iy,
-                               int bps, bool block_start) {
+ENGINE_ALWAYS_INLINE void prefetch_next_rows(const PlaneDesc& pl, const TapTable& ty,
+                                             const TapTable& tx, int iy, int bps, bool block_start) {
   if (block_start)
     for (int d = 1; d < kPrefetchRows; ++d) prefetch_rows_of(pl, ty, tx, iy + d, bps);
   prefetch_rows_of(pl, ty, tx, iy + kPrefetchRows, bps);
@@ -522,478 +529,329 @@ struct ThreadBuffers {
   std::vector<float> vtmp2[3];  // second row of a paired vertical pass
   std::vector<float> hrow[3];
   std::vector<float> rgb;
-  // clamp correction (Note [clamp before resampling])
-  std::vector<uint16_t> glo, ghi;    // gamut bounds at chroma resolution
-  std::vector<uint16_t> glox, ghix;  // ... replicated onto the luma grid
-  std::vector<uint16_t> cbx, crx;    // chroma of one chroma row on the luma grid
-  std::vector<int> cand;             // dirty chunks / candidate columns of one source row
-  std::vector<float> acc;            // ring of output rows at source columns: [ring][3][astride]
-  std::vector<int> ring_lo, ring_hi; // per ring row: source columns written
-  std::vector<float*> rows;          // ring rows one source row feeds ...
-  std::vector<float> ws;             // ... with its vertical weights
-  std::vector<float> corr;           // [2][3][nx]: correction of the rows being finished
+  // clamp="source" (Note [clamp before resampling]): converted source rows, a ring of K slots
+  std::vector<int> slot_row;       // source row held by each slot (-1: none)
+  std::vector<int16_t> ring_q;     // fixed-point path: [slot][3][stride] RGB in Q6
+  std::vector<float> ring_f;       // float path: [slot][3][stride] RGB
+  std::vector<int16_t> tq;         // fixed point: chroma terms of one chroma row, luma grid [3][..]
+  std::vector<float> cbx, crx;     // float: chroma of one chroma row on the luma grid
+  std::vector<uint8_t> cb8, cr8;   // fixed point: one NV12 chroma row, deinterleaved
 };
 
-std::atomic<long long> g_gamut_candidates{0}, g_gamut_corrected{0};
+// ---- clamp="source": convert and clamp every source pixel, then resample RGB ----
+// Note [clamp before resampling], fixed-point path (8-bit Y'CbCr, AVX2): RGB rows are int16 in
+// units of 2^-kQ levels. Conversion: Y * y_gain by a rounding multiply-high (error <= 2^-7 level),
+// plus the chroma term t_c = round(2^kQ (cb_gain Cb + cr_gain Cr + bias)) computed in float once
+// per chroma sample, saturating add, clamp to [0, 255 * 2^kQ] (exact: saturation only happens far
+// outside the range). Vertical pass: products with Q14 weights (summing to exactly 2^14) in int32
+// (pmaddwd on pairs of rows), exact, converted to float once. Total error < 0.02 levels.
+constexpr int kQ = 6;
+constexpr int kQMax = 255 << kQ;      // 16320: int16 with room for the saturating add
+constexpr int kWq = 14;               // fractional bits of the vertical weights
 
-// ---- clamp correction (Note [clamp before resampling]) ----
-constexpr float kGamutMargin = 0.02f;  // luma sample units; far above float rounding of the map
-
-// Conservative gamut bounds of n chroma samples (cb[i * cs], cr[i * cs]) as sample values:
-// every luma sample Y with lo[i] <= Y <= hi[i] converts in gamut; empty: lo = tmax, hi = 0.
-template <typename T, typename B>
-ENGINE_ALWAYS_INLINE void gamut_bounds_impl(const T* cb, const T* cr, int cs, int n,
-                                            const YuvToRgb& m, float tmax, B* __restrict lo,
-                                            B* __restrict hi) {
-  for (int i = 0; i < n; ++i) {
-    float l, h;
-    yuv_gamut_luma_interval(m, (float)cb[i * cs], (float)cr[i * cs], &l, &h);
-    float L = ceilf(l + kGamutMargin), H = floorf(h - kGamutMargin);
-    L = L < 0.0f ? 0.0f : L;
-    H = H > tmax ? tmax : H;
-    const bool empty = !(L <= H);
-    lo[i] = empty ? (B)tmax : (B)(int)L;
-    hi[i] = empty ? (B)0 : (B)(int)H;
-  }
+ENGINE_ALWAYS_INLINE int16_t sat16(int v) {
+  return (int16_t)(v < -32768 ? -32768 : (v > 32767 ? 32767 : v));
+}
+ENGINE_ALWAYS_INLINE int16_t chroma_term_q(const YuvToRgb& m, int c, float cb, float cr) {
+  const float t = (m.cb_gain[c] * 64.0f) * cb + ((m.cr_gain[c] * 64.0f) * cr + m.bias[c] * 64.0f);
+  return sat16((int)lrintf(t));
+}
+ENGINE_ALWAYS_INLINE int16_t convert_q(int y, int16_t ygq, int16_t t) {
+  const int yq = ((y << 7) * (int)ygq + 0x4000) >> 15;  // _mm256_mulhrs_epi16
+  const int v = sat16(yq + t);
+  return (int16_t)(v < 0 ? 0 : (v > kQMax ? kQMax : v));
 }
 
-ENGINE_SIMD_CLONES void gamut_bounds_u8(const uint8_t* cb, const uint8_t* cr, int cs, int n,
-                                        const YuvToRgb& m, uint8_t* lo, uint8_t* hi) {
-  gamut_bounds_impl<uint8_t, uint8_t>(cb, cr, cs, n, m, 255.0f, lo, hi);
-}
-ENGINE_SIMD_CLONES void gamut_bounds_u16(const uint16_t* cb, const uint16_t* cr, int cs, int n,
-                                         const YuvToRgb& m, uint16_t* lo, uint16_t* hi) {
-  gamut_bounds_impl<uint16_t, uint16_t>(cb, cr, cs, n, m, 65535.0f, lo, hi);
-}
-
-template <typename T>
-ENGINE_ALWAYS_INLINE void replicate2_impl(const T* __restrict s, int n, T* __restrict d) {
-  for (int i = 0; i < n; ++i) {
-    d[2 * i] = s[i];
-    d[2 * i + 1] = s[i];
-  }
-}
-ENGINE_SIMD_CLONES void replicate2(const uint16_t* s, int n, uint16_t* d) { replicate2_impl(s, n, d); }
 #if ENGINE_HAVE_AVX2_KERNELS
-ENGINE_AVX2_TARGET void replicate2_u8_avx2(const uint8_t* s, int n, uint8_t* d) {
+// t[c][k * sub + r] = chroma_term_q(cb[k], cr[k]) for k < n, r < sub (1 or 2: the replication of
+// Note [chroma upsampling] onto the luma grid).
+ENGINE_AVX2_TARGET void chroma_terms_avx2(const uint8_t* cb, const uint8_t* cr, int n,
+                                          const YuvToRgb& m, int sub, int16_t* const t[3]) {
+  __m256 G[3], H[3], E[3];
+  for (int c = 0; c < 3; ++c) {
+    G[c] = _mm256_set1_ps(m.cb_gain[c] * 64.0f);
+    H[c] = _mm256_set1_ps(m.cr_gain[c] * 64.0f);
+    E[c] = _mm256_set1_ps(m.bias[c] * 64.0f);
+  }
   int i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 2 * i),
-                        _mm256_set_m128i(_mm_unpackhi_epi8(v, v), _mm_unpacklo_epi8(v, v)));
-  }
-  replicate2_impl(s + i, n - i, d + 2 * i);
-}
-#endif
-// the auto-vectoriser leaves the byte interleave scalar
-void replicate2(const uint8_t* s, int n, uint8_t* d) {
-#if ENGINE_HAVE_AVX2_KERNELS
-  if (g_use_avx2) return replicate2_u8_avx2(s, n, d);
-#endif
-  replicate2_impl(s, n, d);
-}
-
-// Columns i < n with y[i] outside [lo[i], hi[i]] -> idx; returns their count. Blocks of 64 are
-// tested with a vectorised any-reduction first (nearly all of them are clean).
-template <typename T>
-ENGINE_ALWAYS_INLINE int gamut_candidates_impl(const T* __restrict y, const T* __restrict lo,
-                                               const T* __restrict hi, int n, int* idx) {
-  int cnt = 0, i = 0;
-  for (; i + 64 <= n; i += 64) {
-    T any = 0;
-    for (int j = 0; j < 64; ++j)
-      any |= (T)(((T)(y[i + j] < lo[i + j]) | (T)(y[i + j] > hi[i + j])));
-    if (!any) continue;
-    for (int j = i; j < i + 64; ++j)
-      if (y[j] < lo[j] || y[j] > hi[j]) idx[cnt++] = j;
+    const __m256 u0 = cvt8(cb + i), u1 = cvt8(cb + i + 8);
+    const __m256 v0 = cvt8(cr + i), v1 = cvt8(cr + i + 8);
+    for (int c = 0; c < 3; ++c) {
+      const __m256i a = _mm256_cvtps_epi32(_mm256_fmadd_ps(G[c], u0, _mm256_fmadd_ps(H[c], v0, E[c])));
+      const __m256i b = _mm256_cvtps_epi32(_mm256_fmadd_ps(G[c], u1, _mm256_fmadd_ps(H[c], v1, E[c])));
+      const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);  // 16 in order
+      if (sub == 2) {
+        const __m256i lo = _mm256_unpacklo_epi16(w, w), hi = _mm256_unpackhi_epi16(w, w);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(t[c] + 2 * i), _mm256_permute2x128_si256(lo, hi, 0x20));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(t[c] + 2 * i + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
+      } else {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(t[c] + i), w);
+      }
+    }
   }
   for (; i < n; ++i)
-    if (y[i] < lo[i] || y[i] > hi[i]) idx[cnt++] = i;
-  return cnt;
-}
-ENGINE_SIMD_CLONES int gamut_candidates_u8(const uint8_t* y, const uint8_t* lo, const uint8_t* hi,
-                                           int n, int* idx) {
-  return gamut_candidates_impl(y, lo, hi, n, idx);
-}
-ENGINE_SIMD_CLONES int gamut_candidates_u16(const uint16_t* y, const uint16_t* lo,
-                                            const uint16_t* hi, int n, int* idx) {
-  return gamut_candidates_impl(y, lo, hi, n, idx);
+    for (int c = 0; c < 3; ++c) {
+      const int16_t v = chroma_term_q(m, c, (float)cb[i], (float)cr[i]);
+      for (int r = 0; r < sub; ++r) t[c][i * sub + r] = v;
+    }
 }
 
-#if ENGINE_HAVE_AVX2_KERNELS
-// AVX2 versions of the 8-bit detection: bounds of 16 chroma samples per step (float, packed to
-// bytes with saturation, replicated to luma resolution in the same step when sub == 2), and the
-// luma compare as unsigned byte min/max + movemask, candidates extracted bit by bit.
-ENGINE_AVX2_TARGET void gamut_bounds_u8_avx2(const uint8_t* cb, const uint8_t* cr, int n,
-                                             const YuvToRgb& m, int sub, uint8_t* lo, uint8_t* hi) {
-  const float inv = 1.0f / m.y_gain;
-  // lo_c = a_c cb + b_c cr + e_c (luma units); hi_c = lo_c + 255 / y_gain
-  __m256 A[3], Bv[3], E[3];
-  for (int c = 0; c < 3; ++c) {
-    A[c] = _mm256_set1_ps(-m.cb_gain[c] * inv);
-    Bv[c] = _mm256_set1_ps(-m.cr_gain[c] * inv);
-    E[c] = _mm256_set1_ps(-m.bias[c] * inv);
-  }
-  const __m256 span = _mm256_set1_ps(255.0f * inv);
-  const __m256 mg = _mm256_set1_ps(kGamutMargin);
-  const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
+// rgb[c][i] = clamp(y[i] * y_gain + t[c][i]) in Q6, i < n.
+ENGINE_AVX2_TARGET void convert_row_q_avx2(const uint8_t* y, int n, int16_t ygq,
+                                           const int16_t* const t[3], int16_t* const rgb[3]) {
+  const __m256i g = _mm256_set1_epi16(ygq), zero = _mm256_setzero_si256();
+  const __m256i top = _mm256_set1_epi16((int16_t)kQMax);
   int i = 0;
   for (; i + 16 <= n; i += 16) {
-    __m256i Li[2], Hi[2];
-    for (int h = 0; h < 2; ++h) {
-      const __m256 u = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cb + i + 8 * h))));
-      const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cr + i + 8 * h))));
-      __m256 l0 = _mm256_fmadd_ps(A[0], u, _mm256_fmadd_ps(Bv[0], v, E[0]));
-      __m256 l1 = _mm256_fmadd_ps(A[1], u, _mm256_fmadd_ps(Bv[1], v, E[1]));
-      __m256 l2 = _mm256_fmadd_ps(A[2], u, _mm256_fmadd_ps(Bv[2], v, E[2]));
-      __m256 L = _mm256_max_ps(_mm256_max_ps(l0, l1), l2);
-      __m256 H = _mm256_add_ps(_mm256_min_ps(_mm256_min_ps(l0, l1), l2), span);
-      L = _mm256_max_ps(_mm256_ceil_ps(_mm256_add_ps(L, mg)), zero);
-      H = _mm256_min_ps(_mm256_floor_ps(_mm256_sub_ps(H, mg)), top);
-      const __m256 empty = _mm256_cmp_ps(L, H, _CMP_NLE_UQ);  // !(L <= H)
-      L = _mm256_blendv_ps(L, top, empty);
-      H = _mm256_blendv_ps(H, zero, empty);
-      Li[h] = _mm256_cvtps_epi32(L);
-      Hi[h] = _mm256_cvtps_epi32(H);
-    }
-    // 2 x 8 int32 -> 16 bytes in order
-    const __m256i lw = _mm256_permute4x64_epi64(_mm256_packs_epi32(Li[0], Li[1]), 0xD8);
-    const __m256i hw = _mm256_permute4x64_epi64(_mm256_packs_epi32(Hi[0], Hi[1]), 0xD8);
-    const __m128i lb = _mm_packus_epi16(_mm256_castsi256_si128(lw), _mm256_extracti128_si256(lw, 1));
-    const __m128i hb = _mm_packus_epi16(_mm256_castsi256_si128(hw), _mm256_extracti128_si256(hw, 1));
-    if (sub == 2) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo + 2 * i),
-                          _mm256_set_m128i(_mm_unpackhi_epi8(lb, lb), _mm_unpacklo_epi8(lb, lb)));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi + 2 * i),
-                          _mm256_set_m128i(_mm_unpackhi_epi8(hb, hb), _mm_unpacklo_epi8(hb, hb)));
-    } else {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(lo + i), lb);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(hi + i), hb);
-    }
-  }
-  if (i < n) {
-    uint8_t tl[16], th[16];
-    gamut_bounds_impl<uint8_t, uint8_t>(cb + i, cr + i, 1, n - i, m, 255.0f, tl, th);
-    for (int j = 0; j < n - i; ++j)
-      for (int r = 0; r < sub; ++r) {
-        lo[(i + j) * sub + r] = tl[j];
-        hi[(i + j) * sub + r] = th[j];
-      }
-  }
-}
-
-// Full 32-column chunks c < n / 32 of a luma row holding a pixel outside [lo, hi] -> chunks;
-// returns their count and adds the number of such pixels to *cand. The n % 32 tail is left to
-// the caller (a whole chunk there could read past the plane).
-ENGINE_AVX2_TARGET int dirty_chunks_u8_avx2(const uint8_t* y, const uint8_t* lo, const uint8_t* hi,
-                                            int n, int* chunks, long long* cand) {
-  int cnt = 0;
-  long long pixels = 0;
-  for (int c = 0; c < n / 32; ++c) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + 32 * c));
-    const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + 32 * c));
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + 32 * c));
-    const __m256i in = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_max_epu8(v, l), v),
-                                        _mm256_cmpeq_epi8(_mm256_min_epu8(v, h), v));
-    const uint32_t out = ~(uint32_t)_mm256_movemask_epi8(in);
-    if (out) {
-      chunks[cnt++] = c;
-      pixels += __builtin_popcount(out);
-    }
-  }
-  *cand += pixels;
-  return cnt;
-}
-
-// For each listed 32-column chunk: delta = clamp(rgb) - rgb of its pixels (the exact float
-// conversion of luma y and chroma cb, cr given on the luma grid; zero in gamut), added with
-// weight ws[r] into each planar [3][astride] row acc[r]. Returns the pixels with delta != 0.
-ENGINE_AVX2_TARGET long long scatter_chunks_u8_avx2(const uint8_t* y, const uint8_t* cb,
-                                                    const uint8_t* cr, const int* chunks, int nch,
-                                                    const YuvToRgb& m, float* const* acc,
-                                                    const float* ws, int nr, size_t astride) {
-  const __m256 zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
-  const __m256 sign = _mm256_set1_ps(-0.0f);
-  const __m256 yg = _mm256_set1_ps(m.y_gain);
-  __m256 cbg[3], crg[3], bias[3];
-  for (int c = 0; c < 3; ++c) {
-    cbg[c] = _mm256_set1_ps(m.cb_gain[c]);
-    crg[c] = _mm256_set1_ps(m.cr_gain[c]);
-    bias[c] = _mm256_set1_ps(m.bias[c]);
-  }
-  long long corrected = 0;
-  for (int k = 0; k < nch; ++k) {
-    const int s = 32 * chunks[k];
-    __m256 d[3][4];
-    for (int q = 0; q < 4; ++q) {
-      const int i = s + 8 * q;
-      const __m256 Y = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(y + i))));
-      const __m256 U = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cb + i))));
-      const __m256 V = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cr + i))));
-      for (int c = 0; c < 3; ++c) {
-        // same association as yuv_to_rgb: ((yg Y + cbg Cb) + crg Cr) + bias
-        const __m256 v = _mm256_add_ps(_mm256_fmadd_ps(crg[c], V, _mm256_fmadd_ps(yg, Y, _mm256_mul_ps(cbg[c], U))), bias[c]);
-        d[c][q] = _mm256_sub_ps(_mm256_min_ps(_mm256_max_ps(v, zero), top), v);
-      }
-      const __m256 any = _mm256_andnot_ps(sign, _mm256_or_ps(_mm256_or_ps(d[0][q], d[1][q]), d[2][q]));
-      corrected += __builtin_popcount(_mm256_movemask_ps(_mm256_cmp_ps(any, zero, _CMP_NEQ_UQ)));
-    }
-    for (int r = 0; r < nr; ++r) {
-      const __m256 w = _mm256_set1_ps(ws[r]);
-      for (int c = 0; c < 3; ++c) {
-        float* p = acc[r] + (size_t)c * astride + s;
-        for (int q = 0; q < 4; ++q)
-          _mm256_storeu_ps(p + 8 * q, _mm256_fmadd_ps(w, d[c][q], _mm256_loadu_ps(p + 8 * q)));
-      }
-    }
-  }
-  return corrected;
-}
-#endif
-
-// Clamp correction of one row block, incremental with the row loop: advance(r) detects the
-// out-of-gamut pixels of the luma source rows below r not yet handled and adds their deltas,
-// weighted vertically, into the rows of a ring of output rows kept at source-column resolution;
-// row(iy) resamples output row iy's ring row horizontally (luma taps) and recycles it.
-struct GamutPass {
-  const FrameDesc* f;
-  const TapTable* ty;
-  const TapTable* tx;
-  const YuvToRgb* m;
-  ThreadBuffers* buf;
-  int iy0, iy1, nx, n;    // block rows (table indices), output columns, source columns
-  int next_row, row_end;  // next luma source row to detect, end of the block's rows
-  int last_cy = -1;
-  bool chroma_ready = false;  // buf->cbx/crx hold chroma row last_cy
-  int cx0, ncx, xoff;     // chroma columns [cx0, cx0 + ncx); luma src_lo - cx0 * sub_x
-  int ring;               // ring rows: output rows open at once (see init)
-  size_t astride;         // floats per channel of a ring row (zero padded past n)
-  long long cand = 0, corrected = 0;
-
-  void init(const FrameWork& fw, const YuvToRgb& mm, ThreadBuffers& b, int i0, int i1) {
-    f = fw.frame; ty = fw.ty[0]; tx = fw.tx[0]; m = &mm; buf = &b; iy0 = i0; iy1 = i1;
-    nx = tx->hi - tx->lo;
-    n = tx->src_hi - tx->src_lo;
-    next_row = ty->first[iy0];
-    row_end = ty->first[iy1 - 1] + ty->K;
-    const int sx = f->planes[1].sub_x;
-    cx0 = tx->src_lo / sx;
-    ncx = (tx->src_hi - 1) / sx + 1 - cx0;
-    xoff = tx->src_lo - cx0 * sx;
-    const size_t nl = (size_t)ncx * sx + 64;
-    if (b.glo.size() < (size_t)ncx + 64) { b.glo.resize(ncx + 64); b.ghi.resize(ncx + 64); }
-    if (b.glox.size() < nl) { b.glox.resize(nl); b.ghix.resize(nl); b.cbx.resize(nl); b.crx.resize(nl); }
-    if (b.cand.size() < (size_t)n + 64) b.cand.resize(n + 64);
-    // Rows are finished in order (in pairs) after advance(first[row + 1] + K), so when row iy is
-    // the oldest open one, the rows written reach at most inv_hi of that window's last source row.
-    ring = 1;
-    for (int iy = iy0; iy < iy1; ++iy) {
-      const int last = std::min(ty->first[std::min(iy + 1, iy1 - 1)] + ty->K, row_end) - 1;
-      ring = std::max(ring, std::min(ty->inv_hi[last - ty->src_lo], iy1) - iy);
-    }
-    astride = (size_t)(n + 31) / 32 * 32 + 16;  // hpass_dot reads up to 16 past a window
-    // the ring is all zero between blocks (row() clears what it used), so growing keeps that
-    if (b.acc.size() < (size_t)ring * 3 * astride) b.acc.assign((size_t)ring * 3 * astride, 0.0f);
-    b.ring_lo.assign(ring, INT32_MAX);
-    b.ring_hi.assign(ring, 0);
-    if (b.corr.size() < (size_t)2 * 3 * nx) b.corr.resize((size_t)2 * 3 * nx);
-  }
-
-  float* ring_row(int iy) const { return &buf->acc[(size_t)(iy % ring) * 3 * astride]; }
-
-  // Correction of output row iy (table index) as RGB [3][nx] in corr slot `which`, or null when
-  // no out-of-gamut pixel reaches it. Every source row of its window must have been advanced.
-  const float* row(int iy, int which) {
-    const int s = iy % ring;
-    const int lo = buf->ring_lo[s], hi = buf->ring_hi[s];
-    if (lo >= hi) return nullptr;
-    float* a = ring_row(iy);
-    float* out = &buf->corr[(size_t)which * 3 * nx];
+    const __m256i Y = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(y + i)));
+    const __m256i yq = _mm256_mulhrs_epi16(_mm256_slli_epi16(Y, 7), g);
     for (int c = 0; c < 3; ++c) {
-      hpass1(a + c * astride, *tx, out + (size_t)c * nx);
-      std::fill(a + c * astride + lo, a + c * astride + hi, 0.0f);
+      const __m256i tc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t[c] + i));
+      const __m256i v = _mm256_min_epi16(_mm256_max_epi16(_mm256_adds_epi16(yq, tc), zero), top);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(rgb[c] + i), v);
     }
-    buf->ring_lo[s] = INT32_MAX;
-    buf->ring_hi[s] = 0;
-    return out;
+  }
+  for (; i < n; ++i)
+    for (int c = 0; c < 3; ++c) rgb[c][i] = convert_q(y[i], ygq, t[c][i]);
+}
+
+// Converts 16 int32 sums of the in-lane unpack order (lo: columns 0-3 | 8-11, hi: 4-7 | 12-15)
+// to float times sc and stores them in column order.
+ENGINE_AVX2_TARGET inline void store16_q(__m256i lo, __m256i hi, __m256 sc, float* d) {
+  const __m256 fl = _mm256_mul_ps(_mm256_cvtepi32_ps(lo), sc);
+  const __m256 fh = _mm256_mul_ps(_mm256_cvtepi32_ps(hi), sc);
+  _mm256_storeu_ps(d, _mm256_permute2f128_ps(fl, fh, 0x20));
+  _mm256_storeu_ps(d + 8, _mm256_permute2f128_ps(fl, fh, 0x31));
+}
+ENGINE_AVX2_TARGET inline __m256i load16_q(const int16_t* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+// d[c][i] = 2^-(kQ + kWq) * sum_j wq[j] * rows[j][c * cstride + i] for i < n (a multiple of 16,
+// the rows padded to it); nk even (the caller pads with a zero weight).
+ENGINE_AVX2_TARGET void vpass_q_avx2(const int16_t* const* rows, const int16_t* wq, int nk,
+                                     long long cstride, int n, float* const d[3]) {
+  const __m256 sc = _mm256_set1_ps(1.0f / (float)(1 << (kQ + kWq)));
+  for (int c = 0; c < 3; ++c) {
+    const long long off = c * cstride;
+    float* dc = d[c];
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+      __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+      for (int j = 0; j < nk; j += 2) {
+        const __m256i w = _mm256_set1_epi32((int)(uint16_t)wq[j] | ((int)wq[j + 1] << 16));
+        const int16_t* p = rows[j] + off + i;
+        const int16_t* q = rows[j + 1] + off + i;
+        const __m256i p0 = load16_q(p), q0 = load16_q(q), p1 = load16_q(p + 16), q1 = load16_q(q + 16);
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(p0, q0), w));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(p0, q0), w));
+        a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_unpacklo_epi16(p1, q1), w));
+        a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_unpackhi_epi16(p1, q1), w));
+      }
+      store16_q(a0, a1, sc, dc + i);
+      store16_q(a2, a3, sc, dc + i + 16);
+    }
+    for (; i < n; i += 16) {
+      __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+      for (int j = 0; j < nk; j += 2) {
+        const __m256i w = _mm256_set1_epi32((int)(uint16_t)wq[j] | ((int)wq[j + 1] << 16));
+        const __m256i p0 = load16_q(rows[j] + off + i), q0 = load16_q(rows[j + 1] + off + i);
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(p0, q0), w));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(p0, q0), w));
+      }
+      store16_q(a0, a1, sc, dc + i);
+    }
+  }
+}
+#endif
+
+// Float path (10-bit frames, CPUs without AVX2): rgb[c][i] = clamp(convert(y[i], cb[i], cr[i])).
+template <typename T>
+ENGINE_ALWAYS_INLINE void convert_row_f_impl(const T* __restrict y, const float* __restrict cb,
+                                             const float* __restrict cr, int n, const YuvToRgb& m,
+                                             float* const rgb[3]) {
+  for (int c = 0; c < 3; ++c) {
+    const float yg = m.y_gain, cbg = m.cb_gain[c], crg = m.cr_gain[c], b = m.bias[c];
+    float* __restrict d = rgb[c];
+    for (int i = 0; i < n; ++i) {
+      const float v = yg * (float)y[i] + cbg * cb[i] + crg * cr[i] + b;
+      d[i] = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
+    }
+  }
+}
+ENGINE_SIMD_CLONES void convert_row_f(const uint8_t* y, const float* cb, const float* cr, int n,
+                                      const YuvToRgb& m, float* const rgb[3]) {
+  convert_row_f_impl(y, cb, cr, n, m, rgb);
+}
+ENGINE_SIMD_CLONES void convert_row_f(const uint16_t* y, const float* cb, const float* cr, int n,
+                                      const YuvToRgb& m, float* const rgb[3]) {
+  convert_row_f_impl(y, cb, cr, n, m, rgb);
+}
+
+// d[c][i] = sum_j w[j] * rows[j][c * cstride + i], i < n.
+ENGINE_SIMD_CLONES void vpass_f(const float* const* rows, const float* w, int nk, long long cstride,
+                                int n, float* const d[3]) {
+  for (int c = 0; c < 3; ++c) {
+    float* __restrict dc = d[c];
+    const float* __restrict r0 = rows[0] + c * cstride;
+    for (int i = 0; i < n; ++i) dc[i] = w[0] * r0[i];
+    for (int j = 1; j < nk; ++j) {
+      const float* __restrict r = rows[j] + c * cstride;
+      const float wj = w[j];
+      for (int i = 0; i < n; ++i) dc[i] += wj * r[i];
+    }
+  }
+}
+
+constexpr int kPrefetchSourceRows = 4;  // rows ahead of the one being converted
+
+// Converted source rows of one frame for the luma columns [tx.src_lo, tx.src_hi), each converted
+// once per row block into a ring of K slots (every output row reads a window of <= K rows).
+class SourceRows {
+ public:
+  SourceRows(const FrameDesc& f, const TapTable& ty, const TapTable& tx, const YuvToRgb& m,
+             ThreadBuffers& buf)
+      : f_(f), m_(m), buf_(buf), K_(ty.K), lo_(tx.src_lo), n_(tx.src_hi - tx.src_lo) {
+#if ENGINE_HAVE_AVX2_KERNELS
+    fixed_ = g_use_avx2 && f.bit_depth == 8;
+#endif
+    stride_ = (std::max(n_, 1) + 15) / 16 * 16;
+    const PlaneDesc& c = f.planes[1];
+    sx_ = c.sub_x;
+    sy_ = c.sub_y;
+    clo_ = lo_ / sx_;
+    nc_ = n_ > 0 ? (tx.src_hi - 1) / sx_ - clo_ + 1 : 0;
+    buf.slot_row.assign(K_, -1);
+    const size_t ring = (size_t)K_ * 3 * stride_;
+    const size_t grid = (size_t)nc_ * sx_ + 32;  // chroma replicated onto the luma grid
+    if (fixed_) {
+      if (buf.ring_q.size() < ring) buf.ring_q.resize(ring);
+      if (buf.tq.size() < 3 * grid) buf.tq.resize(3 * grid);
+      if (f.format == kFmtNV12 && buf.cb8.size() < (size_t)nc_ + 16) {
+        buf.cb8.resize(nc_ + 16);
+        buf.cr8.resize(nc_ + 16);
+      }
+      ygq_ = (int16_t)lrint(m.y_gain * 16384.0);  // Q14; y_gain < 2 for 8-bit
+    } else {
+      if (buf.ring_f.size() < ring) buf.ring_f.resize(ring);
+      if (buf.cbx.size() < grid) { buf.cbx.resize(grid); buf.crx.resize(grid); }
+    }
+    grid_ = grid;
   }
 
-  template <typename T>
-  void bounds_row(int cy) {
-    const PlaneDesc& pc = f->planes[1];
-    const T* cb;
-    const T* cr;
-    int cs = 1;
-    chroma_rows<T>(cy, &cb, &cr, &cs);
-    cb += (size_t)cx0 * cs;
-    cr += (size_t)cx0 * cs;
-    T* lo = reinterpret_cast<T*>(buf->glo.data());
-    T* hi = reinterpret_cast<T*>(buf->ghi.data());
-    T* lox = reinterpret_cast<T*>(buf->glox.data());
-    T* hix = reinterpret_cast<T*>(buf->ghix.data());
-    const bool rep = pc.sub_x == 2;
+  int stride() const { return stride_; }
+  bool fixed() const { return fixed_; }
+
+  // Channel 0 of source row r, converted (R, G, B at + c * stride()).
+  const void* row(int r) {
+    const int s = r % K_;
+    if (buf_.slot_row[s] != r) {
+      convert(r, s);
+      buf_.slot_row[s] = r;
+    }
+    return fixed_ ? (const void*)(buf_.ring_q.data() + (size_t)s * 3 * stride_)
+                  : (const void*)(buf_.ring_f.data() + (size_t)s * 3 * stride_);
+  }
+
+ private:
+  void convert(int r, int s) {
+    const PlaneDesc& py = f_.planes[0];
+    prefetch(r + kPrefetchSourceRows);
+    const int cr = r / sy_;
+    if (cr != t_row_) load_chroma(cr);
+    t_row_ = cr;
+    const int skip = lo_ - clo_ * sx_;  // 0, or 1 when the first luma column is odd
+    const unsigned char* yrow = static_cast<const unsigned char*>(py.data) + (long long)r * py.row_stride;
 #if ENGINE_HAVE_AVX2_KERNELS
-    if (sizeof(T) == 1 && cs == 1 && g_use_avx2) {
-      gamut_bounds_u8_avx2(reinterpret_cast<const uint8_t*>(cb), reinterpret_cast<const uint8_t*>(cr), ncx, *m,
-                           pc.sub_x, reinterpret_cast<uint8_t*>(lox), reinterpret_cast<uint8_t*>(hix));
+    if (fixed_) {
+      int16_t* d = buf_.ring_q.data() + (size_t)s * 3 * stride_;
+      int16_t* rgb[3] = {d, d + stride_, d + 2 * stride_};
+      const int16_t* t[3];
+      for (int c = 0; c < 3; ++c) t[c] = buf_.tq.data() + c * grid_ + skip;
+      convert_row_q_avx2(yrow + lo_, n_, ygq_, t, rgb);
+      for (int c = 0; c < 3; ++c) std::fill(rgb[c] + n_, rgb[c] + stride_, (int16_t)0);
       return;
     }
 #endif
-    if (sizeof(T) == 1) {
-      gamut_bounds_u8(reinterpret_cast<const uint8_t*>(cb), reinterpret_cast<const uint8_t*>(cr), cs, ncx, *m,
-                      reinterpret_cast<uint8_t*>(rep ? lo : lox), reinterpret_cast<uint8_t*>(rep ? hi : hix));
-      if (rep) {
-        replicate2(reinterpret_cast<uint8_t*>(lo), ncx, reinterpret_cast<uint8_t*>(lox));
-        replicate2(reinterpret_cast<uint8_t*>(hi), ncx, reinterpret_cast<uint8_t*>(hix));
-      }
-    } else {
-      gamut_bounds_u16(reinterpret_cast<const uint16_t*>(cb), reinterpret_cast<const uint16_t*>(cr), cs, ncx, *m,
-                       reinterpret_cast<uint16_t*>(rep ? lo : lox), reinterpret_cast<uint16_t*>(rep ? hi : hix));
-      if (rep) {
-        replicate2(reinterpret_cast<uint16_t*>(lo), ncx, reinterpret_cast<uint16_t*>(lox));
-        replicate2(reinterpret_cast<uint16_t*>(hi), ncx, reinterpret_cast<uint16_t*>(hix));
-      }
-    }
+    float* d = buf_.ring_f.data() + (size_t)s * 3 * stride_;
+    float* rgb[3] = {d, d + stride_, d + 2 * stride_};
+    const float* cb = buf_.cbx.data() + skip;
+    const float* crr = buf_.crx.data() + skip;
+    if (f_.bit_depth > 8)
+      convert_row_f(reinterpret_cast<const uint16_t*>(yrow) + lo_, cb, crr, n_, m_, rgb);
+    else
+      convert_row_f(reinterpret_cast<const uint8_t*>(yrow) + lo_, cb, crr, n_, m_, rgb);
   }
 
-  // Cb and Cr of chroma row cy (sample i at [i * cs]).
-  template <typename T>
-  void chroma_rows(int cy, const T** cb, const T** cr, int* cs) const {
-    const PlaneDesc& pc = f->planes[1];
-    const char* crow = static_cast<const char*>(pc.data) + (long long)cy * pc.row_stride;
-    *cb = reinterpret_cast<const T*>(crow);
-    if (f->format == kFmtNV12) {
-      *cr = *cb + 1;
-      *cs = 2;
-    } else {
-      const PlaneDesc& pv = f->planes[2];
-      *cr = reinterpret_cast<const T*>(static_cast<const char*>(pv.data) + (long long)cy * pv.row_stride);
-      *cs = 1;
-    }
+  // Source rows are short segments a frame row apart, each in its own page, so the hardware
+  // prefetchers ramp up late: request row r (luma, and its chroma when it starts a chroma row).
+  ENGINE_ALWAYS_INLINE void prefetch(int r) const {
+    if (r >= f_.height) return;
+    const int bps = f_.bit_depth > 8 ? 2 : 1;
+    prefetch_lines(f_.planes[0], r, (long long)lo_ * bps, (long long)(lo_ + n_) * bps);
+    if (r % sy_ == 0)
+      for (int p = 1; p < f_.num_planes; ++p) {
+        const int cs = f_.planes[p].channels;
+        prefetch_lines(f_.planes[p], r / sy_, (long long)clo_ * cs * bps,
+                       (long long)(clo_ + nc_) * cs * bps);
+      }
   }
 
-  // buf->cbx / crx: chroma row last_cy on the luma grid (index = luma column - src_lo + xoff).
-  template <typename T>
-  void chroma_on_luma_grid() {
-    if (chroma_ready) return;
-    chroma_ready = true;
-    const T* cb;
-    const T* cr;
-    int cs;
-    chroma_rows<T>(last_cy, &cb, &cr, &cs);
-    const int sx = f->planes[1].sub_x;
-    T* u = reinterpret_cast<T*>(buf->cbx.data());
-    T* v = reinterpret_cast<T*>(buf->crx.data());
-    if (cs == 1 && sx == 2) {  // planar 4:2:0 / 4:2:2, the common case: SIMD replication
-      replicate2(cb + cx0, ncx, u);
-      replicate2(cr + cx0, ncx, v);
+  // Chroma row cr (columns [clo_, clo_ + nc_)) onto the luma grid, replicated sx_ times.
+  void load_chroma(int cr) {
+    const bool nv12 = f_.format == kFmtNV12;
+    const PlaneDesc& pu = f_.planes[1];
+    const PlaneDesc& pv = f_.planes[nv12 ? 1 : 2];
+    const int cs = nv12 ? 2 : 1;
+    const int bps = f_.bit_depth > 8 ? 2 : 1;
+    const unsigned char* u = static_cast<const unsigned char*>(pu.data) + (long long)cr * pu.row_stride +
+                             (long long)clo_ * cs * bps;
+    const unsigned char* v = static_cast<const unsigned char*>(pv.data) + (long long)cr * pv.row_stride +
+                             ((long long)clo_ * cs + (nv12 ? 1 : 0)) * bps;
+#if ENGINE_HAVE_AVX2_KERNELS
+    if (fixed_) {
+      const uint8_t* cb = u;
+      const uint8_t* crp = v;
+      if (nv12) {
+        for (int k = 0; k < nc_; ++k) {
+          buf_.cb8[k] = u[2 * k];
+          buf_.cr8[k] = v[2 * k];
+        }
+        cb = buf_.cb8.data();
+        crp = buf_.cr8.data();
+      }
+      int16_t* t[3] = {buf_.tq.data(), buf_.tq.data() + grid_, buf_.tq.data() + 2 * grid_};
+      chroma_terms_avx2(cb, crp, nc_, m_, sx_, t);
       return;
     }
-    for (int i = 0; i < ncx; ++i)
-      for (int r = 0; r < sx; ++r) {
-        u[i * sx + r] = cb[(size_t)(cx0 + i) * cs];
-        v[i * sx + r] = cr[(size_t)(cx0 + i) * cs];
-      }
-  }
-
-  template <typename T>
-  void advance_t(int upto) {
-    if (upto > row_end) upto = row_end;
-    const PlaneDesc& py = f->planes[0];
-    const int sub_y = f->planes[1].sub_y;
-    const int Ky = ty->K;
-    std::vector<float*>& rows = buf->rows;
-    std::vector<float>& ws = buf->ws;
-    if (rows.size() < (size_t)ring) { rows.resize(ring); ws.resize(ring); }
-    for (; next_row < upto; ++next_row) {
-      const int sy = next_row;
-      // output rows this source row feeds, with its vertical weight in each
-      const int sr = sy - ty->src_lo;
-      int nr = 0;
-      const int a = std::max(ty->inv_lo[sr], iy0), b = std::min(ty->inv_hi[sr], iy1);
-      for (int iy = a; iy < b; ++iy) {
-        const float w = ty->w[(size_t)iy * Ky + (sy - ty->first[iy])];
-        if (w == 0.0f) continue;
-        rows[nr] = ring_row(iy);
-        ws[nr++] = w;
-      }
-      if (nr == 0) continue;
-      const int cy = sy / sub_y;
-      if (cy != last_cy) {
-        bounds_row<T>(cy);
-        last_cy = cy;
-        chroma_ready = false;
-      }
-      const T* yrow = reinterpret_cast<const T*>(static_cast<const char*>(py.data) + (long long)sy * py.row_stride) + tx->src_lo;
-      const T* lox = reinterpret_cast<const T*>(buf->glox.data()) + xoff;
-      const T* hix = reinterpret_cast<const T*>(buf->ghix.data()) + xoff;
-      int cmin = INT32_MAX, cmax = 0;  // source columns written
-      int tail = 0;                    // first column left to the scalar path
-#if ENGINE_HAVE_AVX2_KERNELS
-      if (sizeof(T) == 1 && g_use_avx2) {
-        int* chunks = buf->cand.data();
-        const int nch = dirty_chunks_u8_avx2(reinterpret_cast<const uint8_t*>(yrow), reinterpret_cast<const uint8_t*>(lox),
-                                             reinterpret_cast<const uint8_t*>(hix), n, chunks, &cand);
-        if (nch) {
-          chroma_on_luma_grid<T>();
-          corrected += scatter_chunks_u8_avx2(
-              reinterpret_cast<const uint8_t*>(yrow), reinterpret_cast<const uint8_t*>(buf->cbx.data()) + xoff,
-              reinterpret_cast<const uint8_t*>(buf->crx.data()) + xoff, chunks, nch, *m, rows.data(), ws.data(), nr,
-              astride);
-          cmin = 32 * chunks[0];
-          cmax = 32 * chunks[nch - 1] + 32;
-        }
-        tail = n / 32 * 32;
-      }
 #endif
-      // scalar path: the columns [tail, n)
-      int* idx = buf->cand.data();
-      int nc;
-      if (sizeof(T) == 1)
-        nc = gamut_candidates_u8(reinterpret_cast<const uint8_t*>(yrow) + tail, reinterpret_cast<const uint8_t*>(lox) + tail,
-                                 reinterpret_cast<const uint8_t*>(hix) + tail, n - tail, idx);
-      else
-        nc = gamut_candidates_u16(reinterpret_cast<const uint16_t*>(yrow) + tail, reinterpret_cast<const uint16_t*>(lox) + tail,
-                                  reinterpret_cast<const uint16_t*>(hix) + tail, n - tail, idx);
-      if (nc) {
-        cand += nc;
-        chroma_on_luma_grid<T>();
-        const T* u = reinterpret_cast<const T*>(buf->cbx.data()) + xoff;
-        const T* v = reinterpret_cast<const T*>(buf->crx.data()) + xoff;
-        for (int k = 0; k < nc; ++k) {
-          const int s = tail + idx[k];
-          float d[3];
-          if (!yuv_clamp_delta(*m, (float)yrow[s], (float)u[s], (float)v[s], d)) continue;
-          ++corrected;
-          for (int r = 0; r < nr; ++r)
-            for (int c = 0; c < 3; ++c) rows[r][(size_t)c * astride + s] += ws[r] * d[c];
-          cmin = std::min(cmin, s);
-          cmax = std::max(cmax, s + 1);
-        }
-      }
-      if (cmin >= cmax) continue;
-      for (int iy = a; iy < b; ++iy) {
-        const int s = iy % ring;
-        buf->ring_lo[s] = std::min(buf->ring_lo[s], cmin);
-        buf->ring_hi[s] = std::max(buf->ring_hi[s], cmax);
+    float* cbx = buf_.cbx.data();
+    float* crx = buf_.crx.data();
+    for (int k = 0; k < nc_; ++k) {
+      const float a = bps == 1 ? (float)u[k * cs] : (float)reinterpret_cast<const uint16_t*>(u)[k * cs];
+      const float b = bps == 1 ? (float)v[k * cs] : (float)reinterpret_cast<const uint16_t*>(v)[k * cs];
+      for (int q = 0; q < sx_; ++q) {
+        cbx[k * sx_ + q] = a;
+        crx[k * sx_ + q] = b;
       }
     }
   }
 
-  void advance(int upto) {
-    if (f->bit_depth > 8) advance_t<uint16_t>(upto);
-    else advance_t<uint8_t>(upto);
-  }
-  void finish() {
-    if (cand) g_gamut_candidates.fetch_add(cand, std::memory_order_relaxed);
-    if (corrected) g_gamut_corrected.fetch_add(corrected, std::memory_order_relaxed);
-  }
+  const FrameDesc& f_;
+  const YuvToRgb m_;
+  ThreadBuffers& buf_;
+  const int K_, lo_, n_;
+  bool fixed_ = false;
+  int stride_ = 0, sx_ = 1, sy_ = 1, clo_ = 0, nc_ = 0, t_row_ = -1;
+  size_t grid_ = 0;
+  int16_t ygq_ = 0;
 };
 
 // hpass + colour conversion + normalisation + store of output row y from the vertical-pass
 // rows vt[p] of every plane.
 void finish_row(const FrameWork& fw, const PreprocessArgs& a, int b, int y, float* const vt[3],
-                void* out, ThreadBuffers& buf, const YuvToRgb& m, const float* corr) {
+                void* out, ThreadBuffers& buf, const YuvToRgb& m) {
   const FrameDesc& f = *fw.frame;
   const TapTable& tx0 = *fw.tx[0];
   const int x_lo = tx0.lo, x_hi = tx0.hi, nx = x_hi - x_lo;
@@ -1013,19 +871,91 @@ void finish_row(const FrameWork& fw, const PreprocessArgs& a, int b, int y, floa
                 rgb[2]);
   } else if (f.format == kFmtNV12) {
     const float* uv = buf.hrow[1].data();
-    convert_yuv(buf.hrow[0].data(), uv, uv + 1, 2, nx, m, a.norm, a.bgr_out, corr, rgb[0], rgb[1],
+    convert_yuv(buf.hrow[0].data(), uv, uv + 1, 2, nx, m, a.norm, a.bgr_out, rgb[0], rgb[1],
                 rgb[2]);
   } else {
     convert_yuv(buf.hrow[0].data(), buf.hrow[1].data(), buf.hrow[2].data(), 1, nx, m, a.norm,
-                a.bgr_out, corr, rgb[0], rgb[1], rgb[2]);
+                a.bgr_out, rgb[0], rgb[1], rgb[2]);
   }
   if (a.fp16) store_row<uint16_t>(out, a, b, y, crgb, x_lo, x_hi);
   else store_row<float>(out, a, b, y, crgb, x_lo, x_hi);
 }
 
+// process_rows for clamp="source" Y'CbCr frames (Note [clamp before resampling]): per output row
+// the vertical pass over converted, clamped source rows (all three channels with the luma taps),
+// then the horizontal pass per channel, normalisation and store.
+void process_rows_source(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, int y1,
+                         void* out, ThreadBuffers& buf) {
+  const FrameDesc& f = *fw.frame;
+  const TapTable& ty = *fw.ty[0];
+  const TapTable& tx = *fw.tx[0];
+  const int nx = tx.hi - tx.lo, ns = tx.src_hi - tx.src_lo, K = ty.K;
+  SourceRows src(f, ty, tx, make_yuv_to_rgb(f.matrix, f.full_range, f.bit_depth), buf);
+  const int stride = src.stride();
+  for (int c = 0; c < 3; ++c) {
+    if (buf.vtmp[c].size() < (size_t)stride + 16) buf.vtmp[c].resize((size_t)stride + 16);
+    if (buf.hrow[c].size() < (size_t)std::max(nx, 1)) buf.hrow[c].resize((size_t)std::max(nx, 1));
+  }
+  if (buf.rgb.size() < (size_t)std::max(nx, 1) * 3) buf.rgb.resize((size_t)std::max(nx, 1) * 3);
+  float* vt[3] = {buf.vtmp[0].data(), buf.vtmp[1].data(), buf.vtmp[2].data()};
+  const float* hr[3] = {buf.hrow[0].data(), buf.hrow[1].data(), buf.hrow[2].data()};
+  const int st = std::max(nx, 1);
+  float* rgb[3] = {buf.rgb.data(), buf.rgb.data() + st, buf.rgb.data() + 2 * st};
+  const float* crgb[3] = {rgb[0], rgb[1], rgb[2]};
+  std::vector<const int16_t*> rq(K + 1);
+  std::vector<const float*> rf(K + 1);
+  std::vector<int16_t> wq(K + 1);
+
+  for (int y = y0; y < y1; ++y) {
+    if (y < ty.lo || y >= ty.hi || nx <= 0) {
+      store_pad_row(out, a, b, y);
+      continue;
+    }
+    const int iy = y - ty.lo;
+    const float* w = &ty.w[(size_t)iy * K];
+    int k, kend;
+    if (!nonzero_taps(w, K, &k, &kend)) {
+      for (int c = 0; c < 3; ++c) std::fill(vt[c], vt[c] + ns, 0.0f);
+    } else {
+      const int nk = kend - k, r0 = ty.first[iy] + k;
+#if ENGINE_HAVE_AVX2_KERNELS
+      if (src.fixed()) {
+        // Q14 weights with an exact sum of 2^14 (the rounding residue goes to the largest)
+        int sum = 0, big = 0;
+        for (int j = 0; j < nk; ++j) {
+          rq[j] = static_cast<const int16_t*>(src.row(r0 + j));
+          wq[j] = (int16_t)lrintf(w[k + j] * (float)(1 << kWq));
+          sum += wq[j];
+          if (wq[j] > wq[big]) big = j;
+        }
+        wq[big] = (int16_t)(wq[big] + (1 << kWq) - sum);
+        int nk2 = nk;
+        if (nk2 & 1) {  // pmaddwd takes rows in pairs
+          rq[nk2] = rq[nk2 - 1];
+          wq[nk2++] = 0;
+        }
+        vpass_q_avx2(rq.data(), wq.data(), nk2, stride, stride, vt);
+      } else
+#endif
+      {
+        for (int j = 0; j < nk; ++j) rf[j] = static_cast<const float*>(src.row(r0 + j));
+        vpass_f(rf.data(), w + k, nk, stride, ns, vt);
+      }
+    }
+    for (int c = 0; c < 3; ++c) {
+      std::fill(vt[c] + ns, vt[c] + ns + 16, 0.0f);  // hpass_dot reads up to KP past the end
+      hpass1(vt[c], tx, buf.hrow[c].data());
+    }
+    convert_rgb_planar(hr, nx, a.norm, a.bgr_out, rgb[0], rgb[1], rgb[2]);
+    if (a.fp16) store_row<uint16_t>(out, a, b, y, crgb, tx.lo, tx.hi);
+    else store_row<float>(out, a, b, y, crgb, tx.lo, tx.hi);
+  }
+}
+
 void process_rows(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, int y1, void* out,
                   ThreadBuffers& buf) {
   const FrameDesc& f = *fw.frame;
+  if (a.clamp_source && is_yuv(f.format)) return process_rows_source(fw, a, b, y0, y1, out, buf);
   const TapTable& ty0 = *fw.ty[0];
   const TapTable& tx0 = *fw.tx[0];
   const int nx = tx0.hi - tx0.lo;
@@ -1042,12 +972,6 @@ void process_rows(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, i
   const int bps = f.bit_depth > 8 ? 2 : 1;
   float* vt[3] = {buf.vtmp[0].data(), buf.vtmp[1].data(), buf.vtmp[2].data()};
   float* vt2[3] = {buf.vtmp2[0].data(), buf.vtmp2[1].data(), buf.vtmp2[2].data()};
-
-  // clamp correction over the valid rows of this block (Note [clamp before resampling])
-  const int vy0 = std::max(y0, ty0.lo), vy1 = std::min(y1, ty0.hi);
-  const bool gamut = a.clamp_source && is_yuv(f.format) && nx > 0 && vy1 > vy0;
-  GamutPass gp;
-  if (gamut) gp.init(fw, m, buf, vy0 - ty0.lo, vy1 - ty0.lo);
 
   for (int y = y0; y < y1; ++y) {
     if (y < ty0.lo || y >= ty0.hi || nx <= 0) {
@@ -1097,21 +1021,12 @@ void process_rows(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, i
       if (bps == 1) vpass_u8(base, pl.row_stride, ty.K, w, n, vt[p]);
       else vpass_u16(base, pl.row_stride, ty.K, w, n, vt[p]);
     }
-    const float* c0 = nullptr;
-    const float* c1 = nullptr;
-    if (gamut) {
-      const int iy = y - ty0.lo, il = pair ? iy + 1 : iy;
-      gp.advance(ty0.first[il] + ty0.K);  // every source row of the windows being finished
-      c0 = gp.row(iy, 0);
-      if (pair) c1 = gp.row(iy + 1, 1);
-    }
-    finish_row(fw, a, b, y, vt, out, buf, m, c0);
+    finish_row(fw, a, b, y, vt, out, buf, m);
     if (pair) {
-      finish_row(fw, a, b, y + 1, vt2, out, buf, m, c1);
+      finish_row(fw, a, b, y + 1, vt2, out, buf, m);
       ++y;
     }
   }
-  if (gamut) gp.finish();
 }
 
 // CPU kernel: frames[0..n) -> out. Returns a Status.
@@ -1168,12 +1083,6 @@ int preprocess_cpu(const FrameDesc* frames, int n, const PreprocessArgs& a, void
 }  // namespace
 
 bool avx2_kernels_active() { return g_use_avx2; }
-
-py::tuple clamp_correction_stats(bool reset) {
-  const long long c = reset ? g_gamut_candidates.exchange(0) : g_gamut_candidates.load();
-  const long long k = reset ? g_gamut_corrected.exchange(0) : g_gamut_corrected.load();
-  return py::make_tuple(c, k);
-}
 
 void preprocess(py::array out, const py::list& frames, int mode, int to_h, int to_w, int filter,
                 double scale, std::array<double, 3> mean, std::array<double, 3> stdv, bool bgr_out,

@@ -59,10 +59,11 @@ class PreprocessSpec:
     clamp : {"source", "output"}
         Where RGB is clamped to [0, 255]. ``source`` (default): each converted source pixel,
         before resampling, exactly as a pipeline that decodes to RGB and then resizes (PyAV
-        rgb24 + torch/PIL) - the few out-of-gamut source pixels (saturated edges of
-        limited-range 4:2:0 video) are found and corrected sparsely. ``output``: the resampled
-        pixels, after the conversion - faster on saturated content, but up to ~19 levels off an
-        RGB pipeline next to out-of-gamut pixels. See csrc Note [clamp before resampling].
+        rgb24 + torch/PIL): each source row is converted and clamped once, then the three RGB
+        planes are resampled. ``output``: the planes are resampled and only the output pixels
+        converted and clamped - up to ~19 levels off an RGB pipeline next to out-of-gamut
+        pixels (saturated edges of limited-range 4:2:0 video). See csrc Note [clamp before
+        resampling].
     """
 
     size: tuple[int, int]
@@ -187,8 +188,8 @@ def preprocess(
         clamp="output":  rgb = clamp(convert(resample(planes)[y, x]), 0, 255)
         out[c] = (rgb[c'] * spec.scale - spec.mean[c]) / spec.std[c]
 
-    (both computed in one pass: planes are resampled straight to the output grid, and
-    "source" adds the clamp correction of the few out-of-gamut source pixels)
+    (both in one pass over the source: "source" converts each source row once and resamples
+    RGB, "output" resamples the planes straight to the output grid)
 
     where c' maps the output channel order (``spec.channels``) to RGB, and pixels outside the
     resized image (letterbox) are ``spec.pad_value``.

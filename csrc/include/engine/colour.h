@@ -20,7 +20,7 @@ enum ColourMatrix : int { kBT601 = 0, kBT709 = 1 };
 // The map is affine in (Y, Cb, Cr), so it commutes with any resampling whose weights sum to one:
 // resampling the planes first and converting only output pixels equals converting first, up to
 // the clamp to [0, 255] (see Note [fused resize order] and Note [clamp before resampling] in
-// resample.h). The clamp is applied per source pixel, before resampling, and before normalisation.
+// resample.h).
 struct YuvToRgb {
   // rgb[c] = y_gain * Y + cb_gain[c] * Cb + cr_gain[c] * Cr + bias[c]   (c = R, G, B)
   float y_gain;
@@ -60,36 +60,6 @@ ENGINE_HD_INLINE void yuv_to_rgb(const YuvToRgb& m, float y, float cb, float cr,
   for (int c = 0; c < 3; ++c) {
     rgb[c] = m.y_gain * y + m.cb_gain[c] * cb + m.cr_gain[c] * cr + m.bias[c];
   }
-}
-
-// Luma interval of the gamut for one chroma sample (see Note [clamp before resampling] in
-// resample.h): the Y with all of R, G, B inside [0, 255] form [*lo, *hi] (empty when lo > hi),
-// since each channel is y_gain * Y + t_c with y_gain > 0 and t_c = cb_gain Cb + cr_gain Cr + bias.
-// Float math: callers that need a conservative test widen it by a margin.
-ENGINE_HD_INLINE void yuv_gamut_luma_interval(const YuvToRgb& m, float cb, float cr, float* lo,
-                                              float* hi) {
-  const float inv = 1.0f / m.y_gain;
-  float l = 0.0f, h = 0.0f;
-  for (int c = 0; c < 3; ++c) {
-    const float t = m.cb_gain[c] * cb + m.cr_gain[c] * cr + m.bias[c];
-    const float lc = -t * inv, hc = (255.0f - t) * inv;
-    l = (c == 0 || lc > l) ? lc : l;
-    h = (c == 0 || hc < h) ? hc : h;
-  }
-  *lo = l;
-  *hi = h;
-}
-
-// delta = clamp(rgb, 0, 255) - rgb of one pixel (R, G, B order); returns whether any is non-zero.
-ENGINE_HD_INLINE bool yuv_clamp_delta(const YuvToRgb& m, float y, float cb, float cr, float d[3]) {
-  float rgb[3];
-  yuv_to_rgb(m, y, cb, cr, rgb);
-  bool any = false;
-  for (int c = 0; c < 3; ++c) {
-    d[c] = clampf(rgb[c], 0.0f, 255.0f) - rgb[c];
-    any = any || d[c] != 0.0f;
-  }
-  return any;
 }
 
 }  // namespace engine

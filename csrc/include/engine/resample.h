@@ -39,37 +39,24 @@ enum FilterKind : int {
 // Note [fused resize order]
 // Separable filtering is linear and Y'CbCr -> R'G'B' is affine with weights summing to one, so
 // resample(convert(img)) == convert(resample(planes)) exactly as long as nothing is clamped in
-// between. The fused kernel resamples each plane to the output pixels only and converts those,
-// then adds the clamp correction of Note [clamp before resampling] and clamps to [0, 255].
-// Torch runs the horizontal pass first; we run the vertical pass first (contiguous source rows,
-// SIMD friendly) - the same sum in a different order, so results agree to float rounding, not bit
-// for bit.
+// between. clamp="output" uses that: each plane is resampled to the output pixels only and those
+// are converted and clamped (cheapest: chroma is filtered at its own resolution). Torch runs the
+// horizontal pass first; we run the vertical pass first (contiguous source rows, SIMD friendly) -
+// the same sum in a different order, so results agree to float rounding, not bit for bit.
 //
 // Note [clamp before resampling]
 // The pipeline users validate against (PyAV rgb24, then a resizer) clamps every SOURCE pixel to
 // [0, 255] (its rgb24 is uint8) and resamples afterwards. Decoded 4:2:0 photographs hold ~1-2%
 // out-of-gamut pixels at saturated colour edges (Y'CbCr has more room than R'G'B'), and clamping
-// only the resampled value moves those outputs by up to ~19 levels. With R the resampling, C the
-// conversion and up the chroma replication, the kernel computes exactly
-//     out = clamp(R(clamp(C(Y, up Cb, up Cr))))
-//         = clamp(C(R Y, R up Cb, R up Cr) + R(delta)),   delta = clamp(c) - c per source pixel,
-// (R is linear, C affine with unit weight sum; the outer clamp is a no-op but guards rounding).
-// delta is zero except at out-of-gamut source pixels, so R(delta) is a sparse correction:
-// 1. detection: for a chroma sample the in-gamut luma values form an interval
-//    (yuv_gamut_luma_interval); it is computed once per chroma sample, narrowed by a margin,
-//    rounded inwards to sample values and replicated onto the luma grid, and the luma row is
-//    compared against it (integer SIMD compares). Only pixels outside it are candidates; for
-//    them yuv_clamp_delta evaluates the exact conversion and skips delta == 0.
-// 2. scatter: delta lives on the luma grid. Each source row's delta is added, with its vertical
-//    luma weight, into a ring of the output rows still open (kept at source-column resolution);
-//    when an output row is finished its ring row is resampled horizontally with the luma taps
-//    (the weight of source s in output o is w[o][s - first[o]] of the normalised window) and
-//    cleared. The AVX2 path tests 32 luma pixels at once and evaluates delta densely (SIMD,
-//    exact conversion, zero in gamut) only for 32-pixel chunks holding a candidate, so in-gamut
-//    frames do no correction work at all.
-// 3. the row finish adds the correction before the clamp. RGB/BGR input is in gamut already.
-// Detection runs incrementally with the row loop (source rows are still in cache) and must have
-// covered every source row of an output row's window before that row is finished.
+// only the resampled value moves those outputs by up to ~19 levels. clamp="source" (the default)
+// therefore computes exactly
+//     out = clamp(R(clamp(C(Y, up Cb, up Cr))))      (R resampling, C conversion, up replication)
+// in that order: each source row inside the vertical support of the output ROI is converted and
+// clamped once (only the columns inside the horizontal support), kept in a ring of K rows (every
+// output row's window spans <= K consecutive rows), and the three RGB planes are filtered with
+// the luma taps - vertical pass over the ring, then horizontal pass. The CPU kernel runs 8-bit
+// frames in fixed point (csrc/preprocess_cpu.cpp, SourceRows), 10-bit ones in float; the GPU
+// kernels evaluate the same formula per output pixel.
 
 // Largest tap count compute_taps can produce for this filter and scale.
 ENGINE_HD_INLINE int max_taps(int filter, double scale) {
