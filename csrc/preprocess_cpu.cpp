@@ -535,7 +535,6 @@ struct ThreadBuffers {
   std::vector<float> ring_f;       // float path: [slot][3][stride] RGB
   std::vector<int16_t> tq;         // fixed point: chroma terms of one chroma row, luma grid [3][..]
   std::vector<float> cbx, crx;     // float: chroma of one chroma row on the luma grid
-  std::vector<uint8_t> cb8, cr8;   // fixed point: one NV12 chroma row, deinterleaved
 };
 
 // ---- clamp="source": convert and clamp every source pixel, then resample RGB ----
@@ -563,9 +562,9 @@ ENGINE_ALWAYS_INLINE int16_t convert_q(int y, int16_t ygq, int16_t t) {
 }
 
 #if ENGINE_HAVE_AVX2_KERNELS
-// t[c][k * sub + r] = chroma_term_q(cb[k], cr[k]) for k < n, r < sub (1 or 2: the replication of
-// Note [chroma upsampling] onto the luma grid).
-ENGINE_AVX2_TARGET void chroma_terms_avx2(const uint8_t* cb, const uint8_t* cr, int n,
+// t[c][k * sub + r] = chroma_term_q(cb[k * cs], cr[k * cs]) for k < n, r < sub (1 or 2: the
+// replication of Note [chroma upsampling] onto the luma grid); cs 1 (planar) or 2 (NV12, cr = cb + 1).
+ENGINE_AVX2_TARGET void chroma_terms_avx2(const uint8_t* cb, const uint8_t* cr, int cs, int n,
                                           const YuvToRgb& m, int sub, int16_t* const t[3]) {
   __m256 G[3], H[3], E[3];
   for (int c = 0; c < 3; ++c) {
@@ -575,8 +574,18 @@ ENGINE_AVX2_TARGET void chroma_terms_avx2(const uint8_t* cb, const uint8_t* cr, 
   }
   int i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m256 u0 = cvt8(cb + i), u1 = cvt8(cb + i + 8);
-    const __m256 v0 = cvt8(cr + i), v1 = cvt8(cr + i + 8);
+    __m256 u0, u1, v0, v1;
+    if (cs == 2) {  // 16 interleaved pairs: Cb the low, Cr the high byte of each 16-bit lane
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cb + 2 * i));
+      const __m256i u = _mm256_and_si256(x, _mm256_set1_epi16(0xFF)), v = _mm256_srli_epi16(x, 8);
+      u0 = _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(u)));
+      u1 = _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(u, 1)));
+      v0 = _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(v)));
+      v1 = _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(v, 1)));
+    } else {
+      u0 = cvt8(cb + i); u1 = cvt8(cb + i + 8);
+      v0 = cvt8(cr + i); v1 = cvt8(cr + i + 8);
+    }
     for (int c = 0; c < 3; ++c) {
       const __m256i a = _mm256_cvtps_epi32(_mm256_fmadd_ps(G[c], u0, _mm256_fmadd_ps(H[c], v0, E[c])));
       const __m256i b = _mm256_cvtps_epi32(_mm256_fmadd_ps(G[c], u1, _mm256_fmadd_ps(H[c], v1, E[c])));
@@ -592,7 +601,7 @@ ENGINE_AVX2_TARGET void chroma_terms_avx2(const uint8_t* cb, const uint8_t* cr, 
   }
   for (; i < n; ++i)
     for (int c = 0; c < 3; ++c) {
-      const int16_t v = chroma_term_q(m, c, (float)cb[i], (float)cr[i]);
+      const int16_t v = chroma_term_q(m, c, (float)cb[i * cs], (float)cr[i * cs]);
       for (int r = 0; r < sub; ++r) t[c][i * sub + r] = v;
     }
 }
@@ -728,10 +737,6 @@ class SourceRows {
     if (fixed_) {
       if (buf.ring_q.size() < ring) buf.ring_q.resize(ring);
       if (buf.tq.size() < 3 * grid) buf.tq.resize(3 * grid);
-      if (f.format == kFmtNV12 && buf.cb8.size() < (size_t)nc_ + 16) {
-        buf.cb8.resize(nc_ + 16);
-        buf.cr8.resize(nc_ + 16);
-      }
       ygq_ = (int16_t)lrint(m.y_gain * 16384.0);  // Q14; y_gain < 2 for 8-bit
     } else {
       if (buf.ring_f.size() < ring) buf.ring_f.resize(ring);
@@ -811,18 +816,8 @@ class SourceRows {
                              ((long long)clo_ * cs + (nv12 ? 1 : 0)) * bps;
 #if ENGINE_HAVE_AVX2_KERNELS
     if (fixed_) {
-      const uint8_t* cb = u;
-      const uint8_t* crp = v;
-      if (nv12) {
-        for (int k = 0; k < nc_; ++k) {
-          buf_.cb8[k] = u[2 * k];
-          buf_.cr8[k] = v[2 * k];
-        }
-        cb = buf_.cb8.data();
-        crp = buf_.cr8.data();
-      }
       int16_t* t[3] = {buf_.tq.data(), buf_.tq.data() + grid_, buf_.tq.data() + 2 * grid_};
-      chroma_terms_avx2(cb, crp, nc_, m_, sx_, t);
+      chroma_terms_avx2(u, v, cs, nc_, m_, sx_, t);
       return;
     }
 #endif
