@@ -5,7 +5,7 @@ every path doing its own colour conversion, all measured in the same run:
 
   fused    engine.ops.preprocess (one native pass, batch of frames, antialias filter), with the
            default clamp="source" (RGB clamped before resampling, exactly as an RGB pipeline)
-  fused_out  the same with clamp="output" (RGB clamped after resampling: no out-of-gamut pass)
+  fused_out  the same with clamp="output" (planes resampled, only output pixels converted and clamped)
   fused1   fused, one frame per call
   naive    PyAV VideoFrame.to_ndarray("rgb24") + cv2.resize(INTER_LINEAR) + numpy normalise/transpose
   opencv   cv2.cvtColor(I420 -> RGB) + cv2.resize(INTER_AREA) + crop + cv2.dnn.blobFromImage

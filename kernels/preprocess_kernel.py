@@ -10,12 +10,13 @@ kernel walks the KY tap rows; per row it gathers a [BLOCK, KXP] tile of source p
 column taps, padded to a power of two), reduces it horizontally with the x weights, and adds the
 result with the row weight:
 * clamp="source" (CLAMP_SOURCE): every gathered source pixel is converted to RGB and clamped
-  to [0, 255] before it is weighted (Note [clamp before resampling]; the direct form of what the
-  CPU kernel computes with its sparse correction and the CUDA kernel with staged RGB);
+  to [0, 255] before it is weighted (Note [clamp before resampling]; the CPU kernel converts each
+  source row once into a ring of rows, the CUDA kernel stages RGB in shared memory);
 * clamp="output": the Y, Cb, Cr samples are resampled and only the result is converted
   (Note [fused resize order]); normalize clamps it.
 Packed RGB input is resampled as is. Accumulation in float32 on the 0..255 scale, the same sum
-as the CPU kernel in a different order (agrees to float rounding).
+as the CPU kernel in a different order (agrees to float rounding; to the CPU kernel's fixed-point
+error for 8-bit Y'CbCr with clamp="source").
 """
 
 from __future__ import annotations
