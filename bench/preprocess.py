@@ -84,10 +84,13 @@ def make_frames(n: int, content: str = "synthetic", height: int = H, width: int 
     from engine.media.frame import Frame
 
     H, W = height, width  # noqa: N806
-    make = synthetic_rgb if content == "synthetic" else photo_rgb
+    make = {"synthetic": synthetic_rgb, "photo": photo_rgb}.get(content)
     frames, i420s = [], []
     for i in range(n):
-        yuv = cv2.cvtColor(make(i, H, W), cv2.COLOR_RGB2YUV_I420)  # (H*3/2, W) BT.601 limited
+        if make is None:  # "random": uniformly random Y'CbCr, mostly outside the RGB gamut
+            yuv = np.random.default_rng(i).integers(0, 256, (H * 3 // 2, W), dtype=np.uint8)
+        else:
+            yuv = cv2.cvtColor(make(i, H, W), cv2.COLOR_RGB2YUV_I420)  # (H*3/2, W) BT.601 limited
         i420s.append(yuv)
         y = yuv[:H]
         u = yuv[H : H + H // 4].reshape(H // 2, W // 2)
@@ -186,9 +189,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--paths", default="fused,fused_out,fused1,naive,opencv,torch",
                     help="comma-separated subset")
-    ap.add_argument("--content", choices=("synthetic", "photo"), default="synthetic",
+    ap.add_argument("--content", choices=("synthetic", "photo", "random"), default="synthetic",
                     help="synthetic: zone plates, bars, noise (saturated: ~6%% of the pixels out of "
-                         "gamut after 4:2:0); photo: two photographs upscaled to 1080p")
+                         "gamut after 4:2:0); photo: two photographs upscaled to 1080p; random: "
+                         "uniformly random planes (most pixels out of gamut, the worst case)")
     ap.add_argument("--json", action="store_true", help="write bench/results/preprocess-<time>.json")
     args = ap.parse_args(argv)
 
