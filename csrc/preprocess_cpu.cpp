@@ -539,20 +539,35 @@ struct ThreadBuffers {
 
 // ---- clamp="source": convert and clamp every source pixel, then resample RGB ----
 // Note [clamp before resampling], fixed-point path (8-bit Y'CbCr, AVX2): RGB rows are int16 in
-// units of 2^-kQ levels. Conversion: Y * y_gain by a rounding multiply-high (error <= 2^-7 level),
-// plus the chroma term t_c = round(2^kQ (cb_gain Cb + cr_gain Cr + bias)) computed in float once
-// per chroma sample, saturating add, clamp to [0, 255 * 2^kQ] (exact: saturation only happens far
-// outside the range). Vertical pass: products with Q14 weights (summing to exactly 2^14) in int32
-// (pmaddwd on pairs of rows), exact, converted to float once. Total error < 0.02 levels.
+// units of 2^-kQ levels (kQ = 7 would overflow the chroma term of saturated blue). Conversion:
+// Y * y_gain as a rounding multiply-high of (Y << 7) by y_gain * 2^(kQ + 8), plus the chroma term
+// t_c = round(2^kQ (cb_gain Cb + cr_gain Cr + bias)) computed in float once per chroma sample,
+// saturating add, clamp to [0, 255 * 2^kQ] (saturation only happens far outside that range):
+// <= 1.5 * 2^-kQ levels of rounding. Vertical pass: products with Q14 weights summing to exactly
+// 2^14 (quantize_taps) accumulated in int32 (pmaddwd on pairs of rows) - exact - and converted to
+// float once. Measured against float64 on uniformly random planes: <= 0.035 levels.
 constexpr int kQ = 6;
-constexpr int kQMax = 255 << kQ;      // 16320: int16 with room for the saturating add
-constexpr int kWq = 14;               // fractional bits of the vertical weights
+constexpr float kQScale = (float)(1 << kQ);
+constexpr int kQMax = 255 << kQ;  // 16320
+constexpr int kWq = 14;           // fractional bits of the vertical weights
+
+// q[j] = round(w[j] * 2^kWq), j < n, with the rounding residue moved to the largest weight so the
+// weights sum to exactly 2^kWq (w sums to one): a flat image stays exact.
+void quantize_taps(const float* w, int n, int16_t* q) {
+  int sum = 0, big = 0;
+  for (int j = 0; j < n; ++j) {
+    q[j] = (int16_t)lrintf(w[j] * (float)(1 << kWq));
+    sum += q[j];
+    if (q[j] > q[big]) big = j;
+  }
+  if (n > 0) q[big] = (int16_t)(q[big] + (1 << kWq) - sum);
+}
 
 ENGINE_ALWAYS_INLINE int16_t sat16(int v) {
   return (int16_t)(v < -32768 ? -32768 : (v > 32767 ? 32767 : v));
 }
 ENGINE_ALWAYS_INLINE int16_t chroma_term_q(const YuvToRgb& m, int c, float cb, float cr) {
-  const float t = (m.cb_gain[c] * 64.0f) * cb + ((m.cr_gain[c] * 64.0f) * cr + m.bias[c] * 64.0f);
+  const float t = (m.cb_gain[c] * kQScale) * cb + ((m.cr_gain[c] * kQScale) * cr + m.bias[c] * kQScale);
   return sat16((int)lrintf(t));
 }
 ENGINE_ALWAYS_INLINE int16_t convert_q(int y, int16_t ygq, int16_t t) {
@@ -568,9 +583,9 @@ ENGINE_AVX2_TARGET void chroma_terms_avx2(const uint8_t* cb, const uint8_t* cr, 
                                           const YuvToRgb& m, int sub, int16_t* const t[3]) {
   __m256 G[3], H[3], E[3];
   for (int c = 0; c < 3; ++c) {
-    G[c] = _mm256_set1_ps(m.cb_gain[c] * 64.0f);
-    H[c] = _mm256_set1_ps(m.cr_gain[c] * 64.0f);
-    E[c] = _mm256_set1_ps(m.bias[c] * 64.0f);
+    G[c] = _mm256_set1_ps(m.cb_gain[c] * kQScale);
+    H[c] = _mm256_set1_ps(m.cr_gain[c] * kQScale);
+    E[c] = _mm256_set1_ps(m.bias[c] * kQScale);
   }
   int i = 0;
   for (; i + 16 <= n; i += 16) {
@@ -737,7 +752,7 @@ class SourceRows {
     if (fixed_) {
       if (buf.ring_q.size() < ring) buf.ring_q.resize(ring);
       if (buf.tq.size() < 3 * grid) buf.tq.resize(3 * grid);
-      ygq_ = (int16_t)lrint(m.y_gain * 16384.0);  // Q14; y_gain < 2 for 8-bit
+      ygq_ = (int16_t)lrint(m.y_gain * (double)(1 << (kQ + 8)));  // < 2^15: y_gain < 2 at 8 bits
     } else {
       if (buf.ring_f.size() < ring) buf.ring_f.resize(ring);
       if (buf.cbx.size() < grid) { buf.cbx.resize(grid); buf.crx.resize(grid); }
@@ -915,15 +930,8 @@ void process_rows_source(const FrameWork& fw, const PreprocessArgs& a, int b, in
       const int nk = kend - k, r0 = ty.first[iy] + k;
 #if ENGINE_HAVE_AVX2_KERNELS
       if (src.fixed()) {
-        // Q14 weights with an exact sum of 2^14 (the rounding residue goes to the largest)
-        int sum = 0, big = 0;
-        for (int j = 0; j < nk; ++j) {
-          rq[j] = static_cast<const int16_t*>(src.row(r0 + j));
-          wq[j] = (int16_t)lrintf(w[k + j] * (float)(1 << kWq));
-          sum += wq[j];
-          if (wq[j] > wq[big]) big = j;
-        }
-        wq[big] = (int16_t)(wq[big] + (1 << kWq) - sum);
+        for (int j = 0; j < nk; ++j) rq[j] = static_cast<const int16_t*>(src.row(r0 + j));
+        quantize_taps(w + k, nk, wq.data());
         int nk2 = nk;
         if (nk2 & 1) {  // pmaddwd takes rows in pairs
           rq[nk2] = rq[nk2 - 1];
