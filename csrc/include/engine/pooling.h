@@ -13,6 +13,9 @@ namespace engine {
 //               "window_max": max over every length-W window (stride 1) of the window mean, per
 //               dimension; a segment shorter than W uses its full mean. Empty segments give zeros.
 // Accumulation is in double so long segments do not lose precision.
+// The CPU loops (Note [pooling CPU loops], pooling_cpu.cpp) vectorise across d but keep every
+// element's operations and their order: CPU means, max and window_max equal a scalar loop over t
+// (over rows) per element bit for bit; only the L2 norm's sum of squares is taken in 4 lanes.
 
 ENGINE_HD_INLINE double safe_denominator(double s) { return s > 1e-9 ? s : 1e-9; }
 
