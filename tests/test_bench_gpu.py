@@ -114,6 +114,21 @@ def test_no_cuda_device_gives_one_skip_note_and_no_figures(monkeypatch):
     assert gpu_kernels.steps(TINY, {"1080p": (1080, 1920)}) == 0
 
 
+def test_kernels_suite_without_cpu_baseline_libraries_still_reaches_its_gpu_rows(monkeypatch):
+    # a bare GPU image has torch but not OpenCV / PyAV: the CPU parts leave a note, the GPU part runs
+    from bench.suites import kernels
+
+    for name in ("cv2", "av", "threadpoolctl"):
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ModuleNotFoundError
+    reached = []
+    monkeypatch.setattr(kernels.gpu_kernels, "part", lambda cfg, tick, out, res: reached.append(res))
+    monkeypatch.setattr(kernels, "pooling_part", lambda cfg, tick, out: None)
+    monkeypatch.setattr(kernels, "audio_part", lambda cfg, tick, out: None)
+    out = kernels.run(TINY, lambda *a: None)
+    assert reached and "preprocess_part skipped: av is not installed" in out.notes
+    assert out.figures == []
+
+
 def test_no_torch_is_a_reason_too(monkeypatch):
     import importlib.util
 
