@@ -531,201 +531,156 @@ struct ThreadBuffers {
   std::vector<float> rgb;
   // clamp="source" (Note [clamp before resampling]): converted source rows, a ring of K slots
   std::vector<int> slot_row;       // source row held by each slot (-1: none)
-  std::vector<int16_t> ring_q;     // fixed-point path: [slot][3][stride] RGB in Q6
-  std::vector<float> ring_f;       // float path: [slot][3][stride] RGB
-  std::vector<int16_t> tq;         // fixed point: chroma terms of one chroma row, luma grid [3][..]
-  std::vector<float> cbx, crx;     // float: chroma of one chroma row on the luma grid
+  std::vector<float> ring;         // [slot][3][stride] clamped RGB
+  std::vector<float> tf;           // chroma terms of one chroma row on the luma grid [3][..]
 };
 
 // ---- clamp="source": convert and clamp every source pixel, then resample RGB ----
-// Note [clamp before resampling], fixed-point path (8-bit Y'CbCr, AVX2): RGB rows are int16 in
-// units of 2^-kQ levels (kQ = 7 would overflow the chroma term of saturated blue). Conversion:
-// Y * y_gain as a rounding multiply-high of (Y << 7) by y_gain * 2^(kQ + 8), plus the chroma term
-// t_c = round(2^kQ (cb_gain Cb + cr_gain Cr + bias)) computed in float once per chroma sample,
-// saturating add, clamp to [0, 255 * 2^kQ] (saturation only happens far outside that range):
-// <= 1.5 * 2^-kQ levels of rounding. Vertical pass: products with Q14 weights summing to exactly
-// 2^14 (quantize_taps) accumulated in int32 (pmaddwd on pairs of rows) - exact - and converted to
-// float once. Measured against float64 on uniformly random planes: <= 0.035 levels.
-constexpr int kQ = 6;
-constexpr float kQScale = (float)(1 << kQ);
-constexpr int kQMax = 255 << kQ;  // 16320
-constexpr int kWq = 14;           // fractional bits of the vertical weights
-
-// q[j] = round(w[j] * 2^kWq), j < n, with the rounding residue moved to the largest weight so the
-// weights sum to exactly 2^kWq (w sums to one): a flat image stays exact.
-void quantize_taps(const float* w, int n, int16_t* q) {
-  int sum = 0, big = 0;
-  for (int j = 0; j < n; ++j) {
-    q[j] = (int16_t)lrintf(w[j] * (float)(1 << kWq));
-    sum += q[j];
-    if (q[j] > q[big]) big = j;
+// Chroma terms t[c][k * sub + r] = cb_gain[c] cb[k * cs] + cr_gain[c] cr[k * cs] +
+// bias[c] once per chroma sample, replicated sub times onto the luma grid; then per luma row
+// rgb[c][i] = clamp(y_gain y[i] + t[c][i]); vertical pass d[c][i] = sum_j w[j] rows[j][c][i].
+template <typename T>
+ENGINE_ALWAYS_INLINE void chroma_terms_impl(const T* __restrict cb, const T* __restrict cr, int cs,
+                                              int n, const YuvToRgb& m, int sub, float* const t[3]) {
+  for (int c = 0; c < 3; ++c) {
+    float* __restrict d = t[c];
+    for (int k = 0; k < n; ++k) {
+      const float v = m.cb_gain[c] * (float)cb[k * cs] + (m.cr_gain[c] * (float)cr[k * cs] + m.bias[c]);
+      for (int r = 0; r < sub; ++r) d[k * sub + r] = v;
+    }
   }
-  if (n > 0) q[big] = (int16_t)(q[big] + (1 << kWq) - sum);
 }
-
-ENGINE_ALWAYS_INLINE int16_t sat16(int v) {
-  return (int16_t)(v < -32768 ? -32768 : (v > 32767 ? 32767 : v));
+template <typename T>
+ENGINE_ALWAYS_INLINE void convert_row_impl(const T* __restrict y, int n, float yg,
+                                             const float* const t[3], float* const rgb[3]) {
+  for (int c = 0; c < 3; ++c) {
+    const float* __restrict tc = t[c];
+    float* __restrict d = rgb[c];
+    for (int i = 0; i < n; ++i) {
+      const float v = yg * (float)y[i] + tc[i];
+      d[i] = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
+    }
+  }
 }
-ENGINE_ALWAYS_INLINE int16_t chroma_term_q(const YuvToRgb& m, int c, float cb, float cr) {
-  const float t = (m.cb_gain[c] * kQScale) * cb + ((m.cr_gain[c] * kQScale) * cr + m.bias[c] * kQScale);
-  return sat16((int)lrintf(t));
-}
-ENGINE_ALWAYS_INLINE int16_t convert_q(int y, int16_t ygq, int16_t t) {
-  const int yq = ((y << 7) * (int)ygq + 0x4000) >> 15;  // _mm256_mulhrs_epi16
-  const int v = sat16(yq + t);
-  return (int16_t)(v < 0 ? 0 : (v > kQMax ? kQMax : v));
+ENGINE_ALWAYS_INLINE void vpass_rgb_impl(const float* const* rows, const float* w, int nk,
+                                       long long cstride, int i0, int n, float* const d[3]) {
+  for (int c = 0; c < 3; ++c) {
+    float* __restrict dc = d[c];
+    for (int i = i0; i < n; ++i) {
+      float acc = 0.0f;
+      for (int j = 0; j < nk; ++j) acc += w[j] * rows[j][c * cstride + i];
+      dc[i] = acc;
+    }
+  }
 }
 
 #if ENGINE_HAVE_AVX2_KERNELS
-// t[c][k * sub + r] = chroma_term_q(cb[k * cs], cr[k * cs]) for k < n, r < sub (1 or 2: the
-// replication of Note [chroma upsampling] onto the luma grid); cs 1 (planar) or 2 (NV12, cr = cb + 1).
-ENGINE_AVX2_TARGET void chroma_terms_avx2(const uint8_t* cb, const uint8_t* cr, int cs, int n,
-                                          const YuvToRgb& m, int sub, int16_t* const t[3]) {
+template <typename T>
+ENGINE_AVX2_TARGET void chroma_terms_avx2(const T* cb, const T* cr, int cs, int n, const YuvToRgb& m,
+                                            int sub, float* const t[3]) {
   __m256 G[3], H[3], E[3];
   for (int c = 0; c < 3; ++c) {
-    G[c] = _mm256_set1_ps(m.cb_gain[c] * kQScale);
-    H[c] = _mm256_set1_ps(m.cr_gain[c] * kQScale);
-    E[c] = _mm256_set1_ps(m.bias[c] * kQScale);
+    G[c] = _mm256_set1_ps(m.cb_gain[c]);
+    H[c] = _mm256_set1_ps(m.cr_gain[c]);
+    E[c] = _mm256_set1_ps(m.bias[c]);
   }
-  int i = 0;
-  for (; i + 16 <= n; i += 16) {
-    __m256 u0, u1, v0, v1;
-    if (cs == 2) {  // 16 interleaved pairs: Cb the low, Cr the high byte of each 16-bit lane
-      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cb + 2 * i));
-      const __m256i u = _mm256_and_si256(x, _mm256_set1_epi16(0xFF)), v = _mm256_srli_epi16(x, 8);
-      u0 = _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(u)));
-      u1 = _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(u, 1)));
-      v0 = _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(v)));
-      v1 = _mm256_cvtepi32_ps(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(v, 1)));
-    } else {
-      u0 = cvt8(cb + i); u1 = cvt8(cb + i + 8);
-      v0 = cvt8(cr + i); v1 = cvt8(cr + i + 8);
-    }
-    for (int c = 0; c < 3; ++c) {
-      const __m256i a = _mm256_cvtps_epi32(_mm256_fmadd_ps(G[c], u0, _mm256_fmadd_ps(H[c], v0, E[c])));
-      const __m256i b = _mm256_cvtps_epi32(_mm256_fmadd_ps(G[c], u1, _mm256_fmadd_ps(H[c], v1, E[c])));
-      const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8);  // 16 in order
-      if (sub == 2) {
-        const __m256i lo = _mm256_unpacklo_epi16(w, w), hi = _mm256_unpackhi_epi16(w, w);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(t[c] + 2 * i), _mm256_permute2x128_si256(lo, hi, 0x20));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(t[c] + 2 * i + 16), _mm256_permute2x128_si256(lo, hi, 0x31));
-      } else {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(t[c] + i), w);
+  int k = 0;
+  if (cs == 1) {
+    for (; k + 8 <= n; k += 8) {
+      const __m256 u = cvt8(cb + k), v = cvt8(cr + k);
+      for (int c = 0; c < 3; ++c) {
+        const __m256 x = _mm256_fmadd_ps(G[c], u, _mm256_fmadd_ps(H[c], v, E[c]));
+        if (sub == 2) {  // in-lane unpack, then the lanes in order
+          const __m256 lo = _mm256_unpacklo_ps(x, x), hi = _mm256_unpackhi_ps(x, x);
+          _mm256_storeu_ps(t[c] + 2 * k, _mm256_permute2f128_ps(lo, hi, 0x20));
+          _mm256_storeu_ps(t[c] + 2 * k + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+        } else {
+          _mm256_storeu_ps(t[c] + k, x);
+        }
       }
     }
   }
-  for (; i < n; ++i)
-    for (int c = 0; c < 3; ++c) {
-      const int16_t v = chroma_term_q(m, c, (float)cb[i * cs], (float)cr[i * cs]);
-      for (int r = 0; r < sub; ++r) t[c][i * sub + r] = v;
-    }
+  if (k < n) {
+    float* tail[3] = {t[0] + k * sub, t[1] + k * sub, t[2] + k * sub};
+    chroma_terms_impl(cb + k * cs, cr + k * cs, cs, n - k, m, sub, tail);
+  }
 }
 
-// rgb[c][i] = clamp(y[i] * y_gain + t[c][i]) in Q6, i < n.
-ENGINE_AVX2_TARGET void convert_row_q_avx2(const uint8_t* y, int n, int16_t ygq,
-                                           const int16_t* const t[3], int16_t* const rgb[3]) {
-  const __m256i g = _mm256_set1_epi16(ygq), zero = _mm256_setzero_si256();
-  const __m256i top = _mm256_set1_epi16((int16_t)kQMax);
+template <typename T>
+ENGINE_AVX2_TARGET void convert_row_avx2(const T* y, int n, float yg, const float* const t[3],
+                                           float* const rgb[3]) {
+  const __m256 g = _mm256_set1_ps(yg), zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
   int i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m256i Y = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(y + i)));
-    const __m256i yq = _mm256_mulhrs_epi16(_mm256_slli_epi16(Y, 7), g);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 Y = cvt8(y + i);
     for (int c = 0; c < 3; ++c) {
-      const __m256i tc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t[c] + i));
-      const __m256i v = _mm256_min_epi16(_mm256_max_epi16(_mm256_adds_epi16(yq, tc), zero), top);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(rgb[c] + i), v);
+      const __m256 v = _mm256_fmadd_ps(Y, g, _mm256_loadu_ps(t[c] + i));
+      _mm256_storeu_ps(rgb[c] + i, _mm256_min_ps(_mm256_max_ps(v, zero), top));
     }
   }
-  for (; i < n; ++i)
-    for (int c = 0; c < 3; ++c) rgb[c][i] = convert_q(y[i], ygq, t[c][i]);
+  if (i < n) {
+    const float* tt[3] = {t[0] + i, t[1] + i, t[2] + i};
+    float* rr[3] = {rgb[0] + i, rgb[1] + i, rgb[2] + i};
+    convert_row_impl(y + i, n - i, yg, tt, rr);
+  }
 }
 
-// Converts 16 int32 sums of the in-lane unpack order (lo: columns 0-3 | 8-11, hi: 4-7 | 12-15)
-// to float times sc and stores them in column order.
-ENGINE_AVX2_TARGET inline void store16_q(__m256i lo, __m256i hi, __m256 sc, float* d) {
-  const __m256 fl = _mm256_mul_ps(_mm256_cvtepi32_ps(lo), sc);
-  const __m256 fh = _mm256_mul_ps(_mm256_cvtepi32_ps(hi), sc);
-  _mm256_storeu_ps(d, _mm256_permute2f128_ps(fl, fh, 0x20));
-  _mm256_storeu_ps(d + 8, _mm256_permute2f128_ps(fl, fh, 0x31));
-}
-ENGINE_AVX2_TARGET inline __m256i load16_q(const int16_t* p) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-}
-
-// d[c][i] = 2^-(kQ + kWq) * sum_j wq[j] * rows[j][c * cstride + i] for i < n (a multiple of 16,
-// the rows padded to it); nk even (the caller pads with a zero weight).
-ENGINE_AVX2_TARGET void vpass_q_avx2(const int16_t* const* rows, const int16_t* wq, int nk,
+// 32 columns per sweep in registers, the taps innermost.
+ENGINE_AVX2_TARGET void vpass_rgb_avx2(const float* const* rows, const float* w, int nk,
                                      long long cstride, int n, float* const d[3]) {
-  const __m256 sc = _mm256_set1_ps(1.0f / (float)(1 << (kQ + kWq)));
   for (int c = 0; c < 3; ++c) {
     const long long off = c * cstride;
-    float* dc = d[c];
     int i = 0;
     for (; i + 32 <= n; i += 32) {
-      __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-      for (int j = 0; j < nk; j += 2) {
-        const __m256i w = _mm256_set1_epi32((int)(uint16_t)wq[j] | ((int)wq[j + 1] << 16));
-        const int16_t* p = rows[j] + off + i;
-        const int16_t* q = rows[j + 1] + off + i;
-        const __m256i p0 = load16_q(p), q0 = load16_q(q), p1 = load16_q(p + 16), q1 = load16_q(q + 16);
-        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(p0, q0), w));
-        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(p0, q0), w));
-        a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_unpacklo_epi16(p1, q1), w));
-        a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_unpackhi_epi16(p1, q1), w));
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int j = 0; j < nk; ++j) {
+        const __m256 wv = _mm256_set1_ps(w[j]);
+        const float* p = rows[j] + off + i;
+        a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p), a0);
+        a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p + 8), a1);
+        a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p + 16), a2);
+        a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p + 24), a3);
       }
-      store16_q(a0, a1, sc, dc + i);
-      store16_q(a2, a3, sc, dc + i + 16);
+      _mm256_storeu_ps(d[c] + i, a0);
+      _mm256_storeu_ps(d[c] + i + 8, a1);
+      _mm256_storeu_ps(d[c] + i + 16, a2);
+      _mm256_storeu_ps(d[c] + i + 24, a3);
     }
-    for (; i < n; i += 16) {
-      __m256i a0 = _mm256_setzero_si256(), a1 = a0;
-      for (int j = 0; j < nk; j += 2) {
-        const __m256i w = _mm256_set1_epi32((int)(uint16_t)wq[j] | ((int)wq[j + 1] << 16));
-        const __m256i p0 = load16_q(rows[j] + off + i), q0 = load16_q(rows[j + 1] + off + i);
-        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_unpacklo_epi16(p0, q0), w));
-        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_unpackhi_epi16(p0, q0), w));
-      }
-      store16_q(a0, a1, sc, dc + i);
+    for (; i + 8 <= n; i += 8) {
+      __m256 a0 = _mm256_setzero_ps();
+      for (int j = 0; j < nk; ++j)
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(w[j]), _mm256_loadu_ps(rows[j] + off + i), a0);
+      _mm256_storeu_ps(d[c] + i, a0);
     }
   }
 }
 #endif
 
-// Float path (10-bit frames, CPUs without AVX2): rgb[c][i] = clamp(convert(y[i], cb[i], cr[i])).
 template <typename T>
-ENGINE_ALWAYS_INLINE void convert_row_f_impl(const T* __restrict y, const float* __restrict cb,
-                                             const float* __restrict cr, int n, const YuvToRgb& m,
-                                             float* const rgb[3]) {
-  for (int c = 0; c < 3; ++c) {
-    const float yg = m.y_gain, cbg = m.cb_gain[c], crg = m.cr_gain[c], b = m.bias[c];
-    float* __restrict d = rgb[c];
-    for (int i = 0; i < n; ++i) {
-      const float v = yg * (float)y[i] + cbg * cb[i] + crg * cr[i] + b;
-      d[i] = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
-    }
+void chroma_terms(const T* cb, const T* cr, int cs, int n, const YuvToRgb& m, int sub,
+                    float* const t[3]) {
+#if ENGINE_HAVE_AVX2_KERNELS
+  if (g_use_avx2) return chroma_terms_avx2(cb, cr, cs, n, m, sub, t);
+#endif
+  chroma_terms_impl(cb, cr, cs, n, m, sub, t);
+}
+template <typename T>
+void convert_row(const T* y, int n, float yg, const float* const t[3], float* const rgb[3]) {
+#if ENGINE_HAVE_AVX2_KERNELS
+  if (g_use_avx2) return convert_row_avx2(y, n, yg, t, rgb);
+#endif
+  convert_row_impl(y, n, yg, t, rgb);
+}
+void vpass_rgb(const float* const* rows, const float* w, int nk, long long cstride, int n,
+             float* const d[3]) {
+  int done = 0;
+#if ENGINE_HAVE_AVX2_KERNELS
+  if (g_use_avx2) {
+    done = n / 8 * 8;
+    vpass_rgb_avx2(rows, w, nk, cstride, done, d);
   }
-}
-ENGINE_SIMD_CLONES void convert_row_f(const uint8_t* y, const float* cb, const float* cr, int n,
-                                      const YuvToRgb& m, float* const rgb[3]) {
-  convert_row_f_impl(y, cb, cr, n, m, rgb);
-}
-ENGINE_SIMD_CLONES void convert_row_f(const uint16_t* y, const float* cb, const float* cr, int n,
-                                      const YuvToRgb& m, float* const rgb[3]) {
-  convert_row_f_impl(y, cb, cr, n, m, rgb);
-}
-
-// d[c][i] = sum_j w[j] * rows[j][c * cstride + i], i < n.
-ENGINE_SIMD_CLONES void vpass_f(const float* const* rows, const float* w, int nk, long long cstride,
-                                int n, float* const d[3]) {
-  for (int c = 0; c < 3; ++c) {
-    float* __restrict dc = d[c];
-    const float* __restrict r0 = rows[0] + c * cstride;
-    for (int i = 0; i < n; ++i) dc[i] = w[0] * r0[i];
-    for (int j = 1; j < nk; ++j) {
-      const float* __restrict r = rows[j] + c * cstride;
-      const float wj = w[j];
-      for (int i = 0; i < n; ++i) dc[i] += wj * r[i];
-    }
-  }
+#endif
+  vpass_rgb_impl(rows, w, nk, cstride, done, n, d);
 }
 
 constexpr int kPrefetchSourceRows = 4;  // rows ahead of the one being converted
@@ -737,71 +692,47 @@ class SourceRows {
   SourceRows(const FrameDesc& f, const TapTable& ty, const TapTable& tx, const YuvToRgb& m,
              ThreadBuffers& buf)
       : f_(f), m_(m), buf_(buf), K_(ty.K), lo_(tx.src_lo), n_(tx.src_hi - tx.src_lo) {
-#if ENGINE_HAVE_AVX2_KERNELS
-    fixed_ = g_use_avx2 && f.bit_depth == 8;
-#endif
-    stride_ = (std::max(n_, 1) + 15) / 16 * 16;
     const PlaneDesc& c = f.planes[1];
     sx_ = c.sub_x;
     sy_ = c.sub_y;
     clo_ = lo_ / sx_;
     nc_ = n_ > 0 ? (tx.src_hi - 1) / sx_ - clo_ + 1 : 0;
+    stride_ = std::max(n_, 1);
+    grid_ = (size_t)nc_ * sx_ + 8;  // chroma replicated onto the luma grid
     buf.slot_row.assign(K_, -1);
-    const size_t ring = (size_t)K_ * 3 * stride_;
-    const size_t grid = (size_t)nc_ * sx_ + 32;  // chroma replicated onto the luma grid
-    if (fixed_) {
-      if (buf.ring_q.size() < ring) buf.ring_q.resize(ring);
-      if (buf.tq.size() < 3 * grid) buf.tq.resize(3 * grid);
-      ygq_ = (int16_t)lrint(m.y_gain * (double)(1 << (kQ + 8)));  // < 2^15: y_gain < 2 at 8 bits
-    } else {
-      if (buf.ring_f.size() < ring) buf.ring_f.resize(ring);
-      if (buf.cbx.size() < grid) { buf.cbx.resize(grid); buf.crx.resize(grid); }
-    }
-    grid_ = grid;
+    if (buf.ring.size() < (size_t)K_ * 3 * stride_) buf.ring.resize((size_t)K_ * 3 * stride_);
+    if (buf.tf.size() < 3 * grid_) buf.tf.resize(3 * grid_);
   }
 
   int stride() const { return stride_; }
-  bool fixed() const { return fixed_; }
 
-  // Channel 0 of source row r, converted (R, G, B at + c * stride()).
-  const void* row(int r) {
+  // Source row r converted and clamped: R at the returned pointer, G and B at + stride(), + 2 stride().
+  const float* row(int r) {
     const int s = r % K_;
     if (buf_.slot_row[s] != r) {
       convert(r, s);
       buf_.slot_row[s] = r;
     }
-    return fixed_ ? (const void*)(buf_.ring_q.data() + (size_t)s * 3 * stride_)
-                  : (const void*)(buf_.ring_f.data() + (size_t)s * 3 * stride_);
+    return buf_.ring.data() + (size_t)s * 3 * stride_;
   }
 
  private:
   void convert(int r, int s) {
-    const PlaneDesc& py = f_.planes[0];
     prefetch(r + kPrefetchSourceRows);
     const int cr = r / sy_;
     if (cr != t_row_) load_chroma(cr);
     t_row_ = cr;
     const int skip = lo_ - clo_ * sx_;  // 0, or 1 when the first luma column is odd
-    const unsigned char* yrow = static_cast<const unsigned char*>(py.data) + (long long)r * py.row_stride;
-#if ENGINE_HAVE_AVX2_KERNELS
-    if (fixed_) {
-      int16_t* d = buf_.ring_q.data() + (size_t)s * 3 * stride_;
-      int16_t* rgb[3] = {d, d + stride_, d + 2 * stride_};
-      const int16_t* t[3];
-      for (int c = 0; c < 3; ++c) t[c] = buf_.tq.data() + c * grid_ + skip;
-      convert_row_q_avx2(yrow + lo_, n_, ygq_, t, rgb);
-      for (int c = 0; c < 3; ++c) std::fill(rgb[c] + n_, rgb[c] + stride_, (int16_t)0);
-      return;
-    }
-#endif
-    float* d = buf_.ring_f.data() + (size_t)s * 3 * stride_;
+    const float* t[3];
+    for (int c = 0; c < 3; ++c) t[c] = buf_.tf.data() + c * grid_ + skip;
+    float* d = buf_.ring.data() + (size_t)s * 3 * stride_;
     float* rgb[3] = {d, d + stride_, d + 2 * stride_};
-    const float* cb = buf_.cbx.data() + skip;
-    const float* crr = buf_.crx.data() + skip;
+    const PlaneDesc& py = f_.planes[0];
+    const unsigned char* yrow = static_cast<const unsigned char*>(py.data) + (long long)r * py.row_stride;
     if (f_.bit_depth > 8)
-      convert_row_f(reinterpret_cast<const uint16_t*>(yrow) + lo_, cb, crr, n_, m_, rgb);
+      convert_row(reinterpret_cast<const uint16_t*>(yrow) + lo_, n_, m_.y_gain, t, rgb);
     else
-      convert_row_f(reinterpret_cast<const uint8_t*>(yrow) + lo_, cb, crr, n_, m_, rgb);
+      convert_row(reinterpret_cast<const uint8_t*>(yrow) + lo_, n_, m_.y_gain, t, rgb);
   }
 
   // Source rows are short segments a frame row apart, each in its own page, so the hardware
@@ -818,7 +749,7 @@ class SourceRows {
       }
   }
 
-  // Chroma row cr (columns [clo_, clo_ + nc_)) onto the luma grid, replicated sx_ times.
+  // Chroma terms of chroma row cr (columns [clo_, clo_ + nc_)) on the luma grid.
   void load_chroma(int cr) {
     const bool nv12 = f_.format == kFmtNV12;
     const PlaneDesc& pu = f_.planes[1];
@@ -829,33 +760,20 @@ class SourceRows {
                              (long long)clo_ * cs * bps;
     const unsigned char* v = static_cast<const unsigned char*>(pv.data) + (long long)cr * pv.row_stride +
                              ((long long)clo_ * cs + (nv12 ? 1 : 0)) * bps;
-#if ENGINE_HAVE_AVX2_KERNELS
-    if (fixed_) {
-      int16_t* t[3] = {buf_.tq.data(), buf_.tq.data() + grid_, buf_.tq.data() + 2 * grid_};
-      chroma_terms_avx2(u, v, cs, nc_, m_, sx_, t);
-      return;
-    }
-#endif
-    float* cbx = buf_.cbx.data();
-    float* crx = buf_.crx.data();
-    for (int k = 0; k < nc_; ++k) {
-      const float a = bps == 1 ? (float)u[k * cs] : (float)reinterpret_cast<const uint16_t*>(u)[k * cs];
-      const float b = bps == 1 ? (float)v[k * cs] : (float)reinterpret_cast<const uint16_t*>(v)[k * cs];
-      for (int q = 0; q < sx_; ++q) {
-        cbx[k * sx_ + q] = a;
-        crx[k * sx_ + q] = b;
-      }
-    }
+    float* t[3] = {buf_.tf.data(), buf_.tf.data() + grid_, buf_.tf.data() + 2 * grid_};
+    if (bps == 1)
+      chroma_terms(u, v, cs, nc_, m_, sx_, t);
+    else
+      chroma_terms(reinterpret_cast<const uint16_t*>(u), reinterpret_cast<const uint16_t*>(v), cs, nc_,
+                   m_, sx_, t);
   }
 
   const FrameDesc& f_;
   const YuvToRgb m_;
   ThreadBuffers& buf_;
   const int K_, lo_, n_;
-  bool fixed_ = false;
-  int stride_ = 0, sx_ = 1, sy_ = 1, clo_ = 0, nc_ = 0, t_row_ = -1;
+  int stride_ = 1, sx_ = 1, sy_ = 1, clo_ = 0, nc_ = 0, t_row_ = -1;
   size_t grid_ = 0;
-  int16_t ygq_ = 0;
 };
 
 // hpass + colour conversion + normalisation + store of output row y from the vertical-pass
@@ -912,9 +830,7 @@ void process_rows_source(const FrameWork& fw, const PreprocessArgs& a, int b, in
   const int st = std::max(nx, 1);
   float* rgb[3] = {buf.rgb.data(), buf.rgb.data() + st, buf.rgb.data() + 2 * st};
   const float* crgb[3] = {rgb[0], rgb[1], rgb[2]};
-  std::vector<const int16_t*> rq(K + 1);
-  std::vector<const float*> rf(K + 1);
-  std::vector<int16_t> wq(K + 1);
+  std::vector<const float*> rows(K);
 
   for (int y = y0; y < y1; ++y) {
     if (y < ty.lo || y >= ty.hi || nx <= 0) {
@@ -924,26 +840,11 @@ void process_rows_source(const FrameWork& fw, const PreprocessArgs& a, int b, in
     const int iy = y - ty.lo;
     const float* w = &ty.w[(size_t)iy * K];
     int k, kend;
-    if (!nonzero_taps(w, K, &k, &kend)) {
-      for (int c = 0; c < 3; ++c) std::fill(vt[c], vt[c] + ns, 0.0f);
+    if (nonzero_taps(w, K, &k, &kend)) {
+      for (int j = k; j < kend; ++j) rows[j - k] = src.row(ty.first[iy] + j);
+      vpass_rgb(rows.data(), w + k, kend - k, stride, ns, vt);
     } else {
-      const int nk = kend - k, r0 = ty.first[iy] + k;
-#if ENGINE_HAVE_AVX2_KERNELS
-      if (src.fixed()) {
-        for (int j = 0; j < nk; ++j) rq[j] = static_cast<const int16_t*>(src.row(r0 + j));
-        quantize_taps(w + k, nk, wq.data());
-        int nk2 = nk;
-        if (nk2 & 1) {  // pmaddwd takes rows in pairs
-          rq[nk2] = rq[nk2 - 1];
-          wq[nk2++] = 0;
-        }
-        vpass_q_avx2(rq.data(), wq.data(), nk2, stride, stride, vt);
-      } else
-#endif
-      {
-        for (int j = 0; j < nk; ++j) rf[j] = static_cast<const float*>(src.row(r0 + j));
-        vpass_f(rf.data(), w + k, nk, stride, ns, vt);
-      }
+      for (int c = 0; c < 3; ++c) std::fill(vt[c], vt[c] + ns, 0.0f);
     }
     for (int c = 0; c < 3; ++c) {
       std::fill(vt[c] + ns, vt[c] + ns + 16, 0.0f);  // hpass_dot reads up to KP past the end

@@ -15,8 +15,7 @@ result with the row weight:
 * clamp="output": the Y, Cb, Cr samples are resampled and only the result is converted
   (Note [fused resize order]); normalize clamps it.
 Packed RGB input is resampled as is. Accumulation in float32 on the 0..255 scale, the same sum
-as the CPU kernel in a different order (agrees to float rounding; to the CPU kernel's fixed-point
-error for 8-bit Y'CbCr with clamp="source").
+as the CPU kernel in a different order (agrees to float rounding).
 """
 
 from __future__ import annotations

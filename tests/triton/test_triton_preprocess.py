@@ -10,8 +10,6 @@ normalisation gain):
   ~1e-4 levels; a wrong tap, weight, coefficient or clamp moves results by >> 0.01.
 * float16: plus half rounding, 2^-11 of the value against float64; 2^-10 (one ulp) against the
   CPU kernel's float16 output, whose float32 value may round the other way.
-* against the CPU kernel with clamp="source": plus its fixed-point error on 8-bit Y'CbCr
-  (TOL_PX_FIXED of tests/kernels/test_preprocess.py, csrc Note [clamp before resampling]).
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ import pytest
 from cuda_ref import level_error, saturated_frame
 from frames import make_frame
 from reference import preprocess_ref
-from test_preprocess import TOL_PX_FIXED
 from triton_cases import batched_planes, gpu_only, import_kernels, to_torch
 
 from engine.errors import InputError
@@ -65,10 +62,8 @@ def _run(planes, spec, frame, *, batch: int = 1):
     return got
 
 
-def _check(got, ref, spec, what, *, ref_is_half: bool = False, ref_is_cpu: bool = False):
+def _check(got, ref, spec, what, *, ref_is_half: bool = False):
     tol = TOL_LEVELS
-    if ref_is_cpu and spec.clamp == "source":
-        tol += TOL_PX_FIXED
     if spec.dtype == "float16":  # half rounding of the output (of both sides when ref is half), in levels
         gain = min(abs(spec.scale / s) for s in spec.std)
         tol += (2 if ref_is_half else 1) * FP16_RTOL * float(np.abs(ref).max()) / gain
@@ -87,7 +82,7 @@ def test_formats(fmt, colour, clamp, device):
     cpu = cpu_preprocess([frame], spec)[0].astype(np.float64)
     got = _run([to_torch(frame, device)], spec, frame)[0]
     _check(got, ref, spec, "vs float64 reference")
-    _check(got, cpu, spec, "vs CPU kernel", ref_is_cpu=True)
+    _check(got, cpu, spec, "vs CPU kernel")
 
 
 @pytest.mark.parametrize("hw,geom", GEOMETRIES, ids=lambda g: str(g) if isinstance(g, tuple) else g["resize"])
@@ -100,8 +95,7 @@ def test_geometry(hw, geom, layout, dtype, clamp, device):
     ref = preprocess_ref(frame, spec)
     got = _run([to_torch(frame, device, pitch_pad=13)], spec, frame)[0]
     _check(got, ref, spec, "vs float64 reference")
-    _check(got, cpu_preprocess([frame], spec)[0].astype(np.float64), spec, "vs CPU kernel", ref_is_half=True,
-           ref_is_cpu=True)
+    _check(got, cpu_preprocess([frame], spec)[0].astype(np.float64), spec, "vs CPU kernel", ref_is_half=True)
 
 
 @pytest.mark.parametrize("batched", [False, True], ids=["frame-tuples", "batched-planes"])
@@ -178,6 +172,6 @@ def test_gpu_video_sizes(hw, fmt, clamp):
     got = _run([to_torch(f, "cuda") for f in frames], spec, frames[0], batch=2)
     cpu = cpu_preprocess(frames, spec).astype(np.float64)
     for g, c, f in zip(got, cpu, frames):
-        _check(g, c, spec, "vs CPU kernel", ref_is_cpu=True)
+        _check(g, c, spec, "vs CPU kernel")
         _check(g, preprocess_ref(f, spec), spec, "vs float64 reference")
 
