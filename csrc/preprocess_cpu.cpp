@@ -541,7 +541,7 @@ struct ThreadBuffers {
 // rgb[c][i] = clamp(y_gain y[i] + t[c][i]); vertical pass d[c][i] = sum_j w[j] rows[j][c][i].
 template <typename T>
 ENGINE_ALWAYS_INLINE void chroma_terms_impl(const T* __restrict cb, const T* __restrict cr, int cs,
-                                              int n, const YuvToRgb& m, int sub, float* const t[3]) {
+                                            int n, const YuvToRgb& m, int sub, float* const t[3]) {
   for (int c = 0; c < 3; ++c) {
     float* __restrict d = t[c];
     for (int k = 0; k < n; ++k) {
@@ -552,7 +552,7 @@ ENGINE_ALWAYS_INLINE void chroma_terms_impl(const T* __restrict cb, const T* __r
 }
 template <typename T>
 ENGINE_ALWAYS_INLINE void convert_row_impl(const T* __restrict y, int n, float yg,
-                                             const float* const t[3], float* const rgb[3]) {
+                                           const float* const t[3], float* const rgb[3]) {
   for (int c = 0; c < 3; ++c) {
     const float* __restrict tc = t[c];
     float* __restrict d = rgb[c];
@@ -563,7 +563,7 @@ ENGINE_ALWAYS_INLINE void convert_row_impl(const T* __restrict y, int n, float y
   }
 }
 ENGINE_ALWAYS_INLINE void vpass_rgb_impl(const float* const* rows, const float* w, int nk,
-                                       long long cstride, int i0, int n, float* const d[3]) {
+                                         long long cstride, int i0, int n, float* const d[3]) {
   for (int c = 0; c < 3; ++c) {
     float* __restrict dc = d[c];
     for (int i = i0; i < n; ++i) {
@@ -577,17 +577,28 @@ ENGINE_ALWAYS_INLINE void vpass_rgb_impl(const float* const* rows, const float* 
 #if ENGINE_HAVE_AVX2_KERNELS
 template <typename T>
 ENGINE_AVX2_TARGET void chroma_terms_avx2(const T* cb, const T* cr, int cs, int n, const YuvToRgb& m,
-                                            int sub, float* const t[3]) {
+                                          int sub, float* const t[3]) {
   __m256 G[3], H[3], E[3];
   for (int c = 0; c < 3; ++c) {
     G[c] = _mm256_set1_ps(m.cb_gain[c]);
     H[c] = _mm256_set1_ps(m.cr_gain[c]);
     E[c] = _mm256_set1_ps(m.bias[c]);
   }
+  // NV12 (8-bit): Cb, Cr bytes of 8 pairs gathered into the two halves of one register
+  const __m128i split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
   int k = 0;
-  if (cs == 1) {
+  if (cs == 1 || sizeof(T) == 1) {
     for (; k + 8 <= n; k += 8) {
-      const __m256 u = cvt8(cb + k), v = cvt8(cr + k);
+      __m256 u, v;
+      if (cs == 1) {
+        u = cvt8(cb + k);
+        v = cvt8(cr + k);
+      } else {
+        const __m128i x = _mm_shuffle_epi8(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(cb + 2 * k)), split);
+        u = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x));
+        v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(x, 8)));
+      }
       for (int c = 0; c < 3; ++c) {
         const __m256 x = _mm256_fmadd_ps(G[c], u, _mm256_fmadd_ps(H[c], v, E[c]));
         if (sub == 2) {  // in-lane unpack, then the lanes in order
