@@ -562,14 +562,18 @@ ENGINE_ALWAYS_INLINE void convert_row_impl(const T* __restrict y, int n, float y
     }
   }
 }
+// (taps outer, columns inner: the loops the compiler vectorises; the same sum order as the
+// register accumulation of vpass_rgb_avx2)
 ENGINE_ALWAYS_INLINE void vpass_rgb_impl(const float* const* rows, const float* w, int nk,
                                          long long cstride, int i0, int n, float* const d[3]) {
   for (int c = 0; c < 3; ++c) {
     float* __restrict dc = d[c];
-    for (int i = i0; i < n; ++i) {
-      float acc = 0.0f;
-      for (int j = 0; j < nk; ++j) acc += w[j] * rows[j][c * cstride + i];
-      dc[i] = acc;
+    const float* __restrict r0 = rows[0] + c * cstride;
+    for (int i = i0; i < n; ++i) dc[i] = w[0] * r0[i];
+    for (int j = 1; j < nk; ++j) {
+      const float* __restrict r = rows[j] + c * cstride;
+      const float wj = w[j];
+      for (int i = i0; i < n; ++i) dc[i] += wj * r[i];
     }
   }
 }
@@ -619,7 +623,7 @@ ENGINE_AVX2_TARGET void chroma_terms_avx2(const T* cb, const T* cr, int cs, int 
 
 template <typename T>
 ENGINE_AVX2_TARGET void convert_row_avx2(const T* y, int n, float yg, const float* const t[3],
-                                           float* const rgb[3]) {
+                                         float* const rgb[3]) {
   const __m256 g = _mm256_set1_ps(yg), zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
   int i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -638,7 +642,7 @@ ENGINE_AVX2_TARGET void convert_row_avx2(const T* y, int n, float yg, const floa
 
 // 32 columns per sweep in registers, the taps innermost.
 ENGINE_AVX2_TARGET void vpass_rgb_avx2(const float* const* rows, const float* w, int nk,
-                                     long long cstride, int n, float* const d[3]) {
+                                       long long cstride, int n, float* const d[3]) {
   for (int c = 0; c < 3; ++c) {
     const long long off = c * cstride;
     int i = 0;
@@ -669,7 +673,7 @@ ENGINE_AVX2_TARGET void vpass_rgb_avx2(const float* const* rows, const float* w,
 
 template <typename T>
 void chroma_terms(const T* cb, const T* cr, int cs, int n, const YuvToRgb& m, int sub,
-                    float* const t[3]) {
+                  float* const t[3]) {
 #if ENGINE_HAVE_AVX2_KERNELS
   if (g_use_avx2) return chroma_terms_avx2(cb, cr, cs, n, m, sub, t);
 #endif
@@ -683,7 +687,7 @@ void convert_row(const T* y, int n, float yg, const float* const t[3], float* co
   convert_row_impl(y, n, yg, t, rgb);
 }
 void vpass_rgb(const float* const* rows, const float* w, int nk, long long cstride, int n,
-             float* const d[3]) {
+               float* const d[3]) {
   int done = 0;
 #if ENGINE_HAVE_AVX2_KERNELS
   if (g_use_avx2) {
