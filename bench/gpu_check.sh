@@ -5,7 +5,9 @@
 # as a fraction of a same-run copy, models with the torch CUDA backend, e2e with Session(device="cuda:0")).
 #   bash bench/gpu_check.sh 2>&1 | tee gpu_check.log
 # BENCH_ARGS (default --quick) go to python -m bench; results in bench/results/.
-# Environment: ENGINE_CUDA_ARCHS (default 90 here: only the GPU at hand; CI builds 80;89;90+PTX),
+# Environment: ENGINE_MODEL_REPO (a subset repository, bench/repo_subset.py, where the machine
+# cannot take every model), TEST_TIMEOUT / BENCH_TIMEOUT (s per step), ENGINE_CUDA_ARCHS (default
+# 90 here: only the GPU at hand; CI builds 80;89;90+PTX),
 # ENGINE_CHECK_CPU=0 skips engine._C (the Triton preprocessing takes its tap tables and colour
 # map from it, and tests/triton compares with the CPU kernels: those tests then fail).
 set -uo pipefail
@@ -44,14 +46,21 @@ ENGINE_CPU=0 ENGINE_CUDA=0 $PY -m pip install -q -e . --no-deps --no-build-isola
 $PY -c "import triton, engine.kernels as k; print('triton', triton.__version__, k.__file__)"
 
 step "GPU tests"
-$PY -m pytest -q -s -p no:cacheprovider -rs tests/gpu tests/triton tests/kernels/test_headers_nvcc.py tests/test_device_pipeline.py 2>&1 | grep -vE "^\s*$" | tail -70
+# in parallel where pytest-xdist is installed: most of the time goes into compiling Triton kernels
+XDIST=""; $PY -c "import xdist" 2>/dev/null && XDIST="-n ${PYTEST_WORKERS:-8}"
+timeout ${TEST_TIMEOUT:-240} $PY -m pytest -q $XDIST -p no:cacheprovider -rfEs --durations=8 \
+  tests/gpu tests/triton tests/kernels/test_headers_nvcc.py tests/test_device_pipeline.py 2>&1 | grep -vE "^\s*$" | tail -80
 echo "pytest rc=${PIPESTATUS[0]}"
+# the gpu-marked tests among the CPU ones (torch CUDA backend, Session, model parity)
+timeout ${TEST_TIMEOUT:-240} $PY -m pytest -q -m gpu -p no:cacheprovider -rfEs \
+  tests/test_backend_torch.py tests/test_session.py tests/test_model_parity.py tests/test_backends_text.py 2>&1 | grep -vE "^\s*$" | tail -40
+echo "pytest -m gpu rc=${PIPESTATUS[0]}"
 
 # kernels first and on its own: models and e2e need the model repository, and a suite that fails
 # stops its run before anything is written
 PLOTS=""; $PY -c "import matplotlib" 2>/dev/null || PLOTS="--no-plots"
 step "bench: kernels (GPU rows beside the CPU ones)"
-$PY bench/gpu_bench.py --suite kernels ${BENCH_ARGS:---quick} $PLOTS --label "bench/gpu_check.sh"
+timeout ${BENCH_TIMEOUT:-300} $PY bench/gpu_bench.py --suite kernels ${BENCH_ARGS:---quick} $PLOTS --label "bench/gpu_check.sh"
 step "bench: models, e2e"
-$PY bench/gpu_bench.py --suite models,e2e ${BENCH_ARGS:---quick} $PLOTS --label "bench/gpu_check.sh"
+timeout ${BENCH_TIMEOUT:-300} $PY bench/gpu_bench.py --suite models,e2e ${BENCH_ARGS:---quick} $PLOTS --label "bench/gpu_check.sh"
 step "done"

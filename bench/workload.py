@@ -6,13 +6,15 @@ Session measurement runs on the same media.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
-MODEL_REPO = ROOT / "model_repo"
+# ENGINE_MODEL_REPO as in tests/conftest.py (a subset repository: bench/repo_subset.py)
+MODEL_REPO = Path(os.environ.get("ENGINE_MODEL_REPO", ROOT / "model_repo"))
 
 # one Session item per kind (keywords of Session.moderate; "media" is the content-detected input)
 ITEMS = {

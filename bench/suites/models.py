@@ -140,7 +140,11 @@ def run(cfg: RunConfig, tick: Tick, repo_path=MODEL_REPO) -> SuiteResult:
     no_gpu = gpu.unavailable()
     if no_gpu:
         out.notes.append(gpu.skip_note("the torch CUDA backend per model and batch", no_gpu))
+    present = set(repo.models())
     for model in MODELS:
+        if model not in present:  # a subset repository (bench/repo_subset.py)
+            out.notes.append(f"{model}: not in the repository {repo_path}, its rows skipped")
+            continue
         entry = repo.model(model)
         backends = load_backends(entry, cfg.threads, out.notes)
         if not no_gpu:
