@@ -153,25 +153,19 @@ Prepared prepare(const PreprocessCall& c) {
   int span_max = 0;
   for (size_t i = 0; i < rtx.size(); i += 2) span_max = std::max(span_max, rtx[i + 1] - rtx[i]);
 
-  // shared memory: the x weights when they fit beside the smallest block, then the largest chunk
-  // of rows whose staged RGB fits; else the direct variant
-  const auto fits = [](int rows, int span, int xw_taps) {
-    return (size_t)engine::cuda::smem_floats(rows, span, xw_taps) * sizeof(float) <=
-           (size_t)engine::cuda::kSmemBudget;
-  };
-  p.xw_staged = fits(8, 0, tx.K) ? 1 : 0;
-  const int xw_taps = p.xw_staged ? tx.K : 0;
+  // shared memory: the largest chunk of rows whose staged RGB fits; else the direct variant
   p.rows = 8;
   p.span = 0;
   for (int R = 8; R >= 2 && !c.force_direct; R /= 2) {
-    if (fits(R, span_max, xw_taps)) {
+    if ((size_t)engine::cuda::smem_floats(R, span_max) * sizeof(float) <=
+        (size_t)engine::cuda::kSmemBudget) {
       p.rows = R;
       p.span = span_max;
       break;
     }
   }
   r.staged = p.span > 0;
-  r.smem_bytes = (size_t)engine::cuda::smem_floats(p.rows, p.span, xw_taps) * sizeof(float);
+  r.smem_bytes = (size_t)engine::cuda::smem_floats(p.rows, p.span) * sizeof(float);
 
   p.batch = c.batch; p.in_w = c.width; p.in_h = c.height; p.out_h = c.out_h; p.out_w = c.out_w;
   p.kind = c.format == kFmtNV12 ? engine::cuda::kSemiPlanarYuv

@@ -14,9 +14,7 @@
 //   1. stage: the source pixels of R source rows x the block's source columns are converted and
 //      clamped once into shared memory (skipped when the span does not fit: "direct" variant,
 //      which converts each tap from global memory instead);
-//   2. horizontal: each (source row, output column) of the block: sum over the x taps, whose
-//      weights the block copied to shared memory as [tap][column] first (a warp then reads one
-//      128-byte line per tap instead of 32 lines kx floats apart; skipped when they do not fit);
+//   2. horizontal: each (source row, output column) of the block: sum over the x taps;
 //   3. vertical: each output pixel accumulates the rows of this chunk that its y taps cover.
 // Horizontal first (like torch), float accumulation on the unit scale (rgb / 255, the clamp is a
 // free saturate), scaled back by 255 before normalising; agrees with float64 to float rounding.
@@ -65,14 +63,12 @@ struct KernelParams {
   int ky, kx;                 // table widths
   int rows;                   // R: source rows per chunk
   int span;                   // staged row pitch in floats (>= every tile's column span); 0 = direct
-  int xw_staged;              // 1: the block's x weights are copied to shared memory (kx * kTileW)
   void* out;                  // [B, 3, H, W] or [B, H, W, 3], float32 or float16 bits
 };
 
-// Shared-memory floats of one block: accumulators, horizontal results, staged RGB, and the x
-// weights ([xw_taps][kTileW]; xw_taps = kx when staged, else 0).
-ENGINE_HD_INLINE int smem_floats(int rows, int span, int xw_taps) {
-  return 3 * kTileH * kTileW + 3 * rows * kTileW + 3 * rows * span + xw_taps * kTileW;
+// Shared-memory floats of one block: accumulators, horizontal results, staged RGB.
+ENGINE_HD_INLINE int smem_floats(int rows, int span) {
+  return 3 * kTileH * kTileW + 3 * rows * kTileW + 3 * rows * span;
 }
 
 // [0, 1] -> the FFMA.SAT / FADD.SAT modifier on the device (free), clampf on the host.
@@ -137,8 +133,7 @@ ENGINE_HD_INLINE void block_sync() {
 // One block of output pixels: tile (tx, ty) of frame b. Work is split by warp and lane: warp w
 // of nw handles source rows w, w + nw, ... of a chunk (stages 1, 2) and output rows of the tile
 // (stage 3); lane l of nl strides over columns. No divisions, coalesced row reads. The host
-// emulation runs it as warp 0 of 1, lane 0 of 1. `smem` holds
-// smem_floats(p.rows, p.span, p.xw_staged ? p.kx : 0) floats.
+// emulation runs it as warp 0 of 1, lane 0 of 1. `smem` holds smem_floats(p.rows, p.span) floats.
 template <typename T, int Kind, bool kStaged>
 ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, int warp, int nw,
                                 int lane, int nl, float* smem) {
@@ -149,17 +144,10 @@ ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, in
   float* s_acc = smem;                         // [3][kTileH][kTileW]
   float* s_h = s_acc + 3 * kTileH * kTileW;    // [3][R][kTileW]
   float* s_rgb = s_h + 3 * R * kTileW;         // [3][R][span]
-  float* s_xw = s_rgb + 3 * R * p.span;        // [kx][kTileW] when p.xw_staged
   const int sy_lo = p.tile_y[2 * ty], sy_hi = p.tile_y[2 * ty + 1];
   const int sx_lo = p.tile_x[2 * tx], sx_hi = p.tile_x[2 * tx + 1];
   const int span = sx_hi - sx_lo;
   for (int i = warp * nl + lane; i < 3 * kTileH * kTileW; i += nw * nl) s_acc[i] = 0.0f;
-  if (p.xw_staged) {
-    for (int i = warp * nl + lane; i < p.kx * kTileW; i += nw * nl) {
-      const int j = i / kTileW, c = i % kTileW;  // kTileW is a power of two: shift and mask
-      s_xw[i] = c < tw ? p.xw[(long long)(ox0 + c) * p.kx + j] : 0.0f;
-    }
-  }
   block_sync();
   for (int sy0 = sy_lo; sy0 < sy_hi; sy0 += R) {
     const int rows = mini(R, sy_hi - sy0);
@@ -184,23 +172,21 @@ ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, in
       for (int c = lane; c < tw; c += nl) {
         const int ox = ox0 + c;
         const int n = p.xcount[ox], first = p.xfirst[ox];
-        // tap j's weight at w[j * wstep]: the staged [tap][column] copy or the global table row
-        const float* w = p.xw_staged ? s_xw + c : p.xw + (long long)ox * p.kx;
-        const int wstep = p.xw_staged ? kTileW : 1;
+        const float* w = p.xw + (long long)ox * p.kx;
         float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
         if (kStaged) {
           const float* q0 = s_rgb + (0 * R + r) * p.span + (first - sx_lo);
           const float* q1 = s_rgb + (1 * R + r) * p.span + (first - sx_lo);
           const float* q2 = s_rgb + (2 * R + r) * p.span + (first - sx_lo);
           for (int j = 0; j < n; ++j) {
-            const float wj = w[j * wstep];
+            const float wj = w[j];
             a0 += wj * q0[j];
             a1 += wj * q1[j];
             a2 += wj * q2[j];
           }
         } else {
           for (int j = 0; j < n; ++j) {
-            const float wj = w[j * wstep];
+            const float wj = w[j];
             float rgb[3];
             fetch_rgb<T, Kind>(p, f, sy0 + r, first + j, rgb);
             a0 += wj * rgb[0];
