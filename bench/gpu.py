@@ -5,10 +5,9 @@ The arithmetic (bytes moved, GB/s, fraction of copy, the preprocessing footprint
 so that ``tests/test_bench_gpu.py`` checks it on a CPU; everything that touches CUDA imports torch
 lazily and runs only after :func:`unavailable` returned None.
 
-**Not yet run on a GPU**: the event timing below keeps ``bench/gpu_bench.py``'s scheme of the H100
-run (a sleep kernel queued before each timed call, so the host's enqueueing stays off the clock),
-with one sample per interleaved round instead of a median of single launches; this module and the
-suite rows built on it have only run their CPU paths.
+Ran on an NVIDIA H100 (2026-11-26, bench/baselines/h100/). The event timing queues a sleep
+kernel before each timed call, so the host's enqueueing stays off the clock, with one sample per
+interleaved round.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class Session:
     kernel_impl:
         The device pipeline's kernels: ``"cuda"`` (:mod:`engine.ops.cuda`) or ``"triton"``
         (:mod:`engine.kernels`); None on CUDA picks ``"cuda"`` when ``engine._C_cuda`` is built
-        (not yet a measured choice). On the CPU, None is the plain CPU pipeline and ``"triton"``
+        (the faster one on an H100 in ``bench/baselines/h100``). On the CPU, None is the plain CPU pipeline and ``"triton"``
         runs the device pipeline on CPU tensors under the Triton interpreter (needs
         ``TRITON_INTERPRET=1``; slow, for tests). See :mod:`engine.device`.
     workers:

@@ -16,7 +16,8 @@ On a GPU the same items also go through ``Session(device="cuda:0", kernel_impl=.
 kernel implementation that loads (``session-gpu-cuda``, ``session-gpu-triton``; the device
 pipeline: preprocessing, models and pooling on the GPU, decoding on the CPU) in the same rounds,
 with ``session-gpu-<impl>÷session`` per round; the stages stay the CPU's. Without a GPU one note
-says these rows were skipped. **Not yet run on a GPU.**
+says these rows were skipped. Ran on an H100 (bench/baselines/h100/models-e2e-quick.*; video,
+image and audio: the text models were not carried to that machine).
 
 Items: the decode suite's H.264 clip (480p 6 s quick, 1080p 10 s full; no sound track) with the
 pipeline's sampling (1 fps), ``samples/image.jpg``, ``samples/speech.m4a`` and a short caption.

@@ -20,7 +20,7 @@ batches and returns numpy (pinned staging, copies both ways: what a caller with 
 the like of ONNX Runtime on the CPU) and ``torch-cuda-device`` takes CUDA tensors and leaves its
 outputs on the device (the device pipeline's call; synchronised after each call so the wall clock
 sees the work), each with ``.../latency`` and ``<path>÷onnxruntime``. Without a GPU one note says
-these rows were skipped. **Not yet run on a GPU.**
+these rows were skipped. Ran on an H100 (bench/baselines/h100/: open_nsfw and YAMNet).
 """
 
 from __future__ import annotations
