@@ -175,6 +175,8 @@ Prepared prepare(const PreprocessCall& c) {
   p.sub_y = np > 1 ? pd[1].sub_y : 1;
   p.bgr_in = c.format == kFmtBGR24;
   p.bgr_out = c.bgr_out; p.nhwc = c.nhwc; p.fp16 = c.fp16;
+  // Note [fp16 stores]: runs of 8 pixels start 16-byte aligned when the base is and out_w % 8 == 0
+  p.store8 = c.fp16 && c.out_w % 8 == 0 && c.out % 16 == 0;
   p.pad = (float)c.pad_value;
   p.m = engine::cuda::unit_scale_map(make_yuv_to_rgb(c.matrix, c.full_range, c.bit_depth),
                                      1.0f / 255.0f);

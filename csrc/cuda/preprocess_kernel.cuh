@@ -47,6 +47,7 @@ struct KernelParams {
   int sub_x, sub_y;           // chroma subsampling (1 or 2)
   int bgr_in;                 // packed input is B, G, R
   int bgr_out, nhwc, fp16;
+  int store8;                 // fp16 in runs of 8 pixels, 16-byte stores (Note [fp16 stores])
   float pad;                  // letterbox / outside value, output units
   YuvToRgb m;                 // unit scale: make_yuv_to_rgb(...) scaled by 1/255 (unit_scale_map)
   Normalize norm;
@@ -128,6 +129,24 @@ ENGINE_HD_INLINE void block_sync() {
 #if defined(__CUDA_ARCH__)
   __syncthreads();
 #endif
+}
+
+// Note [fp16 stores]
+// A float16 output is written 8 pixels per thread with 16-byte stores when the host found the
+// layout allows it (store8: out_w % 8 == 0 and a 16-byte aligned base; then every run of 8 pixels
+// starts on a 16-byte boundary: 8 halves of one channel row in NCHW, 24 halves (3 stores) of
+// 8 interleaved pixels in NHWC); otherwise, and for float32, one element per store.
+struct alignas(16) Half8 {
+  uint16_t v[8];
+};
+
+// Output value of channel oc at (orow, c) of the tile: back to the 0..255 scale, normalised
+// (Note [normalisation]), or the pad value outside the resized picture.
+ENGINE_HD_INLINE float output_value(const KernelParams& p, const float* s_acc, int oy, int ox,
+                                    int orow, int c, int oc) {
+  if (p.ycount[oy] <= 0 || p.xcount[ox] <= 0) return p.pad;
+  const int sc = p.bgr_out ? 2 - oc : oc;  // RGB channel feeding output channel oc
+  return normalize_value(p.norm, oc, 255.0f * s_acc[(sc * kTileH + orow) * kTileW + c]);
 }
 
 // One block of output pixels: tile (tx, ty) of frame b. Work is split by warp and lane: warp w
@@ -223,17 +242,35 @@ ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, in
     }
     block_sync();
   }
-  // 4. back to the 0..255 scale, normalise, channel order, layout, padding (Note [normalisation])
+  // 4. back to the 0..255 scale, normalise, channel order, layout, padding
+  if (p.store8) {  // Note [fp16 stores]: tw is a multiple of 8 here
+    const int runs = tw / 8, per_row = p.nhwc ? runs : 3 * runs;
+    for (int i = warp * nl + lane; i < th * per_row; i += nw * nl) {
+      const int orow = i / per_row, k = i % per_row;
+      const int oc0 = p.nhwc ? 0 : k / runs, c0 = 8 * (p.nhwc ? k : k % runs);
+      const int oy = oy0 + orow, ox = ox0 + c0;
+      const int stores = p.nhwc ? 3 : 1;  // NHWC: 8 pixels x 3 channels = 24 halves
+      Half8* dst = reinterpret_cast<Half8*>(static_cast<uint16_t*>(p.out) +
+          (p.nhwc ? (((long long)b * p.out_h + oy) * p.out_w + ox) * 3
+                  : (((long long)b * 3 + oc0) * p.out_h + oy) * p.out_w + ox));
+      for (int s8 = 0; s8 < stores; ++s8) {
+        Half8 h;
+        for (int e = 0; e < 8; ++e) {
+          const int flat = 8 * s8 + e;  // element of the run: pixel flat / 3, channel flat % 3
+          const int c = p.nhwc ? c0 + flat / 3 : c0 + e, oc = p.nhwc ? flat % 3 : oc0;
+          h.v[e] = float_to_half_bits(output_value(p, s_acc, oy, ox0 + c, orow, c, oc));
+        }
+        dst[s8] = h;
+      }
+    }
+    return;
+  }
   for (int orow = warp; orow < th; orow += nw) {
     const int oy = oy0 + orow;
     for (int c = lane; c < tw; c += nl) {
       const int ox = ox0 + c;
-      const bool valid = p.ycount[oy] > 0 && p.xcount[ox] > 0;
       for (int oc = 0; oc < 3; ++oc) {
-        const int sc = p.bgr_out ? 2 - oc : oc;  // RGB channel feeding output channel oc
-        const float v =
-            valid ? normalize_value(p.norm, oc, 255.0f * s_acc[(sc * kTileH + orow) * kTileW + c])
-                  : p.pad;
+        const float v = output_value(p, s_acc, oy, ox, orow, c, oc);
         const long long idx =
             p.nhwc ? (((long long)b * p.out_h + oy) * p.out_w + ox) * 3 + oc
                    : (((long long)b * 3 + oc) * p.out_h + oy) * p.out_w + ox;

@@ -133,10 +133,15 @@ def test_emulated_kernel_matches_clamp_before_reference(case, direct):
 
 
 @needs_ext
-def test_emulated_kernel_fp16():
-    rng = np.random.default_rng(5)
-    spec = PreprocessSpec(size=(20, 24), resize="shorter", dtype="float16", **NORM)
-    frames = [make_frame("i420", 50, 70, rng)]
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("width", [24, 40, 22], ids=["w24-store8", "w40-store8-edge-tile", "w22-scalar"])
+def test_emulated_kernel_fp16(layout, width):
+    """Widths that are multiples of 8 take the 16-byte stores (Note [fp16 stores]; 40 leaves an
+    8-wide tile at the right edge), 22 the element stores; the output is poisoned with NaN, so an
+    element either path leaves unwritten fails."""
+    rng = np.random.default_rng(5 + width)
+    spec = PreprocessSpec(size=(20, width), resize="letterbox", dtype="float16", layout=layout, **NORM)
+    frames = [make_frame("i420", 50, 70, rng) for _ in range(2)]
     out, _ = emulate(frames, spec)
     ref = np.stack([preprocess_ref_clamp_before(f, spec) for f in frames])
     # half rounding: 2^-11 relative

@@ -108,9 +108,11 @@ def test_preprocess_batched_planes_and_fp16():
     spec = PreprocessSpec(size=(32, 48), resize="stretch", **NORM)
     ref = np.stack([preprocess_ref_clamp_before(f, spec) for f in frames])
     assert level_error(run_gpu(frames, spec, batched=True), ref, spec) <= 0.01
-    spec16 = PreprocessSpec(size=(32, 48), resize="stretch", dtype="float16", **NORM)
-    out16 = run_gpu(frames, spec16)
-    np.testing.assert_allclose(out16, ref, rtol=2**-10, atol=1e-3)
+    for layout in ("nchw", "nhwc"):  # out_w 48: the 16-byte stores (Note [fp16 stores])
+        spec16 = PreprocessSpec(size=(32, 48), resize="stretch", dtype="float16", layout=layout, **NORM)
+        out16 = run_gpu(frames, spec16)
+        want = ref if layout == "nchw" else ref.transpose(0, 2, 3, 1)
+        np.testing.assert_allclose(out16, want, rtol=2**-10, atol=1e-3)
 
 
 def test_preprocess_out_of_gamut_follows_clamp_before():
