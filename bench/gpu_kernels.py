@@ -51,18 +51,22 @@ def steps(cfg: RunConfig, resolutions: Mapping) -> int:
 
 
 def bandwidth_figures(base: str, seconds: Mapping[str, list[float]], *, traffic: int, copied: int,
-                      items: float, unit: str, params: dict) -> list[Figure]:
+                      items: float, unit: str, params: dict, stage: str | None = None) -> list[Figure]:
     """Figures of one case from its measured seconds per call: ``{path: [s per round]}`` with
     ``"copy"`` the same-run copy of ``copied`` bytes, the other paths moving ``traffic`` bytes
-    and ``items`` items per call."""
+    and ``items`` items per call. ``stage``: the ``bench plan`` stage whose GPU throughput the
+    default implementation's figure is (the first of ENGINE_PATHS measured, as
+    engine.device.default_kernel_impl picks)."""
     p = {**params, "traffic_bytes": traffic}
+    planned = next((path for path in ENGINE_PATHS if path in seconds), None) if stage else None
     copy = Figure(f"{base}/copy/bandwidth", SUITE, "GB/s", "higher", gpu.bandwidth(seconds["copy"], copied),
                   {**params, "path": "copy", "traffic_bytes": copied})
     figs, rate = [copy], {}
     for path, secs in seconds.items():
         if path == "copy":
             continue
-        rate[path] = Figure(f"{base}/{path}", SUITE, unit, "higher", rates(secs, items), {**p, "path": path})
+        tag = {"stage": stage, "items_per_call": items} if path == planned else {}
+        rate[path] = Figure(f"{base}/{path}", SUITE, unit, "higher", rates(secs, items), {**p, "path": path}, **tag)
         bw = Figure(f"{base}/{path}/bandwidth", SUITE, "GB/s", "higher", gpu.bandwidth(secs, traffic),
                     {**p, "path": path})
         figs += [rate[path], bw, ratio_figure(f"{base}/{path}÷copy", SUITE, bw, copy, {**p, "path": path})]
@@ -142,7 +146,8 @@ def preprocess_rows(cfg: RunConfig, tick: Tick, out: SuiteResult, impls: dict, r
             params = {"resolution": res, "height": h, "width": w, "batch": b, "device": gpu.DEVICE,
                       "output": "224x224 NCHW float32", "clamp": spec.clamp}
             out.figures += bandwidth_figures(f"{SUITE}/gpu/preprocess/{res}/b{b}", seconds, traffic=traffic,
-                                             copied=copied, items=b, unit="frames/s", params=params)
+                                             copied=copied, items=b, unit="frames/s", params=params,
+                                             stage="preprocess")
             tick(f"GPU preprocess {res} batch {b}")
 
 

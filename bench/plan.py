@@ -1,11 +1,14 @@
-"""``python -m bench plan --profile RESULTS.json --traffic TRAFFIC.yaml --p99-ms N [--plot PNG]``
+"""``python -m bench plan --profile RESULTS.json [--profile ...] --traffic TRAFFIC.yaml --p99-ms N
+[--device auto|cpu|gpu] [--plot PNG]``
 
 Machines per pipeline stage for a traffic mix, from a measured profile.
 
-The profile is a ``python -m bench`` result file run on the machine type to be bought (one GPU or
-one CPU node, as its ``machine`` section says). A stage is planned from the profile's figures that
-carry ``"stage"``: their median throughput per machine, measured at ``items_per_call`` items per
-call (several batch sizes make the latency curve). Stages and the figures they read:
+The profile is one or more ``python -m bench`` result files run on the machine type to be bought
+(one CPU node, or one GPU machine with its host CPUs, as their ``machine`` section says; several
+files, e.g. the kernels and the models runs of ``bench/gpu_check.sh``, must come from the same
+machine type). A stage is planned from the figures that carry ``"stage"``: their median
+throughput per machine, measured at ``items_per_call`` items per call (several batch sizes make
+the latency curve). Stages and the figures they read:
 
   decode          decode suite, the figure whose codec, sampling and resolution match the traffic
                   (video-s/s for fps=V / all sampling; videos/s for uniform=N)
@@ -15,6 +18,11 @@ call (several batch sizes make the latency curve). Stages and the figures they r
   audio_model     models suite, YAMNet on the default backend (audio-s/s: 0.48 s of audio per patch)
   text            models suite, the text classifier (profanity, scikit-learn; texts/s)
   text_model      models suite, MiniLM on the default backend (texts/s)
+``--device gpu`` plans GPU machines: the GPU stages (preprocess, image_model, audio_model,
+text_model) read the figures measured on the GPU (``params.device`` cuda: the default CUDA
+kernels, the torch CUDA backend called with device arrays as the device pipeline does), the
+others (decode, audio_frontend, text) the host CPUs' figures, as a ``Session(device="cuda:0")``
+runs them. ``auto`` (default) is ``gpu`` when the profile holds GPU stage figures.
 A stage absent from the profile is reported as missing, never guessed.
 
 Per stage, with load L at peak (items/s), per-machine throughput X, headroom h, target u::
@@ -90,6 +98,23 @@ STAGES = (
     StageDef("text", "models", lambda t: "texts/s", lambda t: t.texts_per_s, lambda f, t: True),
     StageDef("text_model", "models", lambda t: "texts/s", lambda t: t.texts_per_s, lambda f, t: True),
 )
+GPU_STAGES = ("preprocess", "image_model", "audio_model", "text_model")
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def on_gpu(f: Figure) -> bool:
+    return str(f.params.get("device", "cpu")).startswith("cuda")
+
+
+def resolve_device(figures: list[Figure], device: str) -> str:
+    """``auto`` -> ``gpu`` when some GPU stage figure was measured on a GPU, else ``cpu``."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device != "auto":
+        return device
+    return "gpu" if any(f.stage in GPU_STAGES and on_gpu(f) for f in figures) else "cpu"
+
+
 PATHS = {
     "video": (("decode", "preprocess", "image_model"), lambda t: t.videos_per_s),
     "image": (("preprocess", "image_model"), lambda t: t.images_per_s),
@@ -118,6 +143,7 @@ class StagePlan:
 class Plan:
     traffic: Traffic
     p99_ms: float
+    device: str = "cpu"  # what the machines are: CPU nodes or GPU machines
     stages: list[StagePlan] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)  # (stage, why)
 
@@ -179,26 +205,33 @@ def plan_stage(stage: StageDef, figs: list[Figure], t: Traffic, p99_ms: float) -
     return min(options, key=lambda o: max(o.latency_ms.values(), default=0.0))
 
 
-def make_plan(figures: list[Figure], t: Traffic, p99_ms: float) -> Plan:
-    plan = Plan(t, p99_ms)
+def make_plan(figures: list[Figure], t: Traffic, p99_ms: float, device: str = "cpu") -> Plan:
+    """The plan for CPU nodes (``device="cpu"``) or GPU machines (``"gpu"``: see the module doc)."""
+    plan = Plan(t, p99_ms, device)
     for stage in STAGES:
         if stage.load(t) <= 0:
             continue
-        figs = [f for f in figures if f.stage == stage.name and f.unit == stage.unit(t) and stage.matches(f, t)]
+        gpu = device == "gpu" and stage.name in GPU_STAGES
+        ours = [f for f in figures if f.stage == stage.name and on_gpu(f) == gpu]
+        figs = [f for f in ours if f.unit == stage.unit(t) and stage.matches(f, t)]
         if figs:
             plan.stages.append(plan_stage(stage, figs, t, p99_ms))
             continue
         others = sorted({" ".join(str(f.params[k]) for k in ("codec", "sampling", "resolution") if k in f.params)
-                         for f in figures if f.stage == stage.name})
+                         for f in ours})
+        where = "GPU " if gpu else ""
         why = (f"no {stage.unit(t)} figure matching the traffic (profile has: {', '.join(others)})" if others
-               else f"not in the profile (the {stage.suite} suite measures it)")
+               else f"no {where}figure in the profile (the {stage.suite} suite measures it"
+                    + (" on a GPU: bench/gpu_bench.py)" if gpu else ")"))
         plan.missing.append((stage.name, why))
     return plan
 
 
 def report(plan: Plan, machine: str) -> str:
     t = plan.traffic
-    lines = [f"machine type (from the profile): {machine}",
+    kind = ("GPU machines: preprocessing and models on the GPU, decoding, the audio front end and "
+            "the text classifier on the host CPUs" if plan.device == "gpu" else "CPU nodes")
+    lines = [f"machine type (from the profile): {machine}", f"planning for: {kind}",
              f"traffic at peak: {t.videos_per_s:g} videos/s (mean {t.mean_duration:g} s, p99 {t.p99_duration:g} s, "
              f"{t.video_sampling} -> {t.mean_frames_per_video:g} frames/video, {t.video_codec}, {t.resolution}), "
              f"{t.images_per_s:g} images/s, {t.audio_seconds_per_s:g} audio-s/s, {t.texts_per_s:g} texts/s; "
@@ -232,14 +265,14 @@ def report(plan: Plan, machine: str) -> str:
 
 
 def scale_plot(figures: list[Figure], t: Traffic, p99_ms: float, path: Path, machine: str,
-               scales=tuple(x / 4 for x in range(1, 17))) -> Path:
+               scales=tuple(x / 4 for x in range(1, 17)), device: str = "cpu") -> Path:
     """Required machines per stage and in total vs traffic scale (1 = the traffic file's peak)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plans = [make_plan(figures, t.scaled(k), p99_ms) for k in scales]
+    plans = [make_plan(figures, t.scaled(k), p99_ms, device) for k in scales]
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in [s.stage for s in plans[-1].stages]:
         ax.step(scales, [next(s.machines for s in p.stages if s.stage == name) for p in plans], where="post",
@@ -262,17 +295,25 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench plan", description=__doc__.split("\n\n")[1],
                                  epilog=__doc__.split("\n\n", 2)[2],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", required=True, help="a python -m bench result JSON")
+    ap.add_argument("--profile", required=True, action="append",
+                    help="a python -m bench result JSON (repeat to merge runs of one machine type)")
+    ap.add_argument("--device", choices=DEVICES, default="auto",
+                    help="plan CPU nodes or GPU machines (auto: gpu when the profile has GPU figures)")
     ap.add_argument("--traffic", required=True, help="traffic YAML (see bench/traffic.sample.yaml)")
     ap.add_argument("--p99-ms", type=float, required=True, help="latency budget per item")
     ap.add_argument("--plot", type=Path, default=None, help="PNG of machines vs traffic scale")
     args = ap.parse_args(argv)
-    doc = load(args.profile)
-    figures, traffic = figures_of(doc), load_traffic(args.traffic)
-    machine = machine_line(doc["machine"])
-    plan = make_plan(figures, traffic, args.p99_ms)
-    print(f"profile: {args.profile} ({doc['created']})")
+    docs = [load(p) for p in args.profile]
+    machines = {machine_line(d["machine"]) for d in docs}
+    if len(machines) > 1:
+        ap.error("the profiles come from different machine types: " + " | ".join(sorted(machines)))
+    figures, traffic = [f for d in docs for f in figures_of(d)], load_traffic(args.traffic)
+    machine = machines.pop()
+    device = resolve_device(figures, args.device)
+    plan = make_plan(figures, traffic, args.p99_ms, device)
+    for path, d in zip(args.profile, docs):
+        print(f"profile: {path} ({d['created']})")
     print(report(plan, machine))
     if args.plot:
-        print(f"wrote {scale_plot(figures, traffic, args.p99_ms, args.plot, machine)}")
+        print(f"wrote {scale_plot(figures, traffic, args.p99_ms, args.plot, machine, device=device)}")
     return 0

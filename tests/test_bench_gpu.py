@@ -100,6 +100,13 @@ def test_bandwidth_figures_from_the_gpu_results_structure():
                                                  items=1, unit="segments/s", params={}))
     assert set(only) == {"k/copy/bandwidth", "k/cuda", "k/cuda/bandwidth", "k/cuda÷copy"}
     assert only["k/cuda÷copy"].samples == pytest.approx([0.5])
+    # bench plan's GPU preprocess stage: the default implementation's rate only (cuda, else triton)
+    tagged = gpu_kernels.bandwidth_figures("p", seconds, traffic=8, copied=8, items=8, unit="frames/s",
+                                           params={}, stage="preprocess")
+    assert [(f.name, f.stage, f.items_per_call) for f in tagged if f.stage] == [("p/cuda", "preprocess", 8)]
+    triton_only = gpu_kernels.bandwidth_figures("p", {"triton": [1.0], "copy": [1.0]}, traffic=8, copied=8,
+                                                items=4, unit="frames/s", params={}, stage="preprocess")
+    assert [f.name for f in triton_only if f.stage] == ["p/triton"]
 
 
 # ---------------------------------------------------------------------------------- no GPU
@@ -266,7 +273,11 @@ def test_models_suite_gpu_rows_and_skip_note(monkeypatch, model_repo, tmp_path):
                 [g / o for g, o in zip(f.samples, figs[f"{base}/onnxruntime"].samples)])
         assert figs[f"{base}/onnxruntime"].params["device"] == "cpu"
     assert not any("cuda" in n for n in figs if n.startswith("models/profanity"))
-    # the plan still reads the default backend only
+    # bench plan reads the device pipeline's call for GPU machines: its audio-s figure carries the stage
+    dev = figs["models/yamnet/b2/torch-cuda-device/audio-s"]
+    assert (dev.stage, dev.items_per_call, dev.unit) == ("audio_model", 2 * 0.48, "audio-s/s")
+    assert "models/yamnet/b2/torch-cuda/audio-s" not in figs
+    # the plan finds its stages (the stand-in's "GPU" figures say device cpu: the CPU plan may read them)
     plan = make_plan(res.figures, Traffic(audio_seconds_per_s=30, texts_per_s=50), p99_ms=1e9)
     assert {s.stage for s in plan.stages} == {"audio_model", "text"}
     assert "models.png" in [p.name for p in suite_plots(res.figures, tmp_path, "test machine")]

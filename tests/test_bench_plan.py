@@ -117,3 +117,65 @@ def test_plan_cli_on_the_sample_profile(tmp_path, capsys):
     assert "bottleneck" in out and "MISSING" not in out  # the sample profile has every stage now
     assert all(f"latency, {p} path: " in out and "unknown" not in out for p in ("video", "image", "audio", "text"))
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+# ---------------------------------------------------------------------------------- GPU machines
+GPU_PRE = stage_fig("preprocess", 100_000.0, 32, "frames/s", resolution="1080p", device="cuda:0")
+GPU_IMG = stage_fig("image_model", 16_000.0, 32, "frames/s", device="cuda:0")
+CPU_IMG = stage_fig("image_model", 400.0, 8, "frames/s", device="cpu")
+IMAGES = Traffic(images_per_s=20_000, resolution="1080p")
+
+
+def test_gpu_machines_read_the_gpu_figures_of_the_gpu_stages():
+    figs = [PRE_900, GPU_PRE, GPU_IMG, CPU_IMG]
+    gpu = make_plan(figs, IMAGES, p99_ms=1e9, device="gpu")
+    by = {s.stage: s for s in gpu.stages}
+    # no headroom, 80% target: 20,000 / (16,000 x 0.8) = 1.56 -> 2 GPUs; preprocessing 20,000 / 80,000 -> 1
+    assert (by["image_model"].figure, by["image_model"].machines) == (GPU_IMG.name, 2)
+    assert (by["preprocess"].figure, by["preprocess"].machines) == (GPU_PRE.name, 1)
+    cpu = make_plan(figs, IMAGES, p99_ms=1e9, device="cpu")
+    by = {s.stage: s for s in cpu.stages}
+    # 20,000 / (400 x 0.8) = 62.5 -> 63 nodes; 20,000 / 720 = 27.8 -> 28
+    assert (by["image_model"].figure, by["image_model"].machines) == (CPU_IMG.name, 63)
+    assert (by["preprocess"].figure, by["preprocess"].machines) == (PRE_900.name, 28)
+
+
+def test_gpu_plan_takes_decode_from_the_host_and_names_missing_gpu_stages():
+    t = Traffic(videos_per_s=10, video_duration_s=((30.0, 1.0),), video_sampling="fps=1", resolution="1080p")
+    plan = make_plan([DEC_400, PRE_900, CPU_IMG], t, p99_ms=1e9, device="gpu")
+    assert [s.stage for s in plan.stages] == ["decode"]  # host CPUs: the CPU decode figure
+    missing = dict(plan.missing)
+    assert set(missing) == {"preprocess", "image_model"}
+    assert "no GPU figure" in missing["image_model"] and "gpu_bench" in missing["image_model"]
+
+
+def test_device_auto_and_the_cli_merging_profiles(tmp_path, capsys):
+    import json
+
+    from bench.plan import resolve_device
+    from bench.results import SCHEMA
+
+    assert resolve_device([PRE_900, CPU_IMG], "auto") == "cpu"
+    assert resolve_device([PRE_900, GPU_IMG], "auto") == "gpu"
+    assert resolve_device([PRE_900, GPU_IMG], "cpu") == "cpu"
+    with pytest.raises(ValueError, match="device"):
+        resolve_device([], "tpu")
+    machine = {"cpu_model": "x", "cores": 16, "memory_gib": 128, "gpus": [{"name": "H100"}]}
+
+    def write(name, figs, **m):
+        doc = {"schema": SCHEMA, "created": "now", "argv": [], "quick": True, "seconds": 1, "label": None,
+               "machine": {**machine, **m}, "suites": {}, "figures": [f.to_json() for f in figs]}
+        (tmp_path / name).write_text(json.dumps(doc))
+        return str(tmp_path / name)
+
+    kernels, models = write("k.json", [GPU_PRE]), write("m.json", [GPU_IMG])
+    traffic = tmp_path / "t.yaml"
+    traffic.write_text("peak: {images_per_s: 20000, resolution: 1080p}\n")
+    args = ["--traffic", str(traffic), "--p99-ms", "1000"]
+    assert main(["--profile", kernels, "--profile", models, *args]) == 0
+    out = capsys.readouterr().out
+    assert "planning for: GPU machines" in out and "MISSING" not in out and "total machines: 3" in out
+    other = write("o.json", [GPU_IMG], cpu_model="y")
+    with pytest.raises(SystemExit):
+        main(["--profile", kernels, "--profile", other, *args])
+    assert "different machine types" in capsys.readouterr().err
