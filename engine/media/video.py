@@ -92,6 +92,8 @@ class DecodedVideo:
     targets: list[float] = field(default_factory=list)  # requested sample times (fps/uniform)
     complete: bool = True           # False when frames the index promised did not decode
                                     # (truncated/damaged input): callers may reject partial media
+    keepalive: Any = None           # what the frames' memory belongs to (the NVDEC decoder and its
+                                    # frames: engine.media.nvdec), held as long as the result
 
 
 def _video_stream(container):
