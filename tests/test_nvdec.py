@@ -7,11 +7,16 @@ DLPack, so everything but the hardware runs here.
 * fallback: streams NVDEC must not take, and decoders that disagree with the index, give a
   Fallback with the reason and the CPU decodes;
 * safety: inputs the CPU decoder refuses are refused before a decoder is constructed;
+* Session: the device pipeline (Triton interpreter on CPU tensors) fed by the fake NVDEC gives the
+  CPU Session's verdict, the decoder's own buffers reaching the kernel.
+
+``gpu`` tests need CUDA and the real PyNvVideoCodec (``bash bench/gpu_check.sh``).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -22,8 +27,9 @@ CUDA = torch.cuda.is_available()
 if not CUDA:  # before the first Triton kernel call
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from engine.errors import (CorruptMediaError, EmptyMediaError, ForbiddenSourceError,  # noqa: E402
-                           MediaLimitError)
+from engine.device import Placement, resolve_placement, video_decode_note  # noqa: E402
+from engine.errors import (CorruptMediaError, DeviceUnavailableError, EmptyMediaError,  # noqa: E402
+                           ForbiddenSourceError, InputError, MediaLimitError)
 from engine.media import synthetic as syn  # noqa: E402
 from engine.media.limits import Limits  # noqa: E402
 from engine.media.nvdec import Fallback, decode_video_nvdec, qualify  # noqa: E402
@@ -195,3 +201,93 @@ def test_urls_and_paths_go_through_the_same_checks(nvc, tmp_path):
     out = decode_video_nvdec(str(path), Sampling("fps", 1.0), nvc=nvc)
     assert not isinstance(out, Fallback) and len(out.frames) == 4
     assert nvc.constructed and len(nvc.constructed) == 1  # handed the bytes, not the path
+
+
+# ----------------------------------------------------------------------------- placement
+def test_video_decoder_validation(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(InputError, match="video_decoder 'gpu'"):
+        resolve_placement("cpu", "triton", "gpu")
+    with pytest.raises(InputError, match="feeds the device pipeline"):
+        resolve_placement("cpu", None, "nvdec")
+    monkeypatch.setitem(sys.modules, "PyNvVideoCodec", None)  # import raises ImportError
+    with pytest.raises(DeviceUnavailableError, match="needs PyNvVideoCodec: not installed"):
+        resolve_placement("cpu", "triton", "nvdec")
+    assert resolve_placement("cpu", "triton") == Placement("cpu", "triton", "cpu")
+    monkeypatch.setitem(sys.modules, "PyNvVideoCodec", fake_nvc())
+    assert resolve_placement("cpu", "triton").video_decoder == "cpu"  # auto: NVDEC only on a GPU
+    assert resolve_placement("cpu", "triton", "nvdec") == Placement("cpu", "triton", "nvdec")
+    assert "NVDEC" in video_decode_note(Placement("cpu", "triton", "nvdec"))
+    assert "not on a GPU" in video_decode_note(Placement("cpu", "triton", "cpu"))
+
+
+def test_a_module_whose_import_fails_is_unavailable(monkeypatch, tmp_path):
+    (tmp_path / "PyNvVideoCodec.py").write_text("raise RuntimeError('Driver version is too old')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "PyNvVideoCodec", raising=False)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(DeviceUnavailableError, match="RuntimeError: Driver version is too old"):
+        resolve_placement("cpu", "triton", "nvdec")
+    assert "Driver version is too old" in video_decode_note(Placement("cuda:0", "cuda", "cpu"))
+
+
+# ----------------------------------------------------------------------------- Session
+needs_interpreter = pytest.mark.skipif(CUDA or os.environ.get("TRITON_INTERPRET") != "1",
+                                       reason="runs the device pipeline on CPU tensors (Triton interpreter)")
+
+
+@pytest.mark.models
+@needs_interpreter
+def test_session_with_nvdec_matches_the_cpu_session(model_repo, tmp_path, monkeypatch, caplog):
+    import engine
+    import engine.kernels
+    from test_device_pipeline import _assert_same_verdict, _device_repo
+
+    nvc = fake_nvc()
+    monkeypatch.setitem(sys.modules, "PyNvVideoCodec", nvc)
+    device = engine.Session(_device_repo(tmp_path, model_repo.path), device="cpu", kernel_impl="triton",
+                            video_decoder="nvdec")
+    assert device.video_decoder == "nvdec"
+    given = []
+
+    class Spy:  # the chosen kernels, recording the planes preprocess receives
+        def __getattr__(self, name):
+            return getattr(engine.kernels, name)
+
+        def preprocess(self, planes, spec, **kw):
+            given.extend((kw["format"], p.data_ptr()) for f in planes for p in f)
+            return engine.kernels.preprocess(planes, spec, **kw)
+
+    monkeypatch.setattr(device._device, "ops", Spy())
+    video = clip(width=160, height=96, fps=10, duration=2.0, gop=10)  # 2 frames at 1 fps
+    a, b = engine.Session(model_repo.path).moderate(video=video), device.moderate(video=video)
+    _assert_same_verdict(a, b)
+    assert b.sampled_timestamps == a.sampled_timestamps == (0.0, 1.0)
+    assert b.policies["sexual_content"].score == pytest.approx(a.policies["sexual_content"].score, rel=1e-3)
+    assert len(nvc.constructed) == 1
+    assert [fmt for fmt, _ in given] == ["nv12"] * 4  # the decoder's planes, no staging copy
+    with caplog.at_level("INFO", logger="engine.device_pipeline"):
+        c = device.moderate(video=rotated_clip(90))  # the kernel does not rotate: the CPU decodes it
+    assert "rotated by 90 degrees" in caplog.text and len(nvc.constructed) == 1
+    assert c.sampled_timestamps == (0.0,)
+
+
+# ----------------------------------------------------------------------------- real GPU (not run here)
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_real_nvdec_frames_match_the_cpu_decoder():
+    from engine.device import load_nvdec
+
+    try:
+        nvc = load_nvdec()
+    except DeviceUnavailableError as e:
+        pytest.skip(str(e))
+    data = CLIPS["bframes"]()
+    for sampling in (Sampling("fps", 4.0), Sampling("keyframes"), Sampling("all", max_frames=9)):
+        cpu, dev = decode_video(data, sampling), decode_video_nvdec(data, sampling, nvc=nvc)
+        assert not isinstance(dev, Fallback), dev.reason
+        assert dev.frames[0].planes[0].is_cuda
+        assert dev.timestamps == cpu.timestamps
+        for a, b in zip(cpu.frames, dev.frames, strict=True):
+            for want, got in zip(_as_nv12(a), b.planes, strict=True):
+                np.testing.assert_array_equal(got.cpu().numpy(), want)
