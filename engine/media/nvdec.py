@@ -77,7 +77,7 @@ def qualify(codec: str, pix_fmt: str, rotation: int, matrix: str | None, width: 
     kernel neither rotates nor converts matrices other than BT.601/BT.709.
     """
     if codec not in NVDEC_CODECS:
-        return f"codec {codec!r} is not decoded by NVDEC here (only {', '.join(sorted(NVDEC_CODECS))})"
+        return _codec_reason(codec)
     if pix_fmt not in _NV12_SOURCES:
         return f"pixel format {pix_fmt!r} is not 8-bit 4:2:0 (NVDEC's NV12 output)"
     if rotation % 360:
@@ -87,6 +87,10 @@ def qualify(codec: str, pix_fmt: str, rotation: int, matrix: str | None, width: 
     if width % 2 or height % 2:
         return f"odd picture size {width}x{height} (NV12 needs whole chroma rows)"
     return None
+
+
+def _codec_reason(codec: str) -> str:
+    return f"codec {codec!r} is not decoded by NVDEC here (only {', '.join(sorted(NVDEC_CODECS))})"
 
 
 def decode_video_nvdec(source: Any, sampling: Sampling | None = None, limits: Limits | None = None,
@@ -109,7 +113,7 @@ def decode_video_nvdec(source: Any, sampling: Sampling | None = None, limits: Li
     with media_errors("video"), open_container(data, limits) as c:
         vs, codec, start, duration, fps = open_video_stream(c, limits)
         if codec not in NVDEC_CODECS:  # before any more work on the CPU
-            return Fallback(qualify(codec, "", 0, None, 0, 0))
+            return Fallback(_codec_reason(codec))
         index = index_stream(c, vs, start, duration, fps, limits, deadline)
         first = _first_picture(c, vs, index.times[0], limits, deadline)
         if first is None:
