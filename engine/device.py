@@ -12,11 +12,17 @@
   Triton kernels running in the Triton interpreter (``TRITON_INTERPRET=1`` set before the first
   kernel call). Slow (milliseconds per kernel program); it exists so the device pipeline's code
   is tested where there is no GPU.
+
+``video_decoder`` picks who decodes video for the device pipeline: ``"nvdec"`` (NVIDIA's
+PyNvVideoCodec, :mod:`engine.media.nvdec`: NV12 planes already on the device, no staging; streams
+it cannot take fall back to the CPU, logged), ``"cpu"`` (FFmpeg, planes staged through pinned
+buffers), or ``"auto"`` (the default): ``"nvdec"`` on a GPU when PyNvVideoCodec imports, else
+``"cpu"``. The plain CPU pipeline always decodes on the CPU.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 from dataclasses import dataclass
 from types import ModuleType
@@ -25,6 +31,7 @@ from .backends.torch_cuda import parse_device
 from .errors import DeviceUnavailableError, InputError
 
 KERNEL_IMPLS = ("cuda", "triton")
+VIDEO_DECODERS = ("auto", "nvdec", "cpu")
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,7 @@ class Placement:
 
     device: str  # "cpu" or "cuda:N" (a bare "cuda" is pinned to its index)
     kernel_impl: str | None  # None: the plain CPU pipeline
+    video_decoder: str = "cpu"  # "nvdec" | "cpu" ("auto" resolved)
 
     @property
     def on_gpu(self) -> bool:
@@ -44,21 +52,40 @@ class Placement:
         return self.kernel_impl is not None
 
 
-def resolve_placement(device: str, kernel_impl: str | None = None) -> Placement:
-    """Validate a Session's ``device`` and ``kernel_impl`` and pick the default kernels.
+def resolve_placement(device: str, kernel_impl: str | None = None,
+                      video_decoder: str = "auto") -> Placement:
+    """Validate a Session's ``device``, ``kernel_impl`` and ``video_decoder``; pick the defaults.
 
     Raises
     ------
     ModelError
         ``device`` is not ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     InputError
-        ``kernel_impl`` is not None, ``"cuda"`` or ``"triton"``, or ``"cuda"`` on the CPU.
+        ``kernel_impl`` is not None, ``"cuda"`` or ``"triton"``, or ``"cuda"`` on the CPU;
+        ``video_decoder`` is not one of :data:`VIDEO_DECODERS`, or ``"nvdec"`` without the
+        device pipeline.
     DeviceUnavailableError
         No CUDA device (or not that index), or the chosen kernels are not installed, or
-        ``kernel_impl="triton"`` on the CPU without ``TRITON_INTERPRET=1``.
+        ``kernel_impl="triton"`` on the CPU without ``TRITON_INTERPRET=1``, or
+        ``video_decoder="nvdec"`` when PyNvVideoCodec does not import.
     """
     if kernel_impl is not None and kernel_impl not in KERNEL_IMPLS:
         raise InputError(f"kernel_impl {kernel_impl!r}: expected one of {', '.join(KERNEL_IMPLS)} (or None)")
+    if video_decoder not in VIDEO_DECODERS:
+        raise InputError(f"video_decoder {video_decoder!r}: expected one of {', '.join(VIDEO_DECODERS)}")
+    placement = _resolve_kernels(device, kernel_impl)
+    if video_decoder == "nvdec":
+        if not placement.device_pipeline:
+            raise InputError("video_decoder='nvdec' feeds the device pipeline: use a CUDA device "
+                             "(or kernel_impl='triton' on the CPU)")
+        load_nvdec()
+    elif video_decoder == "auto":
+        video_decoder = "nvdec" if placement.on_gpu and nvdec_import_error() is None else "cpu"
+    return Placement(placement.device, placement.kernel_impl, video_decoder)
+
+
+def _resolve_kernels(device: str, kernel_impl: str | None) -> Placement:
+    """The device and kernel part of :func:`resolve_placement`."""
     kind, index = parse_device(device)
     if kind == "cpu":
         if kernel_impl == "cuda":
@@ -114,16 +141,33 @@ def kernel_ops(kernel_impl: str) -> ModuleType:
     raise InputError(f"kernel_impl {kernel_impl!r}: expected one of {', '.join(KERNEL_IMPLS)}")
 
 
-def video_decode_note() -> str:
-    """Where video is decoded, as a log line.
+def load_nvdec() -> ModuleType:
+    """The PyNvVideoCodec module; DeviceUnavailableError when it does not import (not installed,
+    or no NVIDIA driver: its ``__init__`` raises then)."""
+    reason = nvdec_import_error()
+    if reason is not None:
+        raise DeviceUnavailableError(f"video_decoder='nvdec' needs PyNvVideoCodec: {reason}")
+    return importlib.import_module("PyNvVideoCodec")
 
-    NVIDIA's PyNvVideoCodec (NVDEC, NV12 planes on the device) is detected but not used: the
-    device pipeline has no NVDEC path yet, so every video is decoded by FFmpeg on the CPU and its
-    planes are uploaded through pinned buffers (:mod:`engine.device_staging`).
-    """
-    if importlib.util.find_spec("PyNvVideoCodec") is not None:
-        return "PyNvVideoCodec is installed, but the NVDEC decode path is not implemented: decoding on the CPU"
-    return "PyNvVideoCodec is not installed: decoding on the CPU"
+
+def nvdec_import_error() -> str | None:
+    """Why PyNvVideoCodec does not import, or None when it does."""
+    try:
+        importlib.import_module("PyNvVideoCodec")
+    except ImportError:
+        return "not installed"
+    except Exception as e:  # noqa: BLE001 - its __init__ raises RuntimeError without a driver
+        return f"import failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    return None
+
+
+def video_decode_note(placement: Placement) -> str:
+    """Where the device pipeline's video is decoded, as a log line."""
+    if placement.video_decoder == "nvdec":
+        return ("video decoded by NVDEC (PyNvVideoCodec) into device NV12 planes when the stream "
+                "qualifies, else by FFmpeg on the CPU")
+    reason = (nvdec_import_error() or "video_decoder='cpu'") if placement.on_gpu else "not on a GPU"
+    return f"video decoded by FFmpeg on the CPU, planes staged through pinned buffers (NVDEC: {reason})"
 
 
 def _cuda_device_count() -> int:

@@ -2,6 +2,8 @@
 
 For a Session with a ``kernel_impl`` (:mod:`engine.device`):
 
+* video decoding: NVDEC (:mod:`engine.media.nvdec`) when the placement's ``video_decoder`` is
+  ``"nvdec"`` and the stream qualifies, else FFmpeg on the CPU (:func:`DevicePipeline.decode_video`).
 * vision: decoded frames go to the device in chunks of the pipeline's ``batch_size``, double
   buffered (:mod:`engine.device_staging`); frames whose planes are already device arrays (torch,
   CuPy, PyCUDA, DLPack) are used in place. Each chunk is preprocessed by ONE fused kernel launch
@@ -35,11 +37,13 @@ import numpy as np
 
 from .backends import Backend
 from .backends.tensorrt.memory import adopt_tensor, is_tensor_input
-from .device import Placement, kernel_ops, video_decode_note
+from .device import Placement, kernel_ops, load_nvdec, video_decode_note
 from .device_staging import CudaStreams, DoubleBuffer, HostStreams, chunk_spans
 from .errors import ConfigError, InputError
+from .media import video as cpu_video
 from .media.frame import Frame
 from .media.limits import Limits
+from .media.nvdec import Fallback, decode_video_nvdec
 from .ops.audio import CHUNK_SAMPLES, SAMPLE_RATE, yamnet_patches
 from .ops.preprocess import PreprocessSpec
 from .pipeline import Pipeline, PolicyConfig
@@ -80,8 +84,20 @@ class DevicePipeline:
         # and its interpreter handles int16 better than uint16
         self._dtype_10bit = torch.uint16 if placement.kernel_impl == "cuda" else torch.int16
         self._class_index: dict[str, Any] = {}
+        self.nvc = load_nvdec() if placement.video_decoder == "nvdec" else None
         log.info("device pipeline on %s with %s kernels; %s", placement.device, placement.kernel_impl,
-                 video_decode_note())
+                 video_decode_note(placement))
+
+    # ------------------------------------------------------------------ decoding
+    def decode_video(self, source: Any, sampling: cpu_video.Sampling, limits: Limits) -> cpu_video.DecodedVideo:
+        """The sampled frames of a video: NVDEC's device NV12 frames when this pipeline uses NVDEC
+        and the stream qualifies, else FFmpeg's on the host (the reason logged)."""
+        if self.nvc is not None:
+            out = decode_video_nvdec(source, sampling, limits, nvc=self.nvc, gpu_id=self.device.index or 0)
+            if not isinstance(out, Fallback):
+                return out
+            log.info("NVDEC not used for this video, decoding on the CPU: %s", out.reason)
+        return cpu_video.decode_video(source, sampling, limits)
 
     # ------------------------------------------------------------------ inputs
     def _model(self, section: str) -> tuple[Any, Backend]:

@@ -59,6 +59,12 @@ class Session:
         (the faster one on an H100 in ``bench/baselines/h100``). On the CPU, None is the plain CPU pipeline and ``"triton"``
         runs the device pipeline on CPU tensors under the Triton interpreter (needs
         ``TRITON_INTERPRET=1``; slow, for tests). See :mod:`engine.device`.
+    video_decoder:
+        Who decodes video for the device pipeline: ``"auto"`` (default: NVDEC on a GPU when
+        PyNvVideoCodec imports, else the CPU), ``"nvdec"`` (DeviceUnavailableError when
+        PyNvVideoCodec does not import) or ``"cpu"``. NVDEC hands NV12 planes on the device to
+        the fused kernel; streams it cannot take (codec, 10-bit, 4:4:4, rotation) are decoded on
+        the CPU, logged. See :mod:`engine.media.nvdec`.
     workers:
         Item threads of :meth:`submit`, i.e. items in flight at once (None: 8 per CPU core, at
         most 64). Items spend most of their time in model calls, and the per-model batchers can
@@ -75,12 +81,13 @@ class Session:
 
     def __init__(self, repo: str | os.PathLike = "model_repo", device: str = "cpu",
                  threads: int | None = None, kernel_impl: str | None = None, *, workers: int | None = None,
-                 max_queued: int = serving.DEFAULT_MAX_QUEUED):
-        placement = resolve_placement(device, kernel_impl)  # typed errors before any loading
+                 max_queued: int = serving.DEFAULT_MAX_QUEUED, video_decoder: str = "auto"):
+        placement = resolve_placement(device, kernel_impl, video_decoder)  # typed errors before any loading
         self.repo = ModelRepository(repo)
         self.pipeline: Pipeline = load_pipeline(repo)
         self.device = placement.device
         self.kernel_impl = placement.kernel_impl
+        self.video_decoder = placement.video_decoder
         self.threads = threads
         self.limits = self.pipeline.limits
         self._backends: dict[str, Backend] = {}
@@ -443,7 +450,8 @@ class Session:
         sampling = media.Sampling(mode=s.mode, value=s.value, max_frames=s.max_frames) if s \
             else media.Sampling()
         with self._metrics.stage("decode_video", timings=timings, key="decode_video_s"):
-            decoded = media.decode_video(source, sampling, self.limits)
+            decoded = self._device.decode_video(source, sampling, self.limits) if self._device \
+                else media.decode_video(source, sampling, self.limits)
         if not decoded.complete:
             # A verdict on part of a video would vouch for frames nobody looked at.
             raise CorruptMediaError(

@@ -39,7 +39,8 @@ from .frame import Frame, frame_from_av
 from .limits import DEFAULT_LIMITS, Deadline, Limits
 from .source import Packets, check_codec, media_errors, open_container, wrap_av_error
 
-__all__ = ["Sampling", "DecodedVideo", "decode_video", "SAMPLING_MODES"]
+__all__ = ["Sampling", "DecodedVideo", "decode_video", "SAMPLING_MODES", "open_video_stream", "StreamIndex",
+           "index_stream", "SamplePlan", "plan_samples"]
 
 SAMPLING_MODES = ("fps", "uniform", "keyframes", "all")
 
@@ -91,6 +92,8 @@ class DecodedVideo:
     targets: list[float] = field(default_factory=list)  # requested sample times (fps/uniform)
     complete: bool = True           # False when frames the index promised did not decode
                                     # (truncated/damaged input): callers may reject partial media
+    keepalive: Any = None           # what the frames' memory belongs to (the NVDEC decoder and its
+                                    # frames: engine.media.nvdec), held as long as the result
 
 
 def _video_stream(container):
@@ -248,13 +251,106 @@ def decode_video(source: Any, sampling: Sampling | None = None, limits: Limits |
         return _decode(c, sampling, limits, deadline)
 
 
-def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> DecodedVideo:
+def open_video_stream(c, limits: Limits):
+    """The first video stream of an open container, with the checks every decoder applies before
+    decoding: codec allow-list, picture size and duration limits. Returns
+    ``(stream, codec, start, duration, fps)``."""
     vs = _video_stream(c)
     codec = check_codec(vs)
     cc = vs.codec_context
     limits.check_pixels(cc.width, cc.height)
     start, duration, fps = _stream_times(c, vs)
     limits.check_duration(duration or None)
+    return vs, codec, start, duration, fps
+
+
+@dataclass(frozen=True)
+class StreamIndex:
+    """What the demux-only pass (:func:`index_stream`) measured of one video stream."""
+
+    times: list[float]             # sorted presentation times of every frame (stream seconds)
+    keys: list[float]              # sorted presentation times of the keyframes
+    errors: int                    # demuxer errors (the pass ended early)
+    frame_dur: float               # seconds per frame (from the rate, else measured)
+    duration: float                # the declared duration, else the measured one
+    short: bool                    # packets end well before the declared duration: truncated
+    key_gap: float | None          # largest gap between keyframes (s)
+
+
+def index_stream(c, vs, start: float, duration: float, fps: float, limits: Limits,
+                 deadline: Deadline) -> StreamIndex:
+    """Demux-only pass over the packets of ``vs`` (no decoding): frame and keyframe times.
+    ``start``, ``duration``, ``fps``: from :func:`open_video_stream`."""
+    times, keys, scan_err = _scan(c, vs, deadline)
+    if not times:
+        raise CorruptMediaError("video stream holds no packets")
+    frame_dur = (1.0 / fps) if fps else ((times[-1] - times[0]) / max(len(times) - 1, 1) or 0.04)
+    if duration <= 0:
+        duration = times[-1] + frame_dur - times[0]
+        limits.check_duration(duration)
+    # packets end well before the declared duration: truncated file
+    slack = 2.0 * frame_dur + 0.1 if vs.duration is not None else max(0.5, 0.05 * duration)
+    short = times[-1] + frame_dur + slack < start + duration
+    key_gap = None
+    if len(keys) >= 2:
+        key_gap = max(b - a for a, b in zip(keys, keys[1:]))
+    elif len(keys) == 1:
+        key_gap = max(times[-1] - keys[0], frame_dur)
+    return StreamIndex(times, keys, scan_err, frame_dur, duration, short, key_gap)
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """Which frames fps/uniform/keyframes sampling takes (:func:`plan_samples`)."""
+
+    strategy: str                  # "keyframes" | "seek"
+    frames: list[float]            # sorted times of the frames to return (from StreamIndex.times)
+    targets: list[float]           # requested sample times (fps/uniform; empty for keyframes)
+
+
+def plan_samples(sampling: Sampling, index: StreamIndex) -> SamplePlan:
+    """The frames ``sampling`` (not mode "all") takes from a stream: a pure function of the index,
+    shared by every decoder so they return the same frames.
+
+    "keyframes" (and fps/uniform when the keyframes are at least as dense as the sampling
+    interval): the nearest keyframe of each target; "seek": the first frame at or after each
+    target (within a quarter frame).
+    """
+    times, keys, frame_dur, key_gap = index.times, index.keys, index.frame_dur, index.key_gap
+    targets: list[float] = []
+    if sampling.mode == "keyframes":
+        chosen = _thin(keys, sampling.max_frames)
+        strategy = "keyframes"
+    else:
+        targets, interval = _targets(sampling, times[0], times[-1], frame_dur)
+        targets = _thin(targets, sampling.max_frames)
+        eff_interval = interval
+        if sampling.max_frames is not None and len(targets) > 1:
+            eff_interval = max(interval, (targets[-1] - targets[0]) / (len(targets) - 1))
+        dense = not sampling.exact and bool(keys) and keys[0] <= times[0] + 1e-6 and key_gap is not None and \
+            key_gap <= eff_interval + 0.5 * frame_dur + 1e-6
+        if dense:
+            strategy = "keyframes"
+            chosen = []
+            for t in targets:
+                i = bisect.bisect_left(keys, t)
+                cands = keys[max(i - 1, 0): i + 1]
+                k = min(cands, key=lambda x: (abs(x - t), x))
+                if not chosen or chosen[-1] != k:
+                    chosen.append(k)
+            chosen = sorted(set(chosen))
+        else:
+            strategy = "seek"
+            eps = min(frame_dur * 0.25, 1e-3)
+            chosen = sorted({times[min(bisect.bisect_left(times, t - eps), len(times) - 1)] for t in targets})
+    if strategy == "keyframes" and not chosen:
+        raise CorruptMediaError("video stream has no keyframes")
+    return SamplePlan(strategy, chosen, targets)
+
+
+def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> DecodedVideo:
+    vs, codec, start, duration, fps = open_video_stream(c, limits)
+    cc = vs.codec_context
     vs.thread_type = "AUTO"
     tb = vs.time_base
     dec = _Decoder(c, vs, limits, deadline)
@@ -276,49 +372,13 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
             expected = start + duration - 1.5 / fps
             complete = max(t for t, _ in picked) >= expected
     else:
-        times, keys, scan_err = _scan(c, vs, deadline)
-        dec.errors += scan_err
-        if not times:
-            raise CorruptMediaError("video stream holds no packets")
-        frame_dur = (1.0 / fps) if fps else ((times[-1] - times[0]) / max(len(times) - 1, 1) or 0.04)
-        if duration <= 0:
-            duration = times[-1] + frame_dur - times[0]
-            limits.check_duration(duration)
-        # packets end well before the declared duration: truncated file
-        slack = 2.0 * frame_dur + 0.1 if vs.duration is not None else max(0.5, 0.05 * duration)
-        short = times[-1] + frame_dur + slack < start + duration
-        if len(keys) >= 2:
-            key_gap = max(b - a for a, b in zip(keys, keys[1:]))
-        elif len(keys) == 1:
-            key_gap = max(times[-1] - keys[0], frame_dur)
-
-        if sampling.mode == "keyframes":
-            chosen = _thin(keys, sampling.max_frames)
-            strategy = "keyframes"
-        else:
-            targets, interval = _targets(sampling, times[0], times[-1], frame_dur)
-            targets = _thin(targets, sampling.max_frames)
-            eff_interval = interval
-            if sampling.max_frames is not None and len(targets) > 1:
-                eff_interval = max(interval, (targets[-1] - targets[0]) / (len(targets) - 1))
-            dense = not sampling.exact and bool(keys) and keys[0] <= times[0] + 1e-6 and key_gap is not None and \
-                key_gap <= eff_interval + 0.5 * frame_dur + 1e-6
-            if dense:
-                strategy = "keyframes"
-                chosen = []
-                for t in targets:
-                    i = bisect.bisect_left(keys, t)
-                    cands = keys[max(i - 1, 0): i + 1]
-                    k = min(cands, key=lambda x: (abs(x - t), x))
-                    if not chosen or chosen[-1] != k:
-                        chosen.append(k)
-                chosen = sorted(set(chosen))
-            else:
-                strategy = "seek"
-                chosen = []
+        index = index_stream(c, vs, start, duration, fps, limits, deadline)
+        dec.errors += index.errors
+        times, keys, frame_dur, duration, short, key_gap = (index.times, index.keys, index.frame_dur,
+                                                            index.duration, index.short, index.key_gap)
+        plan = plan_samples(sampling, index)
+        strategy, chosen, targets = plan.strategy, plan.frames, plan.targets
         if strategy == "keyframes":
-            if not chosen:
-                raise CorruptMediaError("video stream has no keyframes")
             want_ticks = {int(round(t / tb)) for t in chosen}
             try:
                 cc.skip_frame = "NONKEY"
@@ -340,10 +400,7 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
             complete = len(picked) >= len(want_ticks) and not short
         else:  # exact seeking
             picked = _seek_decode(dec, targets, times, keys, tb, frame_dur)
-            strategy = "seek"
-            eps = min(frame_dur * 0.25, 1e-3)
-            wanted = {times[min(bisect.bisect_left(times, t - eps), len(times) - 1)] for t in targets}
-            complete = len(picked) >= len(wanted) and not short
+            complete = len(picked) >= len(chosen) and not short
 
     if not picked:
         raise CorruptMediaError("no frame could be decoded")

@@ -1,0 +1,228 @@
+"""Hardware video decoding with NVIDIA's PyNvVideoCodec (NVDEC): NV12 planes on the device.
+
+A thin layer over ``PyNvVideoCodec.SimpleDecoder``; the module is passed in (``nvc``), so the CPU
+tests drive this code with a fake (tests/fake_pynvvideocodec.py). For one video:
+
+1. Validation, the CPU decoder's own: :func:`~engine.media.source.open_container` (input kind,
+   ``max_bytes``, playlist sniffing, container whitelist) and
+   :func:`~engine.media.video.open_video_stream` (codec allow-list, picture size, duration). The
+   input is read once, bounded by ``max_bytes``, and the decoder gets those validated bytes, never
+   a path it would open again: NVDEC's own FFmpeg demuxer has no format whitelist.
+2. The demux-only index and the sampling plan of the CPU decoder
+   (:func:`~engine.media.video.index_stream`, :func:`~engine.media.video.plan_samples`), so both
+   paths take the same frames, with the same ``Limits.max_frames`` and deadline checks.
+3. Qualification (:func:`qualify`) from the first picture, decoded by FFmpeg on the CPU: PyAV has
+   no getter for a stream's display matrix, and the frame's pixel format and colour tags are the
+   ones the CPU path would use.
+4. One ``SimpleDecoder`` and one ``get_batch_frames_by_index`` call for the planned frames.
+
+A stream that does not qualify, a decoder that raises, or one whose output disagrees with the
+CPU-side index (frame count, a frame's timestamp, the buffer's shape) gives a :class:`Fallback`
+with the reason; the caller then decodes on the CPU.
+
+PyNvVideoCodec 2.2.4 facts relied on, and where they come from
+--------------------------------------------------------------
+* ``SimpleDecoder(enc_file_path, gpu_id=, use_device_memory=, need_scanned_stream_metadata=,
+  output_color_type=)`` takes ``bytes`` (copied once into native memory); ``len(decoder)`` is the
+  container's frame count, or the scanned one when the container has none and
+  ``need_scanned_stream_metadata`` is set (the constructor raises when it is 0);
+  ``get_batch_frames_by_index`` returns the frames in the order asked, skipping out-of-range
+  indices with a warning: PyNvVideoCodec/decoders/SimpleDecoder.py in the 2.2.4 wheel, and
+  https://docs.nvidia.com/video-technologies/pynvvideocodec/pynvc-api-reference/index.html
+  (SimpleDecoder constructor parameters).
+* ``OutputColorType.NATIVE`` gives NV12 for 8-bit 4:2:0 streams, one 2-D uint8 buffer of shape
+  ``(height * 3 / 2, width)``: the luma plane (``height`` rows) above the interleaved UV plane
+  (``height / 2`` rows): the comment in samples/advanced/simple_decode_from_memory.py of the
+  2.2.4 wheel. The row pitch is not documented, so it is read from the DLPack strides.
+* ``DecodedFrame`` exports ``__dlpack__`` / ``__dlpack_device__`` ("Export the buffer as a DLPack
+  tensor", ``strings`` of PyNvVideoCodec_130.so; samples/utils/Utils.py calls
+  ``torch.from_dlpack(frame)``) and has a ``timestamp`` (``<DecodedFrame [timestamp=`` in the
+  same strings). ASSUMED: the timestamp is the frame's pts in stream time-base ticks (the demuxer
+  packet's pts); it is checked against the index, and a mismatch falls back to the CPU.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Any
+
+from .frame import Frame, full_range_for, matrix_for
+from .limits import DEFAULT_LIMITS, Limits
+from .source import media_errors, open_container, read_source
+from .video import (DecodedVideo, Sampling, _Decoder, index_stream, open_video_stream,
+                    plan_samples)
+
+__all__ = ["NVDEC_CODECS", "Fallback", "qualify", "decode_video_nvdec"]
+
+# Codecs NVDEC decodes in 8-bit 4:2:0 (AV1 from Ampere on: an older GPU's decoder raises, which
+# falls back). Other allow-listed codecs (vp8, mpeg4, mpeg2video, prores, image codecs) stay on
+# the CPU.
+NVDEC_CODECS = frozenset({"h264", "hevc", "vp9", "av1"})
+_NV12_SOURCES = frozenset({"yuv420p", "yuvj420p"})  # 8-bit 4:2:0: NATIVE output is NV12
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """NVDEC did not decode this video; ``reason`` says why (for the log)."""
+
+    reason: str
+
+
+def qualify(codec: str, pix_fmt: str, rotation: int, matrix: str | None, width: int,
+            height: int) -> str | None:
+    """Why NVDEC must not take a stream, or None when it may.
+
+    NV12 output needs an 8-bit 4:2:0 source and even dimensions (whole chroma rows); the fused
+    kernel neither rotates nor converts matrices other than BT.601/BT.709.
+    """
+    if codec not in NVDEC_CODECS:
+        return _codec_reason(codec)
+    if pix_fmt not in _NV12_SOURCES:
+        return f"pixel format {pix_fmt!r} is not 8-bit 4:2:0 (NVDEC's NV12 output)"
+    if rotation % 360:
+        return f"the stream is rotated by {rotation} degrees (the fused kernel does not rotate)"
+    if matrix is None:
+        return "the colour matrix is neither BT.601 nor BT.709"
+    if width % 2 or height % 2:
+        return f"odd picture size {width}x{height} (NV12 needs whole chroma rows)"
+    return None
+
+
+def _codec_reason(codec: str) -> str:
+    return f"codec {codec!r} is not decoded by NVDEC here (only {', '.join(sorted(NVDEC_CODECS))})"
+
+
+def decode_video_nvdec(source: Any, sampling: Sampling | None = None, limits: Limits | None = None,
+                       *, nvc: Any, gpu_id: int = 0) -> DecodedVideo | Fallback:
+    """Decode the frames the CPU decoder would sample, with NVDEC, as "nv12" Frames whose planes
+    are torch views of the decoder's device buffers; a :class:`Fallback` when NVDEC cannot.
+
+    Raises the CPU decoder's typed errors for inputs that fail validation (before any decoder is
+    constructed).
+    """
+    sampling = sampling or Sampling()
+    limits = limits or DEFAULT_LIMITS
+    deadline = limits.deadline()
+    opened = read_source(source, limits)
+    try:
+        data = opened.fileobj.read()
+    finally:
+        if opened.close:
+            opened.fileobj.close()
+    with media_errors("video"), open_container(data, limits) as c:
+        vs, codec, start, duration, fps = open_video_stream(c, limits)
+        if codec not in NVDEC_CODECS:  # before any more work on the CPU
+            return Fallback(_codec_reason(codec))
+        index = index_stream(c, vs, start, duration, fps, limits, deadline)
+        first = _first_picture(c, vs, index.times[0], limits, deadline)
+        if first is None:
+            return Fallback("the first picture does not decode")
+        pix_fmt, width, height, rotation = first.format.name, first.width, first.height, first.rotation
+        matrix = matrix_for(int(first.colorspace), height)
+        full_range = full_range_for(pix_fmt, int(first.color_range))
+        tb, scanned = vs.time_base, not vs.frames  # no frame count in the container (Matroska)
+    reason = qualify(codec, pix_fmt, int(round(rotation or 0)), matrix, width, height)
+    if reason is not None:
+        return Fallback(reason)
+    if sampling.mode == "all":
+        strategy, picked, targets = "all", index.times[:sampling.max_frames], []
+    else:
+        plan = plan_samples(sampling, index)
+        strategy, picked, targets = plan.strategy, plan.frames, plan.targets
+        duration = index.duration
+    indices = [bisect.bisect_left(index.times, t) for t in picked]
+    decoded = _decode_cost(indices, [bisect.bisect_left(index.times, k) for k in index.keys])
+    limits.check_frames(decoded)
+    fetched = _fetch(nvc, data, gpu_id, scanned, indices, len(index.times))
+    if isinstance(fetched, Fallback):
+        return fetched
+    deadline.check()
+    frames, stamps = [], []
+    for i, t, frame in zip(indices, picked, fetched[1]):
+        tick = int(round(t / tb))
+        if int(frame.timestamp) != tick:
+            return Fallback(f"NVDEC frame {i} has timestamp {frame.timestamp}, the index {tick} "
+                            f"(time base {tb})")
+        planes = _nv12_planes(frame, width, height)
+        if isinstance(planes, Fallback):
+            return planes
+        rel = round(t - start, 6)
+        frames.append(Frame("nv12", planes, width, height, matrix, full_range, rel))
+        stamps.append(rel)
+    return DecodedVideo(
+        frames=frames, timestamps=stamps, duration=float(duration), fps=float(fps), width=width,
+        height=height, rotation=0, decoded_frames=decoded, strategy=strategy, codec=codec,
+        keyframe_interval=index.key_gap if strategy != "all" else None, decode_errors=index.errors,
+        complete=_complete(sampling, index, picked, start, duration, fps),
+        targets=[round(t - start, 6) for t in targets], keepalive=fetched)
+
+
+def _first_picture(c, vs, t: float, limits: Limits, deadline) -> Any:
+    """The first decoded picture (an ``av.VideoFrame``), None when nothing decodes."""
+    dec = _Decoder(c, vs, limits, deadline)
+    dec.seek(t)
+    frames = dec.frames()
+    try:
+        return next(frames, None)
+    finally:
+        frames.close()
+
+
+def _complete(sampling: Sampling, index, picked: list[float], start: float, duration: float,
+              fps: float) -> bool:
+    """The CPU decoder's completeness rule for the same frames: "all" must reach the declared end
+    unless capped; sampled modes must not end well before it; no demuxer errors."""
+    if index.errors:
+        return False
+    if sampling.mode != "all":
+        return not index.short
+    capped = sampling.max_frames is not None and len(picked) >= sampling.max_frames
+    return capped or duration <= 0 or fps <= 0 or picked[-1] >= start + duration - 1.5 / fps
+
+
+def _decode_cost(indices: list[int], key_indices: list[int]) -> int:
+    """Frames NVDEC decodes to return ``indices`` (sorted): from the keyframe at or before each,
+    continuing instead when the previous one lies in the same GOP before it. Checked against
+    ``Limits.max_frames`` like the CPU decoder's count."""
+    total, pos = 0, -1
+    for i in indices:
+        k = key_indices[max(bisect.bisect_right(key_indices, i) - 1, 0)] if key_indices else 0
+        total += i - pos if k <= pos < i else i - k + 1
+        pos = i
+    return total
+
+
+def _fetch(nvc: Any, data: bytes, gpu_id: int, scanned: bool, indices: list[int],
+           count: int) -> tuple[Any, list] | Fallback:
+    """``(decoder, frames)`` for ``indices``, or a Fallback when the decoder raises or its frame
+    count disagrees with the index (its indices would then name other frames). The decoder is
+    returned to be kept alive with its frames, whose device memory it may own."""
+    try:
+        decoder = nvc.SimpleDecoder(data, gpu_id=gpu_id, use_device_memory=True,
+                                    need_scanned_stream_metadata=scanned,
+                                    output_color_type=nvc.OutputColorType.NATIVE)
+        n = len(decoder)
+        if n != count:
+            return Fallback(f"NVDEC counts {n} frames, the demuxer {count}")
+        out = list(decoder.get_batch_frames_by_index(indices))
+    except Exception as e:  # noqa: BLE001 - any decoder failure: the CPU path decodes (or refuses)
+        return Fallback(f"NVDEC failed: {type(e).__name__}: {e}")
+    if len(out) != len(indices):
+        return Fallback(f"NVDEC returned {len(out)} of {len(indices)} frames")
+    return decoder, out
+
+
+def _nv12_planes(frame: Any, width: int, height: int) -> tuple | Fallback:
+    """(Y, UV) torch views of one NV12 frame buffer: rows [0, H) and [H, H + H/2) of the
+    ``(H * 3 / 2, W)`` uint8 buffer, with the buffer's own row pitch (no copy)."""
+    import torch
+
+    try:
+        t = torch.from_dlpack(frame)
+    except Exception as e:  # noqa: BLE001 - an export torch cannot take: decode on the CPU
+        return Fallback(f"NVDEC frame does not export through DLPack: {e}")
+    if t.dim() != 2 or t.dtype != torch.uint8 or t.shape[0] < height * 3 // 2 or t.shape[1] < width:
+        return Fallback(f"NVDEC frame buffer is {tuple(t.shape)} {t.dtype}, not NV12 "
+                        f"({height * 3 // 2}, {width}) uint8")
+    return t[:height, :width], t[height:height * 3 // 2, :width]
