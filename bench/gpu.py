@@ -208,19 +208,29 @@ def device_feed(feed: Mapping[str, object]) -> dict:
 
 def sessions(repo_path, notes: list[str]) -> dict:
     """{"session-gpu-<impl>": Session(device="cuda:0", kernel_impl=impl), warmed up} for each
-    kernel implementation that loads."""
+    kernel implementation that loads, and "session-gpu-cuda-nvdec" (NVDEC decoding) where
+    PyNvVideoCodec imports."""
     from engine import Session
 
+    from engine.device import nvdec_import_error
+
     found = {}
-    for impl in ("cuda", "triton"):
+    variants = [("cuda", "cpu"), ("triton", "cpu")]
+    reason = nvdec_import_error()
+    if reason is None:  # NVDEC decoding too (not the Session default yet: engine/media/nvdec.py)
+        variants.append(("cuda", "nvdec"))
+    else:
+        notes.append(f"no NVDEC Session row: PyNvVideoCodec {reason}")
+    for impl, decoder in variants:
         s = None
         try:
-            s = Session(repo_path, device=DEVICE, kernel_impl=impl)
+            s = Session(repo_path, device=DEVICE, kernel_impl=impl, video_decoder=decoder)
             s.warmup()
         except Exception as e:  # noqa: BLE001 - e.g. engine.kernels missing for "triton"
             if s is not None:
                 s.close()
-            notes.append(f"Session(device={DEVICE!r}, kernel_impl={impl!r}) failed ({type(e).__name__}: {e})")
+            notes.append(f"Session(device={DEVICE!r}, kernel_impl={impl!r}, video_decoder={decoder!r}) "
+                         f"failed ({type(e).__name__}: {e})")
             continue
-        found[f"session-gpu-{impl}"] = s
+        found[f"session-gpu-{impl}" + ("-nvdec" if decoder == "nvdec" else "")] = s
     return found

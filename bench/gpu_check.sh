@@ -5,6 +5,8 @@
 # as a fraction of a same-run copy, models with the torch CUDA backend, e2e with Session(device="cuda:0")).
 #   bash bench/gpu_check.sh 2>&1 | tee gpu_check.log
 # BENCH_ARGS (default --quick) go to python -m bench; results in bench/results/.
+# On a machine without network: make the bundle here first (python bench/gpu_bundle.py) and take
+# .gpu_bundle/ along; it is unpacked below.
 # Environment: ENGINE_MODEL_REPO (a subset repository, bench/repo_subset.py, where the machine
 # cannot take every model), TEST_TIMEOUT / BENCH_TIMEOUT (s per step), ENGINE_CUDA_ARCHS (default
 # 90 here: only the GPU at hand; CI builds 80;89;90+PTX),
@@ -15,6 +17,16 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 t0=$(date +%s)
 step() { echo; echo "=== $* ($(( $(date +%s) - t0 )) s)"; }
+
+if [ -d .gpu_bundle ]; then  # made by bench/gpu_bundle.py for a machine without network
+  step "bundle"
+  SITE=/tmp/gpu_bundle_site
+  $PY bench/gpu_bundle.py --unpack .gpu_bundle --site $SITE --repo model_repo || exit 1
+  export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
+  if [ -z "${ENGINE_MODEL_REPO:-}" ]; then  # the models that travelled, and the pipeline they serve
+    $PY bench/repo_subset.py model_repo /tmp/gpu_check_repo && export ENGINE_MODEL_REPO=/tmp/gpu_check_repo
+  fi
+fi
 
 step "machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv || true

@@ -16,8 +16,9 @@
 ``video_decoder`` picks who decodes video for the device pipeline: ``"nvdec"`` (NVIDIA's
 PyNvVideoCodec, :mod:`engine.media.nvdec`: NV12 planes already on the device, no staging; streams
 it cannot take fall back to the CPU, logged), ``"cpu"`` (FFmpeg, planes staged through pinned
-buffers), or ``"auto"`` (the default): ``"nvdec"`` on a GPU when PyNvVideoCodec imports, else
-``"cpu"``. The plain CPU pipeline always decodes on the CPU.
+buffers; the default until the NVDEC path has run on NVIDIA hardware), or ``"auto"``: ``"nvdec"``
+on a GPU when PyNvVideoCodec imports, else ``"cpu"``. The plain CPU pipeline always decodes on
+the CPU.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Placement:
 
 
 def resolve_placement(device: str, kernel_impl: str | None = None,
-                      video_decoder: str = "auto") -> Placement:
+                      video_decoder: str = "cpu") -> Placement:
     """Validate a Session's ``device``, ``kernel_impl`` and ``video_decoder``; pick the defaults.
 
     Raises

@@ -60,9 +60,10 @@ class Session:
         runs the device pipeline on CPU tensors under the Triton interpreter (needs
         ``TRITON_INTERPRET=1``; slow, for tests). See :mod:`engine.device`.
     video_decoder:
-        Who decodes video for the device pipeline: ``"auto"`` (default: NVDEC on a GPU when
-        PyNvVideoCodec imports, else the CPU), ``"nvdec"`` (DeviceUnavailableError when
-        PyNvVideoCodec does not import) or ``"cpu"``. NVDEC hands NV12 planes on the device to
+        Who decodes video for the device pipeline: ``"cpu"`` (the default until the NVDEC path
+        has run on NVIDIA hardware), ``"auto"`` (NVDEC on a GPU when PyNvVideoCodec imports,
+        else the CPU) or ``"nvdec"`` (DeviceUnavailableError when PyNvVideoCodec does not
+        import). NVDEC hands NV12 planes on the device to
         the fused kernel; streams it cannot take (codec, 10-bit, 4:4:4, rotation) are decoded on
         the CPU, logged. See :mod:`engine.media.nvdec`.
     workers:
@@ -81,7 +82,7 @@ class Session:
 
     def __init__(self, repo: str | os.PathLike = "model_repo", device: str = "cpu",
                  threads: int | None = None, kernel_impl: str | None = None, *, workers: int | None = None,
-                 max_queued: int = serving.DEFAULT_MAX_QUEUED, video_decoder: str = "auto"):
+                 max_queued: int = serving.DEFAULT_MAX_QUEUED, video_decoder: str = "cpu"):
         placement = resolve_placement(device, kernel_impl, video_decoder)  # typed errors before any loading
         self.repo = ModelRepository(repo)
         self.pipeline: Pipeline = load_pipeline(repo)

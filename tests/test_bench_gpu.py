@@ -315,3 +315,31 @@ def test_e2e_suite_gpu_session_rows_and_skip_note(monkeypatch, model_repo, tmp_p
     with pytest.raises(Exception):  # closed with the CPU Session when the suite ended
         opened[0].submit({"text": "x"}).result()
     assert "e2e_stages.png" in [p.name for p in suite_plots(res.figures, tmp_path, "test machine")]
+
+
+def test_gpu_sessions_per_kernel_impl_and_nvdec_where_it_imports(monkeypatch):
+    import engine
+    import engine.device
+
+    made = []
+
+    class FakeSession:
+        def __init__(self, repo, *, device, kernel_impl, video_decoder):
+            if kernel_impl == "triton":
+                raise RuntimeError("no triton here")
+            made.append((device, kernel_impl, video_decoder))
+
+        def warmup(self):
+            pass
+
+    monkeypatch.setattr(engine, "Session", FakeSession)
+    monkeypatch.setattr(engine.device, "nvdec_import_error", lambda: None)
+    notes = []
+    found = gpu.sessions("repo", notes)
+    assert set(found) == {"session-gpu-cuda", "session-gpu-cuda-nvdec"}
+    assert made == [(gpu.DEVICE, "cuda", "cpu"), (gpu.DEVICE, "cuda", "nvdec")]
+    assert len(notes) == 1 and "kernel_impl='triton'" in notes[0] and "no triton here" in notes[0]
+    monkeypatch.setattr(engine.device, "nvdec_import_error", lambda: "not installed")
+    notes.clear()
+    assert set(gpu.sessions("repo", notes)) == {"session-gpu-cuda"}
+    assert "no NVDEC Session row: PyNvVideoCodec not installed" in notes

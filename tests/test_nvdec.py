@@ -215,7 +215,7 @@ def test_video_decoder_validation(monkeypatch):
         resolve_placement("cpu", "triton", "nvdec")
     assert resolve_placement("cpu", "triton") == Placement("cpu", "triton", "cpu")
     monkeypatch.setitem(sys.modules, "PyNvVideoCodec", fake_nvc())
-    assert resolve_placement("cpu", "triton").video_decoder == "cpu"  # auto: NVDEC only on a GPU
+    assert resolve_placement("cpu", "triton", "auto").video_decoder == "cpu"  # auto: NVDEC only on a GPU
     assert resolve_placement("cpu", "triton", "nvdec") == Placement("cpu", "triton", "nvdec")
     assert "NVDEC" in video_decode_note(Placement("cpu", "triton", "nvdec"))
     assert "not on a GPU" in video_decode_note(Placement("cpu", "triton", "cpu"))

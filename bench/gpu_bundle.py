@@ -1,0 +1,170 @@
+"""What ``bench/gpu_check.sh`` needs on a GPU machine that cannot reach PyPI, in one folder.
+
+``python bench/gpu_bundle.py [--out .gpu_bundle] [--python 3.12] [--budget-mib 60] [--nvdec]`` writes:
+
+* ``wheels/``: the runtime dependencies a stock CUDA + torch image lacks (PyAV, tritonclient and
+  python-rapidjson, onnx2torch; :data:`PACKAGES`), at the versions installed here (the tested
+  ones), for the target machine's Python (binary manylinux wheels through ``pip download``).
+  PyAV is stored as an xz tarball of its unpacked wheel instead (35 MB -> about 25 MB: its
+  bundled FFmpeg libraries compress well, and the bundle travels under a size limit). ``--nvdec``
+  adds NVIDIA's PyNvVideoCodec (:data:`NVDEC_PACKAGE`, not a dependency of the engine; 27 MB ->
+  19 MB the same way) for ``Session(video_decoder="nvdec")``, leaving less room for models;
+* ``models/<model>.tar.xz``: the fetched version folders of ``model_repo``, in the order of
+  :data:`MODEL_ORDER`, as many as fit in the budget (YAMNet's dequantised weights shrink from
+  15 MB to 5 MB; open_nsfw barely compresses; MiniLM, 90 MB, never fits a 64 MiB transfer);
+* ``MANIFEST.json``: what is inside and what was left out, with sizes.
+
+``python bench/gpu_bundle.py --unpack DIR --site SITE --repo model_repo`` (run by gpu_check.sh
+when the folder exists) installs the wheels into ``SITE`` (put it on PYTHONPATH), unpacks PyAV
+there and the models into the repository; the checks then run on a subset repository of the
+models that travelled (bench/repo_subset.py). Archives are extracted with tarfile's ``data``
+filter (no absolute paths, links out of the tree or device files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("av", "tritonclient", "python-rapidjson", "onnx2torch")
+NVDEC_PACKAGE = "pynvvideocodec==2.2.4"  # the version engine/media/nvdec.py was written against
+PACKED = ("av", "pynvvideocodec")  # stored as xz tarballs of their unpacked wheels
+MODEL_ORDER = ("open_nsfw", "yamnet", "profanity", "minilm")  # vision first: most GPU rows need it
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
+             "manylinux2014_x86_64")
+XZ_PRESET = 6  # preset 9 saves ~2% more on these files for ~3x the time
+
+
+def xz_tar(files: dict[str, Path], dest: Path) -> int:
+    """Write ``{name in archive: file}`` as an xz tarball; returns its size in bytes."""
+    with lzma.open(dest, "wb", preset=XZ_PRESET) as xz, tarfile.open(fileobj=xz, mode="w") as tar:
+        for name, path in sorted(files.items()):
+            tar.add(path, arcname=name, recursive=False)
+    return dest.stat().st_size
+
+
+def version_files(repo: Path, model: str) -> dict[str, Path]:
+    """Every file under the model's numbered version folders, by its path inside the repository."""
+    root = repo / model
+    return {str(p.relative_to(repo)): p for v in sorted(root.iterdir()) if v.is_dir() and v.name.isdigit()
+            for p in sorted(v.rglob("*")) if p.is_file()}
+
+
+def pack_models(repo: Path, out: Path, budget: int) -> tuple[dict[str, int], dict[str, str]]:
+    """Compress the fetched models in :data:`MODEL_ORDER` while the bundle stays within ``budget``
+    bytes; returns ({model: archive bytes}, {model: why it was left out})."""
+    out.mkdir(parents=True, exist_ok=True)
+    packed, left = {}, {}
+    for model in MODEL_ORDER:
+        files = version_files(repo, model) if (repo / model).is_dir() else {}
+        if not files:
+            left[model] = "not fetched"
+            continue
+        dest = out / f"{model}.tar.xz"
+        size = xz_tar(files, dest)
+        if size > budget:
+            dest.unlink()
+            left[model] = f"{size / 2**20:.1f} MiB compressed, {budget / 2**20:.1f} MiB left in the budget"
+            continue
+        packed[model], budget = size, budget - size
+    return packed, left
+
+
+def download_wheels(out: Path, python: str, extra: tuple[str, ...] = ()) -> list[Path]:
+    """pip download of :data:`PACKAGES` at the installed versions, plus ``extra`` requirements,
+    for ``python`` (e.g. "3.12")."""
+    out.mkdir(parents=True, exist_ok=True)
+    pins = [f"{name}=={metadata.version(name)}" for name in PACKAGES] + list(extra)
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(out),
+           "--implementation", "cp", "--python-version", python, *[a for p in PLATFORMS for a in ("--platform", p)],
+           *pins]
+    subprocess.run(cmd, check=True)
+    return sorted(out.glob("*.whl"))
+
+
+def repack_wheel(wheel: Path, dest: Path) -> int:
+    """A wheel's files as an xz tarball (what ``pip install --target`` would have written)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with zipfile.ZipFile(wheel) as z:
+            z.extractall(tmp)
+        files = {str(p.relative_to(tmp)): p for p in sorted(Path(tmp).rglob("*")) if p.is_file()}
+        size = xz_tar(files, dest)
+    wheel.unlink()
+    return size
+
+
+def make_bundle(out: Path, repo: Path, python: str, budget: int, nvdec: bool = False) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    wheels = download_wheels(out / "wheels", python, (NVDEC_PACKAGE,) if nvdec else ())
+    sizes = {}
+    for w in wheels:
+        name = w.name.split("-")[0].lower()
+        if name in PACKED:
+            sizes[f"{name}.tar.xz"] = repack_wheel(w, out / f"{name}.tar.xz")
+        else:
+            sizes[f"wheels/{w.name}"] = w.stat().st_size
+    used = sum(sizes.values())
+    packed, left = pack_models(repo, out / "models", budget - used)
+    packages = {n: metadata.version(n) for n in PACKAGES}
+    if nvdec:
+        packages.update([NVDEC_PACKAGE.split("==")])
+    manifest = {"python": python, "packages": packages, "files": sizes,
+                "models": packed, "models_left_out": left, "total_bytes": used + sum(packed.values())}
+    (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def _extract(archive: Path, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "r:xz") as tar:
+        tar.extractall(dest, filter="data")
+
+
+def unpack(bundle: Path, site: Path, repo: Path) -> list[str]:
+    """Install the bundle's packages into ``site`` and its models into ``repo``; returns the
+    models unpacked."""
+    site.mkdir(parents=True, exist_ok=True)
+    wheels = sorted((bundle / "wheels").glob("*.whl"))
+    if wheels:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                        "--target", str(site), *map(str, wheels)], check=True)
+    for name in PACKED:
+        if (bundle / f"{name}.tar.xz").is_file():
+            _extract(bundle / f"{name}.tar.xz", site)
+    models = sorted((bundle / "models").glob("*.tar.xz"))
+    for archive in models:
+        _extract(archive, repo)
+    return [a.name.removesuffix(".tar.xz") for a in models]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=ROOT / ".gpu_bundle")
+    ap.add_argument("--repo", type=Path, default=ROOT / "model_repo")
+    ap.add_argument("--python", default="3.12", help="the GPU machine's Python (major.minor)")
+    ap.add_argument("--budget-mib", type=float, default=60.0, help="size limit of the whole bundle")
+    ap.add_argument("--nvdec", action="store_true", help=f"add {NVDEC_PACKAGE} (NVDEC video decoding)")
+    ap.add_argument("--unpack", type=Path, default=None, help="install a bundle instead of making one")
+    ap.add_argument("--site", type=Path, default=Path(tempfile.gettempdir()) / "gpu_bundle_site")
+    args = ap.parse_args(argv)
+    if args.unpack:
+        models = unpack(args.unpack, args.site, args.repo)
+        print(f"bundle {args.unpack}: packages in {args.site}, models {', '.join(models) or 'none'} in {args.repo}")
+        return 0
+    m = make_bundle(args.out, args.repo, args.python, int(args.budget_mib * 2**20), args.nvdec)
+    left = "; ".join(f"{k} ({v})" for k, v in m["models_left_out"].items()) or "nothing"
+    print(f"{args.out}: {m['total_bytes'] / 2**20:.1f} MiB, models {', '.join(m['models']) or 'none'}; left out: {left}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""bench/gpu_bundle.py: models packed in order under a size budget, and a bundle that unpacks to
+the same bytes (pip download itself needs the network and is not exercised here)."""
+
+from __future__ import annotations
+
+import io
+import json
+import lzma
+import os
+import tarfile
+import zipfile
+
+import pytest
+
+from bench import gpu_bundle
+
+
+def _repo(tmp_path, sizes: dict[str, int]):
+    """A repository whose models hold incompressible files of the given sizes (and a config)."""
+    repo = tmp_path / "repo"
+    for model, size in sizes.items():
+        (repo / model / "1").mkdir(parents=True)
+        (repo / model / "config.pbtxt").write_text(f'name: "{model}"')
+        (repo / model / "1" / "model.onnx").write_bytes(os.urandom(size))
+        (repo / model / "1" / "extra.csv").write_text("a,b\n")
+    return repo
+
+
+def test_models_go_in_order_while_the_budget_lasts(tmp_path):
+    repo = _repo(tmp_path, {"open_nsfw": 200_000, "yamnet": 50_000, "minilm": 400_000})
+    packed, left = gpu_bundle.pack_models(repo, tmp_path / "models", budget=300_000)
+    assert list(packed) == ["open_nsfw", "yamnet"]
+    assert set(left) == {"profanity", "minilm"} and left["profanity"] == "not fetched"
+    assert "MiB left in the budget" in left["minilm"]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["open_nsfw.tar.xz", "yamnet.tar.xz"]
+    assert sum(packed.values()) <= 300_000
+
+
+def test_a_bundle_unpacks_to_the_same_files(tmp_path):
+    repo = _repo(tmp_path, {"open_nsfw": 3000, "yamnet": 2000})
+    bundle = tmp_path / "bundle"
+    gpu_bundle.pack_models(repo, bundle / "models", budget=10**9)
+    wheel = bundle / "av-1.0-cp312-abi3-manylinux_2_28_x86_64.whl"  # stands in for PyAV
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("av/__init__.py", "VERSION = 'fake'\n")
+        z.writestr("av.libs/libfake.so", b"\x7fELF")
+    gpu_bundle.repack_wheel(wheel, bundle / "av.tar.xz")
+    assert not wheel.exists()
+    site, target = tmp_path / "site", tmp_path / "target"
+    assert gpu_bundle.unpack(bundle, site, target) == ["open_nsfw", "yamnet"]
+    for model in ("open_nsfw", "yamnet"):
+        for name in ("model.onnx", "extra.csv"):
+            assert (target / model / "1" / name).read_bytes() == (repo / model / "1" / name).read_bytes()
+        assert not (target / model / "config.pbtxt").exists()  # configs are in the checkout already
+    assert (site / "av" / "__init__.py").read_text() == "VERSION = 'fake'\n"
+    assert (site / "av.libs" / "libfake.so").read_bytes() == b"\x7fELF"
+
+
+def test_an_archive_cannot_write_outside_its_folder(tmp_path):
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    data = b"owned"
+    with lzma.open(bundle / "models" / "evil.tar.xz", "wb") as xz, tarfile.open(fileobj=xz, mode="w") as tar:
+        info = tarfile.TarInfo("../outside.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(tarfile.TarError):
+        gpu_bundle.unpack(bundle, tmp_path / "site", tmp_path / "repo")
+    assert not (tmp_path / "outside.txt").exists()
+
+
+def test_manifest_of_make_bundle(tmp_path, monkeypatch):
+    repo = _repo(tmp_path, {"open_nsfw": 1000})
+
+    def fake_download(out, python, extra):  # the network part: a pure-Python wheel, PyAV's, NVDEC's
+        assert extra == (gpu_bundle.NVDEC_PACKAGE,)
+        out.mkdir(parents=True)
+        for name in ("onnx2torch-1.5.15-py3-none-any.whl", "av-18.1.0-cp311-abi3-manylinux_2_28_x86_64.whl",
+                     "pynvvideocodec-2.2.4-cp312-cp312-manylinux_2_28_x86_64.whl"):
+            with zipfile.ZipFile(out / name, "w") as z:
+                z.writestr(name.split("-")[0] + "/__init__.py", "")
+        return sorted(out.glob("*.whl"))
+
+    monkeypatch.setattr(gpu_bundle, "download_wheels", fake_download)
+    monkeypatch.setattr(gpu_bundle.metadata, "version", lambda name: "9.9")
+    m = gpu_bundle.make_bundle(tmp_path / "b", repo, "3.12", budget=10**6, nvdec=True)
+    assert set(m["files"]) == {"av.tar.xz", "pynvvideocodec.tar.xz", "wheels/onnx2torch-1.5.15-py3-none-any.whl"}
+    assert m["packages"]["pynvvideocodec"] == "2.2.4"
+    assert list(m["models"]) == ["open_nsfw"] and m["models_left_out"]["minilm"] == "not fetched"
+    assert m["total_bytes"] == sum(m["files"].values()) + m["models"]["open_nsfw"]
+    assert json.loads((tmp_path / "b" / "MANIFEST.json").read_text()) == m
