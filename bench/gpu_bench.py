@@ -1,12 +1,13 @@
 """The bench suites that carry GPU rows, on a GPU: ``python bench/gpu_bench.py [python -m bench options]``.
 
-A shortcut for ``python -m bench --suite kernels,models,e2e [options]`` (``--suite`` may narrow
-it, or add others: bench/gpu_check.sh adds decode, which runs on the host CPUs and completes the
-run as a ``bench plan`` profile) that refuses to run without a CUDA device, since its point is
-the GPU rows: the kernels suite's CUDA/Triton kernels and torch CUDA ops with bandwidth as a fraction of a same-run device copy, the
-models suite's torch CUDA backend beside ONNX Runtime, the e2e suite's ``Session(device="cuda:0")``
-per ``kernel_impl`` beside the CPU Session. The measuring is in bench/gpu.py, bench/gpu_kernels.py
-and the suites; results go to the usual JSON, markdown and plots (``bench/results/``).
+A shortcut for ``python -m bench --suite kernels,models,e2e [options]`` (``--suite`` may narrow it,
+or add others: bench/gpu_check.sh adds decode, which runs on the host CPUs and completes the run as
+a ``bench plan`` profile) that refuses to run without a CUDA device, since its point is the GPU
+rows: the kernels suite's CUDA/Triton kernels and torch CUDA ops with bandwidth as a fraction of a
+same-run device copy, the models suite's torch CUDA backend beside ONNX Runtime, the e2e suite's
+``Session(device="cuda:0")`` per ``kernel_impl`` beside the CPU Session. The measuring is in
+bench/gpu.py, bench/gpu_kernels.py and the suites; results go to the usual JSON, markdown and plots
+(``bench/results/``).
 """
 
 from __future__ import annotations
