@@ -306,6 +306,7 @@ class Session:
         label_current_item(modality_label(video, image, audio, text))
         if video is None and image is None and audio is None and not text:
             raise InputError("nothing to moderate: pass a media input, video, image, audio or text")
+        self._check_examined(video, image, audio, text)
         self._policy_setup()
 
         if video is not None:
@@ -576,6 +577,19 @@ class Session:
     # ------------------------------------------------------------------ policies
     def _policies(self, source: str) -> list[PolicyConfig]:
         return [p for p in self.pipeline.policies if p.source == source]
+
+    def _check_examined(self, video: Any, image: Any, audio: Any, text: Any) -> None:
+        """InputError for an input no policy of the pipeline looks at: an empty verdict would
+        read as "passed" (a repository without text models, bench/repo_subset.py, given text)."""
+        sources = {p.source for p in self.pipeline.policies}
+        examined = {"video": bool(sources & {"vision", "audio"}), "image": "vision" in sources,
+                    "audio": "audio" in sources, "text": bool(sources & {"text_classifier", "text_similarity"})}
+        given = {"video": video is not None, "image": image is not None, "audio": audio is not None,
+                 "text": bool(text)}
+        unexamined = [k for k in MODALITIES if given[k] and not examined[k]]
+        if unexamined:
+            raise InputError(f"no policy of the pipeline in {self.pipeline.path} examines "
+                             f"{' or '.join(unexamined)}")
 
     def _policy_setup(self) -> None:
         """Resolve class names and embed exemplar phrases once (first call, under the lock)."""

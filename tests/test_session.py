@@ -138,6 +138,29 @@ def test_nothing_to_moderate(session):
         session.moderate()
 
 
+def test_an_input_no_policy_examines_is_refused_not_passed(model_repo, tmp_path):
+    """A repository without the text models (bench/repo_subset.py) given text: an empty verdict
+    would read as "passed", so that item fails with InputError; the others still run."""
+    from bench.repo_subset import make_subset
+    from engine import Session
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("open_nsfw", "yamnet"):
+        (src / name).symlink_to(model_repo.path / name)
+    for name in ("pipeline.toml", "models.lock"):
+        (src / name).write_bytes((model_repo.path / name).read_bytes())
+    make_subset(src, tmp_path / "subset")
+    s = Session(tmp_path / "subset")
+    with pytest.raises(errors.InputError, match="examines text"):
+        s.moderate(text="I will hurt you")
+    with pytest.raises(errors.InputError, match="examines text"):  # not silently half-checked
+        s.moderate(image=np.zeros((32, 32, 3), np.uint8), text="I will hurt you")
+    image, text = s.moderate_many([{"image": np.zeros((32, 32, 3), np.uint8)}, {"text": "hello"}])
+    assert image.ok and set(image.verdict.policies) == {"sexual_content"}
+    assert isinstance(text.error, errors.InputError)
+
+
 # --- hostile input: one bad item fails only itself -------------------------------------------
 def test_moderate_many_isolates_failures(session, tmp_path):
     good = SAMPLES / "clip_tone.mp4"
