@@ -101,9 +101,11 @@ def _compile(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from . import __version__
     from .backends import available_backends
+    from .device import device_info
     from .ops import build_info
 
-    info = {"version": __version__, "native": build_info(), "backends": available_backends()}
+    info = {"version": __version__, "native": build_info(), "backends": available_backends(),
+            "device": device_info()}
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -112,6 +114,8 @@ def _info(args: argparse.Namespace) -> int:
         print(f"  native.{key}: {value}")
     for name, detail in info["backends"].items():
         print(f"  backend {name}: {detail}")
+    for name, detail in info["device"].items():
+        print(f"  device {name}: {detail}")
     return 0
 
 

@@ -171,6 +171,27 @@ def video_decode_note(placement: Placement) -> str:
     return f"video decoded by FFmpeg on the CPU, planes staged through pinned buffers (NVDEC: {reason})"
 
 
+def device_info() -> dict[str, str]:
+    """What the device pipeline can use on this machine, one line each (``engine info``)."""
+    from . import kernels
+    from .ops import cuda as cuda_ops
+
+    gpus = _cuda_device_count()
+    info = {"cuda devices": str(gpus)}
+    info["kernel_impl cuda"] = "engine._C_cuda built" if cuda_ops.available() else "engine._C_cuda not built"
+    if kernels.available():
+        import triton
+
+        info["kernel_impl triton"] = f"triton {triton.__version__}"
+    else:
+        info["kernel_impl triton"] = "triton or torch not installed"
+    if cuda_ops.available() or kernels.available():
+        info["kernel_impl default on a GPU"] = default_kernel_impl()
+    reason = nvdec_import_error()
+    info["video_decoder nvdec"] = "PyNvVideoCodec imports" if reason is None else f"unavailable: PyNvVideoCodec {reason}"
+    return info
+
+
 def _cuda_device_count() -> int:
     try:
         import torch

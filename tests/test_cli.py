@@ -45,6 +45,9 @@ def test_info():
     info = json.loads(r.stdout)
     assert "onnxruntime" in info["backends"]
     assert info["native"]["cuda_compiled"] in (True, False)
+    device = info["device"]
+    assert device["cuda devices"].isdigit() and device["video_decoder nvdec"]
+    assert device["kernel_impl cuda"].startswith("engine._C_cuda")
 
 
 def test_usage_errors():
