@@ -50,7 +50,7 @@ from typing import Any
 from .frame import Frame, full_range_for, matrix_for
 from .limits import DEFAULT_LIMITS, Limits
 from .source import media_errors, open_container, read_source
-from .video import (DecodedVideo, Sampling, _Decoder, index_stream, open_video_stream,
+from .video import (DecodedVideo, FrameDecoder, Sampling, index_stream, open_video_stream,
                     plan_samples)
 
 __all__ = ["NVDEC_CODECS", "Fallback", "qualify", "decode_video_nvdec"]
@@ -160,7 +160,7 @@ def decode_video_nvdec(source: Any, sampling: Sampling | None = None, limits: Li
 
 def _first_picture(c, vs, t: float, limits: Limits, deadline) -> Any:
     """The first decoded picture (an ``av.VideoFrame``), None when nothing decodes."""
-    dec = _Decoder(c, vs, limits, deadline)
+    dec = FrameDecoder(c, vs, limits, deadline)
     dec.seek(t)
     frames = dec.frames()
     try:

@@ -40,7 +40,7 @@ from .limits import DEFAULT_LIMITS, Deadline, Limits
 from .source import Packets, check_codec, media_errors, open_container, wrap_av_error
 
 __all__ = ["Sampling", "DecodedVideo", "decode_video", "SAMPLING_MODES", "open_video_stream", "StreamIndex",
-           "index_stream", "SamplePlan", "plan_samples"]
+           "index_stream", "SamplePlan", "plan_samples", "FrameDecoder"]
 
 SAMPLING_MODES = ("fps", "uniform", "keyframes", "all")
 
@@ -165,7 +165,7 @@ def _targets(sampling: Sampling, first: float, last: float, frame_dur: float) ->
     return [first + (i + 0.5) * interval for i in range(k)], interval
 
 
-class _Decoder:
+class FrameDecoder:
     """Sends packets of one stream to its decoder, counting packets, frames and errors, honouring
     limits.  ``sent`` (packets handed to the decoder, i.e. frames decoded, including frames still
     in flight when a seek or drain discards them) is reported as ``decoded_frames``."""
@@ -353,7 +353,7 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
     cc = vs.codec_context
     vs.thread_type = "AUTO"
     tb = vs.time_base
-    dec = _Decoder(c, vs, limits, deadline)
+    dec = FrameDecoder(c, vs, limits, deadline)
 
     complete = True
     picked: list[tuple[float, Any]] = []   # (absolute seconds, av frame)
@@ -421,7 +421,7 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
         targets=[round(t - start, 6) for t in targets])
 
 
-def _seek_decode(dec: _Decoder, targets: list[float], times: list[float], keys: list[float], tb,
+def _seek_decode(dec: FrameDecoder, targets: list[float], times: list[float], keys: list[float], tb,
                  frame_dur: float) -> list[tuple[float, Any]]:
     """Exact sampling: the first frame with pts >= each target.
 
