@@ -269,6 +269,7 @@ def test_models_suite_gpu_rows_and_skip_note(monkeypatch, model_repo, tmp_path):
         for path in ("torch-cuda", "torch-cuda-device"):
             f, lat = figs[f"{base}/{path}"], figs[f"{base}/{path}/latency"]
             assert (f.unit, f.params["device"], f.stage, lat.unit) == ("patches/s", "cpu", None, "ms")
+            assert f.params["precision"] == "fp32"  # the stand-in is ONNX Runtime: no fp16 attribute
             assert figs[f"{base}/{path}÷onnxruntime"].samples == pytest.approx(
                 [g / o for g, o in zip(f.samples, figs[f"{base}/onnxruntime"].samples)])
         assert figs[f"{base}/onnxruntime"].params["device"] == "cpu"

@@ -110,8 +110,11 @@ def model_part(model: str, backends: dict, cfg: RunConfig, tick: Tick, out: Suit
         base = f"{SUITE}/{model}/b{batch}"
         figs = {}
         for name, secs in seconds.items():
+            backend = backends["torch-cuda" if name == "torch-cuda-device" else name]
             params = {"model": model, "backend": name, "batch": batch, "threads": cfg.threads,
-                      "device": gpu.DEVICE if name in GPU_PATHS else "cpu"}
+                      "device": gpu.DEVICE if name in GPU_PATHS else "cpu",
+                      # the torch backend's load-time fp16 check (Note [fp16 decision]) decides
+                      "precision": "fp16" if getattr(backend, "fp16", False) else "fp32"}
             # the figures bench plan reads: the default CPU backend for CPU nodes, and for GPU machines
             # the call the device pipeline makes (device arrays in and out)
             planned = name in ("onnxruntime", "sklearn", "torch-cuda-device")
