@@ -54,10 +54,10 @@ enum FilterKind : int {
 // in that order: each source row inside the vertical support of the output ROI is converted and
 // clamped once (only the columns inside the horizontal support), kept in a ring of K rows (every
 // output row's window spans <= K consecutive rows), and the three RGB planes are filtered with
-// the luma taps - vertical pass over the ring, then horizontal pass (csrc/preprocess_cpu.cpp,
-// SourceRows). All in float32: the GPU kernels, which evaluate the same formula per output pixel,
-// agree with it to float rounding. (An int16 fixed-point variant was ~12% faster on 1080p
-// photographs but 0.035 levels off, too far for that agreement.)
+// the luma taps - vertical pass over the ring, then horizontal pass
+// (csrc/preprocess_clamp_source.cpp, SourceRows). All in float32: the GPU kernels, which evaluate
+// the same formula per output pixel, agree with it to float rounding. (An int16 fixed-point
+// variant was ~12% faster on 1080p photographs but 0.035 levels off, too far for that agreement.)
 
 // Largest tap count compute_taps can produce for this filter and scale.
 ENGINE_HD_INLINE int max_taps(int filter, double scale) {

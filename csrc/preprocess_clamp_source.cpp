@@ -1,0 +1,324 @@
+// preprocess_clamp_source.cpp - the clamp="source" path of the fused preprocessing op on Y'CbCr
+// frames (Note [clamp before resampling]): every source pixel converted to RGB and clamped once,
+// then the three RGB planes resampled (process_rows_source, called by process_rows in
+// preprocess_cpu.cpp).
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "engine/preprocess.h"
+#include "preprocess_passes.h"
+#include "simd.h"
+
+namespace engine_ops {
+namespace detail {
+
+namespace {
+
+// ---- clamp="source": convert and clamp every source pixel, then resample RGB ----
+// Chroma terms t[c][k * sub + r] = cb_gain[c] cb[k * cs] + cr_gain[c] cr[k * cs] +
+// bias[c] once per chroma sample, replicated sub times onto the luma grid; then per luma row
+// rgb[c][i] = clamp(y_gain y[i] + t[c][i]); vertical pass d[c][i] = sum_j w[j] rows[j][c][i].
+template <typename T>
+ENGINE_ALWAYS_INLINE void chroma_terms_impl(const T* __restrict cb, const T* __restrict cr, int cs,
+                                            int n, const YuvToRgb& m, int sub, float* const t[3]) {
+  for (int c = 0; c < 3; ++c) {
+    float* __restrict d = t[c];
+    for (int k = 0; k < n; ++k) {
+      const float v = m.cb_gain[c] * (float)cb[k * cs] + (m.cr_gain[c] * (float)cr[k * cs] + m.bias[c]);
+      for (int r = 0; r < sub; ++r) d[k * sub + r] = v;
+    }
+  }
+}
+template <typename T>
+ENGINE_ALWAYS_INLINE void convert_row_impl(const T* __restrict y, int n, float yg,
+                                           const float* const t[3], float* const rgb[3]) {
+  for (int c = 0; c < 3; ++c) {
+    const float* __restrict tc = t[c];
+    float* __restrict d = rgb[c];
+    for (int i = 0; i < n; ++i) {
+      const float v = yg * (float)y[i] + tc[i];
+      d[i] = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
+    }
+  }
+}
+// (taps outer, columns inner: the loops the compiler vectorises; the same sum order as the
+// register accumulation of vpass_rgb_avx2)
+ENGINE_ALWAYS_INLINE void vpass_rgb_impl(const float* const* rows, const float* w, int nk,
+                                         long long cstride, int i0, int n, float* const d[3]) {
+  for (int c = 0; c < 3; ++c) {
+    float* __restrict dc = d[c];
+    const float* __restrict r0 = rows[0] + c * cstride;
+    for (int i = i0; i < n; ++i) dc[i] = w[0] * r0[i];
+    for (int j = 1; j < nk; ++j) {
+      const float* __restrict r = rows[j] + c * cstride;
+      const float wj = w[j];
+      for (int i = i0; i < n; ++i) dc[i] += wj * r[i];
+    }
+  }
+}
+
+#if ENGINE_HAVE_AVX2_KERNELS
+template <typename T>
+ENGINE_AVX2_TARGET void chroma_terms_avx2(const T* cb, const T* cr, int cs, int n, const YuvToRgb& m,
+                                          int sub, float* const t[3]) {
+  __m256 G[3], H[3], E[3];
+  for (int c = 0; c < 3; ++c) {
+    G[c] = _mm256_set1_ps(m.cb_gain[c]);
+    H[c] = _mm256_set1_ps(m.cr_gain[c]);
+    E[c] = _mm256_set1_ps(m.bias[c]);
+  }
+  // NV12 (8-bit): Cb, Cr bytes of 8 pairs gathered into the two halves of one register
+  const __m128i split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  int k = 0;
+  if (cs == 1 || sizeof(T) == 1) {
+    for (; k + 8 <= n; k += 8) {
+      __m256 u, v;
+      if (cs == 1) {
+        u = cvt8(cb + k);
+        v = cvt8(cr + k);
+      } else {
+        const __m128i x = _mm_shuffle_epi8(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(cb + 2 * k)), split);
+        u = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x));
+        v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(x, 8)));
+      }
+      for (int c = 0; c < 3; ++c) {
+        const __m256 x = _mm256_fmadd_ps(G[c], u, _mm256_fmadd_ps(H[c], v, E[c]));
+        if (sub == 2) {  // in-lane unpack, then the lanes in order
+          const __m256 lo = _mm256_unpacklo_ps(x, x), hi = _mm256_unpackhi_ps(x, x);
+          _mm256_storeu_ps(t[c] + 2 * k, _mm256_permute2f128_ps(lo, hi, 0x20));
+          _mm256_storeu_ps(t[c] + 2 * k + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+        } else {
+          _mm256_storeu_ps(t[c] + k, x);
+        }
+      }
+    }
+  }
+  if (k < n) {
+    float* tail[3] = {t[0] + k * sub, t[1] + k * sub, t[2] + k * sub};
+    chroma_terms_impl(cb + k * cs, cr + k * cs, cs, n - k, m, sub, tail);
+  }
+}
+
+template <typename T>
+ENGINE_AVX2_TARGET void convert_row_avx2(const T* y, int n, float yg, const float* const t[3],
+                                         float* const rgb[3]) {
+  const __m256 g = _mm256_set1_ps(yg), zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 Y = cvt8(y + i);
+    for (int c = 0; c < 3; ++c) {
+      const __m256 v = _mm256_fmadd_ps(Y, g, _mm256_loadu_ps(t[c] + i));
+      _mm256_storeu_ps(rgb[c] + i, _mm256_min_ps(_mm256_max_ps(v, zero), top));
+    }
+  }
+  if (i < n) {
+    const float* tt[3] = {t[0] + i, t[1] + i, t[2] + i};
+    float* rr[3] = {rgb[0] + i, rgb[1] + i, rgb[2] + i};
+    convert_row_impl(y + i, n - i, yg, tt, rr);
+  }
+}
+
+// 32 columns per sweep in registers, the taps innermost.
+ENGINE_AVX2_TARGET void vpass_rgb_avx2(const float* const* rows, const float* w, int nk,
+                                       long long cstride, int n, float* const d[3]) {
+  for (int c = 0; c < 3; ++c) {
+    const long long off = c * cstride;
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int j = 0; j < nk; ++j) {
+        const __m256 wv = _mm256_set1_ps(w[j]);
+        const float* p = rows[j] + off + i;
+        a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p), a0);
+        a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p + 8), a1);
+        a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p + 16), a2);
+        a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p + 24), a3);
+      }
+      _mm256_storeu_ps(d[c] + i, a0);
+      _mm256_storeu_ps(d[c] + i + 8, a1);
+      _mm256_storeu_ps(d[c] + i + 16, a2);
+      _mm256_storeu_ps(d[c] + i + 24, a3);
+    }
+    for (; i + 8 <= n; i += 8) {
+      __m256 a0 = _mm256_setzero_ps();
+      for (int j = 0; j < nk; ++j)
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(w[j]), _mm256_loadu_ps(rows[j] + off + i), a0);
+      _mm256_storeu_ps(d[c] + i, a0);
+    }
+  }
+}
+#endif
+
+template <typename T>
+void chroma_terms(const T* cb, const T* cr, int cs, int n, const YuvToRgb& m, int sub,
+                  float* const t[3]) {
+#if ENGINE_HAVE_AVX2_KERNELS
+  if (g_use_avx2) return chroma_terms_avx2(cb, cr, cs, n, m, sub, t);
+#endif
+  chroma_terms_impl(cb, cr, cs, n, m, sub, t);
+}
+template <typename T>
+void convert_row(const T* y, int n, float yg, const float* const t[3], float* const rgb[3]) {
+#if ENGINE_HAVE_AVX2_KERNELS
+  if (g_use_avx2) return convert_row_avx2(y, n, yg, t, rgb);
+#endif
+  convert_row_impl(y, n, yg, t, rgb);
+}
+void vpass_rgb(const float* const* rows, const float* w, int nk, long long cstride, int n,
+               float* const d[3]) {
+  int done = 0;
+#if ENGINE_HAVE_AVX2_KERNELS
+  if (g_use_avx2) {
+    done = n / 8 * 8;
+    vpass_rgb_avx2(rows, w, nk, cstride, done, d);
+  }
+#endif
+  vpass_rgb_impl(rows, w, nk, cstride, done, n, d);
+}
+
+constexpr int kPrefetchSourceRows = 4;  // rows ahead of the one being converted
+
+// Converted source rows of one frame for the luma columns [tx.src_lo, tx.src_hi), each converted
+// once per row block into a ring of K slots (every output row reads a window of <= K rows).
+class SourceRows {
+ public:
+  SourceRows(const FrameDesc& f, const TapTable& ty, const TapTable& tx, const YuvToRgb& m,
+             ThreadBuffers& buf)
+      : f_(f), m_(m), buf_(buf), K_(ty.K), lo_(tx.src_lo), n_(tx.src_hi - tx.src_lo) {
+    const PlaneDesc& c = f.planes[1];
+    sx_ = c.sub_x;
+    sy_ = c.sub_y;
+    clo_ = lo_ / sx_;
+    nc_ = n_ > 0 ? (tx.src_hi - 1) / sx_ - clo_ + 1 : 0;
+    stride_ = std::max(n_, 1);
+    grid_ = (size_t)nc_ * sx_ + 8;  // chroma replicated onto the luma grid
+    buf.slot_row.assign(K_, -1);
+    if (buf.ring.size() < (size_t)K_ * 3 * stride_) buf.ring.resize((size_t)K_ * 3 * stride_);
+    if (buf.tf.size() < 3 * grid_) buf.tf.resize(3 * grid_);
+  }
+
+  int stride() const { return stride_; }
+
+  // Source row r converted and clamped: R at the returned pointer, G and B at + stride(), + 2 stride().
+  const float* row(int r) {
+    const int s = r % K_;
+    if (buf_.slot_row[s] != r) {
+      convert(r, s);
+      buf_.slot_row[s] = r;
+    }
+    return buf_.ring.data() + (size_t)s * 3 * stride_;
+  }
+
+ private:
+  void convert(int r, int s) {
+    prefetch(r + kPrefetchSourceRows);
+    const int cr = r / sy_;
+    if (cr != t_row_) load_chroma(cr);
+    t_row_ = cr;
+    const int skip = lo_ - clo_ * sx_;  // 0, or 1 when the first luma column is odd
+    const float* t[3];
+    for (int c = 0; c < 3; ++c) t[c] = buf_.tf.data() + c * grid_ + skip;
+    float* d = buf_.ring.data() + (size_t)s * 3 * stride_;
+    float* rgb[3] = {d, d + stride_, d + 2 * stride_};
+    const PlaneDesc& py = f_.planes[0];
+    const unsigned char* yrow = static_cast<const unsigned char*>(py.data) + (long long)r * py.row_stride;
+    if (f_.bit_depth > 8)
+      convert_row(reinterpret_cast<const uint16_t*>(yrow) + lo_, n_, m_.y_gain, t, rgb);
+    else
+      convert_row(reinterpret_cast<const uint8_t*>(yrow) + lo_, n_, m_.y_gain, t, rgb);
+  }
+
+  // Source rows are short segments a frame row apart, each in its own page, so the hardware
+  // prefetchers ramp up late: request row r (luma, and its chroma when it starts a chroma row).
+  ENGINE_ALWAYS_INLINE void prefetch(int r) const {
+    if (r >= f_.height) return;
+    const int bps = f_.bit_depth > 8 ? 2 : 1;
+    prefetch_lines(f_.planes[0], r, (long long)lo_ * bps, (long long)(lo_ + n_) * bps);
+    if (r % sy_ == 0)
+      for (int p = 1; p < f_.num_planes; ++p) {
+        const int cs = f_.planes[p].channels;
+        prefetch_lines(f_.planes[p], r / sy_, (long long)clo_ * cs * bps,
+                       (long long)(clo_ + nc_) * cs * bps);
+      }
+  }
+
+  // Chroma terms of chroma row cr (columns [clo_, clo_ + nc_)) on the luma grid.
+  void load_chroma(int cr) {
+    const bool nv12 = f_.format == kFmtNV12;
+    const PlaneDesc& pu = f_.planes[1];
+    const PlaneDesc& pv = f_.planes[nv12 ? 1 : 2];
+    const int cs = nv12 ? 2 : 1;
+    const int bps = f_.bit_depth > 8 ? 2 : 1;
+    const unsigned char* u = static_cast<const unsigned char*>(pu.data) + (long long)cr * pu.row_stride +
+                             (long long)clo_ * cs * bps;
+    const unsigned char* v = static_cast<const unsigned char*>(pv.data) + (long long)cr * pv.row_stride +
+                             ((long long)clo_ * cs + (nv12 ? 1 : 0)) * bps;
+    float* t[3] = {buf_.tf.data(), buf_.tf.data() + grid_, buf_.tf.data() + 2 * grid_};
+    if (bps == 1)
+      chroma_terms(u, v, cs, nc_, m_, sx_, t);
+    else
+      chroma_terms(reinterpret_cast<const uint16_t*>(u), reinterpret_cast<const uint16_t*>(v), cs, nc_,
+                   m_, sx_, t);
+  }
+
+  const FrameDesc& f_;
+  const YuvToRgb m_;
+  ThreadBuffers& buf_;
+  const int K_, lo_, n_;
+  int stride_ = 1, sx_ = 1, sy_ = 1, clo_ = 0, nc_ = 0, t_row_ = -1;
+  size_t grid_ = 0;
+};
+
+}  // namespace
+
+// process_rows for clamp="source" Y'CbCr frames (Note [clamp before resampling]): per output row
+// the vertical pass over converted, clamped source rows (all three channels with the luma taps),
+// then the horizontal pass per channel, normalisation and store.
+void process_rows_source(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, int y1,
+                         void* out, ThreadBuffers& buf) {
+  const FrameDesc& f = *fw.frame;
+  const TapTable& ty = *fw.ty[0];
+  const TapTable& tx = *fw.tx[0];
+  const int nx = tx.hi - tx.lo, ns = tx.src_hi - tx.src_lo, K = ty.K;
+  SourceRows src(f, ty, tx, make_yuv_to_rgb(f.matrix, f.full_range, f.bit_depth), buf);
+  const int stride = src.stride();
+  for (int c = 0; c < 3; ++c) {
+    if (buf.vtmp[c].size() < (size_t)stride + 16) buf.vtmp[c].resize((size_t)stride + 16);
+    if (buf.hrow[c].size() < (size_t)std::max(nx, 1)) buf.hrow[c].resize((size_t)std::max(nx, 1));
+  }
+  if (buf.rgb.size() < (size_t)std::max(nx, 1) * 3) buf.rgb.resize((size_t)std::max(nx, 1) * 3);
+  float* vt[3] = {buf.vtmp[0].data(), buf.vtmp[1].data(), buf.vtmp[2].data()};
+  const float* hr[3] = {buf.hrow[0].data(), buf.hrow[1].data(), buf.hrow[2].data()};
+  const int st = std::max(nx, 1);
+  float* rgb[3] = {buf.rgb.data(), buf.rgb.data() + st, buf.rgb.data() + 2 * st};
+  const float* crgb[3] = {rgb[0], rgb[1], rgb[2]};
+  std::vector<const float*> rows(K);
+
+  for (int y = y0; y < y1; ++y) {
+    if (y < ty.lo || y >= ty.hi || nx <= 0) {
+      store_pad_row(out, a, b, y);
+      continue;
+    }
+    const int iy = y - ty.lo;
+    const float* w = &ty.w[(size_t)iy * K];
+    int k, kend;
+    if (nonzero_taps(w, K, &k, &kend)) {
+      for (int j = k; j < kend; ++j) rows[j - k] = src.row(ty.first[iy] + j);
+      vpass_rgb(rows.data(), w + k, kend - k, stride, ns, vt);
+    } else {
+      for (int c = 0; c < 3; ++c) std::fill(vt[c], vt[c] + ns, 0.0f);
+    }
+    for (int c = 0; c < 3; ++c) {
+      std::fill(vt[c] + ns, vt[c] + ns + 16, 0.0f);  // hpass_dot reads up to KP past the end
+      hpass1(vt[c], tx, buf.hrow[c].data());
+    }
+    convert_rgb_planar(hr, nx, a.norm, a.bgr_out, rgb[0], rgb[1], rgb[2]);
+    if (a.fp16) store_row<uint16_t>(out, a, b, y, crgb, tx.lo, tx.hi);
+    else store_row<float>(out, a, b, y, crgb, tx.lo, tx.hi);
+  }
+}
+
+}  // namespace detail
+}  // namespace engine_ops
