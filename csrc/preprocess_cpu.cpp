@@ -168,13 +168,11 @@ void process_rows(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, i
         }
         // very large downscale: fall through to two single passes
         const unsigned char* base2 = col0 + (long long)fb * pl.row_stride;
-        if (bps == 1) vpass_u8(base2, pl.row_stride, K, &ty.w[(size_t)(iy + 1) * K], n, vt2[p]);
-        else vpass_u16(base2, pl.row_stride, K, &ty.w[(size_t)(iy + 1) * K], n, vt2[p]);
+        vpass(bps, base2, pl.row_stride, K, &ty.w[(size_t)(iy + 1) * K], n, vt2[p]);
       }
 #endif
       const unsigned char* base = col0 + (long long)ty.first[iy] * pl.row_stride;
-      if (bps == 1) vpass_u8(base, pl.row_stride, ty.K, w, n, vt[p]);
-      else vpass_u16(base, pl.row_stride, ty.K, w, n, vt[p]);
+      vpass(bps, base, pl.row_stride, ty.K, w, n, vt[p]);
     }
     finish_row(fw, a, b, y, vt, out, buf, m);
     if (pair) {

@@ -219,18 +219,15 @@ template void vpass2_avx2<uint16_t>(const unsigned char*, long long, int, const 
 // ENGINE_DISABLE_AVX2=1 forces the portable loops (tests compare both paths).
 extern const bool g_use_avx2 = cpu_has_avx2_fma() && !std::getenv("ENGINE_DISABLE_AVX2");
 
-void vpass_u8(const unsigned char* base, long long stride, int K, const float* w, int n,
-              float* tmp) {
+void vpass(int bps, const unsigned char* base, long long stride, int K, const float* w, int n,
+           float* tmp) {
 #if ENGINE_HAVE_AVX2_KERNELS
-  if (g_use_avx2) return vpass_avx2<uint8_t>(base, stride, K, w, n, tmp);
+  if (g_use_avx2) {
+    if (bps == 1) return vpass_avx2<uint8_t>(base, stride, K, w, n, tmp);
+    return vpass_avx2<uint16_t>(base, stride, K, w, n, tmp);
+  }
 #endif
-  vpass_u8_generic(base, stride, K, w, n, tmp);
-}
-void vpass_u16(const unsigned char* base, long long stride, int K, const float* w, int n,
-               float* tmp) {
-#if ENGINE_HAVE_AVX2_KERNELS
-  if (g_use_avx2) return vpass_avx2<uint16_t>(base, stride, K, w, n, tmp);
-#endif
+  if (bps == 1) return vpass_u8_generic(base, stride, K, w, n, tmp);
   vpass_u16_generic(base, stride, K, w, n, tmp);
 }
 

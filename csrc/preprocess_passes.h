@@ -72,10 +72,9 @@ ENGINE_AVX2_TARGET inline __m256 cvt8(const uint16_t* p) {
 extern const bool g_use_avx2;
 
 // ---- vertical pass: tmp[i] = sum_k w[k] * row_{first+k}[i], i < n (preprocess_passes.cpp) ----
-void vpass_u8(const unsigned char* base, long long stride, int K, const float* w, int n,
-              float* tmp);
-void vpass_u16(const unsigned char* base, long long stride, int K, const float* w, int n,
-               float* tmp);
+// bps: bytes per sample of the rows (1: uint8, 2: uint16)
+void vpass(int bps, const unsigned char* base, long long stride, int K, const float* w, int n,
+           float* tmp);
 
 #if ENGINE_HAVE_AVX2_KERNELS
 // Two consecutive output rows in one sweep over their union tap window (T: uint8_t, uint16_t).
