@@ -176,16 +176,16 @@ def device_info() -> dict[str, str]:
     from . import kernels
     from .ops import cuda as cuda_ops
 
-    gpus = _cuda_device_count()
-    info = {"cuda devices": str(gpus)}
-    info["kernel_impl cuda"] = "engine._C_cuda built" if cuda_ops.available() else "engine._C_cuda not built"
-    if kernels.available():
+    has_cuda, has_triton = cuda_ops.available(), kernels.available()
+    info = {"cuda devices": str(_cuda_device_count())}
+    info["kernel_impl cuda"] = "engine._C_cuda built" if has_cuda else "engine._C_cuda not built"
+    if has_triton:
         import triton
 
         info["kernel_impl triton"] = f"triton {triton.__version__}"
     else:
         info["kernel_impl triton"] = "triton or torch not installed"
-    if cuda_ops.available() or kernels.available():
+    if has_cuda or has_triton:
         info["kernel_impl default on a GPU"] = default_kernel_impl()
     reason = nvdec_import_error()
     info["video_decoder nvdec"] = "PyNvVideoCodec imports" if reason is None else f"unavailable: PyNvVideoCodec {reason}"

@@ -56,16 +56,16 @@ class Session:
     kernel_impl:
         The device pipeline's kernels: ``"cuda"`` (:mod:`engine.ops.cuda`) or ``"triton"``
         (:mod:`engine.kernels`); None on CUDA picks ``"cuda"`` when ``engine._C_cuda`` is built
-        (the faster one on an H100 in ``bench/baselines/h100``). On the CPU, None is the plain CPU pipeline and ``"triton"``
-        runs the device pipeline on CPU tensors under the Triton interpreter (needs
-        ``TRITON_INTERPRET=1``; slow, for tests). See :mod:`engine.device`.
+        (the faster one on an H100 in ``bench/baselines/h100``). On the CPU, None is the plain
+        CPU pipeline and ``"triton"`` runs the device pipeline on CPU tensors under the Triton
+        interpreter (needs ``TRITON_INTERPRET=1``; slow, for tests). See :mod:`engine.device`.
     video_decoder:
         Who decodes video for the device pipeline: ``"cpu"`` (the default until the NVDEC path
         has run on NVIDIA hardware), ``"auto"`` (NVDEC on a GPU when PyNvVideoCodec imports,
         else the CPU) or ``"nvdec"`` (DeviceUnavailableError when PyNvVideoCodec does not
-        import). NVDEC hands NV12 planes on the device to
-        the fused kernel; streams it cannot take (codec, 10-bit, 4:4:4, rotation) are decoded on
-        the CPU, logged. See :mod:`engine.media.nvdec`.
+        import). NVDEC hands NV12 planes on the device to the fused kernel; streams it cannot
+        take (codec, 10-bit, 4:4:4, rotation) are decoded on the CPU, logged. See
+        :mod:`engine.media.nvdec`.
     workers:
         Item threads of :meth:`submit`, i.e. items in flight at once (None: 8 per CPU core, at
         most 64). Items spend most of their time in model calls, and the per-model batchers can

@@ -14,7 +14,8 @@ same cores (on a 2-core CPU they add up rather than overlap) or the serving laye
 
 On a GPU the same items also go through ``Session(device="cuda:0", kernel_impl=...)`` for each
 kernel implementation that loads (``session-gpu-cuda``, ``session-gpu-triton``; the device
-pipeline: preprocessing, models and pooling on the GPU, decoding on the CPU) in the same rounds,
+pipeline: preprocessing, models and pooling on the GPU, decoding on the CPU; and
+``session-gpu-cuda-nvdec``, decoding with NVDEC, where PyNvVideoCodec imports) in the same rounds,
 with ``session-gpu-<impl>÷session`` per round; the stages stay the CPU's. Without a GPU one note
 says these rows were skipped. Ran on an H100 (bench/baselines/h100/models-e2e-quick.*; video,
 image and audio: the text models were not carried to that machine).
