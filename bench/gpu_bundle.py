@@ -8,7 +8,8 @@
   PyAV is stored as an xz tarball of its unpacked wheel instead (35 MB -> about 25 MB: its
   bundled FFmpeg libraries compress well, and the bundle travels under a size limit). ``--nvdec``
   adds NVIDIA's PyNvVideoCodec (:data:`NVDEC_PACKAGE`, not a dependency of the engine; 27 MB ->
-  19 MB the same way) for ``Session(video_decoder="nvdec")``, leaving less room for models;
+  about 5 MB the same way, less the files its import never reads: :data:`UNUSED`) for
+  ``Session(video_decoder="nvdec")``;
 * ``models/<model>.tar.xz``: the fetched version folders of ``model_repo``, in the order of
   :data:`MODEL_ORDER`, as many as fit in the budget (YAMNet's dequantised weights shrink from
   15 MB to 5 MB; open_nsfw barely compresses; MiniLM, 90 MB, never fits a 64 MiB transfer);
@@ -24,6 +25,7 @@ filter (no absolute paths, links out of the tree or device files).
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import lzma
 import subprocess
@@ -38,6 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("av", "tritonclient", "python-rapidjson", "onnx2torch")
 NVDEC_PACKAGE = "pynvvideocodec==2.2.4"  # the version engine/media/nvdec.py was written against
 PACKED = ("av", "pynvvideocodec")  # stored as xz tarballs of their unpacked wheels
+# what a packed wheel holds that the import never reads: PyNvVideoCodec's tutorial notebooks and
+# benchmarks, and the FFmpeg source tarball it ships as data (12 of its 27 MB, incompressible)
+UNUSED = {"pynvvideocodec": ("samples/", "benchmarks/", "pynvvideocodec-*.data/")}
 MODEL_ORDER = ("open_nsfw", "yamnet", "profanity", "minilm")  # vision first: most GPU rows need it
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64")
@@ -91,12 +96,14 @@ def download_wheels(out: Path, python: str, extra: tuple[str, ...] = ()) -> list
     return sorted(out.glob("*.whl"))
 
 
-def repack_wheel(wheel: Path, dest: Path) -> int:
-    """A wheel's files as an xz tarball (what ``pip install --target`` would have written)."""
+def repack_wheel(wheel: Path, dest: Path, unused: tuple[str, ...] = ()) -> int:
+    """A wheel's files as an xz tarball (what ``pip install --target`` would have written), less
+    the files under the ``unused`` folder patterns."""
     with tempfile.TemporaryDirectory() as tmp:
         with zipfile.ZipFile(wheel) as z:
             z.extractall(tmp)
         files = {str(p.relative_to(tmp)): p for p in sorted(Path(tmp).rglob("*")) if p.is_file()}
+        files = {k: v for k, v in files.items() if not any(fnmatch.fnmatch(k, f"{u}*") for u in unused)}
         size = xz_tar(files, dest)
     wheel.unlink()
     return size
@@ -109,7 +116,7 @@ def make_bundle(out: Path, repo: Path, python: str, budget: int, nvdec: bool = F
     for w in wheels:
         name = w.name.split("-")[0].lower()
         if name in PACKED:
-            sizes[f"{name}.tar.xz"] = repack_wheel(w, out / f"{name}.tar.xz")
+            sizes[f"{name}.tar.xz"] = repack_wheel(w, out / f"{name}.tar.xz", UNUSED.get(name, ()))
         else:
             sizes[f"wheels/{w.name}"] = w.stat().st_size
     used = sum(sizes.values())

@@ -63,9 +63,10 @@ XDIST=""; $PY -c "import xdist" 2>/dev/null && XDIST="-n ${PYTEST_WORKERS:-8}"
 timeout ${TEST_TIMEOUT:-240} $PY -m pytest -q $XDIST -p no:cacheprovider -rfEs --durations=8 \
   tests/gpu tests/triton tests/kernels/test_headers_nvcc.py tests/test_device_pipeline.py 2>&1 | grep -vE "^\s*$" | tail -80
 echo "pytest rc=${PIPESTATUS[0]}"
-# the gpu-marked tests among the CPU ones (torch CUDA backend, Session, model parity)
+# the gpu-marked tests among the CPU ones (torch CUDA backend, Session, model parity, NVDEC)
 timeout ${TEST_TIMEOUT:-240} $PY -m pytest -q -m gpu -p no:cacheprovider -rfEs \
-  tests/test_backend_torch.py tests/test_session.py tests/test_model_parity.py tests/test_backends_text.py 2>&1 | grep -vE "^\s*$" | tail -40
+  tests/test_backend_torch.py tests/test_session.py tests/test_model_parity.py tests/test_backends_text.py \
+  tests/test_nvdec.py 2>&1 | grep -vE "^\s*$" | tail -40
 echo "pytest -m gpu rc=${PIPESTATUS[0]}"
 
 # kernels first and on its own: models and e2e need the model repository, and a suite that fails

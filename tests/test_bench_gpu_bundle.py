@@ -56,6 +56,19 @@ def test_a_bundle_unpacks_to_the_same_files(tmp_path):
     assert (site / "av.libs" / "libfake.so").read_bytes() == b"\x7fELF"
 
 
+def test_files_the_import_never_reads_stay_behind(tmp_path):
+    wheel = tmp_path / "pynvvideocodec-2.2.4-cp312-cp312-manylinux_2_28_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for name in ("PyNvVideoCodec/__init__.py", "PyNvVideoCodec/libavformat.so", "samples/decode.ipynb",
+                     "benchmarks/run.py", "pynvvideocodec-2.2.4.data/data/external/ffmpeg.tar.xz",
+                     "pynvvideocodec-2.2.4.dist-info/METADATA"):
+            z.writestr(name, name)
+    gpu_bundle.repack_wheel(wheel, tmp_path / "nv.tar.xz", gpu_bundle.UNUSED["pynvvideocodec"])
+    with tarfile.open(tmp_path / "nv.tar.xz") as tar:
+        assert sorted(tar.getnames()) == ["PyNvVideoCodec/__init__.py", "PyNvVideoCodec/libavformat.so",
+                                          "pynvvideocodec-2.2.4.dist-info/METADATA"]
+
+
 def test_an_archive_cannot_write_outside_its_folder(tmp_path):
     bundle = tmp_path / "bundle"
     (bundle / "models").mkdir(parents=True)

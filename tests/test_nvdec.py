@@ -273,21 +273,52 @@ def test_session_with_nvdec_matches_the_cpu_session(model_repo, tmp_path, monkey
 
 
 # ----------------------------------------------------------------------------- real GPU (not run here)
-@pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
-def test_real_nvdec_frames_match_the_cpu_decoder():
+def _real_nvdec():
     from engine.device import load_nvdec
 
     try:
-        nvc = load_nvdec()
+        return load_nvdec()
     except DeviceUnavailableError as e:
         pytest.skip(str(e))
-    data = CLIPS["bframes"]()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("name", CLIPS)
+def test_real_nvdec_frames_match_the_cpu_decoder(name):
+    nvc = _real_nvdec()
+    data = CLIPS[name]()
     for sampling in (Sampling("fps", 4.0), Sampling("keyframes"), Sampling("all", max_frames=9)):
         cpu, dev = decode_video(data, sampling), decode_video_nvdec(data, sampling, nvc=nvc)
         assert not isinstance(dev, Fallback), dev.reason
         assert dev.frames[0].planes[0].is_cuda
         assert dev.timestamps == cpu.timestamps
-        for a, b in zip(cpu.frames, dev.frames, strict=True):
+        for a, b in zip(cpu.frames, dev.frames, strict=True):  # H.264 decoding is bit-exact
             for want, got in zip(_as_nv12(a), b.planes, strict=True):
                 np.testing.assert_array_equal(got.cpu().numpy(), want)
+
+
+@pytest.mark.gpu
+@pytest.mark.models
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("impl", ["cuda", "triton"])
+def test_real_nvdec_session_matches_the_cpu_session(model_repo, monkeypatch, impl):
+    import engine
+    import engine.device_pipeline as dp
+    from test_device_pipeline import _assert_same_verdict
+
+    _real_nvdec()
+    decoded = []
+
+    def spy(*args, **kw):
+        decoded.append(out := nvdec_decode(*args, **kw))
+        return out
+
+    nvdec_decode = dp.decode_video_nvdec
+    monkeypatch.setattr(dp, "decode_video_nvdec", spy)
+    video = clip(width=640, height=360, fps=25, duration=3.0, gop=25, audio=True)  # 3 frames at 1 fps
+    gpu = engine.Session(model_repo.path, device="cuda:0", kernel_impl=impl, video_decoder="nvdec")
+    a, b = engine.Session(model_repo.path).moderate(video=video), gpu.moderate(video=video)
+    assert len(decoded) == 1 and not isinstance(decoded[0], Fallback), decoded
+    assert b.sampled_timestamps == a.sampled_timestamps == (0.0, 1.0, 2.0)
+    _assert_same_verdict(a, b)
