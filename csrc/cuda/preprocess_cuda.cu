@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -92,6 +93,8 @@ struct Prepared {
          off_xcount = 0, off_xw = 0, off_ty = 0, off_tx = 0;
   int bps = 1;
   bool staged = false;
+  int v2_taps = 0;  // > 0: the v2 block with this tap bin (Note [CUDA preprocess v2])
+  int span_max = 0;
   int tiles_x = 0, tiles_y = 0;
   size_t smem_bytes = 0;
 };
@@ -165,6 +168,7 @@ Prepared prepare(const PreprocessCall& c) {
     }
   }
   r.staged = p.span > 0;
+  r.span_max = span_max;
   r.smem_bytes = (size_t)engine::cuda::smem_floats(p.rows, p.span) * sizeof(float);
 
   p.batch = c.batch; p.in_w = c.width; p.in_h = c.height; p.out_h = c.out_h; p.out_w = c.out_w;
@@ -211,13 +215,65 @@ void point_tables(Prepared& r, const unsigned char* base) {
   p.tile_x = reinterpret_cast<const int*>(base + r.off_tx);
 }
 
-// Calls op.run<T, Kind, Staged>() for the variant of r.
+// TEMPORARY A/B switch (a GPU run compares the two blocks; the loser is deleted): the v2 block
+// (Note [CUDA preprocess v2]) unless ENGINE_CUDA_PREPROCESS=v1, read at every call.
+bool want_v1() {
+  const char* e = std::getenv("ENGINE_CUDA_PREPROCESS");
+  return e != nullptr && std::strcmp(e, "v1") == 0;
+}
+
+// Tap bins of the v2 block: the unrolled x tap loop runs kTaps taps for every column.
+constexpr int kV2TapBins[] = {4, 6, 8, 10, 12, 16};
+
+// Switches r to the v2 block when it covers the call: 8-bit Y'CbCr with chroma shared by pixel
+// pairs, the staged variant, at most 16 x taps, and a chunk of rows whose staged RGB fits.
+void plan_v2(Prepared& r, const PreprocessCall& c) {
+  const KernelParams& p = r.p;
+  if (want_v1() || c.force_direct || r.bps != 1 || p.kind == engine::cuda::kPackedRgb ||
+      p.sub_x != 2)
+    return;
+  int taps = 0;
+  for (int t : kV2TapBins)
+    if (taps == 0 && p.kx <= t) taps = t;
+  if (taps == 0) return;
+  const int pitch = r.span_max + taps;
+  for (int R = 16; R >= 2; R /= 2) {
+    const size_t bytes = (size_t)engine::cuda::smem_floats_v2(R, pitch) * sizeof(float);
+    if (bytes <= (size_t)engine::cuda::kSmemBudget) {
+      r.v2_taps = taps;
+      r.staged = true;
+      r.p.rows = R;
+      r.p.span = pitch;
+      r.smem_bytes = bytes;
+      return;
+    }
+  }
+}
+
+template <class Op, int Kind>
+void dispatch_v2_kind(const Prepared& r, Op& op) {
+  switch (r.v2_taps) {
+    case 4: op.template run_v2<Kind, 4>(); break;
+    case 6: op.template run_v2<Kind, 6>(); break;
+    case 8: op.template run_v2<Kind, 8>(); break;
+    case 10: op.template run_v2<Kind, 10>(); break;
+    case 12: op.template run_v2<Kind, 12>(); break;
+    default: op.template run_v2<Kind, 16>(); break;
+  }
+}
+
+// Calls op.run<T, Kind, Staged>() for the variant of r (op.run_v2<Kind, kTaps>() for v2).
 template <class Op>
 void dispatch(const Prepared& r, Op& op) {
   using engine::cuda::kPackedRgb;
   using engine::cuda::kPlanarYuv;
   using engine::cuda::kSemiPlanarYuv;
   const int kind = r.p.kind;
+  if (r.v2_taps > 0) {
+    if (kind == kSemiPlanarYuv) dispatch_v2_kind<Op, kSemiPlanarYuv>(r, op);
+    else dispatch_v2_kind<Op, kPlanarYuv>(r, op);
+    return;
+  }
   if (kind == kPackedRgb) {
     if (r.staged) op.template run<uint8_t, kPackedRgb, true>();
     else op.template run<uint8_t, kPackedRgb, false>();
@@ -249,6 +305,12 @@ struct DeviceLaunch {
     engine::cuda::preprocess_kernel<T, Kind, kStaged>
         <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
   }
+  template <int Kind, int kTaps>
+  void run_v2() {
+    const dim3 grid(r->tiles_x, r->tiles_y, r->p.batch);
+    engine::cuda::preprocess_kernel_v2<Kind, kTaps>
+        <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
+  }
 };
 
 struct HostEmulation {
@@ -262,12 +324,22 @@ struct HostEmulation {
           engine::cuda::preprocess_block<T, Kind, kStaged>(r->p, tx, ty, b, 0, 1, 0, 1,
                                                            smem.data());
   }
+  template <int Kind, int kTaps>
+  void run_v2() {
+    std::vector<float> smem(r->smem_bytes / sizeof(float) + 1);
+    for (int b = 0; b < r->p.batch; ++b)
+      for (int ty = 0; ty < r->tiles_y; ++ty)
+        for (int tx = 0; tx < r->tiles_x; ++tx)
+          engine::cuda::preprocess_block_v2<Kind, kTaps, 1, 1>(r->p, tx, ty, b, 0, 0,
+                                                               smem.data());
+  }
 };
 
 }  // namespace
 
 std::string preprocess(const PreprocessCall& call) {
   Prepared r = prepare(call);
+  plan_v2(r, call);
   const std::string variant = r.staged ? "staged" : "direct";
   if (call.batch == 0) return variant;
   DeviceGuard guard(call.device);
@@ -292,6 +364,7 @@ std::string preprocess(const PreprocessCall& call) {
 
 std::string preprocess_emulate(const PreprocessCall& call) {
   Prepared r = prepare(call);
+  plan_v2(r, call);
   point_tables(r, r.buf.bytes.data());
   HostEmulation op{&r};
   dispatch(r, op);

@@ -149,6 +149,51 @@ ENGINE_HD_INLINE float output_value(const KernelParams& p, const float* s_acc, i
   return normalize_value(p.norm, oc, 255.0f * s_acc[(sc * kTileH + orow) * kTileW + c]);
 }
 
+// Stage 4 of a block: the tile's accumulated unit-scale RGB s_acc [3][kTileH][kTileW] back to
+// the 0..255 scale, normalised, in the output channel order, layout and dtype, or the pad value.
+ENGINE_HD_INLINE void store_tile(const KernelParams& p, const float* s_acc, int b, int ox0, int oy0,
+                                 int tw, int th, int warp, int nw, int lane, int nl) {
+  if (p.store8) {  // Note [fp16 stores]: tw is a multiple of 8 here
+    const int runs = tw / 8, per_row = p.nhwc ? runs : 3 * runs;
+    for (int i = warp * nl + lane; i < th * per_row; i += nw * nl) {
+      const int orow = i / per_row, k = i % per_row;
+      const int oc0 = p.nhwc ? 0 : k / runs, c0 = 8 * (p.nhwc ? k : k % runs);
+      const int oy = oy0 + orow, ox = ox0 + c0;
+      const int stores = p.nhwc ? 3 : 1;  // NHWC: 8 pixels x 3 channels = 24 halves
+      Half8* dst = reinterpret_cast<Half8*>(static_cast<uint16_t*>(p.out) +
+          (p.nhwc ? (((long long)b * p.out_h + oy) * p.out_w + ox) * 3
+                  : (((long long)b * 3 + oc0) * p.out_h + oy) * p.out_w + ox));
+      for (int s8 = 0; s8 < stores; ++s8) {
+        Half8 h;
+        for (int e = 0; e < 8; ++e) {
+          const int flat = 8 * s8 + e;  // element of the run: pixel flat / 3, channel flat % 3
+          const int c = p.nhwc ? c0 + flat / 3 : c0 + e, oc = p.nhwc ? flat % 3 : oc0;
+          h.v[e] = float_to_half_bits(output_value(p, s_acc, oy, ox0 + c, orow, c, oc));
+        }
+        dst[s8] = h;
+      }
+    }
+    return;
+  }
+  for (int orow = warp; orow < th; orow += nw) {
+    const int oy = oy0 + orow;
+    for (int c = lane; c < tw; c += nl) {
+      const int ox = ox0 + c;
+      for (int oc = 0; oc < 3; ++oc) {
+        const float v = output_value(p, s_acc, oy, ox, orow, c, oc);
+        const long long idx =
+            p.nhwc ? (((long long)b * p.out_h + oy) * p.out_w + ox) * 3 + oc
+                   : (((long long)b * 3 + oc) * p.out_h + oy) * p.out_w + ox;
+        if (p.fp16) {
+          static_cast<uint16_t*>(p.out)[idx] = float_to_half_bits(v);
+        } else {
+          static_cast<float*>(p.out)[idx] = v;
+        }
+      }
+    }
+  }
+}
+
 // One block of output pixels: tile (tx, ty) of frame b. Work is split by warp and lane: warp w
 // of nw handles source rows w, w + nw, ... of a chunk (stages 1, 2) and output rows of the tile
 // (stage 3); lane l of nl strides over columns. No divisions, coalesced row reads. The host
@@ -243,41 +288,184 @@ ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, in
     block_sync();
   }
   // 4. back to the 0..255 scale, normalise, channel order, layout, padding
-  if (p.store8) {  // Note [fp16 stores]: tw is a multiple of 8 here
-    const int runs = tw / 8, per_row = p.nhwc ? runs : 3 * runs;
-    for (int i = warp * nl + lane; i < th * per_row; i += nw * nl) {
-      const int orow = i / per_row, k = i % per_row;
-      const int oc0 = p.nhwc ? 0 : k / runs, c0 = 8 * (p.nhwc ? k : k % runs);
-      const int oy = oy0 + orow, ox = ox0 + c0;
-      const int stores = p.nhwc ? 3 : 1;  // NHWC: 8 pixels x 3 channels = 24 halves
-      Half8* dst = reinterpret_cast<Half8*>(static_cast<uint16_t*>(p.out) +
-          (p.nhwc ? (((long long)b * p.out_h + oy) * p.out_w + ox) * 3
-                  : (((long long)b * 3 + oc0) * p.out_h + oy) * p.out_w + ox));
-      for (int s8 = 0; s8 < stores; ++s8) {
-        Half8 h;
-        for (int e = 0; e < 8; ++e) {
-          const int flat = 8 * s8 + e;  // element of the run: pixel flat / 3, channel flat % 3
-          const int c = p.nhwc ? c0 + flat / 3 : c0 + e, oc = p.nhwc ? flat % 3 : oc0;
-          h.v[e] = float_to_half_bits(output_value(p, s_acc, oy, ox0 + c, orow, c, oc));
+  store_tile(p, s_acc, b, ox0, oy0, tw, th, warp, nw, lane, nl);
+}
+
+// ---- v2: the common case in fewer instructions ------------------------------------------------
+// TEMPORARY A/B (preprocess_cuda.cu, ENGINE_CUDA_PREPROCESS=v1 picks the block above): both are
+// compiled until a GPU run compares them; the loser is deleted.
+//
+// Note [CUDA preprocess v2]
+// Same sums as preprocess_block (Note [CUDA preprocess: clamp before resampling]), reorganised so
+// that each instruction does more, for 8-bit Y'CbCr with horizontally subsampled chroma (I420,
+// I422, NV12) and x tap tables of at most kTaps (a compile-time bin >= p.kx) taps:
+//   1. stage: a thread converts the two luma pixels that share a chroma sample: row pointers
+//      once per row, the chroma terms once per pair (yuv_chroma_terms), one FFMA.SAT per pixel
+//      and channel; samples to float without I2F (Note [integer samples to float]);
+//   2. horizontal: lane l owns output column l of the tile for the whole block: its x weights
+//      (zero past its tap count) and first tap are loaded into registers once; the tap loop is
+//      fully unrolled, reads at constant offsets, and needs no predicates because every staged
+//      row has kTaps finite (zero) floats past the block's span (p.span = span_max + kTaps);
+//   3. vertical: warp w owns output rows w, w + nw of the tile for the whole block and keeps
+//      their sums in registers across chunks (no shared accumulator, no read-modify-write);
+//      the y weights it reads are warp-uniform;
+//   4. store from registers (the fp16 16-byte stores go through shared memory, store_tile).
+// Two barriers per chunk instead of three: staging chunk k+1 only writes s_rgb, which nobody
+// reads after the barrier that ends the horizontal pass of chunk k.
+// kNW x kNL is the warp x lane split (8 x 32 on the device, 1 x 1 in the host emulation): the
+// per-thread register arrays are sized by it.
+
+// Shared-memory floats of a v2 block: horizontal results [3][R][kTileW], staged RGB
+// [3][R][pitch], and at least the [3][kTileH][kTileW] output tile that aliases them at the end.
+ENGINE_HD_INLINE int smem_floats_v2(int rows, int pitch) {
+  return maxi(3 * rows * kTileW + 3 * rows * pitch, 3 * kTileH * kTileW);
+}
+
+// Stage 1 of v2 for source row sy: clamped unit-scale RGB of columns [sx_lo, sx_hi) into d0..d2.
+template <int Kind>
+ENGINE_HD_INLINE void stage_row_v2(const KernelParams& p, const FramePlanes& f, int sy, int sx_lo,
+                                   int sx_hi, int lane, int nl, float* d0, float* d1, float* d2) {
+  const unsigned char* yrow = f.plane[0] + (long long)sy * f.stride[0];
+  const int cy = p.sub_y == 2 ? (sy >> 1) : sy;
+  const unsigned char* c1 = f.plane[1] + (long long)cy * f.stride[1];
+  const unsigned char* c2 = Kind == kPlanarYuv ? f.plane[2] + (long long)cy * f.stride[2] : c1;
+  const int span = sx_hi - sx_lo;
+  // chroma column k feeds luma columns 2k, 2k + 1 (Note [chroma upsampling])
+  for (int k = (sx_lo >> 1) + lane; 2 * k < sx_hi; k += nl) {
+    float t[3];
+    if (Kind == kSemiPlanarYuv) {
+      yuv_chroma_terms(p.m, sample_to_float(c1[2 * k]), sample_to_float(c1[2 * k + 1]), t);
+    } else {
+      yuv_chroma_terms(p.m, sample_to_float(c1[k]), sample_to_float(c2[k]), t);
+    }
+    const int x = 2 * k - sx_lo;  // staged column of luma pixel 2k
+    if (x >= 0) {
+      const float y = sample_to_float(yrow[2 * k]);
+      d0[x] = saturate01(yuv_luma_plus(p.m, y, t[0]));
+      d1[x] = saturate01(yuv_luma_plus(p.m, y, t[1]));
+      d2[x] = saturate01(yuv_luma_plus(p.m, y, t[2]));
+    }
+    if (x + 1 < span) {
+      const float y = sample_to_float(yrow[2 * k + 1]);
+      d0[x + 1] = saturate01(yuv_luma_plus(p.m, y, t[0]));
+      d1[x + 1] = saturate01(yuv_luma_plus(p.m, y, t[1]));
+      d2[x + 1] = saturate01(yuv_luma_plus(p.m, y, t[2]));
+    }
+  }
+}
+
+// One block of output pixels, v2 (Note [CUDA preprocess v2]); `smem` holds
+// smem_floats_v2(p.rows, p.span) floats.
+template <int Kind, int kTaps, int kNW, int kNL>
+ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b, int warp,
+                                   int lane, float* smem) {
+  constexpr int kCols = kTileW / kNL;  // output columns per lane
+  constexpr int kRows = kTileH / kNW;  // output rows per warp
+  const FramePlanes f = p.frames[b];
+  const int ox0 = tx * kTileW, oy0 = ty * kTileH;
+  const int tw = mini(kTileW, p.out_w - ox0), th = mini(kTileH, p.out_h - oy0);
+  const int R = p.rows, pitch = p.span;
+  float* s_h = smem;                    // [3][R][kTileW]
+  float* s_rgb = s_h + 3 * R * kTileW;  // [3][R][pitch]
+  const int sy_lo = p.tile_y[2 * ty], sy_hi = p.tile_y[2 * ty + 1];
+  const int sx_lo = p.tile_x[2 * tx], sx_hi = p.tile_x[2 * tx + 1];
+  const int span = sx_hi - sx_lo;
+  // finite zeros past the span: the unpredicated tap loop reads up to kTaps - 1 floats beyond it
+  for (int r = warp; r < 3 * R; r += kNW)
+    for (int xx = span + lane; xx < pitch; xx += kNL) s_rgb[r * pitch + xx] = 0.0f;
+  // x taps of the lane's columns: staged offset of the first tap, weights (0 past the count)
+  float wx[kCols][kTaps];
+  int xo[kCols];
+  for (int cc = 0; cc < kCols; ++cc) {
+    const int c = lane + cc * kNL, ox = ox0 + c;
+    const int n = c < tw ? p.xcount[ox] : 0;
+    xo[cc] = n > 0 ? p.xfirst[ox] - sx_lo : 0;
+    for (int j = 0; j < kTaps; ++j) wx[cc][j] = j < n ? p.xw[ox * p.kx + j] : 0.0f;
+  }
+  // y taps of the warp's rows, and their sums
+  int yf[kRows], yn[kRows];
+  float acc[kRows][kCols][3];
+  for (int k = 0; k < kRows; ++k) {
+    const int orow = warp + k * kNW;
+    yn[k] = orow < th ? p.ycount[oy0 + orow] : 0;
+    yf[k] = yn[k] > 0 ? p.yfirst[oy0 + orow] : 0;
+    for (int cc = 0; cc < kCols; ++cc) acc[k][cc][0] = acc[k][cc][1] = acc[k][cc][2] = 0.0f;
+  }
+  for (int sy0 = sy_lo; sy0 < sy_hi; sy0 += R) {
+    const int rows = mini(R, sy_hi - sy0);
+    // 1. stage
+    for (int r = warp; r < rows; r += kNW) {
+      float* d0 = s_rgb + r * pitch;
+      stage_row_v2<Kind>(p, f, sy0 + r, sx_lo, sx_hi, lane, kNL, d0, d0 + R * pitch,
+                         d0 + 2 * R * pitch);
+    }
+    block_sync();
+    // 2. horizontal
+    for (int r = warp; r < rows; r += kNW) {
+      const float* q0 = s_rgb + r * pitch;
+      const float* q1 = q0 + R * pitch;
+      const float* q2 = q1 + R * pitch;
+      for (int cc = 0; cc < kCols; ++cc) {
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
+        for (int j = 0; j < kTaps; ++j) {
+          a0 += wx[cc][j] * q0[xo[cc] + j];
+          a1 += wx[cc][j] * q1[xo[cc] + j];
+          a2 += wx[cc][j] * q2[xo[cc] + j];
         }
-        dst[s8] = h;
+        const int c = lane + cc * kNL;
+        s_h[(0 * R + r) * kTileW + c] = a0;
+        s_h[(1 * R + r) * kTileW + c] = a1;
+        s_h[(2 * R + r) * kTileW + c] = a2;
       }
     }
+    block_sync();
+    // 3. vertical: the chunk rows each of the warp's output rows reads
+    for (int k = 0; k < kRows; ++k) {
+      const int j0 = maxi(sy0 - yf[k], 0), j1 = mini(sy0 + rows - yf[k], yn[k]);
+      const float* w = p.yw + (warp + k * kNW + oy0) * p.ky;
+      for (int j = j0; j < j1; ++j) {
+        const float wj = w[j];
+        const float* h = s_h + (yf[k] + j - sy0) * kTileW + lane;
+        for (int cc = 0; cc < kCols; ++cc) {
+          acc[k][cc][0] += wj * h[cc * kNL];
+          acc[k][cc][1] += wj * h[cc * kNL + R * kTileW];
+          acc[k][cc][2] += wj * h[cc * kNL + 2 * R * kTileW];
+        }
+      }
+    }
+    // no barrier: the next staging writes s_rgb only (see the Note)
+  }
+  // 4. store
+  if (p.store8) {  // Note [fp16 stores], through shared memory
+    float* s_acc = smem;  // [3][kTileH][kTileW], aliases s_h / s_rgb
+    block_sync();
+    for (int k = 0; k < kRows; ++k)
+      for (int cc = 0; cc < kCols; ++cc)
+        for (int ch = 0; ch < 3; ++ch)
+          s_acc[(ch * kTileH + warp + k * kNW) * kTileW + lane + cc * kNL] = acc[k][cc][ch];
+    block_sync();
+    store_tile(p, s_acc, b, ox0, oy0, tw, th, warp, kNW, lane, kNL);
     return;
   }
-  for (int orow = warp; orow < th; orow += nw) {
-    const int oy = oy0 + orow;
-    for (int c = lane; c < tw; c += nl) {
-      const int ox = ox0 + c;
+  for (int k = 0; k < kRows; ++k) {
+    const int orow = warp + k * kNW, oy = oy0 + orow;
+    if (orow >= th) continue;
+    for (int cc = 0; cc < kCols; ++cc) {
+      const int c = lane + cc * kNL, ox = ox0 + c;
+      if (c >= tw) continue;
+      const bool pad = yn[k] <= 0 || p.xcount[ox] <= 0;
+      // output channel oc reads RGB channel bgr_out ? 2 - oc : oc
+      const float v[3] = {p.bgr_out ? acc[k][cc][2] : acc[k][cc][0], acc[k][cc][1],
+                          p.bgr_out ? acc[k][cc][0] : acc[k][cc][2]};
+      const long long pix = ((long long)b * p.out_h + oy) * p.out_w + ox;
+      const long long plane = (long long)p.out_h * p.out_w;
       for (int oc = 0; oc < 3; ++oc) {
-        const float v = output_value(p, s_acc, oy, ox, orow, c, oc);
-        const long long idx =
-            p.nhwc ? (((long long)b * p.out_h + oy) * p.out_w + ox) * 3 + oc
-                   : (((long long)b * 3 + oc) * p.out_h + oy) * p.out_w + ox;
+        const float o = pad ? p.pad : normalize_value(p.norm, oc, 255.0f * v[oc]);
+        const long long idx = p.nhwc ? pix * 3 + oc : pix + ((long long)b * 2 + oc) * plane;
         if (p.fp16) {
-          static_cast<uint16_t*>(p.out)[idx] = float_to_half_bits(v);
+          static_cast<uint16_t*>(p.out)[idx] = float_to_half_bits(o);
         } else {
-          static_cast<float*>(p.out)[idx] = v;
+          static_cast<float*>(p.out)[idx] = o;
         }
       }
     }
@@ -290,6 +478,14 @@ __global__ void __launch_bounds__(kThreads) preprocess_kernel(KernelParams p) {
   extern __shared__ float smem[];
   preprocess_block<T, Kind, kStaged>(p, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x >> 5,
                                      blockDim.x >> 5, threadIdx.x & 31, 32, smem);
+}
+
+// v2 (Note [CUDA preprocess v2]); launched with kThreads threads.
+template <int Kind, int kTaps>
+__global__ void __launch_bounds__(kThreads) preprocess_kernel_v2(KernelParams p) {
+  extern __shared__ float smem[];
+  preprocess_block_v2<Kind, kTaps, kThreads / 32, 32>(p, blockIdx.x, blockIdx.y, blockIdx.z,
+                                                      threadIdx.x >> 5, threadIdx.x & 31, smem);
 }
 #endif
 
