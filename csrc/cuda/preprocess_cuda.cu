@@ -237,17 +237,17 @@ void plan_v2(Prepared& r, const PreprocessCall& c) {
     if (taps == 0 && p.kx <= t) taps = t;
   if (taps == 0) return;
   const int pitch = r.span_max + taps;
-  for (int R = 16; R >= 2; R /= 2) {
-    const size_t bytes = (size_t)engine::cuda::smem_floats_v2(R, pitch) * sizeof(float);
-    if (bytes <= (size_t)engine::cuda::kSmemBudget) {
-      r.v2_taps = taps;
-      r.staged = true;
-      r.p.rows = R;
-      r.p.span = pitch;
-      r.smem_bytes = bytes;
-      return;
-    }
-  }
+  const int R = mini(engine::cuda::kTileH, engine::cuda::kV2RgbChan / pitch);
+  if (R < 2) return;
+  r.v2_taps = taps;
+  r.staged = true;
+  r.p.rows = R;
+  r.p.span = pitch;
+  r.smem_bytes = (size_t)engine::cuda::kV2SmemFloats * sizeof(float);
+  // Note [CUDA preprocess v2]: 32-bit sample loads when every plane and stride allows them
+  r.p.aligned4 = 1;
+  for (size_t i = 0; i < c.planes.size(); ++i)
+    if (c.planes[i] % 4 != 0 || c.row_strides[i] % 4 != 0) r.p.aligned4 = 0;
 }
 
 template <class Op, int Kind>

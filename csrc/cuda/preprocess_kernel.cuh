@@ -64,6 +64,7 @@ struct KernelParams {
   int ky, kx;                 // table widths
   int rows;                   // R: source rows per chunk
   int span;                   // staged row pitch in floats (>= every tile's column span); 0 = direct
+  int aligned4;               // v2: every plane address and row stride is a multiple of 4 bytes
   void* out;                  // [B, 3, H, W] or [B, H, W, 3], float32 or float16 bits
 };
 
@@ -299,8 +300,10 @@ ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, in
 // Same sums as preprocess_block (Note [CUDA preprocess: clamp before resampling]), reorganised so
 // that each instruction does more, for 8-bit Y'CbCr with horizontally subsampled chroma (I420,
 // I422, NV12) and x tap tables of at most kTaps (a compile-time bin >= p.kx) taps:
-//   1. stage: a thread converts the two luma pixels that share a chroma sample: row pointers
-//      once per row, the chroma terms once per pair (yuv_chroma_terms), one FFMA.SAT per pixel
+//   1. stage: a thread converts the luma pixels that share chroma samples: with 4-byte aligned
+//      planes and strides (p.aligned4) one 32-bit load brings 4 luma samples and one 32-bit
+//      (NV12) or two 16-bit (I420) loads their 2 chroma samples, else pixel pairs with byte
+//      loads; the chroma terms once per chroma sample (yuv_chroma_terms), one FFMA.SAT per pixel
 //      and channel; samples to float without I2F (Note [integer samples to float]);
 //   2. horizontal: lane l owns output column l of the tile for the whole block: its x weights
 //      (zero past its tap count) and first tap are loaded into registers once; the tap loop is
@@ -310,27 +313,70 @@ ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, in
 //      their sums in registers across chunks (no shared accumulator, no read-modify-write);
 //      the y weights it reads are warp-uniform;
 //   4. store from registers (the fp16 16-byte stores go through shared memory, store_tile).
-// Two barriers per chunk instead of three: staging chunk k+1 only writes s_rgb, which nobody
-// reads after the barrier that ends the horizontal pass of chunk k.
+// Shared memory has compile-time channel strides (kV2HChan, kV2RgbChan), so the three channels
+// of a pixel are one address plus immediate offsets; R = p.rows <= kTileH rows of p.span floats
+// fill a channel of the staged RGB. Two barriers per chunk instead of three: staging chunk k+1
+// only writes s_rgb, which nobody reads after the barrier that ends the horizontal pass of k.
 // kNW x kNL is the warp x lane split (8 x 32 on the device, 1 x 1 in the host emulation): the
 // per-thread register arrays are sized by it.
+constexpr int kV2HChan = kTileH * kTileW;                                  // s_h channel stride
+constexpr int kV2RgbChan = (kSmemBudget / 4 - 3 * kV2HChan) / 3;           // s_rgb channel stride
+constexpr int kV2SmemFloats = 3 * kV2HChan + 3 * kV2RgbChan;               // <= kSmemBudget / 4
 
-// Shared-memory floats of a v2 block: horizontal results [3][R][kTileW], staged RGB
-// [3][R][pitch], and at least the [3][kTileH][kTileW] output tile that aliases them at the end.
-ENGINE_HD_INLINE int smem_floats_v2(int rows, int pitch) {
-  return maxi(3 * rows * kTileW + 3 * rows * pitch, 3 * kTileH * kTileW);
+// Clamped unit-scale RGB of one luma sample y with chroma terms t into d[0], d[kV2RgbChan], ...
+ENGINE_HD_INLINE void stage_pixel_v2(const KernelParams& p, float y, const float t[3], float* d) {
+  d[0] = saturate01(yuv_luma_plus(p.m, y, t[0]));
+  d[kV2RgbChan] = saturate01(yuv_luma_plus(p.m, y, t[1]));
+  d[2 * kV2RgbChan] = saturate01(yuv_luma_plus(p.m, y, t[2]));
 }
 
-// Stage 1 of v2 for source row sy: clamped unit-scale RGB of columns [sx_lo, sx_hi) into d0..d2.
+// 4 luma pixels 4g .. 4g + 3 of a row from aligned words (see stage_row_v2): all of them into
+// d[0..3] (kFull), or those whose staged column d - d0 is in [0, span).
+template <int Kind, bool kFull>
+ENGINE_HD_INLINE void stage_group4_v2(const KernelParams& p, const unsigned char* yrow,
+                                      const unsigned char* c1, const unsigned char* c2, int g,
+                                      float* d, int x, unsigned span) {
+  const uint32_t yq = reinterpret_cast<const uint32_t*>(yrow)[g];
+  float t0[3], t1[3];
+  if (Kind == kSemiPlanarYuv) {
+    const uint32_t cq = reinterpret_cast<const uint32_t*>(c1)[g];  // U V U V
+    yuv_chroma_terms(p.m, byte_to_float(cq, 0), byte_to_float(cq, 1), t0);
+    yuv_chroma_terms(p.m, byte_to_float(cq, 2), byte_to_float(cq, 3), t1);
+  } else {
+    const uint32_t uq = reinterpret_cast<const uint16_t*>(c1)[g];
+    const uint32_t vq = reinterpret_cast<const uint16_t*>(c2)[g];
+    yuv_chroma_terms(p.m, byte_to_float(uq, 0), byte_to_float(vq, 0), t0);
+    yuv_chroma_terms(p.m, byte_to_float(uq, 1), byte_to_float(vq, 1), t1);
+  }
+  for (int e = 0; e < 4; ++e)
+    if (kFull || (unsigned)(x + e) < span) stage_pixel_v2(p, byte_to_float(yq, e), e < 2 ? t0 : t1, d + e);
+}
+
+// Stage 1 of v2 for source row sy: columns [sx_lo, sx_hi) into d (channel 0 of the row).
 template <int Kind>
 ENGINE_HD_INLINE void stage_row_v2(const KernelParams& p, const FramePlanes& f, int sy, int sx_lo,
-                                   int sx_hi, int lane, int nl, float* d0, float* d1, float* d2) {
+                                   int sx_hi, int lane, int nl, float* d) {
   const unsigned char* yrow = f.plane[0] + (long long)sy * f.stride[0];
   const int cy = p.sub_y == 2 ? (sy >> 1) : sy;
   const unsigned char* c1 = f.plane[1] + (long long)cy * f.stride[1];
   const unsigned char* c2 = Kind == kPlanarYuv ? f.plane[2] + (long long)cy * f.stride[2] : c1;
-  const int span = sx_hi - sx_lo;
-  // chroma column k feeds luma columns 2k, 2k + 1 (Note [chroma upsampling])
+  const unsigned span = (unsigned)(sx_hi - sx_lo);
+  if (p.aligned4) {
+    // group g: luma columns 4g .. 4g + 3, chroma columns 2g, 2g + 1: groups inside the span
+    // without predicates, the partial ones at its ends (at most two) by lanes 0 and nl - 1.
+    // The aligned words of a partial group may reach past the row's last sample, never past
+    // its aligned word (no fault; the bytes are not used).
+    const int g0 = (sx_lo + 3) >> 2, g1 = sx_hi >> 2;  // full groups [g0, g1)
+    for (int g = g0 + lane; g < g1; g += nl)
+      stage_group4_v2<Kind, true>(p, yrow, c1, c2, g, d + 4 * g - sx_lo, 0, 0u);
+    const int gl = sx_lo >> 2, gr = sx_hi >> 2;
+    if (lane == 0 && (sx_lo & 3))
+      stage_group4_v2<Kind, false>(p, yrow, c1, c2, gl, d + 4 * gl - sx_lo, 4 * gl - sx_lo, span);
+    if (lane == nl - 1 && (sx_hi & 3) && (gr != gl || !(sx_lo & 3)))
+      stage_group4_v2<Kind, false>(p, yrow, c1, c2, gr, d + 4 * gr - sx_lo, 4 * gr - sx_lo, span);
+    return;
+  }
+  // pair k: luma columns 2k, 2k + 1, chroma column k (Note [chroma upsampling])
   for (int k = (sx_lo >> 1) + lane; 2 * k < sx_hi; k += nl) {
     float t[3];
     if (Kind == kSemiPlanarYuv) {
@@ -338,41 +384,31 @@ ENGINE_HD_INLINE void stage_row_v2(const KernelParams& p, const FramePlanes& f, 
     } else {
       yuv_chroma_terms(p.m, sample_to_float(c1[k]), sample_to_float(c2[k]), t);
     }
-    const int x = 2 * k - sx_lo;  // staged column of luma pixel 2k
-    if (x >= 0) {
-      const float y = sample_to_float(yrow[2 * k]);
-      d0[x] = saturate01(yuv_luma_plus(p.m, y, t[0]));
-      d1[x] = saturate01(yuv_luma_plus(p.m, y, t[1]));
-      d2[x] = saturate01(yuv_luma_plus(p.m, y, t[2]));
-    }
-    if (x + 1 < span) {
-      const float y = sample_to_float(yrow[2 * k + 1]);
-      d0[x + 1] = saturate01(yuv_luma_plus(p.m, y, t[0]));
-      d1[x + 1] = saturate01(yuv_luma_plus(p.m, y, t[1]));
-      d2[x + 1] = saturate01(yuv_luma_plus(p.m, y, t[2]));
-    }
+    const int x = 2 * k - sx_lo;
+    if (x >= 0) stage_pixel_v2(p, sample_to_float(yrow[2 * k]), t, d + x);
+    if ((unsigned)(x + 1) < span) stage_pixel_v2(p, sample_to_float(yrow[2 * k + 1]), t, d + x + 1);
   }
 }
 
-// One block of output pixels, v2 (Note [CUDA preprocess v2]); `smem` holds
-// smem_floats_v2(p.rows, p.span) floats.
+// One block of output pixels, v2 (Note [CUDA preprocess v2]); `smem` holds kV2SmemFloats floats.
 template <int Kind, int kTaps, int kNW, int kNL>
 ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b, int warp,
                                    int lane, float* smem) {
   constexpr int kCols = kTileW / kNL;  // output columns per lane
   constexpr int kRows = kTileH / kNW;  // output rows per warp
-  const FramePlanes f = p.frames[b];
+  const FramePlanes& f = p.frames[b];  // read per row: registers are scarce here
   const int ox0 = tx * kTileW, oy0 = ty * kTileH;
   const int tw = mini(kTileW, p.out_w - ox0), th = mini(kTileH, p.out_h - oy0);
   const int R = p.rows, pitch = p.span;
-  float* s_h = smem;                    // [3][R][kTileW]
-  float* s_rgb = s_h + 3 * R * kTileW;  // [3][R][pitch]
+  float* s_h = smem;                     // [3][kV2HChan]: [R][kTileW] used
+  float* s_rgb = s_h + 3 * kV2HChan;     // [3][kV2RgbChan]: [R][pitch] used
   const int sy_lo = p.tile_y[2 * ty], sy_hi = p.tile_y[2 * ty + 1];
   const int sx_lo = p.tile_x[2 * tx], sx_hi = p.tile_x[2 * tx + 1];
   const int span = sx_hi - sx_lo;
   // finite zeros past the span: the unpredicated tap loop reads up to kTaps - 1 floats beyond it
   for (int r = warp; r < 3 * R; r += kNW)
-    for (int xx = span + lane; xx < pitch; xx += kNL) s_rgb[r * pitch + xx] = 0.0f;
+    for (int xx = span + lane; xx < pitch; xx += kNL)
+      s_rgb[(r / R) * kV2RgbChan + (r % R) * pitch + xx] = 0.0f;
   // x taps of the lane's columns: staged offset of the first tap, weights (0 past the count)
   float wx[kCols][kTaps];
   int xo[kCols];
@@ -394,28 +430,23 @@ ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b,
   for (int sy0 = sy_lo; sy0 < sy_hi; sy0 += R) {
     const int rows = mini(R, sy_hi - sy0);
     // 1. stage
-    for (int r = warp; r < rows; r += kNW) {
-      float* d0 = s_rgb + r * pitch;
-      stage_row_v2<Kind>(p, f, sy0 + r, sx_lo, sx_hi, lane, kNL, d0, d0 + R * pitch,
-                         d0 + 2 * R * pitch);
-    }
+    for (int r = warp; r < rows; r += kNW)
+      stage_row_v2<Kind>(p, f, sy0 + r, sx_lo, sx_hi, lane, kNL, s_rgb + r * pitch);
     block_sync();
     // 2. horizontal
     for (int r = warp; r < rows; r += kNW) {
-      const float* q0 = s_rgb + r * pitch;
-      const float* q1 = q0 + R * pitch;
-      const float* q2 = q1 + R * pitch;
+      const float* q = s_rgb + r * pitch;
       for (int cc = 0; cc < kCols; ++cc) {
         float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
         for (int j = 0; j < kTaps; ++j) {
-          a0 += wx[cc][j] * q0[xo[cc] + j];
-          a1 += wx[cc][j] * q1[xo[cc] + j];
-          a2 += wx[cc][j] * q2[xo[cc] + j];
+          a0 += wx[cc][j] * q[xo[cc] + j];
+          a1 += wx[cc][j] * q[xo[cc] + j + kV2RgbChan];
+          a2 += wx[cc][j] * q[xo[cc] + j + 2 * kV2RgbChan];
         }
-        const int c = lane + cc * kNL;
-        s_h[(0 * R + r) * kTileW + c] = a0;
-        s_h[(1 * R + r) * kTileW + c] = a1;
-        s_h[(2 * R + r) * kTileW + c] = a2;
+        float* h = s_h + r * kTileW + lane + cc * kNL;
+        h[0] = a0;
+        h[kV2HChan] = a1;
+        h[2 * kV2HChan] = a2;
       }
     }
     block_sync();
@@ -428,8 +459,8 @@ ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b,
         const float* h = s_h + (yf[k] + j - sy0) * kTileW + lane;
         for (int cc = 0; cc < kCols; ++cc) {
           acc[k][cc][0] += wj * h[cc * kNL];
-          acc[k][cc][1] += wj * h[cc * kNL + R * kTileW];
-          acc[k][cc][2] += wj * h[cc * kNL + 2 * R * kTileW];
+          acc[k][cc][1] += wj * h[cc * kNL + kV2HChan];
+          acc[k][cc][2] += wj * h[cc * kNL + 2 * kV2HChan];
         }
       }
     }
@@ -437,7 +468,7 @@ ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b,
   }
   // 4. store
   if (p.store8) {  // Note [fp16 stores], through shared memory
-    float* s_acc = smem;  // [3][kTileH][kTileW], aliases s_h / s_rgb
+    float* s_acc = smem;  // [3][kTileH][kTileW] = s_h
     block_sync();
     for (int k = 0; k < kRows; ++k)
       for (int cc = 0; cc < kCols; ++cc)
@@ -482,7 +513,7 @@ __global__ void __launch_bounds__(kThreads) preprocess_kernel(KernelParams p) {
 
 // v2 (Note [CUDA preprocess v2]); launched with kThreads threads.
 template <int Kind, int kTaps>
-__global__ void __launch_bounds__(kThreads) preprocess_kernel_v2(KernelParams p) {
+__global__ void __launch_bounds__(kThreads, 4) preprocess_kernel_v2(KernelParams p) {
   extern __shared__ float smem[];
   preprocess_block_v2<Kind, kTaps, kThreads / 32, 32>(p, blockIdx.x, blockIdx.y, blockIdx.z,
                                                       threadIdx.x >> 5, threadIdx.x & 31, smem);

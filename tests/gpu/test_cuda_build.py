@@ -8,6 +8,7 @@ float64 covers float32 accumulation over up to ~200 taps (~1e-5 relative of 255)
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -165,25 +166,46 @@ def test_emulated_kernel_out_of_gamut_frame_differs_from_clamp_after():
 # TEMPORARY A/B (Note [CUDA preprocess v2]): v2 reorganises v1's sums, so the two agree to float
 # rounding (~1e-6 relative of the 0..255 scale; 1e-5 leaves room). Cases: the tap bins of v2's
 # unrolled x loop (upscale, ~2x, ~4.2x = 1080p -> 256, ~6x), NV12 / I420 / I422, padding rows and
-# columns, odd spans, both channel orders, layouts and dtypes; 4:4:4, 10-bit and >16 x taps run v1.
-V2_CASES = [
-    ("nv12", 270, 480, dict(size=(56, 56), resize="shorter", resize_to=(64, 64))),
-    ("i420", 95, 171, dict(size=(40, 36), resize="stretch", channels="bgr")),
-    ("i422", 61, 99, dict(size=(20, 44), resize="letterbox", pad_value=0.5, layout="nhwc")),
-    ("nv12", 41, 77, dict(size=(20, 36), resize="letterbox", pad_value=-1.5, dtype="float16")),
-    ("i420", 13, 7, dict(size=(64, 48), resize="shorter", filter="bilinear")),
-    ("nv12", 150, 233, dict(size=(21, 33), resize="stretch", dtype="float16", layout="nhwc")),
-    ("i420", 90, 440, dict(size=(34, 74), resize="stretch")),
+# columns, odd spans, both channel orders, layouts and dtypes, byte-wise (odd strides) and 32-bit
+# (aligned4: 4-byte aligned planes and strides) staging; 4:4:4, 10-bit and >16 x taps run v1.
+V2_CASES = [  # (format, h, w, aligned4, PreprocessSpec kwargs)
+    ("nv12", 270, 480, False, dict(size=(56, 56), resize="shorter", resize_to=(64, 64))),
+    ("nv12", 270, 482, True, dict(size=(56, 56), resize="shorter", resize_to=(64, 64))),
+    ("i420", 95, 171, False, dict(size=(40, 36), resize="stretch", channels="bgr")),
+    ("i420", 95, 171, True, dict(size=(40, 36), resize="stretch", channels="bgr")),
+    ("i422", 61, 99, False, dict(size=(20, 44), resize="letterbox", pad_value=0.5, layout="nhwc")),
+    ("i422", 61, 99, True, dict(size=(20, 44), resize="letterbox", pad_value=0.5, layout="nhwc")),
+    ("nv12", 41, 77, True, dict(size=(20, 36), resize="letterbox", pad_value=-1.5, dtype="float16")),
+    ("i420", 13, 7, False, dict(size=(64, 48), resize="shorter", filter="bilinear")),
+    ("i420", 13, 7, True, dict(size=(64, 48), resize="shorter", filter="bilinear")),
+    ("nv12", 150, 233, True, dict(size=(21, 33), resize="stretch", dtype="float16", layout="nhwc")),
+    ("i420", 90, 440, False, dict(size=(34, 74), resize="stretch")),
+    ("i420", 90, 443, True, dict(size=(34, 74), resize="stretch")),
 ]
 
 
+def aligned4(frame, rng):
+    """The frame with every plane copied to a 16-byte aligned buffer whose row stride is a
+    multiple of 4 bytes (garbage in the padding), so v2 stages with 32-bit loads."""
+    planes = []
+    for p in frame.planes:
+        rows, cols = p.shape[0], p.shape[1] * (p.shape[2] if p.ndim == 3 else 1)
+        buf = rng.integers(0, 256, (rows, (cols + 3) // 4 * 4 + 4), dtype=np.uint8)
+        buf[:, :cols] = p.reshape(rows, cols)
+        planes.append(buf[:, :cols].reshape(p.shape))
+    return dataclasses.replace(frame, planes=tuple(planes))
+
+
 @needs_ext
-@pytest.mark.parametrize("case", V2_CASES, ids=[f"{c[0]}-{c[1]}x{c[2]}" for c in V2_CASES])
+@pytest.mark.parametrize("case", V2_CASES, ids=[f"{c[0]}-{c[1]}x{c[2]}{'-aligned4' if c[3] else ''}" for c in V2_CASES])
 def test_emulated_v2_matches_v1(case, monkeypatch):
-    fmt, h, w, kw = case
+    fmt, h, w, aligned, kw = case
     rng = np.random.default_rng(h + w)
     spec = PreprocessSpec(**kw, **NORM)
     frames = [make_frame(fmt, h, w, rng, matrix="bt709") for _ in range(2)]
+    if aligned:
+        frames = [aligned4(f, rng) for f in frames]
+        assert all(p.ctypes.data % 4 == 0 and p.strides[0] % 4 == 0 for f in frames for p in f.planes)
     monkeypatch.delenv("ENGINE_CUDA_PREPROCESS", raising=False)
     v2, _ = emulate(frames, spec)
     monkeypatch.setenv("ENGINE_CUDA_PREPROCESS", "v1")

@@ -40,6 +40,16 @@ ENGINE_HD_INLINE float sample_to_float(uint32_t x) {
 #endif
 }
 
+// Byte i (0..3, little-endian) of a 32-bit word of 8-bit samples as a float, exactly: on the
+// device one PRMT puts the byte into the mantissa of 2^23 (see sample_to_float).
+ENGINE_HD_INLINE float byte_to_float(uint32_t word, int i) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7440u + (uint32_t)i)) - 8388608.0f;
+#else
+  return (float)((word >> (8 * i)) & 0xffu);
+#endif
+}
+
 ENGINE_HD_INLINE int mini(int a, int b) { return a < b ? a : b; }
 ENGINE_HD_INLINE int maxi(int a, int b) { return a > b ? a : b; }
 
