@@ -95,6 +95,7 @@ struct Prepared {
   bool staged = false;
   int v2_taps = 0;  // > 0: the v2 block with this tap bin (Note [CUDA preprocess v2])
   int span_max = 0;
+  int x_taps_max = 0;  // most x taps of an output column
   int tiles_x = 0, tiles_y = 0;
   size_t smem_bytes = 0;
 };
@@ -169,6 +170,7 @@ Prepared prepare(const PreprocessCall& c) {
   }
   r.staged = p.span > 0;
   r.span_max = span_max;
+  for (int n : tx.count) r.x_taps_max = std::max(r.x_taps_max, n);
   r.smem_bytes = (size_t)engine::cuda::smem_floats(p.rows, p.span) * sizeof(float);
 
   p.batch = c.batch; p.in_w = c.width; p.in_h = c.height; p.out_h = c.out_h; p.out_w = c.out_w;
@@ -222,11 +224,12 @@ bool want_v1() {
   return e != nullptr && std::strcmp(e, "v1") == 0;
 }
 
-// Tap bins of the v2 block: the unrolled x tap loop runs kTaps taps for every column.
-constexpr int kV2TapBins[] = {4, 6, 8, 10, 12, 16};
+// Tap bins of the v2 block: the unrolled x tap loop runs kTaps taps for every column. Downscaling
+// by s needs at most about 2s + 1 taps: 2x 5, 3x 7, 1080p -> 256 (4.22x) 9, 5x 11.
+constexpr int kV2TapBins[] = {3, 5, 7, 9, 11, 13, 16};
 
 // Switches r to the v2 block when it covers the call: 8-bit Y'CbCr with chroma shared by pixel
-// pairs, the staged variant, at most 16 x taps, and a chunk of rows whose staged RGB fits.
+// pairs, the staged variant, at most 16 x taps per column, and a chunk of >= 2 rows that fits.
 void plan_v2(Prepared& r, const PreprocessCall& c) {
   const KernelParams& p = r.p;
   if (want_v1() || c.force_direct || r.bps != 1 || p.kind == engine::cuda::kPackedRgb ||
@@ -234,7 +237,7 @@ void plan_v2(Prepared& r, const PreprocessCall& c) {
     return;
   int taps = 0;
   for (int t : kV2TapBins)
-    if (taps == 0 && p.kx <= t) taps = t;
+    if (taps == 0 && r.x_taps_max <= t) taps = t;
   if (taps == 0) return;
   const int pitch = r.span_max + taps;
   const int R = mini(engine::cuda::kTileH, engine::cuda::kV2RgbChan / pitch);
@@ -245,19 +248,23 @@ void plan_v2(Prepared& r, const PreprocessCall& c) {
   r.p.span = pitch;
   r.smem_bytes = (size_t)engine::cuda::kV2SmemFloats * sizeof(float);
   // Note [CUDA preprocess v2]: 32-bit sample loads when every plane and stride allows them
+  // and 32-bit row offsets (rows * stride < 2^31 bytes)
   r.p.aligned4 = 1;
   for (size_t i = 0; i < c.planes.size(); ++i)
-    if (c.planes[i] % 4 != 0 || c.row_strides[i] % 4 != 0) r.p.aligned4 = 0;
+    if (c.planes[i] % 4 != 0 || c.row_strides[i] % 4 != 0 || c.row_strides[i] < 0 ||
+        (long long)c.height * c.row_strides[i] >= (1LL << 31))
+      r.p.aligned4 = 0;
 }
 
 template <class Op, int Kind>
 void dispatch_v2_kind(const Prepared& r, Op& op) {
   switch (r.v2_taps) {
-    case 4: op.template run_v2<Kind, 4>(); break;
-    case 6: op.template run_v2<Kind, 6>(); break;
-    case 8: op.template run_v2<Kind, 8>(); break;
-    case 10: op.template run_v2<Kind, 10>(); break;
-    case 12: op.template run_v2<Kind, 12>(); break;
+    case 3: op.template run_v2<Kind, 3>(); break;
+    case 5: op.template run_v2<Kind, 5>(); break;
+    case 7: op.template run_v2<Kind, 7>(); break;
+    case 9: op.template run_v2<Kind, 9>(); break;
+    case 11: op.template run_v2<Kind, 11>(); break;
+    case 13: op.template run_v2<Kind, 13>(); break;
     default: op.template run_v2<Kind, 16>(); break;
   }
 }

@@ -302,8 +302,10 @@ ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, in
 // I422, NV12) and x tap tables of at most kTaps (a compile-time bin >= p.kx) taps:
 //   1. stage: a thread converts the luma pixels that share chroma samples: with 4-byte aligned
 //      planes and strides (p.aligned4) one 32-bit load brings 4 luma samples and one 32-bit
-//      (NV12) or two 16-bit (I420) loads their 2 chroma samples, else pixel pairs with byte
-//      loads; the chroma terms once per chroma sample (yuv_chroma_terms), one FFMA.SAT per pixel
+//      (NV12) or two 16-bit (I420) loads their 2 chroma samples, and the (row, group of 4)
+//      items of a chunk are spread over the whole block (a 140-column span is 36 groups: one
+//      warp per row would leave most lanes idle); else pixel pairs with byte loads, a warp per
+//      row; the chroma terms once per chroma sample (yuv_chroma_terms), one FFMA.SAT per pixel
 //      and channel; samples to float without I2F (Note [integer samples to float]);
 //   2. horizontal: lane l owns output column l of the tile for the whole block: its x weights
 //      (zero past its tap count) and first tap are loaded into registers once; the tap loop is
@@ -330,53 +332,58 @@ ENGINE_HD_INLINE void stage_pixel_v2(const KernelParams& p, float y, const float
   d[2 * kV2RgbChan] = saturate01(yuv_luma_plus(p.m, y, t[2]));
 }
 
-// 4 luma pixels 4g .. 4g + 3 of a row from aligned words (see stage_row_v2): all of them into
-// d[0..3] (kFull), or those whose staged column d - d0 is in [0, span).
-template <int Kind, bool kFull>
+// Luma pixels 4g .. 4g + 3 of a row (chroma columns 2g, 2g + 1) from aligned words, those whose
+// staged column x + e is in [0, span) into d[x + e]. The words may reach past the row's last
+// sample but never past the aligned word that holds it (no fault; the bytes are not used).
+template <int Kind>
 ENGINE_HD_INLINE void stage_group4_v2(const KernelParams& p, const unsigned char* yrow,
                                       const unsigned char* c1, const unsigned char* c2, int g,
                                       float* d, int x, unsigned span) {
   const uint32_t yq = reinterpret_cast<const uint32_t*>(yrow)[g];
-  float t0[3], t1[3];
+  float t[2][3];
   if (Kind == kSemiPlanarYuv) {
     const uint32_t cq = reinterpret_cast<const uint32_t*>(c1)[g];  // U V U V
-    yuv_chroma_terms(p.m, byte_to_float(cq, 0), byte_to_float(cq, 1), t0);
-    yuv_chroma_terms(p.m, byte_to_float(cq, 2), byte_to_float(cq, 3), t1);
+    yuv_chroma_terms(p.m, byte_to_float(cq, 0), byte_to_float(cq, 1), t[0]);
+    yuv_chroma_terms(p.m, byte_to_float(cq, 2), byte_to_float(cq, 3), t[1]);
   } else {
     const uint32_t uq = reinterpret_cast<const uint16_t*>(c1)[g];
     const uint32_t vq = reinterpret_cast<const uint16_t*>(c2)[g];
-    yuv_chroma_terms(p.m, byte_to_float(uq, 0), byte_to_float(vq, 0), t0);
-    yuv_chroma_terms(p.m, byte_to_float(uq, 1), byte_to_float(vq, 1), t1);
+    yuv_chroma_terms(p.m, byte_to_float(uq, 0), byte_to_float(vq, 0), t[0]);
+    yuv_chroma_terms(p.m, byte_to_float(uq, 1), byte_to_float(vq, 1), t[1]);
   }
-  for (int e = 0; e < 4; ++e)
-    if (kFull || (unsigned)(x + e) < span) stage_pixel_v2(p, byte_to_float(yq, e), e < 2 ? t0 : t1, d + e);
+  for (int e = 0; e < 4; ++e) {
+    const float y = byte_to_float(yq, e);
+    const float v0 = saturate01(yuv_luma_plus(p.m, y, t[e >> 1][0]));
+    const float v1 = saturate01(yuv_luma_plus(p.m, y, t[e >> 1][1]));
+    const float v2 = saturate01(yuv_luma_plus(p.m, y, t[e >> 1][2]));
+    if ((unsigned)(x + e) < span) {  // predicated stores
+      d[x + e] = v0;
+      d[x + e + kV2RgbChan] = v1;
+      d[x + e + 2 * kV2RgbChan] = v2;
+    }
+  }
 }
 
-// Stage 1 of v2 for source row sy: columns [sx_lo, sx_hi) into d (channel 0 of the row).
+// Source row sy of frame f: luma row, chroma row(s).
+template <int Kind>
+ENGINE_HD_INLINE void source_rows_v2(const KernelParams& p, const FramePlanes& f, int sy,
+                                     const unsigned char** yrow, const unsigned char** c1,
+                                     const unsigned char** c2) {
+  *yrow = f.plane[0] + (long long)sy * f.stride[0];
+  const int cy = p.sub_y == 2 ? (sy >> 1) : sy;
+  *c1 = f.plane[1] + (long long)cy * f.stride[1];
+  *c2 = Kind == kPlanarYuv ? f.plane[2] + (long long)cy * f.stride[2] : *c1;
+}
+
+// Stage 1 of v2 without aligned words, for source row sy: columns [sx_lo, sx_hi) into d
+// (channel 0 of the row); pair k: luma columns 2k, 2k + 1, chroma column k (Note [chroma
+// upsampling]).
 template <int Kind>
 ENGINE_HD_INLINE void stage_row_v2(const KernelParams& p, const FramePlanes& f, int sy, int sx_lo,
                                    int sx_hi, int lane, int nl, float* d) {
-  const unsigned char* yrow = f.plane[0] + (long long)sy * f.stride[0];
-  const int cy = p.sub_y == 2 ? (sy >> 1) : sy;
-  const unsigned char* c1 = f.plane[1] + (long long)cy * f.stride[1];
-  const unsigned char* c2 = Kind == kPlanarYuv ? f.plane[2] + (long long)cy * f.stride[2] : c1;
+  const unsigned char *yrow, *c1, *c2;
+  source_rows_v2<Kind>(p, f, sy, &yrow, &c1, &c2);
   const unsigned span = (unsigned)(sx_hi - sx_lo);
-  if (p.aligned4) {
-    // group g: luma columns 4g .. 4g + 3, chroma columns 2g, 2g + 1: groups inside the span
-    // without predicates, the partial ones at its ends (at most two) by lanes 0 and nl - 1.
-    // The aligned words of a partial group may reach past the row's last sample, never past
-    // its aligned word (no fault; the bytes are not used).
-    const int g0 = (sx_lo + 3) >> 2, g1 = sx_hi >> 2;  // full groups [g0, g1)
-    for (int g = g0 + lane; g < g1; g += nl)
-      stage_group4_v2<Kind, true>(p, yrow, c1, c2, g, d + 4 * g - sx_lo, 0, 0u);
-    const int gl = sx_lo >> 2, gr = sx_hi >> 2;
-    if (lane == 0 && (sx_lo & 3))
-      stage_group4_v2<Kind, false>(p, yrow, c1, c2, gl, d + 4 * gl - sx_lo, 4 * gl - sx_lo, span);
-    if (lane == nl - 1 && (sx_hi & 3) && (gr != gl || !(sx_lo & 3)))
-      stage_group4_v2<Kind, false>(p, yrow, c1, c2, gr, d + 4 * gr - sx_lo, 4 * gr - sx_lo, span);
-    return;
-  }
-  // pair k: luma columns 2k, 2k + 1, chroma column k (Note [chroma upsampling])
   for (int k = (sx_lo >> 1) + lane; 2 * k < sx_hi; k += nl) {
     float t[3];
     if (Kind == kSemiPlanarYuv) {
@@ -418,6 +425,13 @@ ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b,
     xo[cc] = n > 0 ? p.xfirst[ox] - sx_lo : 0;
     for (int j = 0; j < kTaps; ++j) wx[cc][j] = j < n ? p.xw[ox * p.kx + j] : 0.0f;
   }
+  // aligned4 staging: groups of 4 luma columns touching the span; this thread's first item and
+  // the step between its items, as (row, group) pairs
+  const int gl = sx_lo >> 2, groups = span > 0 ? ((sx_hi + 3) >> 2) - gl : 1;
+  const int t = warp * kNL + lane, step_r = (kNW * kNL) / groups;
+  const int step_g = kNW * kNL - step_r * groups, t_r = span > 0 ? t / groups : R, t_g = t % groups;
+  const unsigned char *plane0 = f.plane[0], *plane1 = f.plane[1], *plane2 = f.plane[2];
+  const int stride0 = (int)f.stride[0], stride1 = (int)f.stride[1], stride2 = (int)f.stride[2];
   // y taps of the warp's rows, and their sums
   int yf[kRows], yn[kRows];
   float acc[kRows][kCols][3];
@@ -430,8 +444,27 @@ ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b,
   for (int sy0 = sy_lo; sy0 < sy_hi; sy0 += R) {
     const int rows = mini(R, sy_hi - sy0);
     // 1. stage
-    for (int r = warp; r < rows; r += kNW)
-      stage_row_v2<Kind>(p, f, sy0 + r, sx_lo, sx_hi, lane, kNL, s_rgb + r * pitch);
+    if (p.aligned4) {
+      // items (chunk row r, group gl + gi) spread over all threads of the block
+      for (int r = t_r, gi = t_g; r < rows;) {
+        // 32-bit row offsets: the host checked that every plane is below 2^31 bytes
+        const int sy = sy0 + r, cy = p.sub_y == 2 ? (sy >> 1) : sy;
+        const unsigned char* yrow = plane0 + sy * stride0;
+        const unsigned char* c1 = plane1 + cy * stride1;
+        const unsigned char* c2 = Kind == kPlanarYuv ? plane2 + cy * stride2 : c1;
+        const int x = 4 * (gl + gi) - sx_lo;
+        stage_group4_v2<Kind>(p, yrow, c1, c2, gl + gi, s_rgb + r * pitch, x, (unsigned)span);
+        gi += step_g;
+        r += step_r;
+        if (gi >= groups) {
+          gi -= groups;
+          ++r;
+        }
+      }
+    } else {
+      for (int r = warp; r < rows; r += kNW)
+        stage_row_v2<Kind>(p, f, sy0 + r, sx_lo, sx_hi, lane, kNL, s_rgb + r * pitch);
+    }
     block_sync();
     // 2. horizontal
     for (int r = warp; r < rows; r += kNW) {
