@@ -302,7 +302,8 @@ ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, in
 // I422, NV12) and x tap tables of at most kTaps (a compile-time bin >= p.kx) taps:
 //   1. stage: a thread converts the luma pixels that share chroma samples: with 4-byte aligned
 //      planes and strides (p.aligned4) one 32-bit load brings 4 luma samples and one 32-bit
-//      (NV12) or two 16-bit (I420) loads their 2 chroma samples, and the (row, group of 4)
+//      (NV12) or two 16-bit (I420) loads their 2 chroma samples, three 16-byte shared stores
+//      write them (staged column 0 = source column 4 * (sx_lo / 4)), the (row, group of 4)
 //      items of a chunk are spread over the whole block (a 140-column span is 36 groups: one
 //      warp per row would leave most lanes idle); else pixel pairs with byte loads, a warp per
 //      row; the chroma terms once per chroma sample (yuv_chroma_terms), one FFMA.SAT per pixel
@@ -310,7 +311,8 @@ ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, in
 //   2. horizontal: lane l owns output column l of the tile for the whole block: its x weights
 //      (zero past its tap count) and first tap are loaded into registers once; the tap loop is
 //      fully unrolled, reads at constant offsets, and needs no predicates because every staged
-//      row has kTaps finite (zero) floats past the block's span (p.span = span_max + kTaps);
+//      row has kTaps finite (zero) floats past its staged columns (p.span = pitch >= span_max +
+//      6 + kTaps, a multiple of 4);
 //   3. vertical: warp w owns output rows w, w + nw of the tile for the whole block and keeps
 //      their sums in registers across chunks (no shared accumulator, no read-modify-write);
 //      the y weights it reads are warp-uniform;
@@ -332,13 +334,26 @@ ENGINE_HD_INLINE void stage_pixel_v2(const KernelParams& p, float y, const float
   d[2 * kV2RgbChan] = saturate01(yuv_luma_plus(p.m, y, t[2]));
 }
 
-// Luma pixels 4g .. 4g + 3 of a row (chroma columns 2g, 2g + 1) from aligned words, those whose
-// staged column x + e is in [0, span) into d[x + e]. The words may reach past the row's last
-// sample but never past the aligned word that holds it (no fault; the bytes are not used).
+// d[0..3] = a, b, c, e; one 16-byte store on the device (d 16-byte aligned).
+ENGINE_HD_INLINE void store4(float* d, float a, float b, float c, float e) {
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<float4*>(d) = make_float4(a, b, c, e);
+#else
+  d[0] = a;
+  d[1] = b;
+  d[2] = c;
+  d[3] = e;
+#endif
+}
+
+// Luma pixels 4g .. 4g + 3 of a row (chroma columns 2g, 2g + 1) from aligned words into d[0..3]
+// (16-byte aligned), each channel one 16-byte store. The words may reach past the row's last
+// sample but never past the aligned word that holds it (no fault); such pixels are finite
+// (saturated) and only ever read with weight 0.
 template <int Kind>
 ENGINE_HD_INLINE void stage_group4_v2(const KernelParams& p, const unsigned char* yrow,
                                       const unsigned char* c1, const unsigned char* c2, int g,
-                                      float* d, int x, unsigned span) {
+                                      float* d) {
   const uint32_t yq = reinterpret_cast<const uint32_t*>(yrow)[g];
   float t[2][3];
   if (Kind == kSemiPlanarYuv) {
@@ -351,17 +366,13 @@ ENGINE_HD_INLINE void stage_group4_v2(const KernelParams& p, const unsigned char
     yuv_chroma_terms(p.m, byte_to_float(uq, 0), byte_to_float(vq, 0), t[0]);
     yuv_chroma_terms(p.m, byte_to_float(uq, 1), byte_to_float(vq, 1), t[1]);
   }
+  float v[3][4];
   for (int e = 0; e < 4; ++e) {
     const float y = byte_to_float(yq, e);
-    const float v0 = saturate01(yuv_luma_plus(p.m, y, t[e >> 1][0]));
-    const float v1 = saturate01(yuv_luma_plus(p.m, y, t[e >> 1][1]));
-    const float v2 = saturate01(yuv_luma_plus(p.m, y, t[e >> 1][2]));
-    if ((unsigned)(x + e) < span) {  // predicated stores
-      d[x + e] = v0;
-      d[x + e + kV2RgbChan] = v1;
-      d[x + e + 2 * kV2RgbChan] = v2;
-    }
+    for (int ch = 0; ch < 3; ++ch) v[ch][e] = saturate01(yuv_luma_plus(p.m, y, t[e >> 1][ch]));
   }
+  for (int ch = 0; ch < 3; ++ch)
+    store4(d + ch * kV2RgbChan, v[ch][0], v[ch][1], v[ch][2], v[ch][3]);
 }
 
 // Source row sy of frame f: luma row, chroma row(s).
@@ -391,7 +402,7 @@ ENGINE_HD_INLINE void stage_row_v2(const KernelParams& p, const FramePlanes& f, 
     } else {
       yuv_chroma_terms(p.m, sample_to_float(c1[k]), sample_to_float(c2[k]), t);
     }
-    const int x = 2 * k - sx_lo;
+    const int x = 2 * k - sx_lo;  // staged column (x_org = sx_lo)
     if (x >= 0) stage_pixel_v2(p, sample_to_float(yrow[2 * k]), t, d + x);
     if ((unsigned)(x + 1) < span) stage_pixel_v2(p, sample_to_float(yrow[2 * k + 1]), t, d + x + 1);
   }
@@ -412,9 +423,17 @@ ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b,
   const int sy_lo = p.tile_y[2 * ty], sy_hi = p.tile_y[2 * ty + 1];
   const int sx_lo = p.tile_x[2 * tx], sx_hi = p.tile_x[2 * tx + 1];
   const int span = sx_hi - sx_lo;
-  // finite zeros past the span: the unpredicated tap loop reads up to kTaps - 1 floats beyond it
+  // aligned4 staging: groups of 4 luma columns touching the span; this thread's first item and
+  // the step between its items, as (row, group) pairs
+  const int gl = sx_lo >> 2, groups = span > 0 ? ((sx_hi + 3) >> 2) - gl : 1;
+  const int t = warp * kNL + lane, step_r = (kNW * kNL) / groups;
+  const int step_g = kNW * kNL - step_r * groups, t_r = span > 0 ? t / groups : R, t_g = t % groups;
+  // staged column 0 is source column x_org; columns [0, staged) are written by every chunk
+  const int x_org = p.aligned4 ? 4 * gl : sx_lo;
+  const int staged = span > 0 ? (p.aligned4 ? 4 * groups : span) : 0;
+  // finite zeros past them: the unpredicated tap loop reads up to kTaps - 1 floats beyond
   for (int r = warp; r < 3 * R; r += kNW)
-    for (int xx = span + lane; xx < pitch; xx += kNL)
+    for (int xx = staged + lane; xx < pitch; xx += kNL)
       s_rgb[(r / R) * kV2RgbChan + (r % R) * pitch + xx] = 0.0f;
   // x taps of the lane's columns: staged offset of the first tap, weights (0 past the count)
   float wx[kCols][kTaps];
@@ -422,14 +441,9 @@ ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b,
   for (int cc = 0; cc < kCols; ++cc) {
     const int c = lane + cc * kNL, ox = ox0 + c;
     const int n = c < tw ? p.xcount[ox] : 0;
-    xo[cc] = n > 0 ? p.xfirst[ox] - sx_lo : 0;
+    xo[cc] = n > 0 ? p.xfirst[ox] - x_org : 0;
     for (int j = 0; j < kTaps; ++j) wx[cc][j] = j < n ? p.xw[ox * p.kx + j] : 0.0f;
   }
-  // aligned4 staging: groups of 4 luma columns touching the span; this thread's first item and
-  // the step between its items, as (row, group) pairs
-  const int gl = sx_lo >> 2, groups = span > 0 ? ((sx_hi + 3) >> 2) - gl : 1;
-  const int t = warp * kNL + lane, step_r = (kNW * kNL) / groups;
-  const int step_g = kNW * kNL - step_r * groups, t_r = span > 0 ? t / groups : R, t_g = t % groups;
   const unsigned char *plane0 = f.plane[0], *plane1 = f.plane[1], *plane2 = f.plane[2];
   const int stride0 = (int)f.stride[0], stride1 = (int)f.stride[1], stride2 = (int)f.stride[2];
   // y taps of the warp's rows, and their sums
@@ -452,8 +466,7 @@ ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b,
         const unsigned char* yrow = plane0 + sy * stride0;
         const unsigned char* c1 = plane1 + cy * stride1;
         const unsigned char* c2 = Kind == kPlanarYuv ? plane2 + cy * stride2 : c1;
-        const int x = 4 * (gl + gi) - sx_lo;
-        stage_group4_v2<Kind>(p, yrow, c1, c2, gl + gi, s_rgb + r * pitch, x, (unsigned)span);
+        stage_group4_v2<Kind>(p, yrow, c1, c2, gl + gi, s_rgb + r * pitch + 4 * gi);
         gi += step_g;
         r += step_r;
         if (gi >= groups) {
