@@ -432,9 +432,9 @@ ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b,
   const int x_org = p.aligned4 ? 4 * gl : sx_lo;
   const int staged = span > 0 ? (p.aligned4 ? 4 * groups : span) : 0;
   // finite zeros past them: the unpredicated tap loop reads up to kTaps - 1 floats beyond
-  for (int r = warp; r < 3 * R; r += kNW)
+  for (int r = warp; r < R; r += kNW)
     for (int xx = staged + lane; xx < pitch; xx += kNL)
-      s_rgb[(r / R) * kV2RgbChan + (r % R) * pitch + xx] = 0.0f;
+      for (int ch = 0; ch < 3; ++ch) s_rgb[ch * kV2RgbChan + r * pitch + xx] = 0.0f;
   // x taps of the lane's columns: staged offset of the first tap, weights (0 past the count)
   float wx[kCols][kTaps];
   int xo[kCols];
