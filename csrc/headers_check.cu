@@ -88,7 +88,8 @@ ENGINE_HD void eval_all(int i, float* v) {
   v[15] = (float)(gx.resized * 1000 + gx.offset);
   // samples to float (Note [integer samples to float]): exact
   v[16] = sample_to_float((unsigned)(i * 37) % 65536u);
-  v[17] = byte_to_float(0x01000000u * (unsigned)(i % 256) + (unsigned)(i * 2654435761u) % 0x1000000u, i % 4);
+  const unsigned word = 0x01000000u * (unsigned)(i % 256) + (unsigned)(i * 2654435761u) % 0x1000000u;
+  v[17] = byte_to_float(word, i % 4);
 }
 
 __global__ void eval_kernel(float* out) {
@@ -114,7 +115,8 @@ int main() {
   int bad = 0;
   for (size_t j = 0; j < host.size(); ++j) {
     const int k = (int)(j % kVals);
-    const bool exact = k == 0 || k == 1 || k == 4 || k == 6 || k == 11 || k == 14 || k == 15 || k >= 16;
+    const bool exact =
+        k == 0 || k == 1 || k == 4 || k == 6 || k == 11 || k == 14 || k == 15 || k >= 16;
     const double diff = std::fabs((double)host[j] - (double)dev[j]);
     const double rel = diff / std::fmax(1.0, std::fabs((double)host[j]));
     const double mag = std::fabs((double)host[j]);

@@ -239,9 +239,9 @@ void plan_v2(Prepared& r, const PreprocessCall& c) {
   for (int t : kV2TapBins)
     if (taps == 0 && r.x_taps_max <= t) taps = t;
   if (taps == 0) return;
-  // staged columns: the span, widened to groups of 4 by up to 3 on each side (aligned4), then
-  // kTaps - 1 zeros; a multiple of 4 floats for 16-byte stores
-  const int pitch = (r.span_max + 6 + taps + 3) / 4 * 4;
+  // staged columns: the span, widened to groups of 4 by up to 3 on each side and to an even
+  // number of groups (aligned4), then kTaps - 1 zeros; a multiple of 4 floats for 16-byte stores
+  const int pitch = (r.span_max + 10 + taps + 3) / 4 * 4;
   const int R = mini(engine::cuda::kTileH, engine::cuda::kV2RgbChan / pitch);
   if (R < 2) return;
   r.v2_taps = taps;

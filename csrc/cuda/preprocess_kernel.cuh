@@ -299,20 +299,21 @@ ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, in
 // Note [CUDA preprocess v2]
 // Same sums as preprocess_block (Note [CUDA preprocess: clamp before resampling]), reorganised so
 // that each instruction does more, for 8-bit Y'CbCr with horizontally subsampled chroma (I420,
-// I422, NV12) and x tap tables of at most kTaps (a compile-time bin >= p.kx) taps:
+// I422, NV12) and at most kTaps x taps per column (kTaps: a compile-time bin, 3 .. 16):
 //   1. stage: a thread converts the luma pixels that share chroma samples: with 4-byte aligned
 //      planes and strides (p.aligned4) one 32-bit load brings 4 luma samples and one 32-bit
 //      (NV12) or two 16-bit (I420) loads their 2 chroma samples, three 16-byte shared stores
-//      write them (staged column 0 = source column 4 * (sx_lo / 4)), the (row, group of 4)
-//      items of a chunk are spread over the whole block (a 140-column span is 36 groups: one
-//      warp per row would leave most lanes idle); else pixel pairs with byte loads, a warp per
-//      row; the chroma terms once per chroma sample (yuv_chroma_terms), one FFMA.SAT per pixel
-//      and channel; samples to float without I2F (Note [integer samples to float]);
+//      write them (staged column 0 = source column 4 * (sx_lo / 4)), and the (row, two groups
+//      = 8 pixels) items of a chunk are spread over the whole block (a 140-column span is 36
+//      groups: one warp per row would leave most lanes idle); else pixel pairs with byte
+//      loads, a warp per row; the chroma terms once per chroma sample (yuv_chroma_terms), one
+//      FFMA.SAT per pixel and channel; samples to float without I2F (Note [integer samples to
+//      float]);
 //   2. horizontal: lane l owns output column l of the tile for the whole block: its x weights
 //      (zero past its tap count) and first tap are loaded into registers once; the tap loop is
 //      fully unrolled, reads at constant offsets, and needs no predicates because every staged
 //      row has kTaps finite (zero) floats past its staged columns (p.span = pitch >= span_max +
-//      6 + kTaps, a multiple of 4);
+//      10 + kTaps, a multiple of 4);
 //   3. vertical: warp w owns output rows w, w + nw of the tile for the whole block and keeps
 //      their sums in registers across chunks (no shared accumulator, no read-modify-write);
 //      the y weights it reads are warp-uniform;
@@ -423,11 +424,14 @@ ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b,
   const int sy_lo = p.tile_y[2 * ty], sy_hi = p.tile_y[2 * ty + 1];
   const int sx_lo = p.tile_x[2 * tx], sx_hi = p.tile_x[2 * tx + 1];
   const int span = sx_hi - sx_lo;
-  // aligned4 staging: groups of 4 luma columns touching the span; this thread's first item and
-  // the step between its items, as (row, group) pairs
+  // aligned4 staging: groups of 4 luma columns touching the span, an item is two adjacent groups
+  // (the second repeats the first past the last group: a valid word, finite values in columns
+  // that are read with weight 0 only); this thread's first item and the step between its items,
+  // as (row, item of the row) pairs
   const int gl = sx_lo >> 2, groups = span > 0 ? ((sx_hi + 3) >> 2) - gl : 1;
-  const int t = warp * kNL + lane, step_r = (kNW * kNL) / groups;
-  const int step_g = kNW * kNL - step_r * groups, t_r = span > 0 ? t / groups : R, t_g = t % groups;
+  const int items = (groups + 1) >> 1;
+  const int t = warp * kNL + lane, step_r = (kNW * kNL) / items;
+  const int step_g = kNW * kNL - step_r * items, t_r = span > 0 ? t / items : R, t_g = t % items;
   // staged column 0 is source column x_org; columns [0, staged) are written by every chunk
   const int x_org = p.aligned4 ? 4 * gl : sx_lo;
   const int staged = span > 0 ? (p.aligned4 ? 4 * groups : span) : 0;
@@ -459,18 +463,20 @@ ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b,
     const int rows = mini(R, sy_hi - sy0);
     // 1. stage
     if (p.aligned4) {
-      // items (chunk row r, group gl + gi) spread over all threads of the block
+      // items (chunk row r, groups gl + 2 gi and the next) spread over all threads of the block
       for (int r = t_r, gi = t_g; r < rows;) {
         // 32-bit row offsets: the host checked that every plane is below 2^31 bytes
         const int sy = sy0 + r, cy = p.sub_y == 2 ? (sy >> 1) : sy;
         const unsigned char* yrow = plane0 + sy * stride0;
         const unsigned char* c1 = plane1 + cy * stride1;
         const unsigned char* c2 = Kind == kPlanarYuv ? plane2 + cy * stride2 : c1;
-        stage_group4_v2<Kind>(p, yrow, c1, c2, gl + gi, s_rgb + r * pitch + 4 * gi);
+        float* d = s_rgb + r * pitch + 8 * gi;
+        stage_group4_v2<Kind>(p, yrow, c1, c2, gl + 2 * gi, d);
+        stage_group4_v2<Kind>(p, yrow, c1, c2, gl + mini(2 * gi + 1, groups - 1), d + 4);
         gi += step_g;
         r += step_r;
-        if (gi >= groups) {
-          gi -= groups;
+        if (gi >= items) {
+          gi -= items;
           ++r;
         }
       }
