@@ -18,6 +18,9 @@ __global__ void engine_headers_check(float* out, unsigned short* half_out) {
   const double mean[3] = {0.485, 0.456, 0.406}, stdv[3] = {0.229, 0.224, 0.225};
   Normalize n = make_normalize(1.0 / 255.0, mean, stdv);
   out[i] = normalize_value(n, 0, rgb[0]) + clampf(rgb[1], 0.0f, 255.0f);
+  float terms[3];
+  yuv_chroma_terms(m, sample_to_float(512u), byte_to_float(0x80402010u, i & 3), terms);
+  out[i] += yuv_luma_plus(m, 500.0f, terms[1]);
   half_out[i] = float_to_half_bits(out[i]);
   // resampling taps + geometry + plane description
   float w[16];
@@ -50,7 +53,7 @@ __global__ void engine_headers_check(float* out, unsigned short* half_out) {
 
 namespace {
 constexpr int kN = 4096;
-constexpr int kVals = 16;
+constexpr int kVals = 18;
 
 ENGINE_HD void eval_all(int i, float* v) {
   using namespace engine;
@@ -83,6 +86,10 @@ ENGINE_HD void eval_all(int i, float* v) {
   compute_geometry(i % 3, 1 + i % 1080, 1 + (i * 13) % 1920, 224, 224, 256, 256, &gy, &gx);
   v[14] = (float)(gy.resized * 1000 + gy.offset);
   v[15] = (float)(gx.resized * 1000 + gx.offset);
+  // samples to float (Note [integer samples to float]): exact
+  v[16] = sample_to_float((unsigned)(i * 37) % 65536u);
+  const unsigned word = 0x01000000u * (unsigned)(i % 256) + (unsigned)(i * 2654435761u) % 0x1000000u;
+  v[17] = byte_to_float(word, i % 4);
 }
 
 __global__ void eval_kernel(float* out) {
@@ -108,7 +115,8 @@ int main() {
   int bad = 0;
   for (size_t j = 0; j < host.size(); ++j) {
     const int k = (int)(j % kVals);
-    const bool exact = k == 0 || k == 1 || k == 4 || k == 6 || k == 11 || k == 14 || k == 15;
+    const bool exact =
+        k == 0 || k == 1 || k == 4 || k == 6 || k == 11 || k == 14 || k == 15 || k >= 16;
     const double diff = std::fabs((double)host[j] - (double)dev[j]);
     const double rel = diff / std::fmax(1.0, std::fabs((double)host[j]));
     const double mag = std::fabs((double)host[j]);

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -92,6 +93,9 @@ struct Prepared {
          off_xcount = 0, off_xw = 0, off_ty = 0, off_tx = 0;
   int bps = 1;
   bool staged = false;
+  int v2_taps = 0;  // > 0: the v2 block with this tap bin (Note [CUDA preprocess v2])
+  int span_max = 0;
+  int x_taps_max = 0;  // most x taps of an output column
   int tiles_x = 0, tiles_y = 0;
   size_t smem_bytes = 0;
 };
@@ -165,6 +169,8 @@ Prepared prepare(const PreprocessCall& c) {
     }
   }
   r.staged = p.span > 0;
+  r.span_max = span_max;
+  for (int n : tx.count) r.x_taps_max = std::max(r.x_taps_max, n);
   r.smem_bytes = (size_t)engine::cuda::smem_floats(p.rows, p.span) * sizeof(float);
 
   p.batch = c.batch; p.in_w = c.width; p.in_h = c.height; p.out_h = c.out_h; p.out_w = c.out_w;
@@ -211,13 +217,72 @@ void point_tables(Prepared& r, const unsigned char* base) {
   p.tile_x = reinterpret_cast<const int*>(base + r.off_tx);
 }
 
-// Calls op.run<T, Kind, Staged>() for the variant of r.
+// TEMPORARY A/B switch (a GPU run compares the two blocks; the loser is deleted): the v2 block
+// (Note [CUDA preprocess v2]) unless ENGINE_CUDA_PREPROCESS=v1, read at every call.
+bool want_v1() {
+  const char* e = std::getenv("ENGINE_CUDA_PREPROCESS");
+  return e != nullptr && std::strcmp(e, "v1") == 0;
+}
+
+// Tap bins of the v2 block: the unrolled x tap loop runs kTaps taps for every column. Downscaling
+// by s needs at most about 2s + 1 taps: 2x 5, 3x 7, 1080p -> 256 (4.22x) 9, 5x 11.
+constexpr int kV2TapBins[] = {3, 5, 7, 9, 11, 13, 16};
+
+// Switches r to the v2 block when it covers the call: 8-bit Y'CbCr with chroma shared by pixel
+// pairs, the staged variant, at most 16 x taps per column, and a chunk of >= 2 rows that fits.
+void plan_v2(Prepared& r, const PreprocessCall& c) {
+  const KernelParams& p = r.p;
+  if (want_v1() || c.force_direct || r.bps != 1 || p.kind == engine::cuda::kPackedRgb ||
+      p.sub_x != 2)
+    return;
+  int taps = 0;
+  for (int t : kV2TapBins)
+    if (taps == 0 && r.x_taps_max <= t) taps = t;
+  if (taps == 0) return;
+  // staged columns: the span, widened to groups of 4 by up to 3 on each side and to an even
+  // number of groups (aligned4), then kTaps - 1 zeros; a multiple of 4 floats for 16-byte stores
+  const int pitch = (r.span_max + 10 + taps + 3) / 4 * 4;
+  const int R = mini(engine::cuda::kTileH, engine::cuda::kV2RgbChan / pitch);
+  if (R < 2) return;
+  r.v2_taps = taps;
+  r.staged = true;
+  r.p.rows = R;
+  r.p.span = pitch;
+  r.smem_bytes = (size_t)engine::cuda::kV2SmemFloats * sizeof(float);
+  // Note [CUDA preprocess v2]: 32-bit sample loads when every plane and stride allows them
+  // and 32-bit row offsets (rows * stride < 2^31 bytes)
+  r.p.aligned4 = 1;
+  for (size_t i = 0; i < c.planes.size(); ++i)
+    if (c.planes[i] % 4 != 0 || c.row_strides[i] % 4 != 0 || c.row_strides[i] < 0 ||
+        (long long)c.height * c.row_strides[i] >= (1LL << 31))
+      r.p.aligned4 = 0;
+}
+
+template <class Op, int Kind>
+void dispatch_v2_kind(const Prepared& r, Op& op) {
+  switch (r.v2_taps) {
+    case 3: op.template run_v2<Kind, 3>(); break;
+    case 5: op.template run_v2<Kind, 5>(); break;
+    case 7: op.template run_v2<Kind, 7>(); break;
+    case 9: op.template run_v2<Kind, 9>(); break;
+    case 11: op.template run_v2<Kind, 11>(); break;
+    case 13: op.template run_v2<Kind, 13>(); break;
+    default: op.template run_v2<Kind, 16>(); break;
+  }
+}
+
+// Calls op.run<T, Kind, Staged>() for the variant of r (op.run_v2<Kind, kTaps>() for v2).
 template <class Op>
 void dispatch(const Prepared& r, Op& op) {
   using engine::cuda::kPackedRgb;
   using engine::cuda::kPlanarYuv;
   using engine::cuda::kSemiPlanarYuv;
   const int kind = r.p.kind;
+  if (r.v2_taps > 0) {
+    if (kind == kSemiPlanarYuv) dispatch_v2_kind<Op, kSemiPlanarYuv>(r, op);
+    else dispatch_v2_kind<Op, kPlanarYuv>(r, op);
+    return;
+  }
   if (kind == kPackedRgb) {
     if (r.staged) op.template run<uint8_t, kPackedRgb, true>();
     else op.template run<uint8_t, kPackedRgb, false>();
@@ -249,6 +314,12 @@ struct DeviceLaunch {
     engine::cuda::preprocess_kernel<T, Kind, kStaged>
         <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
   }
+  template <int Kind, int kTaps>
+  void run_v2() {
+    const dim3 grid(r->tiles_x, r->tiles_y, r->p.batch);
+    engine::cuda::preprocess_kernel_v2<Kind, kTaps>
+        <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
+  }
 };
 
 struct HostEmulation {
@@ -262,12 +333,22 @@ struct HostEmulation {
           engine::cuda::preprocess_block<T, Kind, kStaged>(r->p, tx, ty, b, 0, 1, 0, 1,
                                                            smem.data());
   }
+  template <int Kind, int kTaps>
+  void run_v2() {
+    std::vector<float> smem(r->smem_bytes / sizeof(float) + 1);
+    for (int b = 0; b < r->p.batch; ++b)
+      for (int ty = 0; ty < r->tiles_y; ++ty)
+        for (int tx = 0; tx < r->tiles_x; ++tx)
+          engine::cuda::preprocess_block_v2<Kind, kTaps, 1, 1>(r->p, tx, ty, b, 0, 0,
+                                                               smem.data());
+  }
 };
 
 }  // namespace
 
 std::string preprocess(const PreprocessCall& call) {
   Prepared r = prepare(call);
+  plan_v2(r, call);
   const std::string variant = r.staged ? "staged" : "direct";
   if (call.batch == 0) return variant;
   DeviceGuard guard(call.device);
@@ -292,6 +373,7 @@ std::string preprocess(const PreprocessCall& call) {
 
 std::string preprocess_emulate(const PreprocessCall& call) {
   Prepared r = prepare(call);
+  plan_v2(r, call);
   point_tables(r, r.buf.bytes.data());
   HostEmulation op{&r};
   dispatch(r, op);

@@ -64,6 +64,7 @@ struct KernelParams {
   int ky, kx;                 // table widths
   int rows;                   // R: source rows per chunk
   int span;                   // staged row pitch in floats (>= every tile's column span); 0 = direct
+  int aligned4;               // v2: every plane address and row stride is a multiple of 4 bytes
   void* out;                  // [B, 3, H, W] or [B, H, W, 3], float32 or float16 bits
 };
 
@@ -147,6 +148,51 @@ ENGINE_HD_INLINE float output_value(const KernelParams& p, const float* s_acc, i
   if (p.ycount[oy] <= 0 || p.xcount[ox] <= 0) return p.pad;
   const int sc = p.bgr_out ? 2 - oc : oc;  // RGB channel feeding output channel oc
   return normalize_value(p.norm, oc, 255.0f * s_acc[(sc * kTileH + orow) * kTileW + c]);
+}
+
+// Stage 4 of a block: the tile's accumulated unit-scale RGB s_acc [3][kTileH][kTileW] back to
+// the 0..255 scale, normalised, in the output channel order, layout and dtype, or the pad value.
+ENGINE_HD_INLINE void store_tile(const KernelParams& p, const float* s_acc, int b, int ox0, int oy0,
+                                 int tw, int th, int warp, int nw, int lane, int nl) {
+  if (p.store8) {  // Note [fp16 stores]: tw is a multiple of 8 here
+    const int runs = tw / 8, per_row = p.nhwc ? runs : 3 * runs;
+    for (int i = warp * nl + lane; i < th * per_row; i += nw * nl) {
+      const int orow = i / per_row, k = i % per_row;
+      const int oc0 = p.nhwc ? 0 : k / runs, c0 = 8 * (p.nhwc ? k : k % runs);
+      const int oy = oy0 + orow, ox = ox0 + c0;
+      const int stores = p.nhwc ? 3 : 1;  // NHWC: 8 pixels x 3 channels = 24 halves
+      Half8* dst = reinterpret_cast<Half8*>(static_cast<uint16_t*>(p.out) +
+          (p.nhwc ? (((long long)b * p.out_h + oy) * p.out_w + ox) * 3
+                  : (((long long)b * 3 + oc0) * p.out_h + oy) * p.out_w + ox));
+      for (int s8 = 0; s8 < stores; ++s8) {
+        Half8 h;
+        for (int e = 0; e < 8; ++e) {
+          const int flat = 8 * s8 + e;  // element of the run: pixel flat / 3, channel flat % 3
+          const int c = p.nhwc ? c0 + flat / 3 : c0 + e, oc = p.nhwc ? flat % 3 : oc0;
+          h.v[e] = float_to_half_bits(output_value(p, s_acc, oy, ox0 + c, orow, c, oc));
+        }
+        dst[s8] = h;
+      }
+    }
+    return;
+  }
+  for (int orow = warp; orow < th; orow += nw) {
+    const int oy = oy0 + orow;
+    for (int c = lane; c < tw; c += nl) {
+      const int ox = ox0 + c;
+      for (int oc = 0; oc < 3; ++oc) {
+        const float v = output_value(p, s_acc, oy, ox, orow, c, oc);
+        const long long idx =
+            p.nhwc ? (((long long)b * p.out_h + oy) * p.out_w + ox) * 3 + oc
+                   : (((long long)b * 3 + oc) * p.out_h + oy) * p.out_w + ox;
+        if (p.fp16) {
+          static_cast<uint16_t*>(p.out)[idx] = float_to_half_bits(v);
+        } else {
+          static_cast<float*>(p.out)[idx] = v;
+        }
+      }
+    }
+  }
 }
 
 // One block of output pixels: tile (tx, ty) of frame b. Work is split by warp and lane: warp w
@@ -243,41 +289,266 @@ ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, in
     block_sync();
   }
   // 4. back to the 0..255 scale, normalise, channel order, layout, padding
-  if (p.store8) {  // Note [fp16 stores]: tw is a multiple of 8 here
-    const int runs = tw / 8, per_row = p.nhwc ? runs : 3 * runs;
-    for (int i = warp * nl + lane; i < th * per_row; i += nw * nl) {
-      const int orow = i / per_row, k = i % per_row;
-      const int oc0 = p.nhwc ? 0 : k / runs, c0 = 8 * (p.nhwc ? k : k % runs);
-      const int oy = oy0 + orow, ox = ox0 + c0;
-      const int stores = p.nhwc ? 3 : 1;  // NHWC: 8 pixels x 3 channels = 24 halves
-      Half8* dst = reinterpret_cast<Half8*>(static_cast<uint16_t*>(p.out) +
-          (p.nhwc ? (((long long)b * p.out_h + oy) * p.out_w + ox) * 3
-                  : (((long long)b * 3 + oc0) * p.out_h + oy) * p.out_w + ox));
-      for (int s8 = 0; s8 < stores; ++s8) {
-        Half8 h;
-        for (int e = 0; e < 8; ++e) {
-          const int flat = 8 * s8 + e;  // element of the run: pixel flat / 3, channel flat % 3
-          const int c = p.nhwc ? c0 + flat / 3 : c0 + e, oc = p.nhwc ? flat % 3 : oc0;
-          h.v[e] = float_to_half_bits(output_value(p, s_acc, oy, ox0 + c, orow, c, oc));
+  store_tile(p, s_acc, b, ox0, oy0, tw, th, warp, nw, lane, nl);
+}
+
+// ---- v2: the common case in fewer instructions ------------------------------------------------
+// TEMPORARY A/B (preprocess_cuda.cu, ENGINE_CUDA_PREPROCESS=v1 picks the block above): both are
+// compiled until a GPU run compares them; the loser is deleted.
+//
+// Note [CUDA preprocess v2]
+// Same sums as preprocess_block (Note [CUDA preprocess: clamp before resampling]), reorganised so
+// that each instruction does more, for 8-bit Y'CbCr with horizontally subsampled chroma (I420,
+// I422, NV12) and at most kTaps x taps per column (kTaps: a compile-time bin, 3 .. 16):
+//   1. stage: a thread converts the luma pixels that share chroma samples: with 4-byte aligned
+//      planes and strides (p.aligned4) one 32-bit load brings 4 luma samples and one 32-bit
+//      (NV12) or two 16-bit (I420) loads their 2 chroma samples, three 16-byte shared stores
+//      write them (staged column 0 = source column 4 * (sx_lo / 4)), and the (row, two groups
+//      = 8 pixels) items of a chunk are spread over the whole block (a 140-column span is 36
+//      groups: one warp per row would leave most lanes idle); else pixel pairs with byte
+//      loads, a warp per row; the chroma terms once per chroma sample (yuv_chroma_terms), one
+//      FFMA.SAT per pixel and channel; samples to float without I2F (Note [integer samples to
+//      float]);
+//   2. horizontal: lane l owns output column l of the tile for the whole block: its x weights
+//      (zero past its tap count) and first tap are loaded into registers once; the tap loop is
+//      fully unrolled, reads at constant offsets, and needs no predicates because every staged
+//      row has kTaps finite (zero) floats past its staged columns (p.span = pitch >= span_max +
+//      10 + kTaps, a multiple of 4);
+//   3. vertical: warp w owns output rows w, w + nw of the tile for the whole block and keeps
+//      their sums in registers across chunks (no shared accumulator, no read-modify-write);
+//      the y weights it reads are warp-uniform;
+//   4. store from registers (the fp16 16-byte stores go through shared memory, store_tile).
+// Shared memory has compile-time channel strides (kV2HChan, kV2RgbChan), so the three channels
+// of a pixel are one address plus immediate offsets; R = p.rows <= kTileH rows of p.span floats
+// fill a channel of the staged RGB. Two barriers per chunk instead of three: staging chunk k+1
+// only writes s_rgb, which nobody reads after the barrier that ends the horizontal pass of k.
+// kNW x kNL is the warp x lane split (8 x 32 on the device, 1 x 1 in the host emulation): the
+// per-thread register arrays are sized by it.
+constexpr int kV2HChan = kTileH * kTileW;                                  // s_h channel stride
+constexpr int kV2RgbChan = (kSmemBudget / 4 - 3 * kV2HChan) / 3;           // s_rgb channel stride
+constexpr int kV2SmemFloats = 3 * kV2HChan + 3 * kV2RgbChan;               // <= kSmemBudget / 4
+
+// Clamped unit-scale RGB of one luma sample y with chroma terms t into d[0], d[kV2RgbChan], ...
+ENGINE_HD_INLINE void stage_pixel_v2(const KernelParams& p, float y, const float t[3], float* d) {
+  d[0] = saturate01(yuv_luma_plus(p.m, y, t[0]));
+  d[kV2RgbChan] = saturate01(yuv_luma_plus(p.m, y, t[1]));
+  d[2 * kV2RgbChan] = saturate01(yuv_luma_plus(p.m, y, t[2]));
+}
+
+// d[0..3] = a, b, c, e; one 16-byte store on the device (d 16-byte aligned).
+ENGINE_HD_INLINE void store4(float* d, float a, float b, float c, float e) {
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<float4*>(d) = make_float4(a, b, c, e);
+#else
+  d[0] = a;
+  d[1] = b;
+  d[2] = c;
+  d[3] = e;
+#endif
+}
+
+// Luma pixels 4g .. 4g + 3 of a row (chroma columns 2g, 2g + 1) from aligned words into d[0..3]
+// (16-byte aligned), each channel one 16-byte store. The words may reach past the row's last
+// sample but never past the aligned word that holds it (no fault); such pixels are finite
+// (saturated) and only ever read with weight 0.
+template <int Kind>
+ENGINE_HD_INLINE void stage_group4_v2(const KernelParams& p, const unsigned char* yrow,
+                                      const unsigned char* c1, const unsigned char* c2, int g,
+                                      float* d) {
+  const uint32_t yq = reinterpret_cast<const uint32_t*>(yrow)[g];
+  float t[2][3];
+  if (Kind == kSemiPlanarYuv) {
+    const uint32_t cq = reinterpret_cast<const uint32_t*>(c1)[g];  // U V U V
+    yuv_chroma_terms(p.m, byte_to_float(cq, 0), byte_to_float(cq, 1), t[0]);
+    yuv_chroma_terms(p.m, byte_to_float(cq, 2), byte_to_float(cq, 3), t[1]);
+  } else {
+    const uint32_t uq = reinterpret_cast<const uint16_t*>(c1)[g];
+    const uint32_t vq = reinterpret_cast<const uint16_t*>(c2)[g];
+    yuv_chroma_terms(p.m, byte_to_float(uq, 0), byte_to_float(vq, 0), t[0]);
+    yuv_chroma_terms(p.m, byte_to_float(uq, 1), byte_to_float(vq, 1), t[1]);
+  }
+  float v[3][4];
+  for (int e = 0; e < 4; ++e) {
+    const float y = byte_to_float(yq, e);
+    for (int ch = 0; ch < 3; ++ch) v[ch][e] = saturate01(yuv_luma_plus(p.m, y, t[e >> 1][ch]));
+  }
+  for (int ch = 0; ch < 3; ++ch)
+    store4(d + ch * kV2RgbChan, v[ch][0], v[ch][1], v[ch][2], v[ch][3]);
+}
+
+// Source row sy of frame f: luma row, chroma row(s).
+template <int Kind>
+ENGINE_HD_INLINE void source_rows_v2(const KernelParams& p, const FramePlanes& f, int sy,
+                                     const unsigned char** yrow, const unsigned char** c1,
+                                     const unsigned char** c2) {
+  *yrow = f.plane[0] + (long long)sy * f.stride[0];
+  const int cy = p.sub_y == 2 ? (sy >> 1) : sy;
+  *c1 = f.plane[1] + (long long)cy * f.stride[1];
+  *c2 = Kind == kPlanarYuv ? f.plane[2] + (long long)cy * f.stride[2] : *c1;
+}
+
+// Stage 1 of v2 without aligned words, for source row sy: columns [sx_lo, sx_hi) into d
+// (channel 0 of the row); pair k: luma columns 2k, 2k + 1, chroma column k (Note [chroma
+// upsampling]).
+template <int Kind>
+ENGINE_HD_INLINE void stage_row_v2(const KernelParams& p, const FramePlanes& f, int sy, int sx_lo,
+                                   int sx_hi, int lane, int nl, float* d) {
+  const unsigned char *yrow, *c1, *c2;
+  source_rows_v2<Kind>(p, f, sy, &yrow, &c1, &c2);
+  const unsigned span = (unsigned)(sx_hi - sx_lo);
+  for (int k = (sx_lo >> 1) + lane; 2 * k < sx_hi; k += nl) {
+    float t[3];
+    if (Kind == kSemiPlanarYuv) {
+      yuv_chroma_terms(p.m, sample_to_float(c1[2 * k]), sample_to_float(c1[2 * k + 1]), t);
+    } else {
+      yuv_chroma_terms(p.m, sample_to_float(c1[k]), sample_to_float(c2[k]), t);
+    }
+    const int x = 2 * k - sx_lo;  // staged column (x_org = sx_lo)
+    if (x >= 0) stage_pixel_v2(p, sample_to_float(yrow[2 * k]), t, d + x);
+    if ((unsigned)(x + 1) < span) stage_pixel_v2(p, sample_to_float(yrow[2 * k + 1]), t, d + x + 1);
+  }
+}
+
+// One block of output pixels, v2 (Note [CUDA preprocess v2]); `smem` holds kV2SmemFloats floats.
+template <int Kind, int kTaps, int kNW, int kNL>
+ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b, int warp,
+                                   int lane, float* smem) {
+  constexpr int kCols = kTileW / kNL;  // output columns per lane
+  constexpr int kRows = kTileH / kNW;  // output rows per warp
+  const FramePlanes& f = p.frames[b];  // read per row: registers are scarce here
+  const int ox0 = tx * kTileW, oy0 = ty * kTileH;
+  const int tw = mini(kTileW, p.out_w - ox0), th = mini(kTileH, p.out_h - oy0);
+  const int R = p.rows, pitch = p.span;
+  float* s_h = smem;                     // [3][kV2HChan]: [R][kTileW] used
+  float* s_rgb = s_h + 3 * kV2HChan;     // [3][kV2RgbChan]: [R][pitch] used
+  const int sy_lo = p.tile_y[2 * ty], sy_hi = p.tile_y[2 * ty + 1];
+  const int sx_lo = p.tile_x[2 * tx], sx_hi = p.tile_x[2 * tx + 1];
+  const int span = sx_hi - sx_lo;
+  // aligned4 staging: groups of 4 luma columns touching the span, an item is two adjacent groups
+  // (the second repeats the first past the last group: a valid word, finite values in columns
+  // that are read with weight 0 only); this thread's first item and the step between its items,
+  // as (row, item of the row) pairs
+  const int gl = sx_lo >> 2, groups = span > 0 ? ((sx_hi + 3) >> 2) - gl : 1;
+  const int items = (groups + 1) >> 1;
+  const int t = warp * kNL + lane, step_r = (kNW * kNL) / items;
+  const int step_g = kNW * kNL - step_r * items, t_r = span > 0 ? t / items : R, t_g = t % items;
+  // staged column 0 is source column x_org; columns [0, staged) are written by every chunk
+  const int x_org = p.aligned4 ? 4 * gl : sx_lo;
+  const int staged = span > 0 ? (p.aligned4 ? 4 * groups : span) : 0;
+  // finite zeros past them: the unpredicated tap loop reads up to kTaps - 1 floats beyond
+  for (int r = warp; r < R; r += kNW)
+    for (int xx = staged + lane; xx < pitch; xx += kNL)
+      for (int ch = 0; ch < 3; ++ch) s_rgb[ch * kV2RgbChan + r * pitch + xx] = 0.0f;
+  // x taps of the lane's columns: staged offset of the first tap, weights (0 past the count)
+  float wx[kCols][kTaps];
+  int xo[kCols];
+  for (int cc = 0; cc < kCols; ++cc) {
+    const int c = lane + cc * kNL, ox = ox0 + c;
+    const int n = c < tw ? p.xcount[ox] : 0;
+    xo[cc] = n > 0 ? p.xfirst[ox] - x_org : 0;
+    for (int j = 0; j < kTaps; ++j) wx[cc][j] = j < n ? p.xw[ox * p.kx + j] : 0.0f;
+  }
+  const unsigned char *plane0 = f.plane[0], *plane1 = f.plane[1], *plane2 = f.plane[2];
+  const int stride0 = (int)f.stride[0], stride1 = (int)f.stride[1], stride2 = (int)f.stride[2];
+  // y taps of the warp's rows, and their sums
+  int yf[kRows], yn[kRows];
+  float acc[kRows][kCols][3];
+  for (int k = 0; k < kRows; ++k) {
+    const int orow = warp + k * kNW;
+    yn[k] = orow < th ? p.ycount[oy0 + orow] : 0;
+    yf[k] = yn[k] > 0 ? p.yfirst[oy0 + orow] : 0;
+    for (int cc = 0; cc < kCols; ++cc) acc[k][cc][0] = acc[k][cc][1] = acc[k][cc][2] = 0.0f;
+  }
+  for (int sy0 = sy_lo; sy0 < sy_hi; sy0 += R) {
+    const int rows = mini(R, sy_hi - sy0);
+    // 1. stage
+    if (p.aligned4) {
+      // items (chunk row r, groups gl + 2 gi and the next) spread over all threads of the block
+      for (int r = t_r, gi = t_g; r < rows;) {
+        // 32-bit row offsets: the host checked that every plane is below 2^31 bytes
+        const int sy = sy0 + r, cy = p.sub_y == 2 ? (sy >> 1) : sy;
+        const unsigned char* yrow = plane0 + sy * stride0;
+        const unsigned char* c1 = plane1 + cy * stride1;
+        const unsigned char* c2 = Kind == kPlanarYuv ? plane2 + cy * stride2 : c1;
+        float* d = s_rgb + r * pitch + 8 * gi;
+        stage_group4_v2<Kind>(p, yrow, c1, c2, gl + 2 * gi, d);
+        stage_group4_v2<Kind>(p, yrow, c1, c2, gl + mini(2 * gi + 1, groups - 1), d + 4);
+        gi += step_g;
+        r += step_r;
+        if (gi >= items) {
+          gi -= items;
+          ++r;
         }
-        dst[s8] = h;
+      }
+    } else {
+      for (int r = warp; r < rows; r += kNW)
+        stage_row_v2<Kind>(p, f, sy0 + r, sx_lo, sx_hi, lane, kNL, s_rgb + r * pitch);
+    }
+    block_sync();
+    // 2. horizontal
+    for (int r = warp; r < rows; r += kNW) {
+      const float* q = s_rgb + r * pitch;
+      for (int cc = 0; cc < kCols; ++cc) {
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
+        for (int j = 0; j < kTaps; ++j) {
+          a0 += wx[cc][j] * q[xo[cc] + j];
+          a1 += wx[cc][j] * q[xo[cc] + j + kV2RgbChan];
+          a2 += wx[cc][j] * q[xo[cc] + j + 2 * kV2RgbChan];
+        }
+        float* h = s_h + r * kTileW + lane + cc * kNL;
+        h[0] = a0;
+        h[kV2HChan] = a1;
+        h[2 * kV2HChan] = a2;
       }
     }
+    block_sync();
+    // 3. vertical: the chunk rows each of the warp's output rows reads
+    for (int k = 0; k < kRows; ++k) {
+      const int j0 = maxi(sy0 - yf[k], 0), j1 = mini(sy0 + rows - yf[k], yn[k]);
+      const float* w = p.yw + (warp + k * kNW + oy0) * p.ky;
+      for (int j = j0; j < j1; ++j) {
+        const float wj = w[j];
+        const float* h = s_h + (yf[k] + j - sy0) * kTileW + lane;
+        for (int cc = 0; cc < kCols; ++cc) {
+          acc[k][cc][0] += wj * h[cc * kNL];
+          acc[k][cc][1] += wj * h[cc * kNL + kV2HChan];
+          acc[k][cc][2] += wj * h[cc * kNL + 2 * kV2HChan];
+        }
+      }
+    }
+    // no barrier: the next staging writes s_rgb only (see the Note)
+  }
+  // 4. store
+  if (p.store8) {  // Note [fp16 stores], through shared memory
+    float* s_acc = smem;  // [3][kTileH][kTileW] = s_h
+    block_sync();
+    for (int k = 0; k < kRows; ++k)
+      for (int cc = 0; cc < kCols; ++cc)
+        for (int ch = 0; ch < 3; ++ch)
+          s_acc[(ch * kTileH + warp + k * kNW) * kTileW + lane + cc * kNL] = acc[k][cc][ch];
+    block_sync();
+    store_tile(p, s_acc, b, ox0, oy0, tw, th, warp, kNW, lane, kNL);
     return;
   }
-  for (int orow = warp; orow < th; orow += nw) {
-    const int oy = oy0 + orow;
-    for (int c = lane; c < tw; c += nl) {
-      const int ox = ox0 + c;
+  for (int k = 0; k < kRows; ++k) {
+    const int orow = warp + k * kNW, oy = oy0 + orow;
+    if (orow >= th) continue;
+    for (int cc = 0; cc < kCols; ++cc) {
+      const int c = lane + cc * kNL, ox = ox0 + c;
+      if (c >= tw) continue;
+      const bool pad = yn[k] <= 0 || p.xcount[ox] <= 0;
+      // output channel oc reads RGB channel bgr_out ? 2 - oc : oc
+      const float v[3] = {p.bgr_out ? acc[k][cc][2] : acc[k][cc][0], acc[k][cc][1],
+                          p.bgr_out ? acc[k][cc][0] : acc[k][cc][2]};
+      const long long pix = ((long long)b * p.out_h + oy) * p.out_w + ox;
+      const long long plane = (long long)p.out_h * p.out_w;
       for (int oc = 0; oc < 3; ++oc) {
-        const float v = output_value(p, s_acc, oy, ox, orow, c, oc);
-        const long long idx =
-            p.nhwc ? (((long long)b * p.out_h + oy) * p.out_w + ox) * 3 + oc
-                   : (((long long)b * 3 + oc) * p.out_h + oy) * p.out_w + ox;
+        const float o = pad ? p.pad : normalize_value(p.norm, oc, 255.0f * v[oc]);
+        const long long idx = p.nhwc ? pix * 3 + oc : pix + ((long long)b * 2 + oc) * plane;
         if (p.fp16) {
-          static_cast<uint16_t*>(p.out)[idx] = float_to_half_bits(v);
+          static_cast<uint16_t*>(p.out)[idx] = float_to_half_bits(o);
         } else {
-          static_cast<float*>(p.out)[idx] = v;
+          static_cast<float*>(p.out)[idx] = o;
         }
       }
     }
@@ -290,6 +561,14 @@ __global__ void __launch_bounds__(kThreads) preprocess_kernel(KernelParams p) {
   extern __shared__ float smem[];
   preprocess_block<T, Kind, kStaged>(p, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x >> 5,
                                      blockDim.x >> 5, threadIdx.x & 31, 32, smem);
+}
+
+// v2 (Note [CUDA preprocess v2]); launched with kThreads threads.
+template <int Kind, int kTaps>
+__global__ void __launch_bounds__(kThreads, 4) preprocess_kernel_v2(KernelParams p) {
+  extern __shared__ float smem[];
+  preprocess_block_v2<Kind, kTaps, kThreads / 32, 32>(p, blockIdx.x, blockIdx.y, blockIdx.z,
+                                                      threadIdx.x >> 5, threadIdx.x & 31, smem);
 }
 #endif
 

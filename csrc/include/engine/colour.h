@@ -62,4 +62,15 @@ ENGINE_HD_INLINE void yuv_to_rgb(const YuvToRgb& m, float y, float cb, float cr,
   }
 }
 
+// yuv_to_rgb split in two for pixels that share a chroma sample (4:2:x): the chroma terms
+// cb_gain * Cb + cr_gain * Cr + bias once per sample, then one multiply-add per luma pixel.
+// Equal to yuv_to_rgb up to float rounding (the sum is reassociated).
+ENGINE_HD_INLINE void yuv_chroma_terms(const YuvToRgb& m, float cb, float cr, float t[3]) {
+  for (int c = 0; c < 3; ++c) t[c] = m.cb_gain[c] * cb + (m.cr_gain[c] * cr + m.bias[c]);
+}
+
+ENGINE_HD_INLINE float yuv_luma_plus(const YuvToRgb& m, float y, float chroma_term) {
+  return m.y_gain * y + chroma_term;
+}
+
 }  // namespace engine

@@ -28,6 +28,28 @@ ENGINE_HD_INLINE float clampf(float v, float lo, float hi) {
   return v < lo ? lo : (v > hi ? hi : v);
 }
 
+// Note [integer samples to float]
+// A sample x < 2^23 (8- or 16-bit) as a float, exactly. On the device OR-ing x into the mantissa
+// of 2^23 and subtracting 2^23 (an integer op and an FADD) replaces I2F, which runs on the
+// quarter-rate conversion pipe; the host uses the plain conversion (the same value).
+ENGINE_HD_INLINE float sample_to_float(uint32_t x) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(0x4B000000u | x) - 8388608.0f;
+#else
+  return (float)x;
+#endif
+}
+
+// Byte i (0..3, little-endian) of a 32-bit word of 8-bit samples as a float, exactly: on the
+// device one PRMT puts the byte into the mantissa of 2^23 (see sample_to_float).
+ENGINE_HD_INLINE float byte_to_float(uint32_t word, int i) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7440u + (uint32_t)i)) - 8388608.0f;
+#else
+  return (float)((word >> (8 * i)) & 0xffu);
+#endif
+}
+
 ENGINE_HD_INLINE int mini(int a, int b) { return a < b ? a : b; }
 ENGINE_HD_INLINE int maxi(int a, int b) { return a > b ? a : b; }
 
