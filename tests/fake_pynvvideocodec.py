@@ -9,7 +9,9 @@ on it (see the API notes in engine/media/nvdec.py):
   are recorded in ``module.constructed`` (so a test can prove the decoder never saw an input);
 * ``len(decoder)`` and ``get_batch_frames_by_index`` (frames in the order asked, out-of-range
   and repeated indices dropped);
-* frames with ``timestamp`` (pts in time-base ticks) that export through DLPack one
+* frames with ``timestamp``: the k-th frame in presentation order carries the k-th smallest decode
+  timestamp in time-base ticks, as the real one does on B-frame streams (= the pts without
+  B-frames; Note [NVDEC timestamps] in engine/media/nvdec.py), and exports through DLPack one
   ``(H * 3 / 2, W)`` uint8 NV12 buffer, Y rows above interleaved UV rows, whose rows are padded
   (a decoder's pitch), so the engine must honour the strides.
 """
@@ -66,6 +68,10 @@ class SimpleDecoder:
             vs = c.streams.video[0]
             counted = vs.frames
             self.frames = sorted((DecodedFrame(f) for f in c.decode(vs)), key=lambda f: f.timestamp)
+        with av.open(io.BytesIO(enc_file_path)) as c:  # stamped as the real one (Note [NVDEC timestamps])
+            dts = sorted(p.dts for p in c.demux(c.streams.video[0]) if p.dts is not None and p.size)
+        for frame, stamp in zip(self.frames, dts):
+            frame.timestamp = int(stamp)
         self.num_frames = counted or (len(self.frames) if need_scanned_stream_metadata else 0)
         if self.num_frames == 0:  # as SimpleDecoder.__init__ does
             raise Exception("Elementary streams not supported by Simple Decoder. Invalid input stream.")

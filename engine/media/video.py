@@ -124,11 +124,13 @@ def _stream_times(c, vs) -> tuple[float, float, float]:
     return start, dur, fps
 
 
-def _scan(c, vs, deadline: Deadline) -> tuple[list[float], list[float], int]:
-    """Demux-only pass: sorted presentation times of all frames and of the keyframes (seconds)."""
+def _scan(c, vs, deadline: Deadline) -> tuple[list[float], list[float], list[float], int]:
+    """Demux-only pass: sorted presentation times of all frames and of the keyframes, and the
+    sorted decode times (seconds)."""
     tb = vs.time_base
     times: list[float] = []
     keys: list[float] = []
+    decode: list[float] = []
     packets = Packets(c, vs, deadline)
     for p in packets:
         t = p.pts if p.pts is not None else p.dts
@@ -136,11 +138,13 @@ def _scan(c, vs, deadline: Deadline) -> tuple[list[float], list[float], int]:
             continue
         ts = float(t * tb)
         times.append(ts)
+        decode.append(float(p.dts * tb) if p.dts is not None else ts)
         if p.is_keyframe:
             keys.append(ts)
     times.sort()
     keys.sort()
-    return times, keys, packets.errors
+    decode.sort()
+    return times, keys, decode, packets.errors
 
 
 def _thin(items: list, cap: int | None) -> list:
@@ -275,13 +279,14 @@ class StreamIndex:
     duration: float                # the declared duration, else the measured one
     short: bool                    # packets end well before the declared duration: truncated
     key_gap: float | None          # largest gap between keyframes (s)
+    decode_times: list[float]      # sorted decode times (dts, else pts) of the same packets
 
 
 def index_stream(c, vs, start: float, duration: float, fps: float, limits: Limits,
                  deadline: Deadline) -> StreamIndex:
     """Demux-only pass over the packets of ``vs`` (no decoding): frame and keyframe times.
     ``start``, ``duration``, ``fps``: from :func:`open_video_stream`."""
-    times, keys, scan_err = _scan(c, vs, deadline)
+    times, keys, decode, scan_err = _scan(c, vs, deadline)
     if not times:
         raise CorruptMediaError("video stream holds no packets")
     frame_dur = (1.0 / fps) if fps else ((times[-1] - times[0]) / max(len(times) - 1, 1) or 0.04)
@@ -296,7 +301,7 @@ def index_stream(c, vs, start: float, duration: float, fps: float, limits: Limit
         key_gap = max(b - a for a, b in zip(keys, keys[1:]))
     elif len(keys) == 1:
         key_gap = max(times[-1] - keys[0], frame_dur)
-    return StreamIndex(times, keys, scan_err, frame_dur, duration, short, key_gap)
+    return StreamIndex(times, keys, scan_err, frame_dur, duration, short, key_gap, decode)
 
 
 @dataclass(frozen=True)
