@@ -16,7 +16,9 @@
 ``video_decoder`` picks who decodes video for the device pipeline: ``"nvdec"`` (NVIDIA's
 PyNvVideoCodec, :mod:`engine.media.nvdec`: NV12 planes already on the device, no staging; streams
 it cannot take fall back to the CPU, logged), ``"cpu"`` (FFmpeg, planes staged through pinned
-buffers; the default until the NVDEC path has run on NVIDIA hardware), or ``"auto"``: ``"nvdec"``
+buffers; the default: on an H100, one 6 s 480p H.264 clip sampled at 1 fps took 82-92 ms
+through NVDEC, decoder construction and a 6-frame batch fetch included, against 11-17 ms for
+FFmpeg, which decodes only the keyframes that sampling needs), or ``"auto"``: ``"nvdec"``
 on a GPU when PyNvVideoCodec imports, else ``"cpu"``. The plain CPU pipeline always decodes on
 the CPU.
 """

@@ -60,9 +60,9 @@ class Session:
         CPU pipeline and ``"triton"`` runs the device pipeline on CPU tensors under the Triton
         interpreter (needs ``TRITON_INTERPRET=1``; slow, for tests). See :mod:`engine.device`.
     video_decoder:
-        Who decodes video for the device pipeline: ``"cpu"`` (the default until the NVDEC path
-        has run on NVIDIA hardware), ``"auto"`` (NVDEC on a GPU when PyNvVideoCodec imports,
-        else the CPU) or ``"nvdec"`` (DeviceUnavailableError when PyNvVideoCodec does not
+        Who decodes video for the device pipeline: ``"cpu"`` (the default: for the 1 fps
+        sampling it was the faster one on an H100), ``"auto"`` (NVDEC on a GPU when
+        PyNvVideoCodec imports, else the CPU) or ``"nvdec"`` (DeviceUnavailableError when PyNvVideoCodec does not
         import). NVDEC hands NV12 planes on the device to the fused kernel; streams it cannot
         take (codec, 10-bit, 4:4:4, rotation) are decoded on the CPU, logged. See
         :mod:`engine.media.nvdec`.
