@@ -324,6 +324,25 @@ ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, in
 // only writes s_rgb, which nobody reads after the barrier that ends the horizontal pass of k.
 // kNW x kNL is the warp x lane split (8 x 32 on the device, 1 x 1 in the host emulation): the
 // per-thread register arrays are sized by it.
+//
+// Note [CUDA preprocess v3]
+// TEMPORARY A/B (ENGINE_CUDA_PREPROCESS=v2 picks the v2 layout): the v2 block (kV3 = true) with
+// staging stores free of shared-memory bank conflicts; the sums and their order are unchanged
+// (bit-identical results). A 16-byte store of a warp is served a quarter-warp (8 lanes) at a
+// time, one wavefront per 128 distinct bytes of the 8 bank groups of 16 bytes (bank group =
+// float address / 4 mod 8). v2's item gi wrote groups 2 gi, 2 gi + 1 (chunks 2 gi, 2 gi + 1
+// of its row): in one store instruction consecutive lanes were 2 chunks apart, always 2
+// wavefronts per quarter-warp (Nsight: 3.88M conflicts per batch-32 1080p launch; the bank
+// simulator: 116k per frame). v3: item gi writes groups gi and gi + items (chunks gi and
+// gi + items), and each tile uses its own row pitch, the largest <= p.span with
+// pitch / 4 = items (mod 8) (the host widens p.span by 0 .. 28 floats so that it is >= the v2
+// pitch for every tile): chunk of item i = r items + gi
+// of the chunk is then r pitch / 4 + gi = i (mod 8), and the lanes of a warp take consecutive
+// items, so every quarter-warp writes 8 distinct bank groups. The 32-bit luma/chroma loads of
+// consecutive lanes are now consecutive words too. Not changed: the horizontal-pass loads stay
+// 2-way (lane l reads column ~4.2 l + j: 32 columns spanning > 128 floats whose residues mod 32
+// always repeat a few; a permutation of lanes reads the same address set, and pairing half-warps
+// on two rows or 64/128-bit loads with shifted weights did not do better in the simulator).
 constexpr int kV2HChan = kTileH * kTileW;                                  // s_h channel stride
 constexpr int kV2RgbChan = (kSmemBudget / 4 - 3 * kV2HChan) / 3;           // s_rgb channel stride
 constexpr int kV2SmemFloats = 3 * kV2HChan + 3 * kV2RgbChan;               // <= kSmemBudget / 4
@@ -410,7 +429,8 @@ ENGINE_HD_INLINE void stage_row_v2(const KernelParams& p, const FramePlanes& f, 
 }
 
 // One block of output pixels, v2 (Note [CUDA preprocess v2]); `smem` holds kV2SmemFloats floats.
-template <int Kind, int kTaps, int kNW, int kNL>
+// kV3: v3 staging layout (Note [CUDA preprocess v3]); false: the v2 layout.
+template <int Kind, int kTaps, int kNW, int kNL, bool kV3 = false>
 ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b, int warp,
                                    int lane, float* smem) {
   constexpr int kCols = kTileW / kNL;  // output columns per lane
@@ -418,7 +438,7 @@ ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b,
   const FramePlanes& f = p.frames[b];  // read per row: registers are scarce here
   const int ox0 = tx * kTileW, oy0 = ty * kTileH;
   const int tw = mini(kTileW, p.out_w - ox0), th = mini(kTileH, p.out_h - oy0);
-  const int R = p.rows, pitch = p.span;
+  const int R = p.rows;
   float* s_h = smem;                     // [3][kV2HChan]: [R][kTileW] used
   float* s_rgb = s_h + 3 * kV2HChan;     // [3][kV2RgbChan]: [R][pitch] used
   const int sy_lo = p.tile_y[2 * ty], sy_hi = p.tile_y[2 * ty + 1];
@@ -430,6 +450,10 @@ ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b,
   // as (row, item of the row) pairs
   const int gl = sx_lo >> 2, groups = span > 0 ? ((sx_hi + 3) >> 2) - gl : 1;
   const int items = (groups + 1) >> 1;
+  // v3: this tile's pitch, the largest <= p.span with pitch / 4 = items (mod 8) (>= the v2
+  // pitch: the host chose p.span so), so that the 16-byte chunk of item i (row r, item gi:
+  // i = r items + gi) is bank group i (mod 8)
+  const int pitch = kV3 ? p.span - 4 * (((p.span >> 2) - items) & 7) : p.span;
   const int t = warp * kNL + lane, step_r = (kNW * kNL) / items;
   const int step_g = kNW * kNL - step_r * items, t_r = span > 0 ? t / items : R, t_g = t % items;
   // staged column 0 is source column x_org; columns [0, staged) are written by every chunk
@@ -470,9 +494,16 @@ ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b,
         const unsigned char* yrow = plane0 + sy * stride0;
         const unsigned char* c1 = plane1 + cy * stride1;
         const unsigned char* c2 = Kind == kPlanarYuv ? plane2 + cy * stride2 : c1;
-        float* d = s_rgb + r * pitch + 8 * gi;
-        stage_group4_v2<Kind>(p, yrow, c1, c2, gl + 2 * gi, d);
-        stage_group4_v2<Kind>(p, yrow, c1, c2, gl + mini(2 * gi + 1, groups - 1), d + 4);
+        if (kV3) {  // groups gi and gi + items: a warp's chunks are consecutive mod 8
+          float* d = s_rgb + r * pitch + 4 * gi;
+          stage_group4_v2<Kind>(p, yrow, c1, c2, gl + gi, d);
+          stage_group4_v2<Kind>(p, yrow, c1, c2, gl + mini(gi + items, groups - 1),
+                                d + 4 * items);
+        } else {
+          float* d = s_rgb + r * pitch + 8 * gi;
+          stage_group4_v2<Kind>(p, yrow, c1, c2, gl + 2 * gi, d);
+          stage_group4_v2<Kind>(p, yrow, c1, c2, gl + mini(2 * gi + 1, groups - 1), d + 4);
+        }
         gi += step_g;
         r += step_r;
         if (gi >= items) {
@@ -564,11 +595,11 @@ __global__ void __launch_bounds__(kThreads) preprocess_kernel(KernelParams p) {
 }
 
 // v2 (Note [CUDA preprocess v2]); launched with kThreads threads.
-template <int Kind, int kTaps>
+template <int Kind, int kTaps, bool kV3>
 __global__ void __launch_bounds__(kThreads, 4) preprocess_kernel_v2(KernelParams p) {
   extern __shared__ float smem[];
-  preprocess_block_v2<Kind, kTaps, kThreads / 32, 32>(p, blockIdx.x, blockIdx.y, blockIdx.z,
-                                                      threadIdx.x >> 5, threadIdx.x & 31, smem);
+  preprocess_block_v2<Kind, kTaps, kThreads / 32, 32, kV3>(
+      p, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x >> 5, threadIdx.x & 31, smem);
 }
 #endif
 
