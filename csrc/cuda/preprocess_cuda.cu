@@ -251,6 +251,7 @@ void plan_v2(Prepared& r, const PreprocessCall& c) {
   // number of groups (aligned4), then kTaps - 1 zeros; a multiple of 4 floats for 16-byte stores
   int pitch = (r.span_max + 10 + taps + 3) / 4 * 4;
   if (variant == 3) {
+    pitch += 8;  // 16-byte x tap loads reach 6 floats past v2 (Note [CUDA preprocess v3])
     // Note [CUDA preprocess v3]: each tile's pitch is the largest <= p.span with pitch / 4 =
     // items (mod 8) (items: the kernel's aligned4 staging items of the tile); p.span = the
     // largest of the smallest such pitches >= the v2 pitch, so every tile keeps >= the v2 pitch

@@ -327,22 +327,29 @@ ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, in
 //
 // Note [CUDA preprocess v3]
 // TEMPORARY A/B (ENGINE_CUDA_PREPROCESS=v2 picks the v2 layout): the v2 block (kV3 = true) with
-// staging stores free of shared-memory bank conflicts; the sums and their order are unchanged
-// (bit-identical results). A 16-byte store of a warp is served a quarter-warp (8 lanes) at a
-// time, one wavefront per 128 distinct bytes of the 8 bank groups of 16 bytes (bank group =
-// float address / 4 mod 8). v2's item gi wrote groups 2 gi, 2 gi + 1 (chunks 2 gi, 2 gi + 1
-// of its row): in one store instruction consecutive lanes were 2 chunks apart, always 2
-// wavefronts per quarter-warp (Nsight: 3.88M conflicts per batch-32 1080p launch; the bank
-// simulator: 116k per frame). v3: item gi writes groups gi and gi + items (chunks gi and
-// gi + items), and each tile uses its own row pitch, the largest <= p.span with
-// pitch / 4 = items (mod 8) (the host widens p.span by 0 .. 28 floats so that it is >= the v2
-// pitch for every tile): chunk of item i = r items + gi
-// of the chunk is then r pitch / 4 + gi = i (mod 8), and the lanes of a warp take consecutive
-// items, so every quarter-warp writes 8 distinct bank groups. The 32-bit luma/chroma loads of
-// consecutive lanes are now consecutive words too. Not changed: the horizontal-pass loads stay
-// 2-way (lane l reads column ~4.2 l + j: 32 columns spanning > 128 floats whose residues mod 32
-// always repeat a few; a permutation of lanes reads the same address set, and pairing half-warps
-// on two rows or 64/128-bit loads with shifted weights did not do better in the simulator).
+// fewer shared-memory wavefronts; the sums and their order are unchanged (bit-identical
+// results: the extra taps below have weight 0 and add exact zeros).
+//   a. staging stores without bank conflicts. A 16-byte store of a warp is served a
+//      quarter-warp (8 lanes) at a time, one wavefront per 128 distinct bytes of the 8 bank
+//      groups of 16 bytes (bank group = float address / 4 mod 8). v2's item gi wrote groups
+//      2 gi, 2 gi + 1 (chunks 2 gi, 2 gi + 1 of its row): in one store instruction consecutive
+//      lanes were 2 chunks apart, always 2 wavefronts per quarter-warp (Nsight: 3.88M conflicts
+//      per batch-32 1080p launch; the bank simulator: 116k per frame). v3: item gi writes groups
+//      gi and gi + items (chunks gi and gi + items), and each tile uses its own row pitch, the
+//      largest <= p.span with pitch / 4 = items (mod 8) (the host widens p.span by 0 .. 28
+//      floats so that it is >= the v2 pitch + 8 for every tile): chunk of item i = r items + gi
+//      of the chunk is then r pitch / 4 + gi = i (mod 8), and the lanes of a warp take
+//      consecutive items, so every quarter-warp writes 8 distinct bank groups. The 32-bit
+//      luma/chroma loads of consecutive lanes are now consecutive words too.
+//   b. x taps with 16-byte loads (kTaps >= 5): lane l reads column ~s l + j (s: the scale),
+//      32 columns spanning > 128 floats at 1080p, whose residues mod 32 always repeat a few, so
+//      every 32-bit load of v2 was 2 wavefronts (a lane permutation reads the same address set;
+//      half-warps on two rows did not do better in the simulator). v3 loads kVec float4 per
+//      channel from xo = the first tap's column rounded down to a multiple of 4, with the lane's
+//      weights shifted by the difference (zero before the first and after the last tap): 9 taps
+//      are 3 LDS.128 + 12 FFMA per channel instead of 9 LDS.32 + 9 FFMA (horizontal loop 55
+//      instead of 64 SASS instructions), about 7% (1080p) to 20% (480p) fewer load wavefronts.
+//      The loads reach up to 6 floats past v2's last tap: the 8 more floats of p.span.
 constexpr int kV2HChan = kTileH * kTileW;                                  // s_h channel stride
 constexpr int kV2RgbChan = (kSmemBudget / 4 - 3 * kV2HChan) / 3;           // s_rgb channel stride
 constexpr int kV2SmemFloats = 3 * kV2HChan + 3 * kV2RgbChan;               // <= kSmemBudget / 4
@@ -363,6 +370,19 @@ ENGINE_HD_INLINE void store4(float* d, float a, float b, float c, float e) {
   d[1] = b;
   d[2] = c;
   d[3] = e;
+#endif
+}
+
+// v[0..3] = s[0..3]; one 16-byte load on the device (s 16-byte aligned).
+ENGINE_HD_INLINE void load4(const float* s, float v[4]) {
+#if defined(__CUDA_ARCH__)
+  const float4 f = *reinterpret_cast<const float4*>(s);
+  v[0] = f.x;
+  v[1] = f.y;
+  v[2] = f.z;
+  v[3] = f.w;
+#else
+  for (int e = 0; e < 4; ++e) v[e] = s[e];
 #endif
 }
 
@@ -464,13 +484,21 @@ ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b,
     for (int xx = staged + lane; xx < pitch; xx += kNL)
       for (int ch = 0; ch < 3; ++ch) s_rgb[ch * kV2RgbChan + r * pitch + xx] = 0.0f;
   // x taps of the lane's columns: staged offset of the first tap, weights (0 past the count)
-  float wx[kCols][kTaps];
+  // v3: kW = 4 kVec weights from the 16-byte aligned column xo below the first tap (the weights
+  // shifted by its distance sh, zero before and after: Note [CUDA preprocess v3])
+  constexpr bool kVecX = kV3 && kTaps >= 5;  // 3 taps: 8 FFMA per 3 useful, keep 32-bit loads
+  constexpr int kVec = kVecX ? (kTaps + 6) / 4 : 0, kW = kVecX ? 4 * kVec : kTaps;
+  float wx[kCols][kW];
   int xo[kCols];
   for (int cc = 0; cc < kCols; ++cc) {
     const int c = lane + cc * kNL, ox = ox0 + c;
     const int n = c < tw ? p.xcount[ox] : 0;
-    xo[cc] = n > 0 ? p.xfirst[ox] - x_org : 0;
-    for (int j = 0; j < kTaps; ++j) wx[cc][j] = j < n ? p.xw[ox * p.kx + j] : 0.0f;
+    const int u = n > 0 ? p.xfirst[ox] - x_org : 0, sh = kVecX ? (u & 3) : 0;
+    xo[cc] = u - sh;
+    for (int k = 0; k < kW; ++k) {
+      const int j = k - sh;
+      wx[cc][k] = j >= 0 && j < n ? p.xw[ox * p.kx + j] : 0.0f;
+    }
   }
   const unsigned char *plane0 = f.plane[0], *plane1 = f.plane[1], *plane2 = f.plane[2];
   const int stride0 = (int)f.stride[0], stride1 = (int)f.stride[1], stride2 = (int)f.stride[2];
@@ -521,10 +549,24 @@ ENGINE_HD void preprocess_block_v2(const KernelParams& p, int tx, int ty, int b,
       const float* q = s_rgb + r * pitch;
       for (int cc = 0; cc < kCols; ++cc) {
         float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
-        for (int j = 0; j < kTaps; ++j) {
-          a0 += wx[cc][j] * q[xo[cc] + j];
-          a1 += wx[cc][j] * q[xo[cc] + j + kV2RgbChan];
-          a2 += wx[cc][j] * q[xo[cc] + j + 2 * kV2RgbChan];
+        if (kVecX) {  // 16-byte loads
+          for (int v = 0; v < kVec; ++v) {
+            float d0[4], d1[4], d2[4];
+            load4(q + xo[cc] + 4 * v, d0);
+            load4(q + xo[cc] + 4 * v + kV2RgbChan, d1);
+            load4(q + xo[cc] + 4 * v + 2 * kV2RgbChan, d2);
+            for (int e = 0; e < 4; ++e) {
+              a0 += wx[cc][4 * v + e] * d0[e];
+              a1 += wx[cc][4 * v + e] * d1[e];
+              a2 += wx[cc][4 * v + e] * d2[e];
+            }
+          }
+        } else {
+          for (int j = 0; j < kTaps; ++j) {
+            a0 += wx[cc][j] * q[xo[cc] + j];
+            a1 += wx[cc][j] * q[xo[cc] + j + kV2RgbChan];
+            a2 += wx[cc][j] * q[xo[cc] + j + 2 * kV2RgbChan];
+          }
         }
         float* h = s_h + r * kTileW + lane + cc * kNL;
         h[0] = a0;
