@@ -94,7 +94,9 @@ struct Prepared {
   int bps = 1;
   bool staged = false;
   int v2_taps = 0;  // > 0: the v2 block with this tap bin (Note [CUDA preprocess v2])
+  bool v3 = false;  // v2_taps > 0: the v3 staging layout (Note [CUDA preprocess v3])
   int span_max = 0;
+  std::vector<int> tile_x;  // [tiles_x, 2] source columns [lo, hi) of each column of blocks
   int x_taps_max = 0;  // most x taps of an output column
   int tiles_x = 0, tiles_y = 0;
   size_t smem_bytes = 0;
@@ -170,6 +172,7 @@ Prepared prepare(const PreprocessCall& c) {
   }
   r.staged = p.span > 0;
   r.span_max = span_max;
+  r.tile_x = rtx;
   for (int n : tx.count) r.x_taps_max = std::max(r.x_taps_max, n);
   r.smem_bytes = (size_t)engine::cuda::smem_floats(p.rows, p.span) * sizeof(float);
 
@@ -217,11 +220,15 @@ void point_tables(Prepared& r, const unsigned char* base) {
   p.tile_x = reinterpret_cast<const int*>(base + r.off_tx);
 }
 
-// TEMPORARY A/B switch (a GPU run compares the two blocks; the loser is deleted): the v2 block
-// (Note [CUDA preprocess v2]) unless ENGINE_CUDA_PREPROCESS=v1, read at every call.
-bool want_v1() {
+// TEMPORARY A/B switch (a GPU run compares the blocks; the losers are deleted), read at every
+// call: ENGINE_CUDA_PREPROCESS=v1 the general block for everything, =v2 the v2 block (Note [CUDA
+// preprocess v2]) with its original staging layout, else v2 with the v3 layout (Note [CUDA
+// preprocess v3]).
+int preprocess_variant() {
   const char* e = std::getenv("ENGINE_CUDA_PREPROCESS");
-  return e != nullptr && std::strcmp(e, "v1") == 0;
+  if (e != nullptr && std::strcmp(e, "v1") == 0) return 1;
+  if (e != nullptr && std::strcmp(e, "v2") == 0) return 2;
+  return 3;
 }
 
 // Tap bins of the v2 block: the unrolled x tap loop runs kTaps taps for every column. Downscaling
@@ -232,7 +239,8 @@ constexpr int kV2TapBins[] = {3, 5, 7, 9, 11, 13, 16};
 // pairs, the staged variant, at most 16 x taps per column, and a chunk of >= 2 rows that fits.
 void plan_v2(Prepared& r, const PreprocessCall& c) {
   const KernelParams& p = r.p;
-  if (want_v1() || c.force_direct || r.bps != 1 || p.kind == engine::cuda::kPackedRgb ||
+  const int variant = preprocess_variant();
+  if (variant == 1 || c.force_direct || r.bps != 1 || p.kind == engine::cuda::kPackedRgb ||
       p.sub_x != 2)
     return;
   int taps = 0;
@@ -241,10 +249,24 @@ void plan_v2(Prepared& r, const PreprocessCall& c) {
   if (taps == 0) return;
   // staged columns: the span, widened to groups of 4 by up to 3 on each side and to an even
   // number of groups (aligned4), then kTaps - 1 zeros; a multiple of 4 floats for 16-byte stores
-  const int pitch = (r.span_max + 10 + taps + 3) / 4 * 4;
+  int pitch = (r.span_max + 10 + taps + 3) / 4 * 4;
+  if (variant == 3) {
+    pitch += 8;  // 16-byte x tap loads reach 6 floats past v2 (Note [CUDA preprocess v3])
+    // Note [CUDA preprocess v3]: each tile's pitch is the largest <= p.span with pitch / 4 =
+    // items (mod 8) (items: the kernel's aligned4 staging items of the tile); p.span = the
+    // largest of the smallest such pitches >= the v2 pitch, so every tile keeps >= the v2 pitch
+    int best = pitch;
+    for (size_t i = 0; i + 1 < r.tile_x.size(); i += 2) {
+      const int lo = r.tile_x[i], hi = r.tile_x[i + 1];
+      const int groups = hi > lo ? ((hi + 3) >> 2) - (lo >> 2) : 1, items = (groups + 1) >> 1;
+      best = std::max(best, pitch + 4 * ((items - pitch / 4) & 7));
+    }
+    pitch = best;
+  }
   const int R = mini(engine::cuda::kTileH, engine::cuda::kV2RgbChan / pitch);
   if (R < 2) return;
   r.v2_taps = taps;
+  r.v3 = variant == 3;
   r.staged = true;
   r.p.rows = R;
   r.p.span = pitch;
@@ -258,17 +280,23 @@ void plan_v2(Prepared& r, const PreprocessCall& c) {
       r.p.aligned4 = 0;
 }
 
+template <class Op, int Kind, bool kV3>
+void dispatch_v2_taps(const Prepared& r, Op& op) {
+  switch (r.v2_taps) {
+    case 3: op.template run_v2<Kind, 3, kV3>(); break;
+    case 5: op.template run_v2<Kind, 5, kV3>(); break;
+    case 7: op.template run_v2<Kind, 7, kV3>(); break;
+    case 9: op.template run_v2<Kind, 9, kV3>(); break;
+    case 11: op.template run_v2<Kind, 11, kV3>(); break;
+    case 13: op.template run_v2<Kind, 13, kV3>(); break;
+    default: op.template run_v2<Kind, 16, kV3>(); break;
+  }
+}
+
 template <class Op, int Kind>
 void dispatch_v2_kind(const Prepared& r, Op& op) {
-  switch (r.v2_taps) {
-    case 3: op.template run_v2<Kind, 3>(); break;
-    case 5: op.template run_v2<Kind, 5>(); break;
-    case 7: op.template run_v2<Kind, 7>(); break;
-    case 9: op.template run_v2<Kind, 9>(); break;
-    case 11: op.template run_v2<Kind, 11>(); break;
-    case 13: op.template run_v2<Kind, 13>(); break;
-    default: op.template run_v2<Kind, 16>(); break;
-  }
+  if (r.v3) dispatch_v2_taps<Op, Kind, true>(r, op);
+  else dispatch_v2_taps<Op, Kind, false>(r, op);
 }
 
 // Calls op.run<T, Kind, Staged>() for the variant of r (op.run_v2<Kind, kTaps>() for v2).
@@ -314,10 +342,10 @@ struct DeviceLaunch {
     engine::cuda::preprocess_kernel<T, Kind, kStaged>
         <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
   }
-  template <int Kind, int kTaps>
+  template <int Kind, int kTaps, bool kV3>
   void run_v2() {
     const dim3 grid(r->tiles_x, r->tiles_y, r->p.batch);
-    engine::cuda::preprocess_kernel_v2<Kind, kTaps>
+    engine::cuda::preprocess_kernel_v2<Kind, kTaps, kV3>
         <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
   }
 };
@@ -333,14 +361,14 @@ struct HostEmulation {
           engine::cuda::preprocess_block<T, Kind, kStaged>(r->p, tx, ty, b, 0, 1, 0, 1,
                                                            smem.data());
   }
-  template <int Kind, int kTaps>
+  template <int Kind, int kTaps, bool kV3>
   void run_v2() {
     std::vector<float> smem(r->smem_bytes / sizeof(float) + 1);
     for (int b = 0; b < r->p.batch; ++b)
       for (int ty = 0; ty < r->tiles_y; ++ty)
         for (int tx = 0; tx < r->tiles_x; ++tx)
-          engine::cuda::preprocess_block_v2<Kind, kTaps, 1, 1>(r->p, tx, ty, b, 0, 0,
-                                                               smem.data());
+          engine::cuda::preprocess_block_v2<Kind, kTaps, 1, 1, kV3>(r->p, tx, ty, b, 0, 0,
+                                                                    smem.data());
   }
 };
 

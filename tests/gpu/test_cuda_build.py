@@ -181,6 +181,8 @@ V2_CASES = [  # (format, h, w, aligned4, PreprocessSpec kwargs)
     ("nv12", 150, 233, True, dict(size=(21, 33), resize="stretch", dtype="float16", layout="nhwc")),
     ("i420", 90, 440, False, dict(size=(34, 74), resize="stretch")),
     ("i420", 90, 443, True, dict(size=(34, 74), resize="stretch")),
+    # 480p -> shorter 256 -> crop 224: 7 tile columns of unequal spans (v3 picks a pitch per tile)
+    ("nv12", 480, 854, True, dict(size=(224, 224), resize="shorter", resize_to=(256, 256))),
 ]
 
 
@@ -198,7 +200,7 @@ def aligned4(frame, rng):
 
 @needs_ext
 @pytest.mark.parametrize("case", V2_CASES, ids=[f"{c[0]}-{c[1]}x{c[2]}{'-aligned4' if c[3] else ''}" for c in V2_CASES])
-def test_emulated_v2_matches_v1(case, monkeypatch):
+def test_emulated_v2_v3_match_v1(case, monkeypatch):
     fmt, h, w, aligned, kw = case
     rng = np.random.default_rng(h + w)
     spec = PreprocessSpec(**kw, **NORM)
@@ -207,9 +209,13 @@ def test_emulated_v2_matches_v1(case, monkeypatch):
         frames = [aligned4(f, rng) for f in frames]
         assert all(p.ctypes.data % 4 == 0 and p.strides[0] % 4 == 0 for f in frames for p in f.planes)
     monkeypatch.delenv("ENGINE_CUDA_PREPROCESS", raising=False)
+    v3, _ = emulate(frames, spec)
+    monkeypatch.setenv("ENGINE_CUDA_PREPROCESS", "v2")
     v2, _ = emulate(frames, spec)
     monkeypatch.setenv("ENGINE_CUDA_PREPROCESS", "v1")
     v1, _ = emulate(frames, spec)
+    # v3 only moves the staged pixels (Note [CUDA preprocess v3]): the same sums in the same order
+    np.testing.assert_array_equal(v3, v2)
     tol = 2**-10 if spec.dtype == "float16" else 1e-5  # half rounding may flip a last bit
     np.testing.assert_allclose(v2.astype(np.float64), v1.astype(np.float64), rtol=tol, atol=tol)
     ref = np.stack([preprocess_ref_clamp_before(f, spec) for f in frames])
