@@ -15,6 +15,14 @@
   15 MB to 5 MB; open_nsfw barely compresses; MiniLM, 90 MB, never fits a 64 MiB transfer);
 * ``MANIFEST.json``: what is inside and what was left out, with sizes.
 
+``--models minilm --fp16-transport minilm --skip av`` makes a bundle for the text models alone:
+MiniLM's float32 weights (90 MB, 78 MiB compressed) travel rounded to float16 (39 MiB) and are
+restored as float32 on unpack, where the repository's lock entry is rewritten to the restored file
+with a warning. The checks then compare backends on the same, rounded weights (the torch CUDA
+backend against ONNX Runtime), which holds; the model's scores are no longer the locked model's,
+so that bundle is for backend checks and throughput only. PyAV is not needed there: the backend
+tests and the models suite do not decode media.
+
 ``python bench/gpu_bundle.py --unpack DIR --site SITE --repo model_repo`` (run by gpu_check.sh
 when the folder exists) installs the wheels into ``SITE`` (put it on PYTHONPATH), unpacks PyAV
 there and the models into the repository; the checks then run on a subset repository of the
@@ -25,6 +33,7 @@ filter (no absolute paths, links out of the tree or device files).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
 import json
 import lzma
@@ -47,6 +56,8 @@ MODEL_ORDER = ("open_nsfw", "yamnet", "profanity", "minilm")  # vision first: mo
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64")
 XZ_PRESET = 6  # preset 9 saves ~2% more on these files for ~3x the time
+TRANSPORT_MIN_ELEMENTS = 1024  # initializers rounded to float16 by --fp16-transport: the weights
+TRANSPORT_NOTE = "fp16_transport.json"  # beside a rounded ONNX file in its archive
 
 
 def xz_tar(files: dict[str, Path], dest: Path) -> int:
@@ -64,18 +75,71 @@ def version_files(repo: Path, model: str) -> dict[str, Path]:
             for p in sorted(v.rglob("*")) if p.is_file()}
 
 
-def pack_models(repo: Path, out: Path, budget: int) -> tuple[dict[str, int], dict[str, str]]:
-    """Compress the fetched models in :data:`MODEL_ORDER` while the bundle stays within ``budget``
-    bytes; returns ({model: archive bytes}, {model: why it was left out})."""
+def rounded_copy(onnx_path: Path, dest: Path) -> list[str]:
+    """``onnx_path`` with its float32 initializers of TRANSPORT_MIN_ELEMENTS or more stored as
+    float16, written to ``dest``; returns the names rounded (small ones, e.g. LayerNorm epsilons,
+    stay exact)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    rounded = []
+    for init in model.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT and np.prod(init.dims) >= TRANSPORT_MIN_ELEMENTS:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+            rounded.append(init.name)
+    onnx.save(model, str(dest))
+    return rounded
+
+
+def restore_rounded(onnx_path: Path, rounded: list[str]) -> None:
+    """Undo :func:`rounded_copy`'s storage type in place: the named initializers back to float32
+    (their values stay the float16-rounded ones)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    names = set(rounded)
+    for init in model.graph.initializer:
+        if init.name in names:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float32), init.name))
+    onnx.save(model, str(onnx_path))
+
+
+def _round_for_transport(files: dict[str, Path], tmp: Path) -> dict[str, Path]:
+    """``files`` with each ONNX file replaced by its rounded copy in ``tmp`` and, beside it, a
+    :data:`TRANSPORT_NOTE` naming the initializers to restore."""
+    out = dict(files)
+    for name, path in files.items():
+        if name.endswith(".onnx"):
+            copy = tmp / name.replace("/", "_")
+            rounded = rounded_copy(path, copy)
+            out[name] = copy
+            note = tmp / (copy.name + ".json")
+            note.write_text(json.dumps({"file": Path(name).name, "rounded": rounded}))
+            out[str(Path(name).parent / TRANSPORT_NOTE)] = note
+    return out
+
+
+def pack_models(repo: Path, out: Path, budget: int, models: tuple[str, ...] = MODEL_ORDER,
+                fp16_transport: tuple[str, ...] = ()) -> tuple[dict[str, int], dict[str, str]]:
+    """Compress the fetched ``models`` (in :data:`MODEL_ORDER`) while the bundle stays within
+    ``budget`` bytes, the ONNX files of ``fp16_transport`` models rounded (:func:`rounded_copy`);
+    returns ({model: archive bytes}, {model: why it was left out})."""
     out.mkdir(parents=True, exist_ok=True)
     packed, left = {}, {}
-    for model in MODEL_ORDER:
+    for model in (m for m in MODEL_ORDER if m in models):
         files = version_files(repo, model) if (repo / model).is_dir() else {}
         if not files:
             left[model] = "not fetched"
             continue
         dest = out / f"{model}.tar.xz"
-        size = xz_tar(files, dest)
+        with tempfile.TemporaryDirectory() as tmp:
+            if model in fp16_transport:
+                files = _round_for_transport(files, Path(tmp))
+            size = xz_tar(files, dest)
         if size > budget:
             dest.unlink()
             left[model] = f"{size / 2**20:.1f} MiB compressed, {budget / 2**20:.1f} MiB left in the budget"
@@ -84,11 +148,11 @@ def pack_models(repo: Path, out: Path, budget: int) -> tuple[dict[str, int], dic
     return packed, left
 
 
-def download_wheels(out: Path, python: str, extra: tuple[str, ...] = ()) -> list[Path]:
-    """pip download of :data:`PACKAGES` at the installed versions, plus ``extra`` requirements,
-    for ``python`` (e.g. "3.12")."""
+def download_wheels(out: Path, python: str, extra: tuple[str, ...] = (), skip: tuple[str, ...] = ()) -> list[Path]:
+    """pip download of :data:`PACKAGES` (less ``skip``) at the installed versions, plus ``extra``
+    requirements, for ``python`` (e.g. "3.12")."""
     out.mkdir(parents=True, exist_ok=True)
-    pins = [f"{name}=={metadata.version(name)}" for name in PACKAGES] + list(extra)
+    pins = [f"{name}=={metadata.version(name)}" for name in PACKAGES if name not in skip] + list(extra)
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(out),
            "--implementation", "cp", "--python-version", python, *[a for p in PLATFORMS for a in ("--platform", p)],
            *pins]
@@ -109,9 +173,11 @@ def repack_wheel(wheel: Path, dest: Path, unused: tuple[str, ...] = ()) -> int:
     return size
 
 
-def make_bundle(out: Path, repo: Path, python: str, budget: int, nvdec: bool = False) -> dict:
+def make_bundle(out: Path, repo: Path, python: str, budget: int, nvdec: bool = False,
+                models: tuple[str, ...] = MODEL_ORDER, fp16_transport: tuple[str, ...] = (),
+                skip: tuple[str, ...] = ()) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    wheels = download_wheels(out / "wheels", python, (NVDEC_PACKAGE,) if nvdec else ())
+    wheels = download_wheels(out / "wheels", python, (NVDEC_PACKAGE,) if nvdec else (), skip)
     sizes = {}
     for w in wheels:
         name = w.name.split("-")[0].lower()
@@ -120,12 +186,13 @@ def make_bundle(out: Path, repo: Path, python: str, budget: int, nvdec: bool = F
         else:
             sizes[f"wheels/{w.name}"] = w.stat().st_size
     used = sum(sizes.values())
-    packed, left = pack_models(repo, out / "models", budget - used)
-    packages = {n: metadata.version(n) for n in PACKAGES}
+    packed, left = pack_models(repo, out / "models", budget - used, models, fp16_transport)
+    packages = {n: metadata.version(n) for n in PACKAGES if n not in skip}
     if nvdec:
         packages.update([NVDEC_PACKAGE.split("==")])
-    manifest = {"python": python, "packages": packages, "files": sizes,
-                "models": packed, "models_left_out": left, "total_bytes": used + sum(packed.values())}
+    manifest = {"python": python, "packages": packages, "files": sizes, "models": packed,
+                "models_left_out": left, "fp16_transport": [m for m in packed if m in fp16_transport],
+                "total_bytes": used + sum(packed.values())}
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
@@ -150,7 +217,33 @@ def unpack(bundle: Path, site: Path, repo: Path) -> list[str]:
     models = sorted((bundle / "models").glob("*.tar.xz"))
     for archive in models:
         _extract(archive, repo)
+    notes = sorted(repo.glob(f"*/*/{TRANSPORT_NOTE}"))
+    if notes:  # engine.repo imports tritonclient, which has just been installed into site
+        sys.path[:0] = [str(site), str(ROOT)]
+    for note in notes:
+        _restore_transported(repo, note)
     return [a.name.removesuffix(".tar.xz") for a in models]
+
+
+def _restore_transported(repo: Path, note: Path) -> None:
+    """Restore the float32 storage of a model that travelled rounded, and point its lock entry
+    at the restored file (with a warning: it is not the locked model any more)."""
+    from engine.repo.lock import LOCK_NAME, read_lock, sha256_file, write_lock
+
+    info = json.loads(note.read_text())
+    path = note.parent / info["file"]
+    restore_rounded(path, info["rounded"])
+    note.unlink()
+    rel = path.relative_to(repo).as_posix()
+    lock_path = repo / LOCK_NAME
+    lock = read_lock(lock_path)
+    if rel in lock.files:
+        lock.files[rel] = dataclasses.replace(lock.files[rel], size=path.stat().st_size,
+                                              sha256=sha256_file(path, cache=False))
+        write_lock(lock_path, lock)
+    print(f"WARNING: {rel} travelled with {len(info['rounded'])} float32 initializers rounded to "
+          f"float16 (restored as float32 with the rounded values); {LOCK_NAME} now records that "
+          "file: for backend checks and throughput, not for the model's reference scores", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--python", default="3.12", help="the GPU machine's Python (major.minor)")
     ap.add_argument("--budget-mib", type=float, default=60.0, help="size limit of the whole bundle")
     ap.add_argument("--nvdec", action="store_true", help=f"add {NVDEC_PACKAGE} (NVDEC video decoding)")
+    ap.add_argument("--models", default=",".join(MODEL_ORDER), help="comma-separated models to pack")
+    ap.add_argument("--fp16-transport", default="", help="comma-separated ONNX models whose weights travel "
+                    "rounded to float16 (for backend checks only, see above)")
+    ap.add_argument("--skip", default="", help=f"comma-separated packages of {', '.join(PACKAGES)} to leave out")
     ap.add_argument("--unpack", type=Path, default=None, help="install a bundle instead of making one")
     ap.add_argument("--site", type=Path, default=Path(tempfile.gettempdir()) / "gpu_bundle_site")
     args = ap.parse_args(argv)
@@ -167,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         models = unpack(args.unpack, args.site, args.repo)
         print(f"bundle {args.unpack}: packages in {args.site}, models {', '.join(models) or 'none'} in {args.repo}")
         return 0
-    m = make_bundle(args.out, args.repo, args.python, int(args.budget_mib * 2**20), args.nvdec)
+    names = lambda text: tuple(x.strip() for x in text.split(",") if x.strip())  # noqa: E731
+    m = make_bundle(args.out, args.repo, args.python, int(args.budget_mib * 2**20), args.nvdec,
+                    names(args.models), names(args.fp16_transport), names(args.skip))
     left = "; ".join(f"{k} ({v})" for k, v in m["models_left_out"].items()) or "nothing"
     print(f"{args.out}: {m['total_bytes'] / 2**20:.1f} MiB, models {', '.join(m['models']) or 'none'}; left out: {left}")
     return 0

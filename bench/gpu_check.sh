@@ -4,6 +4,9 @@
 # pipeline), then the bench suites that carry GPU rows (bench/gpu_bench.py: kernels with bandwidth
 # as a fraction of a same-run copy, models with the torch CUDA backend, e2e with Session(device="cuda:0")).
 #   bash bench/gpu_check.sh 2>&1 | tee gpu_check.log
+#   bash bench/gpu_check.sh text   # the text models only, for a bundle made with
+#     python bench/gpu_bundle.py --models minilm --fp16-transport minilm --skip av
+#     (MiniLM does not fit beside the others): the torch CUDA backend's gpu tests and the models suite
 # BENCH_ARGS (default --quick) go to python -m bench; results in bench/results/.
 # On a machine without network: make the bundle here first (python bench/gpu_bundle.py) and take
 # .gpu_bundle/ along; it is unpacked below.
@@ -14,6 +17,7 @@
 # map from it, and tests/triton compares with the CPU kernels: those tests then fail).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+PART=${1:-all}
 PY=${PYTHON:-python3}
 t0=$(date +%s)
 step() { echo; echo "=== $* ($(( $(date +%s) - t0 )) s)"; }
@@ -56,6 +60,17 @@ $PY -c "import engine.ops.cuda as c; print(c.build_info())"
 ENGINE_CPU=0 ENGINE_CUDA=0 $PY -m pip install -q -e . --no-deps --no-build-isolation > install.log 2>&1 \
   || { tail -5 install.log; echo "editable install failed: tests/triton cannot import engine.kernels"; }
 $PY -c "import triton, engine.kernels as k; print('triton', triton.__version__, k.__file__)"
+
+if [ "$PART" = "text" ]; then
+  step "gpu tests of the text models"
+  timeout ${TEST_TIMEOUT:-240} $PY -m pytest -q -m gpu -p no:cacheprovider -rfEs \
+    tests/test_backend_torch.py tests/test_backends_text.py 2>&1 | grep -vE "^\s*$" | tail -40
+  echo "pytest -m gpu rc=${PIPESTATUS[0]}"
+  step "bench: models"
+  timeout ${BENCH_TIMEOUT:-300} $PY bench/gpu_bench.py --suite models ${BENCH_ARGS:---quick} --no-plots --label "bench/gpu_check.sh text"
+  step "done"
+  exit 0
+fi
 
 step "GPU tests"
 # in parallel where pytest-xdist is installed: most of the time goes into compiling Triton kernels

@@ -85,8 +85,8 @@ def test_an_archive_cannot_write_outside_its_folder(tmp_path):
 def test_manifest_of_make_bundle(tmp_path, monkeypatch):
     repo = _repo(tmp_path, {"open_nsfw": 1000})
 
-    def fake_download(out, python, extra):  # the network part: a pure-Python wheel, PyAV's, NVDEC's
-        assert extra == (gpu_bundle.NVDEC_PACKAGE,)
+    def fake_download(out, python, extra, skip):  # the network part: a pure-Python wheel, PyAV's, NVDEC's
+        assert extra == (gpu_bundle.NVDEC_PACKAGE,) and skip == ()
         out.mkdir(parents=True)
         for name in ("onnx2torch-1.5.15-py3-none-any.whl", "av-18.1.0-cp311-abi3-manylinux_2_28_x86_64.whl",
                      "pynvvideocodec-2.2.4-cp312-cp312-manylinux_2_28_x86_64.whl"):
@@ -102,3 +102,55 @@ def test_manifest_of_make_bundle(tmp_path, monkeypatch):
     assert list(m["models"]) == ["open_nsfw"] and m["models_left_out"]["minilm"] == "not fetched"
     assert m["total_bytes"] == sum(m["files"].values()) + m["models"]["open_nsfw"]
     assert json.loads((tmp_path / "b" / "MANIFEST.json").read_text()) == m
+
+
+def test_fp16_transport_restores_float32_storage_and_relocks(tmp_path):
+    """A model that travels rounded comes back as float32 ONNX holding the float16-rounded weights
+    (small initializers exact), and the destination lock records the restored file, so the
+    repository verifies it; the other models' entries are untouched."""
+    np = pytest.importorskip("numpy")
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import helper, numpy_helper
+
+    from engine.repo.lock import FileLock, Lock, read_lock, sha256_file, write_lock
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 32)).astype(np.float32)  # 2048 elements: rounded
+    b = (rng.standard_normal(32) * 1e-9).astype(np.float32)  # 32 elements: kept exact
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y0"]), helper.make_node("Add", ["y0", "b"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 64])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 32])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    repo = tmp_path / "repo"
+    (repo / "minilm" / "1").mkdir(parents=True)
+    (repo / "minilm" / "config.pbtxt").write_text('name: "minilm"')
+    src = repo / "minilm" / "1" / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    (repo / "minilm" / "1" / "tokenizer.json").write_text("{}")
+
+    def entry(path, rel):
+        return FileLock(rel, "minilm", "w.whl", "0" * 64, "s", "0" * 64, "copy", path.stat().st_size,
+                        sha256_file(path, cache=False))
+
+    bundle, target = tmp_path / "bundle", tmp_path / "target"
+    packed, _ = gpu_bundle.pack_models(repo, bundle / "models", 10**9, ("minilm",), ("minilm",))
+    assert list(packed) == ["minilm"]
+    target.mkdir()
+    tok = repo / "minilm" / "1" / "tokenizer.json"
+    write_lock(target / "models.lock", Lock(files={"minilm/1/model.onnx": entry(src, "minilm/1/model.onnx"),
+                                                  "minilm/1/tokenizer.json": entry(tok, "minilm/1/tokenizer.json")}))
+    assert gpu_bundle.unpack(bundle, tmp_path / "site", target) == ["minilm"]
+    out = target / "minilm" / "1" / "model.onnx"
+    assert not (target / "minilm" / "1" / gpu_bundle.TRANSPORT_NOTE).exists()
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
+    assert inits["w"].dtype == np.float32 and np.array_equal(inits["w"], w.astype(np.float16).astype(np.float32))
+    assert not np.array_equal(inits["w"], w)  # it did travel rounded
+    assert np.array_equal(inits["b"], b)
+    lock = read_lock(target / "models.lock")
+    assert lock.files["minilm/1/model.onnx"].sha256 == sha256_file(out, cache=False)
+    assert lock.files["minilm/1/tokenizer.json"] == entry(tok, "minilm/1/tokenizer.json")
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    y = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, x @ inits["w"] + b, rtol=1e-5, atol=1e-5)
