@@ -4,7 +4,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -93,8 +92,7 @@ struct Prepared {
          off_xcount = 0, off_xw = 0, off_ty = 0, off_tx = 0;
   int bps = 1;
   bool staged = false;
-  int v2_taps = 0;  // > 0: the v2 block with this tap bin (Note [CUDA preprocess v2])
-  bool v3 = false;  // v2_taps > 0: the v3 staging layout (Note [CUDA preprocess v3])
+  int fast_taps = 0;  // > 0: the 8-bit fast path with this tap bin (plan_fast_path)
   int span_max = 0;
   std::vector<int> tile_x;  // [tiles_x, 2] source columns [lo, hi) of each column of blocks
   int x_taps_max = 0;  // most x taps of an output column
@@ -220,59 +218,42 @@ void point_tables(Prepared& r, const unsigned char* base) {
   p.tile_x = reinterpret_cast<const int*>(base + r.off_tx);
 }
 
-// TEMPORARY A/B switch (a GPU run compares the blocks; the losers are deleted), read at every
-// call: ENGINE_CUDA_PREPROCESS=v1 the general block for everything, =v2 the v2 block (Note [CUDA
-// preprocess v2]) with its original staging layout, else v2 with the v3 layout (Note [CUDA
-// preprocess v3]).
-int preprocess_variant() {
-  const char* e = std::getenv("ENGINE_CUDA_PREPROCESS");
-  if (e != nullptr && std::strcmp(e, "v1") == 0) return 1;
-  if (e != nullptr && std::strcmp(e, "v2") == 0) return 2;
-  return 3;
-}
+// Tap bins of the fast path: its unrolled x tap loop runs kTaps taps for every column.
+// Downscaling by s needs at most about 2s + 1 taps: 2x 5, 3x 7, 1080p -> 256 (4.22x) 9, 5x 11.
+constexpr int kFastTapBins[] = {3, 5, 7, 9, 11, 13, 16};
 
-// Tap bins of the v2 block: the unrolled x tap loop runs kTaps taps for every column. Downscaling
-// by s needs at most about 2s + 1 taps: 2x 5, 3x 7, 1080p -> 256 (4.22x) 9, 5x 11.
-constexpr int kV2TapBins[] = {3, 5, 7, 9, 11, 13, 16};
-
-// Switches r to the v2 block when it covers the call: 8-bit Y'CbCr with chroma shared by pixel
-// pairs, the staged variant, at most 16 x taps per column, and a chunk of >= 2 rows that fits.
-void plan_v2(Prepared& r, const PreprocessCall& c) {
+// Switches r to the 8-bit fast path when it covers the call (Note [CUDA preprocess: 8-bit fast
+// path]): 8-bit Y'CbCr with chroma shared by pixel pairs, the staged variant, at most 16 x taps
+// per column, and a chunk of >= 2 rows that fits.
+void plan_fast_path(Prepared& r, const PreprocessCall& c) {
   const KernelParams& p = r.p;
-  const int variant = preprocess_variant();
-  if (variant == 1 || c.force_direct || r.bps != 1 || p.kind == engine::cuda::kPackedRgb ||
-      p.sub_x != 2)
-    return;
+  if (c.force_direct || r.bps != 1 || p.kind == engine::cuda::kPackedRgb || p.sub_x != 2) return;
   int taps = 0;
-  for (int t : kV2TapBins)
+  for (int t : kFastTapBins)
     if (taps == 0 && r.x_taps_max <= t) taps = t;
   if (taps == 0) return;
   // staged columns: the span, widened to groups of 4 by up to 3 on each side and to an even
-  // number of groups (aligned4), then kTaps - 1 zeros; a multiple of 4 floats for 16-byte stores
-  int pitch = (r.span_max + 10 + taps + 3) / 4 * 4;
-  if (variant == 3) {
-    pitch += 8;  // 16-byte x tap loads reach 6 floats past v2 (Note [CUDA preprocess v3])
-    // Note [CUDA preprocess v3]: each tile's pitch is the largest <= p.span with pitch / 4 =
-    // items (mod 8) (items: the kernel's aligned4 staging items of the tile); p.span = the
-    // largest of the smallest such pitches >= the v2 pitch, so every tile keeps >= the v2 pitch
-    int best = pitch;
-    for (size_t i = 0; i + 1 < r.tile_x.size(); i += 2) {
-      const int lo = r.tile_x[i], hi = r.tile_x[i + 1];
-      const int groups = hi > lo ? ((hi + 3) >> 2) - (lo >> 2) : 1, items = (groups + 1) >> 1;
-      best = std::max(best, pitch + 4 * ((items - pitch / 4) & 7));
-    }
-    pitch = best;
+  // number of groups (aligned4), then kTaps - 1 zeros and the up to 6 floats more that the
+  // 16-byte x tap loads reach; a multiple of 4 floats for 16-byte stores
+  const int need = (r.span_max + 10 + taps + 3) / 4 * 4 + 8;
+  // each tile's pitch is the largest <= p.span with pitch / 4 = items (mod 8) (items: the
+  // kernel's aligned4 staging items of the tile; conflict-free staging stores); p.span = the
+  // largest of the smallest such pitches >= need, so every tile keeps >= need
+  int pitch = need;
+  for (size_t i = 0; i + 1 < r.tile_x.size(); i += 2) {
+    const int lo = r.tile_x[i], hi = r.tile_x[i + 1];
+    const int groups = hi > lo ? ((hi + 3) >> 2) - (lo >> 2) : 1, items = (groups + 1) >> 1;
+    pitch = std::max(pitch, need + 4 * ((items - need / 4) & 7));
   }
-  const int R = mini(engine::cuda::kTileH, engine::cuda::kV2RgbChan / pitch);
+  const int R = mini(engine::cuda::kTileH, engine::cuda::kFastRgbChan / pitch);
   if (R < 2) return;
-  r.v2_taps = taps;
-  r.v3 = variant == 3;
+  r.fast_taps = taps;
   r.staged = true;
   r.p.rows = R;
   r.p.span = pitch;
-  r.smem_bytes = (size_t)engine::cuda::kV2SmemFloats * sizeof(float);
-  // Note [CUDA preprocess v2]: 32-bit sample loads when every plane and stride allows them
-  // and 32-bit row offsets (rows * stride < 2^31 bytes)
+  r.smem_bytes = (size_t)engine::cuda::kFastSmemFloats * sizeof(float);
+  // 32-bit sample loads when every plane and stride allows them and 32-bit row offsets
+  // (rows * stride < 2^31 bytes)
   r.p.aligned4 = 1;
   for (size_t i = 0; i < c.planes.size(); ++i)
     if (c.planes[i] % 4 != 0 || c.row_strides[i] % 4 != 0 || c.row_strides[i] < 0 ||
@@ -280,35 +261,30 @@ void plan_v2(Prepared& r, const PreprocessCall& c) {
       r.p.aligned4 = 0;
 }
 
-template <class Op, int Kind, bool kV3>
-void dispatch_v2_taps(const Prepared& r, Op& op) {
-  switch (r.v2_taps) {
-    case 3: op.template run_v2<Kind, 3, kV3>(); break;
-    case 5: op.template run_v2<Kind, 5, kV3>(); break;
-    case 7: op.template run_v2<Kind, 7, kV3>(); break;
-    case 9: op.template run_v2<Kind, 9, kV3>(); break;
-    case 11: op.template run_v2<Kind, 11, kV3>(); break;
-    case 13: op.template run_v2<Kind, 13, kV3>(); break;
-    default: op.template run_v2<Kind, 16, kV3>(); break;
+template <class Op, int Kind>
+void dispatch_fast_taps(const Prepared& r, Op& op) {
+  switch (r.fast_taps) {
+    case 3: op.template run_8bit<Kind, 3>(); break;
+    case 5: op.template run_8bit<Kind, 5>(); break;
+    case 7: op.template run_8bit<Kind, 7>(); break;
+    case 9: op.template run_8bit<Kind, 9>(); break;
+    case 11: op.template run_8bit<Kind, 11>(); break;
+    case 13: op.template run_8bit<Kind, 13>(); break;
+    default: op.template run_8bit<Kind, 16>(); break;
   }
 }
 
-template <class Op, int Kind>
-void dispatch_v2_kind(const Prepared& r, Op& op) {
-  if (r.v3) dispatch_v2_taps<Op, Kind, true>(r, op);
-  else dispatch_v2_taps<Op, Kind, false>(r, op);
-}
-
-// Calls op.run<T, Kind, Staged>() for the variant of r (op.run_v2<Kind, kTaps>() for v2).
+// Calls op.run<T, Kind, Staged>() for the general block, op.run_8bit<Kind, kTaps>() for the
+// fast path.
 template <class Op>
 void dispatch(const Prepared& r, Op& op) {
   using engine::cuda::kPackedRgb;
   using engine::cuda::kPlanarYuv;
   using engine::cuda::kSemiPlanarYuv;
   const int kind = r.p.kind;
-  if (r.v2_taps > 0) {
-    if (kind == kSemiPlanarYuv) dispatch_v2_kind<Op, kSemiPlanarYuv>(r, op);
-    else dispatch_v2_kind<Op, kPlanarYuv>(r, op);
+  if (r.fast_taps > 0) {
+    if (kind == kSemiPlanarYuv) dispatch_fast_taps<Op, kSemiPlanarYuv>(r, op);
+    else dispatch_fast_taps<Op, kPlanarYuv>(r, op);
     return;
   }
   if (kind == kPackedRgb) {
@@ -342,10 +318,10 @@ struct DeviceLaunch {
     engine::cuda::preprocess_kernel<T, Kind, kStaged>
         <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
   }
-  template <int Kind, int kTaps, bool kV3>
-  void run_v2() {
+  template <int Kind, int kTaps>
+  void run_8bit() {
     const dim3 grid(r->tiles_x, r->tiles_y, r->p.batch);
-    engine::cuda::preprocess_kernel_v2<Kind, kTaps, kV3>
+    engine::cuda::preprocess_kernel_8bit<Kind, kTaps>
         <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
   }
 };
@@ -361,14 +337,14 @@ struct HostEmulation {
           engine::cuda::preprocess_block<T, Kind, kStaged>(r->p, tx, ty, b, 0, 1, 0, 1,
                                                            smem.data());
   }
-  template <int Kind, int kTaps, bool kV3>
-  void run_v2() {
+  template <int Kind, int kTaps>
+  void run_8bit() {
     std::vector<float> smem(r->smem_bytes / sizeof(float) + 1);
     for (int b = 0; b < r->p.batch; ++b)
       for (int ty = 0; ty < r->tiles_y; ++ty)
         for (int tx = 0; tx < r->tiles_x; ++tx)
-          engine::cuda::preprocess_block_v2<Kind, kTaps, 1, 1, kV3>(r->p, tx, ty, b, 0, 0,
-                                                                    smem.data());
+          engine::cuda::preprocess_block_8bit<Kind, kTaps, 1, 1>(r->p, tx, ty, b, 0, 0,
+                                                                 smem.data());
   }
 };
 
@@ -376,7 +352,7 @@ struct HostEmulation {
 
 std::string preprocess(const PreprocessCall& call) {
   Prepared r = prepare(call);
-  plan_v2(r, call);
+  plan_fast_path(r, call);
   const std::string variant = r.staged ? "staged" : "direct";
   if (call.batch == 0) return variant;
   DeviceGuard guard(call.device);
@@ -401,7 +377,7 @@ std::string preprocess(const PreprocessCall& call) {
 
 std::string preprocess_emulate(const PreprocessCall& call) {
   Prepared r = prepare(call);
-  plan_v2(r, call);
+  plan_fast_path(r, call);
   point_tables(r, r.buf.bytes.data());
   HostEmulation op{&r};
   dispatch(r, op);

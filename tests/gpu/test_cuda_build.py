@@ -121,7 +121,6 @@ def test_wrapper_validation_raises_input_error():
 @needs_ext
 @pytest.mark.parametrize("direct", [False, True], ids=["staged", "direct"])
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}x{c[2]}-{c[5].get('resize')}" for c in CASES])
-@pytest.mark.usefixtures("preprocess_variant")
 def test_emulated_kernel_matches_clamp_before_reference(case, direct):
     fmt, h, w, matrix, full_range, kw = case
     rng = np.random.default_rng(h * 1000 + w)
@@ -137,7 +136,6 @@ def test_emulated_kernel_matches_clamp_before_reference(case, direct):
 @needs_ext
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 @pytest.mark.parametrize("width", [24, 40, 22], ids=["w24-store8", "w40-store8-edge-tile", "w22-scalar"])
-@pytest.mark.usefixtures("preprocess_variant")
 def test_emulated_kernel_fp16(layout, width):
     """Widths that are multiples of 8 take the 16-byte stores (Note [fp16 stores]; 40 leaves an
     8-wide tile at the right edge), 22 the element stores; the output is poisoned with NaN, so an
@@ -152,7 +150,6 @@ def test_emulated_kernel_fp16(layout, width):
 
 
 @needs_ext
-@pytest.mark.usefixtures("preprocess_variant")
 def test_emulated_kernel_out_of_gamut_frame_differs_from_clamp_after():
     # saturated chroma: clamp-before and clamp-after differ by levels; the kernel follows clamp-before
     f = saturated_frame()
@@ -163,12 +160,14 @@ def test_emulated_kernel_out_of_gamut_frame_differs_from_clamp_after():
     assert level_error(out, preprocess_ref_clamp_before(f, spec, clamp_source=False)[None], spec) > 1.0
 
 
-# TEMPORARY A/B (Note [CUDA preprocess v2]): v2 reorganises v1's sums, so the two agree to float
-# rounding (~1e-6 relative of the 0..255 scale; 1e-5 leaves room). Cases: the tap bins of v2's
-# unrolled x loop (upscale, ~2x, ~4.2x = 1080p -> 256, ~6x), NV12 / I420 / I422, padding rows and
-# columns, odd spans, both channel orders, layouts and dtypes, byte-wise (odd strides) and 32-bit
-# (aligned4: 4-byte aligned planes and strides) staging; 4:4:4, 10-bit and >16 x taps run v1.
-V2_CASES = [  # (format, h, w, aligned4, PreprocessSpec kwargs)
+# The 8-bit fast path (Note [CUDA preprocess: 8-bit fast path]) reorganises the general block's
+# sums, so the two agree to float rounding (~1e-6 relative of the 0..255 scale; 1e-5 leaves
+# room). The general block runs the same input with force_direct, which the fast path never
+# takes. Cases: the tap bins of the fast path's unrolled x loop (upscale, ~2x, ~4.2x = 1080p ->
+# 256, ~6x), NV12 / I420 / I422, padding rows and columns, odd spans, both channel orders,
+# layouts and dtypes, byte-wise (odd strides) and 32-bit (aligned4: 4-byte aligned planes and
+# strides) staging; 4:4:4, 10-bit and >16 x taps always run the general block.
+FAST_PATH_CASES = [  # (format, h, w, aligned4, PreprocessSpec kwargs)
     ("nv12", 270, 480, False, dict(size=(56, 56), resize="shorter", resize_to=(64, 64))),
     ("nv12", 270, 482, True, dict(size=(56, 56), resize="shorter", resize_to=(64, 64))),
     ("i420", 95, 171, False, dict(size=(40, 36), resize="stretch", channels="bgr")),
@@ -181,14 +180,14 @@ V2_CASES = [  # (format, h, w, aligned4, PreprocessSpec kwargs)
     ("nv12", 150, 233, True, dict(size=(21, 33), resize="stretch", dtype="float16", layout="nhwc")),
     ("i420", 90, 440, False, dict(size=(34, 74), resize="stretch")),
     ("i420", 90, 443, True, dict(size=(34, 74), resize="stretch")),
-    # 480p -> shorter 256 -> crop 224: 7 tile columns of unequal spans (v3 picks a pitch per tile)
+    # 480p -> shorter 256 -> crop 224: 7 tile columns of unequal spans (each tile its own pitch)
     ("nv12", 480, 854, True, dict(size=(224, 224), resize="shorter", resize_to=(256, 256))),
 ]
 
 
 def aligned4(frame, rng):
     """The frame with every plane copied to a 16-byte aligned buffer whose row stride is a
-    multiple of 4 bytes (garbage in the padding), so v2 stages with 32-bit loads."""
+    multiple of 4 bytes (garbage in the padding), so the fast path stages with 32-bit loads."""
     planes = []
     for p in frame.planes:
         rows, cols = p.shape[0], p.shape[1] * (p.shape[2] if p.ndim == 3 else 1)
@@ -199,8 +198,9 @@ def aligned4(frame, rng):
 
 
 @needs_ext
-@pytest.mark.parametrize("case", V2_CASES, ids=[f"{c[0]}-{c[1]}x{c[2]}{'-aligned4' if c[3] else ''}" for c in V2_CASES])
-def test_emulated_v2_v3_match_v1(case, monkeypatch):
+@pytest.mark.parametrize("case", FAST_PATH_CASES,
+                         ids=[f"{c[0]}-{c[1]}x{c[2]}{'-aligned4' if c[3] else ''}" for c in FAST_PATH_CASES])
+def test_emulated_fast_path_matches_general_block(case):
     fmt, h, w, aligned, kw = case
     rng = np.random.default_rng(h + w)
     spec = PreprocessSpec(**kw, **NORM)
@@ -208,19 +208,14 @@ def test_emulated_v2_v3_match_v1(case, monkeypatch):
     if aligned:
         frames = [aligned4(f, rng) for f in frames]
         assert all(p.ctypes.data % 4 == 0 and p.strides[0] % 4 == 0 for f in frames for p in f.planes)
-    monkeypatch.delenv("ENGINE_CUDA_PREPROCESS", raising=False)
-    v3, _ = emulate(frames, spec)
-    monkeypatch.setenv("ENGINE_CUDA_PREPROCESS", "v2")
-    v2, _ = emulate(frames, spec)
-    monkeypatch.setenv("ENGINE_CUDA_PREPROCESS", "v1")
-    v1, _ = emulate(frames, spec)
-    # v3 only moves the staged pixels (Note [CUDA preprocess v3]): the same sums in the same order
-    np.testing.assert_array_equal(v3, v2)
+    fast, variant = emulate(frames, spec)
+    general, general_variant = emulate(frames, spec, force_direct=True)
+    assert (variant, general_variant) == ("staged", "direct")
     tol = 2**-10 if spec.dtype == "float16" else 1e-5  # half rounding may flip a last bit
-    np.testing.assert_allclose(v2.astype(np.float64), v1.astype(np.float64), rtol=tol, atol=tol)
+    np.testing.assert_allclose(fast.astype(np.float64), general.astype(np.float64), rtol=tol, atol=tol)
     ref = np.stack([preprocess_ref_clamp_before(f, spec) for f in frames])
     if spec.dtype == "float32":
-        assert level_error(v2, ref, spec) <= 0.01
+        assert level_error(fast, ref, spec) <= 0.01
 
 
 # --- pooling --------------------------------------------------------------------------------------
@@ -276,7 +271,6 @@ class EmulatingC:
 @needs_ext
 @pytest.mark.parametrize("batched", [False, True])
 @pytest.mark.parametrize("fmt", ["i420", "nv12", "rgb24", "i444_10"])
-@pytest.mark.usefixtures("preprocess_variant")
 def test_wrappers_end_to_end_on_host_memory(monkeypatch, fmt, batched):
     import engine.ops.cuda as cuda_ops
 

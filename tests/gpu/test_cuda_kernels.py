@@ -71,7 +71,6 @@ def run_gpu(frames, spec, *, direct=False, batched=False):
 
 @pytest.mark.parametrize("direct", [False, True], ids=["staged", "direct"])
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}x{c[2]}-{c[5].get('resize')}" for c in CASES])
-@pytest.mark.usefixtures("preprocess_variant")
 def test_preprocess_matches_clamp_before_reference(case, direct):
     fmt, h, w, matrix, full_range, kw = case
     rng = np.random.default_rng(h * 1000 + w)
@@ -92,7 +91,6 @@ def test_preprocess_matches_clamp_before_reference(case, direct):
         ("i420", 1080, 1920, dict(size=(224, 224), resize="stretch")),
     ],
 )
-@pytest.mark.usefixtures("preprocess_variant")
 def test_preprocess_video_sizes(fmt, h, w, kw):
     rng = np.random.default_rng(7)
     spec = PreprocessSpec(**kw, **NORM)
@@ -104,7 +102,6 @@ def test_preprocess_video_sizes(fmt, h, w, kw):
     assert err <= 0.01
 
 
-@pytest.mark.usefixtures("preprocess_variant")
 def test_preprocess_batched_planes_and_fp16():
     rng = np.random.default_rng(11)
     frames = [make_frame("i420", 90, 130, rng, pad=0) for _ in range(4)]
@@ -118,7 +115,6 @@ def test_preprocess_batched_planes_and_fp16():
         np.testing.assert_allclose(out16, want, rtol=2**-10, atol=1e-3)
 
 
-@pytest.mark.usefixtures("preprocess_variant")
 def test_preprocess_out_of_gamut_follows_clamp_before():
     f = saturated_frame()
     spec = PreprocessSpec(size=(10, 10), resize="stretch")
@@ -127,7 +123,6 @@ def test_preprocess_out_of_gamut_follows_clamp_before():
     assert level_error(out, preprocess_ref_clamp_before(f, spec, clamp_source=False)[None], spec) > 1.0
 
 
-@pytest.mark.usefixtures("preprocess_variant")
 def test_preprocess_on_a_side_stream():
     rng = np.random.default_rng(3)
     frames = [make_frame("nv12", 61, 83, rng)]
