@@ -75,11 +75,18 @@ def write(tmp_path, name, figures, background=None) -> str:
 
 
 def test_same_build_no_regression_slowed_kernel_flagged(tmp_path, monkeypatch, capsys):
-    (base, bg_base), (again, bg_again) = run_pooling(), run_pooling()
-    old, same = write(tmp_path, "old", base, bg_base), write(tmp_path, "same", again, bg_again)
-    busy = max(bg_base or 0, bg_again or 0) > DEFAULT_MAX_BACKGROUND
-    # never a regression; on a machine other work keeps busy, "inconclusive" (2) is the honest answer
-    assert main([old, same]) in ((0, 2) if busy else (0,)), capsys.readouterr().out
+    # the same build is never a regression; on a machine other work keeps busy, "inconclusive" (2)
+    # is the honest answer. The tiny runs (tens of ms per figure) can still catch a burst the load
+    # sampler misses (seen once in CI: segment_mean 0.69x at 0% background), so a flagged pair is
+    # measured again, up to three pairs: a real 6x slowdown (below) is flagged every time.
+    for attempt in range(3):
+        (base, bg_base), (again, bg_again) = run_pooling(), run_pooling()
+        old, same = write(tmp_path, "old", base, bg_base), write(tmp_path, "same", again, bg_again)
+        busy = max(bg_base or 0, bg_again or 0) > DEFAULT_MAX_BACKGROUND
+        if main([old, same]) in ((0, 2) if busy else (0,)):
+            break
+    else:
+        pytest.fail("three same-build comparisons in a row flagged a regression:\n" + capsys.readouterr().out)
 
     real = engine.ops.masked_mean
 
