@@ -12,6 +12,7 @@
 #include "cuda/host_utils.cuh"
 #include "cuda/ops_cuda.h"
 #include "cuda/preprocess_kernel.cuh"
+#include "cuda/preprocess_kernel_8bit.cuh"
 #include "engine/preprocess.h"
 #include "engine/resample.h"
 
