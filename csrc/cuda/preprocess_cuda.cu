@@ -94,12 +94,54 @@ struct Prepared {
   int bps = 1;
   bool staged = false;
   int fast_taps = 0;  // > 0: the 8-bit fast path with this tap bin (plan_fast_path)
-  int span_max = 0;
-  std::vector<int> tile_x;  // [tiles_x, 2] source columns [lo, hi) of each column of blocks
-  int x_taps_max = 0;  // most x taps of an output column
   int tiles_x = 0, tiles_y = 0;
   size_t smem_bytes = 0;
 };
+
+// Tap bins of the fast path: its unrolled x tap loop runs kTaps taps for every column.
+// Downscaling by s needs at most about 2s + 1 taps: 2x 5, 3x 7, 1080p -> 256 (4.22x) 9, 5x 11.
+constexpr int kFastTapBins[] = {3, 5, 7, 9, 11, 13, 16};
+
+// Switches r to the 8-bit fast path when it covers the call (Note [CUDA preprocess: 8-bit fast
+// path]): 8-bit Y'CbCr with chroma shared by pixel pairs, the staged variant, at most 16 x taps
+// per column, and a chunk of >= 2 rows that fits. span_max, tile_x: the tiles' source column
+// spans (prepare); x_taps_max: the most x taps of an output column.
+void plan_fast_path(Prepared& r, const PreprocessCall& c, int span_max,
+                    const std::vector<int>& tile_x, int x_taps_max) {
+  const KernelParams& p = r.p;
+  if (c.force_direct || r.bps != 1 || p.kind == engine::cuda::kPackedRgb || p.sub_x != 2) return;
+  int taps = 0;
+  for (int t : kFastTapBins)
+    if (taps == 0 && x_taps_max <= t) taps = t;
+  if (taps == 0) return;
+  // staged columns: the span, widened to groups of 4 by up to 3 on each side and to an even
+  // number of groups (aligned4), then kTaps - 1 zeros and the up to 6 floats more that the
+  // 16-byte x tap loads reach; a multiple of 4 floats for 16-byte stores
+  const int need = (span_max + 10 + taps + 3) / 4 * 4 + 8;
+  // each tile's pitch is the largest <= p.span with pitch / 4 = items (mod 8) (items: the
+  // kernel's aligned4 staging items of the tile; conflict-free staging stores); p.span = the
+  // largest of the smallest such pitches >= need, so every tile keeps >= need
+  int pitch = need;
+  for (size_t i = 0; i + 1 < tile_x.size(); i += 2) {
+    const int lo = tile_x[i], hi = tile_x[i + 1];
+    const int groups = hi > lo ? ((hi + 3) >> 2) - (lo >> 2) : 1, items = (groups + 1) >> 1;
+    pitch = std::max(pitch, need + 4 * ((items - need / 4) & 7));
+  }
+  const int R = mini(engine::cuda::kTileH, engine::cuda::kFastRgbChan / pitch);
+  if (R < 2) return;
+  r.fast_taps = taps;
+  r.staged = true;
+  r.p.rows = R;
+  r.p.span = pitch;
+  r.smem_bytes = (size_t)engine::cuda::kFastSmemFloats * sizeof(float);
+  // 32-bit sample loads when every plane and stride allows them and 32-bit row offsets
+  // (rows * stride < 2^31 bytes)
+  r.p.aligned4 = 1;
+  for (size_t i = 0; i < c.planes.size(); ++i)
+    if (c.planes[i] % 4 != 0 || c.row_strides[i] % 4 != 0 || c.row_strides[i] < 0 ||
+        (long long)c.height * c.row_strides[i] >= (1LL << 31))
+      r.p.aligned4 = 0;
+}
 
 Prepared prepare(const PreprocessCall& c) {
   // out: (batch, 3, out_h, out_w) or (batch, out_h, out_w, 3)
@@ -170,9 +212,6 @@ Prepared prepare(const PreprocessCall& c) {
     }
   }
   r.staged = p.span > 0;
-  r.span_max = span_max;
-  r.tile_x = rtx;
-  for (int n : tx.count) r.x_taps_max = std::max(r.x_taps_max, n);
   r.smem_bytes = (size_t)engine::cuda::smem_floats(p.rows, p.span) * sizeof(float);
 
   p.batch = c.batch; p.in_w = c.width; p.in_h = c.height; p.out_h = c.out_h; p.out_w = c.out_w;
@@ -203,6 +242,9 @@ Prepared prepare(const PreprocessCall& c) {
   r.off_xw = r.buf.add(tx.w);
   r.off_ty = r.buf.add(rty);
   r.off_tx = r.buf.add(rtx);
+  int x_taps_max = 0;
+  for (int n : tx.count) x_taps_max = std::max(x_taps_max, n);
+  plan_fast_path(r, c, span_max, rtx, x_taps_max);
   return r;
 }
 
@@ -217,49 +259,6 @@ void point_tables(Prepared& r, const unsigned char* base) {
   p.xw = reinterpret_cast<const float*>(base + r.off_xw);
   p.tile_y = reinterpret_cast<const int*>(base + r.off_ty);
   p.tile_x = reinterpret_cast<const int*>(base + r.off_tx);
-}
-
-// Tap bins of the fast path: its unrolled x tap loop runs kTaps taps for every column.
-// Downscaling by s needs at most about 2s + 1 taps: 2x 5, 3x 7, 1080p -> 256 (4.22x) 9, 5x 11.
-constexpr int kFastTapBins[] = {3, 5, 7, 9, 11, 13, 16};
-
-// Switches r to the 8-bit fast path when it covers the call (Note [CUDA preprocess: 8-bit fast
-// path]): 8-bit Y'CbCr with chroma shared by pixel pairs, the staged variant, at most 16 x taps
-// per column, and a chunk of >= 2 rows that fits.
-void plan_fast_path(Prepared& r, const PreprocessCall& c) {
-  const KernelParams& p = r.p;
-  if (c.force_direct || r.bps != 1 || p.kind == engine::cuda::kPackedRgb || p.sub_x != 2) return;
-  int taps = 0;
-  for (int t : kFastTapBins)
-    if (taps == 0 && r.x_taps_max <= t) taps = t;
-  if (taps == 0) return;
-  // staged columns: the span, widened to groups of 4 by up to 3 on each side and to an even
-  // number of groups (aligned4), then kTaps - 1 zeros and the up to 6 floats more that the
-  // 16-byte x tap loads reach; a multiple of 4 floats for 16-byte stores
-  const int need = (r.span_max + 10 + taps + 3) / 4 * 4 + 8;
-  // each tile's pitch is the largest <= p.span with pitch / 4 = items (mod 8) (items: the
-  // kernel's aligned4 staging items of the tile; conflict-free staging stores); p.span = the
-  // largest of the smallest such pitches >= need, so every tile keeps >= need
-  int pitch = need;
-  for (size_t i = 0; i + 1 < r.tile_x.size(); i += 2) {
-    const int lo = r.tile_x[i], hi = r.tile_x[i + 1];
-    const int groups = hi > lo ? ((hi + 3) >> 2) - (lo >> 2) : 1, items = (groups + 1) >> 1;
-    pitch = std::max(pitch, need + 4 * ((items - need / 4) & 7));
-  }
-  const int R = mini(engine::cuda::kTileH, engine::cuda::kFastRgbChan / pitch);
-  if (R < 2) return;
-  r.fast_taps = taps;
-  r.staged = true;
-  r.p.rows = R;
-  r.p.span = pitch;
-  r.smem_bytes = (size_t)engine::cuda::kFastSmemFloats * sizeof(float);
-  // 32-bit sample loads when every plane and stride allows them and 32-bit row offsets
-  // (rows * stride < 2^31 bytes)
-  r.p.aligned4 = 1;
-  for (size_t i = 0; i < c.planes.size(); ++i)
-    if (c.planes[i] % 4 != 0 || c.row_strides[i] % 4 != 0 || c.row_strides[i] < 0 ||
-        (long long)c.height * c.row_strides[i] >= (1LL << 31))
-      r.p.aligned4 = 0;
 }
 
 template <class Op, int Kind>
@@ -353,7 +352,6 @@ struct HostEmulation {
 
 std::string preprocess(const PreprocessCall& call) {
   Prepared r = prepare(call);
-  plan_fast_path(r, call);
   const std::string variant = r.staged ? "staged" : "direct";
   if (call.batch == 0) return variant;
   DeviceGuard guard(call.device);
@@ -378,7 +376,6 @@ std::string preprocess(const PreprocessCall& call) {
 
 std::string preprocess_emulate(const PreprocessCall& call) {
   Prepared r = prepare(call);
-  plan_fast_path(r, call);
   point_tables(r, r.buf.bytes.data());
   HostEmulation op{&r};
   dispatch(r, op);
