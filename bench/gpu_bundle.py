@@ -75,37 +75,40 @@ def version_files(repo: Path, model: str) -> dict[str, Path]:
             for p in sorted(v.rglob("*")) if p.is_file()}
 
 
+def _recast(src: Path, dest: Path, pick, dtype) -> list[str]:
+    """Write ``src`` to ``dest`` with the initializers ``pick(init)`` selects stored as ``dtype``;
+    returns their names."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    names = []
+    for init in model.graph.initializer:
+        if pick(init):
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(dtype), init.name))
+            names.append(init.name)
+    onnx.save(model, str(dest))
+    return names
+
+
 def rounded_copy(onnx_path: Path, dest: Path) -> list[str]:
     """``onnx_path`` with its float32 initializers of TRANSPORT_MIN_ELEMENTS or more stored as
     float16, written to ``dest``; returns the names rounded (small ones, e.g. LayerNorm epsilons,
     stay exact)."""
     import numpy as np
     import onnx
-    from onnx import numpy_helper
 
-    model = onnx.load(str(onnx_path))
-    rounded = []
-    for init in model.graph.initializer:
-        if init.data_type == onnx.TensorProto.FLOAT and np.prod(init.dims) >= TRANSPORT_MIN_ELEMENTS:
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
-            rounded.append(init.name)
-    onnx.save(model, str(dest))
-    return rounded
+    return _recast(onnx_path, dest, lambda i: i.data_type == onnx.TensorProto.FLOAT
+                   and np.prod(i.dims) >= TRANSPORT_MIN_ELEMENTS, np.float16)
 
 
 def restore_rounded(onnx_path: Path, rounded: list[str]) -> None:
     """Undo :func:`rounded_copy`'s storage type in place: the named initializers back to float32
     (their values stay the float16-rounded ones)."""
     import numpy as np
-    import onnx
-    from onnx import numpy_helper
 
-    model = onnx.load(str(onnx_path))
     names = set(rounded)
-    for init in model.graph.initializer:
-        if init.name in names:
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float32), init.name))
-    onnx.save(model, str(onnx_path))
+    _recast(onnx_path, onnx_path, lambda i: i.name in names, np.float32)
 
 
 def _round_for_transport(files: dict[str, Path], tmp: Path) -> dict[str, Path]:
