@@ -17,8 +17,10 @@ from onnx import TensorProto, helper
 from engine.backends import BACKEND_CHOICES, load_backend, resolve_backend
 from engine.backends import torchvision_placeholder as tvp
 from engine.backends.onnx_to_torch import graph_io, host_sync_free, to_torch
+from engine.backends.onnx_static import input_dims, specialize
 from engine.backends.torch_cuda import (BucketedRunner, Step, batch_buckets, bucket_for, calibration_inputs,
-                                        fp16_check, fp16_errors, fp16_setting, parse_device)
+                                        fp16_check, fp16_errors, fp16_setting, length_buckets_setting,
+                                        parse_device, pool_tensors, share_tensors)
 from engine.errors import ConfigError, InputError, ModelError
 
 CUDA = torch.cuda.is_available()
@@ -123,6 +125,44 @@ def test_reshape_to_computed_shape_and_host_sync_check():
     assert host_sync_free(to_torch(static, "static"), example[:1])
 
 
+def _named_dynamic_model(batch="N", length="L"):
+    """y = Reshape(x, [N, L, 2] computed from Shape(x)) + 1: sizes read at run time."""
+    s = helper.make_tensor
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Slice", ["s", "zero", "two"], ["nl"]),
+             helper.make_node("Concat", ["nl", "two_"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             helper.make_node("Add", ["r", "one"], ["y"])]
+    inits = [s("zero", TensorProto.INT64, [1], [0]), s("two", TensorProto.INT64, [1], [2]),
+             s("two_", TensorProto.INT64, [1], [2]), s("one", TensorProto.FLOAT, [], [1.0])]
+    return _graph(nodes, [_vi("x", [batch, length, 2])], [_vi("y", [batch, length, 2])], inits)
+
+
+def test_specialize_fixes_named_dims_and_folds_the_shape_chain(tmp_path):
+    import onnx
+
+    model = _named_dynamic_model()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    assert input_dims(model) == {"x": ["N", "L", 2]}
+    x = np.random.default_rng(0).standard_normal((3, 5, 2)).astype(np.float32)
+    example = [torch.from_numpy(x)]
+    assert not host_sync_free(to_torch(model, "dyn"), example)
+    static = specialize(path, {"N": 3, "L": 5}, "m")
+    assert "Shape" not in {n.op_type for n in static.graph.node}
+    assert input_dims(static) == {"x": [3, 5, 2]}
+    module = to_torch(static, "static")
+    assert host_sync_free(module, example)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(module(*example).numpy(), x + 1)
+    with pytest.raises(ModelError, match=r"dynamic dimensions \['L'\]"):
+        specialize(path, {"N": 3}, "m")
+    unnamed = tmp_path / "u.onnx"
+    onnx.save(_named_dynamic_model(length=None), unnamed)
+    with pytest.raises(ModelError, match=r"x\[1\]"):
+        specialize(unnamed, {"N": 3}, "m")
+
+
 def test_opset_aliases_convert_and_match():
     # Identity/Reshape at opset 19 and GreaterOrEqual at 16 are missing from onnx2torch 1.5.15
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [3, 2])
@@ -173,9 +213,9 @@ def test_bucketed_runner_pads_and_unpads():
     lin = torch.nn.Linear(5, 3).eval()
     made = []
 
-    def make_step(bucket):
-        made.append(bucket)
-        buf = torch.full((bucket, 5), float("nan"))  # the padding must be overwritten, never read
+    def make_step(key):
+        made.append(key)
+        buf = torch.full((key[0], 5), float("nan"))  # the padding must be overwritten, never read
 
         def run():
             with torch.inference_mode():
@@ -192,8 +232,51 @@ def test_bucketed_runner_pads_and_unpads():
             torch.testing.assert_close(y, lin(x[:rows]))
         torch.testing.assert_close(s, x[:rows].sum(1, keepdim=True))
         bucket = bucket_for(rows, runner.buckets)
-        assert runner.steps[bucket].inputs[0][rows:].eq(0).all()  # padding rows are zero
-    assert made == [8, 4, 1]  # one step per bucket, made on first use
+        assert runner.steps[(bucket,)].inputs[0][rows:].eq(0).all()  # padding rows are zero
+    assert made == [(8,), (4,), (1,)]  # one step per bucket, made on first use
+    assert runner.keys() == [(b,) for b in batch_buckets(8)]
+
+
+def test_bucketed_runner_pads_lengths():
+    """Length buckets (Note [length buckets]): inputs zero-padded along their dynamic axes, the
+    outputs' dynamic axes cut back; a masked mean over the tokens is unchanged by the padding."""
+    made = []
+
+    def make_step(key):
+        made.append(key)
+        rows, n = key
+        ids = torch.full((rows, n), -7, dtype=torch.int64)  # poisoned: every element is written
+        mask = torch.full((rows, n), -7, dtype=torch.int64)
+        feats = torch.full((rows, 2, n), float("nan"))
+
+        def run():
+            m = mask.unsqueeze(1).float()
+            tokens = feats * m + ids.unsqueeze(1).float()  # [rows, 2, n]: output axis 2 dynamic
+            mean = (feats * m).sum(2) / m.sum(2).clamp_min(1)  # [rows, 2]: static
+            return [tokens, mean]
+
+        return Step([ids, mask, feats], run)
+
+    runner = BucketedRunner(make_step, batch_buckets(4), lengths=(4, 8), dynamic_in=[(1,), (1,), (2,)],
+                            dynamic_out=[(2,), ()])
+    g = torch.Generator().manual_seed(1)
+    for rows, n in ((3, 5), (1, 2), (4, 8), (3, 3)):
+        ids = torch.randint(1, 100, (rows, n), generator=g)
+        mask = (torch.rand(rows, n, generator=g) < 0.7).long()
+        feats = torch.randn(rows, 2, n, generator=g)
+        tokens, mean = runner.run([ids, mask, feats])
+        assert tokens.shape == (rows, 2, n) and mean.shape == (rows, 2)
+        m = mask.unsqueeze(1).float()
+        torch.testing.assert_close(tokens, feats * m + ids.unsqueeze(1).float())
+        torch.testing.assert_close(mean, (feats * m).sum(2) / m.sum(2).clamp_min(1))
+        step = runner.steps[runner.key([ids, mask, feats])]
+        assert step.inputs[1][:, n:].eq(0).all() and step.inputs[1][rows:].eq(0).all()  # padding = masked
+        assert step.inputs[2][:rows, :, n:].eq(0).all()
+    assert made == [(4, 8), (1, 4), (4, 4)]
+    assert runner.key([torch.zeros(2, 9)] * 2 + [torch.zeros(2, 2, 9)]) is None  # longer: eager
+    with pytest.raises(InputError, match="differ"):
+        runner.key([torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 2, 3)])
+    assert runner.keys() == [(b, n) for b in (1, 2, 4) for n in (4, 8)]
 
 
 def test_fp16_errors():
@@ -230,16 +313,21 @@ def test_calibration_inputs_are_seeded_and_valid():
     assert calibration_inputs(specs, 0)["x"].shape == (3, 16)
 
 
-def test_fp16_setting_from_config(tmp_path):
+def _config_entry(tmp_path, **params):
+    """A ModelEntry of model "m" whose config.pbtxt has these string ``parameters``."""
     from tritonclient.grpc import model_config_pb2 as mc
 
     from engine.repo import ModelEntry
 
+    cfg = mc.ModelConfig(name="m")
+    for k, v in params.items():
+        cfg.parameters[k].string_value = v
+    return ModelEntry("m", cfg, tmp_path / "m" / "1")
+
+
+def test_fp16_setting_from_config(tmp_path):
     def entry(**params):
-        cfg = mc.ModelConfig(name="m")
-        for k, v in params.items():
-            cfg.parameters[k].string_value = v
-        return ModelEntry("m", cfg, tmp_path / "m" / "1")
+        return _config_entry(tmp_path, **params)
 
     assert fp16_setting(entry()) == ("auto", 1e-2)
     assert fp16_setting(entry(torch_fp16="FALSE", torch_fp16_tolerance="0.05")) == ("false", 0.05)
@@ -248,6 +336,36 @@ def test_fp16_setting_from_config(tmp_path):
     assert e.value.field == "parameters.torch_fp16"
     with pytest.raises(ConfigError, match="positive"):
         fp16_setting(entry(torch_fp16_tolerance="-1"))
+
+
+def test_length_buckets_setting(tmp_path):
+    def entry(**params):
+        return _config_entry(tmp_path, **params)
+
+    assert length_buckets_setting(entry()) == ()
+    assert length_buckets_setting(entry(torch_length_buckets="64, 16,32,16")) == (16, 32, 64)
+    for bad in ("", "16,x", "0,16", "-4"):
+        with pytest.raises(ConfigError, match="positive lengths"):
+            length_buckets_setting(entry(torch_length_buckets=bad))
+
+
+def test_share_tensors_keeps_one_copy_of_equal_weights():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    b.load_state_dict(a.state_dict())  # equal values, other tensors
+    c = torch.nn.Linear(4, 3)  # other values
+    a.register_buffer("steps", torch.arange(3))
+    b.register_buffer("steps", torch.arange(3))
+    pool: dict = {}
+    pool_tensors(share_tensors(a, pool), pool)
+    assert len(pool) == 3
+    assert share_tensors(b, pool) == []
+    assert b.weight is a.weight and b.bias is a.bias and b.steps is a.steps
+    assert isinstance(b.weight, torch.nn.Parameter)
+    missing = share_tensors(c, pool)
+    assert len(missing) == 2 and c.weight is not a.weight
+    pool_tensors(missing, pool)
+    assert len(pool) == 5
 
 
 # ----------------------------------------------------------------------------- backend choice
@@ -357,6 +475,31 @@ def test_fp16_check_on_the_real_models(model_entry, name):
 
 
 @pytest.mark.models
+def test_minilm_specialised_to_a_bucket_matches_the_dynamic_graph(model_entry):
+    """What a CUDA graph of the (8, 64) bucket runs (Note [length buckets]), on the CPU: the
+    graph with fixed sizes, no host reads, and zero-padded inputs give ONNX Runtime's outputs on
+    the valid rows and tokens."""
+    import onnx
+
+    entry = model_entry("minilm")
+    be = load_backend(entry, backend="torch")
+    assert length_buckets_setting(entry) == (16, 32, 64, 128, 256)
+    dims = input_dims(onnx.load(str(be.path), load_external_data=False))
+    module = be._specialiser(dims)(8, 64)
+    feed = _feed("minilm", np.random.default_rng(7))  # 5 texts x 33 tokens
+    padded = []
+    for name in be._input_order:
+        buf = np.zeros((8, 64), np.int64)
+        buf[:5, :33] = feed[name]
+        padded.append(torch.from_numpy(buf))
+    assert host_sync_free(module, padded)
+    with torch.inference_mode():
+        got = module(*padded)[:5, :33].numpy()
+    want = load_backend(entry, backend="onnxruntime").infer(feed)
+    assert_matches_ort({"token_embeddings": got}, want)
+
+
+@pytest.mark.models
 def test_torch_backend_validates_like_onnxruntime(model_entry):
     import dataclasses
 
@@ -425,8 +568,29 @@ def test_cuda_outputs_match_onnxruntime(model_entry, name):
     for k, ref in want.items():
         assert got[k].shape == ref.shape
         assert np.abs(got[k] - ref).max() <= tol * np.abs(ref).max() + 1e-5, k
-    if name != "minilm":  # static shapes: graphs captured per bucket
-        assert cuda._cuda.runner is not None and cuda._cuda.runner.steps
+    # graphs captured per bucket (MiniLM: per batch x length bucket, Note [length buckets])
+    assert cuda._cuda.runner is not None and cuda._cuda.runner.steps
+
+
+@pytest.mark.gpu
+@pytest.mark.models
+@needs_cuda
+def test_cuda_minilm_lengths_across_buckets(model_entry):
+    """Texts of several lengths: each call in its (batch, length) graph, a length above the
+    largest bucket eagerly; all equal ONNX Runtime within the fp16 tolerance."""
+    entry = model_entry("minilm")
+    cuda = load_backend(entry, device="cuda", backend="torch")
+    ort = load_backend(entry, backend="onnxruntime")
+    rng = np.random.default_rng(11)
+    for rows, n in ((5, 33), (3, 7), (1, 200), (2, 16), (2, 300)):
+        ids = rng.integers(1000, 30000, (rows, n))
+        mask = np.ones_like(ids)
+        mask[0, n // 2:] = 0
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        got, want = cuda.infer(feed)["token_embeddings"], ort.infer(feed)["token_embeddings"]
+        tol = 1e-2 if cuda.fp16 else 1e-4
+        assert got.shape == want.shape and np.abs(got - want).max() <= tol * np.abs(want).max() + 1e-5, (rows, n)
+    assert set(cuda._cuda.runner.steps) == {(8, 64), (4, 16), (1, 256), (2, 16)}
 
 
 @pytest.mark.gpu

@@ -14,7 +14,10 @@ are split by ``run_batched``. The converted module takes the graph inputs positi
   are used without copies (adopted as the TensorRT backend does,
   :meth:`engine.backends.tensorrt.memory.TorchMemory.adopt`) and give torch CUDA tensors (a
   model running as CUDA graphs copies the rows into its captured input buffers on the device).
-  Checked on an H100 (2026-11-26) for open_nsfw and YAMNet; MiniLM has not run on a GPU.
+  Dynamic-length models (MiniLM) run as CUDA graphs per batch x length bucket when their config
+  names ``torch_length_buckets`` (Note [length buckets] in :mod:`engine.backends.torch_cuda`).
+  Checked on an H100 (2026-11-26) for open_nsfw and YAMNet; MiniLM ran there on 2026-11-27
+  eagerly (its gpu parity test passes), before length buckets.
 
 ``infer`` is thread-safe (CPU: stateless forward; CUDA: one call at a time per model).
 """
@@ -29,11 +32,13 @@ import numpy as np
 from engine.backends.base import (BaseBackend, check_names, check_shape, common_batch, specs_from_config,
                                   split_batches)
 from engine.backends.onnx_io import check_io, onnx_file
+from engine.backends.onnx_static import input_dims, specialize
 from engine.backends.onnx_to_torch import graph_io, to_torch
 # the TensorRT backend's torch helpers: device arrays adopted the same way by both GPU backends
 from engine.backends.tensorrt.memory import TorchMemory, is_tensor_input
 from engine.backends.tensorrt.tensors import numpy_of_torch, torch_dtype
-from engine.backends.torch_cuda import CudaRunner, fp16_setting, parse_device, run_module
+from engine.backends.torch_cuda import (LENGTH_BUCKETS_KEY, CudaRunner, fp16_setting, length_buckets_setting,
+                                        parse_device, run_module)
 from engine.errors import InputError, ModelError
 
 log = logging.getLogger(__name__)
@@ -62,6 +67,7 @@ class TorchBackend(BaseBackend):
         order = list(graph_outputs)
         self._output_index = [order.index(s.name) for s in self.outputs]
         module = to_torch(graph, entry.name)
+        dims = input_dims(graph)
         del graph
         if threads is not None:
             if threads < 1:
@@ -72,12 +78,35 @@ class TorchBackend(BaseBackend):
         if kind == "cuda":
             fp16, tolerance = fp16_setting(entry)
             ordered = [next(s for s in self.inputs if s.name == n) for n in self._input_order]
+            lengths = length_buckets_setting(entry)
             self._cuda = CudaRunner(module, model=entry.name, index=index, inputs=ordered,
                                     outputs=self.outputs, output_index=self._output_index,
-                                    max_batch_size=self.max_batch_size, fp16=fp16, tolerance=tolerance)
+                                    max_batch_size=self.max_batch_size, fp16=fp16, tolerance=tolerance,
+                                    length_buckets=lengths,
+                                    specialise=self._specialiser(dims) if lengths else None)
             self._memory = TorchMemory(f"cuda:{index}")
         else:
             self._module = module
+
+    def _specialiser(self, dims: dict[str, list]):
+        """``(rows, length) -> module`` of the graph specialised to those sizes (Note [length
+        buckets] in :mod:`engine.backends.torch_cuda`): the graph's batch dimension names take
+        ``rows``, the names of the config's dynamic dimensions (-1) take ``length``."""
+        batch, length = set(), set()
+        for s in self.inputs:
+            names = dims[s.name]
+            batch.add(names[0])
+            length.update(names[a + 1] for a, d in enumerate(s.shape) if d == -1)
+        if not all(isinstance(d, str) for d in batch | length) or batch & length:
+            raise ModelError(f"{self.model_name}: parameters.{LENGTH_BUCKETS_KEY} needs named dynamic dimensions "
+                             f"in the ONNX graph, one for the batch and others for the length; found {dims}")
+        path, name = self.path, self.model_name
+
+        def module(rows: int, n: int):
+            sizes = dict.fromkeys(batch, rows) | dict.fromkeys(length, n)
+            return to_torch(specialize(path, sizes, name), name)
+
+        return module
 
     @property
     def fp16(self) -> bool:

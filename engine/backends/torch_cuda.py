@@ -10,11 +10,28 @@ Pure parts (run and tested on the CPU):
   CPU numbers show the check works, not what a GPU will measure);
 * :class:`BucketedRunner` - a batch of n rows runs through fixed buffers of the smallest bucket
   >= n (zero padding), and the first n output rows come back; on CUDA a bucket's step is a
-  captured graph replay, on the CPU (tests) an eager forward over the same buffers.
+  captured graph replay, on the CPU (tests) an eager forward over the same buffers. Models with
+  a dynamic length (MiniLM's tokens) bucket the length too (Note [length buckets]);
+* :func:`length_buckets_setting`, :func:`share_tensors`.
 
-:class:`CudaRunner` puts them together on a GPU. Ran once on an NVIDIA H100 (2026-11-26:
-its ``gpu`` tests pass for open_nsfw and YAMNet; MiniLM was not carried to that machine); CI has
+:class:`CudaRunner` puts them together on a GPU. Ran on an NVIDIA H100 (2026-11-26: its ``gpu``
+tests pass for open_nsfw and YAMNet; 2026-11-27: MiniLM, eagerly, before length buckets); CI has
 no GPU, its tests carry the ``gpu`` marker.
+
+Note [length buckets]
+    A graph with a dynamic length (MiniLM: ``batch`` x ``sequence`` tokens) converts to a module
+    whose Shape -> Gather -> Reshape chains read sizes back from the device: a sync per Reshape,
+    no CUDA graph, and on an H100 15 ms per call at any batch (64 texts/s at batch 1, slower
+    than ONNX Runtime on the CPU). With config.pbtxt ``parameters { key: "torch_length_buckets"
+    value: { string_value: "16,32,64,128,256" } }`` a call of n rows x L tokens runs in the
+    (batch bucket >= n, length bucket >= L) step: the graph specialised to those sizes
+    (:func:`engine.backends.onnx_static.specialize`: no Shape nodes left), converted, and
+    captured. Inputs are zero-padded along every dynamic axis and the outputs' dynamic axes are
+    cut back to L, which is sound when zeros mean padding: MiniLM's attention_mask 0 removes a
+    token from attention (its exp underflows to exactly 0) and [PAD] is id 0. The specialised
+    modules share their weights (:func:`share_tensors`), so each bucket costs a conversion
+    (about 2 s on a CPU core) and its activations, not another copy of the weights. Lengths
+    above the largest bucket run eagerly.
 
 Note [fp16 decision]
     ``torch.autocast(float16)`` runs convolutions and matrix products in fp16 and keeps softmax,
@@ -30,10 +47,11 @@ Note [fp16 decision]
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import re
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -46,7 +64,7 @@ log = logging.getLogger(__name__)
 
 FP16_TOLERANCE = 1e-2
 FP16_CHOICES = ("auto", "true", "false")
-_PINNED_CACHE = 16  # staging buffers kept per backend (shapes vary for dynamic models)
+LENGTH_BUCKETS_KEY = "torch_length_buckets"
 
 
 def parse_device(device: str) -> tuple[str, int | None]:
@@ -72,12 +90,12 @@ def batch_buckets(max_batch_size: int) -> tuple[int, ...]:
     return tuple(out) + (max_batch_size,)
 
 
-def bucket_for(rows: int, buckets: Sequence[int]) -> int:
-    """The smallest bucket that holds ``rows`` rows."""
+def bucket_for(rows: int, buckets: Sequence[int], what: str = "batch") -> int:
+    """The smallest bucket that holds ``rows`` rows (or a length of ``rows``)."""
     for b in buckets:
         if rows <= b:
             return b
-    raise InputError(f"batch of {rows} rows exceeds the largest bucket {max(buckets)}")
+    raise InputError(f"{what} of {rows} exceeds the largest bucket {max(buckets)}")
 
 
 def calibration_inputs(specs, max_batch_size: int, *, rows: int = 4, dynamic: int = 16,
@@ -158,6 +176,52 @@ def fp16_setting(entry) -> tuple[str, float]:
     return mode, tol
 
 
+def length_buckets_setting(entry) -> tuple[int, ...]:
+    """config.pbtxt ``parameters.torch_length_buckets`` (Note [length buckets]): the sorted
+    lengths, or () when unset."""
+    from engine.errors import ConfigError
+
+    raw = entry.parameter(LENGTH_BUCKETS_KEY)
+    if raw is None:
+        return ()
+    try:
+        lengths = sorted({int(v) for v in raw.split(",")})
+    except ValueError:
+        lengths = []
+    if not lengths or lengths[0] < 1:
+        raise ConfigError(entry.version_dir.parent / "config.pbtxt", f"parameters.{LENGTH_BUCKETS_KEY}",
+                          f"expected comma-separated positive lengths, got {raw!r}")
+    return tuple(lengths)
+
+
+def share_tensors(module, pool: dict) -> list:
+    """Put the tensors of ``pool`` in place of the equal parameters and buffers of ``module``
+    (same kind, dtype, shape and bytes), so modules converted from one model's weights hold one
+    copy of them. Returns ``(store, name, key)`` of the tensors not found, to be added to the
+    pool by :func:`pool_tensors` once the module has moved to its device."""
+    import torch
+
+    missing = []
+    for sub in module.modules():
+        for kind, store in (("parameter", sub._parameters), ("buffer", sub._buffers)):
+            for name, t in store.items():
+                if t is None:
+                    continue
+                data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+                key = (kind, t.dtype, tuple(t.shape), hashlib.blake2b(data, digest_size=16).digest())
+                if key in pool:
+                    store[name] = pool[key]
+                else:
+                    missing.append((store, name, key))
+    return missing
+
+
+def pool_tensors(missing: list, pool: dict) -> None:
+    """Add the tensors :func:`share_tensors` did not find (now moved) to ``pool``."""
+    for store, name, key in missing:
+        pool.setdefault(key, store[name])
+
+
 @dataclass
 class Step:
     """One bucket: fixed input buffers and the call that fills (and returns) the outputs."""
@@ -167,47 +231,96 @@ class Step:
 
 
 class BucketedRunner:
-    """Runs batches through per-bucket fixed buffers: copy rows in, zero the padding rows, run,
-    return views of the first n output rows (valid until the next call: callers copy them and
-    serialise calls).
+    """Runs batches through per-bucket fixed buffers: rows copied in, the padding zeroed, run,
+    views of the valid part of the outputs returned (valid until the next call: callers copy
+    them and serialise calls). A bucket is ``(batch,)``, or ``(batch, length)`` with ``lengths``
+    (Note [length buckets]): then ``dynamic_in`` / ``dynamic_out`` name, per input / output, the
+    axes (batch axis 0 counted) padded to the length bucket / cut back to the length.
 
     Padding is sound for models whose rows are independent (inference-mode batch norm, no
     cross-row ops): the same assumption Triton's dynamic batcher makes.
     """
 
-    def __init__(self, make_step: Callable[[int], Step], buckets: Sequence[int]):
-        self.buckets = tuple(buckets)
+    def __init__(self, make_step: Callable[[tuple[int, ...]], Step], buckets: Sequence[int],
+                 lengths: Sequence[int] = (), dynamic_in: Sequence[Sequence[int]] = (),
+                 dynamic_out: Sequence[Sequence[int]] = ()):
+        self.buckets, self.lengths = tuple(buckets), tuple(lengths)
+        self.dynamic_in, self.dynamic_out = [tuple(a) for a in dynamic_in], [tuple(a) for a in dynamic_out]
         self._make_step = make_step
-        self.steps: dict[int, Step] = {}
+        self.steps: dict[tuple[int, ...], Step] = {}
 
-    def step(self, bucket: int) -> Step:
-        s = self.steps.get(bucket)
+    def keys(self) -> list[tuple[int, ...]]:
+        """Every bucket."""
+        if self.lengths:
+            return [(b, n) for b in self.buckets for n in self.lengths]
+        return [(b,) for b in self.buckets]
+
+    def key(self, tensors: Sequence) -> tuple[int, ...] | None:
+        """The bucket of a call; None for a length above the largest bucket (run it eagerly)."""
+        rows = bucket_for(int(tensors[0].shape[0]), self.buckets)
+        if not self.lengths:
+            return (rows,)
+        length = self.length(tensors)
+        return (rows, bucket_for(length, self.lengths, "length")) if length <= self.lengths[-1] else None
+
+    def length(self, tensors: Sequence) -> int:
+        sizes = {int(t.shape[a]) for t, axes in zip(tensors, self.dynamic_in, strict=True) for a in axes}
+        if len(sizes) != 1:
+            raise InputError(f"the inputs' dynamic dimensions differ: {sorted(sizes)} (one length expected)")
+        return sizes.pop()
+
+    def step(self, key: tuple[int, ...]) -> Step:
+        s = self.steps.get(key)
         if s is None:
-            s = self.steps[bucket] = self._make_step(bucket)
+            s = self.steps[key] = self._make_step(key)
         return s
 
-    def run(self, tensors: Sequence) -> list:
+    def run(self, tensors: Sequence, key: tuple[int, ...] | None = None) -> list:
+        """Run ``tensors`` in their bucket (``key``, when the caller has it from :meth:`key`)."""
+        key = self.key(tensors) if key is None else key
+        if key is None:
+            raise InputError(f"length {self.length(tensors)} exceeds the largest bucket {self.lengths[-1]}")
         rows = int(tensors[0].shape[0])
-        step = self.step(bucket_for(rows, self.buckets))
-        for buf, src in zip(step.inputs, tensors, strict=True):
-            buf[:rows].copy_(src, non_blocking=True)
+        length = self.length(tensors) if self.lengths else 0
+        step = self.step(key)
+        for i, (buf, src) in enumerate(zip(step.inputs, tensors, strict=True)):
+            axes = self.dynamic_in[i] if self.lengths else ()
+            buf[_valid(buf.dim(), rows, axes, length)].copy_(src, non_blocking=True)
             buf[rows:].zero_()
-        return [out[:rows] for out in step.run()]
+            for a in axes:  # the padding tokens of the valid rows
+                tail = [slice(0, rows)] + [slice(None)] * (buf.dim() - 1)
+                tail[a] = slice(length, None)
+                buf[tuple(tail)].zero_()
+        return [out[_valid(out.dim(), rows, self.dynamic_out[i] if self.lengths else (), length)]
+                for i, out in enumerate(step.run())]
+
+
+def _valid(ndim: int, rows: int, axes: Sequence[int], length: int) -> tuple:
+    """The index of the first ``rows`` rows and, along ``axes``, the first ``length`` entries."""
+    index = [slice(0, rows)] + [slice(None)] * (ndim - 1)
+    for a in axes:
+        index[a] = slice(0, length)
+    return tuple(index)
 
 
 class CudaRunner:
     """A converted module on one GPU: fp16 autocast where it passes the check, channels_last
-    weights for conv models, CUDA graphs per batch bucket where the module captures, pinned
-    host staging for numpy inputs. Calls run on the caller's current stream, one at a time.
+    weights for conv models, CUDA graphs per batch bucket where the module captures (and per
+    length bucket with ``specialise``, Note [length buckets]), pinned host staging for numpy
+    inputs. Calls run on the caller's current stream, one at a time.
 
-    Checked on an H100 for open_nsfw and YAMNet only (see the module docstring).
+    Checked on an H100 for open_nsfw and YAMNet; MiniLM ran there eagerly only (see the module
+    docstring).
     """
 
     def __init__(self, module, *, model: str, index: int, inputs, outputs, output_index: list[int],
                  max_batch_size: int, fp16: str = "auto", tolerance: float = FP16_TOLERANCE,
-                 graphs: bool = True):
+                 graphs: bool = True, length_buckets: Sequence[int] = (),
+                 specialise: Callable[[int, int], object] | None = None):
         """``module`` (moved to the GPU, not copied) takes ``inputs`` positionally; config output
-        k is module output ``output_index[k]``."""
+        k is module output ``output_index[k]``. A model with dynamic non-batch dimensions runs
+        as CUDA graphs when ``length_buckets`` and ``specialise`` are given: ``specialise(batch,
+        length)`` returns the module of the graph with those sizes fixed, on the CPU."""
         import torch
 
         from engine.backends.onnx_to_torch import host_sync_free
@@ -220,30 +333,62 @@ class CudaRunner:
         self.output_index = list(output_index)
         self.device = torch.device("cuda", index)
         self._lock = threading.Lock()
-        self._pinned: OrderedDict = OrderedDict()
+        self._pinned: dict = {}  # slot -> pinned buffer (_staging)
         self._out_dtypes = [torch_dtype(s.dtype) for s in self.outputs]
         self._buckets = batch_buckets(max_batch_size) if max_batch_size > 0 else ()
 
-        static = max_batch_size > 0 and all(d != -1 for s in self.inputs for d in s.shape)
-        example = [torch.from_numpy(a) for a in calibration_inputs(self.inputs, max_batch_size).values()]
-        capturable = static and graphs and host_sync_free(module, example)
+        dynamic = [tuple(a + 1 for a, d in enumerate(s.shape) if d == -1) for s in self.inputs]
+        self._specialise = specialise if max_batch_size > 0 and any(dynamic) and length_buckets else None
+        if self._specialise is not None:
+            capturable = graphs
+            mode = "per batch x length bucket"
+        else:
+            example = [torch.from_numpy(a) for a in calibration_inputs(self.inputs, max_batch_size).values()]
+            capturable = max_batch_size > 0 and not any(dynamic) and graphs and host_sync_free(module, example)
+            mode = "per batch bucket"
 
         self.channels_last = any(isinstance(m, torch.nn.Conv2d) for m in module.modules())
+        self._weights: dict = {}  # shared by the specialised modules (share_tensors)
+        self.module = self._place(module)
+        self.fp16 = self._decide_fp16(fp16, tolerance, max_batch_size)
+        lengths = tuple(length_buckets) if self._specialise is not None else ()
+        self.runner = BucketedRunner(
+            self._capture, self._buckets, lengths, dynamic,
+            [tuple(a + 1 for a, d in enumerate(s.shape) if d == -1) for s in self.outputs]) if capturable else None
+        self._pool = torch.cuda.graph_pool_handle() if capturable else None
+        log.info("%s on %s: fp16=%s channels_last=%s cuda_graphs=%s", model, self.device, self.fp16,
+                 self.channels_last, mode if capturable else "off (dynamic shapes or host syncs)")
+
+    def _place(self, module):
+        """``module`` on the device (weights shared with the modules placed before), NHWC
+        weights for a conv model."""
+        import torch
+
+        missing = share_tensors(module, self._weights)
         module = module.to(self.device)
         if self.channels_last:
             # cuDNN picks NHWC kernels when the weight is channels_last, whatever the input
             module = module.to(memory_format=torch.channels_last)
-        self.module = module
-        self.fp16 = self._decide_fp16(fp16, tolerance, max_batch_size)
-        self.runner = BucketedRunner(self._capture, self._buckets) if capturable else None
-        self._pool = torch.cuda.graph_pool_handle() if capturable else None
-        log.info("%s on %s: fp16=%s channels_last=%s cuda_graphs=%s", model, self.device, self.fp16,
-                 self.channels_last, "per bucket" if capturable else "off (dynamic shapes or host syncs)")
+        pool_tensors(missing, self._weights)
+        return module
+
+    def _specialised(self, rows: int, length: int):
+        """The module of the graph specialised to ``rows`` x ``length``, on the device."""
+        import torch
+
+        module = self._specialise(rows, length)
+        example = [torch.zeros((rows,) + tuple(length if d == -1 else d for d in s.shape), dtype=torch_dtype(s.dtype))
+                   for s in self.inputs]
+        if not host_sync_free(module, example):
+            raise ModelError(f"{self.model}: the graph specialised to {rows} x {length} still reads sizes on the host")
+        return self._place(module)
 
     # -- forward -----------------------------------------------------------------------------
-    def forward(self, tensors: Sequence) -> list:
-        """One eager pass on device tensors; outputs in config order and config dtypes."""
-        outs = run_module(self.module, tensors, self.output_index, fp16=self.fp16, device_type="cuda")
+    def forward(self, tensors: Sequence, module=None) -> list:
+        """One eager pass on device tensors (of ``module``, else the model's own module);
+        outputs in config order and config dtypes."""
+        outs = run_module(self.module if module is None else module, tensors, self.output_index,
+                          fp16=self.fp16, device_type="cuda")
         return [o.to(dt) for o, dt in zip(outs, self._out_dtypes)]
 
     def _decide_fp16(self, mode: str, tolerance: float, max_batch_size: int) -> bool:
@@ -259,23 +404,25 @@ class CudaRunner:
         return ok
 
     # -- CUDA graphs ---------------------------------------------------------------------------
-    def _capture(self, bucket: int) -> Step:
+    def _capture(self, key: tuple[int, ...]) -> Step:
         import torch
 
-        static_in = [torch.zeros((bucket,) + s.shape, dtype=torch_dtype(s.dtype), device=self.device)
-                     for s in self.inputs]
+        rows, length = key[0], (key[1] if len(key) > 1 else None)
+        module = self.module if length is None else self._specialised(rows, length)
+        static_in = [torch.zeros((rows,) + tuple(length if d == -1 else d for d in s.shape),
+                                 dtype=torch_dtype(s.dtype), device=self.device) for s in self.inputs]
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):  # warm-up passes allocate cuDNN workspaces outside the capture
             for _ in range(2):
-                self.forward(static_in)
+                self.forward(static_in, module)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph, pool=self._pool):
-                static_out = self.forward(static_in)
+                static_out = self.forward(static_in, module)
         except RuntimeError as e:
-            raise ModelError(f"{self.model}: CUDA graph capture failed for batch {bucket}: {e}") from None
+            raise ModelError(f"{self.model}: CUDA graph capture failed for bucket {key}: {e}") from None
 
         def replay() -> list:
             graph.replay()
@@ -286,9 +433,10 @@ class CudaRunner:
     def _run(self, tensors: Sequence, copy_out: bool) -> list:
         """Run device or pinned host tensors (graph buckets copy them into their buffers; the
         eager path moves them). Graph outputs are static buffers: copied when they leave."""
-        if self.runner is not None:
+        key = self.runner.key(tensors) if self.runner is not None else None
+        if key is not None:
             try:
-                out = self.runner.run(tensors)
+                out = self.runner.run(tensors, key)
                 return [o.clone() for o in out] if copy_out else out
             except ModelError as e:  # a capture failed: this model runs eagerly from now on
                 log.warning("%s; running eagerly without CUDA graphs", e)
@@ -322,32 +470,28 @@ class CudaRunner:
             return [b.numpy().copy() for b in host]
 
     def _staging(self, slot, shape: tuple[int, ...], dtype):
-        """A pinned host view of ``shape``. Buffers hold a whole bucket of rows (so varying batch
-        sizes reuse a few allocations: pinning memory is slow) and are kept least recently
-        used first, at most _PINNED_CACHE (dynamic dims give each length its own buffer)."""
+        """A contiguous pinned host tensor of ``shape``: a view of one buffer per slot, grown to
+        the next power of two of elements when too small (pinning memory is slow: calls of any
+        batch size and length reuse it)."""
         import torch
 
-        rows = shape[0] if self._buckets else None
-        full = ((bucket_for(rows, self._buckets),) + tuple(shape[1:])) if rows is not None else tuple(shape)
-        key = (slot, full, dtype)
-        buf = self._pinned.pop(key, None)
-        if buf is None:
-            buf = torch.empty(full, dtype=dtype, pin_memory=True)
-        self._pinned[key] = buf  # most recently used last
-        while len(self._pinned) > _PINNED_CACHE:
-            self._pinned.popitem(last=False)
-        return buf[:rows] if rows is not None else buf
+        n = math.prod(shape)
+        buf = self._pinned.get(slot)
+        if buf is None or buf.dtype != dtype or buf.numel() < n:
+            buf = self._pinned[slot] = torch.empty(1 << max(n - 1, 0).bit_length(), dtype=dtype, pin_memory=True)
+        return buf[:n].view(shape)
 
     def warmup(self) -> None:
-        """Capture every bucket's graph now rather than on first use."""
+        """Capture every bucket's graph now rather than on first use (with length buckets, also
+        specialise and convert the graph per bucket: about 2 s each on a CPU core)."""
         import torch
 
         if self.runner is None:
             return
         with self._lock, torch.cuda.device(self.device):
-            for b in self.runner.buckets:
+            for key in self.runner.keys():
                 try:
-                    self.runner.step(b)
+                    self.runner.step(key)
                 except ModelError as e:
                     log.warning("%s; running eagerly without CUDA graphs", e)
                     self.runner = None
