@@ -354,18 +354,19 @@ def test_share_tensors_keeps_one_copy_of_equal_weights():
     a, b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
     b.load_state_dict(a.state_dict())  # equal values, other tensors
     c = torch.nn.Linear(4, 3)  # other values
-    a.register_buffer("steps", torch.arange(3))
-    b.register_buffer("steps", torch.arange(3))
+    for m in (a, b):
+        m.register_buffer("steps", torch.arange(3))
+        m.register_buffer("ones", torch.ones(1).expand(4))  # stride 0, as onnx2torch makes some
     pool: dict = {}
     pool_tensors(share_tensors(a, pool), pool)
-    assert len(pool) == 3
+    assert len(pool) == 4
     assert share_tensors(b, pool) == []
-    assert b.weight is a.weight and b.bias is a.bias and b.steps is a.steps
+    assert b.weight is a.weight and b.bias is a.bias and b.steps is a.steps and b.ones is a.ones
     assert isinstance(b.weight, torch.nn.Parameter)
     missing = share_tensors(c, pool)
     assert len(missing) == 2 and c.weight is not a.weight
     pool_tensors(missing, pool)
-    assert len(pool) == 5
+    assert len(pool) == 6
 
 
 # ----------------------------------------------------------------------------- backend choice

@@ -57,6 +57,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from engine.backends.onnx_to_torch import host_sync_free
 from engine.backends.tensorrt.tensors import torch_dtype
 from engine.errors import InputError, ModelError
 
@@ -207,7 +208,8 @@ def share_tensors(module, pool: dict) -> list:
             for name, t in store.items():
                 if t is None:
                     continue
-                data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+                flat = torch.empty(t.numel(), dtype=t.dtype)  # dense, whatever t's strides (0 when expanded)
+                data = flat.copy_(t.detach().reshape(-1)).view(torch.uint8).numpy()
                 key = (kind, t.dtype, tuple(t.shape), hashlib.blake2b(data, digest_size=16).digest())
                 if key in pool:
                     store[name] = pool[key]
@@ -323,8 +325,6 @@ class CudaRunner:
         length)`` returns the module of the graph with those sizes fixed, on the CPU."""
         import torch
 
-        from engine.backends.onnx_to_torch import host_sync_free
-
         if not torch.cuda.is_available():
             raise ModelError(f"{model}: device cuda:{index} requested but torch.cuda is not available")
         if index >= torch.cuda.device_count():
@@ -349,6 +349,7 @@ class CudaRunner:
 
         self.channels_last = any(isinstance(m, torch.nn.Conv2d) for m in module.modules())
         self._weights: dict = {}  # shared by the specialised modules (share_tensors)
+        self._checked_sync_free = False
         self.module = self._place(module)
         self.fp16 = self._decide_fp16(fp16, tolerance, max_batch_size)
         lengths = tuple(length_buckets) if self._specialise is not None else ()
@@ -377,10 +378,13 @@ class CudaRunner:
         import torch
 
         module = self._specialise(rows, length)
-        example = [torch.zeros((rows,) + tuple(length if d == -1 else d for d in s.shape), dtype=torch_dtype(s.dtype))
-                   for s in self.inputs]
-        if not host_sync_free(module, example):
-            raise ModelError(f"{self.model}: the graph specialised to {rows} x {length} still reads sizes on the host")
+        if not self._checked_sync_free:  # the same ops at every size: checked once (a copy: ~3 s)
+            example = [torch.zeros((rows,) + tuple(length if d == -1 else d for d in s.shape),
+                                   dtype=torch_dtype(s.dtype)) for s in self.inputs]
+            if not host_sync_free(module, example):
+                raise ModelError(f"{self.model}: the graph specialised to {rows} x {length} still reads "
+                                 "sizes on the host")
+            self._checked_sync_free = True
         return self._place(module)
 
     # -- forward -----------------------------------------------------------------------------
