@@ -63,7 +63,7 @@ $PY -c "import triton, engine.kernels as k; print('triton', triton.__version__, 
 
 if [ "$PART" = "text" ]; then
   step "gpu tests of the text models"
-  timeout ${TEST_TIMEOUT:-240} $PY -m pytest -q -m gpu -p no:cacheprovider -rfEs \
+  timeout ${TEST_TIMEOUT:-240} $PY -m pytest -q -m gpu -p no:cacheprovider -rfEs --durations=5 \
     tests/test_backend_torch.py tests/test_backends_text.py 2>&1 | grep -vE "^\s*$" | tail -40
   echo "pytest -m gpu rc=${PIPESTATUS[0]}"
   step "bench: models"

@@ -569,7 +569,8 @@ class Session:
             if self._tokenizer is None:
                 self._tokenizer = Tokenizer.from_file(self.repo.model(e.model).files["tokenizer.json"])
         with self._metrics.stage("tokenize"):
-            enc = self._tokenizer.encode(texts)
+            # padded to the backend's length bucket, if it has buckets: concurrent callers then batch
+            enc = self._tokenizer.encode(texts, pad_to=getattr(backend, "length_buckets", ()))
         names = {s.name for s in backend.inputs}
         tokens = self._infer(e.model, {k: v for k, v in enc.items() if k in names})[e.output]
         return masked_mean(tokens, enc["attention_mask"], normalize=e.normalize)

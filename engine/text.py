@@ -50,7 +50,11 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()
 
-    def encode(self, texts: str | Sequence[str]) -> dict[str, np.ndarray]:
+    def encode(self, texts: str | Sequence[str], pad_to: Sequence[int] = ()) -> dict[str, np.ndarray]:
+        """``pad_to``: lengths (ascending) to pad the batch up to, the smallest that holds its
+        longest text, for a backend that runs per length bucket (Note [length buckets] in
+        engine.backends.torch_cuda): padded alike, the batches of concurrent callers concatenate
+        in the dynamic batcher. Padding tokens are masked: the pooled embeddings do not change."""
         if isinstance(texts, (str, bytes)):
             texts = [texts]
         items: list[str] = []
@@ -67,11 +71,17 @@ class Tokenizer:
             z = np.zeros((0, 0), np.int64)
             return {"input_ids": z, "attention_mask": z.copy(), "token_type_ids": z.copy()}
         encs = self._tok.encode_batch(items, add_special_tokens=True)
-        return {
+        out = {
             "input_ids": np.asarray([e.ids for e in encs], dtype=np.int64),
             "attention_mask": np.asarray([e.attention_mask for e in encs], dtype=np.int64),
             "token_type_ids": np.asarray([e.type_ids for e in encs], dtype=np.int64),
         }
+        longest = out["input_ids"].shape[1]
+        target = next((n for n in pad_to if n >= longest), longest)
+        if target > longest:
+            fill = {"input_ids": self.pad_id, "attention_mask": 0, "token_type_ids": 0}
+            out = {k: np.pad(v, ((0, 0), (0, target - longest)), constant_values=fill[k]) for k, v in out.items()}
+        return out
 
     __call__ = encode
 

@@ -33,6 +33,24 @@ def test_shapes_dtypes_padding_truncation(tok):
     assert tok([])["input_ids"].shape == (0, 0)
 
 
+def test_padding_to_a_length_bucket_keeps_the_embeddings(tok, model_entry):
+    """pad_to (a backend's length buckets): the smallest bucket >= the longest text, padding
+    masked, the pooled embeddings unchanged; longer than every bucket: the longest."""
+    from engine.backends import load_backend
+    from engine.ops.pooling import masked_mean
+
+    texts = ["Hello world!", "hi"]
+    plain, padded = tok(texts), tok(texts, pad_to=(4, 16, 64))
+    assert padded["input_ids"].shape == (2, 16)
+    for k in plain:
+        np.testing.assert_array_equal(padded[k][:, :5], plain[k])
+        assert not padded[k][:, 5:].any()  # [PAD] = 0, masked, type 0
+    assert tok(texts, pad_to=(2, 4))["input_ids"].shape == (2, 5)
+    be = load_backend(model_entry("minilm"), backend="onnxruntime")
+    emb = [masked_mean(be.infer(e)["token_embeddings"], e["attention_mask"], normalize=True) for e in (plain, padded)]
+    np.testing.assert_allclose(emb[1], emb[0], atol=1e-6)
+
+
 def test_matches_transformers_fast_tokenizer(tok, model_entry, tmp_path):
     transformers = pytest.importorskip("transformers")
     import shutil

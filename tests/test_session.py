@@ -233,6 +233,23 @@ def test_embed_pools_each_modality(session):
     np.testing.assert_allclose(e["vision"], per_frame.mean(axis=0), rtol=1e-5, atol=1e-6)
 
 
+def test_texts_are_padded_to_the_backends_length_bucket(model_repo, monkeypatch):
+    """A text backend with length buckets (the torch CUDA backend, Note [length buckets]) gets
+    its tokens padded to the bucket; the embeddings do not change."""
+    from engine import Session
+
+    texts = ["a quiet walk in the park", "hi"]
+    s = Session(model_repo.path)
+    want = s.embed(text=texts)["text"]
+    be = s.backend("minilm")
+    seen = []
+    infer = be.infer
+    monkeypatch.setattr(be, "length_buckets", (4, 32, 64), raising=False)
+    monkeypatch.setattr(be, "infer", lambda inputs: seen.append(inputs["input_ids"].shape) or infer(inputs))
+    np.testing.assert_allclose(s.embed(text=texts)["text"], want, atol=1e-6)
+    assert seen == [(2, 32)]
+
+
 def test_truncated_video_with_index_up_front_is_refused(session):
     # With the index first (faststart) FFmpeg happily decodes the first half of a cut file: a
     # verdict on it would vouch for frames nobody saw, so the item fails instead.

@@ -109,6 +109,13 @@ class TorchBackend(BaseBackend):
         return module
 
     @property
+    def length_buckets(self) -> tuple[int, ...]:
+        """The token lengths this backend runs CUDA graphs for (Note [length buckets]); () when
+        it runs any length alike (the CPU, eager CUDA)."""
+        runner = self._cuda.runner if self._cuda is not None else None
+        return runner.lengths if runner is not None else ()
+
+    @property
     def fp16(self) -> bool:
         """Whether inference runs under fp16 autocast (only ever on CUDA)."""
         return bool(self._cuda and self._cuda.fp16)
