@@ -64,7 +64,8 @@ $PY -c "import triton, engine.kernels as k; print('triton', triton.__version__, 
 if [ "$PART" = "text" ]; then
   step "gpu tests of the text models"
   timeout ${TEST_TIMEOUT:-240} $PY -m pytest -q -m gpu -p no:cacheprovider -rfEs --durations=5 \
-    tests/test_backend_torch.py tests/test_backends_text.py 2>&1 | grep -vE "^\s*$" | tail -40
+    tests/test_backend_torch.py tests/test_backends_text.py \
+    tests/test_device_pipeline.py::test_gpu_session_text_matches_the_cpu_session 2>&1 | grep -vE "^\s*$" | tail -40
   echo "pytest -m gpu rc=${PIPESTATUS[0]}"
   step "bench: models"
   timeout ${BENCH_TIMEOUT:-300} $PY bench/gpu_bench.py --suite models ${BENCH_ARGS:---quick} --no-plots --label "bench/gpu_check.sh text"

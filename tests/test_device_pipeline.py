@@ -386,6 +386,25 @@ def streams_with_log(streams):
 @pytest.mark.gpu
 @pytest.mark.models
 @needs_cuda
+def test_gpu_session_text_matches_the_cpu_session(model_repo):
+    """Texts on the GPU Session: MiniLM as CUDA graphs per length bucket (Note [length buckets]),
+    tokens padded to the bucket; the same verdicts and embeddings as on the CPU."""
+    import engine
+
+    cpu = engine.Session(model_repo.path)
+    if cpu.pipeline.text_embedding is None:
+        pytest.skip("the repository has no text embedding model")
+    gpu = engine.Session(model_repo.path, device="cuda:0")
+    assert gpu.backend("minilm").length_buckets
+    texts = ["I will hurt you", "a quiet walk in the park", "word " * 100]
+    _assert_same_verdict(cpu.moderate(text=texts), gpu.moderate(text=texts))
+    a, b = cpu.embed(text=texts)["text"], gpu.embed(text=texts)["text"]
+    assert (a * b).sum(axis=1).min() > 0.999  # cosine of the L2-normalised embeddings
+
+
+@pytest.mark.gpu
+@pytest.mark.models
+@needs_cuda
 @pytest.mark.parametrize("impl", ["cuda", "triton"])
 def test_gpu_session_matches_the_cpu_session(model_repo, video, impl):
     import engine
