@@ -344,3 +344,11 @@ def test_gpu_sessions_per_kernel_impl_and_nvdec_where_it_imports(monkeypatch):
     notes.clear()
     assert set(gpu.sessions("repo", notes)) == {"session-gpu-cuda"}
     assert "no NVDEC Session row: PyNvVideoCodec not installed" in notes
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal without a GPU")
+def test_length_buckets_ab_refuses_without_a_gpu(capsys):
+    from bench import length_buckets_ab
+
+    assert length_buckets_ab.main() == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err

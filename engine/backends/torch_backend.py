@@ -16,8 +16,8 @@ are split by ``run_batched``. The converted module takes the graph inputs positi
   model running as CUDA graphs copies the rows into its captured input buffers on the device).
   Dynamic-length models (MiniLM) run as CUDA graphs per batch x length bucket when their config
   names ``torch_length_buckets`` (Note [length buckets] in :mod:`engine.backends.torch_cuda`).
-  Checked on an H100 (2026-11-26) for open_nsfw and YAMNet; MiniLM ran there on 2026-11-27
-  eagerly (its gpu parity test passes), before length buckets.
+  Checked on an H100 (2026-11-26) for open_nsfw and YAMNet, (2026-11-27) for MiniLM with its
+  length buckets.
 
 ``infer`` is thread-safe (CPU: stateless forward; CUDA: one call at a time per model).
 """

@@ -15,14 +15,15 @@ Pure parts (run and tested on the CPU):
 * :func:`length_buckets_setting`, :func:`share_tensors`.
 
 :class:`CudaRunner` puts them together on a GPU. Ran on an NVIDIA H100 (2026-11-26: its ``gpu``
-tests pass for open_nsfw and YAMNet; 2026-11-27: MiniLM, eagerly, before length buckets); CI has
-no GPU, its tests carry the ``gpu`` marker.
+tests pass for open_nsfw and YAMNet; 2026-11-27: MiniLM with length buckets); CI has no GPU, its
+tests carry the ``gpu`` marker.
 
 Note [length buckets]
     A graph with a dynamic length (MiniLM: ``batch`` x ``sequence`` tokens) converts to a module
     whose Shape -> Gather -> Reshape chains read sizes back from the device: a sync per Reshape,
     no CUDA graph, and on an H100 15 ms per call at any batch (64 texts/s at batch 1, slower
-    than ONNX Runtime on the CPU). With config.pbtxt ``parameters { key: "torch_length_buckets"
+    than ONNX Runtime on the CPU; with the buckets below 1,123 texts/s, 8.6-15.8x the eager
+    module up to 128 tokens, 1.7x at 64 x 256: bench/length_buckets_ab.py). With config.pbtxt ``parameters { key: "torch_length_buckets"
     value: { string_value: "16,32,64,128,256" } }`` a call of n rows x L tokens runs in the
     (batch bucket >= n, length bucket >= L) step: the graph specialised to those sizes
     (:func:`engine.backends.onnx_static.specialize`: no Shape nodes left), converted, and
@@ -30,8 +31,8 @@ Note [length buckets]
     cut back to L, which is sound when zeros mean padding: MiniLM's attention_mask 0 removes a
     token from attention (its exp underflows to exactly 0) and [PAD] is id 0. The specialised
     modules share their weights (:func:`share_tensors`), so each bucket costs a conversion
-    (about 2 s on a CPU core) and its activations, not another copy of the weights. Lengths
-    above the largest bucket run eagerly.
+    (about 2 s on a CPU core; all 35 of MiniLM in 58 s on the H100's host) and its activations,
+    not another copy of the weights. Lengths above the largest bucket run eagerly.
 
 Note [fp16 decision]
     ``torch.autocast(float16)`` runs convolutions and matrix products in fp16 and keeps softmax,
@@ -311,8 +312,7 @@ class CudaRunner:
     length bucket with ``specialise``, Note [length buckets]), pinned host staging for numpy
     inputs. Calls run on the caller's current stream, one at a time.
 
-    Checked on an H100 for open_nsfw and YAMNet; MiniLM ran there eagerly only (see the module
-    docstring).
+    Checked on an H100 for open_nsfw, YAMNet and MiniLM (see the module docstring).
     """
 
     def __init__(self, module, *, model: str, index: int, inputs, outputs, output_index: list[int],
