@@ -24,6 +24,11 @@ Slot k holds chunks k, k + 2, k + 4, ... Two hazards when chunk i + 2 reuses the
 
 The compute stream waits for ``copied`` before reading the slot. The caller queues chunk i's
 compute, then stages chunk i + 1, so the host-side fill and the copy overlap chunk i's compute.
+
+Rows in the buffers start every :data:`ROW_ALIGN` bytes, as decoders lay out their planes: with a
+dense layout an 854-wide 480p frame would have odd row strides, and the CUDA kernel's staging
+would fall back from 32-bit loads to byte loads (Note [CUDA preprocess: 8-bit fast path]). The
+copies move the padded rows whole.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ import numpy as np
 
 from .errors import InputError
 from .ops.cuda import _plane_geometry
+
+ROW_ALIGN = 64  # bytes between row starts in the staging buffers are a multiple of this
 
 
 def chunk_spans(keys: Sequence[Hashable], batch_size: int) -> list[tuple[int, int]]:
@@ -154,9 +161,10 @@ class CudaStreams(HostStreams):
 @dataclass
 class _Slot:
     layout: tuple | None = None  # (sample dtype, plane shapes) the buffers are allocated for
-    host: list = field(default_factory=list)  # per plane: pinned [capacity, rows, samples]
-    host_views: list = field(default_factory=list)  # the same memory as numpy arrays
-    device: list = field(default_factory=list)  # per plane: device [capacity, rows, samples]
+    host: list = field(default_factory=list)  # per plane: pinned [capacity, rows, padded samples]
+    host_views: list = field(default_factory=list)  # numpy views of their samples (no padding)
+    device: list = field(default_factory=list)  # per plane: device [capacity, rows, padded samples]
+    samples: tuple = ()  # per plane: samples per row (the rest of a row is padding)
     copied: Any = None  # event: the copies of the chunk staged here have run
     consumed: Any = None  # event: the compute reading the chunk staged here has run
 
@@ -208,7 +216,7 @@ class DoubleBuffer:
         for host, dev in zip(slot.host, slot.device):
             streams.copy(dev[:count], host[:count])
         slot.copied = streams.record_copy()
-        return Staged(index, slot, tuple(dev[:count] for dev in slot.device))
+        return Staged(index, slot, tuple(dev[:count, :, :n] for dev, n in zip(slot.device, slot.samples)))
 
     def acquire(self, staged: Staged) -> tuple:
         """The chunk's device planes, after the compute stream waits for their copy."""
@@ -220,21 +228,24 @@ class DoubleBuffer:
         staged.slot.consumed = self.streams.record_compute()
 
     def _allocate(self, slot: _Slot, dtype: Any, shapes: tuple) -> None:
-        shape = lambda rows, pixels, ch: (self.capacity, rows, pixels * ch)  # noqa: E731
-        slot.host = [self.streams.host_buffer(shape(*s), dtype) for s in shapes]
-        slot.device = [self.streams.device_buffer(shape(*s), dtype) for s in shapes]
-        slot.host_views = [h.numpy() for h in slot.host]
+        per_row = ROW_ALIGN // dtype.itemsize  # samples in ROW_ALIGN bytes
+        slot.samples = tuple(pixels * ch for _, pixels, ch in shapes)
+        padded = [(self.capacity, rows, -(-n // per_row) * per_row) for (rows, _, _), n in zip(shapes, slot.samples)]
+        slot.host = [self.streams.host_buffer(shape, dtype) for shape in padded]
+        slot.device = [self.streams.device_buffer(shape, dtype) for shape in padded]
+        slot.host_views = [h.numpy()[:, :, :n] for h, n in zip(slot.host, slot.samples)]
         slot.layout = (dtype, shapes)
 
 
 def _fill(dst: np.ndarray, plane: Any, rows: int, pixels: int, ch: int) -> None:
-    """Copy one decoded plane (rows may be padded) into a dense ``[rows, pixels * ch]`` buffer."""
+    """Copy one decoded plane (rows may be padded) into a ``[rows, pixels * ch]`` buffer view
+    (contiguous rows, padded between them)."""
     src = np.asarray(plane)
     if src.dtype.itemsize != dst.dtype.itemsize:
         raise InputError(f"plane dtype {src.dtype} does not match the staging buffer's {dst.dtype}")
     if src.dtype != dst.dtype:  # 10-bit samples: uint16 and int16 hold the same bits below 1024
         src = src.view(dst.dtype)
     if src.ndim == 3:
-        dst.reshape(rows, pixels, ch)[...] = src[:rows, :pixels]
+        np.reshape(dst, (rows, pixels, ch), copy=False)[...] = src[:rows, :pixels]  # a view, or an error
     else:
         dst[...] = src[:rows, : pixels * ch]
