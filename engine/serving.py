@@ -189,7 +189,7 @@ class ItemServer:
             if not drain:
                 while self._queue:
                     item = heapq.heappop(self._queue)
-                    if not item.resolved and item.future.set_running_or_notify_cancel():
+                    if self._start_locked(item):
                         item.resolved = True
                         failed.append(item)
                 self._waiting = 0
@@ -220,6 +220,20 @@ class ItemServer:
             self._watch.notify()
         self._cond.notify()  # one idle worker
 
+    @staticmethod
+    def _start_locked(item: _Item) -> bool:
+        """Move a queued item's future to RUNNING; False if its outcome is decided already
+        (expired) or the caller cancelled it. A cancelled item is then marked resolved: the
+        worker that pops it from the heap and the deadline watcher both meet it, and
+        ``set_running_or_notify_cancel`` raises RuntimeError on a second call (it killed
+        whichever thread came second, and with a worker every later item stayed pending)."""
+        if item.resolved:
+            return False
+        if not item.future.set_running_or_notify_cancel():
+            item.resolved = True
+            return False
+        return True
+
     def _forget_cancelled(self) -> None:
         # A cancelled item stays in the heap until popped, but no longer counts as waiting.
         with self._cond:
@@ -232,7 +246,7 @@ class ItemServer:
             while True:
                 while self._queue:
                     item = heapq.heappop(self._queue)
-                    if item.resolved or not item.future.set_running_or_notify_cancel():
+                    if not self._start_locked(item):
                         continue  # expired (counted already) or cancelled (counted by its callback)
                     self._waiting -= 1
                     item.started = True
@@ -287,7 +301,7 @@ class ItemServer:
                     if item.resolved:
                         continue
                     if not item.started:
-                        if not item.future.set_running_or_notify_cancel():
+                        if not self._start_locked(item):
                             continue  # cancelled meanwhile: its callback counted it
                         self._waiting -= 1
                         self._room.notify()

@@ -160,6 +160,61 @@ def test_cancel_a_queued_item_or_abandon_a_running_one():
     assert not ran.is_set() and server.pending() == 0
 
 
+@pytest.mark.parametrize("first", ["deadline", "worker"])
+def test_cancelled_queued_item_with_a_deadline_leaves_worker_and_watcher_alive(first, monkeypatch):
+    died: list = []
+    monkeypatch.setattr(threading, "excepthook", died.append)
+    # The worker popping the cancelled item from the heap and the deadline watcher both meet it;
+    # whichever came second used to call set_running_or_notify_cancel() again and die of its
+    # RuntimeError (a dead worker left every later item pending).
+    server = ItemServer(workers=1)
+    gate = occupied(server)
+    ran = threading.Event()
+    cancelled = server.submit(ran.set, deadline=0.1)
+    assert cancelled.cancel()
+    if first == "deadline":
+        time.sleep(0.3)  # the watcher notifies the cancellation at the deadline
+        gate.opened.set()
+    else:
+        gate.opened.set()
+        assert server.submit(lambda: "next").result(WAIT) == "next"  # the worker popped it
+        time.sleep(0.3)  # then its deadline passes
+    assert server.submit(lambda: "later").result(WAIT) == "later"
+    assert all(t.is_alive() for t in server._threads)
+    gate2 = occupied(server)
+    expiring = server.submit(lambda: "never", deadline=0.1)  # the watcher still fails items
+    assert isinstance(expiring.exception(WAIT), errors.DeadlineExceededError)
+    gate2.opened.set()
+    server.close()
+    assert not ran.is_set() and server.pending() == 0 and cancelled.cancelled()
+    assert not died, [a.exc_value for a in died]
+
+
+@pytest.mark.parametrize("first", ["deadline", "close"])
+def test_close_without_drain_after_a_cancelled_item_with_a_deadline(first, monkeypatch):
+    died: list = []
+    monkeypatch.setattr(threading, "excepthook", died.append)
+    server = ItemServer(workers=1)
+    gate = occupied(server)
+    cancelled = server.submit(lambda: "never", deadline=0.1)
+    queued = server.submit(lambda: "queued")
+    assert cancelled.cancel()
+    if first == "deadline":
+        time.sleep(0.3)
+    closer = threading.Thread(target=server.close, args=(False,))
+    closer.start()
+    give_up = time.monotonic() + WAIT
+    while not server.closed and time.monotonic() < give_up:
+        time.sleep(0.001)
+    time.sleep(0.3)  # past the deadline in both orders
+    gate.opened.set()
+    closer.join(WAIT)
+    assert not closer.is_alive()
+    assert isinstance(queued.exception(0), errors.ModelError)
+    assert not any(t.is_alive() for t in server._threads)
+    assert not died, [a.exc_value for a in died]  # the watcher ended, it did not die
+
+
 def test_priorities_order_the_queue():
     server = ItemServer(workers=1)
     gate = occupied(server)

@@ -7,6 +7,7 @@ test can tell exactly which source frame a decoder returned.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -77,6 +78,34 @@ def _layout(channels: int) -> str:
     return {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
 
 
+def _keeps_thread_scheduling(fn):
+    """Restore the calling thread's scheduling policy and priority after ``fn``.
+
+    SVT-AV1 (``libsvtav1``) switches the thread that opens the encoder to SCHED_FIFO priority 99
+    whenever it is allowed to (as root), and every thread that thread starts afterwards inherits
+    it. In a test run that was the pytest main thread, so every later Session's item workers,
+    batchers and ONNX Runtime threads ran real-time on 2 cores: a busy thread of them starves the
+    others (and the kernel threads) instead of sharing the core.
+    """
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+        except (AttributeError, OSError):  # no POSIX scheduling here
+            return fn(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            try:
+                if (os.sched_getscheduler(0), os.sched_getparam(0)) != (policy, param):
+                    os.sched_setscheduler(0, policy, param)
+            except OSError:
+                pass
+
+    return call
+
+
+@_keeps_thread_scheduling
 def encode_video(
     out: str | os.PathLike | None = None,
     *,
