@@ -124,6 +124,18 @@ def torch_segment(x, ids, counts, segments: int, mode: str):
 
 
 # ---------------------------------------------------------------------------------- cases
+def decoder_plane(b: int, h: int, w: int, levels: tuple[int, int], gen):
+    """Random uint8 planes [b, h, w] on the GPU whose rows start every ROW_ALIGN bytes, as
+    decoders and the device pipeline's staging lay them out (an 854-wide row is not packed)."""
+    import torch
+
+    from engine.device_staging import ROW_ALIGN
+
+    pitch = -(-w // ROW_ALIGN) * ROW_ALIGN
+    full = torch.randint(*levels, (b, h, pitch), dtype=torch.uint8, device=gpu.DEVICE, generator=gen)
+    return full[:, :, :w]
+
+
 def preprocess_rows(cfg: RunConfig, tick: Tick, out: SuiteResult, impls: dict, resolutions: Mapping) -> None:
     import torch
 
@@ -133,9 +145,8 @@ def preprocess_rows(cfg: RunConfig, tick: Tick, out: SuiteResult, impls: dict, r
     gen = torch.Generator(device=gpu.DEVICE).manual_seed(0)
     for res, (h, w) in resolutions.items():
         for b in batches(cfg):
-            y = torch.randint(16, 236, (b, h, w), dtype=torch.uint8, device=gpu.DEVICE, generator=gen)
-            u, v = (torch.randint(16, 241, (b, h // 2, w // 2), dtype=torch.uint8, device=gpu.DEVICE,
-                                  generator=gen) for _ in range(2))
+            y = decoder_plane(b, h, w, (16, 236), gen)
+            u, v = (decoder_plane(b, h // 2, w // 2, (16, 241), gen) for _ in range(2))
             dst = torch.empty(spec.output_shape(b), device=gpu.DEVICE)
             paths = {name: (lambda mod=mod, planes=(y, u, v), dst=dst:
                             mod.preprocess(planes, spec, format="i420", width=w, height=h, out=dst))
