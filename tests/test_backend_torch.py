@@ -163,6 +163,21 @@ def test_specialize_fixes_named_dims_and_folds_the_shape_chain(tmp_path):
         specialize(unnamed, {"N": 3}, "m")
 
 
+def test_length_buckets_need_named_batch_and_length_dims():
+    """The specialiser maps the graph's batch dimension name to the rows and the names of the
+    config's -1 dimensions to the length; unnamed or shared names are refused at load."""
+    from types import SimpleNamespace
+
+    from engine.backends.base import TensorSpec
+    from engine.backends.torch_backend import TorchBackend
+
+    be = SimpleNamespace(inputs=[TensorSpec("x", np.dtype(np.float32), (-1, 2))], model_name="m", path="m.onnx")
+    assert callable(TorchBackend._specialiser(be, {"x": ["N", "L", 2]}))
+    for dims in ({"x": ["N", None, 2]}, {"x": [None, "L", 2]}, {"x": ["N", "N", 2]}):
+        with pytest.raises(ModelError, match="named dynamic dimensions"):
+            TorchBackend._specialiser(be, dims)
+
+
 def test_opset_aliases_convert_and_match():
     # Identity/Reshape at opset 19 and GreaterOrEqual at 16 are missing from onnx2torch 1.5.15
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [3, 2])

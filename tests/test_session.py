@@ -23,7 +23,8 @@ SAMPLES = ROOT / "samples"
 def session(model_repo):
     from engine import Session
 
-    return Session(model_repo.path)
+    with Session(model_repo.path) as s:  # closed after the module: its worker threads end
+        yield s
 
 
 # --- parity with the packages' reference pipelines -----------------------------------------

@@ -10,8 +10,8 @@ module runs eagerly and cannot be captured in a CUDA graph (Note [length buckets
 becomes constant: its ``ORT_ENABLE_BASIC`` level (constant folding, redundant-node elimination,
 fusions into standard ONNX ops; not MatMul + Add -> Gemm, see below) with
 ``add_free_dimension_override_by_name``, saved with ``optimized_model_filepath``. For MiniLM at
-8 x 64 tokens that leaves 215 of 516 nodes, no Shape node, and a module with no host reads. The result
-is checked to hold only default-domain (standard ONNX) nodes, which onnx2torch converts.
+8 x 64 tokens that leaves 215 of 516 nodes, no Shape node, and a module with no host reads. The
+result is checked to hold only default-domain (standard ONNX) nodes, which onnx2torch converts.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def input_dims(model) -> dict[str, list[int | str | None]]:
 
 def specialize(path: str | os.PathLike, sizes: Mapping[str, int], name: str = "model"):
     """The ONNX model at ``path`` with each named dynamic dimension fixed to ``sizes[dim name]``
-    and the constant subgraphs that follows folded (see the module docstring); every dynamic
+    and the subgraphs that become constant folded (see the module docstring); every dynamic
     input dimension must be named in ``sizes``."""
     import onnx
     import onnxruntime as ort
