@@ -21,7 +21,10 @@ restored as float32 on unpack, where the repository's lock entry is rewritten to
 with a warning. The checks then compare backends on the same, rounded weights (the torch CUDA
 backend against ONNX Runtime), which holds; the model's scores are no longer the locked model's,
 so that bundle is for backend checks and throughput only. PyAV is not needed there: the backend
-tests and the models suite do not decode media.
+tests and the models suite do not decode media. ``--transport-bits 6`` keeps 6 of float16's 10
+mantissa bits (round to nearest; relative error <= 2^-7): MiniLM then compresses to 28 MiB, so
+``--models minilm --fp16-transport minilm --transport-bits 6`` fits beside PyAV (about 55 MiB)
+and the GPU Session's text tests can run too.
 
 ``python bench/gpu_bundle.py --unpack DIR --site SITE --repo model_repo`` (run by gpu_check.sh
 when the folder exists) installs the wheels into ``SITE`` (put it on PYTHONPATH), unpacks PyAV
@@ -58,6 +61,7 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x
 XZ_PRESET = 6  # preset 9 saves ~2% more on these files for ~3x the time
 TRANSPORT_MIN_ELEMENTS = 1024  # initializers rounded to float16 by --fp16-transport: the weights
 TRANSPORT_NOTE = "fp16_transport.json"  # beside a rounded ONNX file in its archive
+FP16_MANTISSA_BITS = 10
 
 
 def xz_tar(files: dict[str, Path], dest: Path) -> int:
@@ -75,9 +79,9 @@ def version_files(repo: Path, model: str) -> dict[str, Path]:
             for p in sorted(v.rglob("*")) if p.is_file()}
 
 
-def _recast(src: Path, dest: Path, pick, dtype) -> list[str]:
-    """Write ``src`` to ``dest`` with the initializers ``pick(init)`` selects stored as ``dtype``;
-    returns their names."""
+def _recast(src: Path, dest: Path, pick, convert) -> list[str]:
+    """Write ``src`` to ``dest`` with the initializers ``pick(init)`` selects replaced by
+    ``convert(their array)``; returns their names."""
     import onnx
     from onnx import numpy_helper
 
@@ -85,21 +89,37 @@ def _recast(src: Path, dest: Path, pick, dtype) -> list[str]:
     names = []
     for init in model.graph.initializer:
         if pick(init):
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(dtype), init.name))
+            init.CopyFrom(numpy_helper.from_array(convert(numpy_helper.to_array(init)), init.name))
             names.append(init.name)
     onnx.save(model, str(dest))
     return names
 
 
-def rounded_copy(onnx_path: Path, dest: Path) -> list[str]:
+def to_float16(a, mantissa_bits: int = FP16_MANTISSA_BITS):
+    """``a`` as float16 rounded to nearest with ``mantissa_bits`` of its 10 mantissa bits (the
+    dropped low bits zero: they compress away). Rounded once, from float32: the relative error
+    is at most 2^-(mantissa_bits + 1) in float16's normal range."""
+    import numpy as np
+
+    if not 1 <= mantissa_bits <= FP16_MANTISSA_BITS:
+        raise ValueError(f"mantissa bits must be 1..{FP16_MANTISSA_BITS}, got {mantissa_bits}")
+    if mantissa_bits == FP16_MANTISSA_BITS:
+        return np.asarray(a).astype(np.float16)
+    drop = 23 - mantissa_bits  # of float32's 23 mantissa bits
+    bits = np.asarray(a, np.float32).view(np.uint32).astype(np.uint64)  # a carry rounds up the exponent
+    bits = (bits + (1 << (drop - 1))) & ~np.uint64((1 << drop) - 1)
+    return bits.astype(np.uint32).view(np.float32).astype(np.float16)
+
+
+def rounded_copy(onnx_path: Path, dest: Path, mantissa_bits: int = FP16_MANTISSA_BITS) -> list[str]:
     """``onnx_path`` with its float32 initializers of TRANSPORT_MIN_ELEMENTS or more stored as
-    float16, written to ``dest``; returns the names rounded (small ones, e.g. LayerNorm epsilons,
-    stay exact)."""
+    float16 (:func:`to_float16`), written to ``dest``; returns the names rounded (small ones, e.g.
+    LayerNorm epsilons, stay exact)."""
     import numpy as np
     import onnx
 
     return _recast(onnx_path, dest, lambda i: i.data_type == onnx.TensorProto.FLOAT
-                   and np.prod(i.dims) >= TRANSPORT_MIN_ELEMENTS, np.float16)
+                   and np.prod(i.dims) >= TRANSPORT_MIN_ELEMENTS, lambda a: to_float16(a, mantissa_bits))
 
 
 def restore_rounded(onnx_path: Path, rounded: list[str]) -> None:
@@ -108,26 +128,27 @@ def restore_rounded(onnx_path: Path, rounded: list[str]) -> None:
     import numpy as np
 
     names = set(rounded)
-    _recast(onnx_path, onnx_path, lambda i: i.name in names, np.float32)
+    _recast(onnx_path, onnx_path, lambda i: i.name in names, lambda a: a.astype(np.float32))
 
 
-def _round_for_transport(files: dict[str, Path], tmp: Path) -> dict[str, Path]:
+def _round_for_transport(files: dict[str, Path], tmp: Path, mantissa_bits: int) -> dict[str, Path]:
     """``files`` with each ONNX file replaced by its rounded copy in ``tmp`` and, beside it, a
     :data:`TRANSPORT_NOTE` naming the initializers to restore."""
     out = dict(files)
     for name, path in files.items():
         if name.endswith(".onnx"):
             copy = tmp / name.replace("/", "_")
-            rounded = rounded_copy(path, copy)
+            rounded = rounded_copy(path, copy, mantissa_bits)
             out[name] = copy
             note = tmp / (copy.name + ".json")
-            note.write_text(json.dumps({"file": Path(name).name, "rounded": rounded}))
+            note.write_text(json.dumps({"file": Path(name).name, "rounded": rounded, "mantissa_bits": mantissa_bits}))
             out[str(Path(name).parent / TRANSPORT_NOTE)] = note
     return out
 
 
 def pack_models(repo: Path, out: Path, budget: int, models: tuple[str, ...] = MODEL_ORDER,
-                fp16_transport: tuple[str, ...] = ()) -> tuple[dict[str, int], dict[str, str]]:
+                fp16_transport: tuple[str, ...] = (),
+                mantissa_bits: int = FP16_MANTISSA_BITS) -> tuple[dict[str, int], dict[str, str]]:
     """Compress the fetched ``models`` (in :data:`MODEL_ORDER`) while the bundle stays within
     ``budget`` bytes, the ONNX files of ``fp16_transport`` models rounded (:func:`rounded_copy`);
     returns ({model: archive bytes}, {model: why it was left out})."""
@@ -141,7 +162,7 @@ def pack_models(repo: Path, out: Path, budget: int, models: tuple[str, ...] = MO
         dest = out / f"{model}.tar.xz"
         with tempfile.TemporaryDirectory() as tmp:
             if model in fp16_transport:
-                files = _round_for_transport(files, Path(tmp))
+                files = _round_for_transport(files, Path(tmp), mantissa_bits)
             size = xz_tar(files, dest)
         if size > budget:
             dest.unlink()
@@ -178,7 +199,7 @@ def repack_wheel(wheel: Path, dest: Path, unused: tuple[str, ...] = ()) -> int:
 
 def make_bundle(out: Path, repo: Path, python: str, budget: int, nvdec: bool = False,
                 models: tuple[str, ...] = MODEL_ORDER, fp16_transport: tuple[str, ...] = (),
-                skip: tuple[str, ...] = ()) -> dict:
+                skip: tuple[str, ...] = (), mantissa_bits: int = FP16_MANTISSA_BITS) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     wheels = download_wheels(out / "wheels", python, (NVDEC_PACKAGE,) if nvdec else (), skip)
     sizes = {}
@@ -189,12 +210,13 @@ def make_bundle(out: Path, repo: Path, python: str, budget: int, nvdec: bool = F
         else:
             sizes[f"wheels/{w.name}"] = w.stat().st_size
     used = sum(sizes.values())
-    packed, left = pack_models(repo, out / "models", budget - used, models, fp16_transport)
+    packed, left = pack_models(repo, out / "models", budget - used, models, fp16_transport, mantissa_bits)
     packages = {n: metadata.version(n) for n in PACKAGES if n not in skip}
     if nvdec:
         packages.update([NVDEC_PACKAGE.split("==")])
     manifest = {"python": python, "packages": packages, "files": sizes, "models": packed,
                 "models_left_out": left, "fp16_transport": [m for m in packed if m in fp16_transport],
+                "transport_mantissa_bits": mantissa_bits,
                 "total_bytes": used + sum(packed.values())}
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
@@ -244,8 +266,9 @@ def _restore_transported(repo: Path, note: Path) -> None:
         lock.files[rel] = dataclasses.replace(lock.files[rel], size=path.stat().st_size,
                                               sha256=sha256_file(path, cache=False))
         write_lock(lock_path, lock)
+    bits = info.get("mantissa_bits", FP16_MANTISSA_BITS)
     print(f"WARNING: {rel} travelled with {len(info['rounded'])} float32 initializers rounded to "
-          f"float16 (restored as float32 with the rounded values); {LOCK_NAME} now records that "
+          f"float16 with {bits} mantissa bits (restored as float32 with the rounded values); {LOCK_NAME} now records that "
           "file: for backend checks and throughput, not for the model's reference scores", file=sys.stderr)
 
 
@@ -259,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(MODEL_ORDER), help="comma-separated models to pack")
     ap.add_argument("--fp16-transport", default="", help="comma-separated ONNX models whose weights travel "
                     "rounded to float16 (for backend checks only, see above)")
+    ap.add_argument("--transport-bits", type=int, default=FP16_MANTISSA_BITS,
+                    help="mantissa bits of float16 kept by --fp16-transport (fewer compress better)")
     ap.add_argument("--skip", default="", help=f"comma-separated packages of {', '.join(PACKAGES)} to leave out")
     ap.add_argument("--unpack", type=Path, default=None, help="install a bundle instead of making one")
     ap.add_argument("--site", type=Path, default=Path(tempfile.gettempdir()) / "gpu_bundle_site")
@@ -269,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     names = lambda text: tuple(x.strip() for x in text.split(",") if x.strip())  # noqa: E731
     m = make_bundle(args.out, args.repo, args.python, int(args.budget_mib * 2**20), args.nvdec,
-                    names(args.models), names(args.fp16_transport), names(args.skip))
+                    names(args.models), names(args.fp16_transport), names(args.skip), args.transport_bits)
     left = "; ".join(f"{k} ({v})" for k, v in m["models_left_out"].items()) or "nothing"
     print(f"{args.out}: {m['total_bytes'] / 2**20:.1f} MiB, models {', '.join(m['models']) or 'none'}; left out: {left}")
     return 0

@@ -5,10 +5,10 @@
 # as a fraction of a same-run copy, models with the torch CUDA backend, e2e with Session(device="cuda:0")).
 #   bash bench/gpu_check.sh 2>&1 | tee gpu_check.log
 #   bash bench/gpu_check.sh text   # the text models only, for a bundle made with
-#     python bench/gpu_bundle.py --models minilm --fp16-transport minilm --skip av
-#     (MiniLM does not fit beside the others): the torch CUDA backend's gpu tests, the models suite
-#     and bench/length_buckets_ab.py (not the Session's tests: without av, which that bundle
-#     leaves out, engine.media does not import)
+#     python bench/gpu_bundle.py --models minilm --fp16-transport minilm --transport-bits 6
+#     (MiniLM does not fit beside the others): the torch CUDA backend's gpu tests, the GPU
+#     Session's text test (where av imports: a bundle made with --skip av has none), the models
+#     suite and bench/length_buckets_ab.py
 # BENCH_ARGS (default --quick) go to python -m bench; results in bench/results/.
 # On a machine without network: make the bundle here first (python bench/gpu_bundle.py) and take
 # .gpu_bundle/ along; it is unpacked below.
@@ -65,8 +65,10 @@ $PY -c "import triton, engine.kernels as k; print('triton', triton.__version__, 
 
 if [ "$PART" = "text" ]; then
   step "gpu tests of the text models"
+  SESSION_TEXT=""  # engine.media (every Session) imports av
+  $PY -c "import av" 2>/dev/null && SESSION_TEXT=tests/test_device_pipeline.py::test_gpu_session_text_matches_the_cpu_session
   timeout ${TEST_TIMEOUT:-240} $PY -m pytest -q -m gpu -p no:cacheprovider -rfEs --durations=5 \
-    tests/test_backend_torch.py tests/test_backends_text.py 2>&1 | grep -vE "^\s*$" | tail -40
+    tests/test_backend_torch.py tests/test_backends_text.py $SESSION_TEXT 2>&1 | grep -vE "^\s*$" | tail -40
   echo "pytest -m gpu rc=${PIPESTATUS[0]}"
   step "bench: models"
   timeout ${BENCH_TIMEOUT:-300} $PY bench/gpu_bench.py --suite models ${BENCH_ARGS:---quick} --no-plots --label "bench/gpu_check.sh text"

@@ -104,7 +104,24 @@ def test_manifest_of_make_bundle(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "b" / "MANIFEST.json").read_text()) == m
 
 
-def test_fp16_transport_restores_float32_storage_and_relocks(tmp_path):
+def test_float16_with_fewer_mantissa_bits():
+    """to_float16 keeps the mantissa bits asked for (the others zero), rounds to nearest once
+    (relative error <= 2^-(bits + 1)), and with all 10 bits is numpy's own cast."""
+    np = pytest.importorskip("numpy")
+    x = (np.random.default_rng(1).standard_normal(20000) * 3).astype(np.float32)
+    assert np.array_equal(gpu_bundle.to_float16(x), x.astype(np.float16))
+    for bits in (1, 6, 9):
+        f = gpu_bundle.to_float16(x, bits)
+        assert f.dtype == np.float16 and not (f.view(np.uint16) & ((1 << (10 - bits)) - 1)).any()
+        rel = np.abs(f.astype(np.float32) - x) / np.abs(x)
+        assert rel.max() <= 2.0 ** -(bits + 1) and rel.max() > 2.0 ** -(bits + 2)
+    assert gpu_bundle.to_float16(np.float32([1.0 + 2**-7]), 6)[0] == np.float16(1.0 + 2**-6)  # ties round up
+    with pytest.raises(ValueError, match="mantissa bits"):
+        gpu_bundle.to_float16(x, 11)
+
+
+@pytest.mark.parametrize("bits", [10, 6])
+def test_fp16_transport_restores_float32_storage_and_relocks(tmp_path, bits):
     """A model that travels rounded comes back as float32 ONNX holding the float16-rounded weights
     (small initializers exact), and the destination lock records the restored file, so the
     repository verifies it; the other models' entries are untouched."""
@@ -135,7 +152,7 @@ def test_fp16_transport_restores_float32_storage_and_relocks(tmp_path):
                         sha256_file(path, cache=False))
 
     bundle, target = tmp_path / "bundle", tmp_path / "target"
-    packed, _ = gpu_bundle.pack_models(repo, bundle / "models", 10**9, ("minilm",), ("minilm",))
+    packed, _ = gpu_bundle.pack_models(repo, bundle / "models", 10**9, ("minilm",), ("minilm",), bits)
     assert list(packed) == ["minilm"]
     target.mkdir()
     tok = repo / "minilm" / "1" / "tokenizer.json"
@@ -145,7 +162,7 @@ def test_fp16_transport_restores_float32_storage_and_relocks(tmp_path):
     out = target / "minilm" / "1" / "model.onnx"
     assert not (target / "minilm" / "1" / gpu_bundle.TRANSPORT_NOTE).exists()
     inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
-    assert inits["w"].dtype == np.float32 and np.array_equal(inits["w"], w.astype(np.float16).astype(np.float32))
+    assert inits["w"].dtype == np.float32 and np.array_equal(inits["w"], gpu_bundle.to_float16(w, bits).astype(np.float32))
     assert not np.array_equal(inits["w"], w)  # it did travel rounded
     assert np.array_equal(inits["b"], b)
     lock = read_lock(target / "models.lock")
