@@ -129,10 +129,9 @@ def decoder_plane(b: int, h: int, w: int, levels: tuple[int, int], gen):
     decoders and the device pipeline's staging lay them out (an 854-wide row is not packed)."""
     import torch
 
-    from engine.device_staging import ROW_ALIGN
+    from engine.device_staging import padded_row
 
-    pitch = -(-w // ROW_ALIGN) * ROW_ALIGN
-    full = torch.randint(*levels, (b, h, pitch), dtype=torch.uint8, device=gpu.DEVICE, generator=gen)
+    full = torch.randint(*levels, (b, h, padded_row(w, 1)), dtype=torch.uint8, device=gpu.DEVICE, generator=gen)
     return full[:, :, :w]
 
 

@@ -45,6 +45,12 @@ from .ops.cuda import _plane_geometry
 ROW_ALIGN = 64  # bytes between row starts in the staging buffers are a multiple of this
 
 
+def padded_row(samples: int, itemsize: int) -> int:
+    """Samples from one row start to the next: ``samples`` rounded up to ROW_ALIGN bytes."""
+    per_align = ROW_ALIGN // itemsize
+    return -(-samples // per_align) * per_align
+
+
 def chunk_spans(keys: Sequence[Hashable], batch_size: int) -> list[tuple[int, int]]:
     """``[start, stop)`` spans of consecutive equal ``keys``, each at most ``batch_size`` long.
 
@@ -228,9 +234,8 @@ class DoubleBuffer:
         staged.slot.consumed = self.streams.record_compute()
 
     def _allocate(self, slot: _Slot, dtype: Any, shapes: tuple) -> None:
-        per_row = ROW_ALIGN // dtype.itemsize  # samples in ROW_ALIGN bytes
         slot.samples = tuple(pixels * ch for _, pixels, ch in shapes)
-        padded = [(self.capacity, rows, -(-n // per_row) * per_row) for (rows, _, _), n in zip(shapes, slot.samples)]
+        padded = [(self.capacity, rows, padded_row(n, dtype.itemsize)) for (rows, _, _), n in zip(shapes, slot.samples)]
         slot.host = [self.streams.host_buffer(shape, dtype) for shape in padded]
         slot.device = [self.streams.device_buffer(shape, dtype) for shape in padded]
         slot.host_views = [h.numpy()[:, :, :n] for h, n in zip(slot.host, slot.samples)]

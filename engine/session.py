@@ -62,10 +62,10 @@ class Session:
     video_decoder:
         Who decodes video for the device pipeline: ``"cpu"`` (the default: for the 1 fps
         sampling it was the faster one on an H100), ``"auto"`` (NVDEC on a GPU when
-        PyNvVideoCodec imports, else the CPU) or ``"nvdec"`` (DeviceUnavailableError when PyNvVideoCodec does not
-        import). NVDEC hands NV12 planes on the device to the fused kernel; streams it cannot
-        take (codec, 10-bit, 4:4:4, rotation) are decoded on the CPU, logged. See
-        :mod:`engine.media.nvdec`.
+        PyNvVideoCodec imports, else the CPU) or ``"nvdec"`` (DeviceUnavailableError when
+        PyNvVideoCodec does not import). NVDEC hands NV12 planes on the device to the fused
+        kernel; streams it cannot take (codec, 10-bit, 4:4:4, rotation) are decoded on the CPU,
+        logged. See :mod:`engine.media.nvdec`.
     workers:
         Item threads of :meth:`submit`, i.e. items in flight at once (None: 8 per CPU core, at
         most 64). Items spend most of their time in model calls, and the per-model batchers can

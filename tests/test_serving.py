@@ -160,10 +160,16 @@ def test_cancel_a_queued_item_or_abandon_a_running_one():
     assert not ran.is_set() and server.pending() == 0
 
 
-@pytest.mark.parametrize("first", ["deadline", "worker"])
-def test_cancelled_queued_item_with_a_deadline_leaves_worker_and_watcher_alive(first, monkeypatch):
+@pytest.fixture
+def thread_deaths(monkeypatch) -> list:
+    """The uncaught exceptions of threads (threading.excepthook's arguments) during a test."""
     died: list = []
     monkeypatch.setattr(threading, "excepthook", died.append)
+    return died
+
+
+@pytest.mark.parametrize("first", ["deadline", "worker"])
+def test_cancelled_queued_item_with_a_deadline_leaves_worker_and_watcher_alive(first, thread_deaths):
     # The worker popping the cancelled item from the heap and the deadline watcher both meet it;
     # whichever came second used to call set_running_or_notify_cancel() again and die of its
     # RuntimeError (a dead worker left every later item pending).
@@ -187,13 +193,11 @@ def test_cancelled_queued_item_with_a_deadline_leaves_worker_and_watcher_alive(f
     gate2.opened.set()
     server.close()
     assert not ran.is_set() and server.pending() == 0 and cancelled.cancelled()
-    assert not died, [a.exc_value for a in died]
+    assert not thread_deaths, [a.exc_value for a in thread_deaths]
 
 
 @pytest.mark.parametrize("first", ["deadline", "close"])
-def test_close_without_drain_after_a_cancelled_item_with_a_deadline(first, monkeypatch):
-    died: list = []
-    monkeypatch.setattr(threading, "excepthook", died.append)
+def test_close_without_drain_after_a_cancelled_item_with_a_deadline(first, thread_deaths):
     server = ItemServer(workers=1)
     gate = occupied(server)
     cancelled = server.submit(lambda: "never", deadline=0.1)
@@ -212,7 +216,7 @@ def test_close_without_drain_after_a_cancelled_item_with_a_deadline(first, monke
     assert not closer.is_alive()
     assert isinstance(queued.exception(0), errors.ModelError)
     assert not any(t.is_alive() for t in server._threads)
-    assert not died, [a.exc_value for a in died]  # the watcher ended, it did not die
+    assert not thread_deaths, [a.exc_value for a in thread_deaths]  # the watcher ended, it did not die
 
 
 def test_priorities_order_the_queue():

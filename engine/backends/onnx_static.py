@@ -39,17 +39,11 @@ def input_dims(model) -> dict[str, list[int | str | None]]:
 def specialize(path: str | os.PathLike, sizes: Mapping[str, int], name: str = "model"):
     """The ONNX model at ``path`` with each named dynamic dimension fixed to ``sizes[dim name]``
     and the subgraphs that become constant folded (see the module docstring); every dynamic
-    input dimension must be named in ``sizes``."""
+    input dimension must be named in ``sizes`` (checked on the result: the source is read once,
+    by ONNX Runtime)."""
     import onnx
     import onnxruntime as ort
 
-    graph = onnx.load(os.fspath(path), load_external_data=False)
-    missing = sorted({f"{k}[{i}]" if d is None else d
-                      for k, dims in input_dims(graph).items() for i, d in enumerate(dims)
-                      if not isinstance(d, int) and d not in sizes})
-    if missing:
-        raise ModelError(f"{name}: cannot fix the dynamic dimensions {missing} (sizes given for {sorted(sizes)})")
-    del graph
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     for dim, size in sizes.items():
@@ -64,6 +58,11 @@ def specialize(path: str | os.PathLike, sizes: Mapping[str, int], name: str = "m
             static = onnx.load(so.optimized_model_filepath)
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
             raise ModelError(f"{name}: ONNX Runtime cannot specialise the graph to {dict(sizes)}: {e}") from None
+    # ORT fixes the dimensions it was given sizes for: any other stays dynamic in the result
+    missing = sorted({f"{k}[{i}]" if d is None else d
+                      for k, dims in input_dims(static).items() for i, d in enumerate(dims) if not isinstance(d, int)})
+    if missing:
+        raise ModelError(f"{name}: cannot fix the dynamic dimensions {missing} (sizes given for {sorted(sizes)})")
     foreign = sorted({f"{n.domain}.{n.op_type}" for n in static.graph.node if n.domain not in ("", "ai.onnx")})
     if foreign:
         raise ModelError(f"{name}: the specialised graph has non-standard nodes {foreign}")

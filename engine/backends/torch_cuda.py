@@ -23,8 +23,9 @@ Note [length buckets]
     whose Shape -> Gather -> Reshape chains read sizes back from the device: a sync per Reshape,
     no CUDA graph, and on an H100 15 ms per call at any batch (64 texts/s at batch 1, slower
     than ONNX Runtime on the CPU; with the buckets below 1,123 texts/s, 8.6-15.8x the eager
-    module up to 128 tokens, 1.7x at 64 x 256: bench/length_buckets_ab.py). With config.pbtxt ``parameters { key: "torch_length_buckets"
-    value: { string_value: "16,32,64,128,256" } }`` a call of n rows x L tokens runs in the
+    module up to 128 tokens, 1.7x at 64 x 256: bench/length_buckets_ab.py). With config.pbtxt
+    ``parameters { key: "torch_length_buckets" value: { string_value: "16,32,64,128,256" } }``
+    a call of n rows x L tokens runs in the
     (batch bucket >= n, length bucket >= L) step: the graph specialised to those sizes
     (:func:`engine.backends.onnx_static.specialize`: no Shape nodes left), converted, and
     captured. Inputs are zero-padded along every dynamic axis and the outputs' dynamic axes are
@@ -298,6 +299,11 @@ class BucketedRunner:
                 for i, out in enumerate(step.run())]
 
 
+def _dynamic_axes(specs) -> list[tuple[int, ...]]:
+    """Per spec, the axes of its dynamic (-1) dimensions, counting the batch axis as 0."""
+    return [tuple(a + 1 for a, d in enumerate(s.shape) if d == -1) for s in specs]
+
+
 def _valid(ndim: int, rows: int, axes: Sequence[int], length: int) -> tuple:
     """The index of the first ``rows`` rows and, along ``axes``, the first ``length`` entries."""
     index = [slice(0, rows)] + [slice(None)] * (ndim - 1)
@@ -337,7 +343,7 @@ class CudaRunner:
         self._out_dtypes = [torch_dtype(s.dtype) for s in self.outputs]
         self._buckets = batch_buckets(max_batch_size) if max_batch_size > 0 else ()
 
-        dynamic = [tuple(a + 1 for a, d in enumerate(s.shape) if d == -1) for s in self.inputs]
+        dynamic = _dynamic_axes(self.inputs)
         self._specialise = specialise if max_batch_size > 0 and any(dynamic) and length_buckets else None
         if self._specialise is not None:
             capturable = graphs
@@ -354,8 +360,7 @@ class CudaRunner:
         self.fp16 = self._decide_fp16(fp16, tolerance, max_batch_size)
         lengths = tuple(length_buckets) if self._specialise is not None else ()
         self.runner = BucketedRunner(
-            self._capture, self._buckets, lengths, dynamic,
-            [tuple(a + 1 for a, d in enumerate(s.shape) if d == -1) for s in self.outputs]) if capturable else None
+            self._capture, self._buckets, lengths, dynamic, _dynamic_axes(self.outputs)) if capturable else None
         self._pool = torch.cuda.graph_pool_handle() if capturable else None
         log.info("%s on %s: fp16=%s channels_last=%s cuda_graphs=%s", model, self.device, self.fp16,
                  self.channels_last, mode if capturable else "off (dynamic shapes or host syncs)")
@@ -375,17 +380,20 @@ class CudaRunner:
 
     def _specialised(self, rows: int, length: int):
         """The module of the graph specialised to ``rows`` x ``length``, on the device."""
-        import torch
-
         module = self._specialise(rows, length)
         if not self._checked_sync_free:  # the same ops at every size: checked once (a copy: ~3 s)
-            example = [torch.zeros((rows,) + tuple(length if d == -1 else d for d in s.shape),
-                                   dtype=torch_dtype(s.dtype)) for s in self.inputs]
-            if not host_sync_free(module, example):
+            if not host_sync_free(module, self._zero_inputs(rows, length, "cpu")):
                 raise ModelError(f"{self.model}: the graph specialised to {rows} x {length} still reads "
                                  "sizes on the host")
             self._checked_sync_free = True
         return self._place(module)
+
+    def _zero_inputs(self, rows: int, length: int | None, device) -> list:
+        """Zero inputs of a bucket: ``rows`` rows, ``length`` in the dynamic dimensions."""
+        import torch
+
+        return [torch.zeros((rows,) + tuple(length if d == -1 else d for d in s.shape), dtype=torch_dtype(s.dtype),
+                            device=device) for s in self.inputs]
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, tensors: Sequence, module=None) -> list:
@@ -413,8 +421,7 @@ class CudaRunner:
 
         rows, length = key[0], (key[1] if len(key) > 1 else None)
         module = self.module if length is None else self._specialised(rows, length)
-        static_in = [torch.zeros((rows,) + tuple(length if d == -1 else d for d in s.shape),
-                                 dtype=torch_dtype(s.dtype), device=self.device) for s in self.inputs]
+        static_in = self._zero_inputs(rows, length, self.device)
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):  # warm-up passes allocate cuDNN workspaces outside the capture
