@@ -90,6 +90,9 @@ timeout ${TEST_TIMEOUT:-240} $PY -m pytest -q -m gpu -p no:cacheprovider -rfEs \
   tests/test_nvdec.py 2>&1 | grep -vE "^\s*$" | tail -40
 echo "pytest -m gpu rc=${PIPESTATUS[0]}"
 
+step "A/B: CUDA preprocess, 8-bit fast path against the vertical-first block"
+timeout ${BENCH_TIMEOUT:-300} $PY -m bench.preprocess_ab
+
 # kernels first and on its own: models and e2e need the model repository, and a suite that fails
 # stops its run before anything is written
 PLOTS=""; $PY -c "import matplotlib" 2>/dev/null || PLOTS="--no-plots"

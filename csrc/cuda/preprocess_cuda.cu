@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -13,6 +14,7 @@
 #include "cuda/ops_cuda.h"
 #include "cuda/preprocess_kernel.cuh"
 #include "cuda/preprocess_kernel_8bit.cuh"
+#include "cuda/preprocess_kernel_vfirst.cuh"
 #include "engine/preprocess.h"
 #include "engine/resample.h"
 
@@ -94,9 +96,26 @@ struct Prepared {
   int bps = 1;
   bool staged = false;
   int fast_taps = 0;  // > 0: the 8-bit fast path with this tap bin (plan_fast_path)
+  bool vfirst = false;  // ... as the vertical-first block (plan_vfirst)
   int tiles_x = 0, tiles_y = 0;
   size_t smem_bytes = 0;
 };
+
+// TEMPORARY A/B, until a GPU run of bench/preprocess_ab.py decides: ENGINE_CUDA_PREPROCESS=vfirst
+// (read at every call) runs the inputs of the 8-bit fast path with aligned words in the
+// vertical-first block (Note [CUDA preprocess: vertical pass first]) where its rows fit.
+// need: the fast path's staged-row length (plan_fast_path), which the x-tap loads stay within.
+void plan_vfirst(Prepared& r, int need) {
+  const char* e = std::getenv("ENGINE_CUDA_PREPROCESS");
+  if (r.fast_taps == 0 || !r.p.aligned4 || e == nullptr || std::strcmp(e, "vfirst") != 0) return;
+  using engine::cuda::kTileH;
+  using engine::cuda::kTileW;
+  const size_t floats = 3 * (size_t)kTileH * (size_t)std::max(need, kTileW);  // >= store_block's
+  if (floats * sizeof(float) > (size_t)engine::cuda::kSmemBudget) return;
+  r.vfirst = true;
+  r.p.span = std::max(need, kTileW);
+  r.smem_bytes = floats * sizeof(float);
+}
 
 // Tap bins of the fast path: its unrolled x tap loop runs kTaps taps for every column.
 // Downscaling by s needs at most about 2s + 1 taps: 2x 5, 3x 7, 1080p -> 256 (4.22x) 9, 5x 11.
@@ -141,6 +160,7 @@ void plan_fast_path(Prepared& r, const PreprocessCall& c, int span_max,
     if (c.planes[i] % 4 != 0 || c.row_strides[i] % 4 != 0 || c.row_strides[i] < 0 ||
         (long long)c.height * c.row_strides[i] >= (1LL << 31))
       r.p.aligned4 = 0;
+  plan_vfirst(r, need);
 }
 
 Prepared prepare(const PreprocessCall& c) {
@@ -321,8 +341,12 @@ struct DeviceLaunch {
   template <int Kind, int kTaps>
   void run_8bit() {
     const dim3 grid(r->tiles_x, r->tiles_y, r->p.batch);
-    engine::cuda::preprocess_kernel_8bit<Kind, kTaps>
-        <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
+    if (r->vfirst)
+      engine::cuda::preprocess_kernel_vfirst<Kind, kTaps>
+          <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
+    else
+      engine::cuda::preprocess_kernel_8bit<Kind, kTaps>
+          <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
   }
 };
 
@@ -343,16 +367,24 @@ struct HostEmulation {
     for (int b = 0; b < r->p.batch; ++b)
       for (int ty = 0; ty < r->tiles_y; ++ty)
         for (int tx = 0; tx < r->tiles_x; ++tx)
-          engine::cuda::preprocess_block_8bit<Kind, kTaps, 1, 1>(r->p, tx, ty, b, 0, 0,
-                                                                 smem.data());
+          if (r->vfirst)
+            engine::cuda::preprocess_block_vfirst<Kind, kTaps, 1, 1>(r->p, tx, ty, b, 0, 0,
+                                                                     smem.data());
+          else
+            engine::cuda::preprocess_block_8bit<Kind, kTaps, 1, 1>(r->p, tx, ty, b, 0, 0,
+                                                                   smem.data());
   }
 };
+
+std::string variant_name(const Prepared& r) {
+  return r.vfirst ? "vfirst" : r.staged ? "staged" : "direct";
+}
 
 }  // namespace
 
 std::string preprocess(const PreprocessCall& call) {
   Prepared r = prepare(call);
-  const std::string variant = r.staged ? "staged" : "direct";
+  const std::string variant = variant_name(r);
   if (call.batch == 0) return variant;
   DeviceGuard guard(call.device);
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(call.stream);
@@ -379,7 +411,7 @@ std::string preprocess_emulate(const PreprocessCall& call) {
   point_tables(r, r.buf.bytes.data());
   HostEmulation op{&r};
   dispatch(r, op);
-  return r.staged ? "staged" : "direct";
+  return variant_name(r);
 }
 
 }  // namespace engine_cuda

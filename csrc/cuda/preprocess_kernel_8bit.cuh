@@ -96,16 +96,11 @@ ENGINE_HD_INLINE void load4(const float* s, float v[4]) {
 #endif
 }
 
-// Luma pixels 4g .. 4g + 3 of a row (chroma columns 2g, 2g + 1) from aligned words into d[0..3]
-// (16-byte aligned), each channel one 16-byte store. The words may reach past the row's last
-// sample but never past the aligned word that holds it (no fault); such pixels are finite
-// (saturated) and only ever read with weight 0.
+// Chroma terms of the 2 chroma samples under luma pixels 4g .. 4g + 3 of a row (chroma columns
+// 2g, 2g + 1) from aligned words: t[0] for pixels 4g, 4g + 1, t[1] for 4g + 2, 4g + 3.
 template <int Kind>
-ENGINE_HD_INLINE void stage_group4(const KernelParams& p, const unsigned char* yrow,
-                                   const unsigned char* c1, const unsigned char* c2, int g,
-                                   float* d) {
-  const uint32_t yq = reinterpret_cast<const uint32_t*>(yrow)[g];
-  float t[2][3];
+ENGINE_HD_INLINE void chroma_group4(const KernelParams& p, const unsigned char* c1,
+                                    const unsigned char* c2, int g, float t[2][3]) {
   if (Kind == kSemiPlanarYuv) {
     const uint32_t cq = reinterpret_cast<const uint32_t*>(c1)[g];  // U V U V
     yuv_chroma_terms(p.m, byte_to_float(cq, 0), byte_to_float(cq, 1), t[0]);
@@ -116,11 +111,28 @@ ENGINE_HD_INLINE void stage_group4(const KernelParams& p, const unsigned char* y
     yuv_chroma_terms(p.m, byte_to_float(uq, 0), byte_to_float(vq, 0), t[0]);
     yuv_chroma_terms(p.m, byte_to_float(uq, 1), byte_to_float(vq, 1), t[1]);
   }
-  float v[3][4];
+}
+
+// Clamped unit-scale RGB v[channel][e] of the 4 luma samples of word yq, chroma terms t.
+ENGINE_HD_INLINE void luma_group4(const KernelParams& p, uint32_t yq, const float t[2][3],
+                                  float v[3][4]) {
   for (int e = 0; e < 4; ++e) {
     const float y = byte_to_float(yq, e);
     for (int ch = 0; ch < 3; ++ch) v[ch][e] = saturate01(yuv_luma_plus(p.m, y, t[e >> 1][ch]));
   }
+}
+
+// Luma pixels 4g .. 4g + 3 of a row (chroma columns 2g, 2g + 1) from aligned words into d[0..3]
+// (16-byte aligned), each channel one 16-byte store. The words may reach past the row's last
+// sample but never past the aligned word that holds it (no fault); such pixels are finite
+// (saturated) and only ever read with weight 0.
+template <int Kind>
+ENGINE_HD_INLINE void stage_group4(const KernelParams& p, const unsigned char* yrow,
+                                   const unsigned char* c1, const unsigned char* c2, int g,
+                                   float* d) {
+  float t[2][3], v[3][4];
+  chroma_group4<Kind>(p, c1, c2, g, t);
+  luma_group4(p, reinterpret_cast<const uint32_t*>(yrow)[g], t, v);
   for (int ch = 0; ch < 3; ++ch)
     store4(d + ch * kFastRgbChan, v[ch][0], v[ch][1], v[ch][2], v[ch][3]);
 }
@@ -155,6 +167,93 @@ ENGINE_HD_INLINE void stage_row_bytes(const KernelParams& p, const FramePlanes& 
     const int x = 2 * k - sx_lo;  // staged column (x_org = sx_lo)
     if (x >= 0) stage_pixel(p, sample_to_float(yrow[2 * k]), t, d + x);
     if ((unsigned)(x + 1) < span) stage_pixel(p, sample_to_float(yrow[2 * k + 1]), t, d + x + 1);
+  }
+}
+
+// The x taps of a lane's kCols output columns (columns lane + cc kNL of the tile), for rows of
+// floats whose column 0 is source column x_org: the staged offset of the first tap, and the
+// weights (0 past the count); with 16-byte loads (kTaps >= 5) kW = 4 kVec weights from the
+// 16-byte aligned column xo below the first tap, shifted by its distance (zero before and after:
+// Note [CUDA preprocess: 8-bit fast path], b.). Loaded into registers once per block.
+template <int kTaps, int kCols, int kNL>
+struct XTaps {
+  static constexpr bool kVecX = kTaps >= 5;  // 3 taps: 8 FFMA per 3 useful, keep 32-bit loads
+  static constexpr int kVec = kVecX ? (kTaps + 6) / 4 : 0, kW = kVecX ? 4 * kVec : kTaps;
+  float wx[kCols][kW];
+  int xo[kCols];
+
+  ENGINE_HD_INLINE void load(const KernelParams& p, int ox0, int tw, int lane, int x_org) {
+    for (int cc = 0; cc < kCols; ++cc) {
+      const int c = lane + cc * kNL, ox = ox0 + c;
+      const int n = c < tw ? p.xcount[ox] : 0;
+      const int u = n > 0 ? p.xfirst[ox] - x_org : 0, sh = kVecX ? (u & 3) : 0;
+      xo[cc] = u - sh;
+      for (int k = 0; k < kW; ++k) {
+        const int j = k - sh;
+        wx[cc][k] = j >= 0 && j < n ? p.xw[ox * p.kx + j] : 0.0f;
+      }
+    }
+  }
+
+  // a[ch] = the x sum of column cc over the row q (channel ch at q + ch * chan)
+  ENGINE_HD_INLINE void sum(const float* q, int chan, int cc, float a[3]) const {
+    a[0] = a[1] = a[2] = 0.0f;
+    if (kVecX) {  // 16-byte loads
+      for (int v = 0; v < kVec; ++v) {
+        float d[3][4];
+        for (int ch = 0; ch < 3; ++ch) load4(q + xo[cc] + 4 * v + ch * chan, d[ch]);
+        for (int e = 0; e < 4; ++e)
+          for (int ch = 0; ch < 3; ++ch) a[ch] += wx[cc][4 * v + e] * d[ch][e];
+      }
+    } else {
+      for (int j = 0; j < kTaps; ++j)
+        for (int ch = 0; ch < 3; ++ch) a[ch] += wx[cc][j] * q[xo[cc] + j + ch * chan];
+    }
+  }
+};
+
+// Stage 4 of the register-accumulating blocks: output rows warp + k kNW, columns lane + cc kNL
+// of the tile from acc[k][cc][RGB] (unit scale) back to the 0..255 scale, normalised, in the
+// output channel order, layout and dtype, or the pad value. The fp16 16-byte stores go through
+// shared memory (Note [fp16 stores]): smem holds >= 3 kTileH kTileW floats no thread reads
+// any more.
+template <int kRows, int kCols, int kNW, int kNL>
+ENGINE_HD_INLINE void store_block(const KernelParams& p, const float (&acc)[kRows][kCols][3],
+                                  int b, int ox0, int oy0, int tw, int th, int warp, int lane,
+                                  float* smem) {
+  if (p.store8) {
+    float* s_acc = smem;  // [3][kTileH][kTileW]
+    block_sync();
+    for (int k = 0; k < kRows; ++k)
+      for (int cc = 0; cc < kCols; ++cc)
+        for (int ch = 0; ch < 3; ++ch)
+          s_acc[(ch * kTileH + warp + k * kNW) * kTileW + lane + cc * kNL] = acc[k][cc][ch];
+    block_sync();
+    store_tile(p, s_acc, b, ox0, oy0, tw, th, warp, kNW, lane, kNL);
+    return;
+  }
+  for (int k = 0; k < kRows; ++k) {
+    const int orow = warp + k * kNW, oy = oy0 + orow;
+    if (orow >= th) continue;
+    for (int cc = 0; cc < kCols; ++cc) {
+      const int c = lane + cc * kNL, ox = ox0 + c;
+      if (c >= tw) continue;
+      const bool pad = p.ycount[oy] <= 0 || p.xcount[ox] <= 0;
+      // output channel oc reads RGB channel bgr_out ? 2 - oc : oc
+      const float v[3] = {p.bgr_out ? acc[k][cc][2] : acc[k][cc][0], acc[k][cc][1],
+                          p.bgr_out ? acc[k][cc][0] : acc[k][cc][2]};
+      const long long pix = ((long long)b * p.out_h + oy) * p.out_w + ox;
+      const long long plane = (long long)p.out_h * p.out_w;
+      for (int oc = 0; oc < 3; ++oc) {
+        const float o = pad ? p.pad : normalize_value(p.norm, oc, 255.0f * v[oc]);
+        const long long idx = p.nhwc ? pix * 3 + oc : pix + ((long long)b * 2 + oc) * plane;
+        if (p.fp16) {
+          static_cast<uint16_t*>(p.out)[idx] = float_to_half_bits(o);
+        } else {
+          static_cast<float*>(p.out)[idx] = o;
+        }
+      }
+    }
   }
 }
 
@@ -193,23 +292,8 @@ ENGINE_HD void preprocess_block_8bit(const KernelParams& p, int tx, int ty, int 
   for (int r = warp; r < R; r += kNW)
     for (int xx = staged + lane; xx < pitch; xx += kNL)
       for (int ch = 0; ch < 3; ++ch) s_rgb[ch * kFastRgbChan + r * pitch + xx] = 0.0f;
-  // x taps of the lane's columns: staged offset of the first tap, weights (0 past the count);
-  // with 16-byte loads kW = 4 kVec weights from the 16-byte aligned column xo below the first
-  // tap (the weights shifted by its distance sh, zero before and after: see the Note)
-  constexpr bool kVecX = kTaps >= 5;  // 3 taps: 8 FFMA per 3 useful, keep 32-bit loads
-  constexpr int kVec = kVecX ? (kTaps + 6) / 4 : 0, kW = kVecX ? 4 * kVec : kTaps;
-  float wx[kCols][kW];
-  int xo[kCols];
-  for (int cc = 0; cc < kCols; ++cc) {
-    const int c = lane + cc * kNL, ox = ox0 + c;
-    const int n = c < tw ? p.xcount[ox] : 0;
-    const int u = n > 0 ? p.xfirst[ox] - x_org : 0, sh = kVecX ? (u & 3) : 0;
-    xo[cc] = u - sh;
-    for (int k = 0; k < kW; ++k) {
-      const int j = k - sh;
-      wx[cc][k] = j >= 0 && j < n ? p.xw[ox * p.kx + j] : 0.0f;
-    }
-  }
+  XTaps<kTaps, kCols, kNL> xt;
+  xt.load(p, ox0, tw, lane, x_org);
   const unsigned char *plane0 = f.plane[0], *plane1 = f.plane[1], *plane2 = f.plane[2];
   const int stride0 = (int)f.stride[0], stride1 = (int)f.stride[1], stride2 = (int)f.stride[2];
   // y taps of the warp's rows, and their sums
@@ -252,30 +336,12 @@ ENGINE_HD void preprocess_block_8bit(const KernelParams& p, int tx, int ty, int 
     for (int r = warp; r < rows; r += kNW) {
       const float* q = s_rgb + r * pitch;
       for (int cc = 0; cc < kCols; ++cc) {
-        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f;
-        if (kVecX) {  // 16-byte loads
-          for (int v = 0; v < kVec; ++v) {
-            float d0[4], d1[4], d2[4];
-            load4(q + xo[cc] + 4 * v, d0);
-            load4(q + xo[cc] + 4 * v + kFastRgbChan, d1);
-            load4(q + xo[cc] + 4 * v + 2 * kFastRgbChan, d2);
-            for (int e = 0; e < 4; ++e) {
-              a0 += wx[cc][4 * v + e] * d0[e];
-              a1 += wx[cc][4 * v + e] * d1[e];
-              a2 += wx[cc][4 * v + e] * d2[e];
-            }
-          }
-        } else {
-          for (int j = 0; j < kTaps; ++j) {
-            a0 += wx[cc][j] * q[xo[cc] + j];
-            a1 += wx[cc][j] * q[xo[cc] + j + kFastRgbChan];
-            a2 += wx[cc][j] * q[xo[cc] + j + 2 * kFastRgbChan];
-          }
-        }
+        float a[3];
+        xt.sum(q, kFastRgbChan, cc, a);
         float* h = s_h + r * kTileW + lane + cc * kNL;
-        h[0] = a0;
-        h[kFastHChan] = a1;
-        h[2 * kFastHChan] = a2;
+        h[0] = a[0];
+        h[kFastHChan] = a[1];
+        h[2 * kFastHChan] = a[2];
       }
     }
     block_sync();
@@ -296,40 +362,7 @@ ENGINE_HD void preprocess_block_8bit(const KernelParams& p, int tx, int ty, int 
     // no barrier: the next staging writes s_rgb only (see the Note)
   }
   // 4. store
-  if (p.store8) {  // Note [fp16 stores], through shared memory
-    float* s_acc = smem;  // [3][kTileH][kTileW] = s_h
-    block_sync();
-    for (int k = 0; k < kRows; ++k)
-      for (int cc = 0; cc < kCols; ++cc)
-        for (int ch = 0; ch < 3; ++ch)
-          s_acc[(ch * kTileH + warp + k * kNW) * kTileW + lane + cc * kNL] = acc[k][cc][ch];
-    block_sync();
-    store_tile(p, s_acc, b, ox0, oy0, tw, th, warp, kNW, lane, kNL);
-    return;
-  }
-  for (int k = 0; k < kRows; ++k) {
-    const int orow = warp + k * kNW, oy = oy0 + orow;
-    if (orow >= th) continue;
-    for (int cc = 0; cc < kCols; ++cc) {
-      const int c = lane + cc * kNL, ox = ox0 + c;
-      if (c >= tw) continue;
-      const bool pad = yn[k] <= 0 || p.xcount[ox] <= 0;
-      // output channel oc reads RGB channel bgr_out ? 2 - oc : oc
-      const float v[3] = {p.bgr_out ? acc[k][cc][2] : acc[k][cc][0], acc[k][cc][1],
-                          p.bgr_out ? acc[k][cc][0] : acc[k][cc][2]};
-      const long long pix = ((long long)b * p.out_h + oy) * p.out_w + ox;
-      const long long plane = (long long)p.out_h * p.out_w;
-      for (int oc = 0; oc < 3; ++oc) {
-        const float o = pad ? p.pad : normalize_value(p.norm, oc, 255.0f * v[oc]);
-        const long long idx = p.nhwc ? pix * 3 + oc : pix + ((long long)b * 2 + oc) * plane;
-        if (p.fp16) {
-          static_cast<uint16_t*>(p.out)[idx] = float_to_half_bits(o);
-        } else {
-          static_cast<float*>(p.out)[idx] = o;
-        }
-      }
-    }
-  }
+  store_block<kRows, kCols, kNW, kNL>(p, acc, b, ox0, oy0, tw, th, warp, lane, smem);
 }
 
 #if defined(__CUDACC__)

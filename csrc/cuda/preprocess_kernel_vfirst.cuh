@@ -1,0 +1,108 @@
+// cuda/preprocess_kernel_vfirst.cuh - the fused preprocessing kernel for 8-bit Y'CbCr with
+// horizontally subsampled chroma, vertical pass first with the sums in registers (Note [CUDA
+// preprocess: vertical pass first]). A candidate to replace the 8-bit fast path of
+// preprocess_kernel_8bit.cuh, whose helpers it shares; chosen by ENGINE_CUDA_PREPROCESS=vfirst
+// until an A/B on a GPU (bench/preprocess_ab.py) decides.
+#pragma once
+
+#include "cuda/preprocess_kernel_8bit.cuh"
+
+namespace engine {
+namespace cuda {
+
+// Note [CUDA preprocess: vertical pass first]
+// The 8-bit fast path stages every source pixel of the tile's footprint in shared memory and
+// reads it back for the horizontal pass: at 1080p -> 224 about 5,000 shared-memory wavefronts per
+// 32 x 16 tile, against about 2,000 cycles of instruction issue, so shared memory bounds it (an
+// estimate from the counts of Note [CUDA preprocess: 8-bit fast path]; Nsight showed it busy).
+// This block sums the same terms in the other order, as the CPU kernel does:
+//   1. vertical, in registers: item (output row o, group g of 4 source columns) converts its 4
+//      pixels in each of o's y-tap rows straight from global memory (one 32-bit luma load; the
+//      chroma terms once per chroma row) and accumulates them with o's y weights; 12 sums
+//      (3 channels x 4 columns) go to shared memory with three 16-byte stores. Items are spread
+//      over the whole block (a 1080p tile has ~37 groups: a warp per row would idle lanes);
+//   2. horizontal: lane l owns output column l for the warp's output rows, with XTaps' register
+//      weights and 16-byte loads over those rows, and stores (store_block).
+// A source pixel is converted once per output row whose taps reach it (about 2x at 4.2x
+// downscale, where the staging converts it once), for ~5x fewer shared-memory wavefronts and no
+// chunked row loop (one barrier). Same terms, other summation order: the two blocks agree to
+// float rounding (tests/gpu/test_cuda_build.py). It needs 4-byte aligned planes and strides
+// (p.aligned4) and 3 kTileH p.span floats of shared memory (p.span: the row pitch, the fast
+// path's staged-row length).
+template <int Kind, int kTaps, int kNW, int kNL>
+ENGINE_HD void preprocess_block_vfirst(const KernelParams& p, int tx, int ty, int b, int warp,
+                                       int lane, float* smem) {
+  constexpr int kCols = kTileW / kNL;  // output columns per lane
+  constexpr int kRows = kTileH / kNW;  // output rows per warp
+  const FramePlanes& f = p.frames[b];
+  const int ox0 = tx * kTileW, oy0 = ty * kTileH;
+  const int tw = mini(kTileW, p.out_w - ox0), th = mini(kTileH, p.out_h - oy0);
+  const int pitch = p.span, chan = kTileH * pitch;  // smem: [3][kTileH][pitch] vertical sums
+  const int sx_lo = p.tile_x[2 * tx], sx_hi = p.tile_x[2 * tx + 1];
+  // groups of 4 luma columns touching the span; column 0 of a row is source column 4 gl
+  const int gl = sx_lo >> 2, groups = sx_hi > sx_lo ? ((sx_hi + 3) >> 2) - gl : 0;
+  const unsigned char *plane0 = f.plane[0], *plane1 = f.plane[1], *plane2 = f.plane[2];
+  // 32-bit row offsets: the host checked that every plane is below 2^31 bytes
+  const int stride0 = (int)f.stride[0], stride1 = (int)f.stride[1], stride2 = (int)f.stride[2];
+  const int t = warp * kNL + lane;
+  // 1. vertical: item i = (output row i / groups, group i % groups)
+  for (int i = t; i < th * groups; i += kNW * kNL) {
+    const int orow = i / groups, g = gl + (i - orow * groups), oy = oy0 + orow;
+    const int n = p.ycount[oy], sy0 = n > 0 ? p.yfirst[oy] : 0;
+    const float* w = p.yw + oy * p.ky;
+    float acc[3][4] = {};
+    float tc[2][3];
+    // pointers at the group's samples, advanced per tap (chroma_group4's group 0); the chroma
+    // terms are computed when a tap enters a new chroma row
+    const int cy0 = p.sub_y == 2 ? (sy0 >> 1) : sy0, cg = Kind == kPlanarYuv ? 2 * g : 4 * g;
+    const unsigned char* yp = plane0 + sy0 * stride0 + 4 * g;
+    const unsigned char* c1 = plane1 + cy0 * stride1 + cg;
+    const unsigned char* c2 = Kind == kPlanarYuv ? plane2 + cy0 * stride2 + cg : c1;
+    for (int j = 0; j < n; ++j) {
+      if (j == 0 || p.sub_y == 1 || ((sy0 + j) & 1) == 0) {
+        if (j > 0) {
+          c1 += stride1;
+          if (Kind == kPlanarYuv) c2 += stride2;
+        }
+        chroma_group4<Kind>(p, c1, Kind == kPlanarYuv ? c2 : c1, 0, tc);
+      }
+      float v[3][4];
+      luma_group4(p, *reinterpret_cast<const uint32_t*>(yp), tc, v);
+      yp += stride0;
+      const float wj = *w++;
+      for (int ch = 0; ch < 3; ++ch)
+        for (int e = 0; e < 4; ++e) acc[ch][e] += wj * v[ch][e];
+    }
+    float* d = smem + orow * pitch + 4 * (g - gl);
+    for (int ch = 0; ch < 3; ++ch)
+      store4(d + ch * chan, acc[ch][0], acc[ch][1], acc[ch][2], acc[ch][3]);
+  }
+  // finite zeros past the groups up to the pitch: the unpredicated x-tap loads read beyond
+  const int staged = 4 * groups, rest = pitch - staged;
+  for (int i = t; i < th * rest; i += kNW * kNL) {
+    const int r = i / rest, x = staged + (i - r * rest);
+    for (int ch = 0; ch < 3; ++ch) smem[ch * chan + r * pitch + x] = 0.0f;
+  }
+  block_sync();
+  // 2. horizontal, over the warp's output rows (rows past th are never stored: read row th - 1)
+  XTaps<kTaps, kCols, kNL> xt;
+  xt.load(p, ox0, tw, lane, 4 * gl);
+  float acc[kRows][kCols][3];
+  for (int k = 0; k < kRows; ++k) {
+    const float* q = smem + mini(warp + k * kNW, th - 1) * pitch;
+    for (int cc = 0; cc < kCols; ++cc) xt.sum(q, chan, cc, acc[k][cc]);
+  }
+  store_block<kRows, kCols, kNW, kNL>(p, acc, b, ox0, oy0, tw, th, warp, lane, smem);
+}
+
+#if defined(__CUDACC__)
+template <int Kind, int kTaps>
+__global__ void __launch_bounds__(kThreads, 4) preprocess_kernel_vfirst(KernelParams p) {
+  extern __shared__ float smem[];
+  preprocess_block_vfirst<Kind, kTaps, kThreads / 32, 32>(
+      p, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x >> 5, threadIdx.x & 31, smem);
+}
+#endif
+
+}  // namespace cuda
+}  // namespace engine
