@@ -281,9 +281,10 @@ def sessions(tmp_path_factory, model_repo):
     import engine
 
     repo = _device_repo(tmp_path_factory.mktemp("device_repo"), model_repo.path)
-    device = engine.Session(repo, device="cpu", kernel_impl="triton")
-    assert device.backend("open_nsfw").name == "torch" and device.kernel_impl == "triton"
-    return engine.Session(model_repo.path), device
+    with engine.Session(model_repo.path) as cpu, \
+            engine.Session(repo, device="cpu", kernel_impl="triton") as device:
+        assert device.backend("open_nsfw").name == "torch" and device.kernel_impl == "triton"
+        yield cpu, device
 
 
 @pytest.fixture(scope="module")

@@ -102,12 +102,14 @@ struct Prepared {
 };
 
 // TEMPORARY A/B, until a GPU run of bench/preprocess_ab.py decides: ENGINE_CUDA_PREPROCESS=vfirst
-// (read at every call) runs the inputs of the 8-bit fast path with aligned words in the
+// (read at every call) runs the 4:2:0 inputs of the 8-bit fast path with aligned words in the
 // vertical-first block (Note [CUDA preprocess: vertical pass first]) where its rows fit.
 // need: the fast path's staged-row length (plan_fast_path), which the x-tap loads stay within.
 void plan_vfirst(Prepared& r, int need) {
   const char* e = std::getenv("ENGINE_CUDA_PREPROCESS");
-  if (r.fast_taps == 0 || !r.p.aligned4 || e == nullptr || std::strcmp(e, "vfirst") != 0) return;
+  if (r.fast_taps == 0 || !r.p.aligned4 || r.p.sub_y != 2 || e == nullptr ||
+      std::strcmp(e, "vfirst") != 0)
+    return;
   using engine::cuda::kTileH;
   using engine::cuda::kTileW;
   const size_t floats = 3 * (size_t)kTileH * (size_t)std::max(need, kTileW);  // >= store_block's

@@ -1,8 +1,8 @@
-// cuda/preprocess_kernel_vfirst.cuh - the fused preprocessing kernel for 8-bit Y'CbCr with
-// horizontally subsampled chroma, vertical pass first with the sums in registers (Note [CUDA
-// preprocess: vertical pass first]). A candidate to replace the 8-bit fast path of
-// preprocess_kernel_8bit.cuh, whose helpers it shares; chosen by ENGINE_CUDA_PREPROCESS=vfirst
-// until an A/B on a GPU (bench/preprocess_ab.py) decides.
+// cuda/preprocess_kernel_vfirst.cuh - the fused preprocessing kernel for 8-bit 4:2:0 Y'CbCr
+// (I420, NV12), vertical pass first with the sums in registers (Note [CUDA preprocess: vertical
+// pass first]). A candidate to replace the 8-bit fast path of preprocess_kernel_8bit.cuh, whose
+// helpers it shares; chosen by ENGINE_CUDA_PREPROCESS=vfirst until an A/B on a GPU
+// (bench/preprocess_ab.py) decides.
 #pragma once
 
 #include "cuda/preprocess_kernel_8bit.cuh"
@@ -12,13 +12,14 @@ namespace cuda {
 
 // Note [CUDA preprocess: vertical pass first]
 // The 8-bit fast path stages every source pixel of the tile's footprint in shared memory and
-// reads it back for the horizontal pass: at 1080p -> 224 about 5,000 shared-memory wavefronts per
-// 32 x 16 tile, against about 2,000 cycles of instruction issue, so shared memory bounds it (an
-// estimate from the counts of Note [CUDA preprocess: 8-bit fast path]; Nsight showed it busy).
+// reads it back for the horizontal pass: about 5,000 shared-memory wavefronts per 32 x 16 tile at
+// 1080p -> 224 (counted), and Nsight on an H100 (batch 32) found it half issue-bound, half
+// shared-memory-bound: ~19k warp instructions per tile, 52.6% of issue slots, L1 Mem Busy 75%.
 // This block sums the same terms in the other order, as the CPU kernel does:
 //   1. vertical, in registers: item (output row o, group g of 4 source columns) converts its 4
 //      pixels in each of o's y-tap rows straight from global memory (one 32-bit luma load; the
-//      chroma terms once per chroma row) and accumulates them with o's y weights; 12 sums
+//      chroma terms once per chroma row, which serves two luma rows: 4:2:0 only, 4:2:2 stays
+//      on the fast path) and accumulates them with o's y weights; 12 sums
 //      (3 channels x 4 columns) go to shared memory with three 16-byte stores. Items are spread
 //      over the whole block (a 1080p tile has ~37 groups: a warp per row would idle lanes);
 //   2. horizontal: lane l owns output column l for the warp's output rows, with XTaps' register
@@ -51,27 +52,30 @@ ENGINE_HD void preprocess_block_vfirst(const KernelParams& p, int tx, int ty, in
     const int n = p.ycount[oy], sy0 = n > 0 ? p.yfirst[oy] : 0;
     const float* w = p.yw + oy * p.ky;
     float acc[3][4] = {};
-    float tc[2][3];
-    // pointers at the group's samples, advanced per tap (chroma_group4's group 0); the chroma
-    // terms are computed when a tap enters a new chroma row
-    const int cy0 = p.sub_y == 2 ? (sy0 >> 1) : sy0, cg = Kind == kPlanarYuv ? 2 * g : 4 * g;
+    // pointers at the group's samples (chroma_group4's group 0); one chroma row serves the luma
+    // rows 2 cy and 2 cy + 1 (4:2:0): its terms once, then one or two luma taps
+    const int cg = Kind == kPlanarYuv ? 2 * g : 4 * g;
     const unsigned char* yp = plane0 + sy0 * stride0 + 4 * g;
-    const unsigned char* c1 = plane1 + cy0 * stride1 + cg;
-    const unsigned char* c2 = Kind == kPlanarYuv ? plane2 + cy0 * stride2 + cg : c1;
-    for (int j = 0; j < n; ++j) {
-      if (j == 0 || p.sub_y == 1 || ((sy0 + j) & 1) == 0) {
-        if (j > 0) {
-          c1 += stride1;
-          if (Kind == kPlanarYuv) c2 += stride2;
+    const unsigned char* c1 = plane1 + (sy0 >> 1) * stride1 + cg;
+    const unsigned char* c2 = Kind == kPlanarYuv ? plane2 + (sy0 >> 1) * stride2 + cg : c1;
+    for (int j = 0; j < n;) {
+      float tc[2][3];
+      chroma_group4<Kind>(p, c1, c2, 0, tc);
+      c1 += stride1;
+      if (Kind == kPlanarYuv) c2 += stride2;
+      const int rows = mini(2 - ((sy0 + j) & 1), n - j);  // the pair's rows within the taps
+      for (int k = 0; k < 2; ++k) {
+        if (k < rows) {
+          float v[3][4];
+          luma_group4(p, *reinterpret_cast<const uint32_t*>(yp), tc, v);
+          yp += stride0;
+          const float wj = w[k];
+          for (int ch = 0; ch < 3; ++ch)
+            for (int e = 0; e < 4; ++e) acc[ch][e] += wj * v[ch][e];
         }
-        chroma_group4<Kind>(p, c1, Kind == kPlanarYuv ? c2 : c1, 0, tc);
       }
-      float v[3][4];
-      luma_group4(p, *reinterpret_cast<const uint32_t*>(yp), tc, v);
-      yp += stride0;
-      const float wj = *w++;
-      for (int ch = 0; ch < 3; ++ch)
-        for (int e = 0; e < 4; ++e) acc[ch][e] += wj * v[ch][e];
+      j += rows;
+      w += rows;
     }
     float* d = smem + orow * pitch + 4 * (g - gl);
     for (int ch = 0; ch < 3; ++ch)
