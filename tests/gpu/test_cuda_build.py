@@ -182,6 +182,8 @@ FAST_PATH_CASES = [  # (format, h, w, aligned4, PreprocessSpec kwargs)
     ("i420", 90, 443, True, dict(size=(34, 74), resize="stretch")),
     # 480p -> shorter 256 -> crop 224: 7 tile columns of unequal spans (each tile its own pitch)
     ("nv12", 480, 854, True, dict(size=(224, 224), resize="shorter", resize_to=(256, 256))),
+    # the benchmarks' case: 1080p -> shorter 256 -> crop 224 (9 x taps)
+    ("i420", 1080, 1920, True, dict(size=(224, 224), resize="shorter", resize_to=(256, 256))),
 ]
 
 
