@@ -55,6 +55,28 @@ def make_clip(seconds: int = 10, grain: int = 8, codec: str = "libx264", height:
     return path
 
 
+def make_audio_clip(seconds: int = 10, rate: int = 44100, channels: int = 2) -> Path:
+    """The audio benchmark clip (AAC in MP4, a tone: the decoder's cost does not depend on the
+    content), encoded once into the media cache."""
+    path = syn.cache_dir() / f"bench_audio_{seconds}s_{rate}_{channels}ch.m4a"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        syn.encode_audio(tmp, seconds=float(seconds), rate=rate, channels=channels)
+        tmp.rename(path)
+    return path
+
+
+def decode_audio_per_frame(path: Path, rate: int = 16000) -> int:
+    """The audio decode a PyAV user writes: every decoded frame through one resampler to float32
+    mono at ``rate``, then a flush; returns the samples (the baseline of Note [batched
+    resampling] in engine/media/audio.py)."""
+    with av.open(str(path)) as c:
+        st = c.streams.audio[0]
+        r = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        n = sum(o.samples for f in c.decode(st) for o in r.resample(f))
+        return n + sum(o.samples for o in r.resample(None))
+
+
 def decode_all(path: Path) -> int:
     n = 0
     with av.open(str(path)) as c:

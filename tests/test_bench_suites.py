@@ -46,9 +46,10 @@ def test_decode_suite_modes_units_and_skipped_codec(monkeypatch, tmp_path, decor
     monkeypatch.setenv("ENGINE_MEDIA_CACHE", str(tmp_path))  # the clip is encoded here, not in ~/.cache
     monkeypatch.setattr(decode_suite, "clip_shape", lambda cfg: (2, 96, 128))
     monkeypatch.setattr(decode_suite, "available_encoders", lambda: {"h264": "libx264"})
+    monkeypatch.setattr(decode_suite, "audio_seconds", lambda cfg: 1)
     ticks = []
     res = decode_suite.run(TINY, ticks.append)
-    figs = by_name(res.figures)
+    figs = by_name(f for f in res.figures if f.name.startswith("decode/h264/"))
     pyav = {"decode/h264/all", "decode/h264/1fps", "decode/h264/8-uniform",
             "decode/h264/1fps÷all", "decode/h264/8-uniform÷all"}
     decord_rows = {f"decode/h264/{m}" for m in ("decord-all", "decord-1fps", "decord-8-uniform",
@@ -68,7 +69,25 @@ def test_decode_suite_modes_units_and_skipped_codec(monkeypatch, tmp_path, decor
                                                                    figs["decode/h264/decord-1fps"].samples)])
     skipped = [n for n in res.notes if "skipped" in n]
     assert len(skipped) == 3 and len(res.notes) == (3 if decord else 4)
-    assert ticks == ["h264", "hevc skipped", "vp9 skipped", "av1 skipped"]
+    assert ticks == ["h264", "hevc skipped", "vp9 skipped", "av1 skipped", "audio"]
+
+
+def test_decode_suite_audio_rows(monkeypatch, tmp_path):
+    monkeypatch.setenv("ENGINE_MEDIA_CACHE", str(tmp_path))
+    monkeypatch.setattr(decode_suite, "audio_seconds", lambda cfg: 1)
+    out = SuiteResult()
+    decode_suite.audio_rows(TINY, out)
+    figs = by_name(out.figures)
+    t = decode_suite.AUDIO_THREADS
+    assert set(figs) == {f"decode/audio/{m}" for m in (
+        "engine", "per-frame", f"engine-{t}threads", f"per-frame-{t}threads",
+        "engine÷per-frame", f"engine-{t}threads÷per-frame-{t}threads")}
+    assert figs["decode/audio/engine"].unit == "audio-s/s" and figs["decode/audio/engine"].params["threads"] == 1
+    assert figs[f"decode/audio/engine-{t}threads"].params["threads"] == t
+    # per round: the baseline's time over the engine's, i.e. the engine's rate over the baseline's
+    assert figs["decode/audio/engine÷per-frame"].samples == pytest.approx(
+        [e / b for e, b in zip(figs["decode/audio/engine"].samples, figs["decode/audio/per-frame"].samples)])
+    assert not any(f.stage for f in out.figures)  # not a plan stage: the e2e suite's audio decode is
 
 
 def test_decode_suite_keeps_pyav_rows_when_decord_fails(monkeypatch, tmp_path):
@@ -83,6 +102,7 @@ def test_decode_suite_keeps_pyav_rows_when_decord_fails(monkeypatch, tmp_path):
     monkeypatch.setenv("ENGINE_MEDIA_CACHE", str(tmp_path))
     monkeypatch.setattr(decode_suite, "clip_shape", lambda cfg: (2, 96, 128))
     monkeypatch.setattr(decode_suite, "available_encoders", lambda: {"h264": "libx264"})
+    monkeypatch.setattr(decode_suite, "audio_rows", lambda cfg, out: None)
     res = decode_suite.run(TINY, lambda label: None)
     assert {f.name for f in res.figures} == {"decode/h264/all", "decode/h264/1fps", "decode/h264/8-uniform",
                                              "decode/h264/1fps÷all", "decode/h264/8-uniform÷all"}

@@ -67,6 +67,68 @@ def test_audio_track_of_a_video_and_has_audio():
         decode_audio(SAMPLES / "image.png")
 
 
+def _frame_by_frame(data: bytes, rate: int = 16000) -> np.ndarray:
+    """What a PyAV user writes: every decoded frame through one resampler, then a flush."""
+    import io
+
+    import av
+
+    with av.open(io.BytesIO(data)) as c:
+        st = c.streams.audio[0]
+        r = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        out = [o.to_ndarray().reshape(-1) for f in c.decode(st) for o in r.resample(f)]
+        out += [o.to_ndarray().reshape(-1) for o in r.resample(None)]
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("run_samples", [3000, None], ids=["short-runs", "default-runs"])
+@pytest.mark.parametrize("name,make", [
+    ("aac-44k-stereo", lambda: mf.tone_file(seconds=3.0, rate=44100, codec="aac", container="mp4", channels=2)),
+    ("pcm-8k", lambda: mf.tone_file(seconds=2.0, rate=8000)),
+    ("flac-sample", lambda: (SAMPLES / "explosion.flac").read_bytes()),
+    ("aac-16k-sample", lambda: (SAMPLES / "speech.m4a").read_bytes()),
+])
+def test_batched_resampling_equals_frame_by_frame(monkeypatch, name, make, run_samples):
+    """Note [batched resampling]: runs of frames resampled in one call give the very samples of
+    frame-by-frame resampling, at run boundaries too (3000-sample runs cut every ~3 AAC frames)."""
+    import engine.media.audio as audio
+
+    if run_samples is not None:
+        monkeypatch.setattr(audio, "RUN_SAMPLES", run_samples)
+    data = make()
+    for rate in (16000, 11025):
+        np.testing.assert_array_equal(decode_audio(data, sample_rate=rate), _frame_by_frame(data, rate))
+
+
+def test_formats_that_cannot_be_joined_are_resampled_frame_by_frame(monkeypatch):
+    import engine.media.audio as audio
+
+    monkeypatch.setattr(audio, "_SAMPLE_DTYPES", {})  # no format joins: every run goes frame by frame
+    data = mf.tone_file(seconds=2.0, rate=44100, codec="aac", container="mp4", channels=2)
+    np.testing.assert_array_equal(decode_audio(data), _frame_by_frame(data))
+
+
+def test_a_format_change_mid_stream_starts_a_new_resampler():
+    import av
+
+    from engine.media.audio import _Resampled
+    from engine.media.limits import DEFAULT_LIMITS
+
+    out = _Resampled(16000, DEFAULT_LIMITS)
+    t = np.arange(22050) / 44100.0
+    a = av.AudioFrame.from_ndarray(np.stack([np.sin(2 * np.pi * 440 * t)] * 2).astype(np.float32),
+                                   format="fltp", layout="stereo")
+    a.sample_rate = 44100
+    b = av.AudioFrame.from_ndarray((16000 * np.sin(2 * np.pi * 440 * t[:11025] * 2))[None].astype(np.int16),
+                                   format="s16", layout="mono")
+    b.sample_rate = 22050
+    out.add(a)
+    out.add(b)  # one AudioResampler would refuse a frame of another rate and layout
+    x = out.finish()
+    assert abs(len(x) - 16000) <= 64 and np.isfinite(x).all()
+    assert _freq(x[:8000], 16000) == pytest.approx(440.0, abs=4.0)
+
+
 def test_speech_sample():
     x = decode_audio(SAMPLES / "speech.m4a")
     assert 1.5 < len(x) / 16000 < 5.0 and np.abs(x).max() > 0.1

@@ -13,6 +13,15 @@ a codec without an encoder is skipped with a note. Modes:
 Throughput is clip seconds decoded per wall second (``video-s/s``) for ``all`` and ``1fps``, whose
 cost grows with the clip's length, and whole videos per second for ``8-uniform``, whose cost is
 per video. Same-run speed-ups against ``all`` come from the per-round time ratio.
+
+Audio (``decode/audio/...``, audio-s/s of a 44.1 kHz stereo AAC clip to 16 kHz mono float32):
+
+  engine      engine decode_audio (frames resampled in runs, Note [batched resampling])
+  per-frame   PyAV decode with every frame through the resampler (bench/decode.py), the baseline
+  *-4threads  the same on 4 threads at once, as a Session's workers decode: the GIL each holds
+              shows as throughput that does not grow with the threads
+
+with ``engine÷per-frame`` and ``engine-4threads÷per-frame-4threads`` per round.
 """
 
 from __future__ import annotations
@@ -50,7 +59,45 @@ def available_encoders() -> dict[str, str]:
 
 
 def steps(cfg: RunConfig) -> int:
-    return len(ENCODERS)
+    return len(ENCODERS) + 1  # + audio
+
+
+AUDIO_THREADS = 4
+
+
+def audio_seconds(cfg: RunConfig) -> int:
+    return 5 if cfg.quick else 10
+
+
+def _concurrently(fn, threads: int):
+    """``fn`` run once on each of ``threads`` threads at the same time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def call():
+        with ThreadPoolExecutor(threads) as pool:
+            for f in [pool.submit(fn) for _ in range(threads)]:
+                f.result()
+    return call
+
+
+def audio_rows(cfg: RunConfig, out: SuiteResult) -> None:
+    from bench.decode import decode_audio_per_frame, make_audio_clip
+    from engine.media import decode_audio
+
+    seconds = audio_seconds(cfg)
+    path = make_audio_clip(seconds)
+    one = {"engine": lambda: decode_audio(path), "per-frame": lambda: decode_audio_per_frame(path)}
+    paths = {**one, **{f"{k}-{AUDIO_THREADS}threads": _concurrently(fn, AUDIO_THREADS) for k, fn in one.items()}}
+    timed = measure(paths, repeats=max(3, cfg.repeats // 2), min_time=0.0)
+    params = {"clip": f"AAC 44.1 kHz stereo {seconds} s", "clip_seconds": seconds, "output": "16 kHz mono float32"}
+    for mode, secs in timed.items():
+        threads = AUDIO_THREADS if mode.endswith("threads") else 1
+        out.figures.append(Figure(name=f"{SUITE}/audio/{mode}", suite=SUITE, unit="audio-s/s", better="higher",
+                                  samples=rates(secs, float(seconds * threads)),
+                                  params={**params, "threads": threads}))
+    for engine_mode, base in (("engine", "per-frame"), (f"engine-{AUDIO_THREADS}threads", f"per-frame-{AUDIO_THREADS}threads")):
+        out.figures.append(Figure(name=f"{SUITE}/audio/{engine_mode}÷{base}", suite=SUITE, unit="x", better="higher",
+                                  samples=[b / e for e, b in zip(timed[engine_mode], timed[base])], params=params))
 
 
 def _paths(path, seconds: float) -> dict:
@@ -115,4 +162,6 @@ def run(cfg: RunConfig, tick: Tick) -> SuiteResult:
                     name=f"{SUITE}/{codec}/{base_mode}÷{mode}", suite=SUITE, unit="x", better="higher",
                     samples=[a / b for a, b in zip(secs, timed[base_mode])], params={**params, "sampling": sampling}))
         tick(codec)
+    audio_rows(cfg, out)
+    tick("audio")
     return out
