@@ -347,8 +347,10 @@ def test_gpu_sessions_per_kernel_impl_and_nvdec_where_it_imports(monkeypatch):
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal without a GPU")
-def test_length_buckets_ab_refuses_without_a_gpu(capsys):
-    from bench import length_buckets_ab
+@pytest.mark.parametrize("script", ["length_buckets_ab", "preprocess_ab"])
+def test_gpu_ab_scripts_refuse_without_a_gpu(capsys, script):
+    import importlib
 
-    assert length_buckets_ab.main() == 2
+    assert importlib.import_module(f"bench.{script}").main() == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
