@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import av
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -66,15 +67,16 @@ def make_audio_clip(seconds: int = 10, rate: int = 44100, channels: int = 2) -> 
     return path
 
 
-def decode_audio_per_frame(path: Path, rate: int = 16000) -> int:
+def decode_audio_per_frame(path: Path, rate: int = 16000) -> np.ndarray:
     """The audio decode a PyAV user writes: every decoded frame through one resampler to float32
-    mono at ``rate``, then a flush; returns the samples (the baseline of Note [batched
-    resampling] in engine/media/audio.py)."""
+    mono at ``rate``, then a flush, joined into one waveform as decode_audio returns it (the
+    baseline of Note [batched resampling] in engine/media/audio.py)."""
     with av.open(str(path)) as c:
         st = c.streams.audio[0]
         r = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        n = sum(o.samples for f in c.decode(st) for o in r.resample(f))
-        return n + sum(o.samples for o in r.resample(None))
+        out = [o.to_ndarray().reshape(-1) for f in c.decode(st) for o in r.resample(f)]
+        out += [o.to_ndarray().reshape(-1) for o in r.resample(None)]
+    return np.concatenate(out)
 
 
 def decode_all(path: Path) -> int:
