@@ -92,6 +92,8 @@ echo "pytest -m gpu rc=${PIPESTATUS[0]}"
 
 step "A/B: CUDA preprocess, 8-bit fast path against the vertical-first block"
 timeout ${BENCH_TIMEOUT:-300} $PY -m bench.preprocess_ab
+step "A/B: sparse NVDEC, keyframe packets against SimpleDecoder and the CPU"
+timeout ${BENCH_TIMEOUT:-300} $PY -m bench.nvdec_ab
 
 # kernels first and on its own: models and e2e need the model repository, and a suite that fails
 # stops its run before anything is written

@@ -13,11 +13,18 @@ on it (see the API notes in engine/media/nvdec.py):
   timestamp in time-base ticks, as the real one does on B-frame streams (= the pts without
   B-frames; Note [NVDEC timestamps] in engine/media/nvdec.py), and exports through DLPack one
   ``(H * 3 / 2, W)`` uint8 NV12 buffer, Y rows above interleaved UV rows, whose rows are padded
-  (a decoder's pitch), so the engine must honour the strides.
+  (a decoder's pitch), so the engine must honour the strides;
+* the core decoder (Note [NVDEC keyframe packets]): ``CreateDecoder(gpuid=, codec=,
+  usedevicememory=)`` with a ``cudaVideoCodec`` member, ``PacketData`` (``bsl_data`` address,
+  ``bsl`` bytes, ``pts``) and ``Decode(packet)``, which decodes the Annex B bytes with FFmpeg's own
+  decoder of that codec (so packets it cannot decode on their own fail here too), stamps each
+  frame with its packet's pts, flushes on an empty packet, and scribbles over the buffers of the
+  frames it returned before, as later Decode calls of the real one may reuse them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import io
 import types
 
@@ -59,7 +66,7 @@ class SimpleDecoder:
 
     def __init__(self, enc_file_path, gpu_id=0, use_device_memory=True,
                  need_scanned_stream_metadata=False, output_color_type=None):
-        self.constructed.append({"gpu_id": gpu_id, "use_device_memory": use_device_memory,
+        self.constructed.append({"kind": "simple", "gpu_id": gpu_id, "use_device_memory": use_device_memory,
                                    "scanned": need_scanned_stream_metadata,
                                    "output_color_type": output_color_type})
         if not isinstance(enc_file_path, bytes):
@@ -88,6 +95,33 @@ class SimpleDecoder:
         return out
 
 
+class PacketData:
+    def __init__(self):
+        self.bsl_data, self.bsl, self.pts = 0, 0, 0
+
+
+class CoreDecoder:
+    """FFmpeg's decoder of the codec over Annex B packets, frames stamped with their packet's pts."""
+
+    def __init__(self, codec: str):
+        self.context = av.CodecContext.create(codec, "r")
+        self.returned: list[DecodedFrame] = []  # frames of the last call, whose buffers the next reuses
+        self.decoded_packets = 0
+
+    def Decode(self, packet):  # noqa: N802 - PyNvVideoCodec's name
+        for old in self.returned:
+            old.buffer[:] = 0xAB
+        if packet.bsl:
+            pkt = av.Packet(ctypes.string_at(packet.bsl_data, packet.bsl))
+            pkt.pts = packet.pts
+            self.decoded_packets += 1
+            frames = self.context.decode(pkt)
+        else:
+            frames = self.context.decode(None)
+        self.returned = [DecodedFrame(vf) for vf in frames]
+        return list(self.returned)
+
+
 def fake_nvc() -> types.ModuleType:
     """A fresh fake module whose ``constructed`` lists its decoders' constructor arguments."""
     module = types.ModuleType("PyNvVideoCodec")
@@ -95,4 +129,15 @@ def fake_nvc() -> types.ModuleType:
     module.constructed = []
     module.SimpleDecoder = type("SimpleDecoder", (SimpleDecoder,), {"constructed": module.constructed})
     module.OutputColorType = types.SimpleNamespace(NATIVE="NATIVE", RGB="RGB", RGBP="RGBP")
+    module.cudaVideoCodec = types.SimpleNamespace(H264="h264", HEVC="hevc", VP9="vp9", AV1="av1")
+    module.PacketData = PacketData
+    module.decoders = []  # the core decoders made, for tests
+
+    def create_decoder(gpuid=0, codec=None, cudacontext=0, cudastream=0, usedevicememory=False):
+        module.constructed.append({"kind": "core", "gpu_id": gpuid, "use_device_memory": usedevicememory,
+                                   "codec": codec})
+        module.decoders.append(CoreDecoder(codec))
+        return module.decoders[-1]
+
+    module.CreateDecoder = create_decoder
     return module

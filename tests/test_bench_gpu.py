@@ -347,10 +347,29 @@ def test_gpu_sessions_per_kernel_impl_and_nvdec_where_it_imports(monkeypatch):
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal without a GPU")
-@pytest.mark.parametrize("script", ["length_buckets_ab", "preprocess_ab"])
+@pytest.mark.parametrize("script", ["length_buckets_ab", "preprocess_ab", "nvdec_ab"])
 def test_gpu_ab_scripts_refuse_without_a_gpu(capsys, script):
     import importlib
 
     assert importlib.import_module(f"bench.{script}").main() == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
 
+
+
+def test_nvdec_ab_with_the_fake_decoder(monkeypatch, tmp_path, capsys):
+    """bench/nvdec_ab.py end to end on the CPU: the fake PyNvVideoCodec of the NVDEC tests, a
+    small clip; the three paths agree, and the table names the strategies each took."""
+    import engine.device
+    from bench import nvdec_ab
+    from fake_pynvvideocodec import fake_nvc
+
+    monkeypatch.setenv("ENGINE_MEDIA_CACHE", str(tmp_path))
+    monkeypatch.setattr(gpu, "unavailable", lambda: None)
+    monkeypatch.setattr(engine.device, "load_nvdec", lambda: fake_nvc())
+    monkeypatch.setattr(__import__("torch").cuda, "get_device_name", lambda *a: "fake GPU")
+    monkeypatch.setattr(nvdec_ab, "CLIPS", ((2, 96, 128),))
+    monkeypatch.setattr(nvdec_ab, "ROUNDS", 1)
+    monkeypatch.setattr(nvdec_ab, "CALLS", 1)
+    assert nvdec_ab.main() == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    assert row.startswith("| 128x96 2 s, 2 frames |") and row.endswith("| keyframes/keyframes/seek |")

@@ -89,21 +89,49 @@ def test_nvdec_frames_and_timestamps_are_the_cpu_decoders(nvc, name, sampling):
     cpu, dev = decode_video(data, sampling), decode_video_nvdec(data, sampling, nvc=nvc)
     assert not isinstance(dev, Fallback), dev
     _assert_same_video(cpu, dev)
-    assert len(nvc.constructed) == 1 and nvc.constructed[0]["use_device_memory"]
-    assert nvc.constructed[0]["output_color_type"] == "NATIVE"
+    # Note [NVDEC keyframe packets]: the keyframes strategy feeds the core decoder those packets only
+    kind = "core" if cpu.strategy == "keyframes" else "simple"
+    assert [c["kind"] for c in nvc.constructed] == [kind] and nvc.constructed[0]["use_device_memory"]
+    if kind == "core":
+        assert nvc.decoders[0].decoded_packets == len(dev.frames) == dev.decoded_frames
+    else:
+        assert nvc.constructed[0]["output_color_type"] == "NATIVE"
+
+
+@pytest.mark.skipif(not has_encoder("libx265"), reason="no libx265 encoder")
+def test_hevc_keyframes_go_through_the_core_decoder(nvc):
+    data = clip(width=128, height=72, fps=10, duration=3.0, gop=10, codec="libx265")
+    cpu, dev = decode_video(data, Sampling("fps", 1.0)), decode_video_nvdec(data, Sampling("fps", 1.0), nvc=nvc)
+    assert not isinstance(dev, Fallback), dev
+    _assert_same_video(cpu, dev)
+    assert [(c["kind"], c["codec"]) for c in nvc.constructed] == [("core", "hevc")]
+
+
+def test_keyframe_copies_outlive_the_decoders_buffers(nvc):
+    """The core decoder scribbles over the frames it returned before: the planes are copies, in
+    rows every 64 bytes as the device staging lays them out."""
+    from engine.device_staging import padded_row
+
+    dev = decode_video_nvdec(CLIPS["gop30"](), Sampling("keyframes"), nvc=nvc)
+    assert len(dev.frames) == 4 and nvc.decoders[0].decoded_packets == 4
+    returned = {f.buffer.ctypes.data for f in nvc.decoders[0].returned}
+    for frame in dev.frames:
+        y, uv = frame.planes
+        assert y.stride(0) == uv.stride(0) == padded_row(160, 1) and y.data_ptr() not in returned
+        assert uv.data_ptr() == y.data_ptr() + 96 * y.stride(0)
 
 
 def test_the_scan_flag_follows_the_containers_frame_count(nvc):
     """Matroska stores no frame count: without the scan the real SimpleDecoder refuses it."""
     for container, scanned in (("mp4", False), ("matroska", True)):
         data = clip(width=96, height=64, fps=10, duration=1.0, gop=5, container=container)
-        assert not isinstance(decode_video_nvdec(data, Sampling("fps", 2.0), nvc=nvc), Fallback)
+        assert not isinstance(decode_video_nvdec(data, Sampling("fps", 2.0, exact=True), nvc=nvc), Fallback)
         assert nvc.constructed[-1]["scanned"] is scanned
 
 
 def test_planes_are_views_of_the_decoders_buffers(nvc):
     data = CLIPS["gop30"]()
-    dev = decode_video_nvdec(data, Sampling("keyframes"), nvc=nvc)
+    dev = decode_video_nvdec(data, Sampling("fps", 1.0, exact=True), nvc=nvc)  # SimpleDecoder
     decoder, frames = dev.keepalive
     for frame, out in zip(dev.frames, frames, strict=True):
         y, uv = frame.planes
@@ -164,16 +192,42 @@ def test_a_decoder_that_disagrees_with_the_index_falls_back(nvc, break_it, reaso
         break_it(self)
 
     nvc.SimpleDecoder.__init__ = broken_init
+    out = decode_video_nvdec(CLIPS["gop30"](), Sampling("fps", 1.0, exact=True), nvc=nvc)
+    assert isinstance(out, Fallback) and reason in out.reason
+
+
+@pytest.mark.parametrize("break_it, reason", [
+    (lambda frames, before: [setattr(f, "timestamp", f.timestamp + 1) for f in frames] and frames, "has timestamp"),
+    (lambda frames, before: [f for i, f in enumerate(frames) if before + i != 1], "returned 3 of 4 keyframes"),
+])
+def test_a_core_decoder_that_disagrees_falls_back(nvc, monkeypatch, break_it, reason):
+    """Frames stamped otherwise than their packets, or one missing (the second of the clip)."""
+    from fake_pynvvideocodec import CoreDecoder
+
+    decode, count = CoreDecoder.Decode, [0]
+
+    def broken(self, packet):
+        frames = decode(self, packet)
+        out = break_it(frames, count[0])
+        count[0] += len(frames)
+        return out
+
+    monkeypatch.setattr(CoreDecoder, "Decode", broken)
     out = decode_video_nvdec(CLIPS["gop30"](), Sampling("keyframes"), nvc=nvc)
     assert isinstance(out, Fallback) and reason in out.reason
 
 
-def test_a_decoder_that_raises_falls_back(nvc):
-    def fail(self, *args, **kwargs):
+@pytest.mark.parametrize("sampling, decoder", [(Sampling("fps", 1.0), "CreateDecoder"),
+                                               (Sampling("fps", 1.0, exact=True), "SimpleDecoder")])
+def test_a_decoder_that_raises_falls_back(nvc, sampling, decoder):
+    def fail(*args, **kwargs):
         raise RuntimeError("cuvidCreateDecoder failed")
 
-    nvc.SimpleDecoder.__init__ = fail
-    out = decode_video_nvdec(CLIPS["gop30"](), Sampling("fps", 1.0), nvc=nvc)
+    if decoder == "CreateDecoder":
+        nvc.CreateDecoder = fail
+    else:
+        nvc.SimpleDecoder.__init__ = fail
+    out = decode_video_nvdec(CLIPS["gop30"](), sampling, nvc=nvc)
     assert isinstance(out, Fallback) and "RuntimeError: cuvidCreateDecoder failed" in out.reason
 
 
