@@ -230,6 +230,33 @@ def test_emulated_fast_path_matches_general_block(case, block, monkeypatch):
         assert level_error(fast, ref, spec) <= 0.01
 
 
+@needs_ext
+def test_emulated_vertical_first_on_random_geometries(monkeypatch):
+    """Fresh random 4:2:0 frames, geometries, filters, layouts and dtypes each run (the seed is in
+    the message): the vertical-first block, wherever it takes the call, equals the general block."""
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    rng = np.random.default_rng(seed)
+    monkeypatch.setenv("ENGINE_CUDA_PREPROCESS", "vfirst")
+    took = 0
+    for _ in range(24):
+        fmt = str(rng.choice(["i420", "nv12"]))
+        h, w = 2 * int(rng.integers(1, 200)), 2 * int(rng.integers(1, 350))
+        oh, ow = int(rng.integers(1, 100)), int(rng.integers(1, 100))
+        resize = str(rng.choice(["stretch", "shorter", "letterbox"]))
+        spec = PreprocessSpec(size=(oh, ow), resize=resize, filter=str(rng.choice(["antialias", "bilinear"])),
+                              dtype=str(rng.choice(["float32", "float16"])), layout=str(rng.choice(["nchw", "nhwc"])),
+                              channels=str(rng.choice(["rgb", "bgr"])), pad_value=0.5,
+                              resize_to=(oh + int(rng.integers(0, 30)),) * 2 if resize == "shorter" else None, **NORM)
+        frames = [aligned4(make_frame(fmt, h, w, rng, matrix="bt709"), rng) for _ in range(2)]
+        out, variant = emulate(frames, spec)
+        general, _ = emulate(frames, spec, force_direct=True)
+        took += variant == "vfirst"
+        tol = 2**-10 if spec.dtype == "float16" else 1e-5
+        np.testing.assert_allclose(out.astype(np.float64), general.astype(np.float64), rtol=tol, atol=tol,
+                                   err_msg=f"seed {seed}: {fmt} {h}x{w} {spec}")
+    assert took >= 8, f"seed {seed}: the vertical-first block took only {took} of 24 calls"
+
+
 # --- pooling --------------------------------------------------------------------------------------
 @needs_ext
 @pytest.mark.parametrize("normalize", [False, True])
