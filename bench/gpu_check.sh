@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One script for a fresh GPU machine (torch, nvcc, pybind11; pytest from .whl/ when missing):
 # build engine._C_cuda and engine._C, run the GPU tests (CUDA and Triton kernels, the device
-# pipeline), then the bench suites that carry GPU rows (bench/gpu_bench.py: kernels with bandwidth
-# as a fraction of a same-run copy, models with the torch CUDA backend, e2e with Session(device="cuda:0")).
+# pipeline), the two pending A/Bs (bench/preprocess_ab.py: the CUDA preprocessing blocks;
+# bench/nvdec_ab.py: sparse NVDEC decoding, where PyNvVideoCodec imports), then the bench suites
+# that carry GPU rows (bench/gpu_bench.py: kernels with bandwidth as a fraction of a same-run copy,
+# models with the torch CUDA backend, e2e with Session(device="cuda:0")).
 #   bash bench/gpu_check.sh 2>&1 | tee gpu_check.log
 #   bash bench/gpu_check.sh text   # the text models only, for a bundle made with
 #     python bench/gpu_bundle.py --models minilm --fp16-transport minilm --transport-bits 6
