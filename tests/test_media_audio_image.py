@@ -108,25 +108,15 @@ def test_formats_that_cannot_be_joined_are_resampled_frame_by_frame(monkeypatch)
     np.testing.assert_array_equal(decode_audio(data), _frame_by_frame(data))
 
 
-def test_a_format_change_mid_stream_starts_a_new_resampler():
-    import av
-
-    from engine.media.audio import _Resampled
-    from engine.media.limits import DEFAULT_LIMITS
-
-    out = _Resampled(16000, DEFAULT_LIMITS)
-    t = np.arange(22050) / 44100.0
-    a = av.AudioFrame.from_ndarray(np.stack([np.sin(2 * np.pi * 440 * t)] * 2).astype(np.float32),
-                                   format="fltp", layout="stereo")
-    a.sample_rate = 44100
-    b = av.AudioFrame.from_ndarray((16000 * np.sin(2 * np.pi * 440 * t[:11025] * 2))[None].astype(np.int16),
-                                   format="s16", layout="mono")
-    b.sample_rate = 22050
-    out.add(a)
-    out.add(b)  # one AudioResampler would refuse a frame of another rate and layout
-    x = out.finish()
-    assert abs(len(x) - 16000) <= 64 and np.isfinite(x).all()
-    assert _freq(x[:8000], 16000) == pytest.approx(440.0, abs=4.0)
+def test_adts_streams_joined_at_another_rate_and_layout_decode_whole():
+    """Two ADTS files back to back (44.1 kHz mono, then 22.05 kHz stereo): the decoder's frames
+    change rate and layout mid-stream; one resampler refused that (CorruptMediaError)."""
+    data = (mf.tone_file(seconds=1.0, rate=44100, codec="aac", container="adts")
+            + mf.tone_file(seconds=1.0, rate=22050, codec="aac", container="adts", channels=2))
+    x = decode_audio(data)
+    assert 31000 <= len(x) <= 34500  # 2 s at 16 kHz, plus each part's codec priming
+    for half in (x[2000:14000], x[18000:30000]):
+        assert _freq(half, 16000) == pytest.approx(440.0, abs=3.0)
 
 
 def test_speech_sample():
