@@ -41,6 +41,18 @@ class Stats:
         return cls(median=med, p10=p10, p90=p90, spread=spread, n=int(a.size))
 
 
+def in_flight(fn: Callable[[], object], threads: int, calls: int = 1) -> Callable[[], None]:
+    """A call that runs ``fn`` ``calls`` times on each of ``threads`` threads at once: items in
+    flight together, as a Session's workers run them (one call does ``threads * calls`` items)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def call() -> None:
+        with ThreadPoolExecutor(threads) as pool:
+            for f in [pool.submit(lambda: [fn() for _ in range(calls)]) for _ in range(threads)]:
+                f.result()
+    return call
+
+
 def seconds_per_call(fn: Callable[[], object], min_time: float) -> float:
     """Mean seconds per call of ``fn`` over as many calls as fit in ``min_time`` (at least one)."""
     calls, t0 = 0, time.perf_counter()

@@ -372,4 +372,5 @@ def test_nvdec_ab_with_the_fake_decoder(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(nvdec_ab, "CALLS", 1)
     assert nvdec_ab.main() == 0
     row = capsys.readouterr().out.strip().splitlines()[-1]
-    assert row.startswith("| 128x96 2 s, 2 frames |") and row.endswith("| keyframes/keyframes/seek |")
+    assert row.startswith("| 128x96 2 s, 2 frames |") and "| keyframes/keyframes/seek |" in row
+    assert row.endswith(f"videos/s with {nvdec_ab.THREADS} in flight |")

@@ -11,7 +11,7 @@ from bench import machine
 from bench.results import SCHEMA, Figure, Report, figures_of, load, ratio_figure
 from bench.runner import main as run_main
 from bench.runner import parse_suites
-from bench.timing import Stats, measure, rates
+from bench.timing import Stats, in_flight, measure, rates
 
 
 def test_stats_quantiles_and_spread():
@@ -111,3 +111,16 @@ def test_gpus_from_nvidia_smi(monkeypatch):
     monkeypatch.setattr(machine.subprocess, "run",
                         lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=out, stderr=""))
     assert machine.gpus() == [{"name": "NVIDIA H100 80GB HBM3", "driver": "580.65.06", "memory": "81559 MiB"}]
+
+
+def test_in_flight_runs_its_threads_at_once():
+    import threading
+
+    barrier, done = threading.Barrier(3, timeout=10), []
+
+    def item():  # passes only when three items are in flight together
+        barrier.wait()
+        done.append(1)
+
+    in_flight(item, 3, calls=2)()
+    assert len(done) == 6

@@ -31,7 +31,7 @@ import os
 from bench.results import Figure
 from engine.errors import MediaError
 from bench.suites import RunConfig, SuiteResult, Tick
-from bench.timing import measure, rates
+from bench.timing import in_flight, measure, rates
 
 SUITE = "decode"
 # codec name in results -> PyAV encoder
@@ -69,17 +69,6 @@ def audio_seconds(cfg: RunConfig) -> int:
     return 5 if cfg.quick else 10
 
 
-def _concurrently(fn, threads: int):
-    """``fn`` run once on each of ``threads`` threads at the same time."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def call():
-        with ThreadPoolExecutor(threads) as pool:
-            for f in [pool.submit(fn) for _ in range(threads)]:
-                f.result()
-    return call
-
-
 def audio_rows(cfg: RunConfig, out: SuiteResult) -> None:
     from bench.decode import decode_audio_per_frame, make_audio_clip
     from engine.media import decode_audio
@@ -87,7 +76,7 @@ def audio_rows(cfg: RunConfig, out: SuiteResult) -> None:
     seconds = audio_seconds(cfg)
     path = make_audio_clip(seconds)
     one = {"engine": lambda: decode_audio(path), "per-frame": lambda: decode_audio_per_frame(path)}
-    paths = {**one, **{f"{k}-{AUDIO_THREADS}threads": _concurrently(fn, AUDIO_THREADS) for k, fn in one.items()}}
+    paths = {**one, **{f"{k}-{AUDIO_THREADS}threads": in_flight(fn, AUDIO_THREADS) for k, fn in one.items()}}
     timed = measure(paths, repeats=max(3, cfg.repeats // 2), min_time=0.0)
     params = {"clip": f"AAC 44.1 kHz stereo {seconds} s", "clip_seconds": seconds, "output": "16 kHz mono float32"}
     for mode, secs in timed.items():
