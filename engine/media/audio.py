@@ -65,8 +65,9 @@ def decode_audio(source: Any, limits: Limits | None = None, sample_rate: int = 1
 # frame (tests/test_media_audio_image.py compares the two). Same-process A/B against the
 # frame-by-frame version on 2 cores (10 s 44.1 kHz stereo AAC): 1.25x on one thread, 2.8x on two,
 # 2.3x on four. The decode suite's decode/audio rows track it against the frame-by-frame loop a
-# PyAV user writes: 0.95-0.97x of it on one thread (the engine also validates the input) and
-# 1.7-1.9x on four threads, where the loop falls to about half its one-thread rate.
+# PyAV user writes (three quick runs): 0.95-1.22x of it on one thread (the engine also validates
+# the input) and 1.7-2.8x on four threads, where the loop falls to a third to a half of its
+# one-thread rate.
 RUN_SAMPLES = 1 << 16
 
 
