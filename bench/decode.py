@@ -17,6 +17,7 @@ Target: 1fps-auto <= 1/8 of decode-all.
 from __future__ import annotations
 
 import argparse
+import io
 import statistics
 import sys
 import time
@@ -67,11 +68,12 @@ def make_audio_clip(seconds: int = 10, rate: int = 44100, channels: int = 2) -> 
     return path
 
 
-def decode_audio_per_frame(path: Path, rate: int = 16000) -> np.ndarray:
+def decode_audio_per_frame(source: Path | bytes, rate: int = 16000) -> np.ndarray:
     """The audio decode a PyAV user writes: every decoded frame through one resampler to float32
     mono at ``rate``, then a flush, joined into one waveform as decode_audio returns it (the
-    baseline of Note [batched resampling] in engine/media/audio.py)."""
-    with av.open(str(path)) as c:
+    baseline of Note [batched resampling] in engine/media/audio.py, and the reference its tests
+    compare with)."""
+    with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as c:
         st = c.streams.audio[0]
         r = av.AudioResampler(format="flt", layout="mono", rate=rate)
         out = [o.to_ndarray().reshape(-1) for f in c.decode(st) for o in r.resample(f)]

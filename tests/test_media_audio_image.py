@@ -12,6 +12,7 @@ from engine.media import decode_audio, decode_image, frame_to_rgb, has_audio, pr
 from engine.media.synthetic import encode_image, pattern_rgb, read_index
 
 import media_factory as mf
+from bench.decode import decode_audio_per_frame
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -67,20 +68,6 @@ def test_audio_track_of_a_video_and_has_audio():
         decode_audio(SAMPLES / "image.png")
 
 
-def _frame_by_frame(data: bytes, rate: int = 16000) -> np.ndarray:
-    """What a PyAV user writes: every decoded frame through one resampler, then a flush."""
-    import io
-
-    import av
-
-    with av.open(io.BytesIO(data)) as c:
-        st = c.streams.audio[0]
-        r = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        out = [o.to_ndarray().reshape(-1) for f in c.decode(st) for o in r.resample(f)]
-        out += [o.to_ndarray().reshape(-1) for o in r.resample(None)]
-    return np.concatenate(out)
-
-
 @pytest.mark.parametrize("run_samples", [3000, None], ids=["short-runs", "default-runs"])
 @pytest.mark.parametrize("name,make", [
     ("aac-44k-stereo", lambda: mf.tone_file(seconds=3.0, rate=44100, codec="aac", container="mp4", channels=2)),
@@ -97,7 +84,7 @@ def test_batched_resampling_equals_frame_by_frame(monkeypatch, name, make, run_s
         monkeypatch.setattr(audio, "RUN_SAMPLES", run_samples)
     data = make()
     for rate in (16000, 11025):
-        np.testing.assert_array_equal(decode_audio(data, sample_rate=rate), _frame_by_frame(data, rate))
+        np.testing.assert_array_equal(decode_audio(data, sample_rate=rate), decode_audio_per_frame(data, rate))
 
 
 def test_formats_that_cannot_be_joined_are_resampled_frame_by_frame(monkeypatch):
@@ -105,7 +92,7 @@ def test_formats_that_cannot_be_joined_are_resampled_frame_by_frame(monkeypatch)
 
     monkeypatch.setattr(audio, "_SAMPLE_DTYPES", {})  # no format joins: every run goes frame by frame
     data = mf.tone_file(seconds=2.0, rate=44100, codec="aac", container="mp4", channels=2)
-    np.testing.assert_array_equal(decode_audio(data), _frame_by_frame(data))
+    np.testing.assert_array_equal(decode_audio(data), decode_audio_per_frame(data))
 
 
 def test_adts_streams_joined_at_another_rate_and_layout_decode_whole():
