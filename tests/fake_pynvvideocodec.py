@@ -32,6 +32,7 @@ import av
 import numpy as np
 
 from engine.media.frame import frame_from_av
+from engine.media.orientation import IDENTITY
 
 PITCH_PAD = 32  # bytes of padding after each row of the fake decoder's buffers
 
@@ -42,7 +43,7 @@ class DecodedFrame:
     def __init__(self, vf):
         if vf.format.name not in ("yuv420p", "yuvj420p"):
             raise RuntimeError(f"the fake decodes 8-bit 4:2:0 only, got {vf.format.name}")
-        y, u, v = frame_from_av(vf, apply_rotation=False).planes
+        y, u, v = frame_from_av(vf, orientation=IDENTITY).planes
         h, w = y.shape
         buf = np.zeros((h * 3 // 2, w + PITCH_PAD), np.uint8)
         buf[:h, :w] = y

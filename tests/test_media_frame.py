@@ -8,6 +8,7 @@ import pytest
 
 from engine.errors import InputError
 from engine.media import Frame, frame_from_array, frame_from_av, frame_to_rgb
+from engine.media.orientation import Orientation
 from engine.media.synthetic import pattern_rgb, read_index
 
 W, H = 96, 64
@@ -120,7 +121,7 @@ def test_range_from_color_range_tag():
 @pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuvj420p", "yuv420p10le", "rgb24"])
 def test_rotation_gives_display_orientation(rotation, pix_fmt):
     vf = av_frame(pix_fmt, index=77)
-    fr = frame_from_av(vf, rotation=rotation)
+    fr = frame_from_av(vf, orientation=Orientation.from_rotation(rotation))
     k = (rotation // 90) % 4
     if k % 2:
         assert (fr.width, fr.height) == (H, W)

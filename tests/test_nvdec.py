@@ -33,6 +33,7 @@ from engine.errors import (CorruptMediaError, DeviceUnavailableError, EmptyMedia
 from engine.media import synthetic as syn  # noqa: E402
 from engine.media.limits import Limits  # noqa: E402
 from engine.media.nvdec import Fallback, decode_video_nvdec, qualify  # noqa: E402
+from engine.media.orientation import Orientation  # noqa: E402
 from engine.media.video import Sampling, decode_video  # noqa: E402
 from fake_pynvvideocodec import fake_nvc  # noqa: E402
 from media_factory import clip, has_encoder, rotated_clip, tone_file, vfr_clip  # noqa: E402
@@ -170,12 +171,14 @@ def test_streams_nvdec_cannot_take_fall_back_with_the_reason(nvc, name, data, re
 
 
 def test_qualify_reasons():
-    assert qualify("h264", "yuv420p", 0, "bt709", 1920, 1080) is None
-    assert qualify("hevc", "yuvj420p", 360, "bt601", 64, 48) is None
-    assert "neither BT.601 nor BT.709" in qualify("h264", "yuv420p", 0, None, 64, 48)
-    assert "odd picture size 65x48" in qualify("av1", "yuv420p", 0, "bt709", 65, 48)
-    assert "rotated by 270" in qualify("vp9", "yuv420p", 270, "bt709", 64, 48)
-    assert "'prores'" in qualify("prores", "yuv422p10le", 0, "bt709", 64, 48)
+    upright = Orientation()
+    assert qualify("h264", "yuv420p", upright, "bt709", 1920, 1080) is None
+    assert qualify("hevc", "yuvj420p", Orientation.from_rotation(360), "bt601", 64, 48) is None
+    assert "neither BT.601 nor BT.709" in qualify("h264", "yuv420p", upright, None, 64, 48)
+    assert "odd picture size 65x48" in qualify("av1", "yuv420p", upright, "bt709", 65, 48)
+    assert "rotated by 270 degrees for" in qualify("vp9", "yuv420p", Orientation.from_rotation(270), "bt709", 64, 48)
+    assert "rotated by 0 degrees and mirrored" in qualify("h264", "yuv420p", Orientation.from_exif(2), "bt709", 64, 48)
+    assert "'prores'" in qualify("prores", "yuv422p10le", upright, "bt709", 64, 48)
 
 
 @pytest.mark.parametrize("break_it, reason", [

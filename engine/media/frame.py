@@ -30,12 +30,12 @@ Colour matrix: ``frame.colorspace`` BT709 -> "bt709"; BT470BG / SMPTE170M / FCC 
 UNSPECIFIED -> "bt709" when the coded height is >= 720 else "bt601" (the usual HD/SD rule that
 players apply to untagged video).  Range: ``color_range == JPEG`` or a ``yuvj*`` pix_fmt -> full.
 
-Rotation: ``frame.rotation`` (FFmpeg's DISPLAYMATRIX, degrees counter-clockwise to apply for
-display) is honoured: the frame is returned in display orientation with ``np.rot90`` views
-(non-contiguous; the preprocessing wrapper copies them).  Because rotating a subsampled chroma
-plane by 90 degrees swaps the horizontal and vertical subsampling and changes the chroma siting,
-rotated YUV frames are first converted by swscale to 4:4:4 (``i444`` / ``i444_10``, same matrix
-and range) and then rotated; rotated RGB frames are rotated directly.
+Orientation: the display matrix (or a still image's EXIF orientation) is honoured (Note [display
+orientation] in ``orientation.py``): the frame is returned upright, turned and mirrored with numpy
+views (non-contiguous; the preprocessing wrapper copies them).  Because turning or mirroring a
+subsampled chroma plane swaps the subsampling axes or moves the chroma siting, such YUV frames are
+first converted by swscale to 4:4:4 (``i444`` / ``i444_10``, same matrix and range); RGB frames
+are transformed directly.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.errors import InputError, UnsupportedMediaError
+
+from .orientation import Orientation, frame_orientation
 
 __all__ = [
     "Frame", "FRAME_FORMATS", "frame_from_av", "frame_from_array", "frame_to_rgb",
@@ -145,15 +147,11 @@ def _views(vf, fmt: str) -> tuple[np.ndarray, ...]:
     return (y, _plane_view(vf.planes[1], ch, cw, dtype), _plane_view(vf.planes[2], ch, cw, dtype))
 
 
-def _rot(planes: tuple[np.ndarray, ...], k: int) -> tuple[np.ndarray, ...]:
-    return tuple(np.rot90(p, k=k, axes=(0, 1)) for p in planes)
-
-
-def frame_from_av(vf, *, pts: float | None = None, rotation: int | None = None,
-                  apply_rotation: bool = True) -> Frame:
+def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | None = None) -> Frame:
     """Wrap a decoded ``av.VideoFrame`` as a :class:`Frame` (zero-copy when the format is supported).
 
-    ``pts`` defaults to ``vf.time`` (0.0 when unknown); ``rotation`` defaults to ``vf.rotation``.
+    ``pts`` defaults to ``vf.time`` (0.0 when unknown); ``orientation`` (coded -> display) to the
+    frame's own display matrix (:func:`frame_orientation`); ``IDENTITY`` keeps the coded picture.
     """
     pix = vf.format.name
     coded_h = vf.height
@@ -189,9 +187,10 @@ def frame_from_av(vf, *, pts: float | None = None, rotation: int | None = None,
     if fmt in ("rgb24", "bgr24"):
         matrix, full = matrix or "bt601", True  # ignored for RGB; RGB samples are full range
 
-    rot = (vf.rotation if rotation is None else int(rotation)) if apply_rotation else 0
-    k = int(round(rot / 90.0)) % 4 if rot else 0
-    if k and not fmt.startswith(("rgb", "bgr")) and fmt[:4] != "i444":
+    if orientation is None:
+        orientation = frame_orientation(vf)
+    turn = not orientation.is_identity
+    if turn and not fmt.startswith(("rgb", "bgr")) and fmt[:4] != "i444":
         target = "yuv444p10le" if fmt.endswith("_10") else "yuv444p"
         rng = 2 if full else 1
         vf = vf.reformat(format=target, src_color_range=rng, dst_color_range=rng)
@@ -199,9 +198,9 @@ def frame_from_av(vf, *, pts: float | None = None, rotation: int | None = None,
 
     planes = _views(vf, fmt)
     width, height = vf.width, vf.height
-    if k:
-        planes = _rot(planes, k)
-        if k % 2:
+    if turn:
+        planes = tuple(orientation.apply(p) for p in planes)
+        if orientation.transpose:
             width, height = height, width
     if pts is None:
         t = vf.time

@@ -2,7 +2,7 @@
 
 JPEG decodes to ``i420`` full range (``yuvj420p``; 4:4:4/4:2:2 JPEGs to ``i444``/``i422``), PNG/WebP
 RGB to ``rgb24`` (palette, grey and alpha formats are converted by FFmpeg; alpha is dropped),
-lossy WebP to ``i420``.  Display rotation (when FFmpeg exports one) is honoured like for video.
+lossy WebP to ``i420``.  The EXIF orientation is honoured (Note [display orientation]).
 """
 
 from __future__ import annotations
@@ -16,27 +16,32 @@ from engine.errors import CorruptMediaError, InputError
 
 from .frame import Frame, frame_from_array, frame_from_av
 from .limits import DEFAULT_LIMITS, Limits
-from .source import first_stream, media_errors, open_container
+from .orientation import exif_orientation
+from .source import first_stream, media_errors, open_container, read_source
 
 __all__ = ["decode_image"]
 
 
 def decode_image(source: Any, limits: Limits | None = None) -> Frame:
     """Decode one picture.  ``source``: path, bytes, binary file object, an ``(H, W, 3)`` uint8
-    RGB numpy array (wrapped without copying) or a PIL image (converted to RGB)."""
+    RGB numpy array (wrapped without copying) or a PIL image (turned upright by its EXIF
+    orientation, converted to RGB)."""
     limits = limits or DEFAULT_LIMITS
     if isinstance(source, np.ndarray):
         frame = frame_from_array(source)
         limits.check_pixels(frame.width, frame.height)
         return frame
     if type(source).__module__.startswith("PIL."):
-        try:
-            arr = np.asarray(source.convert("RGB"))
+        from PIL import ImageOps
+
+        try:  # upright, as the same image given as a file (its EXIF orientation applied)
+            arr = np.asarray(ImageOps.exif_transpose(source).convert("RGB"))
         except Exception as e:  # noqa: BLE001
             raise InputError(f"PIL image cannot be converted to RGB: {e}") from None
         return decode_image(arr, limits)
     deadline = limits.deadline()
-    with media_errors("image"), open_container(source, limits) as c:
+    opened = read_source(source, limits)
+    with media_errors("image"), open_container(opened, limits) as c:
         vs = first_stream(c, "video", "input holds no image")
         limits.check_pixels(vs.codec_context.width, vs.codec_context.height)
         frame = None
@@ -56,4 +61,5 @@ def decode_image(source: Any, limits: Limits | None = None) -> Frame:
         if frame is None:
             raise CorruptMediaError("image does not decode")
         limits.check_pixels(frame.width, frame.height)
-        return frame_from_av(frame, pts=0.0)
+        opened.fileobj.seek(0)
+        return frame_from_av(frame, pts=0.0, orientation=exif_orientation(opened.fileobj))

@@ -79,6 +79,7 @@ from typing import Any
 
 from .frame import Frame, full_range_for, matrix_for
 from .limits import DEFAULT_LIMITS, Limits
+from .orientation import Orientation, frame_orientation
 from .source import Packets, media_errors, open_container, read_source
 from .video import (DecodedVideo, FrameDecoder, Sampling, index_stream, open_video_stream,
                     plan_samples)
@@ -99,19 +100,21 @@ class Fallback:
     reason: str
 
 
-def qualify(codec: str, pix_fmt: str, rotation: int, matrix: str | None, width: int,
+def qualify(codec: str, pix_fmt: str, orientation: Orientation, matrix: str | None, width: int,
             height: int) -> str | None:
     """Why NVDEC must not take a stream, or None when it may.
 
     NV12 output needs an 8-bit 4:2:0 source and even dimensions (whole chroma rows); the fused
-    kernel neither rotates nor converts matrices other than BT.601/BT.709.
+    kernel neither turns nor mirrors pictures, nor converts matrices other than BT.601/BT.709.
     """
     if codec not in NVDEC_CODECS:
         return _codec_reason(codec)
     if pix_fmt not in _NV12_SOURCES:
         return f"pixel format {pix_fmt!r} is not 8-bit 4:2:0 (NVDEC's NV12 output)"
-    if rotation % 360:
-        return f"the stream is rotated by {rotation} degrees (the fused kernel does not rotate)"
+    if not orientation.is_identity:
+        degrees, mirrored = orientation.as_rotation()
+        how = f"rotated by {degrees} degrees" + (" and mirrored" if mirrored else "")
+        return f"the stream is {how} for display (the fused kernel does not turn pictures)"
     if matrix is None:
         return "the colour matrix is neither BT.601 nor BT.709"
     if width % 2 or height % 2:
@@ -149,11 +152,12 @@ def decode_video_nvdec(source: Any, sampling: Sampling | None = None, limits: Li
         first = _first_picture(c, vs, index.times[0], limits, deadline)
         if first is None:
             return Fallback("the first picture does not decode")
-        pix_fmt, width, height, rotation = first.format.name, first.width, first.height, first.rotation
+        pix_fmt, width, height, orientation = (first.format.name, first.width, first.height,
+                                               frame_orientation(first))
         matrix = matrix_for(int(first.colorspace), height)
         full_range = full_range_for(pix_fmt, int(first.color_range))
         tb, scanned = vs.time_base, not vs.frames  # no frame count in the container (Matroska)
-    reason = qualify(codec, pix_fmt, int(round(rotation or 0)), matrix, width, height)
+    reason = qualify(codec, pix_fmt, orientation, matrix, width, height)
     if reason is not None:
         return Fallback(reason)
     if sampling.mode == "all":

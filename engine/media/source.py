@@ -113,7 +113,10 @@ class _Opened:
 
 
 def read_source(source: Any, limits: Limits = DEFAULT_LIMITS) -> _Opened:
-    """Validate ``source`` and return a seekable binary file object for it (size checked)."""
+    """Validate ``source`` and return a seekable binary file object for it (size checked); a
+    source read before is returned as it is."""
+    if isinstance(source, _Opened):
+        return source
     if isinstance(source, str):
         if (_SCHEME.match(source) and not _DRIVE.match(source)) or (
                 _OPTS_SCHEME.match(source) and ":" in source):

@@ -21,7 +21,7 @@ import numpy as np
 
 __all__ = [
     "INDEX_BITS", "pattern_rgb", "read_index", "encode_video", "encode_audio", "encode_image",
-    "set_mp4_rotation", "hls_playlist", "ffconcat_list", "tone", "cache_dir",
+    "display_matrix", "set_mp4_rotation", "hls_playlist", "ffconcat_list", "tone", "cache_dir",
 ]
 
 INDEX_BITS = 12
@@ -296,17 +296,24 @@ def encode_image(out: str | os.PathLike | None = None, *, width: int = 320, heig
     return data
 
 
-def _display_matrix(degrees: int) -> list[int]:
-    # av_display_rotation_set(): counter-clockwise rotation, 16.16 fixed point (w: 2.30)
+def display_matrix(degrees: float, hflip: bool = False, vflip: bool = False) -> list[int]:
+    """FFmpeg's display matrix (9 ints, 16.16 fixed point, w 2.30) turning a picture ``degrees``
+    counter-clockwise as ``frame.rotation`` reports it (av_display_rotation_set), then flipped as
+    av_display_matrix_flip does (negating the first / second column)."""
     rad = math.radians(degrees)
     c, s = math.cos(rad), math.sin(rad)
     fx = lambda v: int(round(v * (1 << 16)))  # noqa: E731
-    return [fx(c), fx(-s), 0, fx(s), fx(c), 0, 0, 0, 1 << 30]
+    m = [fx(c), fx(-s), 0, fx(s), fx(c), 0, 0, 0, 1 << 30]
+    for i in range(9):
+        if (hflip and i % 3 == 0) or (vflip and i % 3 == 1):
+            m[i] = -m[i]
+    return m
 
 
-def set_mp4_rotation(data: bytes, degrees: int) -> bytes:
+def set_mp4_rotation(data: bytes, degrees: int = 0, matrix: Sequence[int] | None = None) -> bytes:
     """Patch the video track header (tkhd) matrix of an MP4 so players rotate it by ``degrees``
-    counter-clockwise (FFmpeg's display-matrix convention, as ``frame.rotation`` reports)."""
+    counter-clockwise (FFmpeg's display-matrix convention, as ``frame.rotation`` reports), or
+    write ``matrix`` (see :func:`display_matrix`)."""
     b = bytearray(data)
     pos = 0
     patched = False
@@ -319,7 +326,7 @@ def set_mp4_rotation(data: bytes, degrees: int) -> bytes:
         off = i + 4 + 4 + (20 if version == 0 else 32) + 8 + 2 + 2 + 2 + 2
         width = struct.unpack(">I", b[off + 36:off + 40])[0] >> 16
         if width:  # audio tracks have width 0
-            vals = _display_matrix(degrees)
+            vals = list(matrix) if matrix is not None else display_matrix(degrees)
             b[off:off + 36] = struct.pack(">9i", *vals)
             patched = True
         pos = i + 4

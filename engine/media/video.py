@@ -36,6 +36,7 @@ import av
 from engine.errors import CorruptMediaError, EmptyMediaError, InputError
 
 from .frame import Frame, frame_from_av
+from .orientation import frame_orientation
 from .limits import DEFAULT_LIMITS, Deadline, Limits
 from .source import Packets, check_codec, media_errors, open_container, wrap_av_error
 
@@ -83,7 +84,9 @@ class DecodedVideo:
     fps: float                      # average frame rate (0.0 when unknown)
     width: int                      # display orientation
     height: int
-    rotation: int                   # degrees counter-clockwise applied for display (0/90/180/270)
+    rotation: int                   # degrees counter-clockwise applied for display (0/90/180/270),
+                                    # then mirrored left-right when `mirrored` (Note [display
+                                    # orientation])
     decoded_frames: int             # frames FFmpeg decoded (packets sent to the decoder)
     strategy: str                   # "all" | "keyframes" | "seek"
     codec: str = ""
@@ -94,6 +97,7 @@ class DecodedVideo:
                                     # (truncated/damaged input): callers may reject partial media
     keepalive: Any = None           # what the frames' memory belongs to (the NVDEC decoder and its
                                     # frames: engine.media.nvdec), held as long as the result
+    mirrored: bool = False
 
 
 def _video_stream(container):
@@ -417,13 +421,13 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
         rel = round(t - start, 6)
         frames.append(frame_from_av(f, pts=rel))
         stamps.append(rel)
-    rotation = int(round(picked[0][1].rotation or 0)) % 360
+    rotation, mirrored = frame_orientation(picked[0][1]).as_rotation()
     w, h = frames[0].width, frames[0].height
     return DecodedVideo(
         frames=frames, timestamps=stamps, duration=float(duration), fps=float(fps), width=w,
         height=h, rotation=rotation, decoded_frames=max(dec.sent, dec.decoded), strategy=strategy, codec=codec,
         keyframe_interval=key_gap, decode_errors=dec.errors, complete=bool(complete and not dec.errors),
-        targets=[round(t - start, 6) for t in targets])
+        targets=[round(t - start, 6) for t in targets], mirrored=mirrored)
 
 
 def _seek_decode(dec: FrameDecoder, targets: list[float], times: list[float], keys: list[float], tb,
