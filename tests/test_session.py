@@ -47,6 +47,30 @@ def _pil_rgb(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+@pytest.mark.parametrize("exif", [2, 6, 7])
+def test_images_are_judged_upright(session, exif):
+    """A phone picture stored turned or mirrored with an EXIF orientation gets the upright
+    picture's score (Note [display orientation]); judged as stored, it would not."""
+    from PIL import Image
+
+    from engine.media.orientation import Orientation
+
+    upright = _pil_rgb(SAMPLES / "image.jpg")
+    # the stored pixels: the upright picture put through the inverse of the EXIF transform
+    stored = upright
+    while not np.array_equal(Orientation.from_exif(exif).apply(stored), upright):
+        stored = Orientation.from_exif(exif).apply(stored)
+    tag = Image.Exif()
+    tag[0x0112] = exif
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(stored)).save(buf, format="PNG", exif=tag.tobytes())
+    want = session.moderate(image=upright).policies["sexual_content"].score
+    got = session.moderate(image=buf.getvalue()).policies["sexual_content"].score
+    as_stored = session.moderate(image=np.ascontiguousarray(stored)).policies["sexual_content"].score
+    assert got == pytest.approx(want, abs=1e-7)
+    assert abs(as_stored - want) > 1e-5  # (a near-zero score: the sample image is benign)
+
+
 @pytest.mark.parametrize("seed,shape", [(0, (480, 640, 3)), (1, (333, 517, 3)), (2, (1080, 1920, 3))])
 def test_open_nsfw_matches_package_on_arrays(session, seed, shape):
     rng = np.random.default_rng(seed)
