@@ -81,6 +81,24 @@ def decode_audio_per_frame(source: Path | bytes, rate: int = 16000) -> np.ndarra
     return np.concatenate(out)
 
 
+def decode_exact_per_target(path: Path, targets: list[float]) -> list[float]:
+    """The exact sampling a PyAV user writes: for each target time (stream seconds) seek to the
+    keyframe before it and decode until the first frame at or after it; returns the frames' times.
+    The baseline of Note [skipping non-reference frames] in engine/media/video.py."""
+    out = []
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        vs.thread_type = "AUTO"
+        tb = vs.time_base
+        for t in targets:
+            c.seek(int(t / tb), stream=vs, backward=True, any_frame=False)
+            for f in c.decode(vs):
+                if f.time >= t - 1e-6:
+                    out.append(f.time)
+                    break
+    return out
+
+
 def decode_all(path: Path) -> int:
     n = 0
     with av.open(str(path)) as c:

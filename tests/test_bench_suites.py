@@ -36,6 +36,10 @@ def test_kernels_preprocess_paths_ratios_and_stage(monkeypatch):
         assert figs[f"{base}/fused"].stage is None and figs[f"{base}/fused"].params["threads"] == 1
 
 
+EXACT_ROWS = {"decode/h264/8-exact", "decode/h264/8-exact÷all", "decode/h264/8-exact-loop",
+              "decode/h264/8-exact-loop÷all", "decode/h264/8-exact÷8-exact-loop"}
+
+
 @pytest.mark.parametrize("decord", [False, True])
 def test_decode_suite_modes_units_and_skipped_codec(monkeypatch, tmp_path, decord):
     import engine.media.decord_source as ds
@@ -51,7 +55,7 @@ def test_decode_suite_modes_units_and_skipped_codec(monkeypatch, tmp_path, decor
     res = decode_suite.run(TINY, ticks.append)
     figs = by_name(f for f in res.figures if f.name.startswith("decode/h264/"))
     pyav = {"decode/h264/all", "decode/h264/1fps", "decode/h264/8-uniform",
-            "decode/h264/1fps÷all", "decode/h264/8-uniform÷all"}
+            "decode/h264/1fps÷all", "decode/h264/8-uniform÷all"} | EXACT_ROWS
     decord_rows = {f"decode/h264/{m}" for m in ("decord-all", "decord-1fps", "decord-8-uniform",
                                                  "decord-all÷all", "decord-1fps÷all", "decord-8-uniform÷all",
                                                  "all÷decord-all", "1fps÷decord-1fps", "8-uniform÷decord-8-uniform")}
@@ -62,6 +66,11 @@ def test_decode_suite_modes_units_and_skipped_codec(monkeypatch, tmp_path, decor
     assert {f.params["sampling"] for f in res.figures if f.stage} == {"all", "fps=1", "uniform=8"}
     assert all(f.params["decoder"] == "pyav" for f in res.figures if f.stage)
     assert figs["decode/h264/all"].params["resolution"] == "96p"
+    assert figs["decode/h264/8-exact"].unit == "videos/s" and figs["decode/h264/8-exact"].stage is None
+    r = figs["decode/h264/8-exact÷8-exact-loop"]  # per round: the loop's time over the engine's
+    assert r.samples == pytest.approx([e / b for e, b in zip(figs["decode/h264/8-exact"].samples,
+                                                              figs["decode/h264/8-exact-loop"].samples)])
+    assert not any("did not pick" in n for n in res.notes)
     if decord:
         r = figs["decode/h264/1fps÷decord-1fps"]
         # per round: decord's time over PyAV's, i.e. PyAV's rate over decord's
@@ -105,7 +114,7 @@ def test_decode_suite_keeps_pyav_rows_when_decord_fails(monkeypatch, tmp_path):
     monkeypatch.setattr(decode_suite, "audio_rows", lambda cfg, out: None)
     res = decode_suite.run(TINY, lambda label: None)
     assert {f.name for f in res.figures} == {"decode/h264/all", "decode/h264/1fps", "decode/h264/8-uniform",
-                                             "decode/h264/1fps÷all", "decode/h264/8-uniform÷all"}
+                                             "decode/h264/1fps÷all", "decode/h264/8-uniform÷all"} | EXACT_ROWS
     assert any("h264: decord rows missing" in n and "cannot open" in n for n in res.notes)
 
 

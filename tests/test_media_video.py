@@ -88,6 +88,46 @@ def test_uniform_with_sparse_keyframes_is_exact():
     assert dv.decoded_frames == 106          # one GOP: decode forward, no re-seek
 
 
+@pytest.mark.parametrize("encoder,container,bframes,skips", [
+    ("libx264", "mp4", 3, True), ("libx264", "mpegts", 0, False), ("libx265", "mp4", 4, True),
+    ("libvpx-vp9", "webm", None, None), ("libsvtav1", "matroska", None, True),
+])
+def test_seeking_skips_non_reference_frames_and_keeps_the_wanted_ones_exact(encoder, container, bframes,
+                                                                              skips, monkeypatch):
+    """Note [skipping non-reference frames]: the frames exact sampling returns equal, bit for bit,
+    those of a full decode, while the decoder skipped the frames nothing refers to (B-frames;
+    SVT-AV1's hierarchy has them too; none without B-frames)."""
+    if not mf.has_encoder(encoder):
+        pytest.skip(f"{encoder} not in this FFmpeg")
+    from engine.media import video
+
+    decoders = []
+    init = video.FrameDecoder.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        decoders.append(self)
+
+    monkeypatch.setattr(video.FrameDecoder, "__init__", spy)
+    data = mf.clip(width=96, height=64, duration=3.0, gop=90, codec=encoder, container=container,
+                   bframes=bframes)
+    try:
+        full = decode_video(data, Sampling("all"))
+    except UnsupportedMediaError as e:  # e.g. no AV1 decoder in this FFmpeg build
+        pytest.skip(str(e))
+    dv = decode_video(data, Sampling("uniform", 7, exact=True))
+    assert dv.strategy == "seek" and len(dv.frames) == 7 and dv.complete
+    every = dict(zip(full.timestamps, full.frames))
+    for t, f in zip(dv.timestamps, dv.frames):
+        for ours, ref in zip(f.planes, every[t].planes):
+            np.testing.assert_array_equal(ours, ref)
+    seek = decoders[-1]
+    if skips:  # frames sent to the decoder that it did not output: skipped non-reference ones
+        assert seek.decoded < seek.sent - 7
+    elif skips is False:
+        assert seek.decoded >= seek.sent - 2
+
+
 def test_keyframes_mode_and_max_frames_thinning():
     data = mf.clip(duration=4.0, gop=15)     # 8 keyframes
     dv = decode_video(data, Sampling("keyframes"))

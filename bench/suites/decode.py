@@ -7,11 +7,15 @@ a codec without an encoder is skipped with a note. Modes:
   all        PyAV decodes every frame (thread_type AUTO), frames discarded (bench/decode.py)
   1fps       engine decode_video(Sampling("fps", 1))       -> keyframe strategy for these clips
   8-uniform  engine decode_video(Sampling("uniform", 8))   -> 8 frames at segment centres
+  8-exact    engine decode_video(Sampling("uniform", 8, exact=True)) -> seeks to the exact frames,
+             skipping non-reference frames on the way (Note [skipping non-reference frames])
+  8-exact-loop  the same frames by the seek-and-decode loop a PyAV user writes (bench/decode.py),
+             the baseline of ``8-exact÷8-exact-loop``
   decord-*   the same three samplings through decord (engine.media.decode_video_decord: RGB
              frames, as the model card's decord pipeline reads them), when decord imports
 
 Throughput is clip seconds decoded per wall second (``video-s/s``) for ``all`` and ``1fps``, whose
-cost grows with the clip's length, and whole videos per second for ``8-uniform``, whose cost is
+cost grows with the clip's length, and whole videos per second for the 8-frame modes, whose cost is
 per video. Same-run speed-ups against ``all`` come from the per-round time ratio.
 
 Audio (``decode/audio/...``, audio-s/s of a 44.1 kHz stereo AAC clip to 16 kHz mono float32):
@@ -36,8 +40,9 @@ from bench.timing import in_flight, measure, rates
 SUITE = "decode"
 # codec name in results -> PyAV encoder
 ENCODERS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
-MODES = ("all", "1fps", "8-uniform")
-SAMPLING = {"all": "all", "1fps": "fps=1", "8-uniform": "uniform=8"}  # mode -> sampling label
+MODES = ("all", "1fps", "8-uniform")  # the engine decoder's figures the capacity plan reads
+SAMPLING = {"all": "all", "1fps": "fps=1", "8-uniform": "uniform=8", "8-exact": "uniform=8 exact",
+            "8-exact-loop": "uniform=8 exact"}  # mode -> sampling label
 
 
 def clip_shape(cfg: RunConfig) -> tuple[int, int, int]:
@@ -89,18 +94,31 @@ def audio_rows(cfg: RunConfig, out: SuiteResult) -> None:
                                   samples=[b / e for e, b in zip(timed[engine_mode], timed[base])], params=params))
 
 
-def _paths(path, seconds: float) -> dict:
-    from bench.decode import decode_all
+def _paths(path, seconds: float) -> tuple[dict, list[str]]:
+    """The timed calls by mode, and notes (the exact loop's frames not the engine's)."""
+    from bench.decode import decode_all, decode_exact_per_target
     from engine.media import Sampling, decode_video
     from engine.media.decord_source import decode_video_decord, decord_available
 
     samplings = {"1fps": Sampling("fps", 1.0), "8-uniform": Sampling("uniform", 8)}
     paths = {"all": lambda: decode_all(path)}
     paths.update({m: (lambda s=s: decode_video(path, s)) for m, s in samplings.items()})
+    import av
+
+    exact = decode_video(path, Sampling("uniform", 8, exact=True))
+    with av.open(str(path)) as c:  # the engine's times count from the stream's start
+        vs = c.streams.video[0]
+        start = float(vs.start_time * vs.time_base) if vs.start_time is not None else 0.0
+    targets = [start + t for t in exact.targets]
+    paths["8-exact"] = lambda: decode_video(path, Sampling("uniform", 8, exact=True))
+    paths["8-exact-loop"] = lambda: decode_exact_per_target(path, targets)
+    notes = []
+    if [round(t - start, 4) for t in decode_exact_per_target(path, targets)] != [round(t, 4) for t in exact.timestamps]:
+        notes.append(f"{path.name}: the PyAV seek loop did not pick the engine's frames")
     if decord_available():
         samplings["all"] = Sampling("all")
         paths.update({f"decord-{m}": (lambda s=s: decode_video_decord(path, s)) for m, s in samplings.items()})
-    return paths
+    return paths, notes
 
 
 def run(cfg: RunConfig, tick: Tick) -> SuiteResult:
@@ -117,7 +135,8 @@ def run(cfg: RunConfig, tick: Tick) -> SuiteResult:
             tick(f"{codec} skipped")
             continue
         path = make_clip(seconds, 8, encoder, height, width)
-        paths = _paths(path, seconds)
+        paths, notes = _paths(path, seconds)
+        out.notes += notes
         decord_modes = [m for m in paths if m.startswith("decord-")]
         if not decord_modes:
             out.notes.append(f"{codec}: decord not importable, its rows are missing (pip install decord==0.6.0)")
@@ -133,23 +152,25 @@ def run(cfg: RunConfig, tick: Tick) -> SuiteResult:
                   "clip_seconds": seconds, "resolution": f"{height}p"}
         for mode, secs in timed.items():
             base_mode = mode.removeprefix("decord-")
-            pyav = mode == base_mode  # the engine's decoder: the stage bench plan reads
-            per_video = base_mode == "8-uniform"
+            pyav = mode == base_mode
+            stage = mode in MODES  # the engine's decoder: the stage bench plan reads
+            per_video = base_mode.startswith("8-")
             sampling = SAMPLING[base_mode]
             items = 1.0 if per_video else float(seconds)
             out.figures.append(Figure(
                 name=f"{SUITE}/{codec}/{mode}", suite=SUITE, unit="videos/s" if per_video else "video-s/s",
                 better="higher", samples=rates(secs, items),
                 params={**params, "sampling": sampling, "decoder": "pyav" if pyav else "decord"},
-                **({"stage": "decode", "items_per_call": items} if pyav else {})))
+                **({"stage": "decode", "items_per_call": items} if stage else {})))
             if mode != "all":
                 out.figures.append(Figure(
                     name=f"{SUITE}/{codec}/{mode}÷all", suite=SUITE, unit="x", better="higher",
                     samples=[a / b for a, b in zip(timed["all"], secs)], params={**params, "sampling": sampling}))
-            if not pyav:  # the engine's PyAV path against decord, same sampling, per round
+            if not pyav or mode == "8-exact-loop":  # the engine against another decode, same frames, per round
+                engine_mode = "8-exact" if pyav else base_mode
                 out.figures.append(Figure(
-                    name=f"{SUITE}/{codec}/{base_mode}÷{mode}", suite=SUITE, unit="x", better="higher",
-                    samples=[a / b for a, b in zip(secs, timed[base_mode])], params={**params, "sampling": sampling}))
+                    name=f"{SUITE}/{codec}/{engine_mode}÷{mode}", suite=SUITE, unit="x", better="higher",
+                    samples=[a / b for a, b in zip(secs, timed[engine_mode])], params={**params, "sampling": sampling}))
         tick(codec)
     audio_rows(cfg, out)
     tick("audio")

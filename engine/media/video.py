@@ -11,7 +11,8 @@ Strategies (``DecodedVideo.strategy``)
 ``"seek"``       keyframes are sparser than the sampling interval: for each target the demuxer
                  seeks (``backward=True, any_frame=False``) to the keyframe before it, unless the
                  decoder is already between that keyframe and the target, and decodes forward to
-                 the first frame with ``pts >= target`` (exact sampling).
+                 the first frame with ``pts >= target`` (exact sampling).  On the way the decoder
+                 skips the frames nothing refers to (Note [skipping non-reference frames]).
 
 The keyframe spacing and every frame's presentation time are measured by a demux-only pass over the
 packets (``packet.is_keyframe``/``packet.pts``), which costs no decoding.  Timestamps are
@@ -19,9 +20,26 @@ packets (``packet.is_keyframe``/``packet.pts``), which costs no decoding.  Times
 was actually decoded, so ``timestamps[i] == frames[i].pts``.
 
 ``DecodedVideo.decoded_frames`` counts the frames FFmpeg decoded: packets handed to the decoder,
-including frames still in flight when a seek discards them (tests use it to prove that sparse
-sampling does not decode the whole clip).  ``Limits.max_frames`` bounds that count.
+including frames still in flight when a seek discards them and non-reference frames it skipped
+(tests use it to prove that sparse sampling does not decode the whole clip).
+``Limits.max_frames`` bounds that count.
 Memory: each returned Frame keeps its decoded picture alive (about 3 MB per 1080p frame).
+
+Note [skipping non-reference frames]
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+Seeking decodes every frame from the keyframe before a target up to the target, though only the
+target is kept. Most of those frames are needed as references by the frames after them, but
+B-frames usually are not (131 of the 300 frames of the decode suite's x264 clip; none in streams
+without B-frames).
+While seeking, the decoder is told to skip non-reference frames (``skip_frame = "NONREF"``) for
+every packet except those of the wanted frames, whose pts the index pass knows (each packet's mode
+is set before it is sent, so frame threading sees it; a packet without a pts keeps the mode of the
+one before, e.g. the second field of an interlaced frame). Every reference frame is still decoded,
+so the wanted frames come out bit-identical. Measured on the 2-core VM: the decode suite's
+``8-exact÷8-exact-loop`` (the engine against the seek-and-decode loop a PyAV user writes, same
+frames; quick, 480p) H.264 1.86x, HEVC 1.18x, VP9 1.14x, AV1 1.22x (the engine also stops feeding
+the decoder at the target); a one-off interleaved A/B against the build before this change, 8 and
+10 exact frames of 10 s 1080p clips: H.264 1.33-1.44x, HEVC 1.19-1.49x.
 """
 
 from __future__ import annotations
@@ -183,10 +201,21 @@ class FrameDecoder:
         self.sent = 0
         self.decoded = 0
         self.errors = 0
+        # pts of the frames to output; the decoder may skip other non-reference frames (Note
+        # [skipping non-reference frames]). None: decode every packet sent.
+        self.wanted: set[int] | None = None
+        self._skip = "DEFAULT"
+
+    def _set_skip(self, mode: str) -> None:
+        if mode != self._skip:
+            self.vs.codec_context.skip_frame = mode
+            self._skip = mode
 
     def _decode(self, packet) -> list:
         self.sent += 1
         self.limits.check_frames(self.sent)
+        if self.wanted is not None and packet.pts is not None:
+            self._set_skip("DEFAULT" if packet.pts in self.wanted else "NONREF")
         try:
             out = self.vs.decode(packet)
         except av.error.FFmpegError:
@@ -452,6 +481,7 @@ def _seek_decode(dec: FrameDecoder, targets: list[float], times: list[float], ke
     it: Iterator[Any] | None = None
     last_t: float | None = None                   # pts of the last frame the decoder produced
     state = {"drain": None}
+    dec.wanted = {int(round(want_t / tb)) for want_t, _ in plan}
 
     def done(p) -> bool:
         t = p.pts if p.pts is not None else p.dts
