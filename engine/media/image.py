@@ -2,7 +2,8 @@
 
 JPEG decodes to ``i420`` full range (``yuvj420p``; 4:4:4/4:2:2 JPEGs to ``i444``/``i422``), PNG/WebP
 RGB to ``rgb24`` (palette, grey and alpha formats are converted by FFmpeg; alpha is dropped),
-lossy WebP to ``i420``.  The EXIF orientation is honoured (Note [display orientation]).
+lossy WebP to ``i420``; an animated WebP gives its first frame (Note [animated WebP]).  The EXIF
+orientation is honoured (Note [display orientation]).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .frame import Frame, frame_from_array, frame_from_av
 from .limits import DEFAULT_LIMITS, Limits
 from .orientation import exif_orientation
 from .source import first_stream, media_errors, open_container, read_source
+from .webp_animation import first_frame, is_animated_webp
 
 __all__ = ["decode_image"]
 
@@ -41,6 +43,9 @@ def decode_image(source: Any, limits: Limits | None = None) -> Frame:
         return decode_image(arr, limits)
     deadline = limits.deadline()
     opened = read_source(source, limits)
+    if is_animated_webp(opened.fileobj):
+        with opened, media_errors("image"):
+            return first_frame(opened.fileobj, limits)
     with media_errors("image"), open_container(opened, limits) as c:
         vs = first_stream(c, "video", "input holds no image")
         limits.check_pixels(vs.codec_context.width, vs.codec_context.height)
@@ -61,5 +66,4 @@ def decode_image(source: Any, limits: Limits | None = None) -> Frame:
         if frame is None:
             raise CorruptMediaError("image does not decode")
         limits.check_pixels(frame.width, frame.height)
-        opened.fileobj.seek(0)
         return frame_from_av(frame, pts=0.0, orientation=exif_orientation(opened.fileobj))

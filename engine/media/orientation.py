@@ -137,12 +137,13 @@ def frame_orientation(vf: Any) -> Orientation:
 
 
 def exif_orientation(fileobj: IO[bytes]) -> Orientation | None:
-    """The EXIF Orientation of a still image (JPEG, PNG, WebP: a binary file object at its start),
-    read by Pillow from the headers without decoding pixels; None when it has none or it cannot
-    be read."""
+    """The EXIF Orientation of a still image (JPEG, PNG, WebP: a seekable binary file object), read
+    by Pillow from the headers without decoding pixels; None when it has none or it cannot be
+    read."""
     try:
         from PIL import Image
 
+        fileobj.seek(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # DecompressionBombWarning: sizes are checked by Limits
             with Image.open(fileobj) as im:

@@ -1,7 +1,7 @@
 """Cheap inspection of a media input: modality, size, duration, codecs (no full decode).
 
 Modality rules: ``"image"`` when the demuxer is an image demuxer (``jpeg_pipe``, ``png_pipe``,
-``webp_pipe``, ``image2``, single-frame ``gif``) or the only video stream uses an image codec and
+``webp_pipe``, ``image2``, single-frame ``gif`` or animated WebP) or the only video stream uses an image codec and
 holds a single packet; ``"video"`` when there is a video stream that is not cover art
 (``attached_pic`` disposition); ``"audio"`` when there are only audio streams.  Anything else (no
 usable stream) raises EmptyMediaError.
@@ -18,7 +18,8 @@ from engine.errors import CorruptMediaError, EmptyMediaError, MediaError
 
 from .limits import DEFAULT_LIMITS, Limits
 from .source import (IMAGE_CODECS, IMAGE_DEMUXERS, check_codec, codec_name, demuxer_names,
-                     media_errors, open_container)
+                     media_errors, open_container, read_source)
+from .webp_animation import is_animated_webp, webp_index
 
 __all__ = ["MediaInfo", "probe"]
 
@@ -62,8 +63,30 @@ def _count_packets(c, vs, cap: int = 2) -> int:
 def probe(source: Any, limits: Limits | None = None) -> MediaInfo:
     """Inspect ``source`` (path, bytes or binary file object) after the safety checks."""
     limits = limits or DEFAULT_LIMITS
-    with media_errors("media", "open"), open_container(source, limits) as c:
+    opened = read_source(source, limits)
+    if is_animated_webp(opened.fileobj):
+        with opened, media_errors("media", "open"):
+            return _probe_webp_animation(opened.fileobj, limits)
+    with media_errors("media", "open"), open_container(opened, limits) as c:
         return _probe(c, limits)
+
+
+def _probe_webp_animation(f, limits: Limits) -> MediaInfo:
+    """An animated WebP (Note [animated WebP]): a video when it holds more than one frame."""
+    from PIL import Image
+
+    bounds = webp_index(f.read())
+    f.seek(0)
+    with Image.open(f, formats=["WEBP"]) as im:
+        width, height = im.size
+    limits.check_pixels(width, height)
+    frames, duration = len(bounds) - 1, bounds[-1]
+    limits.check_duration(duration)
+    video = frames > 1
+    return MediaInfo(kind="video" if video else "image", container="webp_pipe", width=width,
+                     height=height, duration=duration if video else 0.0,
+                     fps=frames / duration if video and duration else 0.0, has_video=True,
+                     video_codec="webp")
 
 
 def _probe(c, limits: Limits) -> MediaInfo:

@@ -109,7 +109,14 @@ class _Opened:
     fileobj: IO[bytes]
     size: int
     name: str
-    close: bool
+    close: bool  # the file object is ours: closed on leaving a ``with`` block
+
+    def __enter__(self) -> "_Opened":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.close:
+            self.fileobj.close()
 
 
 def read_source(source: Any, limits: Limits = DEFAULT_LIMITS) -> _Opened:

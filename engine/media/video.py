@@ -54,9 +54,10 @@ import av
 from engine.errors import CorruptMediaError, EmptyMediaError, InputError
 
 from .frame import Frame, frame_from_av
-from .orientation import frame_orientation
 from .limits import DEFAULT_LIMITS, Deadline, Limits
-from .source import Packets, check_codec, media_errors, open_container, wrap_av_error
+from .orientation import frame_orientation
+from .source import Packets, check_codec, media_errors, open_container, read_source, wrap_av_error
+from .webp_animation import decode_webp_animation, is_animated_webp
 
 __all__ = ["Sampling", "DecodedVideo", "decode_video", "SAMPLING_MODES", "open_video_stream", "StreamIndex",
            "index_stream", "SamplePlan", "plan_samples", "FrameDecoder"]
@@ -284,7 +285,11 @@ def decode_video(source: Any, sampling: Sampling | None = None, limits: Limits |
     if backend != "pyav":
         raise InputError(f"unknown video backend {backend!r} (use 'pyav' or 'decord')")
     deadline = limits.deadline()
-    with media_errors("video"), open_container(source, limits) as c:
+    opened = read_source(source, limits)
+    if is_animated_webp(opened.fileobj):
+        with opened, media_errors("video"):
+            return decode_webp_animation(opened.fileobj, sampling, limits, deadline)
+    with media_errors("video"), open_container(opened, limits) as c:
         return _decode(c, sampling, limits, deadline)
 
 

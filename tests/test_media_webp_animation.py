@@ -1,0 +1,122 @@
+"""Animated WebP (Note [animated WebP]): probed and sampled as a video, its first frame as an image,
+decoded by Pillow within the limits."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.errors import CorruptMediaError, MediaLimitError
+from engine.media import Limits, Sampling, decode_image, decode_video, frame_to_rgb, probe
+from engine.media.webp_animation import is_animated_webp, webp_index
+
+DURATIONS_MS = [500, 250, 10, 500, 740]  # 10 ms: shown for 100 ms
+STARTS = [0.0, 0.5, 0.75, 0.85, 1.35]
+
+
+def pictures(n: int, size=(40, 24)) -> list[np.ndarray]:
+    """Distinct frames: a flat level per frame, and a bar whose position tells the frame apart."""
+    w, h = size
+    out = []
+    for i in range(n):
+        a = np.full((h, w, 3), 30 + 40 * i, np.uint8)
+        a[:, 4 * i : 4 * i + 4] = (255, 0, 0)
+        out.append(a)
+    return out
+
+
+def animation(durations=DURATIONS_MS, size=(40, 24), **save) -> bytes:
+    frames = [Image.fromarray(a) for a in pictures(len(durations), size)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="WEBP", save_all=True, append_images=frames[1:], duration=list(durations),
+                   loop=0, lossless=True, **save)
+    return buf.getvalue()
+
+
+def pillow_frames(data: bytes) -> list[np.ndarray]:
+    out = []
+    with Image.open(io.BytesIO(data)) as im:
+        for i in range(im.n_frames):
+            im.seek(i)
+            out.append(np.asarray(im.convert("RGB")))
+    return out
+
+
+def test_index_and_probe():
+    data = animation()
+    assert is_animated_webp(io.BytesIO(data))
+    assert webp_index(data) == pytest.approx(STARTS + [2.09])
+    info = probe(data)
+    assert (info.kind, info.video_codec, info.width, info.height) == ("video", "webp", 40, 24)
+    assert info.duration == pytest.approx(2.09) and info.fps == pytest.approx(5 / 2.09)
+    one = animation([300])
+    assert probe(one).kind == "image"
+    still = io.BytesIO()
+    Image.fromarray(pictures(1)[0]).save(still, format="WEBP", lossless=True)
+    assert not is_animated_webp(io.BytesIO(still.getvalue()))
+
+
+def test_all_frames_equal_pillows():
+    data = animation()
+    dv = decode_video(data, Sampling("all"))
+    assert dv.timestamps == pytest.approx(STARTS) and dv.codec == "webp" and dv.strategy == "all"
+    assert (dv.width, dv.height, dv.decoded_frames) == (40, 24, 5)
+    for ours, ref in zip(dv.frames, pillow_frames(data)):
+        assert ours.format == "rgb24"
+        np.testing.assert_array_equal(frame_to_rgb(ours), ref)
+    assert dv.duration == pytest.approx(2.09)
+
+
+def test_sampling_picks_frames_by_time():
+    data = animation()
+    refs = pillow_frames(data)
+    dv = decode_video(data, Sampling("fps", 2.0))  # targets 0, 0.5, 1.0 (last start 1.35)
+    assert dv.timestamps == pytest.approx([0.0, 0.5, 0.85])  # nearest frame to each target
+    for f, i in zip(dv.frames, (0, 1, 3)):
+        np.testing.assert_array_equal(frame_to_rgb(f), refs[i])
+    dv = decode_video(data, Sampling("fps", 2.0, exact=True))  # the first frame at or after each target
+    assert dv.timestamps == pytest.approx([0.0, 0.5, 1.35]) and dv.decoded_frames == 5
+    dv = decode_video(data, Sampling("uniform", 1))
+    assert len(dv.frames) == 1 and dv.decoded_frames <= 5
+
+
+def test_first_frame_as_an_image():
+    data = animation()
+    np.testing.assert_array_equal(frame_to_rgb(decode_image(data)), pillow_frames(data)[0])
+
+
+def test_limits_and_damage_give_typed_errors():
+    data = animation()
+    with pytest.raises(MediaLimitError):
+        decode_video(data, Sampling("all"), Limits(max_pixels=40 * 24 - 1))
+    with pytest.raises(MediaLimitError):
+        decode_video(data, Sampling("all"), Limits(max_frames=3))
+    with pytest.raises(MediaLimitError):
+        decode_video(data, Sampling("all"), Limits(max_duration_s=2.0))
+    with pytest.raises(MediaLimitError):
+        decode_image(data, Limits(max_pixels=100))
+    with pytest.raises(CorruptMediaError):
+        decode_video(data[: len(data) // 2], Sampling("all"))  # a chunk runs past the end
+    with pytest.raises(CorruptMediaError):
+        probe(data[: len(data) // 2])
+    broken = bytearray(data)
+    i = broken.find(b"ANMF")
+    broken[i + 8 + 24 : i + 8 + 40] = b"\xff" * 16  # the first frame's bitstream
+    with pytest.raises(CorruptMediaError):
+        decode_video(bytes(broken), Sampling("all"))
+
+
+@pytest.mark.models
+def test_session_moderates_an_animated_webp_as_a_video(model_repo):
+    from engine import Session
+
+    data = animation(size=(96, 64))
+    with Session(model_repo.path) as s:
+        v = s.moderate(video=data)
+    ev = v.policies["sexual_content"].evidence
+    assert 0.0 <= v.policies["sexual_content"].score <= 1.0
+    assert ev.modality == "vision" and set(ev.timestamps) <= set(STARTS)
+    assert v.sampled_timestamps == pytest.approx([0.0, 0.85])  # the pipeline's 1 fps
