@@ -4,7 +4,6 @@ display matrices and EXIF tags, applied to decoded videos and images."""
 from __future__ import annotations
 
 import io
-import itertools
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from PIL import Image, ImageOps
 
 from engine.media import decode_image, decode_video, frame_to_rgb
 from engine.media import synthetic as syn
-from engine.media.orientation import IDENTITY, Orientation, exif_orientation, frame_orientation
+from engine.media.orientation import ALL, IDENTITY, Orientation, exif_orientation, frame_orientation
 from engine.media.video import Sampling
 from media_factory import clip
 
@@ -44,7 +43,7 @@ def test_display_matrix_is_read_as_its_geometry(deg, hflip, vflip):
 def test_as_rotation_and_mirror_round_trip():
     coded = np.arange(4 * 7).reshape(4, 7)
     seen = set()
-    for o in (Orientation(*bits) for bits in itertools.product((False, True), repeat=3)):
+    for o in ALL:
         degrees, mirrored = o.as_rotation()
         shown = np.rot90(coded, degrees // 90)
         np.testing.assert_array_equal(o.apply(coded), shown[:, ::-1] if mirrored else shown)
@@ -150,3 +149,25 @@ class _Unreadable:
 def test_unreadable_side_data_falls_back_to_the_angle():
     assert frame_orientation(_Unreadable()) == Orientation.from_rotation(-90)
     assert frame_orientation(_Unreadable()).as_rotation() == (270, False)
+
+
+@pytest.mark.parametrize("deg,hflip,vflip", MATRICES)
+def test_decord_frames_come_upright_too(deg, hflip, vflip):
+    from engine.media import decord_available
+
+    if not decord_available():
+        pytest.skip("decord not installed")
+    base = clip(width=96, height=64, fps=10, duration=1.0, gop=10)
+    data = syn.set_mp4_rotation(base, matrix=syn.display_matrix(deg, hflip=bool(hflip), vflip=bool(vflip)))
+    ours = decode_video(data, Sampling("fps", 1.0))
+    theirs = decode_video(data, Sampling("fps", 1.0), backend="decord")
+    assert (theirs.rotation, theirs.mirrored) == (ours.rotation, ours.mirrored)
+    a, b = frame_to_rgb(ours.frames[0]).astype(int), frame_to_rgb(theirs.frames[0]).astype(int)
+    assert a.shape == b.shape and np.abs(a - b).mean() < 4  # two RGB conversions, one orientation
+
+
+def test_after_composes():
+    for want in ALL:
+        for done in ALL:
+            coded = np.arange(4 * 7).reshape(4, 7)
+            np.testing.assert_array_equal(want.after(done).apply(done.apply(coded)), want.apply(coded))

@@ -4,9 +4,11 @@ Same safety path as PyAV: the input is validated by :func:`engine.media.source.r
 probed by PyAV (demuxer/codec allow-list, size, pixel and duration limits) before decord sees it,
 and decord always gets a Python file object (never a path or URL).  Frames are ``rgb24`` (decord
 converts with its own swscale setup).  Sampling picks exact frames from decord's frame index (the
-first frame with ``pts >= target``; "keyframes" uses ``get_key_indices``).  Differences from the
-PyAV backend: display rotation is not applied (``rotation`` reports 0), and ``decoded_frames``
-reports the frames returned because decord does not expose its decoder count.
+first frame with ``pts >= target``; "keyframes" uses ``get_key_indices``).  Frames come upright as
+from the PyAV backend (Note [display orientation]): decord turns them by the display matrix's angle
+but does not mirror them, so PyAV reads the whole matrix from the first picture and the rest is
+applied here.  ``decoded_frames`` reports the frames returned because decord does not expose its
+decoder count.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from engine.errors import CorruptMediaError, EmptyMediaError, MediaError, Unsupp
 
 from .frame import frame_from_array
 from .limits import DEFAULT_LIMITS, Limits
-from .source import read_source
+from .orientation import IDENTITY, Orientation, frame_orientation
+from .source import media_errors, open_container, read_source
 
 __all__ = ["decord_available", "DecordSource", "decode_video_decord"]
 
@@ -43,6 +46,21 @@ def _import_decord():
     return decord
 
 
+def _orientation(f, limits: Limits) -> tuple[Orientation, Orientation]:
+    """The display orientation of the video in ``f`` (from the first picture PyAV decodes), and
+    what is left of it after decord's own turn by the matrix's angle."""
+    from .video import first_picture, open_video_stream
+
+    f.seek(0)
+    with media_errors("video"), open_container(f, limits) as c:
+        vs, _, start, _, _ = open_video_stream(c, limits)
+        first = first_picture(c, vs, start, limits, limits.deadline())
+    if first is None:
+        return IDENTITY, IDENTITY
+    upright = frame_orientation(first)
+    return upright, upright.after(Orientation.from_rotation(float(first.rotation or 0)))
+
+
 class DecordSource:
     """A validated video opened with decord.  Use as a context manager or call ``close()``."""
 
@@ -57,6 +75,7 @@ class DecordSource:
             self.info = probe(f, self.limits)
             if self.info.kind != "video":
                 raise EmptyMediaError(f"input is {self.info.kind}, not a video")
+            self.orientation, self._left = _orientation(f, self.limits)
             f.seek(0)
             try:
                 self.reader = decord.VideoReader(f, ctx=decord.cpu(0), num_threads=num_threads)
@@ -123,10 +142,12 @@ def decode_video_decord(source: Any, sampling=None, limits: Limits | None = None
             raise
         except Exception as e:  # noqa: BLE001
             raise CorruptMediaError(f"decord failed to decode: {e}") from None
-        frames = [frame_from_array(np.ascontiguousarray(a), pts=round(times[i], 6))
+        frames = [frame_from_array(np.ascontiguousarray(ds._left.apply(a)), pts=round(times[i], 6))
                   for a, i in zip(arrays, idx)]
         duration = ds.info.duration or (times[-1] + frame_dur)
+        rotation, mirrored = ds.orientation.as_rotation()
     return DecodedVideo(
         frames=frames, timestamps=[f.pts for f in frames], duration=float(duration), fps=fps,
-        width=frames[0].width, height=frames[0].height, rotation=0, decoded_frames=len(frames),
-        strategy="decord", codec=ds.info.video_codec or "", targets=[round(t, 6) for t in targets])
+        width=frames[0].width, height=frames[0].height, rotation=rotation, decoded_frames=len(frames),
+        strategy="decord", codec=ds.info.video_codec or "", targets=[round(t, 6) for t in targets],
+        mirrored=mirrored)

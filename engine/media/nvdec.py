@@ -81,7 +81,7 @@ from .frame import Frame, full_range_for, matrix_for
 from .limits import DEFAULT_LIMITS, Limits
 from .orientation import Orientation, frame_orientation
 from .source import Packets, media_errors, open_container, read_source
-from .video import (DecodedVideo, FrameDecoder, Sampling, index_stream, open_video_stream,
+from .video import (DecodedVideo, Sampling, first_picture, index_stream, open_video_stream,
                     plan_samples)
 
 __all__ = ["NVDEC_CODECS", "Fallback", "qualify", "decode_video_nvdec"]
@@ -149,7 +149,7 @@ def decode_video_nvdec(source: Any, sampling: Sampling | None = None, limits: Li
         if codec not in NVDEC_CODECS:  # before any more work on the CPU
             return Fallback(_codec_reason(codec))
         index = index_stream(c, vs, start, duration, fps, limits, deadline)
-        first = _first_picture(c, vs, index.times[0], limits, deadline)
+        first = first_picture(c, vs, index.times[0], limits, deadline)
         if first is None:
             return Fallback("the first picture does not decode")
         pix_fmt, width, height, orientation = (first.format.name, first.width, first.height,
@@ -195,17 +195,6 @@ def decode_video_nvdec(source: Any, sampling: Sampling | None = None, limits: Li
         keyframe_interval=index.key_gap if strategy != "all" else None, decode_errors=index.errors,
         complete=_complete(sampling, index, picked, start, duration, fps),
         targets=[round(t - start, 6) for t in targets], keepalive=fetched)
-
-
-def _first_picture(c, vs, t: float, limits: Limits, deadline) -> Any:
-    """The first decoded picture (an ``av.VideoFrame``), None when nothing decodes."""
-    dec = FrameDecoder(c, vs, limits, deadline)
-    dec.seek(t)
-    frames = dec.frames()
-    try:
-        return next(frames, None)
-    finally:
-        frames.close()
 
 
 def _complete(sampling: Sampling, index, picked: list[float], start: float, duration: float,

@@ -25,13 +25,14 @@ as 0, so a mirrored picture treated as a rotation comes out upside down. Hence:
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Orientation", "IDENTITY", "frame_orientation", "exif_orientation"]
+__all__ = ["Orientation", "IDENTITY", "ALL", "frame_orientation", "exif_orientation"]
 
 EXIF_ORIENTATION_TAG = 0x0112
 
@@ -75,6 +76,16 @@ class Orientation(NamedTuple):
                 return 90 * k, True
         raise AssertionError(f"{self} is not a right-angle transform")  # unreachable
 
+    def after(self, done: Orientation) -> Orientation:
+        """What is left to apply to a picture already put through ``done`` to reach ``self``."""
+        probe = np.arange(6).reshape(2, 3)
+        want, have = self.apply(probe), done.apply(probe)
+        for o in ALL:
+            got = o.apply(have)
+            if got.shape == want.shape and (got == want).all():
+                return o
+        raise AssertionError("right-angle transforms form a group")  # unreachable
+
     @classmethod
     def from_rotation(cls, degrees: float) -> Orientation:
         """A counter-clockwise turn (FFmpeg's sign), rounded to the nearest quarter turn."""
@@ -110,6 +121,7 @@ class Orientation(NamedTuple):
 
 
 IDENTITY = Orientation()
+ALL = tuple(Orientation(*bits) for bits in itertools.product((False, True), repeat=3))
 # counter-clockwise quarter turns: np.rot90(a, k)
 _TURNS = (IDENTITY, Orientation(True, True, False), Orientation(False, True, True),
           Orientation(True, False, True))

@@ -261,6 +261,18 @@ class FrameDecoder:
             raise wrap_av_error(e, "seek") from None
 
 
+def first_picture(c, vs, t: float, limits: Limits, deadline: Deadline) -> Any:
+    """The first picture decoded from the keyframe at or before ``t`` (s; an ``av.VideoFrame``),
+    None when nothing decodes."""
+    dec = FrameDecoder(c, vs, limits, deadline)
+    dec.seek(t)
+    frames = dec.frames()
+    try:
+        return next(frames, None)
+    finally:
+        frames.close()
+
+
 def _ftime(f, tb, fallback: float) -> float:
     """Presentation time of a decoded frame in seconds (pts, else dts, else ``fallback``)."""
     ftb = f.time_base or tb
