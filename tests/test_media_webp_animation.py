@@ -94,6 +94,8 @@ def test_limits_and_damage_give_typed_errors():
         decode_video(data, Sampling("all"), Limits(max_pixels=40 * 24 - 1))
     with pytest.raises(MediaLimitError):
         decode_video(data, Sampling("all"), Limits(max_frames=3))
+    with pytest.raises(MediaLimitError):  # one late frame wanted: the frames before it count
+        decode_video(data, Sampling("keyframes", max_frames=1), Limits(max_frames=2))
     with pytest.raises(MediaLimitError):
         decode_video(data, Sampling("all"), Limits(max_duration_s=2.0))
     with pytest.raises(MediaLimitError):

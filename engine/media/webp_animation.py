@@ -13,8 +13,9 @@ decoding (RIFF: a 4-byte tag and a little-endian 32-bit size per chunk; an ``ANM
 with the frame's offset and size, then its duration in ms, 24 bits at byte 12). Durations under
 20 ms count as 100 ms, as FFmpeg's GIF demuxer and browsers treat them. The frames to return are
 chosen by the video decoder's own :func:`plan_samples`, with every frame taken as a keyframe (Pillow
-decodes forward from the last full frame itself); frames are decoded in order, up to the last one
-chosen. Frames are ``rgb24``; alpha is dropped, as for still images.
+decodes forward from the last full frame itself); frames are decoded in order, one at a time (the
+time and frame limits are checked between them), up to the last one chosen. Frames are ``rgb24``;
+alpha is dropped, as for still images.
 """
 
 from __future__ import annotations
@@ -126,11 +127,12 @@ def decode_webp_animation(f: IO[bytes], sampling, limits: Limits, deadline: Dead
         if getattr(im, "n_frames", 1) != len(times):
             raise CorruptMediaError(f"animated WebP: {len(times)} frames indexed, "
                                     f"{getattr(im, 'n_frames', 1)} decodable")
-        for i in sorted(wanted):
+        for i in range(max(wanted) + 1):  # one frame per seek: the limits hold between frames
             deadline.check()
             limits.check_frames(i + 1)
             im.seek(i)
-            frames.append(_frame(im, wanted[i], orientation))
+            if i in wanted:
+                frames.append(_frame(im, wanted[i], orientation))
     width, height = frames[0].width, frames[0].height
     rotation, mirrored = orientation.as_rotation() if orientation is not None else (0, False)
     return DecodedVideo(
