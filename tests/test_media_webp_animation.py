@@ -122,3 +122,35 @@ def test_session_moderates_an_animated_webp_as_a_video(model_repo):
     assert 0.0 <= v.policies["sexual_content"].score <= 1.0
     assert ev.modality == "vision" and set(ev.timestamps) <= set(STARTS)
     assert v.sampled_timestamps == pytest.approx([0.0, 0.85])  # the pipeline's 1 fps
+
+
+def test_a_huge_canvas_is_a_limit_even_with_max_pixels_off():
+    data = bytearray(animation())
+    i = data.find(b"VP8X")
+    data[i + 12 : i + 18] = (19999).to_bytes(3, "little") * 2  # canvas 20000 x 20000
+    for limits in (Limits(), Limits(max_pixels=None)):
+        with pytest.raises(MediaLimitError):
+            probe(bytes(data), limits)
+        with pytest.raises(MediaLimitError):
+            decode_video(bytes(data), Sampling("all"), limits)
+
+
+def test_damaged_files_give_typed_errors_only():
+    from engine.errors import MediaError
+
+    data = animation()
+    seed = int(np.random.SeedSequence().entropy % 2**32)  # fresh damage each run
+    rng = np.random.default_rng(seed)
+    for n in range(60):
+        b = bytearray(data)
+        for i in rng.integers(0, len(b), rng.integers(1, 6)):
+            b[i] = rng.integers(0, 256)
+        if n % 3 == 0:
+            b = b[: rng.integers(21, len(b))]
+        for call in (probe, lambda x: decode_video(x, Sampling("fps", 2.0)), decode_image):
+            try:
+                call(bytes(b))
+            except MediaError:
+                pass
+            except Exception as e:  # noqa: BLE001
+                pytest.fail(f"seed {seed}, damage {n}: {type(e).__name__}: {e}")

@@ -19,7 +19,7 @@ from engine.errors import CorruptMediaError, EmptyMediaError, MediaError
 from .limits import DEFAULT_LIMITS, Limits
 from .source import (IMAGE_CODECS, IMAGE_DEMUXERS, check_codec, codec_name, demuxer_names,
                      media_errors, open_container, read_source)
-from .webp_animation import is_animated_webp, webp_index
+from .webp_animation import is_animated_webp, probe_webp_animation
 
 __all__ = ["MediaInfo", "probe"]
 
@@ -73,15 +73,8 @@ def probe(source: Any, limits: Limits | None = None) -> MediaInfo:
 
 def _probe_webp_animation(f, limits: Limits) -> MediaInfo:
     """An animated WebP (Note [animated WebP]): a video when it holds more than one frame."""
-    from PIL import Image
-
-    bounds = webp_index(f.read())
-    f.seek(0)
-    with Image.open(f, formats=["WEBP"]) as im:
-        width, height = im.size
-    limits.check_pixels(width, height)
+    width, height, bounds = probe_webp_animation(f, limits)
     frames, duration = len(bounds) - 1, bounds[-1]
-    limits.check_duration(duration)
     video = frames > 1
     return MediaInfo(kind="video" if video else "image", container="webp_pipe", width=width,
                      height=height, duration=duration if video else 0.0,

@@ -26,13 +26,13 @@ from typing import IO, Iterator
 
 import numpy as np
 
-from engine.errors import CorruptMediaError, MediaError
+from engine.errors import CorruptMediaError, MediaError, MediaLimitError
 
 from .frame import Frame, frame_from_array
 from .limits import Deadline, Limits
 from .orientation import exif_orientation
 
-__all__ = ["is_animated_webp", "webp_index", "decode_webp_animation", "first_frame"]
+__all__ = ["is_animated_webp", "webp_index", "probe_webp_animation", "decode_webp_animation", "first_frame"]
 
 MIN_DURATION_MS = 20      # shorter frame durations are shown for DEFAULT_DURATION_MS
 DEFAULT_DURATION_MS = 100
@@ -86,8 +86,20 @@ def _pillow(f: IO[bytes], limits: Limits) -> Iterator:
                 yield im
     except MediaError:
         raise
-    except (OSError, ValueError, EOFError, SyntaxError, MemoryError) as e:
+    except Image.DecompressionBombError as e:  # a canvas past Pillow's own bound (with max_pixels off)
+        raise MediaLimitError(f"animated WebP: {e}") from None
+    except Exception as e:  # noqa: BLE001 - hostile input: whatever Pillow raises is a bad file
         raise CorruptMediaError(f"animated WebP does not decode: {e}") from None
+
+
+def probe_webp_animation(f: IO[bytes], limits: Limits) -> tuple[int, int, list[float]]:
+    """``(width, height, frame start times + end)`` of an animated WebP, without decoding frames."""
+    f.seek(0)
+    bounds = webp_index(f.read())
+    with _pillow(f, limits) as im:
+        width, height = im.size
+    limits.check_duration(bounds[-1])
+    return width, height, bounds
 
 
 def _frame(im, pts: float, orientation) -> Frame:
