@@ -49,14 +49,14 @@ ALLOWED_DEMUXERS = frozenset({
     "mov", "mp4", "m4a", "3gp", "3g2", "mj2",
     "matroska", "webm",
     "avi", "mpegts", "flv", "ogg", "wav", "mp3", "flac", "aac",
-    "image2", "png_pipe", "jpeg_pipe", "webp_pipe", "gif",
+    "image2", "png_pipe", "jpeg_pipe", "webp_pipe", "gif", "apng",
 })
 IMAGE_DEMUXERS = frozenset({"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "gif"})
 VIDEO_CODECS = frozenset({
     "h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mjpeg", "mpeg2video", "mpeg1video", "prores",
-    "png", "webp", "gif",
+    "png", "webp", "gif", "apng",
 })
-IMAGE_CODECS = frozenset({"mjpeg", "png", "webp", "gif"})
+IMAGE_CODECS = frozenset({"mjpeg", "png", "webp", "gif", "apng"})
 AUDIO_CODECS = frozenset({"aac", "mp3", "mp2", "opus", "vorbis", "flac"})  # + every pcm_*
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")

@@ -1,5 +1,6 @@
-"""Animated WebP (Note [animated WebP]): probed and sampled as a video, its first frame as an image,
-decoded by Pillow within the limits."""
+"""Animated images: GIF and APNG through FFmpeg, WebP through Pillow (Note [animated WebP]), each
+probed and sampled as a video, its first frame as an image, frames composited as Pillow shows them,
+within the limits."""
 
 from __future__ import annotations
 
@@ -154,3 +155,36 @@ def test_damaged_files_give_typed_errors_only():
                 pass
             except Exception as e:  # noqa: BLE001
                 pytest.fail(f"seed {seed}, damage {n}: {type(e).__name__}: {e}")
+
+
+def partial_updates(n: int = 6) -> list[np.ndarray]:
+    """Frames that change a small block each: encoders store them as partial frames drawn over the
+    previous canvas, so a frame decoded without its predecessors comes out wrong."""
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)]
+    for i in range(1, n):
+        f = frames[-1].copy()
+        f[(8 * i) % 40 : (8 * i) % 40 + 8, 10:20] ^= 0xFF
+        frames.append(f)
+    return frames
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "PNG", "WEBP"])
+def test_animated_images_are_videos_composited_as_pillow_shows_them(fmt):
+    frames = [Image.fromarray(a) for a in partial_updates()]
+    buf = io.BytesIO()
+    frames[0].save(buf, format=fmt, save_all=True, append_images=frames[1:], duration=500, loop=0,
+                   **({"lossless": True} if fmt == "WEBP" else {}))
+    data = buf.getvalue()
+    info = probe(data)
+    assert info.kind == "video" and info.video_codec == {"GIF": "gif", "PNG": "apng", "WEBP": "webp"}[fmt]
+    refs = pillow_frames(data)
+    every = decode_video(data, Sampling("all"))
+    assert every.timestamps == pytest.approx([0.5 * i for i in range(6)])
+    for f, ref in zip(every.frames, refs):
+        np.testing.assert_array_equal(frame_to_rgb(f), ref)
+    for sampling in (Sampling("fps", 1.0), Sampling("uniform", 2), Sampling("fps", 1.0, exact=True)):
+        dv = decode_video(data, sampling)  # a late frame alone, drawn over the right canvas
+        for t, f in zip(dv.timestamps, dv.frames):
+            np.testing.assert_array_equal(frame_to_rgb(f), refs[round(t / 0.5)])
+    np.testing.assert_array_equal(frame_to_rgb(decode_image(data)), refs[0])
