@@ -1,10 +1,11 @@
 """Cheap inspection of a media input: modality, size, duration, codecs (no full decode).
 
 Modality rules: ``"image"`` when the demuxer is an image demuxer (``jpeg_pipe``, ``png_pipe``,
-``webp_pipe``, ``image2``, single-frame ``gif`` or animated WebP) or the only video stream uses an image codec and
-holds a single packet; ``"video"`` when there is a video stream that is not cover art
-(``attached_pic`` disposition); ``"audio"`` when there are only audio streams.  Anything else (no
-usable stream) raises EmptyMediaError.
+``webp_pipe``, ``image2``), or the only video stream uses an image codec (GIF, APNG, ...) and holds a
+single packet, or an animated WebP holds a single frame; ``"video"`` when there is a video stream
+that is not cover art (``attached_pic`` disposition), animated GIF, APNG and WebP included;
+``"audio"`` when there are only audio streams.  Anything else (no usable stream) raises
+EmptyMediaError.
 """
 
 from __future__ import annotations
