@@ -42,7 +42,8 @@ def test_other_rates_and_stereo_downmix():
 
 @pytest.mark.parametrize("codec,container,rate", [
     ("aac", "mp4", 44100), ("libopus", "ogg", 48000), ("flac", "flac", 44100),
-    ("libmp3lame", "mp3", 44100), ("aac", "adts", 22050),
+    ("libmp3lame", "mp3", 44100), ("aac", "adts", 22050), ("ac3", "mp4", 48000),
+    ("eac3", "matroska", 48000), ("alac", "ipod", 44100), ("libopencore_amrnb", "amr", 8000),
 ])
 def test_compressed_audio(codec, container, rate):
     if not mf.has_encoder(codec):

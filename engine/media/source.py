@@ -48,7 +48,7 @@ MediaInput = Union[str, os.PathLike, bytes, bytearray, memoryview, IO[bytes]]
 ALLOWED_DEMUXERS = frozenset({
     "mov", "mp4", "m4a", "3gp", "3g2", "mj2",
     "matroska", "webm",
-    "avi", "mpegts", "flv", "ogg", "wav", "mp3", "flac", "aac",
+    "avi", "mpegts", "flv", "ogg", "wav", "mp3", "flac", "aac", "amr",
     "image2", "png_pipe", "jpeg_pipe", "webp_pipe", "gif", "apng",
 })
 IMAGE_DEMUXERS = frozenset({"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "gif"})
@@ -57,7 +57,10 @@ VIDEO_CODECS = frozenset({
     "png", "webp", "gif", "apng",
 })
 IMAGE_CODECS = frozenset({"mjpeg", "png", "webp", "gif", "apng"})
-AUDIO_CODECS = frozenset({"aac", "mp3", "mp2", "opus", "vorbis", "flac"})  # + every pcm_*
+# + every pcm_*; Dolby AC-3 and E-AC-3 carry the sound of broadcast and film, ALAC Apple's lossless
+# files, AMR-NB phone voice recordings (3GP, .amr). Each has a test that encodes and decodes it here.
+AUDIO_CODECS = frozenset({"aac", "mp3", "mp2", "opus", "vorbis", "flac", "ac3", "eac3", "alac",
+                          "amr_nb"})
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 _OPTS_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*,")  # FFmpeg "subfile,,opts,:url" form
