@@ -115,7 +115,8 @@ def test_speech_sample():
 
 @pytest.mark.parametrize("fmt,mode,expect", [
     ("JPEG", "RGB", "i420"), ("PNG", "RGB", "rgb24"), ("PNG", "RGBA", "rgb24"), ("PNG", "L", "rgb24"),
-    ("PNG", "P", "rgb24"), ("WEBP", "RGB", "i420"), ("GIF", "P", "rgb24"),
+    ("PNG", "P", "rgb24"), ("WEBP", "RGB", "i420"), ("GIF", "P", "rgb24"), ("BMP", "RGB", "bgr24"),
+    ("BMP", "P", "rgb24"),
 ])
 def test_images(fmt, mode, expect):
     data = encode_image(width=96, height=64, fmt=fmt, mode=mode)
@@ -128,7 +129,7 @@ def test_images(fmt, mode, expect):
     rgb = frame_to_rgb(fr)
     assert read_index(rgb.mean(-1)) == 0
     if mode in ("RGB", "RGBA"):
-        tol = 1.0 if fmt == "PNG" else 8.0
+        tol = 1.0 if fmt in ("PNG", "BMP") else 8.0
         assert np.abs(rgb.astype(int) - pattern_rgb(0, 96, 64).astype(int)).mean() < tol
 
 

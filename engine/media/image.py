@@ -1,4 +1,5 @@
-"""Still images: JPEG, PNG, WebP, GIF (first frame) through PyAV's image demuxers, and numpy arrays.
+"""Still images: JPEG, PNG, WebP, GIF, BMP (first frame of animations) through PyAV's image demuxers
+(animated WebP through Pillow), and numpy arrays.
 
 JPEG decodes to ``i420`` full range (``yuvj420p``; 4:4:4/4:2:2 JPEGs to ``i444``/``i422``), PNG/WebP
 RGB to ``rgb24`` (palette, grey and alpha formats are converted by FFmpeg; alpha is dropped),

@@ -49,14 +49,14 @@ ALLOWED_DEMUXERS = frozenset({
     "mov", "mp4", "m4a", "3gp", "3g2", "mj2",
     "matroska", "webm",
     "avi", "mpegts", "flv", "ogg", "wav", "mp3", "flac", "aac", "amr",
-    "image2", "png_pipe", "jpeg_pipe", "webp_pipe", "gif", "apng",
+    "image2", "png_pipe", "jpeg_pipe", "webp_pipe", "gif", "apng", "bmp_pipe",
 })
-IMAGE_DEMUXERS = frozenset({"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "gif"})
+IMAGE_DEMUXERS = frozenset({"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "gif", "bmp_pipe"})
 VIDEO_CODECS = frozenset({
     "h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mjpeg", "mpeg2video", "mpeg1video", "prores",
-    "png", "webp", "gif", "apng",
+    "png", "webp", "gif", "apng", "bmp",
 })
-IMAGE_CODECS = frozenset({"mjpeg", "png", "webp", "gif", "apng"})
+IMAGE_CODECS = frozenset({"mjpeg", "png", "webp", "gif", "apng", "bmp"})
 # + every pcm_*; Dolby AC-3 and E-AC-3 carry the sound of broadcast and film, ALAC Apple's lossless
 # files, AMR-NB phone voice recordings (3GP, .amr). Each has a test that encodes and decodes it here.
 AUDIO_CODECS = frozenset({"aac", "mp3", "mp2", "opus", "vorbis", "flac", "ac3", "eac3", "alac",
