@@ -45,3 +45,32 @@ def rotated_clip(degrees: int) -> bytes:
 def tone_file(seconds=1.0, rate=44100, codec="pcm_s16le", container="wav", channels=1) -> bytes:
     return syn.encode_audio(seconds=seconds, rate=rate, codec=codec, container=container,
                             channels=channels)
+
+
+def typed_errors_on_damage(data: bytes, calls, rounds: int, keep: int = 21) -> int:
+    """Damage ``data`` afresh ``rounds`` times (a few bytes changed; every third copy also cut
+    short, keeping at least ``keep`` bytes) and run each of ``calls`` on it: any error must be a
+    MediaError. Returns how many were; fails with the seed otherwise."""
+    import numpy as np
+    import pytest
+
+    from engine.errors import MediaError
+
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    rng = np.random.default_rng(seed)
+    typed = 0
+    for n in range(rounds):
+        b = bytearray(data)
+        for i in rng.integers(0, len(b), rng.integers(1, 8)):
+            b[i] = rng.integers(0, 256)
+        if n % 3 == 0:
+            b = b[: rng.integers(keep, len(b))]
+        for call in calls:
+            try:
+                call(bytes(b))
+            except MediaError:
+                typed += 1
+            except Exception as e:  # noqa: BLE001
+                pytest.fail(f"seed {seed}, damage {n}, {getattr(call, '__name__', call)}: "
+                            f"{type(e).__name__}: {e}")
+    return typed

@@ -2,7 +2,8 @@
 
 Modality rules: ``"image"`` when the demuxer is an image demuxer (``jpeg_pipe``, ``png_pipe``,
 ``webp_pipe``, ``image2``), or the only video stream uses an image codec (GIF, APNG, ...) and holds a
-single packet, or an animated WebP holds a single frame; ``"video"`` when there is a video stream
+single packet (HEIF/AVIF stills too), or an animated WebP holds a single frame, or a HEIF/AVIF
+picture is tiled; ``"video"`` when there is a video stream
 that is not cover art (``attached_pic`` disposition), animated GIF, APNG and WebP included;
 ``"audio"`` when there are only audio streams.  Anything else (no usable stream) raises
 EmptyMediaError.
@@ -20,6 +21,7 @@ from engine.errors import CorruptMediaError, EmptyMediaError, MediaError
 from .limits import DEFAULT_LIMITS, Limits
 from .source import (IMAGE_CODECS, IMAGE_DEMUXERS, check_codec, codec_name, demuxer_names,
                      media_errors, open_container, read_source)
+from .tiled_image import is_still_image, is_tiled, tiled_size
 from .webp_animation import is_animated_webp, probe_webp_animation
 
 __all__ = ["MediaInfo", "probe"]
@@ -69,6 +71,10 @@ def probe(source: Any, limits: Limits | None = None) -> MediaInfo:
         with opened, media_errors("media", "open"):
             return _probe_webp_animation(opened.fileobj, limits)
     with media_errors("media", "open"), open_container(opened, limits) as c:
+        if is_tiled(c):  # Note [tiled images]: the whole picture's size, not a tile's
+            width, height = tiled_size(opened.fileobj, limits)
+            return MediaInfo(kind="image", container=c.format.name, width=width, height=height,
+                             has_video=True, video_codec=codec_name(c.streams.video[0]))
         return _probe(c, limits)
 
 
@@ -118,7 +124,7 @@ def _probe(c, limits: Limits) -> MediaInfo:
         kind = "video"
         if names & IMAGE_DEMUXERS and "gif" not in names:
             kind = "image"
-        elif vcodec in IMAGE_CODECS and _count_packets(c, vs) <= 1:
+        elif (vcodec in IMAGE_CODECS or is_still_image(c)) and _count_packets(c, vs) <= 1:
             kind = "image"
     if kind == "image":
         duration, fps = 0.0, 0.0

@@ -1,0 +1,101 @@
+"""Tiled HEIF/AVIF still images (iPhone HEIC photos): decoded whole by Pillow, never a tile alone.
+
+Note [tiled images]
+~~~~~~~~~~~~~~~~~~~
+A large HEIF or AVIF picture is usually stored as a grid of separately coded tiles (an iPhone's
+4032x3024 HEIC photo: 48 HEVC tiles of 512x512). FFmpeg demuxes it as one stream per tile, each
+marked "dependent", plus a stream group that lays them out; PyAV 18 does not expose stream groups,
+so the first video stream is the top-left tile, and moderating it judges a corner of the photo.
+
+A HEIF/AVIF file (its ``major_brand``) with a dependent video stream is therefore decoded by Pillow,
+which composes the grid: AVIF with Pillow's own plugin (libavif), HEIC with the optional
+``pillow-heif`` (libheif; ``pip install 'moderation-engine[heif]'``), opened through its API so
+that Pillow's global plugin registry is left alone. Without it, such a file is refused with an
+:class:`UnsupportedMediaError` that says what to install. The HEIF transforms (``irot``/``imir``)
+are applied by the decoder. Untiled HEIF/AVIF files keep FFmpeg's planes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import IO, Any, Callable
+
+import numpy as np
+
+from engine.errors import CorruptMediaError, MediaError, MediaLimitError, UnsupportedMediaError
+
+from .frame import Frame, frame_from_array
+from .limits import Limits
+
+__all__ = ["is_tiled", "is_still_image", "decode_tiled", "tiled_size"]
+
+DEPENDENT = 0x80000  # AV_DISPOSITION_DEPENDENT: a stream meant to be shown only with others
+HEIF_BRANDS = frozenset({"heic", "heix", "heim", "heis", "hevc", "hevx", "mif1", "msf1"})
+AVIF_BRANDS = frozenset({"avif", "avis"})
+STILL_BRANDS = frozenset({"heic", "heix", "heim", "heis", "mif1", "avif"})
+
+
+def _brand(container: Any) -> str:
+    return (container.metadata or {}).get("major_brand", "").strip().lower()
+
+
+def is_still_image(container: Any) -> bool:
+    """A HEIF/AVIF still picture (not an image sequence: brands ``msf1``, ``hevc``, ``avis``)."""
+    return _brand(container) in STILL_BRANDS
+
+
+def is_tiled(container: Any) -> bool:
+    """A HEIF/AVIF file whose picture FFmpeg splits into dependent tile streams."""
+    if _brand(container) not in HEIF_BRANDS | AVIF_BRANDS:
+        return False
+    return any(int(getattr(s, "disposition", 0)) & DEPENDENT for s in container.streams.video)
+
+
+def _open(f: IO[bytes]) -> tuple[tuple[int, int], Callable[[], Any]]:
+    """``((width, height), load)``: the whole picture's size from its headers, and a call that
+    decodes it as a Pillow image (grid composed, HEIF transforms applied)."""
+    from PIL import Image
+
+    f.seek(0)
+    head = f.read(12)
+    f.seek(0)
+    if head[8:12].decode("latin-1").lower() in AVIF_BRANDS:
+        im = Image.open(f, formats=["AVIF"])
+        return im.size, lambda: im
+    try:
+        import pillow_heif
+    except ImportError:
+        raise UnsupportedMediaError(
+            "tiled HEIF image (e.g. an iPhone HEIC photo): decoding it needs the optional "
+            "pillow-heif package (pip install 'moderation-engine[heif]'); FFmpeg alone gives one tile"
+        ) from None
+    heif = pillow_heif.open_heif(f, convert_hdr_to_8bit=True)
+    return heif.size, heif.to_pillow
+
+
+def _guarded(f: IO[bytes], limits: Limits, use: Callable[[tuple[int, int], Callable[[], Any]], Any]):
+    """``use(size, load)`` after the pixel limit, every decoder error typed."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning: sizes are checked by Limits
+            size, load = _open(f)
+            limits.check_pixels(*size)
+            return use(size, load)
+    except MediaError:
+        raise
+    except Image.DecompressionBombError as e:  # past Pillow's own bound (with max_pixels off)
+        raise MediaLimitError(f"tiled image: {e}") from None
+    except Exception as e:  # noqa: BLE001 - hostile input: whatever the decoder raises is a bad file
+        raise CorruptMediaError(f"tiled image does not decode: {e}") from None
+
+
+def tiled_size(f: IO[bytes], limits: Limits) -> tuple[int, int]:
+    """``(width, height)`` of the whole picture, from its headers."""
+    return _guarded(f, limits, lambda size, load: size)
+
+
+def decode_tiled(f: IO[bytes], limits: Limits) -> Frame:
+    """The whole picture as an ``rgb24`` Frame (alpha dropped, as for other stills)."""
+    return _guarded(f, limits, lambda size, load: frame_from_array(np.asarray(load().convert("RGB")), pts=0.0))
