@@ -4,7 +4,7 @@
 JPEG decodes to ``i420`` full range (``yuvj420p``; 4:4:4/4:2:2 JPEGs to ``i444``/``i422``), PNG/WebP
 RGB to ``rgb24`` (palette, grey and alpha formats are converted by FFmpeg; alpha is dropped),
 lossy WebP to ``i420``; an animated WebP gives its first frame (Note [animated WebP]); a tiled
-HEIF/AVIF photo comes whole (Note [tiled images]).  The EXIF orientation is honoured (Note [display
+HEIF/AVIF photo comes whole (Note [HEIF and AVIF stills]).  The EXIF orientation is honoured (Note [display
 orientation]).
 """
 
@@ -21,7 +21,7 @@ from .frame import Frame, frame_from_array, frame_from_av
 from .limits import DEFAULT_LIMITS, Limits
 from .orientation import exif_orientation
 from .source import first_stream, media_errors, open_container, read_source
-from .tiled_image import decode_tiled, is_tiled
+from .heif_stills import decode_with_pillow, pillow_decodes
 from .webp_animation import first_frame, is_animated_webp
 
 __all__ = ["decode_image"]
@@ -50,8 +50,8 @@ def decode_image(source: Any, limits: Limits | None = None) -> Frame:
         with opened, media_errors("image"):
             return first_frame(opened.fileobj, limits)
     with media_errors("image"), open_container(opened, limits) as c:
-        if is_tiled(c):
-            return decode_tiled(opened.fileobj, limits)
+        if pillow_decodes(c):
+            return decode_with_pillow(opened.fileobj, limits)
         vs = first_stream(c, "video", "input holds no image")
         limits.check_pixels(vs.codec_context.width, vs.codec_context.height)
         frame = None

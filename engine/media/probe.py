@@ -21,7 +21,7 @@ from engine.errors import CorruptMediaError, EmptyMediaError, MediaError
 from .limits import DEFAULT_LIMITS, Limits
 from .source import (IMAGE_CODECS, IMAGE_DEMUXERS, check_codec, codec_name, demuxer_names,
                      media_errors, open_container, read_source)
-from .tiled_image import is_still_image, is_tiled, tiled_size
+from .heif_stills import is_still_image, pillow_decodes, pillow_size
 from .webp_animation import is_animated_webp, probe_webp_animation
 
 __all__ = ["MediaInfo", "probe"]
@@ -71,8 +71,8 @@ def probe(source: Any, limits: Limits | None = None) -> MediaInfo:
         with opened, media_errors("media", "open"):
             return _probe_webp_animation(opened.fileobj, limits)
     with media_errors("media", "open"), open_container(opened, limits) as c:
-        if is_tiled(c):  # Note [tiled images]: the whole picture's size, not a tile's
-            width, height = tiled_size(opened.fileobj, limits)
+        if pillow_decodes(c):  # Note [HEIF and AVIF stills]: the whole, upright picture's size
+            width, height = pillow_size(opened.fileobj, limits)
             return MediaInfo(kind="image", container=c.format.name, width=width, height=height,
                              has_video=True, video_codec=codec_name(c.streams.video[0]))
         return _probe(c, limits)

@@ -57,7 +57,7 @@ from .frame import Frame, frame_from_av
 from .limits import DEFAULT_LIMITS, Deadline, Limits
 from .orientation import frame_orientation
 from .source import Packets, check_codec, media_errors, open_container, read_source, wrap_av_error
-from .tiled_image import is_tiled
+from .heif_stills import is_tiled
 from .webp_animation import decode_webp_animation, is_animated_webp
 
 __all__ = ["Sampling", "DecodedVideo", "decode_video", "SAMPLING_MODES", "open_video_stream", "StreamIndex",
@@ -125,7 +125,7 @@ def _video_stream(container):
         raise CorruptMediaError("no streams found (truncated or not media)")
     if is_tiled(container):
         raise UnsupportedMediaError("a tiled HEIF/AVIF still image, not a video: decode it as an image "
-                                    "(Note [tiled images])")
+                                    "(Note [HEIF and AVIF stills])")
     for s in container.streams.video:
         disp = getattr(s, "disposition", 0)
         try:

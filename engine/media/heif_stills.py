@@ -1,18 +1,27 @@
-"""Tiled HEIF/AVIF still images (iPhone HEIC photos): decoded whole by Pillow, never a tile alone.
+"""HEIF and AVIF still images (iPhone HEIC photos): decoded whole and upright by Pillow where
+FFmpeg's frames would be a tile, or would lose a mirror.
 
-Note [tiled images]
-~~~~~~~~~~~~~~~~~~~
+Note [HEIF and AVIF stills]
+~~~~~~~~~~~~~~~~~~~~~~~~~~~
 A large HEIF or AVIF picture is usually stored as a grid of separately coded tiles (an iPhone's
 4032x3024 HEIC photo: 48 HEVC tiles of 512x512). FFmpeg demuxes it as one stream per tile, each
 marked "dependent", plus a stream group that lays them out; PyAV 18 does not expose stream groups,
 so the first video stream is the top-left tile, and moderating it judges a corner of the photo.
+HEIF pictures also carry their orientation as ``irot``/``imir`` properties; FFmpeg turns them into a
+display matrix on a frame whose side data PyAV 18 cannot read (it also holds the EXIF block, a type
+PyAV does not know), and Pillow does not read HEIF's EXIF without a plugin, so only the angle
+(Note [display orientation]) would survive: a mirrored HEIC would come out upside down.
 
-A HEIF/AVIF file (its ``major_brand``) with a dependent video stream is therefore decoded by Pillow,
-which composes the grid: AVIF with Pillow's own plugin (libavif), HEIC with the optional
-``pillow-heif`` (libheif; ``pip install 'moderation-engine[heif]'``), opened through its API so
-that Pillow's global plugin registry is left alone. Without it, such a file is refused with an
-:class:`UnsupportedMediaError` that says what to install. The HEIF transforms (``irot``/``imir``)
-are applied by the decoder. Untiled HEIF/AVIF files keep FFmpeg's planes.
+So Pillow decodes:
+* a tiled HEIF/AVIF file (its ``major_brand``, and a dependent video stream): AVIF with Pillow's own
+  plugin (libavif), then turned by its EXIF orientation as an untiled AVIF is; HEIC with the
+  optional ``pillow-heif`` (libheif; ``pip install 'moderation-engine[heif]'``), which composes the
+  grid and applies the HEIF transforms. Without it such a file is refused with an
+  :class:`UnsupportedMediaError` that says what to install;
+* every HEIF still when ``pillow-heif`` is installed (orientation, mirrors included).
+``pillow-heif`` is used through its API, so Pillow's global plugin registry is left alone. Untiled
+AVIF stills, and untiled HEIF ones without ``pillow-heif`` (whose mirrors are then lost), keep
+FFmpeg's planes.
 """
 
 from __future__ import annotations
@@ -26,8 +35,9 @@ from engine.errors import CorruptMediaError, MediaError, MediaLimitError, Unsupp
 
 from .frame import Frame, frame_from_array
 from .limits import Limits
+from .orientation import exif_orientation
 
-__all__ = ["is_tiled", "is_still_image", "decode_tiled", "tiled_size"]
+__all__ = ["is_tiled", "is_still_image", "pillow_decodes", "decode_with_pillow", "pillow_size"]
 
 DEPENDENT = 0x80000  # AV_DISPOSITION_DEPENDENT: a stream meant to be shown only with others
 HEIF_BRANDS = frozenset({"heic", "heix", "heim", "heis", "hevc", "hevx", "mif1", "msf1"})
@@ -51,6 +61,21 @@ def is_tiled(container: Any) -> bool:
     return any(int(getattr(s, "disposition", 0)) & DEPENDENT for s in container.streams.video)
 
 
+def _have_pillow_heif() -> bool:
+    try:
+        import pillow_heif  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pillow_decodes(container: Any) -> bool:
+    """The picture goes to :func:`decode_with_pillow` (Note [HEIF and AVIF stills])."""
+    if is_tiled(container):
+        return True
+    return _brand(container) in STILL_BRANDS - AVIF_BRANDS and _have_pillow_heif()
+
+
 def _open(f: IO[bytes]) -> tuple[tuple[int, int], Callable[[], Any]]:
     """``((width, height), load)``: the whole picture's size from its headers, and a call that
     decodes it as a Pillow image (grid composed, HEIF transforms applied)."""
@@ -60,14 +85,20 @@ def _open(f: IO[bytes]) -> tuple[tuple[int, int], Callable[[], Any]]:
     head = f.read(12)
     f.seek(0)
     if head[8:12].decode("latin-1").lower() in AVIF_BRANDS:
+        orientation = exif_orientation(f)  # libavif leaves it to the caller, as for untiled AVIF
+        f.seek(0)
         im = Image.open(f, formats=["AVIF"])
-        return im.size, lambda: im
+        size = im.size[::-1] if orientation is not None and orientation.transpose else im.size
+        return size, lambda: Image.fromarray(np.ascontiguousarray(
+            orientation.apply(np.asarray(im.convert("RGB"))) if orientation is not None else
+            np.asarray(im.convert("RGB"))))
     try:
         import pillow_heif
     except ImportError:
         raise UnsupportedMediaError(
             "tiled HEIF image (e.g. an iPhone HEIC photo): decoding it needs the optional "
-            "pillow-heif package (pip install 'moderation-engine[heif]'); FFmpeg alone gives one tile"
+            "pillow-heif package (pip install 'moderation-engine[heif]'); FFmpeg alone gives one tile "
+            "(Note [HEIF and AVIF stills])"
         ) from None
     heif = pillow_heif.open_heif(f, convert_hdr_to_8bit=True)
     return heif.size, heif.to_pillow
@@ -91,11 +122,11 @@ def _guarded(f: IO[bytes], limits: Limits, use: Callable[[tuple[int, int], Calla
         raise CorruptMediaError(f"tiled image does not decode: {e}") from None
 
 
-def tiled_size(f: IO[bytes], limits: Limits) -> tuple[int, int]:
+def pillow_size(f: IO[bytes], limits: Limits) -> tuple[int, int]:
     """``(width, height)`` of the whole picture, from its headers."""
     return _guarded(f, limits, lambda size, load: size)
 
 
-def decode_tiled(f: IO[bytes], limits: Limits) -> Frame:
+def decode_with_pillow(f: IO[bytes], limits: Limits) -> Frame:
     """The whole picture as an ``rgb24`` Frame (alpha dropped, as for other stills)."""
     return _guarded(f, limits, lambda size, load: frame_from_array(np.asarray(load().convert("RGB")), pts=0.0))
