@@ -4,8 +4,8 @@
 JPEG decodes to ``i420`` full range (``yuvj420p``; 4:4:4/4:2:2 JPEGs to ``i444``/``i422``), PNG/WebP
 RGB to ``rgb24`` (palette, grey and alpha formats are converted by FFmpeg; alpha is dropped),
 lossy WebP to ``i420``; an animated WebP gives its first frame (Note [animated WebP]); a tiled
-HEIF/AVIF photo comes whole (Note [HEIF and AVIF stills]).  The EXIF orientation is honoured (Note [display
-orientation]).
+HEIF/AVIF photo comes whole (Note [HEIF and AVIF stills]).  The EXIF orientation is honoured
+(Note [display orientation]).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import numpy as np
 from engine.errors import CorruptMediaError, InputError
 
 from .frame import Frame, frame_from_array, frame_from_av
+from .heif_stills import decode_with_pillow, pillow_decodes
 from .limits import DEFAULT_LIMITS, Limits
 from .orientation import exif_orientation
 from .source import first_stream, media_errors, open_container, read_source
-from .heif_stills import decode_with_pillow, pillow_decodes
 from .webp_animation import first_frame, is_animated_webp
 
 __all__ = ["decode_image"]

@@ -3,10 +3,9 @@
 Modality rules: ``"image"`` when the demuxer is an image demuxer (``jpeg_pipe``, ``png_pipe``,
 ``webp_pipe``, ``image2``), or the only video stream uses an image codec (GIF, APNG, ...) and holds a
 single packet (HEIF/AVIF stills too), or an animated WebP holds a single frame, or a HEIF/AVIF
-picture is tiled; ``"video"`` when there is a video stream
-that is not cover art (``attached_pic`` disposition), animated GIF, APNG and WebP included;
-``"audio"`` when there are only audio streams.  Anything else (no usable stream) raises
-EmptyMediaError.
+picture is tiled; ``"video"`` when there is a video stream that is not cover art
+(``attached_pic`` disposition), animated GIF, APNG and WebP included; ``"audio"`` when there are
+only audio streams.  Anything else (no usable stream) raises EmptyMediaError.
 """
 
 from __future__ import annotations
@@ -18,10 +17,10 @@ import av
 
 from engine.errors import CorruptMediaError, EmptyMediaError, MediaError
 
+from .heif_stills import is_still_image, pillow_decodes, pillow_size
 from .limits import DEFAULT_LIMITS, Limits
 from .source import (IMAGE_CODECS, IMAGE_DEMUXERS, check_codec, codec_name, demuxer_names,
                      media_errors, open_container, read_source)
-from .heif_stills import is_still_image, pillow_decodes, pillow_size
 from .webp_animation import is_animated_webp, probe_webp_animation
 
 __all__ = ["MediaInfo", "probe"]

@@ -54,10 +54,10 @@ import av
 from engine.errors import CorruptMediaError, EmptyMediaError, InputError, UnsupportedMediaError
 
 from .frame import Frame, frame_from_av
+from .heif_stills import is_tiled
 from .limits import DEFAULT_LIMITS, Deadline, Limits
 from .orientation import frame_orientation
 from .source import Packets, check_codec, media_errors, open_container, read_source, wrap_av_error
-from .heif_stills import is_tiled
 from .webp_animation import decode_webp_animation, is_animated_webp
 
 __all__ = ["Sampling", "DecodedVideo", "decode_video", "SAMPLING_MODES", "open_video_stream", "StreamIndex",
