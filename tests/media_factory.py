@@ -20,10 +20,10 @@ def has_encoder(name: str) -> bool:
 @functools.lru_cache(maxsize=None)
 def clip(width=160, height=96, fps=30, duration=4.0, gop=30, codec="libx264", pix_fmt="yuv420p",
          container="mp4", audio=False, bframes=None, options=None, colorspace=None,
-         color_range=None, container_options=None) -> bytes:
+         color_range=None, container_options=None, audio_codec="aac") -> bytes:
     return syn.encode_video(width=width, height=height, fps=fps, duration=duration, gop=gop,
                             codec=codec, pix_fmt=pix_fmt, container=container, audio=audio,
-                            bframes=bframes, options=dict(options) if options else None,
+                            audio_codec=audio_codec, bframes=bframes, options=dict(options) if options else None,
                             colorspace=colorspace, color_range=color_range,
                             container_options=dict(container_options) if container_options else None)
 

@@ -53,7 +53,7 @@ ALLOWED_DEMUXERS = frozenset({
 })
 IMAGE_DEMUXERS = frozenset({"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "gif", "bmp_pipe"})
 VIDEO_CODECS = frozenset({
-    "h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mjpeg", "mpeg2video", "mpeg1video", "prores",
+    "h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mjpeg", "mpeg2video", "mpeg1video", "prores", "h263",
     "png", "webp", "gif", "apng", "bmp",
 })
 IMAGE_CODECS = frozenset({"mjpeg", "png", "webp", "gif", "apng", "bmp"})
