@@ -244,6 +244,26 @@ def test_older_phone_videos(codec, container, audio_codec, size):
     assert len(decode_audio(data)) > 0.9 * 16000 * 2.0
 
 
+@pytest.mark.parametrize("codec,bframes", [("mpeg2video", None), ("libx264", 3), ("libx264", 0), ("libx265", 4)])
+def test_mpeg_ts_sampling_keeps_every_gop(codec, bframes):
+    """Note [seeking by decode time]: broadcast-style MPEG-TS (reordered frames, no index)."""
+    data = mf.clip(width=176, height=144, duration=3.0, gop=30, codec=codec, container="mpegts",
+                   audio=True, audio_codec="ac3", bframes=bframes)
+    for sampling, want in ((Sampling("fps", 1.0), [0, 30, 60]), (Sampling("fps", 1.0, exact=True), [0, 30, 60]),
+                           (Sampling("uniform", 4), [12, 34, 57, 79])):
+        dv = decode_video(data, sampling)
+        assert indices(dv) == want and dv.complete, (sampling, dv.strategy)
+
+
+@pytest.mark.parametrize("container", ["mp4", "matroska"])
+def test_indexed_containers_seek_to_the_keyframe_itself(container):
+    """Note [seeking by decode time]: MP4 and Matroska keep presentation-time seeks, which land on
+    the target's own keyframe (a decode-time seek lands on the one before: 158 frames, not 68)."""
+    data = mf.clip(width=96, height=64, duration=4.0, gop=30, container=container, bframes=3)
+    dv = decode_video(data, Sampling("uniform", 4, exact=True))
+    assert indices(dv) == [15, 45, 75, 105] and dv.decoded_frames <= 4 * 17
+
+
 def test_mpeg_program_streams_are_refused():
     """.mpg/.vob (MPEG-PS): its timestamps after a seek are not reliable enough for exact sampling
     (the first keyframe was lost and a frame came twice when tried), so the container stays off

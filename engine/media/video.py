@@ -25,6 +25,18 @@ including frames still in flight when a seek discards them and non-reference fra
 ``Limits.max_frames`` bounds that count.
 Memory: each returned Frame keeps its decoded picture alive (about 3 MB per 1080p frame).
 
+Note [seeking by decode time]
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+A seek asks for the keyframe at or before a time. MPEG-TS has no index: FFmpeg searches the file
+for a packet by its decode time and does not check that it is a keyframe, so seeking to a
+keyframe's presentation time (later than its decode time when frames are reordered) landed on the
+packet after it, and the decoder, without its keyframe, dropped that GOP. H.264 with B-frames in
+MPEG-TS (broadcast, IPTV, HLS segments) then failed whole ("no frame could be decoded"), and MPEG-2
+in MPEG-TS lost frames and was reported incomplete. For such demuxers (:data:`SEEK_BY_DECODE_TIME`)
+seeks go to the keyframe's decode time, from the index pass (``StreamIndex.seek_time``). Indexed
+containers (MP4, MOV, Matroska, AVI) keep presentation times: there a decode time would land on the
+keyframe before (2.3x the frames decoded for 4 exact samples of a B-frame clip, measured).
+
 Note [skipping non-reference frames]
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 Seeking decodes every frame from the keyframe before a target up to the target, though only the
@@ -57,7 +69,8 @@ from .frame import Frame, frame_from_av
 from .heif_stills import is_tiled
 from .limits import DEFAULT_LIMITS, Deadline, Limits
 from .orientation import frame_orientation
-from .source import Packets, check_codec, media_errors, open_container, read_source, wrap_av_error
+from .source import (Packets, check_codec, demuxer_names, media_errors, open_container, read_source,
+                     wrap_av_error)
 from .webp_animation import decode_webp_animation, is_animated_webp
 
 __all__ = ["Sampling", "DecodedVideo", "decode_video", "SAMPLING_MODES", "open_video_stream", "StreamIndex",
@@ -120,6 +133,9 @@ class DecodedVideo:
     mirrored: bool = False
 
 
+SEEK_BY_DECODE_TIME = frozenset({"mpegts"})  # demuxers without a seek index (Note [seeking by decode time])
+
+
 def _video_stream(container):
     if not container.streams:
         raise CorruptMediaError("no streams found (truncated or not media)")
@@ -151,13 +167,14 @@ def _stream_times(c, vs) -> tuple[float, float, float]:
     return start, dur, fps
 
 
-def _scan(c, vs, deadline: Deadline) -> tuple[list[float], list[float], list[float], int]:
-    """Demux-only pass: sorted presentation times of all frames and of the keyframes, and the
-    sorted decode times (seconds)."""
+def _scan(c, vs, deadline: Deadline) -> tuple[list[float], list[float], list[float], dict[float, float], int]:
+    """Demux-only pass: sorted presentation times of all frames and of the keyframes, the sorted
+    decode times, and each keyframe's decode time by its presentation time (seconds)."""
     tb = vs.time_base
     times: list[float] = []
     keys: list[float] = []
     decode: list[float] = []
+    key_decode: dict[float, float] = {}
     packets = Packets(c, vs, deadline)
     for p in packets:
         t = p.pts if p.pts is not None else p.dts
@@ -168,10 +185,11 @@ def _scan(c, vs, deadline: Deadline) -> tuple[list[float], list[float], list[flo
         decode.append(float(p.dts * tb) if p.dts is not None else ts)
         if p.is_keyframe:
             keys.append(ts)
+            key_decode[ts] = decode[-1]
     times.sort()
     keys.sort()
     decode.sort()
-    return times, keys, decode, packets.errors
+    return times, keys, decode, key_decode, packets.errors
 
 
 def _thin(items: list, cap: int | None) -> list:
@@ -334,13 +352,19 @@ class StreamIndex:
     short: bool                    # packets end well before the declared duration: truncated
     key_gap: float | None          # largest gap between keyframes (s)
     decode_times: list[float]      # sorted decode times (dts, else pts) of the same packets
+    key_decode: dict[float, float] = field(default_factory=dict)  # keyframe pts -> its dts
+    seek_by_decode: bool = False   # the demuxer searches by decode time (Note [seeking by decode time])
+
+    def seek_time(self, key: float) -> float:
+        """Where to seek for the keyframe presented at ``key`` (Note [seeking by decode time])."""
+        return min(key, self.key_decode.get(key, key)) if self.seek_by_decode else key
 
 
 def index_stream(c, vs, start: float, duration: float, fps: float, limits: Limits,
                  deadline: Deadline) -> StreamIndex:
     """Demux-only pass over the packets of ``vs`` (no decoding): frame and keyframe times.
     ``start``, ``duration``, ``fps``: from :func:`open_video_stream`."""
-    times, keys, decode, scan_err = _scan(c, vs, deadline)
+    times, keys, decode, key_decode, scan_err = _scan(c, vs, deadline)
     if not times:
         raise CorruptMediaError("video stream holds no packets")
     frame_dur = (1.0 / fps) if fps else ((times[-1] - times[0]) / max(len(times) - 1, 1) or 0.04)
@@ -355,7 +379,8 @@ def index_stream(c, vs, start: float, duration: float, fps: float, limits: Limit
         key_gap = max(b - a for a, b in zip(keys, keys[1:]))
     elif len(keys) == 1:
         key_gap = max(times[-1] - keys[0], frame_dur)
-    return StreamIndex(times, keys, scan_err, frame_dur, duration, short, key_gap, decode)
+    return StreamIndex(times, keys, scan_err, frame_dur, duration, short, key_gap, decode, key_decode,
+                       bool(demuxer_names(c) & SEEK_BY_DECODE_TIME))
 
 
 @dataclass(frozen=True)
@@ -443,7 +468,7 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
                 cc.skip_frame = "NONKEY"
             except Exception:  # noqa: BLE001 - the packet filter below already skips non-keys
                 pass
-            dec.seek(times[0])
+            dec.seek(index.seek_time(keys[0]) if keys else times[0])
             seen = 0
 
             def want(p) -> bool:
@@ -458,7 +483,7 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
                 picked.append((_ftime(f, tb, 0.0), f))
             complete = len(picked) >= len(want_ticks) and not short
         else:  # exact seeking
-            picked = _seek_decode(dec, targets, times, keys, tb, frame_dur)
+            picked = _seek_decode(dec, targets, index, tb)
             complete = len(picked) >= len(chosen) and not short
 
     if not picked:
@@ -480,14 +505,14 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
         targets=[round(t - start, 6) for t in targets], mirrored=mirrored)
 
 
-def _seek_decode(dec: FrameDecoder, targets: list[float], times: list[float], keys: list[float], tb,
-                 frame_dur: float) -> list[tuple[float, Any]]:
+def _seek_decode(dec: FrameDecoder, targets: list[float], index: StreamIndex, tb) -> list[tuple[float, Any]]:
     """Exact sampling: the first frame with pts >= each target.
 
     Seeks to the keyframe before a target unless the decoder is already between that keyframe and
     the target; when the next target lies in a later GOP, packets stop at the target's packet (in
     decode order) and the decoder is drained, so no frame after the target is decoded.
     """
+    times, keys, frame_dur = index.times, index.keys, index.frame_dur
     eps = min(frame_dur * 0.25, 1e-3) if frame_dur else 1e-6
     plan: list[tuple[float, float]] = []          # (frame time wanted, its keyframe time)
     for target in targets:
@@ -510,7 +535,7 @@ def _seek_decode(dec: FrameDecoder, targets: list[float], times: list[float], ke
 
     for n, (want_t, key_t) in enumerate(plan):
         if it is None or last_t is None or key_t > last_t + eps or want_t < last_t - eps:
-            dec.seek(key_t)
+            dec.seek(index.seek_time(key_t))
             it = dec.frames(done=done)
             last_t = None
         # keep the session open only when the next target continues in it
