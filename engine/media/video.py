@@ -47,7 +47,10 @@ While seeking, the decoder is told to skip non-reference frames (``skip_frame = 
 every packet except those of the wanted frames, whose pts the index pass knows (each packet's mode
 is set before it is sent, so frame threading sees it; a packet without a pts keeps the mode of the
 one before, e.g. the second field of an interlaced frame). Every reference frame is still decoded,
-so the wanted frames come out bit-identical. Measured on the 2-core VM: the decode suite's
+so the wanted frames come out bit-identical. Only for H.264 and HEVC (:data:`SKIPS_NONREF`), where
+it was tested and measured: AV1 (libdav1d) lost sampled frames with it (a shown frame can repeat a
+hidden one; VP8/VP9 have the same kind of frames), and the MPEG-2 and MPEG-4 Part 2 decoders skipped
+nothing in the tests. Measured on the 2-core VM: the decode suite's
 ``8-exact÷8-exact-loop`` (the engine against the seek-and-decode loop a PyAV user writes, same
 frames; quick, 480p) H.264 1.86x, HEVC 1.18x, VP9 1.14x, AV1 1.22x (the engine also stops feeding
 the decoder at the target); a one-off interleaved A/B against the build before this change, 8 and
@@ -134,6 +137,9 @@ class DecodedVideo:
 
 
 SEEK_BY_DECODE_TIME = frozenset({"mpegts"})  # demuxers without a seek index (Note [seeking by decode time])
+# decoders whose non-reference frames are skipped on the way to a target (Note [skipping
+# non-reference frames]); not AV1, VP8, VP9: a shown frame there may be a hidden one's repeat
+SKIPS_NONREF = frozenset({"h264", "hevc"})
 
 
 def _video_stream(container):
@@ -483,6 +489,8 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
                 picked.append((_ftime(f, tb, 0.0), f))
             complete = len(picked) >= len(want_ticks) and not short
         else:  # exact seeking
+            if codec in SKIPS_NONREF:  # Note [skipping non-reference frames]
+                dec.wanted = {int(round(t / tb)) for t in chosen}
             picked = _seek_decode(dec, targets, index, tb)
             complete = len(picked) >= len(chosen) and not short
 
@@ -527,7 +535,6 @@ def _seek_decode(dec: FrameDecoder, targets: list[float], index: StreamIndex, tb
     it: Iterator[Any] | None = None
     last_t: float | None = None                   # pts of the last frame the decoder produced
     state = {"drain": None}
-    dec.wanted = {int(round(want_t / tb)) for want_t, _ in plan}
 
     def done(p) -> bool:
         t = p.pts if p.pts is not None else p.dts
