@@ -141,6 +141,32 @@ def test_av1_sampling_across_gops_keeps_every_frame():
     assert indices(dv) == [12, 34, 57, 79] and dv.complete
 
 
+SWEEP = [("libx264", "mp4", 3), ("libx264", "matroska", 3), ("libx264", "mpegts", 3), ("libx264", "flv", 3),
+         ("libx265", "mp4", 4), ("libx265", "mpegts", 4), ("libvpx-vp9", "webm", None), ("libvpx", "webm", None),
+         ("libsvtav1", "matroska", None), ("mpeg4", "avi", 2), ("mpeg2video", "mpegts", 2), ("h263", "3gp", None)]
+
+
+@pytest.mark.parametrize("encoder,container,bframes", SWEEP, ids=[f"{e}-{c}" for e, c, _ in SWEEP])
+def test_every_sampling_returns_the_frames_a_full_decode_shows_at_those_times(encoder, container, bframes):
+    """Each sampling strategy (keyframes, seeking, non-reference skipping, decode-time seeks) against
+    a full decode of the same clip: the frame returned for a time is the one shown then."""
+    if not mf.has_encoder(encoder):
+        pytest.skip(f"{encoder} not in this FFmpeg")
+    data = mf.clip(width=128, height=96, duration=3.0, gop=30, codec=encoder, container=container,
+                   bframes=bframes)
+    try:
+        full = decode_video(data, Sampling("all"))
+    except UnsupportedMediaError as e:  # e.g. no AV1 decoder in this FFmpeg build
+        pytest.skip(str(e))
+    shown = {t: i for t, i in zip(full.timestamps, indices(full))}
+    assert indices(full) == list(range(len(shown)))
+    for sampling in (Sampling("fps", 1.0), Sampling("fps", 1.0, exact=True), Sampling("uniform", 4),
+                     Sampling("uniform", 7, exact=True), Sampling("keyframes"), Sampling("fps", 2.0)):
+        dv = decode_video(data, sampling)
+        assert dv.complete and dv.frames, sampling
+        assert indices(dv) == [shown[t] for t in dv.timestamps], (sampling, dv.strategy)
+
+
 def test_keyframes_mode_and_max_frames_thinning():
     data = mf.clip(duration=4.0, gop=15)     # 8 keyframes
     dv = decode_video(data, Sampling("keyframes"))
