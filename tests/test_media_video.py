@@ -88,6 +88,17 @@ def test_uniform_with_sparse_keyframes_is_exact():
     assert dv.decoded_frames == 106          # one GOP: decode forward, no re-seek
 
 
+def clip_and_full_decode(encoder: str, container: str, bframes, **clip_kw) -> tuple[bytes, DecodedVideo]:
+    """A 3 s test clip and every frame of it; skips where this FFmpeg lacks the encoder or decoder."""
+    if not mf.has_encoder(encoder):
+        pytest.skip(f"{encoder} not in this FFmpeg")
+    data = mf.clip(duration=3.0, codec=encoder, container=container, bframes=bframes, **clip_kw)
+    try:
+        return data, decode_video(data, Sampling("all"))
+    except UnsupportedMediaError as e:  # e.g. no AV1 decoder in this FFmpeg build
+        pytest.skip(str(e))
+
+
 @pytest.mark.parametrize("encoder,container,bframes,skips", [
     ("libx264", "mp4", 3, True), ("libx264", "mpegts", 0, False), ("libx265", "mp4", 4, True),
     ("libvpx-vp9", "webm", None, False), ("libsvtav1", "matroska", None, False),
@@ -97,8 +108,6 @@ def test_seeking_skips_non_reference_frames_and_keeps_the_wanted_ones_exact(enco
     """Note [skipping non-reference frames]: the frames exact sampling returns equal, bit for bit,
     those of a full decode, while the decoder skipped the frames nothing refers to (B-frames; none
     without them, and none tried for VP9 and AV1)."""
-    if not mf.has_encoder(encoder):
-        pytest.skip(f"{encoder} not in this FFmpeg")
     from engine.media import video
 
     decoders = []
@@ -109,12 +118,7 @@ def test_seeking_skips_non_reference_frames_and_keeps_the_wanted_ones_exact(enco
         decoders.append(self)
 
     monkeypatch.setattr(video.FrameDecoder, "__init__", spy)
-    data = mf.clip(width=96, height=64, duration=3.0, gop=90, codec=encoder, container=container,
-                   bframes=bframes)
-    try:
-        full = decode_video(data, Sampling("all"))
-    except UnsupportedMediaError as e:  # e.g. no AV1 decoder in this FFmpeg build
-        pytest.skip(str(e))
+    data, full = clip_and_full_decode(encoder, container, bframes, width=96, height=64, gop=90)
     dv = decode_video(data, Sampling("uniform", 7, exact=True))
     assert dv.strategy == "seek" and len(dv.frames) == 7 and dv.complete
     every = dict(zip(full.timestamps, full.frames))
@@ -150,14 +154,7 @@ SWEEP = [("libx264", "mp4", 3), ("libx264", "matroska", 3), ("libx264", "mpegts"
 def test_every_sampling_returns_the_frames_a_full_decode_shows_at_those_times(encoder, container, bframes):
     """Each sampling strategy (keyframes, seeking, non-reference skipping, decode-time seeks) against
     a full decode of the same clip: the frame returned for a time is the one shown then."""
-    if not mf.has_encoder(encoder):
-        pytest.skip(f"{encoder} not in this FFmpeg")
-    data = mf.clip(width=128, height=96, duration=3.0, gop=30, codec=encoder, container=container,
-                   bframes=bframes)
-    try:
-        full = decode_video(data, Sampling("all"))
-    except UnsupportedMediaError as e:  # e.g. no AV1 decoder in this FFmpeg build
-        pytest.skip(str(e))
+    data, full = clip_and_full_decode(encoder, container, bframes, width=128, height=96, gop=30)
     shown = {t: i for t, i in zip(full.timestamps, indices(full))}
     assert indices(full) == list(range(len(shown)))
     for sampling in (Sampling("fps", 1.0), Sampling("fps", 1.0, exact=True), Sampling("uniform", 4),
