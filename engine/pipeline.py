@@ -15,6 +15,7 @@ from typing import Any
 from .backends import BACKEND_CHOICES  # the per-model engine choice load_backend takes
 from .errors import ConfigError
 from .media.limits import Limits
+from .text import TEXT_FORMS
 
 PIPELINE_FILE = "pipeline.toml"
 
@@ -90,6 +91,7 @@ class Pipeline:
     text_embedding: TextEmbeddingConfig | None
     text_classifier: TextClassifierConfig | None
     policies: tuple[PolicyConfig, ...] = field(default_factory=tuple)
+    text_unicode: str = "nfkc"  # how texts are normalised before the models (Note [text normalisation])
 
     def backend_for(self, model: str) -> str:
         """The backend the pipeline asks for ``model`` ("auto" for models it does not use)."""
@@ -302,7 +304,9 @@ def load_pipeline(repo: str | Path) -> Pipeline:
     audio = _audio(root.sub("audio", required=False))
     text = root.sub("text", required=False)
     embedding = classifier = None
+    text_unicode = "nfkc"
     if text is not None:
+        text_unicode = text.get("unicode", str, "nfkc", choices=TEXT_FORMS)
         e = text.sub("embedding", required=False)
         if e is not None:
             embedding = TextEmbeddingConfig(
@@ -337,4 +341,4 @@ def load_pipeline(repo: str | Path) -> Pipeline:
         if n in names[:i]:
             raise ConfigError(path, f"policies[{i}].name", f"duplicate policy name {n!r}")
     root.finish()
-    return Pipeline(path, limits, vision, audio, embedding, classifier, policies)
+    return Pipeline(path, limits, vision, audio, embedding, classifier, policies, text_unicode)

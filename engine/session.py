@@ -31,7 +31,7 @@ from .device_pipeline import DevicePipeline
 from .pipeline import Pipeline, PolicyConfig, load_pipeline
 from .policies import resolve_classes, score_texts, score_timed
 from .repo import ModelRepository
-from .text import Tokenizer
+from .text import Tokenizer, normalise_text
 from .verdict import Outcome, PolicyResult, Verdict
 
 MODALITIES = ("video", "image", "audio", "text")
@@ -320,9 +320,7 @@ class Session:
             wave = self._decode_audio(audio, timings)
             scores.update(self._audio_scores(wave, timings))
         if text:
-            texts = [text] if isinstance(text, str) else list(text)
-            if not all(isinstance(t, str) for t in texts):
-                raise InputError("text must be a string or a list of strings")
+            texts = self._texts(text)
             scores.update(self._text_scores(texts, timings))
 
         timings["total_s"] = time.perf_counter() - started
@@ -389,7 +387,7 @@ class Session:
             out["audio"] = self._device.audio_embedding(wave, timings) if self._device else \
                 _mean_over_steps(self._audio_outputs(wave, timings)[0][a.embedding])
         if text:
-            out["text"] = self._embed_texts([text] if isinstance(text, str) else list(text))
+            out["text"] = self._embed_texts(self._texts(text))
         if not out:
             raise InputError("nothing to embed")
         return out
@@ -538,6 +536,13 @@ class Session:
                                         self._audio_classes)
                     for p in policies}
 
+    def _texts(self, text: str | Sequence[str]) -> list[str]:
+        """The texts as the models read them (Note [text normalisation] in engine.text)."""
+        texts = [text] if isinstance(text, str) else list(text)
+        if not all(isinstance(t, str) for t in texts):
+            raise InputError("text must be a string or a list of strings")
+        return [normalise_text(t, self.pipeline.text_unicode) for t in texts]
+
     def _text_scores(self, texts: list[str], timings) -> dict[str, PolicyResult]:
         out: dict[str, PolicyResult] = {}
         t = time.perf_counter()
@@ -611,7 +616,7 @@ class Session:
                 class_ids[pol.name] = resolve_classes(pol, self._audio_classes,
                                                       len(self._audio_classes), p.path)
             elif pol.source == "text_similarity":
-                exemplars[pol.name] = self._embed_texts(list(pol.exemplars))
+                exemplars[pol.name] = self._embed_texts(self._texts(list(pol.exemplars)))
         with self._lock:
             self._class_ids, self._exemplars, self._ready = class_ids, exemplars, True
 

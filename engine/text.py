@@ -9,6 +9,7 @@ sentence-transformers we override both: truncation to ``max_length`` = 256 (the 
 from __future__ import annotations
 
 import os
+import unicodedata
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -16,6 +17,25 @@ import numpy as np
 from engine.errors import InputError, ModelError
 
 DEFAULT_MAX_LENGTH = 256
+
+# Note [text normalisation]
+# Obfuscated text reads the same to people and not to the models: fullwidth letters
+# ("ｆｕｃｋ"), mathematical and circled letters ("𝐟𝐮𝐜𝐤", "ⓕⓤⓒⓚ"), and invisible characters
+# (zero-width space, soft hyphen, word joiner) between letters. The profanity classifier's
+# vocabulary and MiniLM's WordPiece see none of it as the word. Before either model, texts are put
+# in Unicode compatibility form (NFKC, which folds the look-alike letters to plain ones) and
+# stripped of format characters (category Cf, invisible by definition). Plain text is unchanged,
+# so the models' scores on it stay the packages' own. ``[text] unicode = "raw"`` in pipeline.toml
+# turns it off.
+TEXT_FORMS = ("nfkc", "raw")
+
+
+def normalise_text(text: str, form: str = "nfkc") -> str:
+    """``text`` as the models should read it (Note [text normalisation])."""
+    if form == "raw":
+        return text
+    folded = unicodedata.normalize("NFKC", text)
+    return "".join(ch for ch in folded if unicodedata.category(ch) != "Cf")
 
 
 class Tokenizer:

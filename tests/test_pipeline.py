@@ -42,6 +42,7 @@ def _with(tmp_path: Path, old: str, new: str) -> Path:
         ('name = "self_harm"', 'name = "sexual_content"', "policies[4].name", "duplicate"),
         ('batch_size = 16\nbackend = "auto"', 'batch_size = 16\nbackend = "cuda"', "vision.backend", "not one of"),
         ('does\nbackend = "auto"', 'does\nbackend = 1', "text.embedding.backend", "expected str"),
+        ('unicode = "nfkc"', 'unicode = "nfc"', "text.unicode", "not one of"),
     ],
 )
 def test_invalid_fields_are_named(tmp_path, old, new, field, problem):

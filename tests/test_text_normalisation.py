@@ -1,0 +1,71 @@
+"""Note [text normalisation]: obfuscated text reaches the models as the words it shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.pipeline import load_pipeline
+from engine.text import normalise_text
+
+ZWSP, SHY, WJ = "\u200b", "\u00ad", "\u2060"  # zero-width space, soft hyphen, word joiner
+
+DISGUISED = {
+    "fullwidth": "ｆｕｃｋ ｙｏｕ",
+    "bold maths": "𝐟𝐮𝐜𝐤 𝐲𝐨𝐮",
+    "circled": "ⓕⓤⓒⓚ ⓨⓞⓤ",
+    "zero-width spaces": f"f{ZWSP}u{ZWSP}c{ZWSP}k you",
+    "soft hyphen and word joiner": f"fu{SHY}c{WJ}k you",
+}
+
+
+@pytest.mark.parametrize("how", DISGUISED)
+def test_disguised_letters_fold_to_the_word(how):
+    assert normalise_text(DISGUISED[how]) == "fuck you"
+    assert normalise_text(DISGUISED[how], "raw") == DISGUISED[how]
+
+
+@pytest.mark.parametrize("text", ["I am going to kill you", "Ich werde dich töten", "¿Qué tal?", "你好世界",
+                                  "naïve café", "tab\tand\nnewline", ""])
+def test_plain_text_is_unchanged(text):
+    assert normalise_text(text) == text
+
+
+def test_ligatures_and_compatibility_forms():
+    assert normalise_text("ﬁre ﬂag") == "fire flag"
+    assert normalise_text("x²") == "x2"
+
+
+def test_pipeline_choice(tmp_path):
+    repo = Path(__file__).resolve().parents[1] / "model_repo"
+    assert load_pipeline(repo).text_unicode == "nfkc"
+    text = (repo / "pipeline.toml").read_text().replace('unicode = "nfkc"', 'unicode = "raw"', 1)
+    (tmp_path / "pipeline.toml").write_text(text)
+    assert load_pipeline(tmp_path).text_unicode == "raw"
+
+
+def _repo_with(model_repo, tmp_path: Path, form: str) -> Path:
+    text = (Path(model_repo.path) / "pipeline.toml").read_text()
+    (tmp_path / "pipeline.toml").write_text(text.replace('unicode = "nfkc"', f'unicode = "{form}"', 1))
+    for name in model_repo.models():  # the fetched models, through links
+        (tmp_path / name).symlink_to(Path(model_repo.path) / name)
+    (tmp_path / "models.lock").symlink_to(Path(model_repo.path) / "models.lock")
+    return tmp_path
+
+
+@pytest.mark.models
+def test_the_session_scores_disguised_text_as_the_plain_text(model_repo, tmp_path, stack):
+    from engine import Session
+
+    plain = ["fuck you", "I am going to kill you"]
+    disguised = [DISGUISED["fullwidth"], f"I am going to k{ZWSP}i{ZWSP}l{ZWSP}l you"]
+    folded = stack.enter_context(Session(model_repo.path))
+    raw = stack.enter_context(Session(_repo_with(model_repo, tmp_path, "raw")))
+    for p, d in zip(plain, disguised):
+        want = {k: r.score for k, r in folded.moderate(text=p).policies.items()}
+        got = {k: r.score for k, r in folded.moderate(text=d).policies.items()}
+        assert got == pytest.approx(want, abs=1e-6)
+        as_given = {k: r.score for k, r in raw.moderate(text=d).policies.items()}
+        assert max(abs(as_given[k] - want[k]) for k in want) > 0.1  # what the models saw before
+    assert folded.embed(text=disguised[0])["text"] == pytest.approx(folded.embed(text=plain[0])["text"])
