@@ -1,6 +1,5 @@
 """pipeline.toml validation: the shipped file loads; every mistake names file and field."""
 
-import shutil
 from pathlib import Path
 
 import pytest

@@ -464,8 +464,8 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
     else:
         index = index_stream(c, vs, start, duration, fps, limits, deadline)
         dec.errors += index.errors
-        times, keys, frame_dur, duration, short, key_gap = (index.times, index.keys, index.frame_dur,
-                                                            index.duration, index.short, index.key_gap)
+        times, keys, duration, short, key_gap = (index.times, index.keys, index.duration, index.short,
+                                                 index.key_gap)
         plan = plan_samples(sampling, index)
         strategy, chosen, targets = plan.strategy, plan.frames, plan.targets
         if strategy == "keyframes":

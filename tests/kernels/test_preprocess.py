@@ -7,8 +7,6 @@ run, tolerances stated with their reason.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 from frames import make_frame, rgb_frame
@@ -16,7 +14,6 @@ from reference import geometry, preprocess_ref
 
 from engine.errors import InputError
 from engine.ops import PreprocessSpec, build_info, preprocess
-from engine.ops.preprocess import _FORMATS
 
 FORMATS = ["i420", "nv12", "i422", "i444", "rgb24", "bgr24", "i420_10", "i422_10", "i444_10"]
 SIZES = [(1, 1), (3, 5), (2, 2), (37, 53), (61, 17), (96, 130)]  # (H, W): odd, tiny, non-x8 widths
