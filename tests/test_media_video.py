@@ -291,6 +291,20 @@ def test_mpeg_ts_sampling_keeps_every_gop(codec, bframes):
         assert indices(dv) == want and dv.complete, (sampling, dv.strategy)
 
 
+@pytest.mark.parametrize("codec,bframes", [("libx264", 3), ("libx264", 0), ("mpeg2video", None)])
+def test_a_capture_cut_mid_gop_is_sampled_from_its_first_keyframe(codec, bframes):
+    """A TS recording that starts mid-GOP: its leading frames cannot be decoded, and it used to be
+    refused as incomplete; sampling now starts at the first keyframe."""
+    data = mf.clip(width=176, height=144, duration=4.0, gop=30, codec=codec, container="mpegts",
+                   bframes=bframes)[188 * 60:]  # whole TS packets off the front: into the first GOP
+    full = decode_video(data, Sampling("all"))
+    shown = dict(zip(full.timestamps, indices(full)))
+    for sampling in (Sampling("fps", 1.0), Sampling("fps", 1.0, exact=True), Sampling("keyframes")):
+        dv = decode_video(data, sampling)
+        assert dv.complete and indices(dv) == [30, 60, 90], (sampling, dv.strategy)
+        assert indices(dv) == [shown[t] for t in dv.timestamps]
+
+
 @pytest.mark.parametrize("container", ["mp4", "matroska"])
 def test_indexed_containers_seek_to_the_keyframe_itself(container):
     """Note [seeking by decode time]: MP4 and Matroska keep presentation-time seeks, which land on

@@ -371,6 +371,10 @@ def index_stream(c, vs, start: float, duration: float, fps: float, limits: Limit
     """Demux-only pass over the packets of ``vs`` (no decoding): frame and keyframe times.
     ``start``, ``duration``, ``fps``: from :func:`open_video_stream`."""
     times, keys, decode, key_decode, scan_err = _scan(c, vs, deadline)
+    if keys and times and times[0] < keys[0]:
+        # frames shown before the first keyframe cannot be decoded (a recording or capture cut
+        # mid-GOP): sampling starts at the first keyframe instead of calling the video incomplete
+        times = times[bisect.bisect_left(times, keys[0]):]
     if not times:
         raise CorruptMediaError("video stream holds no packets")
     frame_dur = (1.0 / fps) if fps else ((times[-1] - times[0]) / max(len(times) - 1, 1) or 0.04)
