@@ -104,8 +104,10 @@ def _info(args: argparse.Namespace) -> int:
     from .device import device_info
     from .ops import build_info
 
+    from .media.heif_stills import decoders
+
     info = {"version": __version__, "native": build_info(), "backends": available_backends(),
-            "device": device_info()}
+            "device": device_info(), "media": decoders()}
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -116,6 +118,8 @@ def _info(args: argparse.Namespace) -> int:
         print(f"  backend {name}: {detail}")
     for name, detail in info["device"].items():
         print(f"  device {name}: {detail}")
+    for name, detail in info["media"].items():
+        print(f"  media {name}: {detail}")
     return 0
 
 

@@ -48,6 +48,11 @@ def test_info():
     device = info["device"]
     assert device["cuda devices"].isdigit() and device["video_decoder nvdec"]
     assert device["kernel_impl cuda"].startswith("engine._C_cuda")
+    try:
+        import pillow_heif
+        assert info["media"]["heif"].startswith(f"pillow-heif {pillow_heif.__version__}:")
+    except ImportError:
+        assert info["media"]["heif"].startswith("pillow-heif not installed")
 
 
 def test_usage_errors():

@@ -37,7 +37,7 @@ from .frame import Frame, frame_from_array
 from .limits import Limits
 from .orientation import exif_orientation
 
-__all__ = ["is_tiled", "is_still_image", "pillow_decodes", "decode_with_pillow", "pillow_size"]
+__all__ = ["is_tiled", "is_still_image", "pillow_decodes", "decode_with_pillow", "pillow_size", "decoders"]
 
 DEPENDENT = 0x80000  # AV_DISPOSITION_DEPENDENT: a stream meant to be shown only with others
 HEIF_BRANDS = frozenset({"heic", "heix", "heim", "heis", "hevc", "hevx", "mif1", "msf1"})
@@ -67,6 +67,20 @@ def _have_pillow_heif() -> bool:
     except ImportError:
         return False
     return True
+
+
+def decoders() -> dict[str, str]:
+    """What decodes HEIF and AVIF stills here (``engine info``)."""
+    from PIL import features
+
+    if _have_pillow_heif():
+        import pillow_heif
+
+        heif = f"pillow-heif {pillow_heif.__version__}: every HEIC through libheif"
+    else:
+        heif = "pillow-heif not installed: tiled HEIC refused, mirrors of untiled HEIC lost"
+    avif = "Pillow's AVIF plugin" if features.check("avif") else "no AVIF plugin in this Pillow: tiled AVIF refused"
+    return {"heif": heif, "avif": avif}
 
 
 def pillow_decodes(container: Any) -> bool:
