@@ -42,6 +42,18 @@ def gated(session: engine.Session) -> threading.Event:
     return opened
 
 
+def settled(futures) -> None:
+    """Wait until the Session's own done callbacks (which count the item and the request) have
+    run: a future wakes its waiters before it runs its callbacks, in the order they were added,
+    so a callback added now runs after the Session's."""
+    events = []
+    for f in futures:
+        e = threading.Event()
+        f.add_done_callback(lambda _f, e=e: e.set())
+        events.append(e)
+    assert all(e.wait(WAIT) for e in events)
+
+
 # ------------------------------------------------------------------ SessionMetrics alone
 
 
@@ -131,7 +143,7 @@ def test_two_sessions_count_in_their_own_registries(model_repo_path):
 def test_exporter_serves_the_text_format_until_closed(model_repo_path):
     session = engine.Session(model_repo_path, workers=1)
     gated(session).set()
-    session.submit("x").result(WAIT)
+    settled([session.submit("x")])
     exporter = session.serve_metrics(0)
     with urllib.request.urlopen(exporter.url, timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/plain")
@@ -159,8 +171,7 @@ def test_counts_and_stage_histograms_match_the_submitted_items(model_repo):
         futures.append(session.submit({"image": SAMPLES / "image.jpg", "text": "caption"}))
         futures.append(session.submit(SAMPLES / "missing.mp4"))
         futures.append(session.submit({"bogus": 1}))
-        for f in futures:
-            f.exception(WAIT)
+        settled(futures)
         snap_open = session.metrics()
     n_classifiers = len(session._policies("text_classifier"))
     items = snap_open["engine_items_total"]
