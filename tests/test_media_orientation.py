@@ -171,3 +171,19 @@ def test_after_composes():
         for done in ALL:
             coded = np.arange(4 * 7).reshape(4, 7)
             np.testing.assert_array_equal(want.after(done).apply(done.apply(coded)), want.apply(coded))
+
+
+def test_pillow_reads_only_files_that_hold_exif(monkeypatch):
+    """Most uploads carry no EXIF: the marker check spares them Pillow's header parse."""
+    from PIL import Image as PILImage
+
+    opened = []
+    real_open = PILImage.open
+    monkeypatch.setattr(PILImage, "open", lambda *a, **k: opened.append(1) or real_open(*a, **k))
+    for fmt in ("JPEG", "PNG", "WEBP"):
+        plain = exif_image(fmt, None)
+        assert exif_orientation(io.BytesIO(plain)) is None
+    assert opened == []
+    for fmt in ("JPEG", "PNG", "WEBP"):
+        assert exif_orientation(io.BytesIO(exif_image(fmt, 6))) == Orientation.from_exif(6)
+    assert len(opened) == 3

@@ -148,11 +148,31 @@ def frame_orientation(vf: Any) -> Orientation:
         return Orientation.from_rotation(float(vf.rotation or 0))
 
 
+EXIF_SCAN_BYTES = 256 * 1024  # JPEG APP1 and PNG eXIf sit in the headers, well inside this
+_WEBP_EXIF_FLAG = 0x08         # VP8X flags byte: the file has an EXIF chunk (at its end)
+
+
+def _may_hold_exif(fileobj: IO[bytes]) -> bool:
+    """False when the file plainly has no EXIF block, so Pillow need not parse its headers (about
+    30 us a JPEG): no ``Exif`` APP1 (JPEG) or ``eXIf`` chunk (PNG) in the first bytes, or a WebP
+    without the VP8X EXIF flag. AVIF/HEIF always go to Pillow, which also reads their orientation
+    properties."""
+    fileobj.seek(0)
+    head = fileobj.read(EXIF_SCAN_BYTES)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return head[12:16] == b"VP8X" and len(head) > 20 and bool(head[20] & _WEBP_EXIF_FLAG)
+    if head[4:8] == b"ftyp":  # AVIF/HEIF: Pillow reports the irot/imir properties as EXIF too
+        return True
+    return b"Exif\x00\x00" in head or b"eXIf" in head
+
+
 def exif_orientation(fileobj: IO[bytes]) -> Orientation | None:
     """The EXIF Orientation of a still image (JPEG, PNG, WebP: a seekable binary file object), read
     by Pillow from the headers without decoding pixels; None when it has none or it cannot be
     read."""
     try:
+        if not _may_hold_exif(fileobj):
+            return None
         from PIL import Image
 
         fileobj.seek(0)
