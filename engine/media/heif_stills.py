@@ -26,16 +26,16 @@ FFmpeg's planes.
 
 from __future__ import annotations
 
-import warnings
 from typing import IO, Any, Callable
 
 import numpy as np
 
-from engine.errors import CorruptMediaError, MediaError, MediaLimitError, UnsupportedMediaError
+from engine.errors import UnsupportedMediaError
 
 from .frame import Frame, frame_from_array
 from .limits import Limits
-from .orientation import exif_orientation
+from .orientation import IDENTITY, exif_orientation
+from .source import pillow_errors
 
 __all__ = ["is_tiled", "is_still_image", "pillow_decodes", "decode_with_pillow", "pillow_size", "decoders"]
 
@@ -90,22 +90,21 @@ def pillow_decodes(container: Any) -> bool:
     return _brand(container) in STILL_BRANDS - AVIF_BRANDS and _have_pillow_heif()
 
 
-def _open(f: IO[bytes]) -> tuple[tuple[int, int], Callable[[], Any]]:
+def _open(f: IO[bytes]) -> tuple[tuple[int, int], Callable[[], np.ndarray]]:
     """``((width, height), load)``: the whole picture's size from its headers, and a call that
-    decodes it as a Pillow image (grid composed, HEIF transforms applied)."""
+    decodes it to an RGB array (grid composed, HEIF transforms applied)."""
     from PIL import Image
 
     f.seek(0)
     head = f.read(12)
     f.seek(0)
     if head[8:12].decode("latin-1").lower() in AVIF_BRANDS:
-        orientation = exif_orientation(f)  # libavif leaves it to the caller, as for untiled AVIF
+        # libavif leaves the orientation to the caller, as for untiled AVIF
+        orientation = exif_orientation(f) or IDENTITY
         f.seek(0)
         im = Image.open(f, formats=["AVIF"])
-        size = im.size[::-1] if orientation is not None and orientation.transpose else im.size
-        return size, lambda: Image.fromarray(np.ascontiguousarray(
-            orientation.apply(np.asarray(im.convert("RGB"))) if orientation is not None else
-            np.asarray(im.convert("RGB"))))
+        size = im.size[::-1] if orientation.transpose else im.size
+        return size, lambda: orientation.apply(np.asarray(im.convert("RGB")))
     try:
         import pillow_heif
     except ImportError:
@@ -115,25 +114,15 @@ def _open(f: IO[bytes]) -> tuple[tuple[int, int], Callable[[], Any]]:
             "(Note [HEIF and AVIF stills])"
         ) from None
     heif = pillow_heif.open_heif(f, convert_hdr_to_8bit=True)
-    return heif.size, heif.to_pillow
+    return heif.size, lambda: np.asarray(heif.to_pillow().convert("RGB"))
 
 
-def _guarded(f: IO[bytes], limits: Limits, use: Callable[[tuple[int, int], Callable[[], Any]], Any]):
+def _guarded(f: IO[bytes], limits: Limits, use: Callable[[tuple[int, int], Callable[[], np.ndarray]], Any]):
     """``use(size, load)`` after the pixel limit, every decoder error typed."""
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # DecompressionBombWarning: sizes are checked by Limits
-            size, load = _open(f)
-            limits.check_pixels(*size)
-            return use(size, load)
-    except MediaError:
-        raise
-    except Image.DecompressionBombError as e:  # past Pillow's own bound (with max_pixels off)
-        raise MediaLimitError(f"tiled image: {e}") from None
-    except Exception as e:  # noqa: BLE001 - hostile input: whatever the decoder raises is a bad file
-        raise CorruptMediaError(f"tiled image does not decode: {e}") from None
+    with pillow_errors("tiled image"):
+        size, load = _open(f)
+        limits.check_pixels(*size)
+        return use(size, load)
 
 
 def pillow_size(f: IO[bytes], limits: Limits) -> tuple[int, int]:
@@ -143,4 +132,4 @@ def pillow_size(f: IO[bytes], limits: Limits) -> tuple[int, int]:
 
 def decode_with_pillow(f: IO[bytes], limits: Limits) -> Frame:
     """The whole picture as an ``rgb24`` Frame (alpha dropped, as for other stills)."""
-    return _guarded(f, limits, lambda size, load: frame_from_array(np.asarray(load().convert("RGB")), pts=0.0))
+    return _guarded(f, limits, lambda size, load: frame_from_array(np.ascontiguousarray(load()), pts=0.0))

@@ -24,6 +24,7 @@ import io
 import os
 import re
 import stat
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, Iterator, Union
@@ -31,8 +32,8 @@ from typing import IO, Any, Iterator, Union
 import av
 
 from engine.errors import (
-    CorruptMediaError, EmptyMediaError, ForbiddenSourceError, MediaError, MediaNotFoundError,
-    UnreadableMediaError, UnsupportedMediaError,
+    CorruptMediaError, EmptyMediaError, ForbiddenSourceError, MediaError, MediaLimitError,
+    MediaNotFoundError, UnreadableMediaError, UnsupportedMediaError,
 )
 
 from .limits import DEFAULT_LIMITS, Limits
@@ -91,6 +92,26 @@ def wrap_av_error(e: BaseException, what: str = "media") -> MediaError:
                       av.error.DemuxerNotFoundError)):
         return UnsupportedMediaError(f"{what}: {msg}")
     return CorruptMediaError(f"{what} does not decode: {msg}")
+
+
+@contextmanager
+def pillow_errors(what: str) -> Iterator[None]:
+    """media_errors' twin for inputs Pillow decodes: engine errors pass through, a picture past
+    Pillow's own size bound (with ``max_pixels`` off) is a MediaLimitError, anything else Pillow
+    raises on hostile input a CorruptMediaError; its DecompressionBombWarning is silenced (sizes
+    are checked by Limits)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    except MediaError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise MediaLimitError(f"{what}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - hostile input: whatever the decoder raises is a bad file
+        raise CorruptMediaError(f"{what} does not decode: {e}") from None
 
 
 @contextmanager

@@ -21,16 +21,16 @@ alpha is dropped, as for still images.
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import IO, Iterator
 
 import numpy as np
 
-from engine.errors import CorruptMediaError, MediaError, MediaLimitError
+from engine.errors import CorruptMediaError
 
 from .frame import Frame, frame_from_array
 from .limits import Deadline, Limits
-from .orientation import exif_orientation
+from .orientation import IDENTITY, Orientation, exif_orientation
+from .source import pillow_errors
 
 __all__ = ["is_animated_webp", "webp_index", "probe_webp_animation", "decode_webp_animation", "first_frame"]
 
@@ -77,19 +77,11 @@ def _pillow(f: IO[bytes], limits: Limits) -> Iterator:
     """The file opened by Pillow as WebP, its canvas size checked; Pillow's errors typed."""
     from PIL import Image
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # DecompressionBombWarning: sizes are checked by Limits
-            f.seek(0)
-            with Image.open(f, formats=["WEBP"]) as im:
-                limits.check_pixels(*im.size)
-                yield im
-    except MediaError:
-        raise
-    except Image.DecompressionBombError as e:  # a canvas past Pillow's own bound (with max_pixels off)
-        raise MediaLimitError(f"animated WebP: {e}") from None
-    except Exception as e:  # noqa: BLE001 - hostile input: whatever Pillow raises is a bad file
-        raise CorruptMediaError(f"animated WebP does not decode: {e}") from None
+    with pillow_errors("animated WebP"):
+        f.seek(0)
+        with Image.open(f, formats=["WEBP"]) as im:
+            limits.check_pixels(*im.size)
+            yield im
 
 
 def probe_webp_animation(f: IO[bytes], limits: Limits) -> tuple[int, int, list[float]]:
@@ -102,14 +94,14 @@ def probe_webp_animation(f: IO[bytes], limits: Limits) -> tuple[int, int, list[f
     return width, height, bounds
 
 
-def _frame(im, pts: float, orientation) -> Frame:
+def _frame(im, pts: float, orientation: Orientation) -> Frame:
     rgb = np.asarray(im.convert("RGB"))
-    return frame_from_array(orientation.apply(rgb) if orientation is not None else rgb, pts=pts)
+    return frame_from_array(orientation.apply(rgb), pts=pts)
 
 
 def first_frame(f: IO[bytes], limits: Limits) -> Frame:
     """The first frame, upright (:func:`decode_image` of an animated WebP)."""
-    orientation = exif_orientation(f)
+    orientation = exif_orientation(f) or IDENTITY
     with _pillow(f, limits) as im:
         return _frame(im, 0.0, orientation)
 
@@ -133,7 +125,7 @@ def decode_webp_animation(f: IO[bytes], sampling, limits: Limits, deadline: Dead
         strategy, chosen, targets = plan.strategy, plan.frames, plan.targets
     position = {t: i for i, t in enumerate(times)}
     wanted = {position[t]: t for t in chosen}
-    orientation = exif_orientation(f)
+    orientation = exif_orientation(f) or IDENTITY
     frames: list[Frame] = []
     with _pillow(f, limits) as im:
         if getattr(im, "n_frames", 1) != len(times):
@@ -146,7 +138,7 @@ def decode_webp_animation(f: IO[bytes], sampling, limits: Limits, deadline: Dead
             if i in wanted:
                 frames.append(_frame(im, wanted[i], orientation))
     width, height = frames[0].width, frames[0].height
-    rotation, mirrored = orientation.as_rotation() if orientation is not None else (0, False)
+    rotation, mirrored = orientation.as_rotation()
     return DecodedVideo(
         frames=frames, timestamps=[fr.pts for fr in frames], duration=duration,
         fps=len(times) / duration if duration else 0.0, width=width, height=height, rotation=rotation,
