@@ -149,8 +149,7 @@ def decode_video_nvdec(source: Any, sampling: Sampling | None = None, limits: Li
         if codec not in NVDEC_CODECS:  # before any more work on the CPU
             return Fallback(_codec_reason(codec))
         index = index_stream(c, vs, start, duration, fps, limits, deadline)
-        first = first_picture(c, vs, index.seek_time(index.keys[0]) if index.keys else index.times[0], limits,
-                              deadline)
+        first = first_picture(c, vs, index.first_seek_time(), limits, deadline)
         if first is None:
             return Fallback("the first picture does not decode")
         pix_fmt, width, height, orientation = (first.format.name, first.width, first.height,

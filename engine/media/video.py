@@ -365,6 +365,10 @@ class StreamIndex:
         """Where to seek for the keyframe presented at ``key`` (Note [seeking by decode time])."""
         return min(key, self.key_decode.get(key, key)) if self.seek_by_decode else key
 
+    def first_seek_time(self) -> float:
+        """Where to seek to decode from the stream's first keyframe (its first frame without one)."""
+        return self.seek_time(self.keys[0]) if self.keys else self.times[0]
+
 
 def index_stream(c, vs, start: float, duration: float, fps: float, limits: Limits,
                  deadline: Deadline) -> StreamIndex:
@@ -468,8 +472,7 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
     else:
         index = index_stream(c, vs, start, duration, fps, limits, deadline)
         dec.errors += index.errors
-        times, keys, duration, short, key_gap = (index.times, index.keys, index.duration, index.short,
-                                                 index.key_gap)
+        duration, short, key_gap = index.duration, index.short, index.key_gap
         plan = plan_samples(sampling, index)
         strategy, chosen, targets = plan.strategy, plan.frames, plan.targets
         if strategy == "keyframes":
@@ -478,7 +481,7 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
                 cc.skip_frame = "NONKEY"
             except Exception:  # noqa: BLE001 - the packet filter below already skips non-keys
                 pass
-            dec.seek(index.seek_time(keys[0]) if keys else times[0])
+            dec.seek(index.first_seek_time())
             seen = 0
 
             def want(p) -> bool:
