@@ -55,6 +55,18 @@ PYBIND11_MODULE(_C, m) {
     out[c] = clamp(rgb[c], 0, 255) * gain[c] + bias[c].
   )pbdoc");
 
+  // --- HDR / wide gamut -> SDR ---------------------------------------------------------------
+  m.def("to_sdr_rgb24", &engine_ops::to_sdr_rgb24, "out"_a.noconvert(), "frame"_a, "transfer"_a,
+        "primaries"_a, "threads"_a = 0,
+        R"pbdoc(
+    The SDR BT.709 picture of an HDR (PQ, HLG) or wide-gamut (BT.2020) Y'CbCr frame, written into
+    out [H, W, 3] uint8 RGB (Note [HDR to SDR] in engine/transfer.h: reference white 203 cd/m^2
+    becomes SDR white, BT.2020 -> BT.709 in linear light, clipped, encoded with gamma 1/2.4).
+    frame: (format, bit_depth, width, height, matrix, full_range, planes) as for preprocess, a
+    Y'CbCr format, matrix 0 bt601, 1 bt709, 2 bt2020. transfer 0 sdr (BT.1886), 1 pq, 2 hlg;
+    primaries 0 bt709, 1 bt2020. Releases the GIL.
+  )pbdoc");
+
   // --- pooling --------------------------------------------------------------------------------
   m.def("masked_mean", &engine_ops::masked_mean, "out"_a.noconvert(), "x"_a, "mask"_a, "normalize"_a,
         "threads"_a = 0,

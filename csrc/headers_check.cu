@@ -7,6 +7,7 @@
 #include "engine/pooling.h"
 #include "engine/preprocess.h"
 #include "engine/resample.h"
+#include "engine/transfer.h"
 
 __global__ void engine_headers_check(float* out, unsigned short* half_out) {
   using namespace engine;
@@ -42,6 +43,12 @@ __global__ void engine_headers_check(float* out, unsigned short* half_out) {
   const double c[4] = {1, 0.70710678, 0, -0.70710678}, s[4] = {0, 0.70710678, 1, 0.70710678};
   fft_radix2(re, im, 8, c, s);
   out[i] += (float)re[3] + (float)(is_yuv(kFmtI420) ? 1 : 0) + (float)(mini(1, 2) + maxi(1, 2));
+  // HDR -> SDR
+  double m2020[3][3];
+  bt2020_to_bt709(m2020);
+  out[i] += (float)(linearize(kTransferPQ, 0.5) + linearize(kTransferHLG, 0.75) +
+                    linearize(kTransferSDR, 0.5) + hlg_display_gain(0.25) + sdr_encode(0.5) +
+                    m2020[0][0]);
 }
 
 #ifdef ENGINE_HEADERS_CHECK_MAIN
@@ -53,7 +60,7 @@ __global__ void engine_headers_check(float* out, unsigned short* half_out) {
 
 namespace {
 constexpr int kN = 4096;
-constexpr int kVals = 18;
+constexpr int kVals = 20;
 
 ENGINE_HD void eval_all(int i, float* v) {
   using namespace engine;
@@ -90,6 +97,9 @@ ENGINE_HD void eval_all(int i, float* v) {
   v[16] = sample_to_float((unsigned)(i * 37) % 65536u);
   const unsigned word = 0x01000000u * (unsigned)(i % 256) + (unsigned)(i * 2654435761u) % 0x1000000u;
   v[17] = byte_to_float(word, i % 4);
+  // transfer functions (Note [HDR to SDR]) over the whole signal range
+  v[18] = (float)linearize(i % 3, (double)(i % 1024) / 1023.0);
+  v[19] = (float)(sdr_encode((double)i / kN) + hlg_display_gain((double)i / kN));
 }
 
 __global__ void eval_kernel(float* out) {
@@ -116,7 +126,7 @@ int main() {
   for (size_t j = 0; j < host.size(); ++j) {
     const int k = (int)(j % kVals);
     const bool exact =
-        k == 0 || k == 1 || k == 4 || k == 6 || k == 11 || k == 14 || k == 15 || k >= 16;
+        k == 0 || k == 1 || k == 4 || k == 6 || k == 11 || k == 14 || k == 15 || k == 16 || k == 17;
     const double diff = std::fabs((double)host[j] - (double)dev[j]);
     const double rel = diff / std::fmax(1.0, std::fabs((double)host[j]));
     const double mag = std::fabs((double)host[j]);

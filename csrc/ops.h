@@ -40,6 +40,12 @@ py::tuple yuv_to_rgb_map(int matrix, bool full_range, int bit_depth);
 // make_normalize as (gain[3], bias[3]) float32 values: out = clamp(rgb, 0, 255) * gain + bias.
 py::tuple normalize_map(double scale, std::array<double, 3> mean, std::array<double, 3> std);
 
+// --- HDR / wide gamut -> SDR (sdr_cpu.cpp) -------------------------------------------------------
+// out: [H, W, 3] uint8 RGB, C-contiguous; frame: a Y'CbCr frame tuple as for preprocess (matrix
+// 0 bt601, 1 bt709, 2 bt2020); transfer 0 sdr, 1 pq, 2 hlg; primaries 0 bt709, 1 bt2020.
+void to_sdr_rgb24(py::array_t<uint8_t> out, const py::handle& frame, int transfer, int primaries,
+                  int threads);
+
 // --- pooling (pooling_cpu.cpp) ------------------------------------------------------------------
 // out: [B, D] float32; x: [B, T, D] float32; mask: [B, T] float32 weights.
 void masked_mean(py::array_t<float> out, py::array_t<float> x, py::array_t<float> mask,

@@ -24,6 +24,7 @@
 #endif
 
 #include "engine/preprocess.h"
+#include "frame_args.h"
 #include "ops.h"
 #include "preprocess_passes.h"
 #include "simd.h"
@@ -279,46 +280,9 @@ void preprocess(py::array out, const py::list& frames, int mode, int to_h, int t
   std::vector<py::array> keep;  // plane arrays stay referenced while the GIL is released
   keep.reserve((size_t)n * 3);
   for (int b = 0; b < n; ++b) {
-    py::tuple t = frames[b].cast<py::tuple>();
-    if (t.size() != 7) fail("frame tuple must have 7 fields");
-    FrameDesc& f = descs[b];
     const std::string where = "frame " + std::to_string(b) + ": ";
-    f.format = t[0].cast<int>();
-    f.bit_depth = t[1].cast<int>();
-    f.width = t[2].cast<int>();
-    f.height = t[3].cast<int>();
-    f.matrix = t[4].cast<int>();
-    f.full_range = t[5].cast<bool>();
-    if (f.format < 0 || f.format > kFmtBGR24) fail(where + "bad format code");
-    if (f.bit_depth != 8 && !(f.bit_depth == 10 && is_yuv(f.format)))
-      fail(where + "bit depth must be 8 (or 10 for YUV)");
-    if (f.width <= 0 || f.height <= 0) fail(where + "width and height must be positive");
-    if (f.matrix != kBT601 && f.matrix != kBT709) fail(where + "bad matrix");
-    f.num_planes = describe_planes(f.format, f.width, f.height, f.planes);
-    py::tuple planes = t[6].cast<py::tuple>();
-    if ((int)planes.size() != f.num_planes)
-      fail(where + "expected " + std::to_string(f.num_planes) + " planes, got " +
-           std::to_string(planes.size()));
-    const int bps = f.bit_depth > 8 ? 2 : 1;
-    for (int p = 0; p < f.num_planes; ++p) {
-      keep.push_back(planes[p].cast<py::array>());
-      const py::array& arr = keep.back();
-      PlaneDesc& pl = f.planes[p];
-      const std::string pw = where + "plane " + std::to_string(p) + ": ";
-      // plane: (rows >= height, samples >= width * channels), unit column stride
-      if (arr.ndim() != 2) fail(pw + "must be 2-D (rows, samples)");
-      if (arr.dtype().kind() != 'u' || arr.itemsize() != bps)
-        fail(pw + (bps == 1 ? "dtype must be uint8" : "dtype must be uint16"));
-      if (arr.strides(1) != bps) fail(pw + "columns must be contiguous");
-      if (arr.shape(0) < pl.height || arr.shape(1) < (long long)pl.width * pl.channels)
-        fail(pw + "shape (" + std::to_string(arr.shape(0)) + ", " + std::to_string(arr.shape(1)) +
-             ") smaller than (" + std::to_string(pl.height) + ", " +
-             std::to_string(pl.width * pl.channels) + ")");
-      if (arr.strides(0) < (long long)pl.width * pl.channels * bps)
-        fail(pw + "row stride too small");
-      pl.data = arr.data();
-      pl.row_stride = arr.strides(0);
-    }
+    descs[b] = parse_frame(frames[b], where, keep);
+    if (descs[b].matrix == kBT2020) fail(where + "matrix must be bt601 or bt709");
   }
   void* dst = out.mutable_data();
   int status;

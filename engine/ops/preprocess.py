@@ -141,8 +141,8 @@ def _plane_2d(p: Any, dtype: np.dtype, where: str) -> np.ndarray:
     return a
 
 
-def _frame_tuple(f: Any, i: int) -> tuple:
-    where = f"frames[{i}]"
+def _frame_tuple(f: Any, where: str, matrices: dict[str, int] = _MATRICES) -> tuple:
+    """The native frame tuple of a Frame-like ``f`` (frame_args.h), checked; errors name ``where``."""
     try:
         fmt, planes, width, height = f.format, f.planes, f.width, f.height
     except AttributeError as e:
@@ -153,8 +153,8 @@ def _frame_tuple(f: Any, i: int) -> tuple:
     if base not in _FORMATS or (ten and base not in _YUV):
         raise InputError(f"{where}: unsupported format {fmt!r}")
     matrix = getattr(f, "matrix", "bt601")
-    if base in _YUV and matrix not in _MATRICES:
-        raise InputError(f"{where}: matrix must be 'bt601' or 'bt709', got {matrix!r}")
+    if base in _YUV and matrix not in matrices:
+        raise InputError(f"{where}: matrix must be one of {sorted(matrices)}, got {matrix!r}")
     if not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x > 0 for x in (width, height)):
         raise InputError(f"{where}: width/height must be positive ints, got {width!r}x{height!r}")
     if len(planes) != _PLANES[base]:
@@ -166,7 +166,7 @@ def _frame_tuple(f: Any, i: int) -> tuple:
         10 if ten else 8,
         int(width),
         int(height),
-        _MATRICES.get(matrix, 0),
+        matrices.get(matrix, 0),
         bool(getattr(f, "full_range", False)),
         arrs,
     )
@@ -235,7 +235,7 @@ def preprocess(
             raise InputError("out must be C-contiguous and writeable")
     if not frames:
         return out
-    tuples = [_frame_tuple(f, i) for i, f in enumerate(frames)]
+    tuples = [_frame_tuple(f, f"frames[{i}]") for i, f in enumerate(frames)]
     mode = _MODES[spec.resize]
     to_h, to_w = spec.resize_to if spec.resize_to is not None else spec.size
     try:

@@ -89,7 +89,7 @@ def geometry(mode: str, h: int, w: int, out_h: int, out_w: int, to: tuple[int, i
 # ----------------------------------------------------------------------------------------------
 # colour
 # ----------------------------------------------------------------------------------------------
-KR_KB = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
+KR_KB = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722), "bt2020": (0.2627, 0.0593)}
 
 
 def yuv_to_rgb(y, u, v, matrix: str, full_range: bool, bits: int) -> np.ndarray:
@@ -106,6 +106,68 @@ def yuv_to_rgb(y, u, v, matrix: str, full_range: bool, bits: int) -> np.ndarray:
     g = yn - 2 * kb * (1 - kb) / kg * pb - 2 * kr * (1 - kr) / kg * pr
     b = yn + 2 * (1 - kb) * pb
     return np.stack([r, g, b], -1) * 255.0
+
+
+# ----------------------------------------------------------------------------------------------
+# HDR / wide gamut -> SDR (Note [HDR to SDR])
+# ----------------------------------------------------------------------------------------------
+def pq_eotf(e):
+    """SMPTE ST 2084: signal in [0, 1] -> cd/m^2."""
+    m1, m2 = 0.1593017578125, 78.84375
+    c1, c2, c3 = 0.8359375, 18.8515625, 18.6875
+    p = np.power(e, 1 / m2)
+    return 10000.0 * np.power(np.maximum(p - c1, 0) / (c2 - c3 * p), 1 / m1)
+
+
+def hlg_inverse_oetf(e):
+    """BT.2100 HLG: signal in [0, 1] -> scene light in [0, 1]."""
+    a = 0.17883277
+    b, c = 1 - 4 * a, 0.5 - a * math.log(4 * a)
+    return np.where(e <= 0.5, e * e / 3, (np.exp((np.maximum(e, 0.5) - c) / a) + b) / 12)
+
+
+def primaries_to_xyz(xy, white=(0.3127, 0.3290)):
+    """3x3 linear RGB -> XYZ of the primaries' chromaticities (rows R, G, B) and white point."""
+    xyz = np.array([[x / y, 1.0, (1 - x - y) / y] for x, y in xy]).T
+    w = np.array([white[0] / white[1], 1.0, (1 - white[0] - white[1]) / white[1]])
+    return xyz * np.linalg.solve(xyz, w)
+
+
+BT709_XY = [(0.640, 0.330), (0.300, 0.600), (0.150, 0.060)]
+BT2020_XY = [(0.708, 0.292), (0.170, 0.797), (0.131, 0.046)]
+
+
+def bt2020_to_bt709():
+    return np.linalg.solve(primaries_to_xyz(BT709_XY), primaries_to_xyz(BT2020_XY))
+
+
+def to_sdr_linear_ref(frame, transfer: str, primaries: str) -> np.ndarray:
+    """(H, W, 3) float64 linear BT.709 light relative to reference white, before the clip."""
+    p = logical_planes(frame)
+    fmt = frame.format.removesuffix("_10")
+    sx, sy = SUB[fmt]
+    h, w = frame.height, frame.width
+    rows, cols = np.arange(h) // sy, np.arange(w) // sx
+    u, v = p["u"][rows][:, cols], p["v"][rows][:, cols]  # chroma replicated
+    bits = 10 if frame.format.endswith("_10") else 8
+    e = np.clip(yuv_to_rgb(p["y"], u, v, frame.matrix, frame.full_range, bits) / 255.0, 0, 1)
+    if transfer == "pq":
+        lin = pq_eotf(e) / 203.0
+    elif transfer == "hlg":
+        scene = hlg_inverse_oetf(e)
+        kr, kb = KR_KB["bt2020" if primaries == "bt2020" else "bt709"]
+        ys = scene @ np.array([kr, 1 - kr - kb, kb])
+        lin = 1000.0 / 203.0 * np.power(ys, 0.2)[..., None] * scene  # BT.2100 OOTF, gamma 1.2
+    else:
+        lin = np.power(e, 2.4)
+    if primaries == "bt2020":
+        lin = lin @ bt2020_to_bt709().T
+    return lin
+
+
+def to_sdr_ref(frame, transfer: str, primaries: str) -> np.ndarray:
+    """(H, W, 3) float64 SDR RGB on the 0..255 scale, before rounding to 8 bits."""
+    return 255.0 * np.power(np.clip(to_sdr_linear_ref(frame, transfer, primaries), 0, 1), 1 / 2.4)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,11 +5,15 @@
 
 namespace engine {
 
-enum ColourMatrix : int { kBT601 = 0, kBT709 = 1 };
+enum ColourMatrix : int { kBT601 = 0, kBT709 = 1, kBT2020 = 2 };  // BT.2020: non-constant luminance
 
 // Note [YUV -> RGB coefficients]
-// Luma weights (ITU-R BT.601-7 / BT.709-6):      BT.601: Kr = 0.299,  Kb = 0.114
-//                                                 BT.709: Kr = 0.2126, Kb = 0.0722,  Kg = 1 - Kr - Kb
+// Luma weights (ITU-R BT.601-7 / BT.709-6 / BT.2020-2):
+//                                                 BT.601:  Kr = 0.299,  Kb = 0.114
+//                                                 BT.709:  Kr = 0.2126, Kb = 0.0722
+//                                                 BT.2020: Kr = 0.2627, Kb = 0.0593,  Kg = 1 - Kr - Kb
+// (the fused preprocessing takes BT.601 and BT.709; BT.2020 frames are HDR or wide-gamut and go
+// through Note [HDR to SDR] in transfer.h first)
 // Normalised signals (ITU-T H.273, bit depth n, s = 2^(n-8)):
 //   limited ("TV", MPEG) range: Y' = (Y - 16 s) / (219 s)      Pb,Pr = (C - 128 s) / (224 s)
 //   full    ("PC", JPEG) range: Y' = Y / (2^n - 1)              Pb,Pr = (C - 2^(n-1)) / (2^n - 1)
@@ -29,9 +33,15 @@ struct YuvToRgb {
   float bias[3];
 };
 
+// Kr, Kb of a ColourMatrix (also the luminance weights of its primaries' linear RGB).
+ENGINE_HD_INLINE void luma_weights(int matrix, double* kr, double* kb) {
+  *kr = matrix == kBT2020 ? 0.2627 : (matrix == kBT709 ? 0.2126 : 0.299);
+  *kb = matrix == kBT2020 ? 0.0593 : (matrix == kBT709 ? 0.0722 : 0.114);
+}
+
 ENGINE_HD_INLINE YuvToRgb make_yuv_to_rgb(int matrix, bool full_range, int bit_depth) {
-  const double kr = matrix == kBT709 ? 0.2126 : 0.299;
-  const double kb = matrix == kBT709 ? 0.0722 : 0.114;
+  double kr, kb;
+  luma_weights(matrix, &kr, &kb);
   const double kg = 1.0 - kr - kb;
   const double s = (double)(1 << (bit_depth - 8));
   const double maxv = (double)((1 << bit_depth) - 1);
