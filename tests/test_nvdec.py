@@ -32,6 +32,7 @@ from engine.errors import (CorruptMediaError, DeviceUnavailableError, EmptyMedia
                            ForbiddenSourceError, InputError, MediaLimitError)
 from engine.media import synthetic as syn  # noqa: E402
 from engine.media.limits import Limits  # noqa: E402
+from engine.media.hdr import SdrConversion  # noqa: E402
 from engine.media.nvdec import Fallback, decode_video_nvdec, qualify  # noqa: E402
 from engine.media.orientation import Orientation  # noqa: E402
 from engine.media.video import Sampling, decode_video  # noqa: E402
@@ -179,6 +180,8 @@ def test_qualify_reasons():
     assert "rotated by 270 degrees for" in qualify("vp9", "yuv420p", Orientation.from_rotation(270), "bt709", 64, 48)
     assert "rotated by 0 degrees and mirrored" in qualify("h264", "yuv420p", Orientation.from_exif(2), "bt709", 64, 48)
     assert "'prores'" in qualify("prores", "yuv422p10le", upright, "bt709", 64, 48)
+    hlg = SdrConversion("hlg", "bt2020", "bt709")  # an 8-bit HLG stream NVDEC could decode
+    assert "HLG in BT2020" in qualify("hevc", "yuv420p", upright, "bt709", 64, 48, hlg)
 
 
 @pytest.mark.parametrize("break_it, reason", [

@@ -26,6 +26,10 @@ anything else       converted by FFmpeg (swscale) first, see :func:`_conversion_
                     SMPTE-240M, YCgCo, ...) are converted to rgb24 by swscale with their own matrix.
 =================  =========  ===========================================================
 
+HDR and wide gamut: a Y'CbCr frame tagged PQ or HLG, or with BT.2020 primaries, becomes an rgb24
+Frame of the SDR BT.709 picture (``engine/media/hdr.py``, Note [HDR to SDR]): phones' HDR video
+looks as it does on an SDR screen instead of dim and washed out.
+
 Colour matrix: ``frame.colorspace`` BT709 -> "bt709"; BT470BG / SMPTE170M / FCC -> "bt601";
 UNSPECIFIED -> "bt709" when the coded height is >= 720 else "bt601" (the usual HD/SD rule that
 players apply to untagged video).  Range: ``color_range == JPEG`` or a ``yuvj*`` pix_fmt -> full.
@@ -46,6 +50,7 @@ import numpy as np
 
 from engine.errors import InputError, UnsupportedMediaError
 
+from .hdr import SdrConversion, sdr_conversion
 from .orientation import Orientation, frame_orientation
 
 __all__ = [
@@ -162,6 +167,12 @@ def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | No
         cs, cr = _CS_UNSPECIFIED, 0
     full = full_range_for(pix, cr)
     matrix = matrix_for(cs, coded_h)
+    if orientation is None:
+        orientation = frame_orientation(vf)
+    sdr = None if vf.format.is_rgb else sdr_conversion(vf, matrix)
+    if sdr is not None:  # HDR / BT.2020: the SDR BT.709 picture (engine/media/hdr.py)
+        rgb = _to_sdr(vf, pix, full, sdr)
+        return _oriented(("rgb24", (rgb,), vf.width, vf.height), orientation, vf, pts, "bt601", True)
 
     if pix not in _PIX_FMTS or (matrix is None and not _PIX_FMTS[pix][0].startswith(("rgb", "bgr"))):
         target = "rgb24" if matrix is None else _conversion_target(vf.format)
@@ -187,18 +198,19 @@ def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | No
     if fmt in ("rgb24", "bgr24"):
         matrix, full = matrix or "bt601", True  # ignored for RGB; RGB samples are full range
 
-    if orientation is None:
-        orientation = frame_orientation(vf)
-    turn = not orientation.is_identity
-    if turn and not fmt.startswith(("rgb", "bgr")) and fmt[:4] != "i444":
+    if not orientation.is_identity and not fmt.startswith(("rgb", "bgr")) and fmt[:4] != "i444":
         target = "yuv444p10le" if fmt.endswith("_10") else "yuv444p"
         rng = 2 if full else 1
         vf = vf.reformat(format=target, src_color_range=rng, dst_color_range=rng)
         fmt = "i444_10" if fmt.endswith("_10") else "i444"
+    return _oriented((fmt, _views(vf, fmt), vf.width, vf.height), orientation, vf, pts, matrix, full)
 
-    planes = _views(vf, fmt)
-    width, height = vf.width, vf.height
-    if turn:
+
+def _oriented(picture: tuple, orientation: Orientation, vf, pts: float | None, matrix: str,
+              full: bool) -> Frame:
+    """The Frame of ``picture`` = (format, planes, width, height) turned upright (4:4:4 or RGB)."""
+    fmt, planes, width, height = picture
+    if not orientation.is_identity:
         planes = tuple(orientation.apply(p) for p in planes)
         if orientation.transpose:
             width, height = height, width
@@ -207,6 +219,22 @@ def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | No
         pts = float(t) if t is not None else 0.0
     return Frame(format=fmt, planes=planes, width=width, height=height, matrix=matrix,
                  full_range=bool(full), pts=float(pts))
+
+
+def _to_sdr(vf, pix: str, full: bool, sdr: SdrConversion) -> np.ndarray:
+    """(H, W, 3) uint8 RGB: the SDR BT.709 picture of an HDR / BT.2020 frame (Note [HDR to SDR])."""
+    from engine.ops.sdr import to_sdr
+
+    if pix not in _PIX_FMTS:  # e.g. p010le, 12-bit: planar 4:2:0 / 4:2:2 / 4:4:4 at 8 or 10 bits
+        rng = 2 if full else 1
+        try:
+            vf = vf.reformat(format=_conversion_target(vf.format), src_color_range=rng, dst_color_range=rng)
+        except Exception as e:  # noqa: BLE001 - swscale refuses exotic formats
+            raise UnsupportedMediaError(f"pixel format {pix!r} cannot be converted: {e}") from e
+    fmt = _PIX_FMTS[vf.format.name][0]
+    frame = Frame(format=fmt, planes=_views(vf, fmt), width=vf.width, height=vf.height,
+                  matrix=sdr.matrix, full_range=bool(full), pts=0.0)
+    return to_sdr(frame, transfer=sdr.transfer, primaries=sdr.primaries)
 
 
 def frame_from_array(arr, *, pts: float = 0.0, channels: str = "rgb") -> Frame:

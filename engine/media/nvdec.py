@@ -78,6 +78,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .frame import Frame, full_range_for, matrix_for
+from .hdr import SdrConversion, sdr_conversion
 from .limits import DEFAULT_LIMITS, Limits
 from .orientation import Orientation, frame_orientation
 from .source import Packets, media_errors, open_container, read_source
@@ -101,11 +102,12 @@ class Fallback:
 
 
 def qualify(codec: str, pix_fmt: str, orientation: Orientation, matrix: str | None, width: int,
-            height: int) -> str | None:
+            height: int, sdr: SdrConversion | None = None) -> str | None:
     """Why NVDEC must not take a stream, or None when it may.
 
     NV12 output needs an 8-bit 4:2:0 source and even dimensions (whole chroma rows); the fused
-    kernel neither turns nor mirrors pictures, nor converts matrices other than BT.601/BT.709.
+    kernel neither turns nor mirrors pictures, nor converts matrices other than BT.601/BT.709,
+    nor maps HDR / BT.2020 pictures to SDR (``sdr``: engine/media/hdr.py, done on the CPU).
     """
     if codec not in NVDEC_CODECS:
         return _codec_reason(codec)
@@ -117,6 +119,8 @@ def qualify(codec: str, pix_fmt: str, orientation: Orientation, matrix: str | No
         return f"the stream is {how} for display (the fused kernel does not turn pictures)"
     if matrix is None:
         return "the colour matrix is neither BT.601 nor BT.709"
+    if sdr is not None:
+        return f"the picture is {sdr.transfer.upper()} in {sdr.primaries.upper()} (mapped to SDR on the CPU)"
     if width % 2 or height % 2:
         return f"odd picture size {width}x{height} (NV12 needs whole chroma rows)"
     return None
@@ -155,9 +159,10 @@ def decode_video_nvdec(source: Any, sampling: Sampling | None = None, limits: Li
         pix_fmt, width, height, orientation = (first.format.name, first.width, first.height,
                                                frame_orientation(first))
         matrix = matrix_for(int(first.colorspace), height)
+        sdr = sdr_conversion(first, matrix)
         full_range = full_range_for(pix_fmt, int(first.color_range))
         tb, scanned = vs.time_base, not vs.frames  # no frame count in the container (Matroska)
-    reason = qualify(codec, pix_fmt, orientation, matrix, width, height)
+    reason = qualify(codec, pix_fmt, orientation, matrix, width, height, sdr)
     if reason is not None:
         return Fallback(reason)
     if sampling.mode == "all":
