@@ -1,8 +1,8 @@
 // sdr_cpu.cpp - HDR / wide-gamut Y'CbCr frames -> SDR BT.709 RGB24 (Note [HDR to SDR] in
 // engine/transfer.h). The transfer functions are evaluated once into 1-D tables (linear
-// interpolation); the per-pixel loop is the matrix, three table reads per step and the clip.
+// interpolation); each row goes through the steps of the Note as passes over float rows, 8 pixels
+// at a time with AVX2 (the table reads as gathers), the plain loops elsewhere and for the tails.
 #include <algorithm>
-#include <array>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -32,7 +32,7 @@ namespace {
 // interpolation. The two functions with an infinite slope at 0 are tabulated on a warped axis
 // where they are smooth enough: the HLG gain Ys^0.2 over v = Ys^(1/4) (v^0.8), the display
 // encoding L^(1/2.4) over s = sqrt(L) (s^(5/6)). With N = 4096 the 8-bit result stays within one
-// level of the float64 formulas (tests/test_media_hdr.py checks it on every table).
+// level of the float64 formulas (tests/kernels/test_sdr.py: random frames, every 10-bit grey).
 constexpr int kTableN = 4096;
 
 struct Table {
@@ -80,8 +80,7 @@ struct SdrArgs {
   const SdrTables* t;
 };
 
-// One row in passes over planar float buffers (branch-free loops the compiler vectorises; the
-// table reads become gathers in the AVX2 clone).
+// The R, G, B rows of one thread's current row.
 struct RowBuffers {
   std::vector<float> c[3];
   void size(int n) {
@@ -155,25 +154,28 @@ ENGINE_AVX2_TARGET inline __m256 table8(const Table& t, __m256 x) {
   const __m256 b = _mm256_i32gather_ps(t.v.data() + 1, i, 4);
   return _mm256_fmadd_ps(f, _mm256_sub_ps(b, a), a);
 }
-// 8 chroma samples for luma columns x..x+7: c[(x + j) / SX * CS] (SX, CS) = (1, 1), (2, 1), (2, 2)
-template <int SX, int CS, typename T>
+// 8 chroma samples for luma columns x..x+7: c[(x + j) / SX * CS + LANE], (SX, CS) = (1, 1),
+// (2, 1), (2, 2); NV12 (CS = 2) reads both Cb (LANE 0) and Cr (LANE 1) from the start of the
+// interleaved row, so no load reaches past the row's last pair.
+template <int SX, int CS, int LANE, typename T>
 ENGINE_AVX2_TARGET inline __m256 chroma8(const T* c, int x) {
   if (SX == 1) return cvt8(c + x);
-  const __m256i dup = CS == 1 ? _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3)
-                              : _mm256_setr_epi32(0, 0, 2, 2, 4, 4, 6, 6);
   if (CS == 1) {  // 4 samples, each twice
     const T* p = c + x / 2;
     const __m256 v = _mm256_setr_ps((float)p[0], (float)p[1], (float)p[2], (float)p[3], 0, 0, 0, 0);
-    return _mm256_permutevar8x32_ps(v, dup);
+    return _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
   }
-  return _mm256_permutevar8x32_ps(cvt8(c + x), dup);  // NV12: 4 pairs, this plane's sample of each
+  const __m256i pick = LANE == 0 ? _mm256_setr_epi32(0, 0, 2, 2, 4, 4, 6, 6)
+                                 : _mm256_setr_epi32(1, 1, 3, 3, 5, 5, 7, 7);
+  return _mm256_permutevar8x32_ps(cvt8(c + x), pick);  // 4 (Cb, Cr) pairs
 }
 template <typename T, int SX, int CS>
 ENGINE_AVX2_TARGET int signals_avx2(const T* Y, const T* U, const T* V, int n, const YuvToRgb& m,
                                     float* const rgb[3]) {
   int x = 0;
   for (; x + 8 <= n; x += 8) {
-    const __m256 y = cvt8(Y + x), u = chroma8<SX, CS>(U, x), v = chroma8<SX, CS>(V, x);
+    const __m256 y = cvt8(Y + x), u = chroma8<SX, CS, 0>(U, x);
+    const __m256 v = CS == 2 ? chroma8<SX, CS, 1>(U, x) : chroma8<SX, CS, 0>(V, x);
     for (int c = 0; c < 3; ++c) {
       __m256 e = _mm256_fmadd_ps(_mm256_set1_ps(m.y_gain), y, _mm256_set1_ps(m.bias[c]));
       e = _mm256_fmadd_ps(_mm256_set1_ps(m.cb_gain[c]), u, e);
