@@ -21,9 +21,10 @@ PYBIND11_MODULE(_C, m) {
     Fused resize + colour conversion + crop/letterbox + normalisation, written into `out`.
 
     out    : [B, 3, H, W] (nhwc=False) or [B, H, W, 3] float32/float16, C-contiguous.
-    frames : B tuples (format, bit_depth, width, height, matrix, full_range, planes).
+    frames : B tuples (format, bit_depth, width, height, matrix, full_range, planes, sar).
              format 0 i420, 1 nv12, 2 i422, 3 i444, 4 rgb24, 5 bgr24; matrix 0 bt601, 1 bt709;
-             planes: 2-D uint8/uint16 arrays (rows, samples) with unit column stride.
+             planes: 2-D uint8/uint16 arrays (rows, samples) with unit column stride;
+             sar: (num, den) sample aspect ratio, 1..65535 each (Note [sample aspect ratio]).
     mode   : 0 stretch to (to_h, to_w), 1 shorter side to to_h, 2 letterbox; then centre crop/pad.
     filter : 0 antialias (torch antialias=True / PIL BILINEAR), 1 bilinear (OpenCV INTER_LINEAR).
     out = (clamp(rgb, 0, 255) * scale - mean[c]) / std[c]; padding pixels = pad_value.
@@ -38,10 +39,10 @@ PYBIND11_MODULE(_C, m) {
     (first[out] int64, weights[out, K] float32); first = -1 marks padding samples.
   )pbdoc");
   m.def("resize_geometry", &engine_ops::resize_geometry, "mode"_a, "in_h"_a, "in_w"_a, "out_h"_a,
-        "out_w"_a, "to_h"_a, "to_w"_a,
+        "out_w"_a, "to_h"_a, "to_w"_a, "sar_num"_a = 1, "sar_den"_a = 1,
         R"pbdoc(
     ((resized_h, offset_y), (resized_w, offset_x)) of one frame: output index o reads resized
-    index o + offset.
+    index o + offset; sar_num:sar_den is the frame's sample aspect ratio.
   )pbdoc");
 
   m.def("yuv_to_rgb_map", &engine_ops::yuv_to_rgb_map, "matrix"_a, "full_range"_a, "bit_depth"_a,
@@ -62,8 +63,8 @@ PYBIND11_MODULE(_C, m) {
     The SDR BT.709 picture of an HDR (PQ, HLG) or wide-gamut (BT.2020) Y'CbCr frame, written into
     out [H, W, 3] uint8 RGB (Note [HDR to SDR] in engine/transfer.h: reference white 203 cd/m^2
     becomes SDR white, BT.2020 -> BT.709 in linear light, clipped, encoded with gamma 1/2.4).
-    frame: (format, bit_depth, width, height, matrix, full_range, planes) as for preprocess, a
-    Y'CbCr format, matrix 0 bt601, 1 bt709, 2 bt2020. transfer 0 sdr (BT.1886), 1 pq, 2 hlg;
+    frame: a frame tuple as for preprocess (its sar is not used), a Y'CbCr format, matrix
+    0 bt601, 1 bt709, 2 bt2020. transfer 0 sdr (BT.1886), 1 pq, 2 hlg;
     primaries 0 bt709, 1 bt2020. Releases the GIL.
   )pbdoc");
 

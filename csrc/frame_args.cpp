@@ -8,7 +8,7 @@ using namespace engine;
 FrameDesc parse_frame(const py::handle& frame, const std::string& where,
                       std::vector<py::array>& keep) {
   py::tuple t = frame.cast<py::tuple>();
-  if (t.size() != 7) fail(where + "frame tuple must have 7 fields");
+  if (t.size() != 8) fail(where + "frame tuple must have 8 fields");
   FrameDesc f;
   f.format = t[0].cast<int>();
   f.bit_depth = t[1].cast<int>();
@@ -21,6 +21,12 @@ FrameDesc parse_frame(const py::handle& frame, const std::string& where,
     fail(where + "bit depth must be 8 (or 10 for YUV)");
   if (f.width <= 0 || f.height <= 0) fail(where + "width and height must be positive");
   if (f.matrix != kBT601 && f.matrix != kBT709 && f.matrix != kBT2020) fail(where + "bad matrix");
+  py::tuple sar = t[7].cast<py::tuple>();
+  if (sar.size() != 2) fail(where + "sar must be (num, den)");
+  f.sar_num = sar[0].cast<int>();
+  f.sar_den = sar[1].cast<int>();
+  if (f.sar_num < 1 || f.sar_den < 1 || f.sar_num > 65535 || f.sar_den > 65535)
+    fail(where + "sar terms must be in [1, 65535]");
   f.num_planes = describe_planes(f.format, f.width, f.height, f.planes);
   py::tuple planes = t[6].cast<py::tuple>();
   if ((int)planes.size() != f.num_planes)

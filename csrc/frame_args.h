@@ -10,8 +10,8 @@
 
 namespace engine_ops {
 
-// frame: (format, bit_depth, width, height, matrix, full_range, planes), planes 2-D uint8 /
-// uint16 arrays (rows, samples) with unit column stride. The plane arrays are appended to keep,
+// frame: (format, bit_depth, width, height, matrix, full_range, planes, (sar_num, sar_den)),
+// planes 2-D uint8 / uint16 arrays (rows, samples) with unit column stride. The plane arrays are appended to keep,
 // which must outlive every use of the returned pointers (the GIL is released while they are read).
 // Errors start with `where`. The matrix is any ColourMatrix; callers narrow it.
 engine::FrameDesc parse_frame(const py::handle& frame, const std::string& where,

@@ -90,7 +90,8 @@ ENGINE_HD void eval_all(int i, float* v) {
   v[12] = (float)mel_fbank_weight(i % 257, (i / 257) % 64, 257, 16000, 125.0, 7500.0, 64);
   v[13] = (float)padded_hann(i % 512, 400, 512);
   AxisGeometry gy, gx;
-  compute_geometry(i % 3, 1 + i % 1080, 1 + (i * 13) % 1920, 224, 224, 256, 256, &gy, &gx);
+  compute_geometry(i % 3, 1 + i % 1080, 1 + (i * 13) % 1920, 224, 224, 256, 256, &gy, &gx,
+                   1 + i % 5, 1 + i % 3);  // sample aspect ratios 1:1 .. 5:3
   v[14] = (float)(gy.resized * 1000 + gy.offset);
   v[15] = (float)(gx.resized * 1000 + gx.offset);
   // samples to float (Note [integer samples to float]): exact

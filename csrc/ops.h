@@ -21,7 +21,7 @@ namespace py = pybind11;
 // --- fused preprocessing (preprocess_cpu.cpp) ---------------------------------------------------
 // out: [B, 3, H, W] or [B, H, W, 3] float32/float16, C-contiguous.
 // frames: B tuples (format, bit_depth, width, height, matrix, full_range, planes tuple of 2-D
-//         arrays with unit column stride).
+//         arrays with unit column stride, (sar_num, sar_den)): frame_args.h.
 void preprocess(py::array out, const py::list& frames, int mode, int to_h, int to_w, int filter,
                 double scale, std::array<double, 3> mean, std::array<double, 3> std, bool bgr_out,
                 bool nhwc, double pad_value, bool clamp_source, int threads);
@@ -32,7 +32,8 @@ py::tuple resample_taps(int filter, int in_size, int resized, int out, int offse
                         int plane_in);
 
 // Geometry of one frame: ((resized_h, offset_y), (resized_w, offset_x)).
-py::tuple resize_geometry(int mode, int in_h, int in_w, int out_h, int out_w, int to_h, int to_w);
+py::tuple resize_geometry(int mode, int in_h, int in_w, int out_h, int out_w, int to_h, int to_w,
+                          int sar_num, int sar_den);
 
 // --- per-call constants for non-C++ implementations (maps_cpu.cpp) ----------------------------
 // make_yuv_to_rgb as (y_gain, cb_gain[3], cr_gain[3], bias[3]) float32 values (R, G, B order).

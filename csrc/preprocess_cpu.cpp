@@ -191,8 +191,8 @@ int preprocess_cpu(const FrameDesc* frames, int n, const PreprocessArgs& a, void
   for (int b = 0; b < n; ++b) {
     const FrameDesc& f = frames[b];
     AxisGeometry gy, gx;
-    if (compute_geometry(a.mode, f.height, f.width, a.out_h, a.out_w, a.to_h, a.to_w, &gy, &gx) !=
-        kOk)
+    if (compute_geometry(a.mode, f.height, f.width, a.out_h, a.out_w, a.to_h, a.to_w, &gy, &gx,
+                         f.sar_num, f.sar_den) != kOk)
       return kBadArgument;
     work[b].frame = &f;
     for (int p = 0; p < f.num_planes; ++p) {
@@ -315,9 +315,10 @@ py::tuple resample_taps(int filter, int in_size, int resized, int out, int offse
   return py::make_tuple(first, w);
 }
 
-py::tuple resize_geometry(int mode, int in_h, int in_w, int out_h, int out_w, int to_h, int to_w) {
+py::tuple resize_geometry(int mode, int in_h, int in_w, int out_h, int out_w, int to_h, int to_w,
+                          int sar_num, int sar_den) {
   AxisGeometry gy, gx;
-  if (compute_geometry(mode, in_h, in_w, out_h, out_w, to_h, to_w, &gy, &gx) != kOk)
+  if (compute_geometry(mode, in_h, in_w, out_h, out_w, to_h, to_w, &gy, &gx, sar_num, sar_den) != kOk)
     fail("invalid geometry");
   return py::make_tuple(py::make_tuple(gy.resized, gy.offset), py::make_tuple(gx.resized, gx.offset));
 }

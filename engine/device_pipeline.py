@@ -148,7 +148,7 @@ class DevicePipeline:
                       outs: dict[str, list]) -> None:
         f0 = chunk[0]
         x = self.ops.preprocess(planes, self.spec, format=f0.format, width=f0.width, height=f0.height,
-                                matrix=f0.matrix, full_range=f0.full_range)
+                                matrix=f0.matrix, full_range=f0.full_range, sar=f0.sar)
         for name, y in backend.infer({name_in: x}).items():
             outs.setdefault(name, []).append(adopt_tensor(y, self.device))
 
@@ -281,5 +281,5 @@ def activate_tensor(x: Any, activation: str) -> Any:
 
 def _frame_key(frame: Frame) -> tuple:
     """Frames that share a key share one kernel launch; the last field says 'planes on device'."""
-    return (frame.format, frame.width, frame.height, frame.matrix, frame.full_range,
+    return (frame.format, frame.width, frame.height, frame.matrix, frame.full_range, frame.sar,
             is_tensor_input(frame.planes[0]))

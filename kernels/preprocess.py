@@ -31,7 +31,7 @@ _TILE_WARPS = 8
 
 @lru_cache(maxsize=64)
 def _axis_tables(filter_code: int, mode: int, in_h: int, in_w: int, out_h: int, out_w: int,
-                 to_h: int, to_w: int) -> tuple[np.ndarray, int, int]:
+                 to_h: int, to_w: int, sar: tuple[int, int] = (1, 1)) -> tuple[np.ndarray, int, int]:
     """The tap tables of both axes on the luma grid, from resample.h, packed for one upload:
     (int32 array of yfirst [out_h], yw [out_h, KY], xfirst [out_w], xw [out_w, KX] with the
     weights as float32 bits, KY, KX).
@@ -41,7 +41,7 @@ def _axis_tables(filter_code: int, mode: int, in_h: int, in_w: int, out_h: int, 
     """
     native = load_native()
     try:
-        (rh, oy), (rw, ox) = native.resize_geometry(mode, in_h, in_w, out_h, out_w, to_h, to_w)
+        (rh, oy), (rw, ox) = native.resize_geometry(mode, in_h, in_w, out_h, out_w, to_h, to_w, *sar)
         yfirst, yw = native.resample_taps(filter_code, in_h, rh, out_h, oy, 1, in_h)
         xfirst, xw = native.resample_taps(filter_code, in_w, rw, out_w, ox, 1, in_w)
     except ValueError as e:
@@ -120,6 +120,7 @@ def preprocess(
     height: int,
     matrix: str = "bt601",
     full_range: bool = False,
+    sar: tuple[int, int] = (1, 1),
     out: Any = None,
 ) -> Any:
     """Preprocess a batch of frames into one model input tensor with ONE Triton kernel launch.
@@ -148,6 +149,8 @@ def preprocess(
         Luma size of every frame (one size and format per launch).
     matrix : {"bt601", "bt709"}
     full_range : bool
+    sar : (int, int)
+        Sample aspect ratio of the frames, as :func:`engine.ops.cuda.preprocess`.
     out : torch.Tensor, optional
         ``spec.output_shape(B)`` of ``spec.dtype``, C-contiguous, on the planes' device.
 
@@ -164,7 +167,7 @@ def preprocess(
         triton or torch is not installed.
     """
     triton, torch = load()
-    base, ten = check_call(spec, format, matrix, width, height)
+    base, ten = check_call(spec, format, matrix, width, height, sar)
     first, table = _frame_table(frames, format, base, ten, width, height)
     dtype = torch.float16 if spec.dtype == "float16" else torch.float32
     if not first:  # empty batch: nothing to launch
@@ -181,7 +184,8 @@ def preprocess(
 
     out_h, out_w = spec.size
     to_h, to_w = spec.resize_to if spec.resize_to is not None else spec.size
-    axis = _axis_tables(_FILTERS[spec.filter], _MODES[spec.resize], height, width, out_h, out_w, int(to_h), int(to_w))
+    axis = _axis_tables(_FILTERS[spec.filter], _MODES[spec.resize], height, width, out_h, out_w, int(to_h), int(to_w),
+                        (int(sar[0]), int(sar[1])))
     frame_table, yfirst, yw, xfirst, xw = _upload_tables(torch, table, axis, out_h, out_w, device)
     native = load_native()
     gain, nbias = native.normalize_map(float(spec.scale), tuple(map(float, spec.mean)), tuple(map(float, spec.std)))

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from engine.media import frame_from_av
-from engine.media.synthetic import encode_video
+from engine.media.synthetic import encode_picture, encode_video
 from engine.ops.preprocess import PreprocessSpec, preprocess
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "kernels"))
@@ -60,21 +60,8 @@ def _encode_photo(name: str, upscale: int, pix_fmt: str, colorspace: int, color_
     if upscale > 1:
         img = np.kron(img, np.ones((upscale, upscale, 1), np.uint8))
     img = np.ascontiguousarray(img[:, : img.shape[1] // 2 * 2])
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as oc:
-        s = oc.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = img.shape[1], img.shape[0], pix_fmt
-        s.options = {"crf": "12"}
-        s.codec_context.colorspace, s.codec_context.color_range = colorspace, color_range
-        for i in range(2):
-            f = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(
-                format=pix_fmt, dst_colorspace=colorspace, dst_color_range=color_range)
-            f.pts = i
-            for p in s.encode(f):
-                oc.mux(p)
-        for p in s.encode():
-            oc.mux(p)
-    return buf.getvalue()
+    return encode_picture(img, pix_fmt=pix_fmt, options={"crf": "12"}, colorspace=colorspace,
+                          color_range=color_range)
 
 
 SYNTHETIC = {

@@ -35,6 +35,7 @@ struct PreprocessCall {
   std::uintptr_t stream = 0;
   int device = 0;
   bool force_direct = false;  // tests: the variant without the shared-memory stage
+  int sar_num = 1, sar_den = 1;  // sample aspect ratio (Note [sample aspect ratio] in resample.h)
 };
 
 // One launch on call.stream; returns the kernel variant used ("staged" / "direct").

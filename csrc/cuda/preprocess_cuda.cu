@@ -182,6 +182,8 @@ Prepared prepare(const PreprocessCall& c) {
     fail("resize target must be positive");
   for (int i = 0; i < 3; ++i)
     if (!(c.stdv[i] != 0.0)) fail("std must be non-zero");
+  if (c.sar_num < 1 || c.sar_den < 1 || c.sar_num > 65535 || c.sar_den > 65535)
+    fail("sar terms must be in [1, 65535]");
 
   Prepared r;
   KernelParams& p = r.p;
@@ -214,7 +216,8 @@ Prepared prepare(const PreprocessCall& c) {
   }
 
   AxisGeometry gy, gx;
-  if (compute_geometry(c.mode, c.height, c.width, c.out_h, c.out_w, c.to_h, c.to_w, &gy, &gx) != kOk)
+  if (compute_geometry(c.mode, c.height, c.width, c.out_h, c.out_w, c.to_h, c.to_w, &gy, &gx,
+                       c.sar_num, c.sar_den) != kOk)
     fail("invalid geometry");
   const AxisTable ty = build_axis(c.filter, gy), tx = build_axis(c.filter, gx);
   const std::vector<int> rty = tile_ranges(ty, c.out_h, engine::cuda::kTileH);

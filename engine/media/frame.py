@@ -45,6 +45,7 @@ are transformed directly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -55,7 +56,7 @@ from .orientation import Orientation, frame_orientation
 
 __all__ = [
     "Frame", "FRAME_FORMATS", "frame_from_av", "frame_from_array", "frame_to_rgb",
-    "matrix_for", "full_range_for",
+    "matrix_for", "full_range_for", "stream_sar",
 ]
 
 
@@ -71,6 +72,8 @@ class Frame:
     matrix: str            # "bt601" | "bt709"   (colour matrix for YUV formats; ignored for RGB)
     full_range: bool       # True = JPEG/full range, False = limited (16-235/240)
     pts: float             # presentation time in seconds (0.0 for images)
+    sar: tuple[int, int] = (1, 1)  # sample aspect ratio, pixel width:height in display orientation
+                           # (anamorphic video; Note [sample aspect ratio] in resample.h)
 
 
 # FFmpeg pix_fmt -> (Frame.format, forced full range)
@@ -152,11 +155,14 @@ def _views(vf, fmt: str) -> tuple[np.ndarray, ...]:
     return (y, _plane_view(vf.planes[1], ch, cw, dtype), _plane_view(vf.planes[2], ch, cw, dtype))
 
 
-def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | None = None) -> Frame:
+def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | None = None,
+                  sar: tuple[int, int] = (1, 1)) -> Frame:
     """Wrap a decoded ``av.VideoFrame`` as a :class:`Frame` (zero-copy when the format is supported).
 
     ``pts`` defaults to ``vf.time`` (0.0 when unknown); ``orientation`` (coded -> display) to the
     frame's own display matrix (:func:`frame_orientation`); ``IDENTITY`` keeps the coded picture.
+    ``sar`` is the coded picture's sample aspect ratio (:func:`stream_sar`; PyAV does not expose
+    the frame's own), turned with the picture.
     """
     pix = vf.format.name
     coded_h = vf.height
@@ -172,7 +178,7 @@ def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | No
     sdr = None if vf.format.is_rgb else sdr_conversion(vf, matrix)
     if sdr is not None:  # HDR / BT.2020: the SDR BT.709 picture (engine/media/hdr.py)
         rgb = _to_sdr(vf, pix, full, sdr)
-        return _oriented(("rgb24", (rgb,), vf.width, vf.height), orientation, vf, pts, "bt601", True)
+        return _oriented(("rgb24", (rgb,), vf.width, vf.height, sar), orientation, vf, pts, "bt601", True)
 
     if pix not in _PIX_FMTS or (matrix is None and not _PIX_FMTS[pix][0].startswith(("rgb", "bgr"))):
         target = "rgb24" if matrix is None else _conversion_target(vf.format)
@@ -203,22 +209,43 @@ def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | No
         rng = 2 if full else 1
         vf = vf.reformat(format=target, src_color_range=rng, dst_color_range=rng)
         fmt = "i444_10" if fmt.endswith("_10") else "i444"
-    return _oriented((fmt, _views(vf, fmt), vf.width, vf.height), orientation, vf, pts, matrix, full)
+    return _oriented((fmt, _views(vf, fmt), vf.width, vf.height, sar), orientation, vf, pts, matrix, full)
 
 
 def _oriented(picture: tuple, orientation: Orientation, vf, pts: float | None, matrix: str,
               full: bool) -> Frame:
-    """The Frame of ``picture`` = (format, planes, width, height) turned upright (4:4:4 or RGB)."""
-    fmt, planes, width, height = picture
+    """The Frame of ``picture`` = (format, planes, width, height, sar) turned upright (4:4:4 or RGB)."""
+    fmt, planes, width, height, sar = picture
     if not orientation.is_identity:
         planes = tuple(orientation.apply(p) for p in planes)
         if orientation.transpose:
-            width, height = height, width
+            width, height, sar = height, width, (sar[1], sar[0])
     if pts is None:
         t = vf.time
         pts = float(t) if t is not None else 0.0
     return Frame(format=fmt, planes=planes, width=width, height=height, matrix=matrix,
-                 full_range=bool(full), pts=float(pts))
+                 full_range=bool(full), pts=float(pts), sar=sar)
+
+
+# Sample aspect ratios outside this range are taken for damage, not anamorphic video (the widest
+# real ones are about 2:1, e.g. 1440x1080 HDV is 4:3).
+SAR_RANGE = (Fraction(1, 4), Fraction(4, 1))
+
+
+def stream_sar(stream) -> tuple[int, int]:
+    """The sample aspect ratio of a PyAV video stream as (num, den), as FFmpeg's player takes it
+    (the container's, else the codec's); (1, 1) when unknown or implausible (see SAR_RANGE)."""
+    for owner in (stream, getattr(stream, "codec_context", None)):
+        try:
+            r = owner.sample_aspect_ratio
+        except Exception:  # noqa: BLE001 - PyAV raises on some codecs' contexts
+            continue
+        if r is not None and r.numerator > 0 and r.denominator > 0:
+            r = Fraction(r).limit_denominator(65535)
+            if SAR_RANGE[0] <= r <= SAR_RANGE[1] and r.numerator <= 65535:
+                return r.numerator, r.denominator
+            return 1, 1
+    return 1, 1
 
 
 def _to_sdr(vf, pix: str, full: bool, sdr: SdrConversion) -> np.ndarray:

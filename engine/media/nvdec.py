@@ -77,7 +77,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
-from .frame import Frame, full_range_for, matrix_for
+from .frame import Frame, full_range_for, matrix_for, stream_sar
 from .hdr import SdrConversion, sdr_conversion
 from .limits import DEFAULT_LIMITS, Limits
 from .orientation import Orientation, frame_orientation
@@ -160,6 +160,7 @@ def decode_video_nvdec(source: Any, sampling: Sampling | None = None, limits: Li
                                                frame_orientation(first))
         matrix = matrix_for(int(first.colorspace), height)
         sdr = sdr_conversion(first, matrix)
+        sar = stream_sar(vs)
         full_range = full_range_for(pix_fmt, int(first.color_range))
         tb, scanned = vs.time_base, not vs.frames  # no frame count in the container (Matroska)
     reason = qualify(codec, pix_fmt, orientation, matrix, width, height, sdr)
@@ -192,14 +193,14 @@ def decode_video_nvdec(source: Any, sampling: Sampling | None = None, limits: Li
         if isinstance(planes, Fallback):
             return planes
         rel = round(t - start, 6)
-        frames.append(Frame("nv12", planes, width, height, matrix, full_range, rel))
+        frames.append(Frame("nv12", planes, width, height, matrix, full_range, rel, sar))
         stamps.append(rel)
     return DecodedVideo(
         frames=frames, timestamps=stamps, duration=float(duration), fps=float(fps), width=width,
         height=height, rotation=0, decoded_frames=decoded, strategy=strategy, codec=codec,
         keyframe_interval=index.key_gap if strategy != "all" else None, decode_errors=index.errors,
         complete=_complete(sampling, index, picked, start, duration, fps),
-        targets=[round(t - start, 6) for t in targets], keepalive=fetched)
+        targets=[round(t - start, 6) for t in targets], keepalive=fetched, sar=sar)
 
 
 def _complete(sampling: Sampling, index, picked: list[float], start: float, duration: float,

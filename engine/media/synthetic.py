@@ -20,7 +20,7 @@ import av
 import numpy as np
 
 __all__ = [
-    "INDEX_BITS", "pattern_rgb", "read_index", "encode_video", "encode_audio", "encode_image",
+    "INDEX_BITS", "pattern_rgb", "read_index", "encode_video", "encode_picture", "encode_audio", "encode_image",
     "display_matrix", "set_mp4_rotation", "hls_playlist", "ffconcat_list", "tone", "cache_dir",
 ]
 
@@ -220,6 +220,35 @@ def encode_video(
     if out is not None:
         Path(out).write_bytes(data)
     return data
+
+
+def encode_picture(rgb: np.ndarray, *, frames: int = 2, codec: str = "libx264", pix_fmt: str = "yuv420p",
+                   options: dict | None = None, colorspace: int | None = None,
+                   color_range: int | None = None, sar: Fraction | None = None) -> bytes:
+    """``frames`` copies of one (H, W, 3) uint8 RGB picture as an MP4 clip (25 fps), converted to
+    ``pix_fmt`` with the given matrix and range tags; ``sar`` is written as the sample aspect ratio."""
+    h, w, _ = rgb.shape
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as oc:
+        vs = oc.add_stream(codec, rate=25)
+        vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
+        vs.options = dict(options or {})
+        cc = vs.codec_context
+        if colorspace is not None:
+            cc.colorspace = colorspace
+        if color_range is not None:
+            cc.color_range = color_range
+        if sar is not None:
+            cc.sample_aspect_ratio = sar
+        kw = {k: v for k, v in (("dst_colorspace", colorspace), ("dst_color_range", color_range)) if v is not None}
+        for i in range(frames):
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt, **kw)
+            f.pts = i
+            for p in vs.encode(f):
+                oc.mux(p)
+        for p in vs.encode():
+            oc.mux(p)
+    return buf.getvalue()
 
 
 def _encode_audio_stream(oc, stream, samples: np.ndarray, rate: int) -> None:

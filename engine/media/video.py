@@ -68,7 +68,7 @@ import av
 
 from engine.errors import CorruptMediaError, EmptyMediaError, InputError, UnsupportedMediaError
 
-from .frame import Frame, frame_from_av
+from .frame import Frame, frame_from_av, stream_sar
 from .heif_stills import is_tiled
 from .limits import DEFAULT_LIMITS, Deadline, Limits
 from .orientation import frame_orientation
@@ -134,6 +134,8 @@ class DecodedVideo:
     keepalive: Any = None           # what the frames' memory belongs to (the NVDEC decoder and its
                                     # frames: engine.media.nvdec), held as long as the result
     mirrored: bool = False
+    sar: tuple[int, int] = (1, 1)   # sample aspect ratio of the frames (anamorphic video: pixels
+                                    # sar[0]:sar[1] wide:high, the preprocessing keeps the shown shape)
 
 
 SEEK_BY_DECODE_TIME = frozenset({"mpegts"})  # demuxers without a seek index (Note [seeking by decode time])
@@ -506,10 +508,11 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
     picked.sort(key=lambda x: x[0])
     frames: list[Frame] = []
     stamps: list[float] = []
+    sar = stream_sar(vs)
     for t, f in picked:
         limits.check_pixels(f.width, f.height)  # streams may change size mid-way
         rel = round(t - start, 6)
-        frames.append(frame_from_av(f, pts=rel))
+        frames.append(frame_from_av(f, pts=rel, sar=sar))
         stamps.append(rel)
     rotation, mirrored = frame_orientation(picked[0][1]).as_rotation()
     w, h = frames[0].width, frames[0].height
@@ -517,7 +520,7 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
         frames=frames, timestamps=stamps, duration=float(duration), fps=float(fps), width=w,
         height=h, rotation=rotation, decoded_frames=max(dec.sent, dec.decoded), strategy=strategy, codec=codec,
         keyframe_interval=key_gap, decode_errors=dec.errors, complete=bool(complete and not dec.errors),
-        targets=[round(t - start, 6) for t in targets], mirrored=mirrored)
+        targets=[round(t - start, 6) for t in targets], mirrored=mirrored, sar=frames[0].sar)
 
 
 def _seek_decode(dec: FrameDecoder, targets: list[float], index: StreamIndex, tb) -> list[tuple[float, Any]]:

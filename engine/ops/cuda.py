@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.errors import EngineError, InputError
-from engine.ops.preprocess import _FILTERS, _FORMATS, _MATRICES, _MODES, _PLANES, _YUV, PreprocessSpec
+from engine.ops.preprocess import _FILTERS, _FORMATS, _MATRICES, _MODES, _PLANES, _YUV, PreprocessSpec, check_sar
 
 _POOL_MODES = {"mean": 0, "max": 1, "window_max": 2}
 _SUB = {"i420": (2, 2), "nv12": (2, 2), "i422": (2, 1), "i444": (1, 1), "rgb24": (1, 1), "bgr24": (1, 1)}
@@ -200,9 +200,11 @@ def _plane(obj: Any, where: str, kind: str, rows: int, pixels: int, ch: int, bat
     return (d, *_plane_layout(where, d.shape, d.strides, d.itemsize, rows, pixels, ch, batched))
 
 
-def check_call(spec: Any, format: Any, matrix: Any, width: Any, height: Any) -> tuple[str, bool]:
+def check_call(spec: Any, format: Any, matrix: Any, width: Any, height: Any,
+               sar: Any = (1, 1)) -> tuple[str, bool]:
     """Check the arguments of a plane-level preprocess call (this module's and the Triton one in
     engine.kernels); returns (base format, 10-bit)."""
+    check_sar(sar, "sar")
     if not isinstance(spec, PreprocessSpec):
         raise InputError(f"spec must be a PreprocessSpec, got {type(spec).__name__}")
     spec.validate()
@@ -253,6 +255,7 @@ def preprocess(
     height: int,
     matrix: str = "bt601",
     full_range: bool = False,
+    sar: tuple[int, int] = (1, 1),
     out: Any = None,
     stream: Any = None,
     force_direct: bool = False,
@@ -281,6 +284,9 @@ def preprocess(
         Luma size of every frame of the batch (one size and format per launch).
     matrix : {"bt601", "bt709"}
     full_range : bool
+    sar : (int, int)
+        Sample aspect ratio of the frames (Note [sample aspect ratio]: ``shorter`` and
+        ``letterbox`` keep the displayed shape of anamorphic video).
     out : CUDA array, optional
         ``spec.output_shape(B)`` of ``spec.dtype``, C-contiguous; allocated (torch / CuPy, like
         the inputs) when None. Every element is written.
@@ -301,7 +307,7 @@ def preprocess(
     EngineError
         The CUDA extension is not built; RuntimeError from a CUDA failure (no driver / device).
     """
-    base, ten = check_call(spec, format, matrix, width, height)
+    base, ten = check_call(spec, format, matrix, width, height, sar)
     if spec.clamp != "source":  # the CUDA kernel clamps source pixels only
         raise InputError(f"the CUDA preprocess implements clamp='source' only, got clamp={spec.clamp!r}")
     kind = "u2" if ten else "u1"
@@ -334,7 +340,7 @@ def preprocess(
             bool(full_range), ptrs, strides, _MODES[spec.resize], int(to_h), int(to_w),
             _FILTERS[spec.filter], float(spec.scale), tuple(float(m) for m in spec.mean),
             tuple(float(s) for s in spec.std), spec.channels == "bgr", float(spec.pad_value),
-            h, device, bool(force_direct),
+            h, device, bool(force_direct), int(sar[0]), int(sar[1]),
         )
     except ValueError as e:
         raise InputError(str(e)) from e

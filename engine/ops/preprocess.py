@@ -141,6 +141,17 @@ def _plane_2d(p: Any, dtype: np.dtype, where: str) -> np.ndarray:
     return a
 
 
+def check_sar(sar: Any, where: str) -> tuple[int, int]:
+    """A sample aspect ratio ``(num, den)``, each an int in [1, 65535] (Note [sample aspect ratio])."""
+    try:
+        num, den = sar
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: sar must be (num, den), got {sar!r}") from None
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 1 <= v <= 65535 for v in (num, den)):
+        raise InputError(f"{where}: sar terms must be ints in [1, 65535], got {sar!r}")
+    return int(num), int(den)
+
+
 def _frame_tuple(f: Any, where: str, matrices: dict[str, int] = _MATRICES) -> tuple:
     """The native frame tuple of a Frame-like ``f`` (frame_args.h), checked; errors name ``where``."""
     try:
@@ -169,6 +180,7 @@ def _frame_tuple(f: Any, where: str, matrices: dict[str, int] = _MATRICES) -> tu
         matrices.get(matrix, 0),
         bool(getattr(f, "full_range", False)),
         arrs,
+        check_sar(getattr(f, "sar", (1, 1)), where),
     )
 
 

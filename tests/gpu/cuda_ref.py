@@ -78,6 +78,7 @@ def call_args(frames, spec, out_ptr: int, plane_ptr, plane_stride) -> dict:
         row_strides=strides, mode=MODE_CODES[spec.resize], to_h=int(to_h), to_w=int(to_w),
         filter=FILTER_CODES[spec.filter], scale=float(spec.scale), mean=tuple(spec.mean),
         std=tuple(spec.std), bgr_out=spec.channels == "bgr", pad_value=float(spec.pad_value),
+        sar_num=getattr(f0, "sar", (1, 1))[0], sar_den=getattr(f0, "sar", (1, 1))[1],
     )
 
 

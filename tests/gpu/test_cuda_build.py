@@ -134,6 +134,19 @@ def test_emulated_kernel_matches_clamp_before_reference(case, direct):
 
 
 @needs_ext
+@pytest.mark.parametrize("sar,kw", [((8, 9), dict(size=(24, 24), resize="shorter")),
+                                    ((16, 11), dict(size=(30, 20), resize="letterbox", pad_value=-1.0))])
+def test_emulated_kernel_keeps_the_displayed_shape(sar, kw):
+    """Note [sample aspect ratio]: anamorphic frames resize by their displayed shape."""
+    rng = np.random.default_rng()
+    spec = PreprocessSpec(**kw, **NORM)
+    frames = [make_frame("i420", 37, 53, rng, sar=sar) for _ in range(2)]
+    out, _ = emulate(frames, spec)
+    ref = np.stack([preprocess_ref_clamp_before(f, spec) for f in frames])
+    assert level_error(out, ref, spec) <= 0.01
+
+
+@needs_ext
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 @pytest.mark.parametrize("width", [24, 40, 22], ids=["w24-store8", "w40-store8-edge-tile", "w22-scalar"])
 def test_emulated_kernel_fp16(layout, width):

@@ -64,7 +64,7 @@ def run_gpu(frames, spec, *, direct=False, batched=False):
     else:
         planes = [tuple(to_device(p, rng) for p in f.planes) for f in frames]
     cuda_ops.preprocess(planes, spec, format=f0.format, width=f0.width, height=f0.height, matrix=f0.matrix,
-                        full_range=f0.full_range, out=out, force_direct=direct)
+                        full_range=f0.full_range, sar=f0.sar, out=out, force_direct=direct)
     torch.cuda.synchronize()
     return out.float().cpu().numpy()
 

@@ -18,6 +18,7 @@ except Exception:  # pragma: no cover - media package not importable in this che
         matrix: str
         full_range: bool
         pts: float = 0.0
+        sar: tuple = (1, 1)
 
 
 SUB = {"i420": (2, 2), "nv12": (2, 2), "i422": (2, 1), "i444": (1, 1)}
@@ -29,7 +30,8 @@ def _padded(rng, rows, cols, dtype, hi, pad):
     return buf[:, :cols]
 
 
-def make_frame(fmt: str, h: int, w: int, rng, *, matrix="bt601", full_range=False, pad=7, rgb3d=False):
+def make_frame(fmt: str, h: int, w: int, rng, *, matrix="bt601", full_range=False, pad=7, rgb3d=False,
+               sar=(1, 1)):
     ten = fmt.endswith("_10")
     base = fmt.removesuffix("_10")
     dt = np.uint16 if ten else np.uint8
@@ -48,7 +50,8 @@ def make_frame(fmt: str, h: int, w: int, rng, *, matrix="bt601", full_range=Fals
             planes = (y, _padded(rng, ch, 2 * cw, dt, hi, pad + 1))
         else:
             planes = (y, _padded(rng, ch, cw, dt, hi, pad + 3), _padded(rng, ch, cw, dt, hi, pad))
-    return Frame(format=fmt, planes=planes, width=w, height=h, matrix=matrix, full_range=full_range, pts=0.0)
+    return Frame(format=fmt, planes=planes, width=w, height=h, matrix=matrix, full_range=full_range, pts=0.0,
+                 sar=sar)
 
 
 def rgb_frame(img: np.ndarray, fmt: str = "rgb24") -> Frame:

@@ -4,6 +4,7 @@ not from the C++: dense weight matrices instead of tap tables, explicit formulas
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -63,21 +64,24 @@ def axis_matrix(
     return m @ upsample, valid
 
 
-def geometry(mode: str, h: int, w: int, out_h: int, out_w: int, to: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
-    """((resized_h, offset_y), (resized_w, offset_x)), see csrc Note [resize geometry]."""
+def geometry(mode: str, h: int, w: int, out_h: int, out_w: int, to: tuple[int, int],
+             sar: tuple[int, int] = (1, 1)) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((resized_h, offset_y), (resized_w, offset_x)), see csrc Note [resize geometry]; the shape
+    kept by shorter / letterbox is the displayed one, w * sar : h (Note [sample aspect ratio])."""
+    dw, dh = Fraction(w * sar[0]), Fraction(h * sar[1])
     if mode == "stretch":
         rh, rw = to
     elif mode == "shorter":
         s = to[0]
-        if h <= w:
-            rh, rw = s, int(s * w // h)
+        if dh <= dw:
+            rh, rw = s, math.floor(s * dw / dh)
         else:
-            rh, rw = int(s * h // w), s
+            rh, rw = math.floor(s * dh / dw), s
     else:
-        if out_h / h <= out_w / w:
-            rh, rw = out_h, int(math.floor(w * out_h / h + 0.5))
+        if Fraction(out_h) / dh <= Fraction(out_w) / dw:
+            rh, rw = out_h, math.floor(dw * out_h / dh + Fraction(1, 2))
         else:
-            rh, rw = int(math.floor(h * out_w / w + 0.5)), out_w
+            rh, rw = math.floor(dh * out_w / dw + Fraction(1, 2)), out_w
     rh, rw = max(rh, 1), max(rw, 1)
 
     def off(r, o):
@@ -206,7 +210,8 @@ def preprocess_ref(frame, spec) -> np.ndarray:
     """
     out_h, out_w = spec.size
     to = spec.resize_to if spec.resize_to is not None else spec.size
-    (rh, oy), (rw, ox) = geometry(spec.resize, frame.height, frame.width, out_h, out_w, to)
+    (rh, oy), (rw, ox) = geometry(spec.resize, frame.height, frame.width, out_h, out_w, to,
+                                  getattr(frame, "sar", (1, 1)))
     planes = logical_planes(frame)
     fmt = frame.format.removesuffix("_10")
     bits = 10 if frame.format.endswith("_10") else 8

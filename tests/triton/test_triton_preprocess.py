@@ -55,7 +55,7 @@ def _run(planes, spec, frame, *, batch: int = 1):
     dtype = torch.float16 if spec.dtype == "float16" else torch.float32
     out = torch.full(shape, float("nan"), dtype=dtype, device=planes[0][0].device if isinstance(planes, list) else planes[0].device)
     res = kernels.preprocess(planes, spec, format=frame.format, width=frame.width, height=frame.height,
-                             matrix=frame.matrix, full_range=frame.full_range, out=out)
+                             matrix=frame.matrix, full_range=frame.full_range, sar=frame.sar, out=out)
     assert res is out
     got = res.float().cpu().numpy().astype(np.float64)
     assert not np.isnan(got).any(), "output not fully written"
@@ -96,6 +96,20 @@ def test_geometry(hw, geom, layout, dtype, clamp, device):
     got = _run([to_torch(frame, device, pitch_pad=13)], spec, frame)[0]
     _check(got, ref, spec, "vs float64 reference")
     _check(got, cpu_preprocess([frame], spec)[0].astype(np.float64), spec, "vs CPU kernel", ref_is_half=True)
+
+
+@pytest.mark.parametrize("sar,geom", [((8, 3), dict(size=(16, 16), resize="shorter")),
+                                      ((2, 5), dict(size=(12, 18), resize="letterbox", pad_value=1.0))])
+def test_anamorphic(sar, geom, device):
+    """Note [sample aspect ratio]: the displayed shape decides the resize of anamorphic frames."""
+    frame = make_frame("i420", 24, 40, np.random.default_rng(), matrix="bt709", sar=sar)
+    spec = PreprocessSpec(**geom, **NORM)
+    ref = preprocess_ref(frame, spec)
+    got = _run([to_torch(frame, device)], spec, frame)[0]
+    _check(got, ref, spec, "vs float64 reference")
+    _check(got, cpu_preprocess([frame], spec)[0].astype(np.float64), spec, "vs CPU kernel")
+    as_square = preprocess_ref(dataclasses.replace(frame, sar=(1, 1)), spec)
+    assert level_error(ref[None], as_square[None], spec) > 1.0  # the case tells sar apart
 
 
 @pytest.mark.parametrize("batched", [False, True], ids=["frame-tuples", "batched-planes"])

@@ -35,6 +35,7 @@ struct FrameDesc {
   bool full_range;
   int num_planes;
   PlaneDesc planes[3];
+  int sar_num, sar_den;  // sample aspect ratio (Note [sample aspect ratio] in resample.h)
 };
 
 struct PreprocessArgs {

@@ -174,6 +174,14 @@ enum ResizeMode : int { kResizeStretch = 0, kResizeShorter = 1, kResizeLetterbox
 //              the other round(side * scale) (half up, at least 1); centred with padding.
 // Centre crop offset (resized >= out): round-half-even((resized - out) / 2), as torchvision
 // CenterCrop's int(round(...)). Centre pad (resized < out): offset = -floor((out - resized) / 2).
+//
+// Note [sample aspect ratio]
+// An anamorphic frame (DVD, broadcast, HDV: pixels sar_num:sar_den wide:high) is shown w * sar
+// wide. `shorter` and `letterbox` keep the displayed shape: the formulas above run on the display
+// size (w * sar_num : h * sar_den, in integers), while each axis still resamples its coded
+// samples (scale = in / resized), so the resize and the aspect correction are one resampling.
+// With sar 1:1 this is the square-pixel geometry; `stretch` ignores the aspect, as it ignores the
+// frame's own.
 struct AxisGeometry {
   int in;       // input (luma) samples
   int resized;  // samples of the virtual resized image
@@ -191,24 +199,28 @@ ENGINE_HD_INLINE int centre_offset(int resized, int out) {
   return -((out - resized) / 2);
 }
 
-// Returns kOk or kBadArgument. to_h/to_w: stretch target (H, W) or shorter side S in to_h.
+// Returns kOk or kBadArgument. to_h/to_w: stretch target (H, W) or shorter side S in to_h;
+// sar_num:sar_den the frame's sample aspect ratio (Note [sample aspect ratio]).
 ENGINE_HD_INLINE int compute_geometry(int mode, int in_h, int in_w, int out_h, int out_w,
-                                      int to_h, int to_w, AxisGeometry* gy, AxisGeometry* gx) {
-  if (in_h <= 0 || in_w <= 0 || out_h <= 0 || out_w <= 0) return kBadArgument;
+                                      int to_h, int to_w, AxisGeometry* gy, AxisGeometry* gx,
+                                      int sar_num = 1, int sar_den = 1) {
+  if (in_h <= 0 || in_w <= 0 || out_h <= 0 || out_w <= 0 || sar_num <= 0 || sar_den <= 0)
+    return kBadArgument;
+  const long long dw = (long long)in_w * sar_num, dh = (long long)in_h * sar_den;  // display shape
   long long rh, rw;
   if (mode == kResizeStretch) {
     rh = to_h; rw = to_w;
   } else if (mode == kResizeShorter) {
     const long long s = to_h;
-    if (in_h <= in_w) { rh = s; rw = s * in_w / in_h; }
-    else { rw = s; rh = s * in_h / in_w; }
+    if (dh <= dw) { rh = s; rw = s * dw / dh; }
+    else { rw = s; rh = s * dh / dw; }
   } else if (mode == kResizeLetterbox) {
-    if ((long long)out_h * in_w <= (long long)out_w * in_h) {  // height limits
+    if (out_h * dw <= out_w * dh) {  // height limits
       rh = out_h;
-      rw = (2LL * in_w * out_h + in_h) / (2LL * in_h);
+      rw = (2LL * dw * out_h + dh) / (2LL * dh);
     } else {
       rw = out_w;
-      rh = (2LL * in_h * out_w + in_w) / (2LL * in_w);
+      rh = (2LL * dh * out_w + dw) / (2LL * dw);
     }
   } else {
     return kBadArgument;
