@@ -21,6 +21,7 @@ import io
 import statistics
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -55,6 +56,50 @@ def make_clip(seconds: int = 10, grain: int = 8, codec: str = "libx264", height:
         tmp.rename(path)
         print(f"generated {path} ({path.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f} s")
     return path
+
+
+# AVColorSpace BT2020_NCL, AVColorRange MPEG, AVColorTransferCharacteristic ARIB_STD_B67 (HLG),
+# AVColorPrimaries BT2020: how a phone's HDR video is tagged
+HLG_TAGS = {"colorspace": 9, "color_range": 1, "color_trc": 18, "color_primaries": 9}
+
+
+def hdr_frames(n: int, height: int, width: int) -> list:
+    """``n`` decoded-looking 10-bit 4:2:0 frames tagged HLG / BT.2020 (the moving test pattern with
+    grain; the conversions timed on them do not depend on the picture)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        img = syn.pattern_rgb(i, width, height).astype(np.int16)
+        img = np.clip(img + rng.integers(-8, 9, img.shape[:2] + (1,)), 0, 255).astype(np.uint8)
+        vf = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(
+            format="yuv420p10le", dst_colorspace=HLG_TAGS["colorspace"], dst_color_range=1)
+        for k, v in HLG_TAGS.items():
+            setattr(vf, k, v)
+        vf.pts, vf.time_base = i, Fraction(1, 30)
+        out.append(vf)
+    return out
+
+
+class FFmpegSdr:
+    """FFmpeg 8's colour-managed HDR -> SDR as a PyAV user writes it: a filter graph
+    ``scale=out_transfer=bt709:out_primaries=bt709`` (relative colorimetric, FFmpeg's default
+    intent) into rgb24, built for a video's first frame and reused for the rest."""
+
+    def __init__(self, first) -> None:
+        self.graph = av.filter.Graph()
+        src = self.graph.add_buffer(width=first.width, height=first.height, format=first.format.name,
+                                    time_base=Fraction(1, 30))
+        scale = self.graph.add("scale", "out_transfer=bt709:out_primaries=bt709:out_color_matrix=bt709")
+        fmt, self.sink = self.graph.add("format", "rgb24"), self.graph.add("buffersink")
+        src.link_to(scale)
+        scale.link_to(fmt)
+        fmt.link_to(self.sink)
+        self.graph.configure()
+        self.src = src
+
+    def __call__(self, vf) -> np.ndarray:
+        self.src.push(vf)
+        return self.sink.pull().to_ndarray()
 
 
 def make_audio_clip(seconds: int = 10, rate: int = 44100, channels: int = 2) -> Path:

@@ -51,6 +51,7 @@ def test_decode_suite_modes_units_and_skipped_codec(monkeypatch, tmp_path, decor
     monkeypatch.setattr(decode_suite, "clip_shape", lambda cfg: (2, 96, 128))
     monkeypatch.setattr(decode_suite, "available_encoders", lambda: {"h264": "libx264"})
     monkeypatch.setattr(decode_suite, "audio_seconds", lambda cfg: 1)
+    monkeypatch.setattr(decode_suite, "hdr_rows", lambda cfg, out: None)  # its own test below
     ticks = []
     res = decode_suite.run(TINY, ticks.append)
     figs = by_name(f for f in res.figures if f.name.startswith("decode/h264/"))
@@ -78,7 +79,7 @@ def test_decode_suite_modes_units_and_skipped_codec(monkeypatch, tmp_path, decor
                                                                    figs["decode/h264/decord-1fps"].samples)])
     skipped = [n for n in res.notes if "skipped" in n]
     assert len(skipped) == 3 and len(res.notes) == (3 if decord else 4)
-    assert ticks == ["h264", "hevc skipped", "vp9 skipped", "av1 skipped", "audio"]
+    assert ticks == ["h264", "hevc skipped", "vp9 skipped", "av1 skipped", "audio", "hdr"]
 
 
 def test_decode_suite_audio_rows(monkeypatch, tmp_path):
@@ -112,6 +113,7 @@ def test_decode_suite_keeps_pyav_rows_when_decord_fails(monkeypatch, tmp_path):
     monkeypatch.setattr(decode_suite, "clip_shape", lambda cfg: (2, 96, 128))
     monkeypatch.setattr(decode_suite, "available_encoders", lambda: {"h264": "libx264"})
     monkeypatch.setattr(decode_suite, "audio_rows", lambda cfg, out: None)
+    monkeypatch.setattr(decode_suite, "hdr_rows", lambda cfg, out: None)
     res = decode_suite.run(TINY, lambda label: None)
     assert {f.name for f in res.figures} == {"decode/h264/all", "decode/h264/1fps", "decode/h264/8-uniform",
                                              "decode/h264/1fps÷all", "decode/h264/8-uniform÷all"} | EXACT_ROWS
@@ -291,3 +293,16 @@ def test_load_suite_sweep_figures_both_configurations(model_repo, tmp_path):
                                    figs["load/batching_off/c16/items_per_s"].samples)])
     assert any(n.startswith("issue 4 criterion") and ("HELD" in n) for n in res.notes)
     assert "load.png" in [p.name for p in suite_plots(res.figures, tmp_path, "test machine")]
+
+
+def test_decode_suite_hdr_rows(monkeypatch):
+    monkeypatch.setattr(decode_suite, "clip_shape", lambda cfg: (1, 32, 48))
+    out = SuiteResult()
+    decode_suite.hdr_rows(TINY, out)
+    figs = by_name(out.figures)
+    modes = ("engine", "ffmpeg-cms", "ffmpeg-cms-warm", "matrix-only")
+    assert set(figs) == {f"decode/hdr/{m}" for m in modes} | {f"decode/hdr/engine÷{m}" for m in modes[1:]}
+    assert figs["decode/hdr/engine"].unit == "frames/s" and not any(f.stage for f in out.figures)
+    # per round: the baseline's time over the engine's, i.e. the engine's rate over the baseline's
+    assert figs["decode/hdr/engine÷ffmpeg-cms"].samples == pytest.approx(
+        [e / b for e, b in zip(figs["decode/hdr/engine"].samples, figs["decode/hdr/ffmpeg-cms"].samples)])

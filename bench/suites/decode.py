@@ -26,6 +26,17 @@ Audio (``decode/audio/...``, audio-s/s of a 44.1 kHz stereo AAC clip to 16 kHz m
               shows as throughput that does not grow with the threads
 
 with ``engine÷per-frame`` and ``engine-4threads÷per-frame-4threads`` per round.
+
+HDR to SDR (``decode/hdr/...``, frames/s over the frames of one video: 10 decoded 10-bit 4:2:0
+frames tagged HLG / BT.2020, 1080p, 480p with --quick; bench/decode.py ``hdr_frames``):
+
+  engine          engine frame_from_av: the SDR picture by engine.ops.sdr.to_sdr (Note [HDR to SDR])
+  ffmpeg-cms      FFmpeg 8's colour-managed swscale (``scale=out_transfer=bt709:out_primaries=bt709``)
+                  with the filter graph built for the video, as a PyAV user writes it: the baseline
+  ffmpeg-cms-warm the same graph built once beforehand (its 3-D LUT set up): FFmpeg's per-frame cost
+  matrix-only     swscale's rgb24 with the BT.2020 matrix alone (the engine before: wrong colours)
+
+with ``engine÷ffmpeg-cms``, ``engine÷ffmpeg-cms-warm`` and ``engine÷matrix-only`` per round.
 """
 
 from __future__ import annotations
@@ -64,7 +75,7 @@ def available_encoders() -> dict[str, str]:
 
 
 def steps(cfg: RunConfig) -> int:
-    return len(ENCODERS) + 1  # + audio
+    return len(ENCODERS) + 2  # + audio, HDR
 
 
 AUDIO_THREADS = 4
@@ -92,6 +103,38 @@ def audio_rows(cfg: RunConfig, out: SuiteResult) -> None:
     for engine_mode, base in (("engine", "per-frame"), (f"engine-{AUDIO_THREADS}threads", f"per-frame-{AUDIO_THREADS}threads")):
         out.figures.append(Figure(name=f"{SUITE}/audio/{engine_mode}÷{base}", suite=SUITE, unit="x", better="higher",
                                   samples=[b / e for e, b in zip(timed[engine_mode], timed[base])], params=params))
+
+
+HDR_FRAMES = 10
+
+
+def hdr_rows(cfg: RunConfig, out: SuiteResult) -> None:
+    from bench.decode import FFmpegSdr, hdr_frames
+    from engine.media import frame_from_av
+
+    _, height, width = clip_shape(cfg)
+    frames = hdr_frames(HDR_FRAMES, height, width)
+    warm = FFmpegSdr(frames[0])
+
+    def cms() -> None:
+        conv = FFmpegSdr(frames[0])
+        for f in frames:
+            conv(f)
+
+    paths = {
+        "engine": lambda: [frame_from_av(f) for f in frames],
+        "ffmpeg-cms": cms,
+        "ffmpeg-cms-warm": lambda: [warm(f) for f in frames],
+        "matrix-only": lambda: [f.reformat(format="rgb24", src_colorspace=9) for f in frames],
+    }
+    timed = measure(paths, repeats=max(3, cfg.repeats // 3), min_time=0.0)
+    params = {"frames": f"{HDR_FRAMES} of {width}x{height} yuv420p10le HLG BT.2020", "output": "rgb24 SDR BT.709"}
+    for mode, secs in timed.items():
+        out.figures.append(Figure(name=f"{SUITE}/hdr/{mode}", suite=SUITE, unit="frames/s", better="higher",
+                                  samples=rates(secs, float(HDR_FRAMES)), params=params))
+    for base in ("ffmpeg-cms", "ffmpeg-cms-warm", "matrix-only"):
+        out.figures.append(Figure(name=f"{SUITE}/hdr/engine÷{base}", suite=SUITE, unit="x", better="higher",
+                                  samples=[b / e for e, b in zip(timed["engine"], timed[base])], params=params))
 
 
 def _paths(path, seconds: float) -> tuple[dict, list[str]]:
@@ -174,4 +217,6 @@ def run(cfg: RunConfig, tick: Tick) -> SuiteResult:
         tick(codec)
     audio_rows(cfg, out)
     tick("audio")
+    hdr_rows(cfg, out)
+    tick("hdr")
     return out

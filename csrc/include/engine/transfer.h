@@ -35,8 +35,8 @@ enum Primaries : int { kPrimariesBT709 = 0, kPrimariesBT2020 = 1 };
 // On colours inside the BT.709 gamut this is what FFmpeg 8's colour-managed swscale does with its
 // default relative-colorimetric intent (`scale=out_transfer=bt709:out_primaries=bt709`); outside
 // it FFmpeg clips in a perceptual colour space (keeping the hue) where this clips each channel.
-// FFmpeg builds a 3-D LUT per conversion (1.6 s on the development VM, 3 s for its perceptual
-// intent); the few 1-D tables here take microseconds.
+// FFmpeg builds a 3-D LUT per conversion context, which dominates a short video's conversion;
+// the few 1-D tables here are built once per process (the decode suite's decode/hdr rows).
 constexpr double kReferenceWhite = 203.0;  // cd/m^2, BT.2408
 constexpr double kHlgPeak = 1000.0;        // cd/m^2, BT.2100's nominal HLG display
 constexpr double kHlgGamma = 1.2;          // BT.2100 system gamma at 1000 cd/m^2
