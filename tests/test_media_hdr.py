@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from media_factory import has_encoder
 
+from engine.errors import MediaError
 from engine.media import synthetic as syn
 from engine.media.video import Sampling, decode_video
 
@@ -130,3 +131,16 @@ def test_session_sees_an_hdr_clip_as_its_sdr_original(transfer, model_repo, stac
     assert float(np.dot(e_sdr, e_hdr) / np.linalg.norm(e_sdr) / np.linalg.norm(e_hdr)) > 0.985
     verdict = session.moderate(hdr_clip(transfer))
     assert verdict.policies["sexual_content"].evidence.modality == "vision"
+
+
+def test_decord_backend_says_it_does_not_map_hdr(caplog):
+    from engine.media.decord_source import decode_video_decord, decord_available
+
+    if not decord_available():
+        pytest.skip("decord not installed")
+    with caplog.at_level("WARNING", logger="engine.media.decord_source"):
+        try:
+            decode_video_decord(hdr_clip("hlg"), Sampling(mode="all"))
+        except MediaError:  # decord's bundled FFmpeg may lack 10-bit HEVC; the warning comes first
+            pass
+    assert any("not mapped to SDR" in r.getMessage() for r in caplog.records)

@@ -63,3 +63,15 @@ def test_stream_sar_takes_plausible_ratios(sar, expected):
         codec_context = None
 
     assert stream_sar(Stream()) == expected
+
+
+def test_decord_frames_carry_the_sample_aspect_ratio():
+    from engine.media.decord_source import decode_video_decord, decord_available
+
+    if not decord_available():
+        pytest.skip("decord not installed")
+    data = _clip(_scene(64, 96), fractions.Fraction(2, 1))
+    dv = decode_video_decord(data, Sampling(mode="all"))
+    assert dv.sar == (2, 1) and dv.frames[0].sar == (2, 1)
+    turned = decode_video_decord(syn.set_mp4_rotation(data, 90), Sampling(mode="all"))
+    assert turned.frames[0].sar == (1, 2)

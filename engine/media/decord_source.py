@@ -7,13 +7,16 @@ converts with its own swscale setup).  Sampling picks exact frames from decord's
 first frame with ``pts >= target``; "keyframes" uses ``get_key_indices``).  Frames come upright as
 from the PyAV backend (Note [display orientation]): decord turns them by the display matrix's angle
 but does not mirror them, so PyAV reads the whole matrix from the first picture and the rest is
-applied here.  ``decoded_frames`` reports the frames returned because decord does not expose its
-decoder count.
+applied here, and they carry the stream's sample aspect ratio as PyAV reads it.  HDR / BT.2020
+streams are not mapped to SDR (decord converts them itself; a warning is logged).
+``decoded_frames`` reports the frames returned because decord does not expose its decoder count.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import logging
 from typing import Any
 
 import numpy as np
@@ -26,6 +29,8 @@ from .orientation import IDENTITY, Orientation, frame_orientation
 from .source import media_errors, open_container, read_source
 
 __all__ = ["decord_available", "DecordSource", "decode_video_decord"]
+
+log = logging.getLogger(__name__)
 
 
 def decord_available() -> bool:
@@ -46,19 +51,28 @@ def _import_decord():
     return decord
 
 
-def _orientation(f, limits: Limits) -> tuple[Orientation, Orientation]:
-    """The display orientation of the video in ``f`` (from the first picture PyAV decodes), and
-    what is left of it after decord's own turn by the matrix's angle."""
+def _stream_facts(f, limits: Limits) -> tuple[Orientation, Orientation, tuple[int, int]]:
+    """The display orientation of the video in ``f`` (from the first picture PyAV decodes), what
+    is left of it after decord's own turn by the matrix's angle, and the sample aspect ratio in
+    display orientation. Logs when the stream is HDR or BT.2020: decord's RGB is not mapped to SDR."""
+    from .frame import matrix_for, stream_sar
+    from .hdr import sdr_conversion
     from .video import first_picture, open_video_stream
 
     f.seek(0)
     with media_errors("video"), open_container(f, limits) as c:
         vs, _, start, _, _ = open_video_stream(c, limits)
+        sar = stream_sar(vs)
         first = first_picture(c, vs, start, limits, limits.deadline())
     if first is None:
-        return IDENTITY, IDENTITY
+        return IDENTITY, IDENTITY, sar
+    if sdr_conversion(first, matrix_for(int(first.colorspace), first.height)) is not None:
+        log.warning("decord backend: the stream is HDR / BT.2020 and decord's RGB is not mapped to SDR "
+                    "(backend='pyav' is: engine/media/hdr.py)")
     upright = frame_orientation(first)
-    return upright, upright.after(Orientation.from_rotation(float(first.rotation or 0)))
+    if upright.transpose:
+        sar = (sar[1], sar[0])
+    return upright, upright.after(Orientation.from_rotation(float(first.rotation or 0))), sar
 
 
 class DecordSource:
@@ -75,7 +89,7 @@ class DecordSource:
             self.info = probe(f, self.limits)
             if self.info.kind != "video":
                 raise EmptyMediaError(f"input is {self.info.kind}, not a video")
-            self.orientation, self._left = _orientation(f, self.limits)
+            self.orientation, self._left, self.sar = _stream_facts(f, self.limits)
             f.seek(0)
             try:
                 self.reader = decord.VideoReader(f, ctx=decord.cpu(0), num_threads=num_threads)
@@ -142,7 +156,8 @@ def decode_video_decord(source: Any, sampling=None, limits: Limits | None = None
             raise
         except Exception as e:  # noqa: BLE001
             raise CorruptMediaError(f"decord failed to decode: {e}") from None
-        frames = [frame_from_array(np.ascontiguousarray(ds._left.apply(a)), pts=round(times[i], 6))
+        frames = [dataclasses.replace(frame_from_array(np.ascontiguousarray(ds._left.apply(a)),
+                                                       pts=round(times[i], 6)), sar=ds.sar)
                   for a, i in zip(arrays, idx)]
         duration = ds.info.duration or (times[-1] + frame_dur)
         rotation, mirrored = ds.orientation.as_rotation()
@@ -150,4 +165,4 @@ def decode_video_decord(source: Any, sampling=None, limits: Limits | None = None
         frames=frames, timestamps=[f.pts for f in frames], duration=float(duration), fps=fps,
         width=frames[0].width, height=frames[0].height, rotation=rotation, decoded_frames=len(frames),
         strategy="decord", codec=ds.info.video_codec or "", targets=[round(t, 6) for t in targets],
-        mirrored=mirrored)
+        mirrored=mirrored, sar=ds.sar)
