@@ -108,6 +108,17 @@ def test_preprocess_video_sizes(fmt, h, w, kw, block, monkeypatch):
     assert err <= 0.01
 
 
+@pytest.mark.parametrize("sar,kw", [((16, 15), dict(size=(224, 224), resize="shorter", resize_to=(256, 256))),
+                                    ((32, 27), dict(size=(320, 320), resize="letterbox"))])
+def test_preprocess_anamorphic_dvd_frames(sar, kw):
+    """PAL / NTSC DVD pixels (Note [sample aspect ratio]): the displayed shape sizes the resize."""
+    rng = np.random.default_rng(5)
+    spec = PreprocessSpec(**kw, **NORM)
+    frames = [make_frame("i420", 576, 720, rng, matrix="bt601", sar=sar) for _ in range(2)]
+    ref = np.stack([preprocess_ref_clamp_before(f, spec) for f in frames])
+    assert level_error(run_gpu(frames, spec), ref, spec) <= 0.01
+
+
 def test_preprocess_batched_planes_and_fp16():
     rng = np.random.default_rng(11)
     frames = [make_frame("i420", 90, 130, rng, pad=0) for _ in range(4)]
