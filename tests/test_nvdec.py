@@ -182,6 +182,7 @@ def test_qualify_reasons():
     assert "'prores'" in qualify("prores", "yuv422p10le", upright, "bt709", 64, 48)
     hlg = SdrConversion("hlg", "bt2020", "bt709")  # an 8-bit HLG stream NVDEC could decode
     assert "HLG in BT2020" in qualify("hevc", "yuv420p", upright, "bt709", 64, 48, hlg)
+    assert "interlaced" in qualify("h264", "yuv420p", upright, "bt709", 64, 48, None, True)
 
 
 @pytest.mark.parametrize("break_it, reason", [

@@ -44,6 +44,7 @@ are transformed directly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -175,10 +176,11 @@ def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | No
     matrix = matrix_for(cs, coded_h)
     if orientation is None:
         orientation = frame_orientation(vf)
+    interlaced = bool(getattr(vf, "interlaced_frame", False)) and vf.height > 1
     sdr = None if vf.format.is_rgb else sdr_conversion(vf, matrix)
     if sdr is not None:  # HDR / BT.2020: the SDR BT.709 picture (engine/media/hdr.py)
-        rgb = _to_sdr(vf, pix, full, sdr)
-        return _oriented(("rgb24", (rgb,), vf.width, vf.height, sar), orientation, vf, pts, "bt601", True)
+        rgb, height, sar = _to_sdr(vf, pix, full, sdr, interlaced, sar)
+        return _oriented(("rgb24", (rgb,), vf.width, height, sar), orientation, vf, pts, "bt601", True)
 
     if pix not in _PIX_FMTS or (matrix is None and not _PIX_FMTS[pix][0].startswith(("rgb", "bgr"))):
         target = "rgb24" if matrix is None else _conversion_target(vf.format)
@@ -209,7 +211,26 @@ def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | No
         rng = 2 if full else 1
         vf = vf.reformat(format=target, src_color_range=rng, dst_color_range=rng)
         fmt = "i444_10" if fmt.endswith("_10") else "i444"
-    return _oriented((fmt, _views(vf, fmt), vf.width, vf.height, sar), orientation, vf, pts, matrix, full)
+    planes, height, sar = _field((_views(vf, fmt), vf.height, sar), interlaced)
+    return _oriented((fmt, planes, vf.width, height, sar), orientation, vf, pts, matrix, full)
+
+
+def _field(picture: tuple, interlaced: bool) -> tuple:
+    """(planes, height, sar) of a coded picture, or of its top field when ``interlaced``.
+
+    Note [interlaced frames]
+    An interlaced frame weaves two fields taken 1/50 or 1/60 s apart: anything that moves shows
+    as combs, which players remove by deinterlacing. A sampled frame is judged by its top field
+    alone: every other row of every plane (4:2:0 chroma rows alternate between the fields too),
+    a zero-copy view with twice the row stride, whose pixels are twice as tall (sar num:2 den;
+    Note [sample aspect ratio] keeps the shown shape). Half the rows of a 480-1080 line frame still
+    outnumber the model's 224, and nothing is interpolated.
+    """
+    planes, height, sar = picture
+    if not interlaced:
+        return picture
+    g = math.gcd(sar[0], 2 * sar[1])
+    return tuple(p[0::2] for p in planes), (height + 1) // 2, (sar[0] // g, 2 * sar[1] // g)
 
 
 def _oriented(picture: tuple, orientation: Orientation, vf, pts: float | None, matrix: str,
@@ -248,8 +269,10 @@ def stream_sar(stream) -> tuple[int, int]:
     return 1, 1
 
 
-def _to_sdr(vf, pix: str, full: bool, sdr: SdrConversion) -> np.ndarray:
-    """(H, W, 3) uint8 RGB: the SDR BT.709 picture of an HDR / BT.2020 frame (Note [HDR to SDR])."""
+def _to_sdr(vf, pix: str, full: bool, sdr: SdrConversion, interlaced: bool,
+            sar: tuple[int, int]) -> tuple[np.ndarray, int, tuple[int, int]]:
+    """(H, W, 3) uint8 RGB: the SDR BT.709 picture of an HDR / BT.2020 frame (Note [HDR to SDR]),
+    of its top field when interlaced (Note [interlaced frames]), with its height and sar."""
     from engine.ops.sdr import to_sdr
 
     if pix not in _PIX_FMTS:  # e.g. p010le, 12-bit: planar 4:2:0 / 4:2:2 / 4:4:4 at 8 or 10 bits
@@ -259,9 +282,10 @@ def _to_sdr(vf, pix: str, full: bool, sdr: SdrConversion) -> np.ndarray:
         except Exception as e:  # noqa: BLE001 - swscale refuses exotic formats
             raise UnsupportedMediaError(f"pixel format {pix!r} cannot be converted: {e}") from e
     fmt = _PIX_FMTS[vf.format.name][0]
-    frame = Frame(format=fmt, planes=_views(vf, fmt), width=vf.width, height=vf.height,
-                  matrix=sdr.matrix, full_range=bool(full), pts=0.0)
-    return to_sdr(frame, transfer=sdr.transfer, primaries=sdr.primaries)
+    planes, height, sar = _field((_views(vf, fmt), vf.height, sar), interlaced)
+    frame = Frame(format=fmt, planes=planes, width=vf.width, height=height, matrix=sdr.matrix,
+                  full_range=bool(full), pts=0.0)
+    return to_sdr(frame, transfer=sdr.transfer, primaries=sdr.primaries), height, sar
 
 
 def frame_from_array(arr, *, pts: float = 0.0, channels: str = "rgb") -> Frame:

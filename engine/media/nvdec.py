@@ -102,7 +102,7 @@ class Fallback:
 
 
 def qualify(codec: str, pix_fmt: str, orientation: Orientation, matrix: str | None, width: int,
-            height: int, sdr: SdrConversion | None = None) -> str | None:
+            height: int, sdr: SdrConversion | None = None, interlaced: bool = False) -> str | None:
     """Why NVDEC must not take a stream, or None when it may.
 
     NV12 output needs an 8-bit 4:2:0 source and even dimensions (whole chroma rows); the fused
@@ -121,6 +121,8 @@ def qualify(codec: str, pix_fmt: str, orientation: Orientation, matrix: str | No
         return "the colour matrix is neither BT.601 nor BT.709"
     if sdr is not None:
         return f"the picture is {sdr.transfer.upper()} in {sdr.primaries.upper()} (mapped to SDR on the CPU)"
+    if interlaced:
+        return "the picture is interlaced (its top field is taken on the CPU: Note [interlaced frames])"
     if width % 2 or height % 2:
         return f"odd picture size {width}x{height} (NV12 needs whole chroma rows)"
     return None
@@ -160,10 +162,10 @@ def decode_video_nvdec(source: Any, sampling: Sampling | None = None, limits: Li
                                                frame_orientation(first))
         matrix = matrix_for(int(first.colorspace), height)
         sdr = sdr_conversion(first, matrix)
-        sar = stream_sar(vs)
+        sar, interlaced = stream_sar(vs), bool(getattr(first, "interlaced_frame", False))
         full_range = full_range_for(pix_fmt, int(first.color_range))
         tb, scanned = vs.time_base, not vs.frames  # no frame count in the container (Matroska)
-    reason = qualify(codec, pix_fmt, orientation, matrix, width, height, sdr)
+    reason = qualify(codec, pix_fmt, orientation, matrix, width, height, sdr, interlaced)
     if reason is not None:
         return Fallback(reason)
     if sampling.mode == "all":

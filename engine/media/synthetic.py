@@ -222,12 +222,13 @@ def encode_video(
     return data
 
 
-def encode_picture(rgb: np.ndarray, *, frames: int = 2, codec: str = "libx264", pix_fmt: str = "yuv420p",
-                   options: dict | None = None, colorspace: int | None = None,
+def encode_picture(rgb: np.ndarray | av.VideoFrame, *, frames: int = 2, codec: str = "libx264",
+                   pix_fmt: str = "yuv420p", options: dict | None = None, colorspace: int | None = None,
                    color_range: int | None = None, sar: Fraction | None = None) -> bytes:
     """``frames`` copies of one (H, W, 3) uint8 RGB picture as an MP4 clip (25 fps), converted to
-    ``pix_fmt`` with the given matrix and range tags; ``sar`` is written as the sample aspect ratio."""
-    h, w, _ = rgb.shape
+    ``pix_fmt`` with the given matrix and range tags (or of a VideoFrame already in ``pix_fmt``);
+    ``sar`` is written as the sample aspect ratio."""
+    h, w = (rgb.height, rgb.width) if isinstance(rgb, av.VideoFrame) else rgb.shape[:2]
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as oc:
         vs = oc.add_stream(codec, rate=25)
@@ -242,7 +243,8 @@ def encode_picture(rgb: np.ndarray, *, frames: int = 2, codec: str = "libx264", 
             cc.sample_aspect_ratio = sar
         kw = {k: v for k, v in (("dst_colorspace", colorspace), ("dst_color_range", color_range)) if v is not None}
         for i in range(frames):
-            f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt, **kw)
+            f = rgb if isinstance(rgb, av.VideoFrame) else av.VideoFrame.from_ndarray(
+                rgb, format="rgb24").reformat(format=pix_fmt, **kw)
             f.pts = i
             for p in vs.encode(f):
                 oc.mux(p)

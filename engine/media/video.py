@@ -136,6 +136,8 @@ class DecodedVideo:
     mirrored: bool = False
     sar: tuple[int, int] = (1, 1)   # sample aspect ratio of the frames (anamorphic video: pixels
                                     # sar[0]:sar[1] wide:high, the preprocessing keeps the shown shape)
+    interlaced: bool = False        # the frames are the top fields of interlaced pictures (Note
+                                    # [interlaced frames]: half the rows, sar with twice the height)
 
 
 SEEK_BY_DECODE_TIME = frozenset({"mpegts"})  # demuxers without a seek index (Note [seeking by decode time])
@@ -520,7 +522,8 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
         frames=frames, timestamps=stamps, duration=float(duration), fps=float(fps), width=w,
         height=h, rotation=rotation, decoded_frames=max(dec.sent, dec.decoded), strategy=strategy, codec=codec,
         keyframe_interval=key_gap, decode_errors=dec.errors, complete=bool(complete and not dec.errors),
-        targets=[round(t - start, 6) for t in targets], mirrored=mirrored, sar=frames[0].sar)
+        targets=[round(t - start, 6) for t in targets], mirrored=mirrored, sar=frames[0].sar,
+        interlaced=bool(getattr(picked[0][1], "interlaced_frame", False)))
 
 
 def _seek_decode(dec: FrameDecoder, targets: list[float], index: StreamIndex, tb) -> list[tuple[float, Any]]:
