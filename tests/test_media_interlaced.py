@@ -74,3 +74,34 @@ def test_no_combs_where_things_move():
 def test_progressive_video_is_untouched():
     dv = decode_video(syn.encode_video(width=64, height=48, duration=0.2), Sampling(mode="all"))
     assert not dv.interlaced and dv.frames[0].height == 48 and dv.frames[0].sar == (1, 1)
+
+
+def _adam7_png(rgb: np.ndarray) -> bytes:
+    """An interlaced (Adam7) 8-bit RGB PNG: the seven passes of sub-images, filter type 0."""
+    import struct
+    import zlib
+
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    raw = b"".join(b"".join(b"\0" + row.tobytes() for row in rgb[y0::dy, x0::dx])
+                   for x0, y0, dx, dy in passes if rgb[y0::dy, x0::dx].size)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w, _ = rgb.shape
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_adam7_png_is_a_whole_picture():
+    """FFmpeg flags an Adam7 PNG as interlaced, but its passes make one picture: nothing is dropped."""
+    from engine.media.frame import frame_to_rgb
+    from engine.media.image import decode_image
+
+    rgb = _scene(0)[:37, :45]
+    data = _adam7_png(rgb)
+    with av.open(io.BytesIO(data)) as c:
+        assert next(c.decode(video=0)).interlaced_frame  # what makes the case
+    f = decode_image(data)
+    assert (f.height, f.width, f.sar) == (37, 45, (1, 1))
+    np.testing.assert_array_equal(frame_to_rgb(f), rgb)

@@ -157,13 +157,15 @@ def _views(vf, fmt: str) -> tuple[np.ndarray, ...]:
 
 
 def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | None = None,
-                  sar: tuple[int, int] = (1, 1)) -> Frame:
+                  sar: tuple[int, int] = (1, 1), fields: bool = False) -> Frame:
     """Wrap a decoded ``av.VideoFrame`` as a :class:`Frame` (zero-copy when the format is supported).
 
     ``pts`` defaults to ``vf.time`` (0.0 when unknown); ``orientation`` (coded -> display) to the
     frame's own display matrix (:func:`frame_orientation`); ``IDENTITY`` keeps the coded picture.
     ``sar`` is the coded picture's sample aspect ratio (:func:`stream_sar`; PyAV does not expose
-    the frame's own), turned with the picture.
+    the frame's own), turned with the picture. ``fields``: an interlaced frame is two fields (a
+    video codec's frame), so it is judged by its top field (Note [interlaced frames]); a still
+    image's interlacing (PNG's Adam7) is a transmission order and FFmpeg flags it the same way.
     """
     pix = vf.format.name
     coded_h = vf.height
@@ -176,7 +178,7 @@ def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | No
     matrix = matrix_for(cs, coded_h)
     if orientation is None:
         orientation = frame_orientation(vf)
-    interlaced = bool(getattr(vf, "interlaced_frame", False)) and vf.height > 1
+    interlaced = fields and bool(getattr(vf, "interlaced_frame", False)) and vf.height > 1
     sdr = None if vf.format.is_rgb else sdr_conversion(vf, matrix)
     if sdr is not None:  # HDR / BT.2020: the SDR BT.709 picture (engine/media/hdr.py)
         rgb, height, sar = _to_sdr(vf, pix, full, sdr, interlaced, sar)

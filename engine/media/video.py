@@ -144,6 +144,9 @@ SEEK_BY_DECODE_TIME = frozenset({"mpegts"})  # demuxers without a seek index (No
 # decoders whose non-reference frames are skipped on the way to a target (Note [skipping
 # non-reference frames]); not AV1, VP8, VP9: a shown frame there may be a hidden one's repeat
 SKIPS_NONREF = frozenset({"h264", "hevc"})
+# codecs whose "interlaced" frames are whole pictures sent in an interleaved order (PNG's Adam7,
+# GIF's row passes), not two fields (Note [interlaced frames])
+STILL_INTERLACE = frozenset({"png", "apng", "gif"})
 
 
 def _video_stream(container):
@@ -510,11 +513,11 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
     picked.sort(key=lambda x: x[0])
     frames: list[Frame] = []
     stamps: list[float] = []
-    sar = stream_sar(vs)
+    sar, fields = stream_sar(vs), codec not in STILL_INTERLACE
     for t, f in picked:
         limits.check_pixels(f.width, f.height)  # streams may change size mid-way
         rel = round(t - start, 6)
-        frames.append(frame_from_av(f, pts=rel, sar=sar))
+        frames.append(frame_from_av(f, pts=rel, sar=sar, fields=fields))
         stamps.append(rel)
     rotation, mirrored = frame_orientation(picked[0][1]).as_rotation()
     w, h = frames[0].width, frames[0].height
@@ -523,7 +526,7 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
         height=h, rotation=rotation, decoded_frames=max(dec.sent, dec.decoded), strategy=strategy, codec=codec,
         keyframe_interval=key_gap, decode_errors=dec.errors, complete=bool(complete and not dec.errors),
         targets=[round(t - start, 6) for t in targets], mirrored=mirrored, sar=frames[0].sar,
-        interlaced=bool(getattr(picked[0][1], "interlaced_frame", False)))
+        interlaced=fields and bool(getattr(picked[0][1], "interlaced_frame", False)))
 
 
 def _seek_decode(dec: FrameDecoder, targets: list[float], index: StreamIndex, tb) -> list[tuple[float, Any]]:
