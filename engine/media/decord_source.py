@@ -61,7 +61,7 @@ def _stream_facts(f, limits: Limits) -> tuple[Orientation, Orientation, tuple[in
 
     f.seek(0)
     with media_errors("video"), open_container(f, limits) as c:
-        vs, _, start, _, _ = open_video_stream(c, limits)
+        vs, codec, start, _, _ = open_video_stream(c, limits)
         sar = stream_sar(vs)
         first = first_picture(c, vs, start, limits, limits.deadline())
     if first is None:
@@ -69,7 +69,7 @@ def _stream_facts(f, limits: Limits) -> tuple[Orientation, Orientation, tuple[in
     if sdr_conversion(first, matrix_for(int(first.colorspace), first.height)) is not None:
         log.warning("decord backend: the stream is HDR / BT.2020 and decord's RGB is not mapped to SDR "
                     "(backend='pyav' is: engine/media/hdr.py)")
-    upright = frame_orientation(first)
+    upright = frame_orientation(first, codec)
     if upright.transpose:
         sar = (sar[1], sar[0])
     return upright, upright.after(Orientation.from_rotation(float(first.rotation or 0))), sar

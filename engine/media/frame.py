@@ -161,7 +161,8 @@ def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | No
     """Wrap a decoded ``av.VideoFrame`` as a :class:`Frame` (zero-copy when the format is supported).
 
     ``pts`` defaults to ``vf.time`` (0.0 when unknown); ``orientation`` (coded -> display) to the
-    frame's own display matrix (:func:`frame_orientation`); ``IDENTITY`` keeps the coded picture.
+    frame's own display matrix (:func:`frame_orientation`: pass it for PNG/APNG frames, Note [side
+    data PyAV cannot read safely]); ``IDENTITY`` keeps the coded picture.
     ``sar`` is the coded picture's sample aspect ratio (:func:`stream_sar`; PyAV does not expose
     the frame's own), turned with the picture. ``fields``: an interlaced frame is two fields (a
     video codec's frame), so it is judged by its top field (Note [interlaced frames]); a still

@@ -33,6 +33,7 @@ import numpy as np
 from engine.errors import UnsupportedMediaError
 
 from .frame import Frame, frame_from_array
+from .icc import rgb_of
 from .limits import Limits
 from .orientation import IDENTITY, exif_orientation
 from .source import pillow_errors
@@ -104,7 +105,7 @@ def _open(f: IO[bytes]) -> tuple[tuple[int, int], Callable[[], np.ndarray]]:
         f.seek(0)
         im = Image.open(f, formats=["AVIF"])
         size = im.size[::-1] if orientation.transpose else im.size
-        return size, lambda: orientation.apply(np.asarray(im.convert("RGB")))
+        return size, lambda: orientation.apply(rgb_of(im))
     try:
         import pillow_heif
     except ImportError:
@@ -114,7 +115,7 @@ def _open(f: IO[bytes]) -> tuple[tuple[int, int], Callable[[], np.ndarray]]:
             "(Note [HEIF and AVIF stills])"
         ) from None
     heif = pillow_heif.open_heif(f, convert_hdr_to_8bit=True)
-    return heif.size, lambda: np.asarray(heif.to_pillow().convert("RGB"))
+    return heif.size, lambda: rgb_of(heif.to_pillow())
 
 
 def _guarded(f: IO[bytes], limits: Limits, use: Callable[[tuple[int, int], Callable[[], np.ndarray]], Any]):

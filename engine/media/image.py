@@ -5,7 +5,8 @@ JPEG decodes to ``i420`` full range (``yuvj420p``; 4:4:4/4:2:2 JPEGs to ``i444``
 RGB to ``rgb24`` (palette, grey and alpha formats are converted by FFmpeg; alpha is dropped),
 lossy WebP to ``i420``; an animated WebP gives its first frame (Note [animated WebP]); a tiled
 HEIF/AVIF photo comes whole (Note [HEIF and AVIF stills]).  The EXIF orientation is honoured
-(Note [display orientation]).
+(Note [display orientation]).  A still whose embedded colour profile is not sRGB (Display P3,
+Adobe RGB, CMYK) is converted to sRGB by Pillow and LittleCMS (Note [colour profiles]).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from engine.errors import CorruptMediaError, InputError
 
 from .frame import Frame, frame_from_array, frame_from_av
 from .heif_stills import decode_with_pillow, pillow_decodes
+from .icc import foreign_profile, may_hold_icc, to_srgb
 from .limits import DEFAULT_LIMITS, Limits
-from .orientation import exif_orientation
-from .source import first_stream, media_errors, open_container, read_source
+from .orientation import exif_orientation, frame_orientation
+from .source import first_stream, media_errors, open_container, pillow_errors, read_source
 from .webp_animation import first_frame, is_animated_webp
 
 __all__ = ["decode_image"]
@@ -52,6 +54,10 @@ def decode_image(source: Any, limits: Limits | None = None) -> Frame:
     with media_errors("image"), open_container(opened, limits) as c:
         if pillow_decodes(c):
             return decode_with_pillow(opened.fileobj, limits)
+        if may_hold_icc(opened.fileobj):
+            frame = _profiled(opened.fileobj, limits)
+            if frame is not None:
+                return frame
         vs = first_stream(c, "video", "input holds no image")
         limits.check_pixels(vs.codec_context.width, vs.codec_context.height)
         frame = None
@@ -71,4 +77,21 @@ def decode_image(source: Any, limits: Limits | None = None) -> Frame:
         if frame is None:
             raise CorruptMediaError("image does not decode")
         limits.check_pixels(frame.width, frame.height)
-        return frame_from_av(frame, pts=0.0, orientation=exif_orientation(opened.fileobj))
+        orientation = exif_orientation(opened.fileobj) or frame_orientation(frame, vs.codec_context.name)
+        return frame_from_av(frame, pts=0.0, orientation=orientation)
+
+
+def _profiled(f, limits: Limits) -> Frame | None:
+    """The sRGB picture of a still whose colour profile is not sRGB, upright (Note [colour
+    profiles] in icc.py); None for the others, which FFmpeg decodes."""
+    from PIL import Image, ImageOps
+
+    with pillow_errors("image"):
+        f.seek(0)
+        with Image.open(f) as im:
+            profile = foreign_profile(im)
+            if profile is None:
+                return None
+            limits.check_pixels(*im.size)
+            rgb = to_srgb(ImageOps.exif_transpose(im), profile)
+    return None if rgb is None else frame_from_array(np.ascontiguousarray(rgb))

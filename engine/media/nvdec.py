@@ -159,7 +159,7 @@ def decode_video_nvdec(source: Any, sampling: Sampling | None = None, limits: Li
         if first is None:
             return Fallback("the first picture does not decode")
         pix_fmt, width, height, orientation = (first.format.name, first.width, first.height,
-                                               frame_orientation(first))
+                                               frame_orientation(first, codec))
         matrix = matrix_for(int(first.colorspace), height)
         sdr = sdr_conversion(first, matrix)
         sar, interlaced = stream_sar(vs), bool(getattr(first, "interlaced_frame", False))

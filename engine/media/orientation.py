@@ -137,8 +137,21 @@ _EXIF = {
 }
 
 
-def frame_orientation(vf: Any) -> Orientation:
-    """The display orientation of a decoded ``av.VideoFrame`` (Note [display orientation])."""
+# Note [side data PyAV cannot read safely]
+# PyAV 18 wraps the metadata of a frame's side data in an av.Dictionary that frees it when the
+# wrapper dies, and FFmpeg frees it again with the frame: a double free that crashes the process
+# at the next garbage collection. Only side data with metadata does this, and FFmpeg's decoders
+# attach it in one place: the PNG decoder names the ICC profile of every PNG or APNG with an iCCP
+# chunk (common: screenshots, exports). Frames of those codecs are never asked for
+# ``vf.side_data``; their angle comes from PyAV's C-level rotation, a mirror from EXIF (Pillow).
+UNSAFE_SIDE_DATA_CODECS = frozenset({"png", "apng"})
+
+
+def frame_orientation(vf: Any, codec: str = "") -> Orientation:
+    """The display orientation of a decoded ``av.VideoFrame`` (Note [display orientation]);
+    ``codec`` is its decoder's name (Note [side data PyAV cannot read safely])."""
+    if codec in UNSAFE_SIDE_DATA_CODECS:
+        return Orientation.from_rotation(float(vf.rotation or 0))
     try:
         for sd in vf.side_data:
             if sd.type.name == "DISPLAYMATRIX":

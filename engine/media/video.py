@@ -517,9 +517,10 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
     for t, f in picked:
         limits.check_pixels(f.width, f.height)  # streams may change size mid-way
         rel = round(t - start, 6)
-        frames.append(frame_from_av(f, pts=rel, sar=sar, fields=fields))
+        frames.append(frame_from_av(f, pts=rel, sar=sar, fields=fields,
+                                    orientation=frame_orientation(f, codec)))
         stamps.append(rel)
-    rotation, mirrored = frame_orientation(picked[0][1]).as_rotation()
+    rotation, mirrored = frame_orientation(picked[0][1], codec).as_rotation()
     w, h = frames[0].width, frames[0].height
     return DecodedVideo(
         frames=frames, timestamps=stamps, duration=float(duration), fps=float(fps), width=w,
