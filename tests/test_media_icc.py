@@ -119,3 +119,13 @@ def test_profiled_stills_come_upright():
     data = _saved(img, "JPEG", P3, quality=100, subsampling=0, exif=exif.tobytes())
     f = decode_image(data)
     assert (f.height, f.width) == (img.shape[1], img.shape[0])
+
+
+def test_damaged_profiled_stills_give_typed_errors():
+    """Damage anywhere (in the ICC profile too) gives a MediaError or a picture, nothing else."""
+    from media_factory import typed_errors_on_damage
+
+    img = _picture()
+    for fmt, kw in (("JPEG", {"quality": 90}), ("PNG", {})):
+        data = _saved(img, fmt, P3, **kw)
+        typed_errors_on_damage(data, [decode_image], rounds=40, keep=len(data) // 2)
