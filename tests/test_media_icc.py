@@ -129,3 +129,15 @@ def test_damaged_profiled_stills_give_typed_errors():
     for fmt, kw in (("JPEG", {"quality": 90}), ("PNG", {})):
         data = _saved(img, fmt, P3, **kw)
         typed_errors_on_damage(data, [decode_image], rounds=40, keep=len(data) // 2)
+
+
+def test_display_p3_heic_comes_out_in_srgb():
+    """iPhone photographs: HEIC with a Display P3 profile, decoded by libheif (pillow-heif)."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    img = _picture()
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(Image.fromarray(img)).save(buf, quality=-1, icc_profile=P3)
+    numbers = np.asarray(pillow_heif.open_heif(io.BytesIO(buf.getvalue())).to_pillow().convert("RGB"))
+    want = _srgb_of_p3(numbers.astype(np.float64))
+    got = frame_to_rgb(decode_image(buf.getvalue())).astype(np.float64)
+    assert np.abs(got - want).max() <= 2 and np.abs(numbers - want).mean() > 3
