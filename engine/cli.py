@@ -105,9 +105,12 @@ def _info(args: argparse.Namespace) -> int:
     from .ops import build_info
 
     from .media.heif_stills import decoders
+    from .media.icc import cms_info
 
+    media = {**decoders(), "colour profiles": cms_info(),
+             "hdr": "PQ, HLG and BT.2020 video to SDR BT.709 (engine.ops.sdr, Note [HDR to SDR])"}
     info = {"version": __version__, "native": build_info(), "backends": available_backends(),
-            "device": device_info(), "media": decoders()}
+            "device": device_info(), "media": media}
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

@@ -53,6 +53,8 @@ def test_info():
         assert info["media"]["heif"].startswith(f"pillow-heif {pillow_heif.__version__}:")
     except ImportError:
         assert info["media"]["heif"].startswith("pillow-heif not installed")
+    assert info["media"]["colour profiles"].startswith("LittleCMS 2.")
+    assert info["media"]["hdr"].startswith("PQ, HLG and BT.2020")
 
 
 def test_usage_errors():

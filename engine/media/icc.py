@@ -34,19 +34,30 @@ def may_hold_icc(fileobj: IO[bytes]) -> bool:
     return any(m in head for m in _MARKERS)
 
 
-def _srgb() -> Any:
-    from PIL import ImageCms
+def _cms() -> Any:
+    """Pillow's ImageCms, or None in a Pillow built without LittleCMS (profiles are then ignored)."""
+    try:
+        from PIL import ImageCms
+    except ImportError:
+        return None
+    return ImageCms
 
-    return ImageCms.createProfile("sRGB")
+
+def cms_info() -> str:
+    """What applies colour profiles here (``engine info``)."""
+    from PIL import features
+
+    if _cms() is None:
+        return "Pillow without LittleCMS: embedded colour profiles are ignored"
+    return f"LittleCMS {features.version('littlecms2')} (Pillow ImageCms): non-sRGB ICC profiles of stills to sRGB"
 
 
 def foreign_profile(im: Any) -> Any:
     """The embedded ICC profile of the PIL image ``im`` when it is not sRGB (read from the headers,
     no pixels decoded); None when there is none, it is sRGB, or LittleCMS cannot read it."""
-    from PIL import ImageCms
-
+    ImageCms = _cms()  # noqa: N806 - the module
     icc = im.info.get("icc_profile")
-    if not icc:
+    if not icc or ImageCms is None:
         return None
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
@@ -61,11 +72,10 @@ def foreign_profile(im: Any) -> Any:
 def to_srgb(im: Any, profile: Any) -> np.ndarray | None:
     """(H, W, 3) uint8: ``im`` converted from ``profile`` to sRGB (Note [colour profiles]); None
     when LittleCMS cannot apply the profile to the image's mode (the numbers are then taken as sRGB)."""
-    from PIL import ImageCms
-
+    ImageCms = _cms()  # noqa: N806 - the module (present: foreign_profile returned a profile)
     try:
         src = im if im.mode in ("RGB", "CMYK", "L") else im.convert("RGB")
-        out = ImageCms.profileToProfile(src, profile, _srgb(), outputMode="RGB",
+        out = ImageCms.profileToProfile(src, profile, ImageCms.createProfile("sRGB"), outputMode="RGB",
                                         renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC)
     except (ImageCms.PyCMSError, OSError, ValueError) as e:
         log.debug("colour profile ignored: %s", e)
