@@ -4,12 +4,13 @@ Note [colour profiles]
 Phones save photographs in Display P3, cameras in Adobe RGB, print workflows in CMYK, each with an
 ICC profile that colour-managed viewers (every browser, every phone gallery) apply. Read as if its
 numbers were sRGB, a Display P3 photograph comes out 2-4 levels duller on average and up to ~57
-levels off on saturated colours; a CMYK one is rendered by FFmpeg's naive inversion. A still whose
-embedded profile is not sRGB is therefore decoded by Pillow and converted to sRGB by LittleCMS
-(relative colorimetric, the intent displays use), upright by its EXIF orientation. Pictures without
-a profile or with an sRGB one keep the zero-copy FFmpeg path; a profile LittleCMS cannot read is
-ignored, as viewers ignore it. Only the headers' first 256 KB are scanned for a profile (JPEG
-APP2 ``ICC_PROFILE``, PNG ``iCCP``, WebP ``ICCP``), so plain files never reach Pillow.
+levels off on saturated colours (two photographs measured); a CMYK one is converted without the
+press profile it was made for. A still whose embedded profile is not sRGB is therefore decoded by
+Pillow and converted to sRGB by LittleCMS (relative colorimetric, the intent displays use),
+upright by its EXIF orientation. Pictures without a profile or with an sRGB one keep the
+zero-copy FFmpeg path; a profile LittleCMS cannot read is ignored, as viewers ignore it. Only the
+first 256 KB are scanned for a profile (JPEG APP2 ``ICC_PROFILE``, PNG ``iCCP``, WebP ``ICCP``),
+so plain files never reach Pillow.
 """
 
 from __future__ import annotations
