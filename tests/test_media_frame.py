@@ -81,7 +81,7 @@ def test_ten_bit_samples_are_ten_bit():
 @pytest.mark.parametrize("pix_fmt,expect", [
     ("yuv420p12le", "i420_10"), ("yuv444p12le", "i444_10"), ("p010le", "i420_10"),
     ("gray", "rgb24"), ("rgba", "rgb24"), ("bgra", "rgb24"),
-    ("yuva420p", "i420"), ("nv21", "i420"), ("gbrp", "rgb24"), ("yuv411p", "i422"),
+    ("yuva420p", "rgb24"), ("nv21", "i420"), ("gbrp", "rgb24"), ("yuv411p", "i422"),
     ("yuv440p", "i420"), ("rgb48le", "rgb24"),
 ])
 def test_other_formats_are_converted_by_ffmpeg(pix_fmt, expect):

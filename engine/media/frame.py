@@ -21,8 +21,9 @@ rgb24 / bgr24       rgb24 /    one plane of shape (H, W, 3) (row stride may be p
                     bgr24
 anything else       converted by FFmpeg (swscale) first, see :func:`_conversion_target`:
                     >8-bit YUV -> the 10-bit variant with the same subsampling, other YUV ->
-                    yuv420p/yuv422p/yuv444p, RGB/palette/gray/alpha formats -> rgb24 (alpha is
-                    dropped).  Frames whose colour matrix is neither BT.601 nor BT.709 (BT.2020,
+                    yuv420p/yuv422p/yuv444p, RGB/palette/gray formats -> rgb24; formats with
+                    alpha (and palettes) -> rgba, composited over white into rgb24 (Note
+                    [transparent pictures] in alpha.py).  Frames whose colour matrix is neither BT.601 nor BT.709 (BT.2020,
                     SMPTE-240M, YCgCo, ...) are converted to rgb24 by swscale with their own matrix.
 =================  =========  ===========================================================
 
@@ -52,6 +53,7 @@ import numpy as np
 
 from engine.errors import InputError, UnsupportedMediaError
 
+from .alpha import flattened, format_has_alpha
 from .hdr import SdrConversion, sdr_conversion
 from .orientation import Orientation, frame_orientation
 
@@ -187,6 +189,8 @@ def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | No
 
     if pix not in _PIX_FMTS or (matrix is None and not _PIX_FMTS[pix][0].startswith(("rgb", "bgr"))):
         target = "rgb24" if matrix is None else _conversion_target(vf.format)
+        if format_has_alpha(vf.format):  # composited over white below (Note [transparent pictures])
+            target = "rgba"
         src_cs = None
         if matrix is None and cs not in (0, 2, 3):
             src_cs = cs  # swscale applies the tagged matrix (BT.2020, SMPTE240M, ...)
@@ -194,13 +198,16 @@ def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | No
             src_cs = 1 if coded_h >= 720 else 5  # our convention for untagged video
         src_range = 2 if full else 1
         try:
-            if target == "rgb24":
-                vf = vf.reformat(format="rgb24", src_colorspace=src_cs, src_color_range=src_range,
+            if target in ("rgb24", "rgba"):
+                vf = vf.reformat(format=target, src_colorspace=src_cs, src_color_range=src_range,
                                  dst_color_range=2)
             else:
                 vf = vf.reformat(format=target, src_color_range=src_range, dst_color_range=src_range)
         except Exception as e:  # noqa: BLE001 - swscale refuses exotic formats
             raise UnsupportedMediaError(f"pixel format {pix!r} cannot be converted: {e}") from e
+        if target == "rgba":
+            planes, height, sar = _field(((flattened(vf.to_ndarray()),), vf.height, sar), interlaced)
+            return _oriented(("rgb24", planes, vf.width, height, sar), orientation, vf, pts, "bt601", True)
         pix = vf.format.name
         if matrix is None:
             matrix = "bt709"  # irrelevant for rgb24

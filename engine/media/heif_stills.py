@@ -132,5 +132,5 @@ def pillow_size(f: IO[bytes], limits: Limits) -> tuple[int, int]:
 
 
 def decode_with_pillow(f: IO[bytes], limits: Limits) -> Frame:
-    """The whole picture as an ``rgb24`` Frame (alpha dropped, as for other stills)."""
+    """The whole picture as an ``rgb24`` Frame (transparency over white, as for other stills)."""
     return _guarded(f, limits, lambda size, load: frame_from_array(np.ascontiguousarray(load()), pts=0.0))

@@ -21,6 +21,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from .alpha import flattened, image_has_alpha
+
 log = logging.getLogger(__name__)
 
 ICC_SCAN_BYTES = 256 * 1024
@@ -85,7 +87,12 @@ def to_srgb(im: Any, profile: Any) -> np.ndarray | None:
 
 
 def rgb_of(im: Any) -> np.ndarray:
-    """(H, W, 3) uint8 sRGB of a decoded PIL image: its profile applied when it is not sRGB."""
+    """(H, W, 3) uint8 sRGB of a decoded PIL image as a viewer shows it: its profile applied when
+    it is not sRGB, composited over white when it is transparent (Note [transparent pictures])."""
     profile = foreign_profile(im)
     rgb = to_srgb(im, profile) if profile is not None else None
-    return rgb if rgb is not None else np.asarray(im.convert("RGB"))
+    if rgb is None:
+        rgb = np.asarray(im.convert("RGB"))
+    if not image_has_alpha(im):
+        return rgb
+    return flattened(np.dstack([rgb, np.asarray(im.convert("RGBA"))[..., 3]]))

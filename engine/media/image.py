@@ -2,7 +2,8 @@
 (animated WebP through Pillow), and numpy arrays.
 
 JPEG decodes to ``i420`` full range (``yuvj420p``; 4:4:4/4:2:2 JPEGs to ``i444``/``i422``), PNG/WebP
-RGB to ``rgb24`` (palette, grey and alpha formats are converted by FFmpeg; alpha is dropped),
+RGB to ``rgb24`` (palette and grey formats are converted by FFmpeg; transparent pictures are
+composited over white, Note [transparent pictures]),
 lossy WebP to ``i420``; an animated WebP gives its first frame (Note [animated WebP]); a tiled
 HEIF/AVIF photo comes whole (Note [HEIF and AVIF stills]).  The EXIF orientation is honoured
 (Note [display orientation]).  A still whose embedded colour profile is not sRGB (Display P3,
@@ -20,7 +21,7 @@ from engine.errors import CorruptMediaError, InputError
 
 from .frame import Frame, frame_from_array, frame_from_av
 from .heif_stills import decode_with_pillow, pillow_decodes
-from .icc import foreign_profile, may_hold_icc, to_srgb
+from .icc import foreign_profile, may_hold_icc, rgb_of
 from .limits import DEFAULT_LIMITS, Limits
 from .orientation import exif_orientation, frame_orientation
 from .source import first_stream, media_errors, open_container, pillow_errors, read_source
@@ -41,8 +42,8 @@ def decode_image(source: Any, limits: Limits | None = None) -> Frame:
     if type(source).__module__.startswith("PIL."):
         from PIL import ImageOps
 
-        try:  # upright, as the same image given as a file (its EXIF orientation applied)
-            arr = np.asarray(ImageOps.exif_transpose(source).convert("RGB"))
+        try:  # upright, in sRGB, opaque: as the same image given as a file
+            arr = rgb_of(ImageOps.exif_transpose(source))
         except Exception as e:  # noqa: BLE001
             raise InputError(f"PIL image cannot be converted to RGB: {e}") from None
         return decode_image(arr, limits)
@@ -93,5 +94,5 @@ def _profiled(f, limits: Limits) -> Frame | None:
             if profile is None:
                 return None
             limits.check_pixels(*im.size)
-            rgb = to_srgb(ImageOps.exif_transpose(im), profile)
-    return None if rgb is None else frame_from_array(np.ascontiguousarray(rgb))
+            rgb = rgb_of(ImageOps.exif_transpose(im))
+    return frame_from_array(np.ascontiguousarray(rgb))

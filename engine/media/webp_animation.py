@@ -14,8 +14,8 @@ with the frame's offset and size, then its duration in ms, 24 bits at byte 12). 
 20 ms count as 100 ms, as FFmpeg's GIF demuxer and browsers treat them. The frames to return are
 chosen by the video decoder's own :func:`plan_samples`, with every frame taken as a keyframe (Pillow
 decodes forward from the last full frame itself); frames are decoded in order, one at a time (the
-time and frame limits are checked between them), up to the last one chosen. Frames are ``rgb24``;
-alpha is dropped, as for still images.
+time and frame limits are checked between them), up to the last one chosen. Frames are ``rgb24``,
+transparency composited over white as for still images (Note [transparent pictures]).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 from engine.errors import CorruptMediaError
 
 from .frame import Frame, frame_from_array
+from .icc import rgb_of
 from .limits import Deadline, Limits
 from .orientation import IDENTITY, Orientation, exif_orientation
 from .source import pillow_errors
@@ -95,8 +96,7 @@ def probe_webp_animation(f: IO[bytes], limits: Limits) -> tuple[int, int, list[f
 
 
 def _frame(im, pts: float, orientation: Orientation) -> Frame:
-    rgb = np.asarray(im.convert("RGB"))
-    return frame_from_array(orientation.apply(rgb), pts=pts)
+    return frame_from_array(orientation.apply(rgb_of(im)), pts=pts)
 
 
 def first_frame(f: IO[bytes], limits: Limits) -> Frame:
