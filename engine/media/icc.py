@@ -72,7 +72,7 @@ def foreign_profile(im: Any) -> Any:
     return profile
 
 
-def to_srgb(im: Any, profile: Any) -> np.ndarray | None:
+def _to_srgb(im: Any, profile: Any) -> np.ndarray | None:
     """(H, W, 3) uint8: ``im`` converted from ``profile`` to sRGB (Note [colour profiles]); None
     when LittleCMS cannot apply the profile to the image's mode (the numbers are then taken as sRGB)."""
     ImageCms = _cms()  # noqa: N806 - the module (present: foreign_profile returned a profile)
@@ -90,7 +90,7 @@ def rgb_of(im: Any) -> np.ndarray:
     """(H, W, 3) uint8 sRGB of a decoded PIL image as a viewer shows it: its profile applied when
     it is not sRGB, composited over white when it is transparent (Note [transparent pictures])."""
     profile = foreign_profile(im)
-    rgb = to_srgb(im, profile) if profile is not None else None
+    rgb = _to_srgb(im, profile) if profile is not None else None
     if rgb is None:
         rgb = np.asarray(im.convert("RGB"))
     if not image_has_alpha(im):
