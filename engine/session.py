@@ -302,6 +302,7 @@ class Session:
         scores: dict[str, PolicyResult] = {}
         sampled: tuple[float, ...] = ()
         strategy = None
+        media: dict[str, Any] = {}
         video, image, audio = self._route(media_input, video, image, audio)
         label_current_item(modality_label(video, image, audio, text))
         if video is None and image is None and audio is None and not text:
@@ -311,7 +312,7 @@ class Session:
 
         if video is not None:
             decoded = self._decode_video(video, timings)
-            sampled, strategy = tuple(decoded.timestamps), decoded.strategy
+            sampled, strategy, media = tuple(decoded.timestamps), decoded.strategy, decoded.picture_facts()
             scores.update(self._vision_scores(decoded.frames, sampled, timings))
         if image is not None:
             frame = self._decode_image(image)
@@ -325,7 +326,7 @@ class Session:
 
         timings["total_s"] = time.perf_counter() - started
         ordered = {p.name: scores[p.name] for p in self.pipeline.policies if p.name in scores}
-        return Verdict(ordered, sampled, strategy, timings)
+        return Verdict(ordered, sampled, strategy, timings, media)
 
     @counted("moderate_many")
     def moderate_many(self, items: Iterable[Any],

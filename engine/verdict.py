@@ -66,6 +66,9 @@ class Verdict:
     sampled_timestamps: tuple[float, ...] = ()
     sampling_strategy: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # what decoding did to a video's pictures, defaults left out: rotation, mirrored, sar,
+    # interlaced, hdr (engine.media.DecodedVideo.picture_facts)
+    media: dict[str, Any] = field(default_factory=dict)
 
     @property
     def flagged(self) -> list[str]:
@@ -76,6 +79,8 @@ class Verdict:
         if self.sampled_timestamps:
             d["sampled_timestamps"] = [round(t, 3) for t in self.sampled_timestamps]
             d["sampling_strategy"] = self.sampling_strategy
+        if self.media:
+            d["media"] = dict(self.media)
         return d
 
 

@@ -86,7 +86,7 @@ def test_hdr_video_decodes_to_its_sdr_picture(transfer):
     vf = _first_av_frame(data)
     assert (int(vf.color_trc), int(vf.color_primaries), int(vf.colorspace)) == (TRANSFERS[transfer][0], 9, 9)
     dv = decode_video(data, Sampling(mode="all"))
-    assert len(dv.frames) == 3
+    assert len(dv.frames) == 3 and dv.hdr == ("sdr" if transfer == "bt2020-sdr" else transfer)
     got = _rgb(dv.frames[0])
     original = photo().astype(np.int64)
     # the SDR original, through FFmpeg's SDR -> HDR mapping, 4:2:0 and HEVC at crf 12, and back
@@ -104,7 +104,7 @@ def test_hdr_video_decodes_to_its_sdr_picture(transfer):
 def test_sdr_video_keeps_its_planes():
     data = syn.encode_video(width=64, height=48, duration=0.2, colorspace=1)
     dv = decode_video(data, Sampling(mode="all"))
-    assert dv.frames[0].format == "i420" and dv.frames[0].matrix == "bt709"
+    assert dv.frames[0].format == "i420" and dv.frames[0].matrix == "bt709" and dv.hdr == ""
 
 
 def test_hdr_frames_come_upright():
@@ -131,6 +131,7 @@ def test_session_sees_an_hdr_clip_as_its_sdr_original(transfer, model_repo, stac
     assert float(np.dot(e_sdr, e_hdr) / np.linalg.norm(e_sdr) / np.linalg.norm(e_hdr)) > 0.985
     verdict = session.moderate(hdr_clip(transfer))
     assert verdict.policies["sexual_content"].evidence.modality == "vision"
+    assert verdict.media == {"hdr": transfer} and verdict.to_dict()["media"] == {"hdr": transfer}
 
 
 def test_decord_backend_says_it_does_not_map_hdr(caplog):

@@ -49,6 +49,7 @@ def test_interlaced_frames_are_their_top_field():
     dv = decode_video(data, Sampling(mode="all"))
     f = dv.frames[0]
     assert dv.interlaced and (f.height, f.width, f.sar) == (H // 2, W, (1, 2)) and dv.sar == (1, 2)
+    assert dv.picture_facts() == {"sar": [1, 2], "interlaced": True}
     with av.open(io.BytesIO(data)) as c:
         vf = next(c.decode(video=0))
         assert vf.interlaced_frame

@@ -34,6 +34,7 @@ def test_decoded_frames_carry_the_sample_aspect_ratio():
     data = _clip(_scene(64, 96), fractions.Fraction(2, 1))
     dv = decode_video(data, Sampling(mode="all"))
     assert dv.sar == (2, 1) and all(f.sar == (2, 1) for f in dv.frames)
+    assert dv.picture_facts() == {"sar": [2, 1]}
     square = decode_video(_clip(_scene(64, 96), None), Sampling(mode="all"))
     assert square.sar == (1, 1)
     turned = decode_video(syn.set_mp4_rotation(data, 90), Sampling(mode="all"))

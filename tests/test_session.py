@@ -139,6 +139,12 @@ def test_video_verdict_reports_timestamps_used(session):
     assert audio.modality == "audio" and audio.segment[1] > audio.segment[0]
     d = v.to_dict()
     assert d["policies"]["sexual_content"]["decision"] in ("flag", "pass")
+    assert v.media == {} and "media" not in d  # nothing was done to these pictures
+
+
+def test_video_verdict_says_what_decoding_did(session):
+    v = session.moderate(SAMPLES / "rotated.mp4")
+    assert v.media == {"rotation": 90} and v.to_dict()["media"] == {"rotation": 90}
 
 
 def test_text_policies(session):

@@ -59,7 +59,7 @@ from .orientation import Orientation, frame_orientation
 
 __all__ = [
     "Frame", "FRAME_FORMATS", "frame_from_av", "frame_from_array", "frame_to_rgb",
-    "matrix_for", "full_range_for", "stream_sar",
+    "matrix_for", "full_range_for", "stream_sar", "frame_sdr",
 ]
 
 
@@ -182,7 +182,7 @@ def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | No
     if orientation is None:
         orientation = frame_orientation(vf)
     interlaced = fields and bool(getattr(vf, "interlaced_frame", False)) and vf.height > 1
-    sdr = None if vf.format.is_rgb else sdr_conversion(vf, matrix)
+    sdr = frame_sdr(vf)
     if sdr is not None:  # HDR / BT.2020: the SDR BT.709 picture (engine/media/hdr.py)
         rgb, height, sar = _to_sdr(vf, pix, full, sdr, interlaced, sar)
         return _oriented(("rgb24", (rgb,), vf.width, height, sar), orientation, vf, pts, "bt601", True)
@@ -223,6 +223,14 @@ def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | No
         fmt = "i444_10" if fmt.endswith("_10") else "i444"
     planes, height, sar = _field((_views(vf, fmt), vf.height, sar), interlaced)
     return _oriented((fmt, planes, vf.width, height, sar), orientation, vf, pts, matrix, full)
+
+
+def frame_sdr(vf) -> SdrConversion | None:
+    """How :func:`frame_from_av` maps the Y'CbCr frame ``vf`` to SDR BT.709, or None when it
+    does not (SDR BT.709/BT.601, RGB formats)."""
+    if vf.format.is_rgb:
+        return None
+    return sdr_conversion(vf, matrix_for(int(vf.colorspace), vf.height))
 
 
 def _field(picture: tuple, interlaced: bool) -> tuple:

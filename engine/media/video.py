@@ -68,7 +68,7 @@ import av
 
 from engine.errors import CorruptMediaError, EmptyMediaError, InputError, UnsupportedMediaError
 
-from .frame import Frame, frame_from_av, stream_sar
+from .frame import Frame, frame_from_av, frame_sdr, stream_sar
 from .heif_stills import is_tiled
 from .limits import DEFAULT_LIMITS, Deadline, Limits
 from .orientation import frame_orientation
@@ -138,6 +138,16 @@ class DecodedVideo:
                                     # sar[0]:sar[1] wide:high, the preprocessing keeps the shown shape)
     interlaced: bool = False        # the frames are the top fields of interlaced pictures (Note
                                     # [interlaced frames]: half the rows, sar with twice the height)
+    hdr: str = ""                   # "pq" | "hlg" | "sdr" (an SDR signal in BT.2020): the frames
+                                    # were mapped to SDR BT.709 (Note [HDR to SDR]); "" otherwise
+
+    def picture_facts(self) -> dict[str, Any]:
+        """What decoding did to the pictures, the defaults left out: ``rotation`` (degrees),
+        ``mirrored``, ``sar`` [num, den], ``interlaced``, ``hdr`` (for a Verdict's ``media``)."""
+        facts = {"rotation": self.rotation, "mirrored": self.mirrored, "sar": list(self.sar),
+                 "interlaced": self.interlaced, "hdr": self.hdr}
+        default = {"rotation": 0, "mirrored": False, "sar": [1, 1], "interlaced": False, "hdr": ""}
+        return {k: v for k, v in facts.items() if v != default[k]}
 
 
 SEEK_BY_DECODE_TIME = frozenset({"mpegts"})  # demuxers without a seek index (Note [seeking by decode time])
@@ -527,7 +537,8 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
         height=h, rotation=rotation, decoded_frames=max(dec.sent, dec.decoded), strategy=strategy, codec=codec,
         keyframe_interval=key_gap, decode_errors=dec.errors, complete=bool(complete and not dec.errors),
         targets=[round(t - start, 6) for t in targets], mirrored=mirrored, sar=frames[0].sar,
-        interlaced=fields and bool(getattr(picked[0][1], "interlaced_frame", False)))
+        interlaced=fields and bool(getattr(picked[0][1], "interlaced_frame", False)),
+        hdr=getattr(frame_sdr(picked[0][1]), "transfer", ""))
 
 
 def _seek_decode(dec: FrameDecoder, targets: list[float], index: StreamIndex, tb) -> list[tuple[float, Any]]:
