@@ -220,6 +220,17 @@ void table_pass(const Table& t, bool encode, float* v, int n) {
   apply_table(t, encode, v + d, n - d);
 }
 
+// R'G'B' signals of one row for the chroma layout (SX, CS), as table_pass splits its work.
+template <typename T, int SX, int CS>
+void signal_pass(const T* Y, const T* U, const T* V, int n, const YuvToRgb& m, float* const rgb[3]) {
+  int d = 0;
+#if ENGINE_HAVE_AVX2_KERNELS
+  if (g_use_avx2) d = signals_avx2<T, SX, CS>(Y, U, V, n, m, rgb);
+#endif
+  const int cd = d / SX * CS;  // the plain loop indexes chroma from its start: d is a multiple of 8
+  signals<T, SX, CS>(Y + d, U + cd, V + cd, n - d, m, rgb[0] + d, rgb[1] + d, rgb[2] + d);
+}
+
 template <typename T>
 void row_to_sdr(const FrameDesc& f, const SdrArgs& a, int y, RowBuffers& buf, uint8_t* out) {
   const PlaneDesc& py = f.planes[0];
@@ -236,23 +247,12 @@ void row_to_sdr(const FrameDesc& f, const SdrArgs& a, int y, RowBuffers& buf, ui
   float *r = buf.c[0].data(), *g = buf.c[1].data(), *b = buf.c[2].data();
   const SdrTables& t = *a.t;
   float* const rgb[3] = {r, g, b};
-  // each pass: the AVX2 kernel for whole groups of 8 pixels (d of them), the plain loop for the rest
-  int d = 0;
-#if ENGINE_HAVE_AVX2_KERNELS
-  if (g_use_avx2) {
-    if (pu.sub_x == 1) d = signals_avx2<T, 1, 1>(Y, U, V, n, a.yuv, rgb);
-    else if (nv12) d = signals_avx2<T, 2, 2>(Y, U, V, n, a.yuv, rgb);
-    else d = signals_avx2<T, 2, 1>(Y, U, V, n, a.yuv, rgb);
-  }
-#endif
-  // the plain loops index chroma from the row start: column d is a multiple of 8
-  const int cd = d / (pu.sub_x == 1 ? 1 : 2) * (nv12 ? 2 : 1);
-  if (pu.sub_x == 1) signals<T, 1, 1>(Y + d, U + cd, V + cd, n - d, a.yuv, r + d, g + d, b + d);
-  else if (nv12) signals<T, 2, 2>(Y + d, U + cd, V + cd, n - d, a.yuv, r + d, g + d, b + d);
-  else signals<T, 2, 1>(Y + d, U + cd, V + cd, n - d, a.yuv, r + d, g + d, b + d);
+  if (pu.sub_x == 1) signal_pass<T, 1, 1>(Y, U, V, n, a.yuv, rgb);
+  else if (nv12) signal_pass<T, 2, 2>(Y, U, V, n, a.yuv, rgb);
+  else signal_pass<T, 2, 1>(Y, U, V, n, a.yuv, rgb);
   for (float* c : rgb) table_pass(t.linear, false, c, n);
   if (a.transfer == kTransferHLG) {
-    d = 0;
+    int d = 0;
 #if ENGINE_HAVE_AVX2_KERNELS
     if (g_use_avx2) d = hlg_ootf_avx2(t.hlg_gain, a.wr, a.wg, a.wb, r, g, b, n);
 #endif
