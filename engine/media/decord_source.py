@@ -55,8 +55,7 @@ def _stream_facts(f, limits: Limits) -> tuple[Orientation, Orientation, tuple[in
     """The display orientation of the video in ``f`` (from the first picture PyAV decodes), what
     is left of it after decord's own turn by the matrix's angle, and the sample aspect ratio in
     display orientation. Logs when the stream is HDR or BT.2020: decord's RGB is not mapped to SDR."""
-    from .frame import matrix_for, stream_sar
-    from .hdr import sdr_conversion
+    from .frame import frame_sdr, stream_sar
     from .video import first_picture, open_video_stream
 
     f.seek(0)
@@ -66,7 +65,7 @@ def _stream_facts(f, limits: Limits) -> tuple[Orientation, Orientation, tuple[in
         first = first_picture(c, vs, start, limits, limits.deadline())
     if first is None:
         return IDENTITY, IDENTITY, sar
-    if sdr_conversion(first, matrix_for(int(first.colorspace), first.height)) is not None:
+    if frame_sdr(first) is not None:
         log.warning("decord backend: the stream is HDR / BT.2020 and decord's RGB is not mapped to SDR "
                     "(backend='pyav' is: engine/media/hdr.py)")
     upright = frame_orientation(first, codec)

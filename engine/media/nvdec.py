@@ -77,8 +77,8 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
-from .frame import Frame, full_range_for, matrix_for, stream_sar
-from .hdr import SdrConversion, sdr_conversion
+from .frame import Frame, frame_sdr, full_range_for, matrix_for, stream_sar
+from .hdr import SdrConversion
 from .limits import DEFAULT_LIMITS, Limits
 from .orientation import Orientation, frame_orientation
 from .source import Packets, media_errors, open_container, read_source
@@ -161,7 +161,7 @@ def decode_video_nvdec(source: Any, sampling: Sampling | None = None, limits: Li
         pix_fmt, width, height, orientation = (first.format.name, first.width, first.height,
                                                frame_orientation(first, codec))
         matrix = matrix_for(int(first.colorspace), height)
-        sdr = sdr_conversion(first, matrix)
+        sdr = frame_sdr(first)
         sar, interlaced = stream_sar(vs), bool(getattr(first, "interlaced_frame", False))
         full_range = full_range_for(pix_fmt, int(first.color_range))
         tb, scanned = vs.time_base, not vs.frames  # no frame count in the container (Matroska)

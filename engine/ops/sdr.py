@@ -15,11 +15,11 @@ import numpy as np
 
 from engine.errors import InputError
 from engine.ops._native import load
-from engine.ops.preprocess import _YUV, _frame_tuple
+from engine.ops.preprocess import _MATRICES, _YUV, _frame_tuple
 
 TRANSFERS = {"sdr": 0, "pq": 1, "hlg": 2}
 PRIMARIES = {"bt709": 0, "bt2020": 1}
-_MATRICES = {"bt601": 0, "bt709": 1, "bt2020": 2}
+_SDR_MATRICES = {**_MATRICES, "bt2020": 2}  # the fused preprocessing's, and BT.2020 (colour.h)
 
 
 def to_sdr(frame: Any, *, transfer: str, primaries: str, out: np.ndarray | None = None,
@@ -54,7 +54,7 @@ def to_sdr(frame: Any, *, transfer: str, primaries: str, out: np.ndarray | None 
     fmt = getattr(frame, "format", None)
     if not isinstance(fmt, str) or fmt.removesuffix("_10") not in _YUV:
         raise InputError(f"frame must be Y'CbCr (i420, nv12, i422, i444), got {fmt!r}")
-    t = _frame_tuple(frame, "frame", _MATRICES)
+    t = _frame_tuple(frame, "frame", _SDR_MATRICES)
     shape = (t[3], t[2], 3)
     if out is None:
         out = np.empty(shape, np.uint8)
