@@ -80,28 +80,6 @@ def hdr_frames(n: int, height: int, width: int) -> list:
     return out
 
 
-class FFmpegSdr:
-    """FFmpeg 8's colour-managed HDR -> SDR as a PyAV user writes it: a filter graph
-    ``scale=out_transfer=bt709:out_primaries=bt709`` (relative colorimetric, FFmpeg's default
-    intent) into rgb24, built for a video's first frame and reused for the rest."""
-
-    def __init__(self, first) -> None:
-        self.graph = av.filter.Graph()
-        src = self.graph.add_buffer(width=first.width, height=first.height, format=first.format.name,
-                                    time_base=Fraction(1, 30))
-        scale = self.graph.add("scale", "out_transfer=bt709:out_primaries=bt709:out_color_matrix=bt709")
-        fmt, self.sink = self.graph.add("format", "rgb24"), self.graph.add("buffersink")
-        src.link_to(scale)
-        scale.link_to(fmt)
-        fmt.link_to(self.sink)
-        self.graph.configure()
-        self.src = src
-
-    def __call__(self, vf) -> np.ndarray:
-        self.src.push(vf)
-        return self.sink.pull().to_ndarray()
-
-
 def make_audio_clip(seconds: int = 10, rate: int = 44100, channels: int = 2) -> Path:
     """The audio benchmark clip (AAC in MP4, a tone: the decoder's cost does not depend on the
     content), encoded once into the media cache."""

@@ -31,28 +31,13 @@ def photo() -> np.ndarray:
     return np.ascontiguousarray(load_sample_image("china.jpg")[100 : 100 + H, 200 : 200 + W])
 
 
-def _scale(vf, options: str, out_fmt: str):
-    """One frame through FFmpeg's `scale` (colour managed in FFmpeg 8) into out_fmt."""
-    graph = av.filter.Graph()
-    src = graph.add_buffer(width=vf.width, height=vf.height, format=vf.format.name,
-                           time_base=fractions.Fraction(1, 30))
-    scale, fmt, sink = graph.add("scale", options), graph.add("format", out_fmt), graph.add("buffersink")
-    src.link_to(scale)
-    scale.link_to(fmt)
-    fmt.link_to(sink)
-    graph.configure()
-    vf.pts, vf.time_base = 0, fractions.Fraction(1, 30)
-    src.push(vf)
-    return sink.pull()
-
-
 @functools.lru_cache(maxsize=None)
 def hdr_clip(transfer: str, frames: int = 3) -> bytes:
     trc, name = TRANSFERS[transfer]
     sdr = av.VideoFrame.from_ndarray(photo(), format="rgb24")
     sdr.colorspace, sdr.color_range, sdr.color_trc, sdr.color_primaries = 0, 2, 13, 1  # sRGB
-    hdr = _scale(sdr, f"out_transfer={name}:out_primaries=bt2020:out_color_matrix=bt2020nc:out_range=tv",
-                 "yuv420p10le")
+    options = f"out_transfer={name}:out_primaries=bt2020:out_color_matrix=bt2020nc:out_range=tv"
+    hdr = syn.ScaleGraph(sdr, options, "yuv420p10le")(sdr)
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as oc:
         vs = oc.add_stream("libx265", rate=30)
@@ -93,8 +78,7 @@ def test_hdr_video_decodes_to_its_sdr_picture(transfer):
     assert np.abs(got - original).mean() < 10  # measured 6.4-7.5 (read as SDR: 26 HLG, 49 PQ)
     # FFmpeg 8's own HDR -> SDR of the same decoded frame (relative colorimetric): 4:2:0 chroma
     # upsampling differs (replication here, interpolation there), the picture does not
-    theirs = _scale(vf, "out_transfer=bt709:out_primaries=bt709:out_color_matrix=bt709",
-                    "rgb24").to_ndarray().astype(np.int64)
+    theirs = syn.ScaleGraph(vf, syn.FFMPEG_TO_SDR, "rgb24")(vf).to_ndarray().astype(np.int64)
     assert np.abs(got - theirs).mean() < 3.0  # measured 1.7-2.2
     if transfer != "bt2020-sdr":  # read as if it were SDR (what the engine did before): far off
         naive = vf.to_ndarray(format="rgb24").astype(np.int64)

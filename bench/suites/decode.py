@@ -109,22 +109,23 @@ HDR_FRAMES = 10
 
 
 def hdr_rows(cfg: RunConfig, out: SuiteResult) -> None:
-    from bench.decode import FFmpegSdr, hdr_frames
+    from bench.decode import hdr_frames
     from engine.media import frame_from_av
+    from engine.media.synthetic import FFMPEG_TO_SDR, ScaleGraph
 
     _, height, width = clip_shape(cfg)
     frames = hdr_frames(HDR_FRAMES, height, width)
-    warm = FFmpegSdr(frames[0])
+    warm = ScaleGraph(frames[0], FFMPEG_TO_SDR, "rgb24")
 
-    def cms() -> None:
-        conv = FFmpegSdr(frames[0])
+    def cms() -> None:  # the graph built for the video, as a PyAV user does
+        conv = ScaleGraph(frames[0], FFMPEG_TO_SDR, "rgb24")
         for f in frames:
-            conv(f)
+            conv(f).to_ndarray()
 
     paths = {
         "engine": lambda: [frame_from_av(f) for f in frames],
         "ffmpeg-cms": cms,
-        "ffmpeg-cms-warm": lambda: [warm(f) for f in frames],
+        "ffmpeg-cms-warm": lambda: [warm(f).to_ndarray() for f in frames],
         "matrix-only": lambda: [f.reformat(format="rgb24", src_colorspace=9) for f in frames],
     }
     timed = measure(paths, repeats=max(3, cfg.repeats // 3), min_time=0.0)

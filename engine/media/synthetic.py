@@ -21,6 +21,7 @@ import numpy as np
 
 __all__ = [
     "INDEX_BITS", "pattern_rgb", "read_index", "encode_video", "encode_picture", "encode_audio", "encode_image",
+    "ScaleGraph", "FFMPEG_TO_SDR",
     "display_matrix", "set_mp4_rotation", "hls_playlist", "ffconcat_list", "tone", "cache_dir",
 ]
 
@@ -251,6 +252,35 @@ def encode_picture(rgb: np.ndarray | av.VideoFrame, *, frames: int = 2, codec: s
         for p in vs.encode():
             oc.mux(p)
     return buf.getvalue()
+
+
+# FFmpeg 8's colour-managed HDR -> SDR (relative colorimetric, its default intent): the reference
+# that engine.ops.sdr is compared and timed against
+FFMPEG_TO_SDR = "out_transfer=bt709:out_primaries=bt709:out_color_matrix=bt709"
+
+
+class ScaleGraph:
+    """FFmpeg's ``scale`` filter (colour managed in FFmpeg 8) as a PyAV user builds it: a filter
+    graph for frames shaped like ``first``, into ``out_format``, reused for every frame pushed.
+    The graph lives as long as this object (PyAV's filter contexts die with their graph)."""
+
+    def __init__(self, first: av.VideoFrame, options: str, out_format: str) -> None:
+        self.graph = av.filter.Graph()
+        self.src = self.graph.add_buffer(width=first.width, height=first.height, format=first.format.name,
+                                         time_base=Fraction(1, 30))
+        scale, fmt = self.graph.add("scale", options), self.graph.add("format", out_format)
+        self.sink = self.graph.add("buffersink")
+        self.src.link_to(scale)
+        scale.link_to(fmt)
+        fmt.link_to(self.sink)
+        self.graph.configure()
+        self._pts = 0
+
+    def __call__(self, vf: av.VideoFrame) -> av.VideoFrame:
+        vf.pts, vf.time_base = self._pts, Fraction(1, 30)
+        self._pts += 1
+        self.src.push(vf)
+        return self.sink.pull()
 
 
 def _encode_audio_stream(oc, stream, samples: np.ndarray, rate: int) -> None:

@@ -4,7 +4,6 @@ colour-managed swscale."""
 
 from __future__ import annotations
 
-import fractions
 
 import numpy as np
 import pytest
@@ -109,27 +108,18 @@ TRC = {"hlg": 18, "pq": 16, "sdr": 14}  # AVColorTransferCharacteristic
 
 
 def _ffmpeg_sdr(frame, transfer):
-    """FFmpeg's `scale=out_transfer=bt709:out_primaries=bt709` (relative colorimetric) -> rgb24."""
+    """FFmpeg's own HDR -> SDR (relative colorimetric) of an i444_10 BT.2020 frame, as rgb24."""
     av = pytest.importorskip("av")
+    from engine.media.synthetic import FFMPEG_TO_SDR, ScaleGraph
+
     w, h = frame.width, frame.height
-    graph = av.filter.Graph()
-    src = graph.add_buffer(width=w, height=h, format="yuv444p10le", time_base=fractions.Fraction(1, 30))
-    scale = graph.add("scale", "out_transfer=bt709:out_primaries=bt709:out_color_matrix=bt709")
-    fmt = graph.add("format", "rgb24")
-    sink = graph.add("buffersink")
-    src.link_to(scale)
-    scale.link_to(fmt)
-    fmt.link_to(sink)
-    graph.configure()
     vf = av.VideoFrame(w, h, "yuv444p10le")
     for plane, arr in zip(vf.planes, frame.planes):
         buf = np.zeros((h, plane.line_size // 2), np.uint16)
         buf[:, :w] = arr
         plane.update(buf.tobytes())
     vf.colorspace, vf.color_range, vf.color_trc, vf.color_primaries = 9, 1, TRC[transfer], 9
-    vf.pts, vf.time_base = 0, fractions.Fraction(1, 30)
-    src.push(vf)
-    return sink.pull().to_ndarray().astype(np.int64)
+    return ScaleGraph(vf, FFMPEG_TO_SDR, "rgb24")(vf).to_ndarray().astype(np.int64)
 
 
 @pytest.mark.parametrize("transfer", ["hlg", "pq", "sdr"])
