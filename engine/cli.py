@@ -67,7 +67,7 @@ def _moderate(args: argparse.Namespace) -> int:
                       + ", ".join(f"{t:.2f}s" for t in v.sampled_timestamps[:16])
                       + (" …" if len(v.sampled_timestamps) > 16 else ""))
         if v.media:
-            out.print("  pictures: " + ", ".join(f"{k} {val}" for k, val in v.media.items()))
+            out.print("  media: " + ", ".join(f"{k} {val}" for k, val in v.media.items()))
 
     show_bar = len(items) > 1 and not args.json and err.is_terminal
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),

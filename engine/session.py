@@ -303,7 +303,7 @@ class Session:
         sampled: tuple[float, ...] = ()
         strategy = None
         media: dict[str, Any] = {}
-        video, image, audio = self._route(media_input, video, image, audio)
+        video, image, audio, skipped_audio = self._route(media_input, video, image, audio)
         label_current_item(modality_label(video, image, audio, text))
         if video is None and image is None and audio is None and not text:
             raise InputError("nothing to moderate: pass a media input, video, image, audio or text")
@@ -313,6 +313,8 @@ class Session:
         if video is not None:
             decoded = self._decode_video(video, timings)
             sampled, strategy, media = tuple(decoded.timestamps), decoded.strategy, decoded.picture_facts()
+            if skipped_audio:
+                media["audio_skipped"] = skipped_audio
             scores.update(self._vision_scores(decoded.frames, sampled, timings))
         if image is not None:
             frame = self._decode_image(image)
@@ -371,7 +373,7 @@ class Session:
         likewise over the audio windows (YAMNet: 1024-d). Pooled by the native masked-mean kernel.
         """
         out: dict[str, np.ndarray] = {}
-        video, image, audio = self._route(media_input, video, image, audio)
+        video, image, audio, _ = self._route(media_input, video, image, audio)
         timings: dict[str, float] = {}
         frames = None
         if video is not None:
@@ -394,12 +396,15 @@ class Session:
         return out
 
     # ------------------------------------------------------------------ stages
-    def _route(self, media_input: Any, video: Any, image: Any, audio: Any) -> tuple[Any, Any, Any]:
-        """(video, image, audio) to process, each readable more than once.
+    def _route(self, media_input: Any, video: Any, image: Any,
+               audio: Any) -> tuple[Any, Any, Any, str | None]:
+        """(video, image, audio) to process, each readable more than once, and the codec of a
+        video's sound track that cannot be decoded (not allowed, or no decoder), else None.
 
         A bare ``media_input`` goes where its content says (one probe). A video's own sound
         track becomes the audio input unless audio was given; the probe that classified the
-        input already knows whether it has one.
+        input already knows whether it has one. A track that cannot be decoded leaves the
+        pictures to be judged alone, and the verdict says so (``media["audio_skipped"]``).
         """
         video, image, audio = (None if x is None else self._readable(x) for x in (video, image, audio))
         info = None
@@ -415,12 +420,15 @@ class Session:
                     image = media_input
                 else:
                     audio = media_input
+        skipped = None
         if video is not None and audio is None:
-            has_audio = info.has_audio if info is not None and video is media_input \
-                else media.has_audio(video, self.limits)
-            if has_audio:
+            if info is None or video is not media_input:
+                info = media.probe(video, self.limits)
+            if info.has_audio:
                 audio = video
-        return video, image, audio
+            else:
+                skipped = info.audio_codec
+        return video, image, audio, skipped
 
     def _readable(self, source: Any) -> Any:
         """File objects are read once (bounded) so that video and its audio track can share them."""

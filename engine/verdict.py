@@ -66,8 +66,9 @@ class Verdict:
     sampled_timestamps: tuple[float, ...] = ()
     sampling_strategy: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
-    # what decoding did to a video's pictures, defaults left out: rotation, mirrored, sar,
-    # interlaced, hdr (engine.media.DecodedVideo.picture_facts)
+    # what decoding did to a video, defaults left out: rotation, mirrored, sar, interlaced, hdr
+    # (engine.media.DecodedVideo.picture_facts), audio_skipped (the codec of a sound track that
+    # cannot be decoded, so the audio policies did not judge it)
     media: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -10,7 +10,7 @@ import pytest
 
 from engine.errors import EmptyMediaError, InputError, UnsupportedMediaError
 from engine.media import (DecodedVideo, Sampling, decode_audio, decode_video, decord_available,
-                          frame_to_rgb, probe)
+                          frame_to_rgb, has_audio, probe)
 from engine.media.synthetic import read_index
 
 import media_factory as mf
@@ -340,6 +340,30 @@ def test_sampling_validation(kw):
 def test_unknown_backend():
     with pytest.raises(InputError):
         decode_video(mf.clip(duration=1.0), backend="opencv")
+
+
+def undecodable_audio_clips() -> dict[str, bytes]:
+    """A video next to a sound track the engine cannot decode: a codec off the allow-list
+    (Microsoft ADPCM in AVI), and one FFmpeg has no decoder for (Matroska codec id "A_XYZ")."""
+    adpcm = mf.clip(width=96, height=64, fps=10, duration=1.0, gop=10, container="avi",
+                    audio=True, audio_codec="adpcm_ms")
+    mkv = mf.clip(width=96, height=64, fps=10, duration=1.0, gop=10, container="matroska",
+                  audio=True)
+    assert mkv.count(b"A_AAC") == 1
+    return {"adpcm_ms": adpcm, "unknown": mkv.replace(b"A_AAC", b"A_XYZ")}
+
+
+@pytest.mark.parametrize("codec", ["adpcm_ms", "unknown"])
+def test_probe_reports_undecodable_audio_next_to_a_video(codec):
+    data = undecodable_audio_clips()[codec]
+    info = probe(data)  # "unknown" once raised AttributeError: the stream has no codec context
+    assert info.kind == "video" and info.video_codec == "h264"
+    assert info.audio_codec == codec and not info.has_audio
+    assert info.sample_rate == (0 if codec == "unknown" else 48000)
+    assert not has_audio(data)
+    assert len(decode_video(data, Sampling("fps", 2.0)).frames) == 2
+    with pytest.raises(UnsupportedMediaError):
+        decode_audio(data)
 
 
 def test_probe_video():

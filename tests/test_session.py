@@ -147,6 +147,16 @@ def test_video_verdict_says_what_decoding_did(session):
     assert v.media == {"rotation": 90} and v.to_dict()["media"] == {"rotation": 90}
 
 
+def test_video_with_an_undecodable_sound_track_is_judged_by_its_pictures(session):
+    from test_media_video import undecodable_audio_clips
+
+    for codec, data in undecodable_audio_clips().items():
+        v = session.moderate(data)  # the audio decode once failed the whole item
+        assert set(v.policies) == {"sexual_content"}
+        assert v.media == {"audio_skipped": codec} and v.to_dict()["media"] == {"audio_skipped": codec}
+        assert session.moderate(video=data).media == {"audio_skipped": codec}
+
+
 def test_text_policies(session):
     v = session.moderate(text=["have a lovely day", "I am going to kill you"])
     assert set(v.policies) == {"offensive_text", "violent_threat", "self_harm"}

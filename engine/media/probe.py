@@ -98,9 +98,11 @@ def _probe(c, limits: Limits) -> MediaInfo:
     as_ = audios[0] if audios else None
     vcodec = check_codec(vs) if vs is not None else None
     acodec = None
+    audio_usable = False
     if as_ is not None:
         try:
             acodec = check_codec(as_)
+            audio_usable = True
         except MediaError:
             if vs is None:
                 raise
@@ -128,10 +130,11 @@ def _probe(c, limits: Limits) -> MediaInfo:
     if kind == "image":
         duration, fps = 0.0, 0.0
     sr = ch = 0
-    if as_ is not None:
-        sr = as_.codec_context.sample_rate or 0
-        ch = as_.codec_context.channels if hasattr(as_.codec_context, "channels") else 0
+    acc = getattr(as_, "codec_context", None)  # None: a stream FFmpeg has no decoder for
+    if acc is not None:
+        sr = acc.sample_rate or 0
+        ch = getattr(acc, "channels", 0)
     return MediaInfo(kind=kind, container=c.format.name, width=width, height=height,
                      duration=float(duration), fps=fps, has_video=vs is not None,
-                     has_audio=as_ is not None and acodec is not None, video_codec=vcodec,
-                     audio_codec=acodec, sample_rate=sr, channels=ch)
+                     has_audio=audio_usable, video_codec=vcodec, audio_codec=acodec,
+                     sample_rate=sr, channels=ch)
