@@ -219,6 +219,22 @@ def test_unsupported_input_kinds():
     _raises(ForbiddenSourceError, decode_video, "a\x00b")
 
 
+def test_packets_end_cleanly_when_pyav_cannot_flush_a_stream_that_appeared_late():
+    """PyAV 18 raises IndexError from its end-of-demux flush for a stream that appeared mid-file
+    (a damaged FLV, found by fuzzing): every packet was read, so the packets simply end."""
+    from engine.media.limits import DEFAULT_LIMITS
+    from engine.media.source import Packets
+
+    class Container:
+        def demux(self, stream):
+            yield "packet 1"
+            yield "packet 2"
+            raise IndexError("list index out of range")
+
+    packets = Packets(Container(), None, DEFAULT_LIMITS.deadline())
+    assert list(packets) == ["packet 1", "packet 2"] and packets.errors == 0
+
+
 def test_no_raw_av_error_escapes():
     import av
 

@@ -77,7 +77,8 @@ _SAMPLE_DTYPES = {"u8": np.uint8, "s16": np.int16, "s32": np.int32, "flt": np.fl
 def _joined(frames: list, fmt: str, layout: str, rate: int):
     """One AudioFrame holding the samples of ``frames`` (same format, layout and rate) in order,
     copied plane by plane (planar: a plane per channel; packed: one interleaved plane); None for a
-    sample format or layout it cannot carry (the frames are then resampled one by one)."""
+    sample format or layout it cannot carry, or frames whose plane count does not match their
+    layout (damaged AAC), which are then resampled one by one."""
     dtype = _SAMPLE_DTYPES.get(fmt.removesuffix("p"))
     if dtype is None:
         return None
@@ -86,6 +87,8 @@ def _joined(frames: list, fmt: str, layout: str, rate: int):
     try:
         joined = av.AudioFrame(format=fmt, layout=layout, samples=total)
     except Exception:  # noqa: BLE001 - a layout PyAV cannot allocate: frame by frame instead
+        return None
+    if any(len(f.planes) != len(joined.planes) for f in frames):
         return None
     for i, plane in enumerate(joined.planes):
         np.concatenate([np.frombuffer(f.planes[i], dtype, count=f.samples * per) for f in frames],

@@ -370,5 +370,12 @@ class Packets:
             except av.error.FFmpegError:
                 self.errors += 1
                 return
+            except IndexError:
+                # PyAV 18 ends a demux with a flush packet per stream it was asked for, and takes
+                # that flag for every stream the container now holds: a stream that appeared
+                # mid-file (damaged or header-less containers such as FLV) is past its stream
+                # list. Every packet has been read by then; the decoders are flushed by their
+                # callers (video) or lose at most their delay (audio).
+                return
             self.deadline.check()
             yield packet
