@@ -547,7 +547,10 @@ class Session:
 
     def _texts(self, text: str | Sequence[str]) -> list[str]:
         """The texts as the models read them (Note [text normalisation] in engine.text)."""
-        texts = [text] if isinstance(text, str) else list(text)
+        try:
+            texts = [text] if isinstance(text, str) else list(text)
+        except TypeError:  # not iterable
+            texts = [text]
         if not all(isinstance(t, str) for t in texts):
             raise InputError("text must be a string or a list of strings")
         return [normalise_text(t, self.pipeline.text_unicode) for t in texts]

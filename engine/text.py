@@ -31,7 +31,10 @@ TEXT_FORMS = ("nfkc", "raw")
 
 
 def normalise_text(text: str, form: str = "nfkc") -> str:
-    """``text`` as the models should read it (Note [text normalisation])."""
+    """``text`` as the models should read it (Note [text normalisation]). In either form, a lone
+    UTF-16 surrogate (a JSON "\\ud800" escape, an undecodable command-line byte) becomes U+FFFD: the
+    tokenizer cannot take one, and a single one must not make a whole text unjudgeable."""
+    text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     if form == "raw":
         return text
     folded = unicodedata.normalize("NFKC", text)

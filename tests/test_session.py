@@ -167,6 +167,14 @@ def test_text_policies(session):
     assert not any(r.flagged for r in calm.policies.values())
 
 
+def test_text_that_is_not_valid_unicode_is_still_judged(session):
+    v = session.moderate(text="I am going to kill you \ud800")  # once InternalError (tokenizer)
+    assert v.policies["violent_threat"].flagged
+    for bad in (123, [b"bytes"]):  # 123 once escaped as InternalError
+        with pytest.raises(errors.InputError, match="text must be a string"):
+            session.moderate(text=bad)
+
+
 def test_modality_detection(session):
     assert set(session.moderate(SAMPLES / "speech.m4a").policies) == {"violent_audio"}
     assert set(session.moderate(SAMPLES / "image.jpg").policies) == {"sexual_content"}

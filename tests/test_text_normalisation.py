@@ -32,6 +32,13 @@ def test_plain_text_is_unchanged(text):
     assert normalise_text(text) == text
 
 
+@pytest.mark.parametrize("form", ["nfkc", "raw"])
+def test_lone_surrogates_become_replacement_characters(form):
+    assert normalise_text("abc \ud800 def", form) == "abc \ufffd def"  # a JSON "\\ud800" escape
+    assert normalise_text("\udcff", form) == "\ufffd"  # an undecodable command-line byte
+    assert normalise_text("x\ud83d\ude00y", form) == "x\U0001F600y"  # a pair is its character
+
+
 def test_ligatures_and_compatibility_forms():
     assert normalise_text("ﬁre ﬂag") == "fire flag"
     assert normalise_text("x²") == "x2"
