@@ -58,6 +58,8 @@ def _moderate(args: argparse.Namespace) -> int:
                 where = f"text[{e.index}]"
             if e.detail:
                 where += f" ({e.detail})"
+            if e.background:
+                where += f" (over a {e.background} page)"
             decision = "[red]flag[/red]" if r.flagged else "[green]pass[/green]"
             table.add_row(name, f"{r.score:.4f}", f"{r.threshold:g}", decision,
                           f"{e.modality}/{e.model} {where}")

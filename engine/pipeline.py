@@ -14,6 +14,7 @@ from typing import Any
 
 from .backends import BACKEND_CHOICES  # the per-model engine choice load_backend takes
 from .errors import ConfigError
+from .media.alpha import BACKGROUNDS
 from .media.limits import Limits
 from .text import TEXT_FORMS
 
@@ -42,6 +43,9 @@ class VisionConfig:
     embedding: str = "embedding"  # the output Session.embed pools over time
     batch_size: int = 16
     backend: str = "auto"
+    # the pages a transparent still is judged over, the stronger score kept (Note [transparent
+    # pictures] in engine/media/alpha.py); Session.embed uses the first
+    backgrounds: tuple[str, ...] = ("white", "black")
 
 
 @dataclass(frozen=True)
@@ -237,9 +241,18 @@ def _vision(r: _Reader | None) -> VisionConfig | None:
         backend=_backend(r),
         sampling=sampling,
         preprocess=_preprocess(r.sub("preprocess")),
+        backgrounds=_backgrounds(r),
     )
     r.finish()
     return out
+
+
+def _backgrounds(r: _Reader) -> tuple[str, ...]:
+    pages = r.get("backgrounds", list, ["white", "black"])
+    if not pages or len(set(pages)) != len(pages) or not all(p in BACKGROUNDS for p in pages):
+        raise r.error("backgrounds", f"expected distinct pages among {', '.join(BACKGROUNDS)}, "
+                                     f"got {pages!r}")
+    return tuple(pages)
 
 
 def _audio(r: _Reader | None) -> AudioConfig | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import os
@@ -317,8 +318,7 @@ class Session:
                 media["audio_skipped"] = skipped_audio
             scores.update(self._vision_scores(decoded.frames, sampled, timings))
         if image is not None:
-            frame = self._decode_image(image)
-            scores.update(self._vision_scores([frame], (0.0,), timings))
+            scores.update(self._image_scores(self._decode_image_views(image), timings))
         if audio is not None:
             wave = self._decode_audio(audio, timings)
             scores.update(self._audio_scores(wave, timings))
@@ -472,10 +472,29 @@ class Session:
         return decoded
 
     def _decode_image(self, source: Any):
+        """The picture (a transparent one over the first page of ``[vision] backgrounds``)."""
+        return self._decode_image_views(source, first_page_only=True)[0][1]
+
+    def _decode_image_views(self, source: Any, first_page_only: bool = False) -> list[tuple[str, Any]]:
+        """``[(page, frame), ...]``: a transparent picture over each page of ``[vision]
+        backgrounds``, anything else ``[("", frame)]`` (Note [transparent pictures])."""
+        pages = self.pipeline.vision.backgrounds if self.pipeline.vision else ("white",)
         with self._metrics.stage("decode_image"):
             if self._device is not None and is_tensor_input(source):  # a device array, used in place
-                return self._device.image_frame(source, self.limits)
-            return media.decode_image(source, self.limits)
+                return [("", self._device.image_frame(source, self.limits))]
+            return media.decode_image_views(source, self.limits, pages[:1] if first_page_only else pages)
+
+    def _image_scores(self, views: list[tuple[str, Any]], timings) -> dict[str, PolicyResult]:
+        """Vision policies of a still; of a transparent one, each policy's stronger score over the
+        pages it was decoded on, its evidence naming the page (Note [transparent pictures])."""
+        if len(views) == 1:
+            return self._vision_scores([views[0][1]], (0.0,), timings)
+        best: dict[str, PolicyResult] = {}
+        for page, frame in views:
+            for name, r in self._vision_scores([frame], (0.0,), timings).items():
+                if name not in best or r.score > best[name].score:
+                    best[name] = dataclasses.replace(r, evidence=dataclasses.replace(r.evidence, background=page))
+        return best
 
     def _decode_audio(self, source: Any, timings: dict[str, float]) -> np.ndarray:
         with self._metrics.stage("decode_audio", timings=timings, key="decode_audio_s"):

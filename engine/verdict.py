@@ -15,7 +15,8 @@ class Evidence:
     ``timestamps`` are presentation times in seconds of the frames or audio windows that
     reached the threshold (or the single strongest one when none did); ``segment`` spans them.
     For text, ``index`` is the position of the text in the item and ``detail`` the matched
-    exemplar or class.
+    exemplar or class. ``background``: the page a transparent still was judged over that gave
+    the score ("white", "black"; Note [transparent pictures]).
     """
 
     modality: str
@@ -24,6 +25,7 @@ class Evidence:
     segment: tuple[float, float] | None = None
     index: int | None = None
     detail: str | None = None
+    background: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"modality": self.modality, "model": self.model}
@@ -35,6 +37,8 @@ class Evidence:
             d["index"] = self.index
         if self.detail is not None:
             d["detail"] = self.detail
+        if self.background is not None:
+            d["background"] = self.background
         return d
 
 

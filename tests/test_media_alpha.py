@@ -1,5 +1,6 @@
-"""Transparent pictures are composited over white, as a page shows them (Note [transparent
-pictures] in engine/media/alpha.py): what hides under alpha 0 never reaches the model."""
+"""Transparent pictures are composited over a page, as a viewer sees them (Note [transparent
+pictures] in engine/media/alpha.py): what hides under alpha 0 never reaches the model, and a
+transparent still is decoded over the pages of light and dark mode."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.media import Sampling, decode_image, decode_video
+from engine.media import Sampling, decode_image, decode_image_views, decode_video
+from engine.media.alpha import HEAD_BYTES, may_be_transparent
 from engine.media.frame import frame_to_rgb
 
 H, W = 40, 60
@@ -27,9 +29,13 @@ def _sticker() -> tuple[np.ndarray, np.ndarray]:
     return rgb, a
 
 
-def _over_white(rgb, a) -> np.ndarray:
+def _over(rgb, a, page: int) -> np.ndarray:
     a = a[..., None].astype(np.float64)
-    return rgb * a / 255 + 255 * (1 - a / 255)
+    return rgb * a / 255 + page * (1 - a / 255)
+
+
+def _over_white(rgb, a) -> np.ndarray:
+    return _over(rgb, a, 255)
 
 
 def _rgba(fmt: str, **kw) -> bytes:
@@ -91,3 +97,91 @@ def test_pil_and_animated_inputs_are_composited():
         first = frame_to_rgb(video.frames[0]).astype(np.float64)
         assert (first[a == 0] == 255).all(), fmt
         assert np.abs(first - want)[a > 0].max() <= 0.5, fmt
+
+
+def _saved(img: np.ndarray, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _palette_gif(transparent: bool) -> bytes:
+    rgb, a = _sticker()
+    im = Image.fromarray(rgb).quantize(64)
+    buf = io.BytesIO()
+    im.save(buf, "GIF", **({"transparency": int(np.asarray(im)[0, 0])} if transparent else {}))
+    return buf.getvalue()
+
+
+def test_may_be_transparent_reads_the_header():
+    rgb, a = _sticker()
+    rgba = np.dstack([rgb, a])
+    opaque = {"JPEG": _saved(rgb, "JPEG"), "PNG RGB": _saved(rgb, "PNG"), "PNG palette": _saved(rgb, "PNG", bits=4),
+              "lossy WebP": _saved(rgb, "WEBP"), "lossless WebP RGB": _saved(rgb, "WEBP", lossless=True),
+              "BMP": _saved(rgb, "BMP"), "GIF": _palette_gif(False)}
+    transparent = {"PNG RGBA": _saved(rgba, "PNG"), "PNG LA": _saved(np.dstack([rgb[..., 0], a]), "PNG"),
+                   "PNG palette tRNS": _rgba_palette_png(), "lossy WebP RGBA": _saved(rgba, "WEBP"),
+                   "lossless WebP RGBA": _saved(rgba, "WEBP", lossless=True), "GIF": _palette_gif(True),
+                   "unknown": b"\x00" * 64}
+    assert [k for k, v in opaque.items() if may_be_transparent(v)] == []
+    assert [k for k, v in transparent.items() if not may_be_transparent(v)] == []
+    png = opaque["PNG RGB"]  # the answer needs the chunks before the pixels: a cut header may hide a tRNS
+    assert may_be_transparent(png[:30]) and not may_be_transparent(png)
+    gif = opaque["GIF"]  # a file read only in part may have its control extension further on
+    assert may_be_transparent(gif[:12] + b"\x00" * HEAD_BYTES) and not may_be_transparent(gif[:12] + b"\x00" * 100)
+
+
+def _rgba_palette_png() -> bytes:
+    rgb, a = _sticker()
+    im = Image.fromarray(rgb).quantize(64)
+    buf = io.BytesIO()
+    im.save(buf, "PNG", transparency=int(np.asarray(im)[0, 0]))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt,kw", [("PNG", {}), ("WEBP", {"lossless": True})])
+def test_transparent_stills_over_black(fmt, kw):
+    rgb, a = _sticker()
+    data = _rgba(fmt, **kw)
+    got = frame_to_rgb(decode_image(data, background=0)).astype(np.float64)
+    assert np.abs(got - _over(rgb, a, 0)).max() <= 0.5 and (got[a == 0] == 0).all()
+    for source in (Image.open(io.BytesIO(data)), data):  # PIL input too
+        views = decode_image_views(source)
+        assert [page for page, _ in views] == ["white", "black"]
+        for (page, frame), level in zip(views, (255, 0)):
+            np.testing.assert_allclose(frame_to_rgb(frame), _over(rgb, a, level), atol=0.5, err_msg=page)
+    assert [page for page, _ in decode_image_views(data, backgrounds=("black",))] == [""]
+
+
+def test_every_still_decoder_takes_the_page():
+    """FFmpeg (PNG), Pillow with a colour profile, animated WebP's first frame: the same page."""
+    from test_media_icc import P3, _saved as icc_saved
+
+    rgb, a = _sticker()
+    rgba = np.dstack([rgb, a])
+    frames = [Image.fromarray(np.dstack([np.roll(rgb, k, 1), a])) for k in range(2)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:], duration=100, lossless=True)
+    for name, data in {"png": _rgba("PNG"), "profiled png": icc_saved(rgba, "PNG", P3),
+                       "animated webp": buf.getvalue()}.items():
+        white, black = (frame_to_rgb(decode_image(data, background=p)).astype(int) for p in (255, 0))
+        assert (white[a == 0] == 255).all() and (black[a == 0] == 0).all(), name
+        assert np.array_equal(white[a == 255], black[a == 255]), name  # opaque pixels whatever the page
+
+
+def test_opaque_pictures_are_decoded_once(monkeypatch):
+    import engine.media.image as image
+
+    rgb, _ = _sticker()
+    calls = []
+    real = image.decode_image
+    monkeypatch.setattr(image, "decode_image", lambda *a, **k: calls.append(k) or real(*a, **k))
+    opaque_rgba = _saved(np.dstack([rgb, np.full((H, W), 255, np.uint8)]), "PNG")
+    cases = [(_saved(rgb, "JPEG"), 1, [""]), (_saved(rgb, "PNG"), 1, [""]), (_palette_gif(False), 1, [""]),
+             (opaque_rgba, 2, [""]),  # an alpha channel opaque everywhere: decoded on both pages, equal
+             (_palette_gif(True), 2, ["white", "black"])]
+    for data, decodes, pages in cases:
+        calls.clear()
+        assert [page for page, _ in image.decode_image_views(data)] == pages
+        assert len(calls) == decodes
+    assert [p for p, _ in image.decode_image_views(rgb)] == [""]  # an RGB array

@@ -15,6 +15,7 @@ def test_shipped_pipeline_loads():
     assert p.vision.model == "open_nsfw"
     assert p.vision.preprocess["channels"] == "bgr"
     assert p.vision.preprocess["resize_to"] == (256, 256)
+    assert p.vision.backgrounds == ("white", "black")
     assert p.audio.model == "yamnet"
     names = [x.name for x in p.policies]
     assert names == ["sexual_content", "violent_audio", "offensive_text", "violent_threat", "self_harm"]
@@ -42,6 +43,9 @@ def _with(tmp_path: Path, old: str, new: str) -> Path:
         ('batch_size = 16\nbackend = "auto"', 'batch_size = 16\nbackend = "cuda"', "vision.backend", "not one of"),
         ('does\nbackend = "auto"', 'does\nbackend = 1', "text.embedding.backend", "expected str"),
         ('unicode = "nfkc"', 'unicode = "nfc"', "text.unicode", "not one of"),
+        ('backgrounds = ["white", "black"]', 'backgrounds = ["white", "grey"]', "vision.backgrounds", "distinct pages"),
+        ('backgrounds = ["white", "black"]', 'backgrounds = []', "vision.backgrounds", "distinct pages"),
+        ('backgrounds = ["white", "black"]', 'backgrounds = ["black", "black"]', "vision.backgrounds", "distinct pages"),
     ],
 )
 def test_invalid_fields_are_named(tmp_path, old, new, field, problem):

@@ -157,6 +157,51 @@ def test_video_with_an_undecodable_sound_track_is_judged_by_its_pictures(session
         assert session.moderate(video=data).media == {"audio_skipped": codec}
 
 
+def _sticker_png() -> tuple[bytes, np.ndarray]:
+    """A cut-out of the sample photograph on a transparent layer: (PNG bytes, its RGBA)."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(SAMPLES / "image.png").convert("RGB"))
+    h, w = rgb.shape[:2]
+    y, x = np.mgrid[0:h, 0:w]
+    a = np.where((y - h / 2) ** 2 + (x - w / 2) ** 2 < (min(h, w) / 3) ** 2, 255, 0).astype(np.uint8)
+    rgba = np.dstack([rgb, a])
+    buf = io.BytesIO()
+    Image.fromarray(rgba).save(buf, "PNG")
+    return buf.getvalue(), rgba
+
+
+def test_transparent_still_is_judged_over_light_and_dark_pages(session):
+    from engine.media.alpha import composite
+
+    png, rgba = _sticker_png()
+    over = {page: session.moderate(image=composite(rgba, level)).policies["sexual_content"].score
+            for page, level in (("white", 255), ("black", 0))}
+    assert abs(over["white"] - over["black"]) > 1e-4  # the page changes what the model sees
+    r = session.moderate(png).policies["sexual_content"]
+    page = max(over, key=over.get)
+    assert r.score == pytest.approx(over[page], abs=1e-6) and r.evidence.background == page
+    assert r.to_dict()["evidence"]["background"] == page
+    opaque = session.moderate(SAMPLES / "image.png").policies["sexual_content"]
+    assert opaque.evidence.background is None and "background" not in opaque.to_dict()["evidence"]
+
+
+def test_one_page_configured(model_repo, tmp_path):
+    from engine import Session
+    from engine.media.alpha import composite
+
+    text = (Path(model_repo.path) / "pipeline.toml").read_text()
+    (tmp_path / "pipeline.toml").write_text(text.replace('backgrounds = ["white", "black"]', 'backgrounds = ["black"]', 1))
+    for name in model_repo.models():  # the fetched models, through links
+        (tmp_path / name).symlink_to(Path(model_repo.path) / name)
+    (tmp_path / "models.lock").symlink_to(Path(model_repo.path) / "models.lock")
+    png, rgba = _sticker_png()
+    with Session(tmp_path) as s:
+        r = s.moderate(png).policies["sexual_content"]
+        want = s.moderate(image=composite(rgba, 0)).policies["sexual_content"].score
+        assert r.score == pytest.approx(want, abs=1e-6) and r.evidence.background is None
+
+
 def test_text_policies(session):
     v = session.moderate(text=["have a lovely day", "I am going to kill you"])
     assert set(v.policies) == {"offensive_text", "violent_threat", "self_harm"}

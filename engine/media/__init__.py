@@ -4,7 +4,8 @@ Public API::
 
     probe(source, limits=None) -> MediaInfo
     decode_video(source, sampling=Sampling(), limits=None, *, backend="pyav") -> DecodedVideo
-    decode_image(source, limits=None) -> Frame          # also (H, W, 3) uint8 arrays / PIL images
+    decode_image(source, limits=None, *, background=255) -> Frame  # also (H, W, 3) uint8 arrays / PIL images
+    decode_image_views(source, limits=None, backgrounds=("white", "black")) -> [(page, Frame)]
     decode_audio(source, limits=None, sample_rate=16000) -> np.ndarray (float32 mono)
     has_audio(source, limits=None) -> bool
 
@@ -15,7 +16,7 @@ playlists and concat lists raise ForbiddenSourceError.  All errors are ``engine.
 from .audio import decode_audio, has_audio
 from .decord_source import DecordSource, decord_available
 from .frame import FRAME_FORMATS, Frame, frame_from_array, frame_from_av, frame_to_rgb
-from .image import decode_image
+from .image import decode_image, decode_image_views
 from .limits import DEFAULT_LIMITS, Limits
 from .probe import MediaInfo, probe
 from .source import open_container
@@ -26,6 +27,6 @@ __all__ = [
     "Limits", "DEFAULT_LIMITS", "open_container",
     "MediaInfo", "probe",
     "Sampling", "SAMPLING_MODES", "DecodedVideo", "decode_video",
-    "decode_image", "decode_audio", "has_audio",
+    "decode_image", "decode_image_views", "decode_audio", "has_audio",
     "DecordSource", "decord_available",
 ]

@@ -53,7 +53,7 @@ import numpy as np
 
 from engine.errors import InputError, UnsupportedMediaError
 
-from .alpha import flattened, format_has_alpha
+from .alpha import WHITE, flattened, format_has_alpha
 from .hdr import SdrConversion, sdr_conversion
 from .orientation import Orientation, frame_orientation
 
@@ -159,7 +159,8 @@ def _views(vf, fmt: str) -> tuple[np.ndarray, ...]:
 
 
 def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | None = None,
-                  sar: tuple[int, int] = (1, 1), fields: bool = False) -> Frame:
+                  sar: tuple[int, int] = (1, 1), fields: bool = False,
+                  background: int = WHITE) -> Frame:
     """Wrap a decoded ``av.VideoFrame`` as a :class:`Frame` (zero-copy when the format is supported).
 
     ``pts`` defaults to ``vf.time`` (0.0 when unknown); ``orientation`` (coded -> display) to the
@@ -169,6 +170,8 @@ def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | No
     the frame's own), turned with the picture. ``fields``: an interlaced frame is two fields (a
     video codec's frame), so it is judged by its top field (Note [interlaced frames]); a still
     image's interlacing (PNG's Adam7) is a transmission order and FFmpeg flags it the same way.
+    ``background``: the grey level of the page a transparent frame is composited over (Note
+    [transparent pictures]).
     """
     pix = vf.format.name
     coded_h = vf.height
@@ -206,7 +209,8 @@ def frame_from_av(vf, *, pts: float | None = None, orientation: Orientation | No
         except Exception as e:  # noqa: BLE001 - swscale refuses exotic formats
             raise UnsupportedMediaError(f"pixel format {pix!r} cannot be converted: {e}") from e
         if target == "rgba":
-            planes, height, sar = _field(((flattened(vf.to_ndarray()),), vf.height, sar), interlaced)
+            planes, height, sar = _field(((flattened(vf.to_ndarray(), background),), vf.height, sar),
+                                          interlaced)
             return _oriented(("rgb24", planes, vf.width, height, sar), orientation, vf, pts, "bt601", True)
         pix = vf.format.name
         if matrix is None:

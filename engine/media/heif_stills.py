@@ -32,6 +32,7 @@ import numpy as np
 
 from engine.errors import UnsupportedMediaError
 
+from .alpha import WHITE
 from .frame import Frame, frame_from_array
 from .icc import rgb_of
 from .limits import Limits
@@ -91,9 +92,10 @@ def pillow_decodes(container: Any) -> bool:
     return _brand(container) in STILL_BRANDS - AVIF_BRANDS and _have_pillow_heif()
 
 
-def _open(f: IO[bytes]) -> tuple[tuple[int, int], Callable[[], np.ndarray]]:
+def _open(f: IO[bytes]) -> tuple[tuple[int, int], Callable[[int], np.ndarray]]:
     """``((width, height), load)``: the whole picture's size from its headers, and a call that
-    decodes it to an RGB array (grid composed, HEIF transforms applied)."""
+    decodes it to an RGB array (grid composed, HEIF transforms applied, transparency over the page
+    given as its argument)."""
     from PIL import Image
 
     f.seek(0)
@@ -105,7 +107,7 @@ def _open(f: IO[bytes]) -> tuple[tuple[int, int], Callable[[], np.ndarray]]:
         f.seek(0)
         im = Image.open(f, formats=["AVIF"])
         size = im.size[::-1] if orientation.transpose else im.size
-        return size, lambda: orientation.apply(rgb_of(im))
+        return size, lambda background: orientation.apply(rgb_of(im, background))
     try:
         import pillow_heif
     except ImportError:
@@ -115,10 +117,10 @@ def _open(f: IO[bytes]) -> tuple[tuple[int, int], Callable[[], np.ndarray]]:
             "(Note [HEIF and AVIF stills])"
         ) from None
     heif = pillow_heif.open_heif(f, convert_hdr_to_8bit=True)
-    return heif.size, lambda: rgb_of(heif.to_pillow())
+    return heif.size, lambda background: rgb_of(heif.to_pillow(), background)
 
 
-def _guarded(f: IO[bytes], limits: Limits, use: Callable[[tuple[int, int], Callable[[], np.ndarray]], Any]):
+def _guarded(f: IO[bytes], limits: Limits, use: Callable[[tuple[int, int], Callable[[int], np.ndarray]], Any]):
     """``use(size, load)`` after the pixel limit, every decoder error typed."""
     with pillow_errors("tiled image"):
         size, load = _open(f)
@@ -131,6 +133,8 @@ def pillow_size(f: IO[bytes], limits: Limits) -> tuple[int, int]:
     return _guarded(f, limits, lambda size, load: size)
 
 
-def decode_with_pillow(f: IO[bytes], limits: Limits) -> Frame:
-    """The whole picture as an ``rgb24`` Frame (transparency over white, as for other stills)."""
-    return _guarded(f, limits, lambda size, load: frame_from_array(np.ascontiguousarray(load()), pts=0.0))
+def decode_with_pillow(f: IO[bytes], limits: Limits, background: int = WHITE) -> Frame:
+    """The whole picture as an ``rgb24`` Frame (transparency over the page ``background``, as for
+    other stills)."""
+    return _guarded(f, limits,
+                    lambda size, load: frame_from_array(np.ascontiguousarray(load(background)), pts=0.0))

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .alpha import flattened, image_has_alpha
+from .alpha import WHITE, flattened, image_has_alpha
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +86,14 @@ def _to_srgb(im: Any, profile: Any) -> np.ndarray | None:
     return np.asarray(out)
 
 
-def rgb_of(im: Any) -> np.ndarray:
+def rgb_of(im: Any, background: int = WHITE) -> np.ndarray:
     """(H, W, 3) uint8 sRGB of a decoded PIL image as a viewer shows it: its profile applied when
-    it is not sRGB, composited over white when it is transparent (Note [transparent pictures])."""
+    it is not sRGB, composited over the page ``background`` (grey level) when it is transparent
+    (Note [transparent pictures])."""
     profile = foreign_profile(im)
     rgb = _to_srgb(im, profile) if profile is not None else None
     if rgb is None:
         rgb = np.asarray(im.convert("RGB"))
     if not image_has_alpha(im):
         return rgb
-    return flattened(np.dstack([rgb, np.asarray(im.convert("RGBA"))[..., 3]]))
+    return flattened(np.dstack([rgb, np.asarray(im.convert("RGBA"))[..., 3]]), background)

@@ -8,6 +8,7 @@ lossy WebP to ``i420``; an animated WebP gives its first frame (Note [animated W
 HEIF/AVIF photo comes whole (Note [HEIF and AVIF stills]).  The EXIF orientation is honoured
 (Note [display orientation]).  A still whose embedded colour profile is not sRGB (Display P3,
 Adobe RGB, CMYK) is converted to sRGB by Pillow and LittleCMS (Note [colour profiles]).
+:func:`decode_image_views` gives a transparent picture over each page it may be seen on.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import numpy as np
 
 from engine.errors import CorruptMediaError, InputError
 
-from .frame import Frame, frame_from_array, frame_from_av
+from .alpha import BACKGROUNDS, HEAD_BYTES, WHITE, image_has_alpha, may_be_transparent
+from .frame import Frame, frame_from_array, frame_from_av, frame_to_rgb
 from .heif_stills import decode_with_pillow, pillow_decodes
 from .icc import foreign_profile, may_hold_icc, rgb_of
 from .limits import DEFAULT_LIMITS, Limits
@@ -27,13 +29,14 @@ from .orientation import exif_orientation, frame_orientation
 from .source import first_stream, media_errors, open_container, pillow_errors, read_source
 from .webp_animation import first_frame, is_animated_webp
 
-__all__ = ["decode_image"]
+__all__ = ["decode_image", "decode_image_views"]
 
 
-def decode_image(source: Any, limits: Limits | None = None) -> Frame:
+def decode_image(source: Any, limits: Limits | None = None, *, background: int = WHITE) -> Frame:
     """Decode one picture.  ``source``: path, bytes, binary file object, an ``(H, W, 3)`` uint8
     RGB numpy array (wrapped without copying) or a PIL image (turned upright by its EXIF
-    orientation, converted to RGB)."""
+    orientation, converted to RGB).  A transparent picture is composited over a page of grey level
+    ``background`` (Note [transparent pictures])."""
     limits = limits or DEFAULT_LIMITS
     if isinstance(source, np.ndarray):
         frame = frame_from_array(source)
@@ -43,7 +46,7 @@ def decode_image(source: Any, limits: Limits | None = None) -> Frame:
         from PIL import ImageOps
 
         try:  # upright, in sRGB, opaque: as the same image given as a file
-            arr = rgb_of(ImageOps.exif_transpose(source))
+            arr = rgb_of(ImageOps.exif_transpose(source), background)
         except Exception as e:  # noqa: BLE001
             raise InputError(f"PIL image cannot be converted to RGB: {e}") from None
         return decode_image(arr, limits)
@@ -51,12 +54,12 @@ def decode_image(source: Any, limits: Limits | None = None) -> Frame:
     opened = read_source(source, limits)
     if is_animated_webp(opened.fileobj):
         with opened, media_errors("image"):
-            return first_frame(opened.fileobj, limits)
+            return first_frame(opened.fileobj, limits, background)
     with media_errors("image"), open_container(opened, limits) as c:
         if pillow_decodes(c):
-            return decode_with_pillow(opened.fileobj, limits)
+            return decode_with_pillow(opened.fileobj, limits, background)
         if may_hold_icc(opened.fileobj):
-            frame = _profiled(opened.fileobj, limits)
+            frame = _profiled(opened.fileobj, limits, background)
             if frame is not None:
                 return frame
         vs = first_stream(c, "video", "input holds no image")
@@ -79,10 +82,41 @@ def decode_image(source: Any, limits: Limits | None = None) -> Frame:
             raise CorruptMediaError("image does not decode")
         limits.check_pixels(frame.width, frame.height)
         orientation = exif_orientation(opened.fileobj) or frame_orientation(frame, vs.codec_context.name)
-        return frame_from_av(frame, pts=0.0, orientation=orientation)
+        return frame_from_av(frame, pts=0.0, orientation=orientation, background=background)
 
 
-def _profiled(f, limits: Limits) -> Frame | None:
+def decode_image_views(source: Any, limits: Limits | None = None,
+                       backgrounds: tuple[str, ...] = tuple(BACKGROUNDS)) -> list[tuple[str, Frame]]:
+    """The picture as each page of ``backgrounds`` ("white", "black") shows it, for a transparent
+    picture: ``[(page, frame), ...]``; for an opaque one (the same on every page) ``[("",
+    frame)]`` (Note [transparent pictures]). Only a picture whose header allows transparency is
+    decoded more than once."""
+    limits = limits or DEFAULT_LIMITS
+    if hasattr(source, "read") and not isinstance(source, (bytes, bytearray, memoryview)):
+        with read_source(source, limits) as opened:  # a file object is read once, for every page
+            opened.fileobj.seek(0)
+            source = opened.fileobj.read()
+    first = decode_image(source, limits, background=BACKGROUNDS[backgrounds[0]])
+    if len(backgrounds) == 1 or not _may_be_transparent(source, limits):
+        return [("", first)]
+    views = [(backgrounds[0], first)]
+    views += [(page, decode_image(source, limits, background=BACKGROUNDS[page])) for page in backgrounds[1:]]
+    rgb = frame_to_rgb(first)
+    if all(np.array_equal(frame_to_rgb(f), rgb) for _, f in views[1:]):
+        return [("", first)]  # an alpha channel that is opaque everywhere
+    return views
+
+
+def _may_be_transparent(source: Any, limits: Limits) -> bool:
+    if isinstance(source, np.ndarray):
+        return False
+    if type(source).__module__.startswith("PIL."):
+        return image_has_alpha(source)
+    with read_source(source, limits) as opened:
+        return may_be_transparent(opened.fileobj.read(HEAD_BYTES))
+
+
+def _profiled(f, limits: Limits, background: int) -> Frame | None:
     """The sRGB picture of a still whose colour profile is not sRGB, upright (Note [colour
     profiles] in icc.py); None for the others, which FFmpeg decodes."""
     from PIL import Image, ImageOps
@@ -94,5 +128,5 @@ def _profiled(f, limits: Limits) -> Frame | None:
             if profile is None:
                 return None
             limits.check_pixels(*im.size)
-            rgb = rgb_of(ImageOps.exif_transpose(im))
+            rgb = rgb_of(ImageOps.exif_transpose(im), background)
     return frame_from_array(np.ascontiguousarray(rgb))

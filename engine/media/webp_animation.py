@@ -27,6 +27,7 @@ import numpy as np
 
 from engine.errors import CorruptMediaError
 
+from .alpha import WHITE
 from .frame import Frame, frame_from_array
 from .icc import rgb_of
 from .limits import Deadline, Limits
@@ -95,15 +96,16 @@ def probe_webp_animation(f: IO[bytes], limits: Limits) -> tuple[int, int, list[f
     return width, height, bounds
 
 
-def _frame(im, pts: float, orientation: Orientation) -> Frame:
-    return frame_from_array(orientation.apply(rgb_of(im)), pts=pts)
+def _frame(im, pts: float, orientation: Orientation, background: int = WHITE) -> Frame:
+    return frame_from_array(orientation.apply(rgb_of(im, background)), pts=pts)
 
 
-def first_frame(f: IO[bytes], limits: Limits) -> Frame:
-    """The first frame, upright (:func:`decode_image` of an animated WebP)."""
+def first_frame(f: IO[bytes], limits: Limits, background: int = WHITE) -> Frame:
+    """The first frame, upright, transparency over the page ``background`` (:func:`decode_image`
+    of an animated WebP)."""
     orientation = exif_orientation(f) or IDENTITY
     with _pillow(f, limits) as im:
-        return _frame(im, 0.0, orientation)
+        return _frame(im, 0.0, orientation, background)
 
 
 def decode_webp_animation(f: IO[bytes], sampling, limits: Limits, deadline: Deadline):
