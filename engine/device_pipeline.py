@@ -89,15 +89,17 @@ class DevicePipeline:
                  video_decode_note(placement))
 
     # ------------------------------------------------------------------ decoding
-    def decode_video(self, source: Any, sampling: cpu_video.Sampling, limits: Limits) -> cpu_video.DecodedVideo:
+    def decode_video(self, source: Any, sampling: cpu_video.Sampling, limits: Limits,
+                     backgrounds: tuple[str, ...] = ("white",)) -> cpu_video.DecodedVideo:
         """The sampled frames of a video: NVDEC's device NV12 frames when this pipeline uses NVDEC
-        and the stream qualifies, else FFmpeg's on the host (the reason logged)."""
+        and the stream qualifies (never transparent), else FFmpeg's on the host (the reason
+        logged), transparent ones over each page of ``backgrounds``."""
         if self.nvc is not None:
             out = decode_video_nvdec(source, sampling, limits, nvc=self.nvc, gpu_id=self.device.index or 0)
             if not isinstance(out, Fallback):
                 return out
             log.info("NVDEC not used for this video, decoding on the CPU: %s", out.reason)
-        return cpu_video.decode_video(source, sampling, limits)
+        return cpu_video.decode_video(source, sampling, limits, backgrounds=backgrounds)
 
     # ------------------------------------------------------------------ inputs
     def _model(self, section: str) -> tuple[Any, Backend]:

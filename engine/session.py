@@ -316,9 +316,10 @@ class Session:
             sampled, strategy, media = tuple(decoded.timestamps), decoded.strategy, decoded.picture_facts()
             if skipped_audio:
                 media["audio_skipped"] = skipped_audio
-            scores.update(self._vision_scores(decoded.frames, sampled, timings))
+            scores.update(self._scores_over_pages(decoded.pages or [("", decoded.frames)], sampled, timings))
         if image is not None:
-            scores.update(self._image_scores(self._decode_image_views(image), timings))
+            views = [(page, [frame]) for page, frame in self._decode_image_views(image)]
+            scores.update(self._scores_over_pages(views, (0.0,), timings))
         if audio is not None:
             wave = self._decode_audio(audio, timings)
             scores.update(self._audio_scores(wave, timings))
@@ -458,9 +459,10 @@ class Session:
         s = self.pipeline.vision.sampling if self.pipeline.vision else None
         sampling = media.Sampling(mode=s.mode, value=s.value, max_frames=s.max_frames) if s \
             else media.Sampling()
+        pages = self._pages()
         with self._metrics.stage("decode_video", timings=timings, key="decode_video_s"):
-            decoded = self._device.decode_video(source, sampling, self.limits) if self._device \
-                else media.decode_video(source, sampling, self.limits)
+            decoded = self._device.decode_video(source, sampling, self.limits, pages) if self._device \
+                else media.decode_video(source, sampling, self.limits, backgrounds=pages)
         if not decoded.complete:
             # A verdict on part of a video would vouch for frames nobody looked at.
             raise CorruptMediaError(
@@ -475,23 +477,27 @@ class Session:
         """The picture (a transparent one over the first page of ``[vision] backgrounds``)."""
         return self._decode_image_views(source, first_page_only=True)[0][1]
 
+    def _pages(self) -> tuple[str, ...]:
+        """The pages transparent pictures are judged over (Note [transparent pictures])."""
+        return self.pipeline.vision.backgrounds if self.pipeline.vision else ("white",)
+
     def _decode_image_views(self, source: Any, first_page_only: bool = False) -> list[tuple[str, Any]]:
         """``[(page, frame), ...]``: a transparent picture over each page of ``[vision]
         backgrounds``, anything else ``[("", frame)]`` (Note [transparent pictures])."""
-        pages = self.pipeline.vision.backgrounds if self.pipeline.vision else ("white",)
+        pages = self._pages()
         with self._metrics.stage("decode_image"):
             if self._device is not None and is_tensor_input(source):  # a device array, used in place
                 return [("", self._device.image_frame(source, self.limits))]
             return media.decode_image_views(source, self.limits, pages[:1] if first_page_only else pages)
 
-    def _image_scores(self, views: list[tuple[str, Any]], timings) -> dict[str, PolicyResult]:
-        """Vision policies of a still; of a transparent one, each policy's stronger score over the
-        pages it was decoded on, its evidence naming the page (Note [transparent pictures])."""
+    def _scores_over_pages(self, views: list[tuple[str, list[Any]]], stamps, timings) -> dict[str, PolicyResult]:
+        """Vision policies of frames; of transparent ones, each policy's stronger score over the
+        pages they were decoded on, its evidence naming the page (Note [transparent pictures])."""
         if len(views) == 1:
-            return self._vision_scores([views[0][1]], (0.0,), timings)
+            return self._vision_scores(views[0][1], stamps, timings)
         best: dict[str, PolicyResult] = {}
-        for page, frame in views:
-            for name, r in self._vision_scores([frame], (0.0,), timings).items():
+        for page, frames in views:
+            for name, r in self._vision_scores(frames, stamps, timings).items():
                 if name not in best or r.score > best[name].score:
                     best[name] = dataclasses.replace(r, evidence=dataclasses.replace(r.evidence, background=page))
         return best

@@ -185,3 +185,38 @@ def test_opaque_pictures_are_decoded_once(monkeypatch):
         assert [page for page, _ in image.decode_image_views(data)] == pages
         assert len(calls) == decodes
     assert [p for p, _ in image.decode_image_views(rgb)] == [""]  # an RGB array
+
+
+def _animation(fmt: str, alpha: np.ndarray | None) -> bytes:
+    rgb, _ = _sticker()
+    frames = [np.roll(rgb, 7 * k, 1) for k in range(3)]
+    if alpha is not None:
+        frames = [np.dstack([f, alpha]) for f in frames]
+    buf = io.BytesIO()
+    first, *rest = [Image.fromarray(f) for f in frames]
+    first.save(buf, fmt, save_all=True, append_images=rest, duration=1000, lossless=True, loop=0)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])  # APNG through FFmpeg, animated WebP through Pillow
+def test_transparent_animations_over_each_page(fmt):
+    rgb, a = _sticker()
+    data = _animation(fmt, a)
+    plain = decode_video(data, Sampling("all"))
+    assert plain.pages == []  # one page asked for: white
+    video = decode_video(data, Sampling("all"), backgrounds=("white", "black"))
+    assert [page for page, _ in video.pages] == ["white", "black"] and video.pages[0][1] is video.frames
+    for (page, frames), level in zip(video.pages, (255, 0)):
+        assert len(frames) == 3 and [f.pts for f in frames] == video.timestamps
+        for k, f in enumerate(frames):
+            want = _over(np.roll(rgb, 7 * k, 1), a, level)
+            np.testing.assert_allclose(frame_to_rgb(f), want, atol=0.5, err_msg=f"{fmt} {page} {k}")
+    for k, f in enumerate(plain.frames):
+        np.testing.assert_array_equal(frame_to_rgb(f), frame_to_rgb(video.frames[k]))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_opaque_animations_have_no_pages(fmt):
+    data = _animation(fmt, np.full((H, W), 255, np.uint8))  # an alpha channel, opaque everywhere
+    assert decode_video(data, Sampling("all"), backgrounds=("white", "black")).pages == []
+    assert decode_video(_animation(fmt, None), Sampling("all"), backgrounds=("white", "black")).pages == []

@@ -186,6 +186,29 @@ def test_transparent_still_is_judged_over_light_and_dark_pages(session):
     assert opaque.evidence.background is None and "background" not in opaque.to_dict()["evidence"]
 
 
+def test_transparent_animation_is_judged_over_light_and_dark_pages(session):
+    from PIL import Image
+
+    from engine.media.alpha import composite
+
+    _, rgba = _sticker_png()
+    frames = [np.roll(rgba, 9 * k, 1) for k in range(3)]
+
+    def apng(pictures) -> bytes:  # 1 s a frame: the pipeline's 1 fps samples each
+        buf = io.BytesIO()
+        first, *rest = [Image.fromarray(p) for p in pictures]
+        first.save(buf, "PNG", save_all=True, append_images=rest, duration=1000, loop=0)
+        return buf.getvalue()
+
+    over = {page: session.moderate(apng([composite(f, level) for f in frames])).policies["sexual_content"]
+            for page, level in (("white", 255), ("black", 0))}
+    v = session.moderate(apng(frames))
+    r, page = v.policies["sexual_content"], max(over, key=lambda p: over[p].score)
+    assert len(v.sampled_timestamps) == 3 and abs(over["white"].score - over["black"].score) > 1e-4
+    assert r.score == pytest.approx(over[page].score, abs=1e-6) and r.evidence.background == page
+    assert r.evidence.timestamps == over[page].evidence.timestamps
+
+
 def test_one_page_configured(model_repo, tmp_path):
     from engine import Session
     from engine.media.alpha import composite

@@ -8,10 +8,11 @@ region), would decide a verdict no viewer shares. A picture with an alpha channe
 composited over a page: rgb = (c a + page (255 - a)) / 255, rounded. Which page depends on the
 viewer: white in light mode, black in dark mode, and content drawn in the page's own colour on a
 transparent layer (white strokes, say) vanishes on that page and shows on the other. A transparent
-still is therefore judged over each page of ``[vision] backgrounds`` (white and black), and each
-policy keeps the stronger score (engine.Session; its evidence names the page). Decoding gives the
-picture over white unless asked for another page. Pictures that are opaque everywhere are not
-changed.
+still or animation is therefore judged over each page of ``[vision] backgrounds`` (white and
+black), and each policy keeps the stronger score (engine.Session; its evidence names the page).
+Decoding gives the picture over white unless asked for other pages (decode_image's
+``background``, decode_image_views, decode_video's ``backgrounds``). Pictures that are opaque
+everywhere are not changed.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ are transformed directly.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -53,7 +54,7 @@ import numpy as np
 
 from engine.errors import InputError, UnsupportedMediaError
 
-from .alpha import WHITE, flattened, format_has_alpha
+from .alpha import BACKGROUNDS, WHITE, flattened, format_has_alpha
 from .hdr import SdrConversion, sdr_conversion
 from .orientation import Orientation, frame_orientation
 
@@ -329,6 +330,18 @@ def frame_from_array(arr, *, pts: float = 0.0, channels: str = "rgb") -> Frame:
 
 
 _COEFFS = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
+
+
+def page_views(first: list[Frame], pages: Sequence[str],
+               build: Callable[[int], list[Frame]]) -> list[tuple[str, list[Frame]]]:
+    """The same pictures over each page of ``pages`` (Note [transparent pictures]): ``first`` is
+    them over ``pages[0]``, ``build(level)`` decodes them over the page of that grey level.
+    ``[(page, frames), ...]`` when a page changes them (they are transparent), else ``[("",
+    first)]``."""
+    views = [(pages[0], first)] + [(page, build(BACKGROUNDS[page])) for page in pages[1:]]
+    same = all(len(a.planes) == len(b.planes) and all(np.array_equal(p, q) for p, q in zip(a.planes, b.planes))
+               for _, frames in views[1:] for a, b in zip(first, frames))
+    return [("", first)] if same else views
 
 
 def frame_to_rgb(frame: Frame) -> np.ndarray:

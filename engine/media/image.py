@@ -21,7 +21,7 @@ import numpy as np
 from engine.errors import CorruptMediaError, InputError
 
 from .alpha import BACKGROUNDS, HEAD_BYTES, WHITE, image_has_alpha, may_be_transparent
-from .frame import Frame, frame_from_array, frame_from_av, frame_to_rgb
+from .frame import Frame, frame_from_array, frame_from_av, page_views
 from .heif_stills import decode_with_pillow, pillow_decodes
 from .icc import foreign_profile, may_hold_icc, rgb_of
 from .limits import DEFAULT_LIMITS, Limits
@@ -99,12 +99,8 @@ def decode_image_views(source: Any, limits: Limits | None = None,
     first = decode_image(source, limits, background=BACKGROUNDS[backgrounds[0]])
     if len(backgrounds) == 1 or not _may_be_transparent(source, limits):
         return [("", first)]
-    views = [(backgrounds[0], first)]
-    views += [(page, decode_image(source, limits, background=BACKGROUNDS[page])) for page in backgrounds[1:]]
-    rgb = frame_to_rgb(first)
-    if all(np.array_equal(frame_to_rgb(f), rgb) for _, f in views[1:]):
-        return [("", first)]  # an alpha channel that is opaque everywhere
-    return views
+    views = page_views([first], backgrounds, lambda level: [decode_image(source, limits, background=level)])
+    return [(page, frames[0]) for page, frames in views]
 
 
 def _may_be_transparent(source: Any, limits: Limits) -> bool:

@@ -68,7 +68,8 @@ import av
 
 from engine.errors import CorruptMediaError, EmptyMediaError, InputError, UnsupportedMediaError
 
-from .frame import Frame, frame_from_av, frame_sdr, stream_sar
+from .alpha import BACKGROUNDS, format_has_alpha
+from .frame import Frame, frame_from_av, frame_sdr, page_views, stream_sar
 from .heif_stills import is_tiled
 from .limits import DEFAULT_LIMITS, Deadline, Limits
 from .orientation import frame_orientation
@@ -140,6 +141,10 @@ class DecodedVideo:
                                     # [interlaced frames]: half the rows, sar with twice the height)
     hdr: str = ""                   # "pq" | "hlg" | "sdr" (an SDR signal in BT.2020): the frames
                                     # were mapped to SDR BT.709 (Note [HDR to SDR]); "" otherwise
+    pages: list[tuple[str, list[Frame]]] = field(default_factory=list)
+                                    # transparent frames over each page asked for, [(page, frames)]
+                                    # (the first: ``frames``); empty for opaque ones (Note
+                                    # [transparent pictures])
 
     def picture_facts(self) -> dict[str, Any]:
         """What decoding did to the pictures, the defaults left out: ``rotation`` (degrees),
@@ -329,10 +334,13 @@ def _ftime(f, tb, fallback: float) -> float:
 
 
 def decode_video(source: Any, sampling: Sampling | None = None, limits: Limits | None = None, *,
-                 backend: str = "pyav") -> DecodedVideo:
+                 backend: str = "pyav", backgrounds: tuple[str, ...] = ("white",)) -> DecodedVideo:
     """Decode sampled frames of the first video stream of ``source``.
 
     ``backend="decord"`` uses the optional decord reader (rgb24 frames, exact seeking).
+    Transparent frames (animated stickers) are composited over the first page of ``backgrounds``
+    ("white", "black"); with more than one, ``DecodedVideo.pages`` holds them over each (Note
+    [transparent pictures]).
     """
     sampling = sampling or Sampling()
     limits = limits or DEFAULT_LIMITS
@@ -345,9 +353,9 @@ def decode_video(source: Any, sampling: Sampling | None = None, limits: Limits |
     opened = read_source(source, limits)
     if is_animated_webp(opened.fileobj):
         with opened, media_errors("video"):
-            return decode_webp_animation(opened.fileobj, sampling, limits, deadline)
+            return decode_webp_animation(opened.fileobj, sampling, limits, deadline, backgrounds)
     with media_errors("video"), open_container(opened, limits) as c:
-        return _decode(c, sampling, limits, deadline)
+        return _decode(c, sampling, limits, deadline, backgrounds)
 
 
 def open_video_stream(c, limits: Limits):
@@ -463,7 +471,8 @@ def plan_samples(sampling: Sampling, index: StreamIndex) -> SamplePlan:
     return SamplePlan(strategy, chosen, targets)
 
 
-def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> DecodedVideo:
+def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline,
+            backgrounds: tuple[str, ...] = ("white",)) -> DecodedVideo:
     vs, codec, start, duration, fps = open_video_stream(c, limits)
     cc = vs.codec_context
     vs.thread_type = "AUTO"
@@ -521,15 +530,20 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
     if not picked:
         raise CorruptMediaError("no frame could be decoded")
     picked.sort(key=lambda x: x[0])
-    frames: list[Frame] = []
-    stamps: list[float] = []
+    stamps = [round(t - start, 6) for t, _ in picked]
     sar, fields = stream_sar(vs), codec not in STILL_INTERLACE
-    for t, f in picked:
+    for _, f in picked:
         limits.check_pixels(f.width, f.height)  # streams may change size mid-way
-        rel = round(t - start, 6)
-        frames.append(frame_from_av(f, pts=rel, sar=sar, fields=fields,
-                                    orientation=frame_orientation(f, codec)))
-        stamps.append(rel)
+
+    def over(background: int) -> list[Frame]:
+        return [frame_from_av(f, pts=rel, sar=sar, fields=fields, orientation=frame_orientation(f, codec),
+                              background=background) for (_, f), rel in zip(picked, stamps)]
+
+    frames = over(BACKGROUNDS[backgrounds[0]])
+    pages = []
+    if len(backgrounds) > 1 and format_has_alpha(picked[0][1].format):
+        views = page_views(frames, backgrounds, over)
+        pages = views if len(views) > 1 else []
     rotation, mirrored = frame_orientation(picked[0][1], codec).as_rotation()
     w, h = frames[0].width, frames[0].height
     return DecodedVideo(
@@ -538,7 +552,7 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline) -> Decode
         keyframe_interval=key_gap, decode_errors=dec.errors, complete=bool(complete and not dec.errors),
         targets=[round(t - start, 6) for t in targets], mirrored=mirrored, sar=frames[0].sar,
         interlaced=fields and bool(getattr(picked[0][1], "interlaced_frame", False)),
-        hdr=getattr(frame_sdr(picked[0][1]), "transfer", ""))
+        hdr=getattr(frame_sdr(picked[0][1]), "transfer", ""), pages=pages)
 
 
 def _seek_decode(dec: FrameDecoder, targets: list[float], index: StreamIndex, tb) -> list[tuple[float, Any]]:

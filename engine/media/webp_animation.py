@@ -27,8 +27,8 @@ import numpy as np
 
 from engine.errors import CorruptMediaError
 
-from .alpha import WHITE
-from .frame import Frame, frame_from_array
+from .alpha import BACKGROUNDS, WHITE, image_has_alpha
+from .frame import Frame, frame_from_array, page_views
 from .icc import rgb_of
 from .limits import Deadline, Limits
 from .orientation import IDENTITY, Orientation, exif_orientation
@@ -108,7 +108,8 @@ def first_frame(f: IO[bytes], limits: Limits, background: int = WHITE) -> Frame:
         return _frame(im, 0.0, orientation, background)
 
 
-def decode_webp_animation(f: IO[bytes], sampling, limits: Limits, deadline: Deadline):
+def decode_webp_animation(f: IO[bytes], sampling, limits: Limits, deadline: Deadline,
+                          backgrounds: tuple[str, ...] = ("white",)):
     """:func:`decode_video` of an animated WebP (Note [animated WebP])."""
     from .video import DecodedVideo, StreamIndex, plan_samples
 
@@ -128,8 +129,10 @@ def decode_webp_animation(f: IO[bytes], sampling, limits: Limits, deadline: Dead
     position = {t: i for i, t in enumerate(times)}
     wanted = {position[t]: t for t in chosen}
     orientation = exif_orientation(f) or IDENTITY
-    frames: list[Frame] = []
     with _pillow(f, limits) as im:
+        # the wanted frames over each page (over the first only when the animation is opaque)
+        levels = [BACKGROUNDS[page] for page in backgrounds[:None if image_has_alpha(im) else 1]]
+        over: list[list[Frame]] = [[] for _ in levels]
         if getattr(im, "n_frames", 1) != len(times):
             raise CorruptMediaError(f"animated WebP: {len(times)} frames indexed, "
                                     f"{getattr(im, 'n_frames', 1)} decodable")
@@ -138,11 +141,16 @@ def decode_webp_animation(f: IO[bytes], sampling, limits: Limits, deadline: Dead
             limits.check_frames(i + 1)
             im.seek(i)
             if i in wanted:
-                frames.append(_frame(im, wanted[i], orientation))
+                for frames, level in zip(over, levels):
+                    frames.append(_frame(im, wanted[i], orientation, level))
+    frames, pages = over[0], []
+    if len(levels) > 1:
+        views = page_views(frames, backgrounds, lambda level: over[levels.index(level)])
+        pages = views if len(views) > 1 else []
     width, height = frames[0].width, frames[0].height
     rotation, mirrored = orientation.as_rotation()
     return DecodedVideo(
         frames=frames, timestamps=[fr.pts for fr in frames], duration=duration,
         fps=len(times) / duration if duration else 0.0, width=width, height=height, rotation=rotation,
         decoded_frames=max(wanted) + 1, strategy=strategy, codec="webp", keyframe_interval=None,
-        targets=targets, mirrored=mirrored)
+        targets=targets, mirrored=mirrored, pages=pages)
