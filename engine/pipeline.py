@@ -43,8 +43,8 @@ class VisionConfig:
     embedding: str = "embedding"  # the output Session.embed pools over time
     batch_size: int = 16
     backend: str = "auto"
-    # the pages a transparent still is judged over, the stronger score kept (Note [transparent
-    # pictures] in engine/media/alpha.py); Session.embed uses the first
+    # the pages a transparent still or animation is judged over, the stronger score kept (Note
+    # [transparent pictures] in engine/media/alpha.py); Session.embed uses the first
     backgrounds: tuple[str, ...] = ("white", "black")
 
 

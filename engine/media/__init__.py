@@ -3,7 +3,8 @@
 Public API::
 
     probe(source, limits=None) -> MediaInfo
-    decode_video(source, sampling=Sampling(), limits=None, *, backend="pyav") -> DecodedVideo
+    decode_video(source, sampling=Sampling(), limits=None, *, backend="pyav",
+                 backgrounds=("white",)) -> DecodedVideo
     decode_image(source, limits=None, *, background=255) -> Frame  # also (H, W, 3) uint8 arrays / PIL images
     decode_image_views(source, limits=None, backgrounds=("white", "black")) -> [(page, Frame)]
     decode_audio(source, limits=None, sample_rate=16000) -> np.ndarray (float32 mono)
