@@ -220,3 +220,16 @@ def test_opaque_animations_have_no_pages(fmt):
     data = _animation(fmt, np.full((H, W), 255, np.uint8))  # an alpha channel, opaque everywhere
     assert decode_video(data, Sampling("all"), backgrounds=("white", "black")).pages == []
     assert decode_video(_animation(fmt, None), Sampling("all"), backgrounds=("white", "black")).pages == []
+
+
+def test_heif_alpha_is_read_from_its_meta_box():
+    """HEIC photos are opaque and costly to decode: only one whose meta box declares an auxiliary
+    (alpha) image is decoded over the second page."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    rgb, a = _sticker()
+    opaque, transparent = _saved(rgb, "HEIF"), _saved(np.dstack([rgb, a]), "HEIF")
+    assert not may_be_transparent(opaque) and may_be_transparent(transparent)
+    assert may_be_transparent(opaque[:40])  # the meta box not read whole: no answer, so maybe
+    assert [p for p, _ in decode_image_views(opaque)] == [""]
+    assert [p for p, _ in decode_image_views(transparent)] == ["white", "black"]

@@ -38,8 +38,8 @@ def may_be_transparent(head: bytes) -> bool:
     """False when a file's first bytes show a picture without transparency: JPEG; PNG whose colour
     type has no alpha and no tRNS chunk before its pixels; lossy WebP, or a WebP whose header says
     no alpha; BMP of under 32 bits per pixel; GIF whose first graphic control extension has no
-    transparent colour. True for anything else (HEIF, AVIF, ...) and where the bytes read end
-    before the answer."""
+    transparent colour; HEIF or AVIF whose meta box declares no auxiliary (alpha) image. True for
+    anything else and where the bytes read end before the answer."""
     if head[:3] == b"\xff\xd8\xff":
         return False
     if head[:8] == b"\x89PNG\r\n\x1a\n":
@@ -57,6 +57,23 @@ def may_be_transparent(head: bytes) -> bool:
         return int.from_bytes(head[28:30], "little") >= 32
     if head[:4] == b"GIF8":
         return _gif_may_be_transparent(head)
+    if head[4:8] == b"ftyp":  # HEIF, AVIF
+        return _heif_may_be_transparent(head)
+    return True
+
+
+def _heif_may_be_transparent(head: bytes) -> bool:
+    # an alpha plane is an auxiliary image, declared by an auxC property in the meta box
+    pos = 0
+    while pos + 8 <= len(head):
+        size, kind = int.from_bytes(head[pos:pos + 4], "big"), head[pos + 4:pos + 8]
+        if size == 1 and pos + 16 <= len(head):
+            size = int.from_bytes(head[pos + 8:pos + 16], "big")
+        if kind == b"meta":
+            return size < 8 or pos + size > len(head) or b"auxC" in head[pos:pos + size]
+        if size < 8:
+            break
+        pos += size
     return True
 
 
