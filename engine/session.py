@@ -256,7 +256,7 @@ class Session:
 
         ``media_input`` is a path, bytes or binary file whose modality (video with or without
         audio, audio only, still image) is detected from its content; ``video``/``image``/
-        ``audio`` name the modality explicitly; ``image`` also takes an HWC uint8 RGB array.
+        ``audio`` name the modality explicitly; ``image`` also takes an HWC uint8 RGB or RGBA array.
         ``text`` is one string or a list (captions, titles, transcripts). Runs as a
         submitted item (:meth:`submit`); when the admission queue is full it waits for room.
         """

@@ -233,3 +233,14 @@ def test_heif_alpha_is_read_from_its_meta_box():
     assert may_be_transparent(opaque[:40])  # the meta box not read whole: no answer, so maybe
     assert [p for p, _ in decode_image_views(opaque)] == [""]
     assert [p for p, _ in decode_image_views(transparent)] == ["white", "black"]
+
+
+def test_rgba_arrays():
+    rgb, a = _sticker()
+    views = decode_image_views(np.dstack([rgb, a]))
+    assert [page for page, _ in views] == ["white", "black"]
+    for (page, frame), level in zip(views, (255, 0)):
+        np.testing.assert_allclose(frame_to_rgb(frame), _over(rgb, a, level), atol=0.5, err_msg=page)
+    opaque = np.dstack([rgb, np.full((H, W), 255, np.uint8)])
+    assert [page for page, _ in decode_image_views(opaque)] == [""]
+    np.testing.assert_array_equal(frame_to_rgb(decode_image(opaque)), rgb)

@@ -182,6 +182,8 @@ def test_transparent_still_is_judged_over_light_and_dark_pages(session):
     page = max(over, key=over.get)
     assert r.score == pytest.approx(over[page], abs=1e-6) and r.evidence.background == page
     assert r.to_dict()["evidence"]["background"] == page
+    as_array = session.moderate(image=rgba).policies["sexual_content"]  # an RGBA array: the same
+    assert as_array.score == pytest.approx(r.score, abs=1e-6) and as_array.evidence.background == page
     opaque = session.moderate(SAMPLES / "image.png").policies["sexual_content"]
     assert opaque.evidence.background is None and "background" not in opaque.to_dict()["evidence"]
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from engine.errors import CorruptMediaError, InputError
 
-from .alpha import BACKGROUNDS, HEAD_BYTES, WHITE, image_has_alpha, may_be_transparent
+from .alpha import BACKGROUNDS, HEAD_BYTES, WHITE, flattened, image_has_alpha, may_be_transparent
 from .frame import Frame, frame_from_array, frame_from_av, page_views
 from .heif_stills import decode_with_pillow, pillow_decodes
 from .icc import foreign_profile, may_hold_icc, rgb_of
@@ -34,11 +34,13 @@ __all__ = ["decode_image", "decode_image_views"]
 
 def decode_image(source: Any, limits: Limits | None = None, *, background: int = WHITE) -> Frame:
     """Decode one picture.  ``source``: path, bytes, binary file object, an ``(H, W, 3)`` uint8
-    RGB numpy array (wrapped without copying) or a PIL image (turned upright by its EXIF
-    orientation, converted to RGB).  A transparent picture is composited over a page of grey level
-    ``background`` (Note [transparent pictures])."""
+    RGB numpy array (wrapped without copying) or ``(H, W, 4)`` RGBA one, or a PIL image (turned
+    upright by its EXIF orientation, converted to RGB).  A transparent picture is composited over a
+    page of grey level ``background`` (Note [transparent pictures])."""
     limits = limits or DEFAULT_LIMITS
     if isinstance(source, np.ndarray):
+        if source.ndim == 3 and source.shape[2] == 4 and source.dtype == np.uint8:
+            source = flattened(source, background)
         frame = frame_from_array(source)
         limits.check_pixels(frame.width, frame.height)
         return frame
@@ -105,7 +107,7 @@ def decode_image_views(source: Any, limits: Limits | None = None,
 
 def _may_be_transparent(source: Any, limits: Limits) -> bool:
     if isinstance(source, np.ndarray):
-        return False
+        return source.ndim == 3 and source.shape[2] == 4
     if type(source).__module__.startswith("PIL."):
         return image_has_alpha(source)
     with read_source(source, limits) as opened:
