@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, ModelError
 from .ops.pooling import segment_pool
 from .pipeline import PolicyConfig
 from .verdict import Evidence, PolicyResult
@@ -78,6 +78,7 @@ def timed_result(policy: PolicyConfig, score: float, per_step: np.ndarray, best_
     steps at or above the threshold (else the strongest one), their times, and the class name
     at the peak. Shared by :func:`score_timed` and the device pipeline, which pools on the GPU
     and brings back only these per-step values."""
+    _check_finite(policy, score, model)
     hits = np.flatnonzero(per_step >= policy.threshold)
     if hits.size == 0:
         hits = np.array([int(per_step.argmax())])
@@ -97,6 +98,14 @@ def score_texts(policy: PolicyConfig, per_text: np.ndarray, model: str,
     per_text = np.asarray(per_text, dtype=np.float32).reshape(-1)
     best = int(per_text.argmax())
     score = pool_over_time(per_text, policy.pooling, policy.window)
+    _check_finite(policy, score, model)
     return PolicyResult(policy.name, score, policy.threshold,
                         Evidence("text", model, index=best,
                                  detail=None if details is None else details[best]))
+
+
+def _check_finite(policy: PolicyConfig, score: float, model: str) -> None:
+    """A NaN score is below every threshold: it would pass an item nobody judged. Inputs are kept
+    finite (engine.media.audio sanitises samples); should a model still give one, the item fails."""
+    if not np.isfinite(score):
+        raise ModelError(f"policy {policy.name}: {model} gave a non-finite score ({score})")

@@ -227,6 +227,13 @@ def test_one_page_configured(model_repo, tmp_path):
         assert r.score == pytest.approx(want, abs=1e-6) and r.evidence.background is None
 
 
+def test_audio_with_non_finite_samples_is_judged(session):
+    from test_media_audio_image import float_wav_with_non_finite_samples
+
+    r = session.moderate(float_wav_with_non_finite_samples()).policies["violent_audio"]
+    assert np.isfinite(r.score)  # was NaN: below every threshold, the clip passed unjudged
+
+
 def test_text_policies(session):
     v = session.moderate(text=["have a lovely day", "I am going to kill you"])
     assert set(v.policies) == {"offensive_text", "violent_threat", "self_harm"}

@@ -128,7 +128,10 @@ class _Resampled:
         self._flush_run()
         if self.resampler is not None:
             self._take(self.resampler.resample(None))
-        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.float32)
+        wave = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.float32)
+        # Float formats can hold NaN and infinity, which no speaker plays and which would make
+        # every score of the clip NaN (below any threshold): silence and full scale instead.
+        return np.nan_to_num(wave, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
 
     def _flush_run(self) -> None:
         run, self.run, self.run_samples = self.run, [], 0
