@@ -132,15 +132,15 @@ def test_damaged_aac_decodes():
 
 
 def float_wav_with_non_finite_samples() -> bytes:
-    """16 kHz float WAV, a 440 Hz tone holding NaN, +inf and -inf samples (a damaged or hostile
-    file: found by fuzzing, where every score of the clip came out NaN)."""
+    """16 kHz float WAV, a 440 Hz tone holding NaN, +inf and -inf samples and a burst of 3e38 (a
+    damaged or hostile file: with NaN, found by fuzzing, every score of the clip came out NaN)."""
     import io
 
     import av
 
     t = np.arange(16000) / 16000
     x = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    x[1000:1034], x[5000], x[9000] = np.nan, np.inf, -np.inf
+    x[1000:1034], x[5000], x[9000], x[12000:12100] = np.nan, np.inf, -np.inf, 3e38
     buf = io.BytesIO()
     with av.open(buf, "w", format="wav") as oc:
         st = oc.add_stream("pcm_f32le", rate=16000, layout="mono")
@@ -154,7 +154,7 @@ def float_wav_with_non_finite_samples() -> bytes:
 def test_non_finite_samples_become_silence_and_full_scale():
     x = decode_audio(float_wav_with_non_finite_samples())
     assert x.shape == (16000,) and np.isfinite(x).all() and np.abs(x).max() <= 1.0
-    assert (x[1000:1034] == 0).all() and x[5000] == 1.0 and x[9000] == -1.0
+    assert (x[1000:1034] == 0).all() and x[5000] == 1.0 and x[9000] == -1.0 and (x[12000:12100] == 1.0).all()
     assert np.abs(x[3000:4000]).max() > 0.45  # the tone elsewhere is untouched
 
 

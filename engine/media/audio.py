@@ -129,9 +129,11 @@ class _Resampled:
         if self.resampler is not None:
             self._take(self.resampler.resample(None))
         wave = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.float32)
-        # Float formats can hold NaN and infinity, which no speaker plays and which would make
-        # every score of the clip NaN (below any threshold): silence and full scale instead.
-        return np.nan_to_num(wave, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+        # Float formats can hold NaN, infinity and values far beyond full scale, which no speaker
+        # plays: NaN made every score of the clip NaN (below any threshold), 3e38 overflowed the
+        # model to scores of 0. They are heard as silence and clipped full scale, and so judged.
+        np.nan_to_num(wave, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+        return np.clip(wave, -1.0, 1.0, out=wave)
 
     def _flush_run(self) -> None:
         run, self.run, self.run_samples = self.run, [], 0
