@@ -8,7 +8,9 @@ sentence-transformers we override both: truncation to ``max_length`` = 256 (the 
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import unicodedata
 from typing import Iterable, Sequence
 
@@ -24,10 +26,14 @@ DEFAULT_MAX_LENGTH = 256
 # (zero-width space, soft hyphen, word joiner) between letters. The profanity classifier's
 # vocabulary and MiniLM's WordPiece see none of it as the word. Before either model, texts are put
 # in Unicode compatibility form (NFKC, which folds the look-alike letters to plain ones) and
-# stripped of format characters (category Cf, invisible by definition). Plain text is unchanged,
-# so the models' scores on it stay the packages' own. ``[text] unicode = "raw"`` in pipeline.toml
-# turns it off.
+# stripped of format characters (category Cf, invisible by definition). Letters of other scripts
+# drawn like Latin ones (Cyrillic "с" in "fuсk", "ѕһіt") are folded to those Latin letters (Unicode's
+# confusables, TR39, from confusable_homoglyphs) where a reader takes them for Latin: in a word that
+# also holds Latin letters, or anywhere in a text written mostly in Latin letters, and only when
+# every letter of the word has a Latin double; Russian or Greek text keeps its own letters. Plain text is unchanged, so the models' scores on it stay the
+# packages' own. ``[text] unicode = "raw"`` in pipeline.toml turns it off.
 TEXT_FORMS = ("nfkc", "raw")
+_WORD = re.compile(r"\w+")
 
 
 def normalise_text(text: str, form: str = "nfkc") -> str:
@@ -38,7 +44,37 @@ def normalise_text(text: str, form: str = "nfkc") -> str:
     if form == "raw":
         return text
     folded = unicodedata.normalize("NFKC", text)
-    return "".join(ch for ch in folded if unicodedata.category(ch) != "Cf")
+    return _latin_lookalikes_folded("".join(ch for ch in folded if unicodedata.category(ch) != "Cf"))
+
+
+def _latin_lookalikes_folded(text: str) -> str:
+    """Note [text normalisation]: letters that pass for Latin ones, as the Latin letters."""
+    if text.isascii():
+        return text
+    letters = [ch for ch in text if ch.isalpha()]
+    mostly_latin = 2 * sum(ch.isascii() for ch in letters) >= len(letters)
+
+    def word(m: re.Match) -> str:
+        w = m.group()
+        if w.isascii() or not (mostly_latin or any(ch.isascii() and ch.isalpha() for ch in w)):
+            return w
+        latin = [ch if ch.isascii() else _latin_lookalike(ch) for ch in w]
+        return w if None in latin else "".join(latin)  # a letter with no Latin double: a real word
+
+    return _WORD.sub(word, text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _latin_lookalike(ch: str) -> str | None:
+    """The ASCII letter ``ch`` (a letter of another script) is drawn like, per Unicode's
+    confusables; None when there is none."""
+    from confusable_homoglyphs import confusables
+
+    found = confusables.is_confusable(ch, preferred_aliases=["latin"], greedy=True) or []
+    for glyph in (g["c"] for f in found for g in f["homoglyphs"]):
+        if len(glyph) == 1 and glyph.isascii() and glyph.isalpha():
+            return glyph
+    return None
 
 
 class Tokenizer:

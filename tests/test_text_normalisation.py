@@ -17,6 +17,8 @@ DISGUISED = {
     "circled": "ⓕⓤⓒⓚ ⓨⓞⓤ",
     "zero-width spaces": f"f{ZWSP}u{ZWSP}c{ZWSP}k you",
     "soft hyphen and word joiner": f"fu{SHY}c{WJ}k you",
+    "Cyrillic look-alikes": "fu\u0441k \u0443\u043eu",  # с, у, о: Cyrillic letters drawn like c, y, o
+    "Cyrillic and Greek look-alikes": "fu\u0441k y\u03bf\u03c5",  # с; ο, υ (Greek omicron, upsilon)
 }
 
 
@@ -27,7 +29,10 @@ def test_disguised_letters_fold_to_the_word(how):
 
 
 @pytest.mark.parametrize("text", ["I am going to kill you", "Ich werde dich töten", "¿Qué tal?", "你好世界",
-                                  "naïve café", "tab\tand\nnewline", ""])
+                                  "naïve café", "tab\tand\nnewline", "",
+                                  # Cyrillic and Greek words keep their letters, even next to Latin
+                                  # ones, when a letter has no Latin double (ь, Ы, λ)
+                                  "Привет, мир", "καλημέρα σας", "iPhone сеть", "Fuck ТЫ"])
 def test_plain_text_is_unchanged(text):
     assert normalise_text(text) == text
 
@@ -65,8 +70,9 @@ def _repo_with(model_repo, tmp_path: Path, form: str) -> Path:
 def test_the_session_scores_disguised_text_as_the_plain_text(model_repo, tmp_path, stack):
     from engine import Session
 
-    plain = ["fuck you", "I am going to kill you"]
-    disguised = [DISGUISED["fullwidth"], f"I am going to k{ZWSP}i{ZWSP}l{ZWSP}l you"]
+    plain = ["fuck you", "I am going to kill you", "fuck you"]
+    disguised = [DISGUISED["fullwidth"], f"I am going to k{ZWSP}i{ZWSP}l{ZWSP}l you",
+                 DISGUISED["Cyrillic look-alikes"]]
     folded = stack.enter_context(Session(model_repo.path))
     raw = stack.enter_context(Session(_repo_with(model_repo, tmp_path, "raw")))
     for p, d in zip(plain, disguised):
