@@ -106,8 +106,9 @@ def decode_audio_per_frame(source: Path | bytes, rate: int = 16000) -> np.ndarra
 
 def decode_exact_per_target(path: Path, targets: list[float]) -> list[float]:
     """The exact sampling a PyAV user writes: for each target time (stream seconds) seek to the
-    keyframe before it and decode until the first frame at or after it; returns the frames' times.
-    The baseline of Note [skipping non-reference frames] in engine/media/video.py."""
+    keyframe before it and decode until the frame on screen at it (the last one starting at or
+    before it, within the engine's 1 ms); returns the frames' times. The baseline of Note
+    [skipping non-reference frames] in engine/media/video.py."""
     out = []
     with av.open(str(path)) as c:
         vs = c.streams.video[0]
@@ -115,10 +116,14 @@ def decode_exact_per_target(path: Path, targets: list[float]) -> list[float]:
         tb = vs.time_base
         for t in targets:
             c.seek(int(t / tb), stream=vs, backward=True, any_frame=False)
+            shown = None
             for f in c.decode(vs):
-                if f.time >= t - 1e-6:
-                    out.append(f.time)
+                if f.time > t + 1e-3 and shown is not None:
+                    break  # the frame before this one is on screen at t
+                shown = f
+                if f.time >= t - 1e-3:
                     break
+            out.append(shown.time)
     return out
 
 

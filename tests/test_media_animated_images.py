@@ -79,8 +79,8 @@ def test_sampling_picks_frames_by_time():
     assert dv.timestamps == pytest.approx([0.0, 0.5, 0.85])  # nearest frame to each target
     for f, i in zip(dv.frames, (0, 1, 3)):
         np.testing.assert_array_equal(frame_to_rgb(f), refs[i])
-    dv = decode_video(data, Sampling("fps", 2.0, exact=True))  # the first frame at or after each target
-    assert dv.timestamps == pytest.approx([0.0, 0.5, 1.35]) and dv.decoded_frames == 5
+    dv = decode_video(data, Sampling("fps", 2.0, exact=True))  # the frame on screen at each target
+    assert dv.timestamps == pytest.approx([0.0, 0.5, 0.85]) and dv.decoded_frames == 4
     dv = decode_video(data, Sampling("uniform", 1))
     assert len(dv.frames) == 1 and dv.decoded_frames <= 5
 
@@ -173,3 +173,17 @@ def test_animated_images_are_videos_composited_as_pillow_shows_them(fmt):
         for t, f in zip(dv.timestamps, dv.frames):
             np.testing.assert_array_equal(frame_to_rgb(f), refs[round(t / 0.5)])
     np.testing.assert_array_equal(frame_to_rgb(decode_image(data)), refs[0])
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "PNG", "WEBP"])
+def test_a_frame_held_across_a_target_is_the_one_judged_there(fmt):
+    """Frames shown 0-0.5 s, 0.5-0.6 s, 0.6-2.0 s, 2.0-3.0 s, sampled at 1 fps: the frame on
+    screen at 1 s is the third, shown for 1.4 s. The first frame starting at or after 1 s (the
+    fourth, at 2 s) used to be taken instead, so the third was never judged."""
+    frames = [Image.fromarray(np.full((16, 16, 3), 60 * i, np.uint8)) for i in range(4)]
+    buf = io.BytesIO()
+    frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], duration=[500, 100, 1400, 1000],
+                   loop=0, lossless=True)
+    dv = decode_video(buf.getvalue(), Sampling("fps", 1.0))
+    assert dv.timestamps == pytest.approx([0.0, 0.6, 2.0])
+    assert [int(frame_to_rgb(f)[0, 0, 0]) // 60 for f in dv.frames] == [0, 2, 3]

@@ -4,7 +4,8 @@ Same safety path as PyAV: the input is validated by :func:`engine.media.source.r
 probed by PyAV (demuxer/codec allow-list, size, pixel and duration limits) before decord sees it,
 and decord always gets a Python file object (never a path or URL).  Frames are ``rgb24`` (decord
 converts with its own swscale setup).  Sampling picks exact frames from decord's frame index (the
-first frame with ``pts >= target``; "keyframes" uses ``get_key_indices``).  Frames come upright as
+frame on screen at each target, as the PyAV backend's exact sampling; "keyframes" uses
+``get_key_indices``).  Frames come upright as
 from the PyAV backend (Note [display orientation]): decord turns them by the display matrix's angle
 but does not mirror them, so PyAV reads the whole matrix from the first picture and the rest is
 applied here, and they carry the stream's sample aspect ratio as PyAV reads it.  HDR / BT.2020
@@ -14,7 +15,6 @@ streams are not mapped to SDR (decord converts them itself; a warning is logged)
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import logging
 from typing import Any
@@ -127,7 +127,7 @@ class DecordSource:
 
 
 def decode_video_decord(source: Any, sampling=None, limits: Limits | None = None):
-    from .video import DecodedVideo, Sampling, _targets, _thin
+    from .video import DecodedVideo, Sampling, _on_screen, _targets, _thin
 
     sampling = sampling or Sampling()
     limits = limits or DEFAULT_LIMITS
@@ -148,7 +148,7 @@ def decode_video_decord(source: Any, sampling=None, limits: Limits | None = None
                 targets, _ = _targets(sampling, times[0], times[-1], frame_dur)
                 targets = _thin(targets, sampling.max_frames)
                 eps = min(frame_dur * 0.25, 1e-3)
-                idx = sorted({min(bisect.bisect_left(times, t - eps), n - 1) for t in targets})
+                idx = sorted({_on_screen(times, t, eps) for t in targets})
             limits.check_frames(len(idx))
             arrays = ds.get(idx)
         except MediaError:

@@ -11,8 +11,10 @@ Strategies (``DecodedVideo.strategy``)
 ``"seek"``       keyframes are sparser than the sampling interval: for each target the demuxer
                  seeks (``backward=True, any_frame=False``) to the keyframe before it, unless the
                  decoder is already between that keyframe and the target, and decodes forward to
-                 the first frame with ``pts >= target`` (exact sampling).  On the way the decoder
-                 skips the frames nothing refers to (Note [skipping non-reference frames]).
+                 the frame on screen at the target: the last one with ``pts <= target`` (exact
+                 sampling; a frame held for seconds, as animations and screen recordings hold
+                 them, is judged at every target it covers).  On the way the decoder skips the
+                 frames nothing refers to (Note [skipping non-reference frames]).
 
 The keyframe spacing and every frame's presentation time are measured by a demux-only pass over the
 packets (``packet.is_keyframe``/``packet.pts``), which costs no decoding.  Timestamps are
@@ -92,7 +94,7 @@ class Sampling:
     "keyframes": every keyframe; "all": every frame.
     ``max_frames`` caps the frames returned: fps/uniform/keyframe schedules longer than that are
     thinned evenly over the whole clip (coverage is kept); "all" stops after ``max_frames``.
-    ``exact=True`` (fps/uniform) always takes the first frame at or after each target time (seek
+    ``exact=True`` (fps/uniform) always takes the frame on screen at each target time (seek
     strategy) instead of the nearest keyframe, at the cost of decoding inside GOPs.
     """
 
@@ -436,8 +438,8 @@ def plan_samples(sampling: Sampling, index: StreamIndex) -> SamplePlan:
     shared by every decoder so they return the same frames.
 
     "keyframes" (and fps/uniform when the keyframes are at least as dense as the sampling
-    interval): the nearest keyframe of each target; "seek": the first frame at or after each
-    target (within a quarter frame).
+    interval): the nearest keyframe of each target; "seek": the frame on screen at each target,
+    the last one starting at or before it (or within a quarter frame after it: timestamp jitter).
     """
     times, keys, frame_dur, key_gap = index.times, index.keys, index.frame_dur, index.key_gap
     targets: list[float] = []
@@ -465,7 +467,7 @@ def plan_samples(sampling: Sampling, index: StreamIndex) -> SamplePlan:
         else:
             strategy = "seek"
             eps = min(frame_dur * 0.25, 1e-3)
-            chosen = sorted({times[min(bisect.bisect_left(times, t - eps), len(times) - 1)] for t in targets})
+            chosen = sorted({times[_on_screen(times, t, eps)] for t in targets})
     if strategy == "keyframes" and not chosen:
         raise CorruptMediaError("video stream has no keyframes")
     return SamplePlan(strategy, chosen, targets)
@@ -555,8 +557,14 @@ def _decode(c, sampling: Sampling, limits: Limits, deadline: Deadline,
         hdr=getattr(frame_sdr(picked[0][1]), "transfer", ""), pages=pages)
 
 
+def _on_screen(times: list[float], t: float, eps: float) -> int:
+    """Index of the frame shown at time ``t``: the last of the sorted start ``times`` at or before
+    ``t + eps`` (the first frame for a target before it)."""
+    return max(bisect.bisect_right(times, t + eps) - 1, 0)
+
+
 def _seek_decode(dec: FrameDecoder, targets: list[float], index: StreamIndex, tb) -> list[tuple[float, Any]]:
-    """Exact sampling: the first frame with pts >= each target.
+    """Exact sampling: the frame on screen at each target.
 
     Seeks to the keyframe before a target unless the decoder is already between that keyframe and
     the target; when the next target lies in a later GOP, packets stop at the target's packet (in
@@ -566,8 +574,7 @@ def _seek_decode(dec: FrameDecoder, targets: list[float], index: StreamIndex, tb
     eps = min(frame_dur * 0.25, 1e-3) if frame_dur else 1e-6
     plan: list[tuple[float, float]] = []          # (frame time wanted, its keyframe time)
     for target in targets:
-        j = bisect.bisect_left(times, target - eps)
-        want_t = times[min(j, len(times) - 1)]
+        want_t = times[_on_screen(times, target, eps)]
         if plan and plan[-1][0] >= want_t - eps:
             continue
         ki = bisect.bisect_right(keys, want_t + eps) - 1
