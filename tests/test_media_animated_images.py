@@ -75,12 +75,14 @@ def test_all_frames_equal_pillows():
 def test_sampling_picks_frames_by_time():
     data = animation()
     refs = pillow_frames(data)
-    dv = decode_video(data, Sampling("fps", 2.0))  # targets 0, 0.5, 1.0 (last start 1.35)
-    assert dv.timestamps == pytest.approx([0.0, 0.5, 0.85])  # nearest frame to each target
-    for f, i in zip(dv.frames, (0, 1, 3)):
+    # targets 0, 0.5, 1.0 and 1.5: the last frame starts at 1.35 and is shown until 2.09
+    dv = decode_video(data, Sampling("fps", 2.0))
+    assert dv.targets == pytest.approx([0.0, 0.5, 1.0, 1.5])
+    assert dv.timestamps == pytest.approx([0.0, 0.5, 0.85, 1.35])  # the frame on screen at each
+    for f, i in zip(dv.frames, (0, 1, 3, 4)):
         np.testing.assert_array_equal(frame_to_rgb(f), refs[i])
-    dv = decode_video(data, Sampling("fps", 2.0, exact=True))  # the frame on screen at each target
-    assert dv.timestamps == pytest.approx([0.0, 0.5, 0.85]) and dv.decoded_frames == 4
+    dv = decode_video(data, Sampling("fps", 2.0, exact=True))
+    assert dv.timestamps == pytest.approx([0.0, 0.5, 0.85, 1.35]) and dv.decoded_frames == 5
     dv = decode_video(data, Sampling("uniform", 1))
     assert len(dv.frames) == 1 and dv.decoded_frames <= 5
 
@@ -176,14 +178,18 @@ def test_animated_images_are_videos_composited_as_pillow_shows_them(fmt):
 
 
 @pytest.mark.parametrize("fmt", ["GIF", "PNG", "WEBP"])
-def test_a_frame_held_across_a_target_is_the_one_judged_there(fmt):
-    """Frames shown 0-0.5 s, 0.5-0.6 s, 0.6-2.0 s, 2.0-3.0 s, sampled at 1 fps: the frame on
-    screen at 1 s is the third, shown for 1.4 s. The first frame starting at or after 1 s (the
-    fourth, at 2 s) used to be taken instead, so the third was never judged."""
+@pytest.mark.parametrize("durations_ms,starts", [([500, 100, 1400, 1000], [0.0, 0.6, 2.0]),
+                                                 ([500, 100, 700, 1000], [0.0, 0.6, 1.3])])
+def test_a_frame_held_across_a_target_is_the_one_judged_there(fmt, durations_ms, starts):
+    """Four frames sampled at 1 fps: every frame shown for a second or more is judged. With
+    durations 0.5, 0.1, 1.4, 1.0 s the frame on screen at 1 s is the third (the first frame
+    starting at or after 1 s, taken before, was the fourth, so the third was never judged); with
+    0.5, 0.1, 0.7, 1.0 s the fourth starts at 1.3 s and is held to 2.3 s, past the last target
+    that used to be set (1 s), and was never judged either."""
     frames = [Image.fromarray(np.full((16, 16, 3), 60 * i, np.uint8)) for i in range(4)]
     buf = io.BytesIO()
-    frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], duration=[500, 100, 1400, 1000],
+    frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], duration=durations_ms,
                    loop=0, lossless=True)
     dv = decode_video(buf.getvalue(), Sampling("fps", 1.0))
-    assert dv.timestamps == pytest.approx([0.0, 0.6, 2.0])
+    assert dv.timestamps == pytest.approx(starts)
     assert [int(frame_to_rgb(f)[0, 0, 0]) // 60 for f in dv.frames] == [0, 2, 3]

@@ -197,20 +197,25 @@ def _stream_times(c, vs) -> tuple[float, float, float]:
     return start, dur, fps
 
 
-def _scan(c, vs, deadline: Deadline) -> tuple[list[float], list[float], list[float], dict[float, float], int]:
+def _scan(c, vs, deadline: Deadline) -> tuple[list[float], list[float], list[float], dict[float, float],
+                                             float | None, int]:
     """Demux-only pass: sorted presentation times of all frames and of the keyframes, the sorted
-    decode times, and each keyframe's decode time by its presentation time (seconds)."""
+    decode times, each keyframe's decode time by its presentation time (seconds), and when the
+    last frame stops being shown (from the packets' durations; None without them)."""
     tb = vs.time_base
     times: list[float] = []
     keys: list[float] = []
     decode: list[float] = []
     key_decode: dict[float, float] = {}
+    shown_until: float | None = None
     packets = Packets(c, vs, deadline)
     for p in packets:
         t = p.pts if p.pts is not None else p.dts
         if t is None or p.size == 0:
             continue
         ts = float(t * tb)
+        if p.duration:
+            shown_until = max(shown_until or ts, float((t + p.duration) * tb))
         times.append(ts)
         decode.append(float(p.dts * tb) if p.dts is not None else ts)
         if p.is_keyframe:
@@ -219,7 +224,7 @@ def _scan(c, vs, deadline: Deadline) -> tuple[list[float], list[float], list[flo
     times.sort()
     keys.sort()
     decode.sort()
-    return times, keys, decode, key_decode, packets.errors
+    return times, keys, decode, key_decode, shown_until, packets.errors
 
 
 def _thin(items: list, cap: int | None) -> list:
@@ -232,11 +237,18 @@ def _thin(items: list, cap: int | None) -> list:
     return [items[i] for i in idx]
 
 
-def _targets(sampling: Sampling, first: float, last: float, frame_dur: float) -> tuple[list[float], float]:
-    """Target times (absolute stream seconds) and the sampling interval."""
+def _targets(sampling: Sampling, first: float, last: float, frame_dur: float,
+             end: float | None = None) -> tuple[list[float], float]:
+    """Target times (absolute stream seconds) and the sampling interval. ``first``/``last``: the
+    first and last frame's start; ``end``: when the last frame stops being shown, if known. fps
+    targets run on while the last frame is shown, not only up to where it starts: a GIF holds
+    its last frame, often for seconds (judged up to one interval past its start)."""
     if sampling.mode == "fps":
         interval = 1.0 / sampling.value
-        n = int(math.floor((last - first) / interval + 1e-9)) + 1
+        hold = min(max(end - last, 0.0) if end is not None else frame_dur, interval)  # last frame on screen
+        n = max(int(math.floor((last - first) / interval + 1e-9)) + 1,  # targets up to the last start
+                # and on while it is shown, but for the last quarter frame (timestamp rounding)
+                int(math.ceil((last + hold - 0.25 * frame_dur - first) / interval)))
         return [first + k * interval for k in range(max(n, 1))], interval
     k = int(sampling.value)
     span = max(last + frame_dur - first, frame_dur)
@@ -387,6 +399,7 @@ class StreamIndex:
     decode_times: list[float]      # sorted decode times (dts, else pts) of the same packets
     key_decode: dict[float, float] = field(default_factory=dict)  # keyframe pts -> its dts
     seek_by_decode: bool = False   # the demuxer searches by decode time (Note [seeking by decode time])
+    end: float | None = None       # when the last frame stops being shown (stream seconds), if known
 
     def seek_time(self, key: float) -> float:
         """Where to seek for the keyframe presented at ``key`` (Note [seeking by decode time])."""
@@ -401,7 +414,7 @@ def index_stream(c, vs, start: float, duration: float, fps: float, limits: Limit
                  deadline: Deadline) -> StreamIndex:
     """Demux-only pass over the packets of ``vs`` (no decoding): frame and keyframe times.
     ``start``, ``duration``, ``fps``: from :func:`open_video_stream`."""
-    times, keys, decode, key_decode, scan_err = _scan(c, vs, deadline)
+    times, keys, decode, key_decode, shown_until, scan_err = _scan(c, vs, deadline)
     if keys and times and times[0] < keys[0]:
         # frames shown before the first keyframe cannot be decoded (a recording or capture cut
         # mid-GOP): sampling starts at the first keyframe instead of calling the video incomplete
@@ -421,7 +434,9 @@ def index_stream(c, vs, start: float, duration: float, fps: float, limits: Limit
     elif len(keys) == 1:
         key_gap = max(times[-1] - keys[0], frame_dur)
     return StreamIndex(times, keys, scan_err, frame_dur, duration, short, key_gap, decode, key_decode,
-                       bool(demuxer_names(c) & SEEK_BY_DECODE_TIME))
+                       bool(demuxer_names(c) & SEEK_BY_DECODE_TIME),
+                       # a container's duration may run on with the sound track: not the picture's
+                       end=shown_until if shown_until and shown_until > times[-1] else times[-1] + frame_dur)
 
 
 @dataclass(frozen=True)
@@ -438,7 +453,8 @@ def plan_samples(sampling: Sampling, index: StreamIndex) -> SamplePlan:
     shared by every decoder so they return the same frames.
 
     "keyframes" (and fps/uniform when the keyframes are at least as dense as the sampling
-    interval): the nearest keyframe of each target; "seek": the frame on screen at each target,
+    interval): the nearest keyframe of each target, the frame on screen when every frame is a
+    keyframe; "seek": the frame on screen at each target,
     the last one starting at or before it (or within a quarter frame after it: timestamp jitter).
     """
     times, keys, frame_dur, key_gap = index.times, index.keys, index.frame_dur, index.key_gap
@@ -447,14 +463,17 @@ def plan_samples(sampling: Sampling, index: StreamIndex) -> SamplePlan:
         chosen = _thin(keys, sampling.max_frames)
         strategy = "keyframes"
     else:
-        targets, interval = _targets(sampling, times[0], times[-1], frame_dur)
+        targets, interval = _targets(sampling, times[0], times[-1], frame_dur, index.end)
         targets = _thin(targets, sampling.max_frames)
         eff_interval = interval
         if sampling.max_frames is not None and len(targets) > 1:
             eff_interval = max(interval, (targets[-1] - targets[0]) / (len(targets) - 1))
         dense = not sampling.exact and bool(keys) and keys[0] <= times[0] + 1e-6 and key_gap is not None and \
             key_gap <= eff_interval + 0.5 * frame_dur + 1e-6
-        if dense:
+        if dense and len(keys) == len(times):  # every frame a keyframe (GIF, APNG, MJPEG, ...)
+            strategy = "keyframes"
+            chosen = sorted({times[_on_screen(times, t, min(frame_dur * 0.25, 1e-3))] for t in targets})
+        elif dense:
             strategy = "keyframes"
             chosen = []
             for t in targets:

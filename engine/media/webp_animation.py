@@ -123,7 +123,7 @@ def decode_webp_animation(f: IO[bytes], sampling, limits: Limits, deadline: Dead
         strategy, chosen, targets = "all", times[:sampling.max_frames], []
     else:
         index = StreamIndex(times=times, keys=times, errors=0, frame_dur=frame_dur, duration=duration,
-                            short=False, key_gap=max(gaps), decode_times=times)
+                            short=False, key_gap=max(gaps), decode_times=times, end=duration)
         plan = plan_samples(sampling, index)
         strategy, chosen, targets = plan.strategy, plan.frames, plan.targets
     position = {t: i for i, t in enumerate(times)}
