@@ -22,7 +22,7 @@ from .metrics import ItemLabel, SessionMetrics, counted, label_current_item, mod
 from .backends import Backend, load_backend
 from .backends.tensorrt.memory import is_tensor_input
 from .batching import BatchingPolicy, Scheduler
-from .errors import (CorruptMediaError, EngineError, InputError, MediaLimitError,
+from .errors import (CorruptMediaError, EngineError, InputError, MediaError, MediaLimitError,
                      ModelError)
 from .ops.audio import CHUNK_SAMPLES, SAMPLE_RATE, yamnet_patches
 from .ops.pooling import masked_mean
@@ -304,7 +304,7 @@ class Session:
         sampled: tuple[float, ...] = ()
         strategy = None
         media: dict[str, Any] = {}
-        video, image, audio, skipped_audio = self._route(media_input, video, image, audio)
+        video, image, audio, skipped_audio, cover = self._route(media_input, video, image, audio)
         label_current_item(modality_label(video, image, audio, text))
         if video is None and image is None and audio is None and not text:
             raise InputError("nothing to moderate: pass a media input, video, image, audio or text")
@@ -320,6 +320,9 @@ class Session:
         if image is not None:
             views = [(page, [frame]) for page, frame in self._decode_image_views(image)]
             scores.update(self._scores_over_pages(views, (0.0,), timings))
+        if cover is not None:
+            cover_scores, media["cover_art"] = self._cover_scores(cover, timings)
+            scores.update(cover_scores)
         if audio is not None:
             wave = self._decode_audio(audio, timings)
             scores.update(self._audio_scores(wave, timings))
@@ -374,7 +377,7 @@ class Session:
         likewise over the audio windows (YAMNet: 1024-d). Pooled by the native masked-mean kernel.
         """
         out: dict[str, np.ndarray] = {}
-        video, image, audio, _ = self._route(media_input, video, image, audio)
+        video, image, audio, _, _ = self._route(media_input, video, image, audio)
         timings: dict[str, float] = {}
         frames = None
         if video is not None:
@@ -398,14 +401,17 @@ class Session:
 
     # ------------------------------------------------------------------ stages
     def _route(self, media_input: Any, video: Any, image: Any,
-               audio: Any) -> tuple[Any, Any, Any, str | None]:
-        """(video, image, audio) to process, each readable more than once, and the codec of a
-        video's sound track that cannot be decoded (not allowed, or no decoder), else None.
+               audio: Any) -> tuple[Any, Any, Any, str | None, Any]:
+        """(video, image, audio) to process, each readable more than once; the codec of a
+        video's sound track that cannot be decoded (not allowed, or no decoder), else None; and a
+        bare sound file that holds a cover picture, else None.
 
         A bare ``media_input`` goes where its content says (one probe). A video's own sound
         track becomes the audio input unless audio was given; the probe that classified the
         input already knows whether it has one. A track that cannot be decoded leaves the
-        pictures to be judged alone, and the verdict says so (``media["audio_skipped"]``).
+        pictures to be judged alone, and the verdict says so (``media["audio_skipped"]``). The
+        cover picture of a sound file (album art, which every player shows) is judged by the
+        vision policies when the pipeline has some (``media["cover_art"]``).
         """
         video, image, audio = (None if x is None else self._readable(x) for x in (video, image, audio))
         info = None
@@ -421,6 +427,8 @@ class Session:
                     image = media_input
                 else:
                     audio = media_input
+        cover = media_input if info is not None and info.kind == "audio" and info.cover \
+            and self._policies("vision") else None
         skipped = None
         if video is not None and audio is None:
             if info is None or video is not media_input:
@@ -429,7 +437,7 @@ class Session:
                 audio = video
             else:
                 skipped = info.audio_codec
-        return video, image, audio, skipped
+        return video, image, audio, skipped, cover
 
     def _readable(self, source: Any) -> Any:
         """File objects are read once (bounded) so that video and its audio track can share them."""
@@ -489,6 +497,15 @@ class Session:
             if self._device is not None and is_tensor_input(source):  # a device array, used in place
                 return [("", self._device.image_frame(source, self.limits))]
             return media.decode_image_views(source, self.limits, pages[:1] if first_page_only else pages)
+
+    def _cover_scores(self, source: Any, timings) -> tuple[dict[str, PolicyResult], str]:
+        """Vision policies of the cover picture stored with a sound file, and what became of it:
+        "judged", or why not; a cover that does not decode leaves the sound to be judged."""
+        try:
+            views = [(page, [frame]) for page, frame in self._decode_image_views(source)]
+        except MediaError as e:
+            return {}, f"not decoded ({type(e).__name__}: {e})"
+        return self._scores_over_pages(views, (0.0,), timings), "judged"
 
     def _scores_over_pages(self, views: list[tuple[str, list[Any]]], stamps, timings) -> dict[str, PolicyResult]:
         """Vision policies of frames; of transparent ones, each policy's stronger score over the

@@ -158,6 +158,60 @@ def test_non_finite_samples_become_silence_and_full_scale():
     assert np.abs(x[3000:4000]).max() > 0.45  # the tone elsewhere is untouched
 
 
+def with_cover(fmt: str, cover: bytes) -> bytes:
+    """A 1 s tone as MP3, M4A or FLAC carrying ``cover`` (JPEG bytes) as its album art."""
+    import os
+    import tempfile
+
+    from engine.media.synthetic import encode_audio
+
+    codec, container = {"mp3": ("libmp3lame", "mp3"), "m4a": ("aac", "ipod"), "flac": ("flac", "flac")}[fmt]
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, f"a.{fmt}")
+        with open(path, "wb") as f:
+            f.write(encode_audio(seconds=1.0, codec=codec, container=container, rate=16000))
+        if fmt == "mp3":
+            from mutagen.id3 import APIC, ID3
+            tags = ID3()
+            tags.add(APIC(encoding=3, mime="image/jpeg", type=3, desc="cover", data=cover))
+            tags.save(path)
+        elif fmt == "m4a":
+            from mutagen.mp4 import MP4, MP4Cover
+            tags = MP4(path)
+            tags["covr"] = [MP4Cover(cover, imageformat=MP4Cover.FORMAT_JPEG)]
+            tags.save()
+        else:
+            from mutagen.flac import FLAC, Picture
+            tags, pic = FLAC(path), Picture()
+            pic.type, pic.mime, pic.data = 3, "image/jpeg", cover
+            tags.add_picture(pic)
+            tags.save()
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def cover_jpeg(icc: bool = False) -> bytes:
+    import io
+
+    from PIL import Image, ImageCms
+
+    buf = io.BytesIO()
+    kw = {"icc_profile": ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()} if icc else {}
+    Image.fromarray(pattern_rgb(3, 96, 64)).save(buf, "JPEG", quality=90, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "m4a", "flac"])
+def test_album_art_is_the_picture_of_a_sound_file(fmt):
+    pytest.importorskip("mutagen")
+    cover = cover_jpeg(icc=fmt == "mp3")  # an ICC marker in the head once sent it to Pillow as a still
+    data = with_cover(fmt, cover)
+    info = probe(data)
+    assert info.kind == "audio" and info.cover and info.has_audio
+    np.testing.assert_array_equal(frame_to_rgb(decode_image(data)), frame_to_rgb(decode_image(cover)))
+    assert not probe(SAMPLES / "speech.m4a").cover
+
+
 def test_speech_sample():
     x = decode_audio(SAMPLES / "speech.m4a")
     assert 1.5 < len(x) / 16000 < 5.0 and np.abs(x).max() > 0.1

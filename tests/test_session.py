@@ -234,6 +234,22 @@ def test_audio_with_non_finite_samples_is_judged(session):
     assert np.isfinite(r.score)  # was NaN: below every threshold, the clip passed unjudged
 
 
+def test_the_album_art_of_a_sound_file_is_judged(session):
+    pytest.importorskip("mutagen")
+    from test_media_audio_image import cover_jpeg, with_cover
+
+    cover = cover_jpeg()
+    want = session.moderate(image=cover).policies["sexual_content"].score
+    for fmt in ("mp3", "m4a", "flac"):
+        v = session.moderate(with_cover(fmt, cover))  # once: the sound alone, the picture unseen
+        assert set(v.policies) == {"sexual_content", "violent_audio"} and v.media == {"cover_art": "judged"}
+        assert v.policies["sexual_content"].score == pytest.approx(want, abs=1e-6)
+    broken = with_cover("mp3", cover[:200])  # a cover that does not decode: the sound is still judged
+    v = session.moderate(broken)
+    assert set(v.policies) == {"violent_audio"} and v.media["cover_art"].startswith("not decoded")
+    assert "cover_art" not in session.moderate(SAMPLES / "speech.m4a").media
+
+
 def test_text_policies(session):
     v = session.moderate(text=["have a lovely day", "I am going to kill you"])
     assert set(v.policies) == {"offensive_text", "violent_threat", "self_harm"}

@@ -26,7 +26,8 @@ from .heif_stills import decode_with_pillow, pillow_decodes
 from .icc import foreign_profile, may_hold_icc, rgb_of
 from .limits import DEFAULT_LIMITS, Limits
 from .orientation import exif_orientation, frame_orientation
-from .source import first_stream, media_errors, open_container, pillow_errors, read_source
+from .source import (IMAGE_DEMUXERS, demuxer_names, first_stream, media_errors, open_container, pillow_errors,
+                     read_source)
 from .webp_animation import first_frame, is_animated_webp
 
 __all__ = ["decode_image", "decode_image_views"]
@@ -60,7 +61,7 @@ def decode_image(source: Any, limits: Limits | None = None, *, background: int =
     with media_errors("image"), open_container(opened, limits) as c:
         if pillow_decodes(c):
             return decode_with_pillow(opened.fileobj, limits, background)
-        if may_hold_icc(opened.fileobj):
+        if demuxer_names(c) & IMAGE_DEMUXERS and may_hold_icc(opened.fileobj):  # a still, not cover art
             frame = _profiled(opened.fileobj, limits, background)
             if frame is not None:
                 return frame

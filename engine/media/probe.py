@@ -40,6 +40,8 @@ class MediaInfo:
     audio_codec: str | None = None
     sample_rate: int = 0
     channels: int = 0
+    cover: bool = False         # a picture stored with the media (album art: an attached picture),
+                                # which players show; decode_image of a sound file gives it
 
 
 def _is_cover(s) -> bool:
@@ -137,4 +139,4 @@ def _probe(c, limits: Limits) -> MediaInfo:
     return MediaInfo(kind=kind, container=c.format.name, width=width, height=height,
                      duration=float(duration), fps=fps, has_video=vs is not None,
                      has_audio=audio_usable, video_codec=vcodec, audio_codec=acodec,
-                     sample_rate=sr, channels=ch)
+                     sample_rate=sr, channels=ch, cover=any(_is_cover(s) for s in c.streams.video))
