@@ -55,7 +55,8 @@ def _moderate(args: argparse.Namespace) -> int:
             if e.modality == "audio" and e.segment is not None:
                 where = f"{e.segment[0]:.2f}–{e.segment[1]:.2f}s"
             if e.index is not None:
-                where = f"text[{e.index}]"
+                where = f"caption {e.index} at {e.timestamps[0]:.2f}s" if e.modality == "subtitles" \
+                    else f"text[{e.index}]"
             if e.detail:
                 where += f" ({e.detail})"
             if e.background:

@@ -304,7 +304,7 @@ class Session:
         sampled: tuple[float, ...] = ()
         strategy = None
         media: dict[str, Any] = {}
-        video, image, audio, skipped_audio, cover = self._route(media_input, video, image, audio)
+        video, image, audio, skipped_audio, cover, subtitled = self._route(media_input, video, image, audio)
         label_current_item(modality_label(video, image, audio, text))
         if video is None and image is None and audio is None and not text:
             raise InputError("nothing to moderate: pass a media input, video, image, audio or text")
@@ -329,6 +329,11 @@ class Session:
         if text:
             texts = self._texts(text)
             scores.update(self._text_scores(texts, timings))
+        if subtitled is not None:
+            caption_scores, media["subtitles"] = self._caption_scores(subtitled, timings)
+            for name, r in caption_scores.items():  # the item's texts and its captions: the stronger
+                if name not in scores or r.score > scores[name].score:
+                    scores[name] = r
 
         timings["total_s"] = time.perf_counter() - started
         ordered = {p.name: scores[p.name] for p in self.pipeline.policies if p.name in scores}
@@ -377,7 +382,7 @@ class Session:
         likewise over the audio windows (YAMNet: 1024-d). Pooled by the native masked-mean kernel.
         """
         out: dict[str, np.ndarray] = {}
-        video, image, audio, _, _ = self._route(media_input, video, image, audio)
+        video, image, audio, *_ = self._route(media_input, video, image, audio)
         timings: dict[str, float] = {}
         frames = None
         if video is not None:
@@ -401,10 +406,11 @@ class Session:
 
     # ------------------------------------------------------------------ stages
     def _route(self, media_input: Any, video: Any, image: Any,
-               audio: Any) -> tuple[Any, Any, Any, str | None, Any]:
+               audio: Any) -> tuple[Any, Any, Any, str | None, Any, Any]:
         """(video, image, audio) to process, each readable more than once; the codec of a
-        video's sound track that cannot be decoded (not allowed, or no decoder), else None; and a
-        bare sound file that holds a cover picture, else None.
+        video's sound track that cannot be decoded (not allowed, or no decoder), else None; a
+        bare sound file that holds a cover picture, else None; and the video when it has text
+        subtitles and the pipeline text policies (Note [subtitles]), else None.
 
         A bare ``media_input`` goes where its content says (one probe). A video's own sound
         track becomes the audio input unless audio was given; the probe that classified the
@@ -437,7 +443,9 @@ class Session:
                 audio = video
             else:
                 skipped = info.audio_codec
-        return video, image, audio, skipped, cover
+        subtitled = video if video is not None and info is not None and info.subtitles \
+            and self._policies("text_classifier") + self._policies("text_similarity") else None
+        return video, image, audio, skipped, cover, subtitled
 
     def _readable(self, source: Any) -> Any:
         """File objects are read once (bounded) so that video and its audio track can share them."""
@@ -506,6 +514,24 @@ class Session:
         except MediaError as e:
             return {}, f"not decoded ({type(e).__name__}: {e})"
         return self._scores_over_pages(views, (0.0,), timings), "judged"
+
+    def _caption_scores(self, source: Any, timings) -> tuple[dict[str, PolicyResult], int | str]:
+        """Text policies over a video's subtitles (Note [subtitles] in engine/media/subtitles.py),
+        the evidence naming the caption (``index``) and its time; and how many captions were
+        judged, or why none were (the pictures and sound are judged regardless)."""
+        try:
+            with self._metrics.stage("decode_subtitles"):
+                captions = media.decode_subtitles(source, self.limits)
+        except MediaError as e:
+            return {}, f"not decoded ({type(e).__name__}: {e})"
+        if not captions:
+            return {}, 0
+        out = {}
+        for name, r in self._text_scores(self._texts([c.text for c in captions]), timings).items():
+            c = captions[r.evidence.index]
+            ev = dataclasses.replace(r.evidence, modality="subtitles", timestamps=(c.start,), segment=(c.start, c.end))
+            out[name] = dataclasses.replace(r, evidence=ev)
+        return out, len(captions)
 
     def _scores_over_pages(self, views: list[tuple[str, list[Any]]], stamps, timings) -> dict[str, PolicyResult]:
         """Vision policies of frames; of transparent ones, each policy's stronger score over the

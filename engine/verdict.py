@@ -15,7 +15,8 @@ class Evidence:
     ``timestamps`` are presentation times in seconds of the frames or audio windows that
     reached the threshold (or the single strongest one when none did); ``segment`` spans them.
     For text, ``index`` is the position of the text in the item and ``detail`` the matched
-    exemplar or class. ``background``: the page a transparent still was judged over that gave
+    exemplar or class; for subtitles (modality "subtitles"), ``index`` is the caption's and the
+    timestamps and segment its time on screen. ``background``: the page a transparent still was judged over that gave
     the score ("white", "black"; Note [transparent pictures]).
     """
 
@@ -73,7 +74,8 @@ class Verdict:
     # what decoding did to a video, defaults left out: rotation, mirrored, sar, interlaced, hdr
     # (engine.media.DecodedVideo.picture_facts), audio_skipped (the codec of a sound track that
     # cannot be decoded, so the audio policies did not judge it), cover_art (a sound file's
-    # picture: "judged" by the vision policies, or why it was not)
+    # picture: "judged" by the vision policies, or why it was not), subtitles (captions judged by
+    # the text policies, or why none were; Note [subtitles])
     media: dict[str, Any] = field(default_factory=dict)
 
     @property

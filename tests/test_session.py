@@ -250,6 +250,22 @@ def test_the_album_art_of_a_sound_file_is_judged(session):
     assert "cover_art" not in session.moderate(SAMPLES / "speech.m4a").media
 
 
+def test_subtitles_are_judged_with_the_video(session):
+    from test_media_subtitles import subtitled
+
+    v = session.moderate(subtitled())  # once: the pictures only, the captions unseen
+    assert v.media == {"subtitles": 3}
+    threat = v.policies["violent_threat"]
+    assert threat.flagged and threat.evidence.modality == "subtitles" and threat.evidence.index == 1
+    assert threat.evidence.timestamps == (1.5,) and threat.evidence.segment == (1.5, 2.3)
+    assert threat.to_dict()["evidence"]["timestamps"] == [1.5]
+    # the item's own texts and its captions: each policy keeps the stronger
+    calm = session.moderate(subtitled(), text="have a lovely day").policies["violent_threat"]
+    assert calm.score == threat.score and calm.evidence.modality == "subtitles"
+    loud = session.moderate(subtitled(), text="I am going to kill you").policies["offensive_text"]
+    assert loud.score >= v.policies["offensive_text"].score
+
+
 def test_text_policies(session):
     v = session.moderate(text=["have a lovely day", "I am going to kill you"])
     assert set(v.policies) == {"offensive_text", "violent_threat", "self_harm"}

@@ -8,6 +8,7 @@ Public API::
     decode_image(source, limits=None, *, background=255) -> Frame  # also (H, W, 3) uint8 arrays / PIL images
     decode_image_views(source, limits=None, backgrounds=("white", "black")) -> [(page, Frame)]
     decode_audio(source, limits=None, sample_rate=16000) -> np.ndarray (float32 mono)
+    decode_subtitles(source, limits=None) -> [Caption(start, end, text)]   # text subtitle tracks
     has_audio(source, limits=None) -> bool
 
 ``source`` is a local path (str / PathLike), bytes-like, or a binary file object; URLs, protocols,
@@ -21,6 +22,7 @@ from .image import decode_image, decode_image_views
 from .limits import DEFAULT_LIMITS, Limits
 from .probe import MediaInfo, probe
 from .source import open_container
+from .subtitles import Caption, decode_subtitles
 from .video import SAMPLING_MODES, DecodedVideo, Sampling, decode_video
 
 __all__ = [
@@ -28,6 +30,6 @@ __all__ = [
     "Limits", "DEFAULT_LIMITS", "open_container",
     "MediaInfo", "probe",
     "Sampling", "SAMPLING_MODES", "DecodedVideo", "decode_video",
-    "decode_image", "decode_image_views", "decode_audio", "has_audio",
+    "decode_image", "decode_image_views", "decode_audio", "has_audio", "Caption", "decode_subtitles",
     "DecordSource", "decord_available",
 ]

@@ -21,6 +21,7 @@ from .heif_stills import is_still_image, pillow_decodes, pillow_size
 from .limits import DEFAULT_LIMITS, Limits
 from .source import (IMAGE_CODECS, IMAGE_DEMUXERS, check_codec, codec_name, demuxer_names,
                      media_errors, open_container, read_source)
+from .subtitles import TEXT_SUBTITLE_CODECS
 from .webp_animation import is_animated_webp, probe_webp_animation
 
 __all__ = ["MediaInfo", "probe"]
@@ -42,6 +43,7 @@ class MediaInfo:
     channels: int = 0
     cover: bool = False         # a picture stored with the media (album art: an attached picture),
                                 # which players show; decode_image of a sound file gives it
+    subtitles: int = 0          # text subtitle tracks (decode_subtitles; Note [subtitles])
 
 
 def _is_cover(s) -> bool:
@@ -139,4 +141,5 @@ def _probe(c, limits: Limits) -> MediaInfo:
     return MediaInfo(kind=kind, container=c.format.name, width=width, height=height,
                      duration=float(duration), fps=fps, has_video=vs is not None,
                      has_audio=audio_usable, video_codec=vcodec, audio_codec=acodec,
-                     sample_rate=sr, channels=ch, cover=any(_is_cover(s) for s in c.streams.video))
+                     sample_rate=sr, channels=ch, cover=any(_is_cover(s) for s in c.streams.video),
+                     subtitles=sum(codec_name(s) in TEXT_SUBTITLE_CODECS for s in c.streams.subtitles))

@@ -396,6 +396,27 @@ def set_mp4_rotation(data: bytes, degrees: int = 0, matrix: Sequence[int] | None
     return bytes(b)
 
 
+def with_subtitles(video: bytes, captions: Sequence[tuple[float, float, str]]) -> bytes:
+    """``video`` (its video stream) remuxed into Matroska with a SubRip track of ``captions``
+    ``(start s, end s, text)``."""
+    def stamp(t: float) -> str:
+        ms = int(round(t * 1000))
+        return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+    srt = "".join(f"{i + 1}\n{stamp(a)} --> {stamp(b)}\n{text}\n\n" for i, (a, b, text) in enumerate(captions))
+    buf = io.BytesIO()
+    with av.open(io.BytesIO(video)) as src, av.open(io.BytesIO(srt.encode()), format="srt") as sub, \
+            av.open(buf, "w", format="matroska") as oc:
+        pairs = [(src, src.streams.video[0]), (sub, sub.streams.subtitles[0])]
+        outs = [oc.add_stream_from_template(st) for _, st in pairs]
+        for (c, st), out in zip(pairs, outs):
+            for p in c.demux(st):
+                if p.dts is not None:
+                    p.stream = out
+                    oc.mux(p)
+    return buf.getvalue()
+
+
 def hls_playlist(target: str) -> bytes:
     return (f"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXT-X-MEDIA-SEQUENCE:0\n"
             f"#EXTINF:10.0,\n{target}\n#EXT-X-ENDLIST\n").encode()
