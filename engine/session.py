@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -38,6 +38,17 @@ from .verdict import Outcome, PolicyResult, Verdict
 MODALITIES = ("video", "image", "audio", "text")
 
 log = logging.getLogger(__name__)
+
+
+class _Routed(NamedTuple):
+    """What :meth:`Session._route` found to judge in one item."""
+
+    video: Any
+    image: Any
+    audio: Any
+    skipped_audio: str | None  # the codec of a video's sound track that cannot be decoded
+    cover: Any                 # a bare sound file holding a cover picture (album art)
+    subtitled: Any             # the video, when it has text subtitles and there are text policies
 
 
 class Session:
@@ -405,12 +416,8 @@ class Session:
         return out
 
     # ------------------------------------------------------------------ stages
-    def _route(self, media_input: Any, video: Any, image: Any,
-               audio: Any) -> tuple[Any, Any, Any, str | None, Any, Any]:
-        """(video, image, audio) to process, each readable more than once; the codec of a
-        video's sound track that cannot be decoded (not allowed, or no decoder), else None; a
-        bare sound file that holds a cover picture, else None; and the video when it has text
-        subtitles and the pipeline text policies (Note [subtitles]), else None.
+    def _route(self, media_input: Any, video: Any, image: Any, audio: Any) -> "_Routed":
+        """What to judge of one item, each input readable more than once (:class:`_Routed`).
 
         A bare ``media_input`` goes where its content says (one probe). A video's own sound
         track becomes the audio input unless audio was given; the probe that classified the
@@ -445,7 +452,7 @@ class Session:
                 skipped = info.audio_codec
         subtitled = video if video is not None and info is not None and info.subtitles \
             and self._policies("text_classifier") + self._policies("text_similarity") else None
-        return video, image, audio, skipped, cover, subtitled
+        return _Routed(video, image, audio, skipped, cover, subtitled)
 
     def _readable(self, source: Any) -> Any:
         """File objects are read once (bounded) so that video and its audio track can share them."""
