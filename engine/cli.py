@@ -54,7 +54,9 @@ def _moderate(args: argparse.Namespace) -> int:
             where += " …" if len(e.timestamps) > 6 else ""
             if e.modality == "audio" and e.segment is not None:
                 where = f"{e.segment[0]:.2f}–{e.segment[1]:.2f}s"
-            if e.index is not None:
+            if e.index is not None and e.modality == "audio":
+                where += f" track {e.index}"
+            elif e.index is not None:
                 where = f"caption {e.index} at {e.timestamps[0]:.2f}s" if e.modality == "subtitles" \
                     else f"text[{e.index}]"
             if e.detail:

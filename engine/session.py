@@ -49,6 +49,7 @@ class _Routed(NamedTuple):
     skipped_audio: str | None  # the codec of a video's sound track that cannot be decoded
     cover: Any                 # a bare sound file holding a cover picture (album art)
     subtitled: Any             # the video, when it has text subtitles and there are text policies
+    audio_tracks: int          # sound tracks of ``audio`` (1 when it was not probed)
 
 
 class Session:
@@ -315,7 +316,8 @@ class Session:
         sampled: tuple[float, ...] = ()
         strategy = None
         media: dict[str, Any] = {}
-        video, image, audio, skipped_audio, cover, subtitled = self._route(media_input, video, image, audio)
+        video, image, audio, skipped_audio, cover, subtitled, audio_tracks = self._route(
+            media_input, video, image, audio)
         label_current_item(modality_label(video, image, audio, text))
         if video is None and image is None and audio is None and not text:
             raise InputError("nothing to moderate: pass a media input, video, image, audio or text")
@@ -334,7 +336,10 @@ class Session:
         if cover is not None:
             cover_scores, media["cover_art"] = self._cover_scores(cover, timings)
             scores.update(cover_scores)
-        if audio is not None:
+        if audio is not None and audio_tracks > 1:
+            track_scores, media["audio_tracks"] = self._scores_over_tracks(audio, audio_tracks, timings)
+            scores.update(track_scores)
+        elif audio is not None:
             wave = self._decode_audio(audio, timings)
             scores.update(self._audio_scores(wave, timings))
         if text:
@@ -452,7 +457,9 @@ class Session:
                 skipped = info.audio_codec
         subtitled = video if video is not None and info is not None and info.subtitles \
             and self._policies("text_classifier") + self._policies("text_similarity") else None
-        return _Routed(video, image, audio, skipped, cover, subtitled)
+        probed = info is not None and audio is not None and (audio is media_input or audio is video)
+        tracks = info.audio_tracks if probed else 1
+        return _Routed(video, image, audio, skipped, cover, subtitled, tracks)
 
     def _readable(self, source: Any) -> Any:
         """File objects are read once (bounded) so that video and its audio track can share them."""
@@ -552,9 +559,30 @@ class Session:
                     best[name] = dataclasses.replace(r, evidence=dataclasses.replace(r.evidence, background=page))
         return best
 
-    def _decode_audio(self, source: Any, timings: dict[str, float]) -> np.ndarray:
+    def _decode_audio(self, source: Any, timings: dict[str, float], track: int = 0) -> np.ndarray:
         with self._metrics.stage("decode_audio", timings=timings, key="decode_audio_s"):
-            return media.decode_audio(source, self.limits)
+            return media.decode_audio(source, self.limits, track=track)
+
+    def _scores_over_tracks(self, source: Any, tracks: int, timings) -> tuple[dict[str, PolicyResult], int]:
+        """Audio policies over every sound track of a source with several (languages,
+        commentary: a viewer may switch to any), each policy keeping the stronger, its evidence's
+        ``index`` naming the track; and how many tracks decoded. A track that does not decode is
+        left out, unless none does."""
+        best: dict[str, PolicyResult] = {}
+        judged, first_error = 0, None
+        for k in range(tracks):
+            try:
+                wave = self._decode_audio(source, timings, track=k)
+            except MediaError as e:
+                first_error = first_error or e
+                continue
+            judged += 1
+            for name, r in self._audio_scores(wave, timings).items():
+                if name not in best or r.score > best[name].score:
+                    best[name] = dataclasses.replace(r, evidence=dataclasses.replace(r.evidence, index=k))
+        if not judged:
+            raise first_error
+        return best, judged
 
     def _vision_outputs(self, frames: Sequence[Any], timings: dict[str, float]) -> np.ndarray:
         v = self.pipeline.vision

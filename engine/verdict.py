@@ -16,7 +16,8 @@ class Evidence:
     reached the threshold (or the single strongest one when none did); ``segment`` spans them.
     For text, ``index`` is the position of the text in the item and ``detail`` the matched
     exemplar or class; for subtitles (modality "subtitles"), ``index`` is the caption's and the
-    timestamps and segment its time on screen. ``background``: the page a transparent still was judged over that gave
+    timestamps and segment its time on screen; for audio of a source with several sound tracks,
+    ``index`` is the track. ``background``: the page a transparent still was judged over that gave
     the score ("white", "black"; Note [transparent pictures]).
     """
 
@@ -75,7 +76,8 @@ class Verdict:
     # (engine.media.DecodedVideo.picture_facts), audio_skipped (the codec of a sound track that
     # cannot be decoded, so the audio policies did not judge it), cover_art (a sound file's
     # picture: "judged" by the vision policies, or why it was not), subtitles (captions judged by
-    # the text policies, or why none were; Note [subtitles])
+    # the text policies, or why none were; Note [subtitles]), audio_tracks (sound tracks judged,
+    # when there were several)
     media: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -212,6 +212,25 @@ def test_album_art_is_the_picture_of_a_sound_file(fmt):
     assert not probe(SAMPLES / "speech.m4a").cover
 
 
+def two_sound_tracks() -> bytes:
+    """A 5 s video whose first sound track is a tone and whose second is the explosion sample."""
+    from engine.media.synthetic import encode_video, with_audio_track
+
+    video = encode_video(width=64, height=48, duration=5.0, fps=10, audio=True, audio_codec="ac3",
+                         container="matroska")
+    return with_audio_track(video, (SAMPLES / "explosion.flac").read_bytes())
+
+
+def test_every_sound_track_decodes():
+    data = two_sound_tracks()
+    assert probe(data).audio_tracks == 2 and probe(SAMPLES / "speech.m4a").audio_tracks == 1
+    first, second = decode_audio(data), decode_audio(data, track=1)
+    np.testing.assert_array_equal(decode_audio(data, track=0), first)
+    np.testing.assert_allclose(second, decode_audio(SAMPLES / "explosion.flac"), atol=1e-6)
+    with pytest.raises(InputError, match="track 2"):
+        decode_audio(data, track=2)
+
+
 def test_speech_sample():
     x = decode_audio(SAMPLES / "speech.m4a")
     assert 1.5 < len(x) / 16000 < 5.0 and np.abs(x).max() > 0.1

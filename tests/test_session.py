@@ -266,6 +266,18 @@ def test_subtitles_are_judged_with_the_video(session):
     assert loud.score >= v.policies["offensive_text"].score
 
 
+def test_every_sound_track_of_a_video_is_judged(session):
+    from test_media_audio_image import two_sound_tracks
+
+    v = session.moderate(two_sound_tracks())  # once: the first track only, the explosion unheard
+    want = session.moderate(SAMPLES / "explosion.flac").policies["violent_audio"]
+    r = v.policies["violent_audio"]
+    assert r.flagged and r.score == pytest.approx(want.score, abs=1e-6) and r.evidence.index == 1
+    assert r.evidence.segment == want.evidence.segment and v.media == {"audio_tracks": 2}
+    one = session.moderate(SAMPLES / "clip_tone.mp4")
+    assert one.policies["violent_audio"].evidence.index is None and "audio_tracks" not in one.media
+
+
 def test_text_policies(session):
     v = session.moderate(text=["have a lovely day", "I am going to kill you"])
     assert set(v.policies) == {"offensive_text", "violent_threat", "self_harm"}

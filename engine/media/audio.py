@@ -10,7 +10,7 @@ import numpy as np
 from engine.errors import CorruptMediaError, InputError
 
 from .limits import DEFAULT_LIMITS, Limits
-from .source import Packets, first_stream, media_errors, open_container
+from .source import Packets, check_codec, first_stream, media_errors, open_container
 
 __all__ = ["decode_audio", "has_audio"]
 
@@ -21,8 +21,10 @@ def has_audio(source: Any, limits: Limits | None = None) -> bool:
     return probe(source, limits).has_audio
 
 
-def decode_audio(source: Any, limits: Limits | None = None, sample_rate: int = 16000) -> np.ndarray:
-    """Decode the first audio stream as a float32 mono waveform at ``sample_rate`` Hz.
+def decode_audio(source: Any, limits: Limits | None = None, sample_rate: int = 16000, *,
+                 track: int = 0) -> np.ndarray:
+    """Decode the first audio stream (the ``track``-th with ``track``) as a float32 mono waveform
+    at ``sample_rate`` Hz.
 
     Channels are downmixed and the rate converted by FFmpeg (swresample); the resampler is flushed
     so the tail is not lost.  No audio stream -> EmptyMediaError; longer than
@@ -35,6 +37,11 @@ def decode_audio(source: Any, limits: Limits | None = None, sample_rate: int = 1
     deadline = limits.deadline()
     with media_errors("audio"), open_container(source, limits) as c:
         st = first_stream(c, "audio", "input has no audio stream")
+        if track:
+            if not 0 <= track < len(c.streams.audio):
+                raise InputError(f"audio track {track} does not exist ({len(c.streams.audio)} tracks)")
+            st = c.streams.audio[track]
+            check_codec(st)
         st.thread_type = "AUTO"
         out = _Resampled(sample_rate, limits)
         errors = 0

@@ -44,6 +44,7 @@ class MediaInfo:
     cover: bool = False         # a picture stored with the media (album art: an attached picture),
                                 # which players show; decode_image of a sound file gives it
     subtitles: int = 0          # text subtitle tracks (decode_subtitles; Note [subtitles])
+    audio_tracks: int = 0       # audio streams (decode_audio's ``track``), decodable or not
 
 
 def _is_cover(s) -> bool:
@@ -142,4 +143,5 @@ def _probe(c, limits: Limits) -> MediaInfo:
                      duration=float(duration), fps=fps, has_video=vs is not None,
                      has_audio=audio_usable, video_codec=vcodec, audio_codec=acodec,
                      sample_rate=sr, channels=ch, cover=any(_is_cover(s) for s in c.streams.video),
-                     subtitles=sum(codec_name(s) in TEXT_SUBTITLE_CODECS for s in c.streams.subtitles))
+                     subtitles=sum(codec_name(s) in TEXT_SUBTITLE_CODECS for s in c.streams.subtitles),
+                     audio_tracks=len(audios))

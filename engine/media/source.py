@@ -32,7 +32,7 @@ from typing import IO, Any, Iterator, Union
 import av
 
 from engine.errors import (
-    CorruptMediaError, EmptyMediaError, ForbiddenSourceError, MediaError, MediaLimitError,
+    CorruptMediaError, EmptyMediaError, EngineError, ForbiddenSourceError, MediaError, MediaLimitError,
     MediaNotFoundError, UnreadableMediaError, UnsupportedMediaError,
 )
 
@@ -120,7 +120,7 @@ def media_errors(what: str, action: str = "decode") -> Iterator[None]:
     mapped by wrap_av_error, and Python errors from PyAV's internals become CorruptMediaError."""
     try:
         yield
-    except MediaError:
+    except EngineError:  # InputError is a ValueError too: not a decoding failure
         raise
     except av.error.FFmpegError as e:
         raise wrap_av_error(e, what) from None

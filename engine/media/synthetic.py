@@ -417,6 +417,22 @@ def with_subtitles(video: bytes, captions: Sequence[tuple[float, float, str]]) -
     return buf.getvalue()
 
 
+def with_audio_track(media: bytes, sound: bytes) -> bytes:
+    """The streams of ``media`` remuxed into Matroska with the first sound stream of ``sound``
+    added as one more audio track."""
+    buf = io.BytesIO()
+    with av.open(io.BytesIO(media)) as a, av.open(io.BytesIO(sound)) as b, \
+            av.open(buf, "w", format="matroska") as oc:
+        sources = [(a, [*a.streams.video, *a.streams.audio]), (b, [b.streams.audio[0]])]
+        outs = [{st.index: oc.add_stream_from_template(st) for st in streams} for _, streams in sources]
+        for (c, streams), out in zip(sources, outs):
+            for p in c.demux(*streams):  # one pass per file: every stream's packets
+                if p.dts is not None:
+                    p.stream = out[p.stream.index]
+                    oc.mux(p)
+    return buf.getvalue()
+
+
 def hls_playlist(target: str) -> bytes:
     return (f"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXT-X-MEDIA-SEQUENCE:0\n"
             f"#EXTINF:10.0,\n{target}\n#EXT-X-ENDLIST\n").encode()
