@@ -186,8 +186,11 @@ def _video_stream(container):
 def _stream_times(c, vs) -> tuple[float, float, float]:
     tb = vs.time_base
     start = float(vs.start_time * tb) if vs.start_time is not None and tb else 0.0
+    tagged = _tagged_duration(vs)
     if vs.duration is not None and tb:
         dur = float(vs.duration * tb)
+    elif tagged is not None:  # Matroska keeps each stream's length in a tag; the container's
+        dur = tagged          # runs on with a longer sound track, which made a whole video "truncated"
     elif c.duration:
         dur = c.duration / 1_000_000
     else:
@@ -195,6 +198,15 @@ def _stream_times(c, vs) -> tuple[float, float, float]:
     rate = vs.average_rate or vs.guessed_rate or vs.base_rate
     fps = float(rate) if rate else 0.0
     return start, dur, fps
+
+
+def _tagged_duration(vs) -> float | None:
+    """A stream's ``DURATION`` tag ("HH:MM:SS.fraction", Matroska) in seconds, else None."""
+    try:
+        h, m, s = str(vs.metadata.get("DURATION", "")).split(":")
+        return int(h) * 3600 + int(m) * 60 + float(s)
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 def _scan(c, vs, deadline: Deadline) -> tuple[list[float], list[float], list[float], dict[float, float],
