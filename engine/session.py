@@ -47,9 +47,21 @@ class _Routed(NamedTuple):
     image: Any
     audio: Any
     skipped_audio: str | None  # the codec of a video's sound track that cannot be decoded
-    cover: Any                 # a bare sound file holding a cover picture (album art)
+    cover: Any                 # the video or sound file holding a cover picture (album art, thumbnail)
     subtitled: Any             # the video, when it has text subtitles and there are text policies
     audio_tracks: int          # sound tracks of ``audio`` (1 when it was not probed)
+
+
+def _with_evidence(r: PolicyResult, **changes: Any) -> PolicyResult:
+    """``r`` with its evidence's fields changed."""
+    return dataclasses.replace(r, evidence=dataclasses.replace(r.evidence, **changes))
+
+
+def _keep_stronger(scores: dict[str, PolicyResult], more: dict[str, PolicyResult]) -> None:
+    """Merge ``more`` into ``scores``, each policy keeping the result with the higher score."""
+    for name, r in more.items():
+        if name not in scores or r.score > scores[name].score:
+            scores[name] = r
 
 
 class Session:
@@ -333,9 +345,9 @@ class Session:
         if image is not None:
             views = [(page, [frame]) for page, frame in self._decode_image_views(image)]
             scores.update(self._scores_over_pages(views, (0.0,), timings))
-        if cover is not None:
+        if cover is not None:  # the moving pictures and the stored one: the stronger
             cover_scores, media["cover_art"] = self._cover_scores(cover, timings)
-            scores.update(cover_scores)
+            _keep_stronger(scores, cover_scores)
         if audio is not None and audio_tracks > 1:
             track_scores, media["audio_tracks"] = self._scores_over_tracks(audio, audio_tracks, timings)
             scores.update(track_scores)
@@ -347,9 +359,7 @@ class Session:
             scores.update(self._text_scores(texts, timings))
         if subtitled is not None:
             caption_scores, media["subtitles"] = self._caption_scores(subtitled, timings)
-            for name, r in caption_scores.items():  # the item's texts and its captions: the stronger
-                if name not in scores or r.score > scores[name].score:
-                    scores[name] = r
+            _keep_stronger(scores, caption_scores)  # the item's texts and its captions
 
         timings["total_s"] = time.perf_counter() - started
         ordered = {p.name: scores[p.name] for p in self.pipeline.policies if p.name in scores}
@@ -428,8 +438,9 @@ class Session:
         track becomes the audio input unless audio was given; the probe that classified the
         input already knows whether it has one. A track that cannot be decoded leaves the
         pictures to be judged alone, and the verdict says so (``media["audio_skipped"]``). The
-        cover picture of a sound file (album art, which every player shows) is judged by the
-        vision policies when the pipeline has some (``media["cover_art"]``).
+        cover picture of a video or sound file (album art, a thumbnail: players and file browsers
+        show it) is judged by the vision policies when the pipeline has some
+        (``media["cover_art"]``).
         """
         video, image, audio = (None if x is None else self._readable(x) for x in (video, image, audio))
         info = None
@@ -445,20 +456,26 @@ class Session:
                     image = media_input
                 else:
                     audio = media_input
-        cover = media_input if info is not None and info.kind == "audio" and info.cover \
-            and self._policies("vision") else None
+        def probed(source: Any) -> media.MediaInfo:
+            return info if source is media_input and info is not None else media.probe(source, self.limits)
+
         skipped = None
-        if video is not None and audio is None:
-            if info is None or video is not media_input:
-                info = media.probe(video, self.limits)
-            if info.has_audio:
+        video_info = audio_info = None
+        if video is not None:
+            video_info = probed(video)
+            if audio is None and video_info.has_audio:
                 audio = video
-            else:
-                skipped = info.audio_codec
-        subtitled = video if video is not None and info is not None and info.subtitles \
+            elif audio is None:
+                skipped = video_info.audio_codec
+        if audio is not None:
+            audio_info = video_info if audio is video else probed(audio)
+        cover = None
+        if self._policies("vision"):  # the picture stored with a video or a sound file
+            cover = next((s for s, i in ((video, video_info), (audio, audio_info)) if i is not None and i.cover),
+                         None)
+        subtitled = video if video_info is not None and video_info.subtitles \
             and self._policies("text_classifier") + self._policies("text_similarity") else None
-        probed = info is not None and audio is not None and (audio is media_input or audio is video)
-        tracks = info.audio_tracks if probed else 1
+        tracks = audio_info.audio_tracks if audio_info is not None else 1
         return _Routed(video, image, audio, skipped, cover, subtitled, tracks)
 
     def _readable(self, source: Any) -> Any:
@@ -511,20 +528,24 @@ class Session:
         """The pages transparent pictures are judged over (Note [transparent pictures])."""
         return self.pipeline.vision.backgrounds if self.pipeline.vision else ("white",)
 
-    def _decode_image_views(self, source: Any, first_page_only: bool = False) -> list[tuple[str, Any]]:
+    def _decode_image_views(self, source: Any, first_page_only: bool = False,
+                            cover: bool = False) -> list[tuple[str, Any]]:
         """``[(page, frame), ...]``: a transparent picture over each page of ``[vision]
-        backgrounds``, anything else ``[("", frame)]`` (Note [transparent pictures])."""
+        backgrounds``, anything else ``[("", frame)]`` (Note [transparent pictures]); ``cover``:
+        the picture stored with the media."""
         pages = self._pages()
         with self._metrics.stage("decode_image"):
             if self._device is not None and is_tensor_input(source):  # a device array, used in place
                 return [("", self._device.image_frame(source, self.limits))]
-            return media.decode_image_views(source, self.limits, pages[:1] if first_page_only else pages)
+            return media.decode_image_views(source, self.limits, pages[:1] if first_page_only else pages,
+                                            cover=cover)
 
     def _cover_scores(self, source: Any, timings) -> tuple[dict[str, PolicyResult], str]:
-        """Vision policies of the cover picture stored with a sound file, and what became of it:
-        "judged", or why not; a cover that does not decode leaves the sound to be judged."""
+        """Vision policies of the cover picture stored with a sound file or video, and what
+        became of it: "judged", or why not; a cover that does not decode leaves the rest to be
+        judged."""
         try:
-            views = [(page, [frame]) for page, frame in self._decode_image_views(source)]
+            views = [(page, [frame]) for page, frame in self._decode_image_views(source, cover=True)]
         except MediaError as e:
             return {}, f"not decoded ({type(e).__name__}: {e})"
         return self._scores_over_pages(views, (0.0,), timings), "judged"
@@ -543,8 +564,7 @@ class Session:
         out = {}
         for name, r in self._text_scores(self._texts([c.text for c in captions]), timings).items():
             c = captions[r.evidence.index]
-            ev = dataclasses.replace(r.evidence, modality="subtitles", timestamps=(c.start,), segment=(c.start, c.end))
-            out[name] = dataclasses.replace(r, evidence=ev)
+            out[name] = _with_evidence(r, modality="subtitles", timestamps=(c.start,), segment=(c.start, c.end))
         return out, len(captions)
 
     def _scores_over_pages(self, views: list[tuple[str, list[Any]]], stamps, timings) -> dict[str, PolicyResult]:
@@ -554,9 +574,8 @@ class Session:
             return self._vision_scores(views[0][1], stamps, timings)
         best: dict[str, PolicyResult] = {}
         for page, frames in views:
-            for name, r in self._vision_scores(frames, stamps, timings).items():
-                if name not in best or r.score > best[name].score:
-                    best[name] = dataclasses.replace(r, evidence=dataclasses.replace(r.evidence, background=page))
+            _keep_stronger(best, {name: _with_evidence(r, background=page)
+                                  for name, r in self._vision_scores(frames, stamps, timings).items()})
         return best
 
     def _decode_audio(self, source: Any, timings: dict[str, float], track: int = 0) -> np.ndarray:
@@ -577,9 +596,8 @@ class Session:
                 first_error = first_error or e
                 continue
             judged += 1
-            for name, r in self._audio_scores(wave, timings).items():
-                if name not in best or r.score > best[name].score:
-                    best[name] = dataclasses.replace(r, evidence=dataclasses.replace(r.evidence, index=k))
+            _keep_stronger(best, {name: _with_evidence(r, index=k)
+                                  for name, r in self._audio_scores(wave, timings).items()})
         if not judged:
             raise first_error
         return best, judged

@@ -74,8 +74,8 @@ class Verdict:
     timings: dict[str, float] = field(default_factory=dict)
     # what decoding did to a video, defaults left out: rotation, mirrored, sar, interlaced, hdr
     # (engine.media.DecodedVideo.picture_facts), audio_skipped (the codec of a sound track that
-    # cannot be decoded, so the audio policies did not judge it), cover_art (a sound file's
-    # picture: "judged" by the vision policies, or why it was not), subtitles (captions judged by
+    # cannot be decoded, so the audio policies did not judge it), cover_art (the picture
+    # stored with a sound file or video: "judged" by the vision policies, or why it was not), subtitles (captions judged by
     # the text policies, or why none were; Note [subtitles]), audio_tracks (sound tracks judged,
     # when there were several)
     media: dict[str, Any] = field(default_factory=dict)

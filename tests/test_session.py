@@ -244,6 +244,8 @@ def test_the_album_art_of_a_sound_file_is_judged(session):
         v = session.moderate(with_cover(fmt, cover))  # once: the sound alone, the picture unseen
         assert set(v.policies) == {"sexual_content", "violent_audio"} and v.media == {"cover_art": "judged"}
         assert v.policies["sexual_content"].score == pytest.approx(want, abs=1e-6)
+    for call in (lambda d: session.moderate(audio=d), lambda d: session.moderate(d)):  # audio= is probed too
+        assert call(with_cover("flac", cover)).media == {"cover_art": "judged"}
     broken = with_cover("mp3", cover[:200])  # a cover that does not decode: the sound is still judged
     v = session.moderate(broken)
     assert set(v.policies) == {"violent_audio"} and v.media["cover_art"].startswith("not decoded")
@@ -276,6 +278,34 @@ def test_every_sound_track_of_a_video_is_judged(session):
     assert r.evidence.segment == want.evidence.segment and v.media == {"audio_tracks": 2}
     one = session.moderate(SAMPLES / "clip_tone.mp4")
     assert one.policies["violent_audio"].evidence.index is None and "audio_tracks" not in one.media
+
+
+def test_the_thumbnail_of_a_video_is_judged(session):
+    pytest.importorskip("mutagen")
+    import os
+    import tempfile
+
+    from mutagen.mp4 import MP4, MP4Cover
+    from test_media_audio_image import cover_jpeg
+
+    import media_factory as mf
+
+    cover = cover_jpeg()
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "v.mp4")
+        with open(path, "wb") as f:
+            f.write(mf.clip(duration=2.0, audio=True))
+        tags = MP4(path)
+        tags["covr"] = [MP4Cover(cover, imageformat=MP4Cover.FORMAT_JPEG)]
+        tags.save()
+        with open(path, "rb") as f:
+            data = f.read()
+    frames_only = session.moderate(mf.clip(duration=2.0, audio=True)).policies["sexual_content"].score
+    cover_only = session.moderate(image=cover).policies["sexual_content"].score
+    for v in (session.moderate(data), session.moderate(video=data)):
+        assert v.media == {"cover_art": "judged"} and set(v.policies) == {"sexual_content", "violent_audio"}
+        assert v.policies["sexual_content"].score == pytest.approx(max(frames_only, cover_only), abs=1e-6)
+        assert len(v.sampled_timestamps) == 2  # the moving pictures are sampled as before
 
 
 def test_text_policies(session):

@@ -19,7 +19,7 @@ from engine.errors import CorruptMediaError, EmptyMediaError, MediaError
 
 from .heif_stills import is_still_image, pillow_decodes, pillow_size
 from .limits import DEFAULT_LIMITS, Limits
-from .source import (IMAGE_CODECS, IMAGE_DEMUXERS, check_codec, codec_name, demuxer_names,
+from .source import (IMAGE_CODECS, IMAGE_DEMUXERS, check_codec, codec_name, demuxer_names, is_cover,
                      media_errors, open_container, read_source)
 from .subtitles import TEXT_SUBTITLE_CODECS
 from .webp_animation import is_animated_webp, probe_webp_animation
@@ -45,13 +45,6 @@ class MediaInfo:
                                 # which players show; decode_image of a sound file gives it
     subtitles: int = 0          # text subtitle tracks (decode_subtitles; Note [subtitles])
     audio_tracks: int = 0       # audio streams (decode_audio's ``track``), decodable or not
-
-
-def _is_cover(s) -> bool:
-    try:
-        return bool(int(getattr(s, "disposition", 0)) & 1024)
-    except Exception:  # noqa: BLE001
-        return False
 
 
 def _count_packets(c, vs, cap: int = 2) -> int:
@@ -97,7 +90,7 @@ def _probe(c, limits: Limits) -> MediaInfo:
     if not c.streams:
         raise CorruptMediaError("no streams found (truncated or not media)")
     names = demuxer_names(c)
-    videos = [s for s in c.streams.video if not _is_cover(s)]
+    videos = [s for s in c.streams.video if not is_cover(s)]
     audios = list(c.streams.audio)
     vs = videos[0] if videos else None
     as_ = audios[0] if audios else None
@@ -142,6 +135,6 @@ def _probe(c, limits: Limits) -> MediaInfo:
     return MediaInfo(kind=kind, container=c.format.name, width=width, height=height,
                      duration=float(duration), fps=fps, has_video=vs is not None,
                      has_audio=audio_usable, video_codec=vcodec, audio_codec=acodec,
-                     sample_rate=sr, channels=ch, cover=any(_is_cover(s) for s in c.streams.video),
+                     sample_rate=sr, channels=ch, cover=any(is_cover(s) for s in c.streams.video),
                      subtitles=sum(codec_name(s) in TEXT_SUBTITLE_CODECS for s in c.streams.subtitles),
                      audio_tracks=len(audios))

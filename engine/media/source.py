@@ -334,6 +334,24 @@ def check_codec(stream) -> str:
     return name
 
 
+def is_cover(stream) -> bool:
+    """Whether a video stream is a picture stored with the media (album art, a video's
+    thumbnail: AV_DISPOSITION_ATTACHED_PIC), not moving pictures."""
+    try:
+        return bool(int(getattr(stream, "disposition", 0)) & 1024)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def cover_stream(container):
+    """The first cover picture stream (:func:`is_cover`), codec checked; EmptyMediaError if none."""
+    for s in container.streams.video:
+        if is_cover(s):
+            check_codec(s)
+            return s
+    raise EmptyMediaError("input holds no cover picture")
+
+
 def first_stream(container, kind: str, missing: str):
     """The first ``kind`` ("audio" or "video") stream, codec checked against the allow-list.
 

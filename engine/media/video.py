@@ -75,8 +75,8 @@ from .frame import Frame, frame_from_av, frame_sdr, page_views, stream_sar
 from .heif_stills import is_tiled
 from .limits import DEFAULT_LIMITS, Deadline, Limits
 from .orientation import frame_orientation
-from .source import (Packets, check_codec, demuxer_names, media_errors, open_container, read_source,
-                     wrap_av_error)
+from .source import (Packets, check_codec, demuxer_names, is_cover, media_errors, open_container,
+                     read_source, wrap_av_error)
 from .webp_animation import decode_webp_animation, is_animated_webp
 
 __all__ = ["Sampling", "DecodedVideo", "decode_video", "SAMPLING_MODES", "open_video_stream", "StreamIndex",
@@ -173,12 +173,7 @@ def _video_stream(container):
         raise UnsupportedMediaError("a tiled HEIF/AVIF still image, not a video: decode it as an image "
                                     "(Note [HEIF and AVIF stills])")
     for s in container.streams.video:
-        disp = getattr(s, "disposition", 0)
-        try:
-            attached = bool(int(disp) & 1024)  # AV_DISPOSITION_ATTACHED_PIC (cover art)
-        except Exception:  # noqa: BLE001
-            attached = False
-        if not attached:
+        if not is_cover(s):
             return s
     raise EmptyMediaError("input has no video stream")
 
