@@ -342,9 +342,9 @@ class Session:
             if skipped_audio:
                 media["audio_skipped"] = skipped_audio
             scores.update(self._scores_over_pages(decoded.pages or [("", decoded.frames)], sampled, timings))
-        if image is not None:
+        if image is not None:  # given with a video: each policy keeps the stronger
             views = [(page, [frame]) for page, frame in self._decode_image_views(image)]
-            scores.update(self._scores_over_pages(views, (0.0,), timings))
+            _keep_stronger(scores, self._scores_over_pages(views, (0.0,), timings))
         if cover is not None:  # the moving pictures and the stored one: the stronger
             cover_scores, media["cover_art"] = self._cover_scores(cover, timings)
             _keep_stronger(scores, cover_scores)

@@ -306,6 +306,8 @@ def test_the_thumbnail_of_a_video_is_judged(session):
         assert v.media == {"cover_art": "judged"} and set(v.policies) == {"sexual_content", "violent_audio"}
         assert v.policies["sexual_content"].score == pytest.approx(max(frames_only, cover_only), abs=1e-6)
         assert len(v.sampled_timestamps) == 2  # the moving pictures are sampled as before
+    both = session.moderate(video=mf.clip(duration=2.0, audio=True), image=cover)  # the image once won
+    assert both.policies["sexual_content"].score == pytest.approx(max(frames_only, cover_only), abs=1e-6)
 
 
 def test_text_policies(session):
