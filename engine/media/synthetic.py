@@ -396,6 +396,20 @@ def set_mp4_rotation(data: bytes, degrees: int = 0, matrix: Sequence[int] | None
     return bytes(b)
 
 
+def _remuxed(sources: Sequence[tuple[object, list]]) -> bytes:
+    """The listed streams of open input containers, ``[(container, [stream, ...]), ...]``,
+    remuxed into one Matroska file (one demux pass per input)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="matroska") as oc:
+        outs = [{st.index: oc.add_stream_from_template(st) for st in streams} for _, streams in sources]
+        for (c, streams), out in zip(sources, outs):
+            for p in c.demux(*streams):
+                if p.dts is not None:
+                    p.stream = out[p.stream.index]
+                    oc.mux(p)
+    return buf.getvalue()
+
+
 def with_subtitles(video: bytes, captions: Sequence[tuple[float, float, str]]) -> bytes:
     """``video`` (its video stream) remuxed into Matroska with a SubRip track of ``captions``
     ``(start s, end s, text)``."""
@@ -404,33 +418,15 @@ def with_subtitles(video: bytes, captions: Sequence[tuple[float, float, str]]) -
         return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
 
     srt = "".join(f"{i + 1}\n{stamp(a)} --> {stamp(b)}\n{text}\n\n" for i, (a, b, text) in enumerate(captions))
-    buf = io.BytesIO()
-    with av.open(io.BytesIO(video)) as src, av.open(io.BytesIO(srt.encode()), format="srt") as sub, \
-            av.open(buf, "w", format="matroska") as oc:
-        pairs = [(src, src.streams.video[0]), (sub, sub.streams.subtitles[0])]
-        outs = [oc.add_stream_from_template(st) for _, st in pairs]
-        for (c, st), out in zip(pairs, outs):
-            for p in c.demux(st):
-                if p.dts is not None:
-                    p.stream = out
-                    oc.mux(p)
-    return buf.getvalue()
+    with av.open(io.BytesIO(video)) as src, av.open(io.BytesIO(srt.encode()), format="srt") as sub:
+        return _remuxed([(src, [src.streams.video[0]]), (sub, [sub.streams.subtitles[0]])])
 
 
 def with_audio_track(media: bytes, sound: bytes) -> bytes:
     """The streams of ``media`` remuxed into Matroska with the first sound stream of ``sound``
     added as one more audio track."""
-    buf = io.BytesIO()
-    with av.open(io.BytesIO(media)) as a, av.open(io.BytesIO(sound)) as b, \
-            av.open(buf, "w", format="matroska") as oc:
-        sources = [(a, [*a.streams.video, *a.streams.audio]), (b, [b.streams.audio[0]])]
-        outs = [{st.index: oc.add_stream_from_template(st) for st in streams} for _, streams in sources]
-        for (c, streams), out in zip(sources, outs):
-            for p in c.demux(*streams):  # one pass per file: every stream's packets
-                if p.dts is not None:
-                    p.stream = out[p.stream.index]
-                    oc.mux(p)
-    return buf.getvalue()
+    with av.open(io.BytesIO(media)) as a, av.open(io.BytesIO(sound)) as b:
+        return _remuxed([(a, [*a.streams.video, *a.streams.audio]), (b, [b.streams.audio[0]])])
 
 
 def hls_playlist(target: str) -> bytes:
