@@ -477,11 +477,8 @@ def plan_samples(sampling: Sampling, index: StreamIndex) -> SamplePlan:
             eff_interval = max(interval, (targets[-1] - targets[0]) / (len(targets) - 1))
         dense = not sampling.exact and bool(keys) and keys[0] <= times[0] + 1e-6 and key_gap is not None and \
             key_gap <= eff_interval + 0.5 * frame_dur + 1e-6
-        if dense and len(keys) == len(times):  # every frame a keyframe (GIF, APNG, MJPEG, ...)
-            strategy = "keyframes"
-            chosen = sorted({times[_on_screen(times, t, min(frame_dur * 0.25, 1e-3))] for t in targets})
-        elif dense:
-            strategy = "keyframes"
+        strategy = "keyframes" if dense else "seek"
+        if dense and len(keys) < len(times):
             chosen = []
             for t in targets:
                 i = bisect.bisect_left(keys, t)
@@ -490,8 +487,7 @@ def plan_samples(sampling: Sampling, index: StreamIndex) -> SamplePlan:
                 if not chosen or chosen[-1] != k:
                     chosen.append(k)
             chosen = sorted(set(chosen))
-        else:
-            strategy = "seek"
+        else:  # seeking, or every frame a keyframe (GIF, APNG, MJPEG, ...): the frame on screen
             eps = min(frame_dur * 0.25, 1e-3)
             chosen = sorted({times[_on_screen(times, t, eps)] for t in targets})
     if strategy == "keyframes" and not chosen:
