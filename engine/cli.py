@@ -63,6 +63,8 @@ def _moderate(args: argparse.Namespace) -> int:
                 where += f" ({e.detail})"
             if e.background:
                 where += f" (over a {e.background} page)"
+            if e.read_as is not None:
+                where += f" (read as {e.read_as!r})"
             decision = "[red]flag[/red]" if r.flagged else "[green]pass[/green]"
             table.add_row(name, f"{r.score:.4f}", f"{r.threshold:g}", decision,
                           f"{e.modality}/{e.model} {where}")

@@ -96,6 +96,7 @@ class Pipeline:
     text_classifier: TextClassifierConfig | None
     policies: tuple[PolicyConfig, ...] = field(default_factory=tuple)
     text_unicode: str = "nfkc"  # how texts are normalised before the models (Note [text normalisation])
+    text_read_disguised: bool = True  # texts also judged as read back (Note [disguised words])
 
     def backend_for(self, model: str) -> str:
         """The backend the pipeline asks for ``model`` ("auto" for models it does not use)."""
@@ -318,8 +319,10 @@ def load_pipeline(repo: str | Path) -> Pipeline:
     text = root.sub("text", required=False)
     embedding = classifier = None
     text_unicode = "nfkc"
+    read_disguised = True
     if text is not None:
         text_unicode = text.get("unicode", str, "nfkc", choices=TEXT_FORMS)
+        read_disguised = text.get("read_disguised", bool, True)
         e = text.sub("embedding", required=False)
         if e is not None:
             embedding = TextEmbeddingConfig(
@@ -354,4 +357,5 @@ def load_pipeline(repo: str | Path) -> Pipeline:
         if n in names[:i]:
             raise ConfigError(path, f"policies[{i}].name", f"duplicate policy name {n!r}")
     root.finish()
-    return Pipeline(path, limits, vision, audio, embedding, classifier, policies, text_unicode)
+    return Pipeline(path, limits, vision, audio, embedding, classifier, policies, text_unicode,
+                    read_disguised)

@@ -30,6 +30,7 @@ from .ops.preprocess import PreprocessSpec, preprocess
 from .device import resolve_placement
 from .device_pipeline import DevicePipeline
 from .pipeline import Pipeline, PolicyConfig, load_pipeline
+from .disguises import Readings
 from .policies import resolve_classes, score_texts, score_timed
 from .repo import ModelRepository
 from .text import Tokenizer, normalise_text
@@ -677,24 +678,28 @@ class Session:
         return [normalise_text(t, self.pipeline.text_unicode) for t in texts]
 
     def _text_scores(self, texts: list[str], timings) -> dict[str, PolicyResult]:
+        """Text policies over the item's texts, each text judged as written and as read back
+        (Note [disguised words] in engine/disguises.py), its stronger score kept."""
         out: dict[str, PolicyResult] = {}
         t = time.perf_counter()
+        read = Readings(texts, self.pipeline.text_read_disguised)
         classifier = self.pipeline.text_classifier
         for p in self._policies("text_classifier"):
             name_in = self.backend(classifier.model).inputs[0].name
-            probs = self._infer(classifier.model, {name_in: np.array(texts, dtype=object)})
+            probs = self._infer(classifier.model, {name_in: np.array(read.texts, dtype=object)})
             with self._metrics.stage("policy", classifier.model):
-                out[p.name] = score_texts(p, next(iter(probs.values())), classifier.model)
+                per_text, read_as, _ = read.strongest(next(iter(probs.values())))
+                out[p.name] = score_texts(p, per_text, classifier.model, read_as=read_as)
         similarity = self._policies("text_similarity")
         if similarity:
-            emb = self._embed_texts(texts)
+            emb = self._embed_texts(read.texts)
             model = self.pipeline.text_embedding.model
             with self._metrics.stage("policy", model):
                 for p in similarity:
                     sims = emb @ self._exemplars[p.name].T  # cosine: both sides are L2-normalised
-                    best = sims.argmax(axis=1)
-                    details = [p.exemplars[j] for j in best]
-                    out[p.name] = score_texts(p, sims.max(axis=1), model, details)
+                    per_text, read_as, winner = read.strongest(sims.max(axis=1))
+                    details = [p.exemplars[j] for j in sims.argmax(axis=1)[winner]]
+                    out[p.name] = score_texts(p, per_text, model, details, read_as)
         timings["text_s"] = time.perf_counter() - t
         return out
 

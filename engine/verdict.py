@@ -18,7 +18,8 @@ class Evidence:
     exemplar or class; for subtitles (modality "subtitles"), ``index`` is the caption's and the
     timestamps and segment its time on screen; for audio of a source with several sound tracks,
     ``index`` is the track. ``background``: the page a transparent still was judged over that gave
-    the score ("white", "black"; Note [transparent pictures]).
+    the score ("white", "black"; Note [transparent pictures]). ``read_as``: the reading of a
+    disguised text that gave the score ("f u c k" read as "fuck"; Note [disguised words]).
     """
 
     modality: str
@@ -28,6 +29,7 @@ class Evidence:
     index: int | None = None
     detail: str | None = None
     background: str | None = None
+    read_as: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"modality": self.modality, "model": self.model}
@@ -41,6 +43,8 @@ class Evidence:
             d["detail"] = self.detail
         if self.background is not None:
             d["background"] = self.background
+        if self.read_as is not None:
+            d["read_as"] = self.read_as
         return d
 
 

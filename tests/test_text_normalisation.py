@@ -57,24 +57,15 @@ def test_pipeline_choice(tmp_path):
     assert load_pipeline(tmp_path).text_unicode == "raw"
 
 
-def _repo_with(model_repo, tmp_path: Path, form: str) -> Path:
-    text = (Path(model_repo.path) / "pipeline.toml").read_text()
-    (tmp_path / "pipeline.toml").write_text(text.replace('unicode = "nfkc"', f'unicode = "{form}"', 1))
-    for name in model_repo.models():  # the fetched models, through links
-        (tmp_path / name).symlink_to(Path(model_repo.path) / name)
-    (tmp_path / "models.lock").symlink_to(Path(model_repo.path) / "models.lock")
-    return tmp_path
-
-
 @pytest.mark.models
-def test_the_session_scores_disguised_text_as_the_plain_text(model_repo, tmp_path, stack):
+def test_the_session_scores_disguised_text_as_the_plain_text(model_repo, repo_with, stack):
     from engine import Session
 
     plain = ["fuck you", "I am going to kill you", "fuck you"]
     disguised = [DISGUISED["fullwidth"], f"I am going to k{ZWSP}i{ZWSP}l{ZWSP}l you",
                  DISGUISED["Cyrillic look-alikes"]]
     folded = stack.enter_context(Session(model_repo.path))
-    raw = stack.enter_context(Session(_repo_with(model_repo, tmp_path, "raw")))
+    raw = stack.enter_context(Session(repo_with('unicode = "nfkc"', 'unicode = "raw"')))
     for p, d in zip(plain, disguised):
         want = {k: r.score for k, r in folded.moderate(text=p).policies.items()}
         got = {k: r.score for k, r in folded.moderate(text=d).policies.items()}

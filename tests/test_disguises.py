@@ -1,0 +1,149 @@
+"""Note [disguised words]: spelled-out, leetspeak and stretched words are also judged as read back."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.disguises import Readings, readings
+from engine.errors import ConfigError
+from engine.pipeline import load_pipeline
+
+READ_BACK = {
+    # spelled out, with spaces or one separator between the letters
+    "f u c k you": ["fuck you"],
+    "f.u.c.k you": ["fuck you"],
+    "f-u-c-k you": ["fuck you"],
+    "f_u_c_k you": ["fuck you"],
+    "f*u*c*k you": ["fuck you"],
+    "f . u . c . k you": ["fuck you"],
+    "i will k i l l you": ["i will kill you"],
+    "k 1 l l": ["kill"],  # a spelled-out word with a digit for a letter
+    # leetspeak
+    "sh1t": ["shit"],
+    "you b1tch": ["you bitch"],
+    "b!tch": ["bitch"],
+    "@sshole": ["asshole"],
+    "a$$hole": ["asshole"],
+    "I will k1ll you": ["I will kill you"],
+    "go k!ll yourself": ["go kill yourself"],
+    "l00k 4t th3 h0e": ["look at the hoe"],
+    "ki|ler": ["killer"],
+    # stretched letters: read once and twice
+    "fuuuuuck you": ["fuck you", "fuuck you"],
+    "killlll them": ["kil them", "kill them"],
+    "FUUUck": ["FUck", "FUUck"],
+    # all three at once
+    "f u u u c k y0u": ["fuck you", "fuuck you"],
+}
+
+
+@pytest.mark.parametrize("text", READ_BACK)
+def test_disguised_words_are_read_back(text):
+    assert readings(text) == READ_BACK[text]
+
+
+@pytest.mark.parametrize("text", [
+    "fuck you", "have a nice day", "", "hello!!! how are you?", "wow!!", "C++ rocks",
+    "covid19 and h264",  # digits that are numbers, in words
+    "1 2 3 go", "$100 only", "call 555-0100", "12:30", "3.14159",  # numbers alone
+    "e.g. this", "a, b, c", "I am", "x y",  # two single letters are not a spelled-out word
+    "@john_doe", "my_var_1", "ki||",  # identifiers; signs after a word are punctuation
+    "e-mail", "well-known", "naïve café", "Привет, мир", "你好世界", "tab\tand\nnewline",
+])
+def test_plain_text_has_no_readings(text):
+    assert readings(text) == []
+
+
+def test_readings_take_linear_time():
+    for text in ("a b " * 100_000, "f.u.c.k " * 25_000, "sh1t " * 40_000, "a" * 200_000,
+                 "! " * 100_000, "x1" * 100_000):
+        t = time.perf_counter()
+        readings(text)
+        assert time.perf_counter() - t < 2.0, text[:12]
+
+
+def test_readings_keep_each_texts_strongest_score():
+    r = Readings(["sh1t", "hello", "k i l l"])
+    assert r.texts == ["sh1t", "hello", "k i l l", "shit", "kill"]
+    per_text, read_as, winner = r.strongest(np.array([0.1, 0.2, 0.3, 0.9, 0.05]))
+    assert per_text.tolist() == pytest.approx([0.9, 0.2, 0.3])
+    assert read_as == ["shit", None, None]  # "kill" scored lower than "k i l l": as written
+    assert winner.tolist() == [3, 1, 2]
+    per_text, read_as, _ = r.strongest(np.array([np.nan, 0.2, 0.3, 0.9, 0.05]))
+    assert np.isnan(per_text[0]) and read_as[0] is None  # NaN as written stays: the item fails
+
+    off = Readings(["sh1t"], read=False)
+    assert off.texts == ["sh1t"]
+    assert off.strongest(np.array([0.4]))[1] == [None]
+
+
+def test_pipeline_choice(tmp_path):
+    repo = Path(__file__).resolve().parents[1] / "model_repo"
+    assert load_pipeline(repo).text_read_disguised is True
+    text = (repo / "pipeline.toml").read_text()
+    for value, want in (("false", False), ('"yes"', ConfigError)):
+        (tmp_path / "pipeline.toml").write_text(
+            text.replace("read_disguised = true", f"read_disguised = {value}", 1))
+        if want is ConfigError:
+            with pytest.raises(ConfigError, match="read_disguised"):
+                load_pipeline(tmp_path)
+        else:
+            assert load_pipeline(tmp_path).text_read_disguised is want
+
+
+@pytest.mark.models
+def test_the_session_flags_disguised_text_as_the_plain_text(model_repo, repo_with, stack):
+    from engine import Session
+
+    cases = {  # disguised -> the plain text it reads as, and a policy that flags the plain text
+        "f u c k you": ("fuck you", "offensive_text"),
+        "you are a piece of sh1t": ("you are a piece of shit", "offensive_text"),
+        "fuuuuuck you": ("fuck you", "offensive_text"),
+        "I will k1ll you": ("I will kill you", "violent_threat"),
+        "go k!ll yourself": ("go kill yourself", "self_harm"),
+    }
+    reading = stack.enter_context(Session(model_repo.path))
+    as_written = stack.enter_context(Session(repo_with("read_disguised = true", "read_disguised = false")))
+    for disguised, (plain, policy) in cases.items():
+        want = reading.moderate(text=plain).policies[policy]
+        assert want.flagged, (plain, policy)
+        got = reading.moderate(text=["hello", disguised]).policies[policy]
+        assert got.score == pytest.approx(want.score, abs=1e-6)
+        assert got.flagged
+        assert got.evidence.index == 1  # the item's text, not its reading
+        assert got.evidence.read_as == plain
+        if policy != "offensive_text":
+            assert got.evidence.detail == want.evidence.detail  # the exemplar the reading matched
+        assert not as_written.moderate(text=disguised).policies[policy].flagged, disguised
+    plain_text = reading.moderate(text="I am going to kill you").policies["violent_threat"]
+    assert plain_text.evidence.read_as is None
+    assert "read_as" not in plain_text.evidence.to_dict()
+
+
+@pytest.mark.models
+def test_the_cli_says_how_a_text_was_read(model_repo, capsys):
+    from engine.cli import main
+
+    main(["moderate", "--repo", str(model_repo.path), "--text", "you are a piece of sh1t"])
+    assert "read as 'you are a piece of shit'" in capsys.readouterr().out
+    main(["moderate", "--repo", str(model_repo.path), "--json", "--text", "I will k1ll you"])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["policies"]["violent_threat"]["evidence"]["read_as"] == "I will kill you"
+
+
+@pytest.mark.models
+def test_a_disguised_caption_is_read_back(model_repo, stack):
+    import media_factory as mf
+    from engine import Session
+    from engine.media.synthetic import with_subtitles
+
+    video = with_subtitles(mf.clip(width=64, height=48, fps=10, duration=2.0),
+                           [(0.2, 0.9, "hello"), (1.0, 1.8, "I am going to k i l l you")])
+    r = stack.enter_context(Session(model_repo.path)).moderate(video).policies["violent_threat"]
+    assert r.flagged and r.evidence.modality == "subtitles" and r.evidence.index == 1
+    assert r.evidence.read_as == "I am going to kill you" and r.evidence.segment == (1.0, 1.8)
