@@ -59,6 +59,8 @@ def _moderate(args: argparse.Namespace) -> int:
             elif e.index is not None:
                 where = f"caption {e.index} at {e.timestamps[0]:.2f}s" if e.modality == "subtitles" \
                     else f"text[{e.index}]"
+            if e.excerpt is not None:
+                where += f" {e.excerpt!r}"
             if e.detail:
                 where += f" ({e.detail})"
             if e.background:

@@ -26,9 +26,6 @@ readings off.
 from __future__ import annotations
 
 import re
-from typing import Sequence
-
-import numpy as np
 
 _LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i",
          "|": "l", "+": "t"}
@@ -79,31 +76,3 @@ def _leet_read(text: str) -> str:
 
     return _WORD.sub(word, text)
 
-
-class Readings:
-    """The texts of an item followed by their readings, for one batched model call, and the way
-    back to one score per text: the stronger of its readings'."""
-
-    def __init__(self, texts: Sequence[str], read: bool = True):
-        self.texts = list(texts)
-        self._owner = list(range(len(self.texts)))
-        self._read_as: list[str | None] = [None] * len(self.texts)
-        self._n = len(self.texts)
-        if read:
-            for i, t in enumerate(texts):
-                for r in readings(t):
-                    self.texts.append(r)
-                    self._owner.append(i)
-                    self._read_as.append(r)
-
-    def strongest(self, scores: np.ndarray) -> tuple[np.ndarray, list[str | None], np.ndarray]:
-        """Given one score per entry of ``texts``: per text of the item, its strongest score, the
-        reading that gave it (None: as written), and that entry's position in ``texts``. A text
-        scored NaN as written stays NaN (the policy then fails the item, engine.policies)."""
-        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-        winner = np.arange(self._n)
-        for j in range(self._n, len(self.texts)):
-            i = self._owner[j]
-            if scores[j] > scores[winner[i]]:
-                winner[i] = j
-        return scores[winner], [self._read_as[j] for j in winner], winner

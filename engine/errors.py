@@ -42,7 +42,7 @@ class MediaNotFoundError(UnreadableMediaError, FileNotFoundError):
 
 
 class MediaLimitError(MediaError):
-    """The input exceeds a configured limit (bytes, pixels, duration, frames)."""
+    """The input exceeds a configured limit (bytes, pixels, duration, frames, text length)."""
 
 
 # --- configuration and models ------------------------------------------------

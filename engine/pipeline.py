@@ -168,6 +168,7 @@ def _limits(r: _Reader | None) -> Limits:
         max_frames=r.get("max_frames", int, d.max_frames),
         max_audio_s=r.get("max_audio_s", float, d.max_audio_s),
         timeout_s=r.get("timeout_s", float, d.timeout_s),
+        max_text_chars=r.get("max_text_chars", int, d.max_text_chars),
     )
     r.finish()
     return out

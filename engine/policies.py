@@ -93,18 +93,15 @@ def timed_result(policy: PolicyConfig, score: float, per_step: np.ndarray, best_
 
 
 def score_texts(policy: PolicyConfig, per_text: np.ndarray, model: str,
-                details: Sequence[str] | None = None,
-                read_as: Sequence[str | None] | None = None) -> PolicyResult:
-    """Score a text policy from one score per text of the item (max over texts). ``read_as``: the
-    reading of each text that gave its score, None for the text as written (Note [disguised words])."""
+                details: Sequence[str] | None = None) -> PolicyResult:
+    """Score a text policy from one score per text of the item (max over texts)."""
     per_text = np.asarray(per_text, dtype=np.float32).reshape(-1)
     best = int(per_text.argmax())
     score = pool_over_time(per_text, policy.pooling, policy.window)
     _check_finite(policy, score, model)
     return PolicyResult(policy.name, score, policy.threshold,
                         Evidence("text", model, index=best,
-                                 detail=None if details is None else details[best],
-                                 read_as=None if read_as is None else read_as[best]))
+                                 detail=None if details is None else details[best]))
 
 
 def _check_finite(policy: PolicyConfig, score: float, model: str) -> None:

@@ -30,13 +30,14 @@ from .ops.preprocess import PreprocessSpec, preprocess
 from .device import resolve_placement
 from .device_pipeline import DevicePipeline
 from .pipeline import Pipeline, PolicyConfig, load_pipeline
-from .disguises import Readings
 from .policies import resolve_classes, score_texts, score_timed
 from .repo import ModelRepository
 from .text import Tokenizer, normalise_text
+from .text_units import TextUnits
 from .verdict import Outcome, PolicyResult, Verdict
 
 MODALITIES = ("video", "image", "audio", "text")
+TEXT_BATCH = 64  # texts embedded per model call at most (grouped by length, _like_lengths)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,27 @@ class _Routed(NamedTuple):
 def _with_evidence(r: PolicyResult, **changes: Any) -> PolicyResult:
     """``r`` with its evidence's fields changed."""
     return dataclasses.replace(r, evidence=dataclasses.replace(r.evidence, **changes))
+
+
+def _from_unit(r: PolicyResult, units: TextUnits, won: list) -> PolicyResult:
+    """A text policy's result with its evidence naming the segment and reading that gave it."""
+    u = won[r.evidence.index]
+    return _with_evidence(r, span=u.span, excerpt=units.excerpt(u), read_as=u.read_as)
+
+
+def _like_lengths(texts: Sequence[str], most: int) -> list[list[int]]:
+    """Positions of ``texts`` in batches of at most ``most`` texts of like length (the longest at
+    most 1.5x the shortest, give or take 40 characters). A batch is padded to its longest text:
+    an item's sentences (Note [text segments]) batched with its whole text would be padded to it,
+    and self-attention costs grow with the square of the padded length."""
+    batches: list[list[int]] = []
+    for i in sorted(range(len(texts)), key=lambda i: len(texts[i])):
+        b = batches[-1] if batches else None
+        if b is None or len(b) == most or len(texts[i]) > 1.5 * len(texts[b[0]]) + 40:
+            batches.append([i])
+        else:
+            b.append(i)
+    return batches
 
 
 def _keep_stronger(scores: dict[str, PolicyResult], more: dict[str, PolicyResult]) -> None:
@@ -356,8 +378,7 @@ class Session:
             wave = self._decode_audio(audio, timings)
             scores.update(self._audio_scores(wave, timings))
         if text:
-            texts = self._texts(text)
-            scores.update(self._text_scores(texts, timings))
+            scores.update(self._text_scores(self._given_texts(text), timings))
         if subtitled is not None:
             caption_scores, media["subtitles"] = self._caption_scores(subtitled, timings)
             _keep_stronger(scores, caption_scores)  # the item's texts and its captions
@@ -563,7 +584,7 @@ class Session:
         if not captions:
             return {}, 0
         out = {}
-        for name, r in self._text_scores(self._texts([c.text for c in captions]), timings).items():
+        for name, r in self._text_scores([c.text for c in captions], timings).items():
             c = captions[r.evidence.index]
             out[name] = _with_evidence(r, modality="subtitles", timestamps=(c.start,), segment=(c.start, c.end))
         return out, len(captions)
@@ -667,39 +688,45 @@ class Session:
                                         self._audio_classes)
                     for p in policies}
 
-    def _texts(self, text: str | Sequence[str]) -> list[str]:
-        """The texts as the models read them (Note [text normalisation] in engine.text)."""
+    def _given_texts(self, text: str | Sequence[str]) -> list[str]:
+        """The item's texts as given, checked."""
         try:
             texts = [text] if isinstance(text, str) else list(text)
         except TypeError:  # not iterable
             texts = [text]
         if not all(isinstance(t, str) for t in texts):
             raise InputError("text must be a string or a list of strings")
-        return [normalise_text(t, self.pipeline.text_unicode) for t in texts]
+        for t in texts:
+            self.limits.check_text(len(t))
+        return texts
+
+    def _texts(self, text: str | Sequence[str]) -> list[str]:
+        """The texts as the models read them (Note [text normalisation] in engine.text)."""
+        return [normalise_text(t, self.pipeline.text_unicode) for t in self._given_texts(text)]
 
     def _text_scores(self, texts: list[str], timings) -> dict[str, PolicyResult]:
-        """Text policies over the item's texts, each text judged as written and as read back
-        (Note [disguised words] in engine/disguises.py), its stronger score kept."""
+        """Text policies over the item's texts as given, each judged whole, sentence by sentence
+        and as read back (Note [text segments] in engine/text_units.py), its strongest score kept."""
         out: dict[str, PolicyResult] = {}
         t = time.perf_counter()
-        read = Readings(texts, self.pipeline.text_read_disguised)
+        units = TextUnits(texts, self.pipeline.text_unicode, self.pipeline.text_read_disguised)
         classifier = self.pipeline.text_classifier
         for p in self._policies("text_classifier"):
             name_in = self.backend(classifier.model).inputs[0].name
-            probs = self._infer(classifier.model, {name_in: np.array(read.texts, dtype=object)})
+            probs = self._infer(classifier.model, {name_in: np.array(units.texts, dtype=object)})
             with self._metrics.stage("policy", classifier.model):
-                per_text, read_as, _ = read.strongest(next(iter(probs.values())))
-                out[p.name] = score_texts(p, per_text, classifier.model, read_as=read_as)
+                per_text, won, _ = units.strongest(next(iter(probs.values())))
+                out[p.name] = _from_unit(score_texts(p, per_text, classifier.model), units, won)
         similarity = self._policies("text_similarity")
         if similarity:
-            emb = self._embed_texts(read.texts)
+            emb = self._embed_texts(units.texts)
             model = self.pipeline.text_embedding.model
             with self._metrics.stage("policy", model):
                 for p in similarity:
                     sims = emb @ self._exemplars[p.name].T  # cosine: both sides are L2-normalised
-                    per_text, read_as, winner = read.strongest(sims.max(axis=1))
-                    details = [p.exemplars[j] for j in sims.argmax(axis=1)[winner]]
-                    out[p.name] = score_texts(p, per_text, model, details, read_as)
+                    per_text, won, at = units.strongest(sims.max(axis=1))
+                    details = [p.exemplars[j] for j in sims.argmax(axis=1)[at]]
+                    out[p.name] = _from_unit(score_texts(p, per_text, model, details), units, won)
         timings["text_s"] = time.perf_counter() - t
         return out
 
@@ -711,12 +738,20 @@ class Session:
         with self._lock:  # item workers embed texts concurrently: build the tokenizer once
             if self._tokenizer is None:
                 self._tokenizer = Tokenizer.from_file(self.repo.model(e.model).files["tokenizer.json"])
-        with self._metrics.stage("tokenize"):
-            # padded to the backend's length bucket, if it has buckets: concurrent callers then batch
-            enc = self._tokenizer.encode(texts, pad_to=getattr(backend, "length_buckets", ()))
         names = {s.name for s in backend.inputs}
-        tokens = self._infer(e.model, {k: v for k, v in enc.items() if k in names})[e.output]
-        return masked_mean(tokens, enc["attention_mask"], normalize=e.normalize)
+        group = min(backend.max_batch_size, TEXT_BATCH) if backend.max_batch_size > 0 else TEXT_BATCH
+        out = None
+        for rows in _like_lengths(texts, group):
+            with self._metrics.stage("tokenize"):
+                # padded to the backend's length bucket, if it has buckets: concurrent callers batch
+                enc = self._tokenizer.encode([texts[i] for i in rows],
+                                             pad_to=getattr(backend, "length_buckets", ()))
+            tokens = self._infer(e.model, {k: v for k, v in enc.items() if k in names})[e.output]
+            emb = masked_mean(tokens, enc["attention_mask"], normalize=e.normalize)
+            if out is None:
+                out = np.empty((len(texts), emb.shape[1]), emb.dtype)
+            out[rows] = emb
+        return out if out is not None else np.zeros((0, 0), np.float32)
 
     # ------------------------------------------------------------------ policies
     def _policies(self, source: str) -> list[PolicyConfig]:

@@ -18,8 +18,11 @@ class Evidence:
     exemplar or class; for subtitles (modality "subtitles"), ``index`` is the caption's and the
     timestamps and segment its time on screen; for audio of a source with several sound tracks,
     ``index`` is the track. ``background``: the page a transparent still was judged over that gave
-    the score ("white", "black"; Note [transparent pictures]). ``read_as``: the reading of a
-    disguised text that gave the score ("f u c k" read as "fuck"; Note [disguised words]).
+    the score ("white", "black"; Note [transparent pictures]). Of a text: ``span``, the
+    character span in the text as given of the sentence (or window) that gave the score, and
+    ``excerpt`` that sentence (None: the whole text gave it; Note [text segments]); ``read_as``,
+    the reading of a disguised text that gave the score ("f u c k" read as "fuck"; Note
+    [disguised words]).
     """
 
     modality: str
@@ -29,6 +32,8 @@ class Evidence:
     index: int | None = None
     detail: str | None = None
     background: str | None = None
+    span: tuple[int, int] | None = None
+    excerpt: str | None = None
     read_as: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -43,6 +48,10 @@ class Evidence:
             d["detail"] = self.detail
         if self.background is not None:
             d["background"] = self.background
+        if self.span is not None:
+            d["span"] = list(self.span)
+        if self.excerpt is not None:
+            d["excerpt"] = self.excerpt
         if self.read_as is not None:
             d["read_as"] = self.read_as
         return d

@@ -1,4 +1,4 @@
-"""Resource limits applied to every decode (bytes, pixels, duration, frames, time).
+"""Resource limits applied to every decode (bytes, pixels, duration, frames, time) and text.
 
 Any limit exceeded raises :class:`engine.errors.MediaLimitError`.  ``None`` disables a limit.
 """
@@ -21,6 +21,7 @@ class Limits:
     max_frames: int | None = 10_000               # video frames decoded by FFmpeg in one call
     max_audio_s: float | None = 4 * 3600.0        # seconds of audio decoded (after resampling)
     timeout_s: float | None = 120.0               # wall-clock budget of one decode call
+    max_text_chars: int | None = 100_000          # characters of one text (Note [text segments])
 
     def check_bytes(self, n: int, what: str = "input") -> None:
         if self.max_bytes is not None and n > self.max_bytes:
@@ -46,6 +47,11 @@ class Limits:
     def check_audio(self, seconds: float) -> None:
         if self.max_audio_s is not None and seconds > self.max_audio_s:
             raise MediaLimitError(f"audio longer than max_audio_s={self.max_audio_s} s")
+
+    def check_text(self, chars: int) -> None:
+        if self.max_text_chars is not None and chars > self.max_text_chars:
+            raise MediaLimitError(f"text of {chars} characters is more than "
+                                  f"max_text_chars={self.max_text_chars}")
 
     def deadline(self) -> "Deadline":
         return Deadline(self.timeout_s)
