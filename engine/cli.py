@@ -65,6 +65,8 @@ def _moderate(args: argparse.Namespace) -> int:
                 where += f" ({e.detail})"
             if e.background:
                 where += f" (over a {e.background} page)"
+            if e.gain_db is not None:
+                where += f" (raised {e.gain_db:.1f} dB)"
             if e.read_as is not None:
                 where += f" (read as {e.read_as!r})"
             decision = "[red]flag[/red]" if r.flagged else "[green]pass[/green]"

@@ -58,6 +58,8 @@ class AudioConfig:
     embedding: str = "embedding"
     batch_size: int = 64
     backend: str = "auto"
+    raise_quiet: bool = True      # quiet sound also judged raised to reference_lufs (Note [loudness])
+    reference_lufs: float = -20.0
 
 
 @dataclass(frozen=True)
@@ -269,7 +271,11 @@ def _audio(r: _Reader | None) -> AudioConfig | None:
         embedding=r.get("embedding", str, "embedding"),
         batch_size=r.get("batch_size", int, 64),
         backend=_backend(r),
+        raise_quiet=r.get("raise_quiet", bool, True),
+        reference_lufs=r.get("reference_lufs", float, -20.0),
     )
+    if not -70.0 < out.reference_lufs <= 0.0:
+        raise r.error("reference_lufs", f"must be above -70 and at most 0 LUFS, got {out.reference_lufs}")
     r.finish()
     return out
 

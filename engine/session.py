@@ -22,6 +22,7 @@ from .metrics import ItemLabel, SessionMetrics, counted, label_current_item, mod
 from .backends import Backend, load_backend
 from .backends.tensorrt.memory import is_tensor_input
 from .batching import BatchingPolicy, Scheduler
+from .media.loudness import raise_gain_db
 from .errors import (CorruptMediaError, EngineError, InputError, MediaError, MediaLimitError,
                      ModelError)
 from .ops.audio import CHUNK_SAMPLES, SAMPLE_RATE, yamnet_patches
@@ -674,6 +675,20 @@ class Session:
                     for p in policies}
 
     def _audio_scores(self, wave: np.ndarray, timings) -> dict[str, PolicyResult]:
+        """Audio policies of a waveform as given and, when it is quiet, raised to the reference
+        loudness (Note [loudness] in engine/media/loudness.py), each keeping the stronger."""
+        scores = self._audio_scores_as_given(wave, timings)
+        a = self.pipeline.audio
+        if scores and a.raise_quiet:
+            with self._metrics.stage("loudness", timings=timings, key="loudness_s"):
+                gain = raise_gain_db(wave, a.reference_lufs, SAMPLE_RATE)
+            if gain is not None:
+                raised = self._audio_scores_as_given(wave * np.float32(10.0 ** (gain / 20.0)), timings)
+                _keep_stronger(scores, {name: _with_evidence(r, gain_db=round(gain, 2))
+                                        for name, r in raised.items()})
+        return scores
+
+    def _audio_scores_as_given(self, wave: np.ndarray, timings) -> dict[str, PolicyResult]:
         policies = self._policies("audio")
         if not policies or wave.size == 0:
             return {}

@@ -22,7 +22,8 @@ class Evidence:
     character span in the text as given of the sentence (or window) that gave the score, and
     ``excerpt`` that sentence (None: the whole text gave it; Note [text segments]); ``read_as``,
     the reading of a disguised text that gave the score ("f u c k" read as "fuck"; Note
-    [disguised words]).
+    [disguised words]). Of sound: ``gain_db``, the gain quiet sound was raised by to the
+    reference loudness when that gave the score (Note [loudness]).
     """
 
     modality: str
@@ -35,6 +36,7 @@ class Evidence:
     span: tuple[int, int] | None = None
     excerpt: str | None = None
     read_as: str | None = None
+    gain_db: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"modality": self.modality, "model": self.model}
@@ -54,6 +56,8 @@ class Evidence:
             d["excerpt"] = self.excerpt
         if self.read_as is not None:
             d["read_as"] = self.read_as
+        if self.gain_db is not None:
+            d["gain_db"] = self.gain_db
         return d
 
 

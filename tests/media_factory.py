@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import io
 
 import av
+import numpy as np
 
 from engine.media import synthetic as syn
 
@@ -45,6 +47,18 @@ def rotated_clip(degrees: int) -> bytes:
 def tone_file(seconds=1.0, rate=44100, codec="pcm_s16le", container="wav", channels=1) -> bytes:
     return syn.encode_audio(seconds=seconds, rate=rate, codec=codec, container=container,
                             channels=channels)
+
+
+def float_wav(x: np.ndarray, rate: int = 16000) -> bytes:
+    """A mono float32 WAV of the samples ``x``, as they are (no clipping, NaN kept)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="wav") as oc:
+        st = oc.add_stream("pcm_f32le", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.asarray(x, np.float32)[None], format="flt", layout="mono")
+        frame.sample_rate = rate
+        for p in [*st.encode(frame), *st.encode()]:
+            oc.mux(p)
+    return buf.getvalue()
 
 
 def typed_errors_on_damage(data: bytes, calls, rounds: int, keep: int = 21) -> int:

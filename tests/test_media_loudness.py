@@ -1,0 +1,84 @@
+"""Note [loudness]: quiet sound is also judged raised to the reference loudness."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import media_factory as mf
+from engine.errors import ConfigError
+from engine.media import decode_audio
+from engine.media.loudness import MAX_GAIN_DB, RAISE_MARGIN_DB, integrated_loudness, raise_gain_db
+from engine.pipeline import load_pipeline
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+def sine(amplitude: float, rate: int = 16000, seconds: float = 3.0, hz: float = 1000.0) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def test_loudness_of_a_sine_is_the_standards():
+    # ITU-R BS.1770: a 0 dBFS 1 kHz sine in one front channel reads -3.01 LUFS; half of it 6.02 less
+    assert integrated_loudness(sine(0.5, 48000), 48000) == pytest.approx(-9.03, abs=0.02)
+    assert integrated_loudness(sine(0.5)) == pytest.approx(-9.03, abs=0.1)  # at the model's 16 kHz
+    for db in (10, 20, 40):  # a steady sound: every block above the gates, so exactly db quieter
+        got = integrated_loudness(sine(0.5 * 10 ** (-db / 20)))
+        assert got == pytest.approx(integrated_loudness(sine(0.5)) - db, abs=0.02)
+
+
+def test_silence_has_no_loudness():
+    assert integrated_loudness(np.zeros(48000, np.float32)) == -math.inf
+    assert integrated_loudness(np.zeros(0, np.float32)) == -math.inf
+    assert integrated_loudness(sine(0.5 * 10 ** (-75 / 20))) == -math.inf  # under the -70 LUFS gate
+
+
+def test_the_gain_that_raises_quiet_sound():
+    loud = integrated_loudness(sine(0.5))  # -9 LUFS
+    assert raise_gain_db(sine(0.5), -20.0) is None  # louder than the reference
+    within = sine(0.5 * 10 ** (-(11 + RAISE_MARGIN_DB / 2) / 20))  # 1.5 dB under the reference
+    assert raise_gain_db(within, -20.0) is None
+    quiet = sine(0.5 * 10 ** (-25 / 20))  # -34 LUFS
+    assert raise_gain_db(quiet, -20.0) == pytest.approx(-20.0 - (loud - 25), abs=0.02)
+    faint = sine(0.5 * 10 ** (-58 / 20))  # -67 LUFS: 47 dB under, raised by at most MAX_GAIN_DB
+    assert raise_gain_db(faint, -20.0) == MAX_GAIN_DB
+    assert raise_gain_db(np.zeros(16000, np.float32), -20.0) is None
+    assert raise_gain_db(np.zeros(0, np.float32), -20.0) is None
+
+
+def test_pipeline_choice(tmp_path):
+    repo = Path(__file__).resolve().parents[1] / "model_repo"
+    a = load_pipeline(repo).audio
+    assert a.raise_quiet is True and a.reference_lufs == -20.0
+    text = (repo / "pipeline.toml").read_text()
+    for old, new, problem in (("raise_quiet = true", "raise_quiet = 1", "expected bool"),
+                              ("reference_lufs = -20.0", "reference_lufs = -80", "above -70"),
+                              ("reference_lufs = -20.0", "reference_lufs = 3", "at most 0")):
+        (tmp_path / "pipeline.toml").write_text(text.replace(old, new, 1))
+        with pytest.raises(ConfigError, match=problem):
+            load_pipeline(tmp_path)
+    (tmp_path / "pipeline.toml").write_text(text.replace("raise_quiet = true", "raise_quiet = false", 1))
+    assert load_pipeline(tmp_path).audio.raise_quiet is False
+
+
+@pytest.mark.models
+def test_quiet_violent_sound_is_judged_as_heard(model_repo, repo_with, stack):
+    from engine import Session
+
+    explosion = decode_audio(SAMPLES / "explosion.flac")  # -20.8 LUFS, flagged as given
+    raising = stack.enter_context(Session(model_repo.path))
+    as_given = stack.enter_context(Session(repo_with("raise_quiet = true", "raise_quiet = false")))
+    loud = raising.moderate(mf.float_wav(explosion)).policies["violent_audio"]
+    assert loud.flagged and loud.evidence.gain_db is None  # at the reference: judged once
+    assert loud.score == as_given.moderate(mf.float_wav(explosion)).policies["violent_audio"].score
+    for db in (10, 20, 30):
+        quiet = mf.float_wav(explosion * np.float32(10 ** (-db / 20)))
+        r = raising.moderate(quiet).policies["violent_audio"]
+        assert r.flagged, db
+        assert r.evidence.gain_db == pytest.approx(-20.0 - integrated_loudness(decode_audio(quiet)), abs=0.01)
+        assert r.evidence.segment is not None and r.to_dict()["evidence"]["gain_db"] == r.evidence.gain_db
+        assert not as_given.moderate(quiet).policies["violent_audio"].flagged, db  # what was missed
