@@ -30,8 +30,12 @@ DEFAULT_MAX_LENGTH = 256
 # drawn like Latin ones (Cyrillic "с" in "fuсk", "ѕһіt") are folded to those Latin letters (Unicode's
 # confusables, TR39, from confusable_homoglyphs) where a reader takes them for Latin: in a word that
 # also holds Latin letters, or anywhere in a text written mostly in Latin letters, and only when
-# every letter of the word has a Latin double; Russian or Greek text keeps its own letters. Plain text is unchanged, so the models' scores on it stay the
-# packages' own. ``[text] unicode = "raw"`` in pipeline.toml turns it off.
+# every letter of the word has a Latin double; Russian or Greek text keeps its own letters. Text
+# after a right-to-left override (U+202E, up to its U+202C or the end of the line) is shown
+# reversed: "\u202ekcuf" shows as "fuck", so left-to-right letters there are read reversed, as
+# shown (a run holding right-to-left letters, Hebrew or Arabic, reads as written). Plain text is
+# unchanged, so the models' scores on it stay the packages' own. ``[text] unicode = "raw"`` in
+# pipeline.toml turns it off.
 TEXT_FORMS = ("nfkc", "raw")
 _WORD = re.compile(r"\w+")
 
@@ -43,8 +47,25 @@ def normalise_text(text: str, form: str = "nfkc") -> str:
     text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     if form == "raw":
         return text
-    folded = unicodedata.normalize("NFKC", text)
+    folded = unicodedata.normalize("NFKC", _overrides_as_shown(text))
     return _latin_lookalikes_folded("".join(ch for ch in folded if unicodedata.category(ch) != "Cf"))
+
+
+_OVERRIDDEN = re.compile("\u202e([^\u202c\n\r\u2029]*)\u202c?")
+
+
+def _overrides_as_shown(text: str) -> str:
+    """Note [text normalisation]: left-to-right text after a right-to-left override, as shown."""
+    if "\u202e" not in text:
+        return text
+
+    def shown(m: re.Match) -> str:
+        run = m.group(1)
+        if any(unicodedata.bidirectional(ch) in ("R", "AL") for ch in run):
+            return run  # Hebrew or Arabic: read right to left, as written
+        return run[::-1]
+
+    return _OVERRIDDEN.sub(shown, text)
 
 
 def _latin_lookalikes_folded(text: str) -> str:

@@ -19,6 +19,8 @@ DISGUISED = {
     "soft hyphen and word joiner": f"fu{SHY}c{WJ}k you",
     "Cyrillic look-alikes": "fu\u0441k \u0443\u043eu",  # с, у, о: Cyrillic letters drawn like c, y, o
     "Cyrillic and Greek look-alikes": "fu\u0441k y\u03bf\u03c5",  # с; ο, υ (Greek omicron, upsilon)
+    "right-to-left override": "\u202euoy kcuf",  # shown as "fuck you"
+    "right-to-left override of a word": "\u202ekcuf\u202c you",
 }
 
 
@@ -42,6 +44,13 @@ def test_lone_surrogates_become_replacement_characters(form):
     assert normalise_text("abc \ud800 def", form) == "abc \ufffd def"  # a JSON "\\ud800" escape
     assert normalise_text("\udcff", form) == "\ufffd"  # an undecodable command-line byte
     assert normalise_text("x\ud83d\ude00y", form) == "x\U0001F600y"  # a pair is its character
+
+
+def test_text_after_a_right_to_left_override_reads_as_shown():
+    assert normalise_text("I will \u202ellik\u202c you") == "I will kill you"
+    assert normalise_text("ab\u202edc\nfe") == "abcd\nfe"  # the override ends with the line
+    assert normalise_text("\u202eשלום\u202c עולם") == "שלום עולם"  # Hebrew: read as written
+    assert normalise_text("\u202ekcuf", "raw") == "\u202ekcuf"
 
 
 def test_ligatures_and_compatibility_forms():
