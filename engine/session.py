@@ -399,6 +399,10 @@ class Session:
         per worker are submitted ahead, so a long iterable is consumed as it goes);
         ``progress`` sees the outcomes in order.
         """
+        if isinstance(items, (str, bytes, bytearray, memoryview, os.PathLike, Mapping)) \
+                or not isinstance(items, Iterable):
+            raise InputError(f"moderate_many takes an iterable of items, got {type(items).__name__} "
+                             "(for one item, call moderate)")
         outcomes: list[Outcome] = []
         ahead: deque[tuple[str, Future]] = deque()
 

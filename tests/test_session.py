@@ -360,6 +360,13 @@ def test_an_input_no_policy_examines_is_refused_not_passed(model_repo, tmp_path)
 
 
 # --- hostile input: one bad item fails only itself -------------------------------------------
+def test_moderate_many_takes_an_iterable_of_items(session):
+    for wrong in (5, str(SAMPLES / "image.png"), SAMPLES / "image.png", b"bytes", {"text": "hi"}):
+        with pytest.raises(errors.InputError, match="iterable of items"):
+            session.moderate_many(wrong)
+    assert [o.ok for o in session.moderate_many(iter([{"text": "hi"}]))] == [True]  # a generator
+
+
 def test_moderate_many_isolates_failures(session, tmp_path):
     good = SAMPLES / "clip_tone.mp4"
     truncated = tmp_path / "truncated.mp4"
