@@ -34,11 +34,11 @@ from .pipeline import Pipeline, PolicyConfig, load_pipeline
 from .policies import resolve_classes, score_texts, score_timed
 from .repo import ModelRepository
 from .text import Tokenizer, normalise_text
-from .text_units import TextUnits
+from .text_units import TextUnits, batches_of_like_length
 from .verdict import Outcome, PolicyResult, Verdict
 
 MODALITIES = ("video", "image", "audio", "text")
-TEXT_BATCH = 64  # texts embedded per model call at most (grouped by length, _like_lengths)
+TEXT_BATCH = 64  # texts embedded per model call at most (batches_of_like_length)
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +64,6 @@ def _from_unit(r: PolicyResult, units: TextUnits, won: list) -> PolicyResult:
     """A text policy's result with its evidence naming the segment and reading that gave it."""
     u = won[r.evidence.index]
     return _with_evidence(r, span=u.span, excerpt=units.excerpt(u), read_as=u.read_as)
-
-
-def _like_lengths(texts: Sequence[str], most: int) -> list[list[int]]:
-    """Positions of ``texts`` in batches of at most ``most`` texts of like length (the longest at
-    most 1.5x the shortest, give or take 40 characters). A batch is padded to its longest text:
-    an item's sentences (Note [text segments]) batched with its whole text would be padded to it,
-    and self-attention costs grow with the square of the padded length."""
-    batches: list[list[int]] = []
-    for i in sorted(range(len(texts)), key=lambda i: len(texts[i])):
-        b = batches[-1] if batches else None
-        if b is None or len(b) == most or len(texts[i]) > 1.5 * len(texts[b[0]]) + 40:
-            batches.append([i])
-        else:
-            b.append(i)
-    return batches
 
 
 def _keep_stronger(scores: dict[str, PolicyResult], more: dict[str, PolicyResult]) -> None:
@@ -760,7 +745,7 @@ class Session:
         names = {s.name for s in backend.inputs}
         group = min(backend.max_batch_size, TEXT_BATCH) if backend.max_batch_size > 0 else TEXT_BATCH
         out = None
-        for rows in _like_lengths(texts, group):
+        for rows in batches_of_like_length(texts, group):
             with self._metrics.stage("tokenize"):
                 # padded to the backend's length bucket, if it has buckets: concurrent callers batch
                 enc = self._tokenizer.encode([texts[i] for i in rows],

@@ -113,3 +113,18 @@ class TextUnits:
             return None
         s = self._given[unit.owner][unit.span[0]:unit.span[1]]
         return s if len(s) <= MAX_EXCERPT_CHARS else s[:MAX_EXCERPT_CHARS - 1] + "…"
+
+
+def batches_of_like_length(texts: Sequence[str], most: int) -> list[list[int]]:
+    """Positions of ``texts`` in batches of at most ``most`` texts of like length (the longest at
+    most 1.5x the shortest, give or take 40 characters). A batch is padded to its longest text:
+    an item's sentences (Note [text segments]) batched with its whole text would be padded to it,
+    and self-attention costs grow with the square of the padded length."""
+    batches: list[list[int]] = []
+    for i in sorted(range(len(texts)), key=lambda i: len(texts[i])):
+        b = batches[-1] if batches else None
+        if b is None or len(b) == most or len(texts[i]) > 1.5 * len(texts[b[0]]) + 40:
+            batches.append([i])
+        else:
+            b.append(i)
+    return batches

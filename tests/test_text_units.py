@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from engine.errors import MediaLimitError
-from engine.text_units import MAX_EXCERPT_CHARS, MAX_WORDS, STRIDE, TextUnits, Unit, segments
+from engine.text_units import (MAX_EXCERPT_CHARS, MAX_WORDS, STRIDE, TextUnits, Unit,
+                               batches_of_like_length, segments)
 
 FRIENDLY = "We had a lovely picnic in the park with the kids. "
 THREAT = "I am going to kill you."
@@ -96,6 +97,17 @@ def test_long_excerpts_are_cut():
     u = TextUnits([text])
     unit = next(x for x in u.units if x.span is not None and x.span[0] > 0)
     assert len(u.excerpt(unit)) == MAX_EXCERPT_CHARS and u.excerpt(unit).endswith("…")
+
+
+def test_texts_batch_with_texts_of_like_length():
+    texts = ["x" * n for n in (300, 5, 10, 60, 1000, 7, 70, 20)]
+    got = batches_of_like_length(texts, most=3)
+    assert sorted(i for b in got for i in b) == list(range(len(texts)))  # each text once
+    assert got == [[1, 5, 2], [7, 3, 6], [0], [4]]  # shortest first, at most 3, like lengths
+    for b in got:
+        lengths = [len(texts[i]) for i in b]
+        assert max(lengths) <= 1.5 * min(lengths) + 40
+    assert batches_of_like_length([], 4) == []
 
 
 @pytest.mark.models
