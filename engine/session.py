@@ -66,6 +66,14 @@ def _from_unit(r: PolicyResult, units: TextUnits, won: list) -> PolicyResult:
     return _with_evidence(r, span=u.span, excerpt=units.excerpt(u), read_as=u.read_as)
 
 
+def _is_samples(x: Any) -> bool:
+    """Sound given as samples (engine.media.audio_from_array): an ``(n,)`` or ``(n, channels)``
+    array at 16 kHz, or ``(array, sample_rate)``. Pictures are ``(H, W, 3 or 4)`` arrays."""
+    if isinstance(x, tuple):
+        return len(x) == 2 and isinstance(x[0], np.ndarray)
+    return isinstance(x, np.ndarray) and (x.ndim == 1 or (x.ndim == 2 and x.shape[1] <= 8 < x.shape[0]))
+
+
 def _keep_stronger(scores: dict[str, PolicyResult], more: dict[str, PolicyResult]) -> None:
     """Merge ``more`` into ``scores``, each policy keeping the result with the higher score."""
     for name, r in more.items():
@@ -458,7 +466,9 @@ class Session:
         info = None
         if media_input is not None:
             media_input = self._readable(media_input)
-            if isinstance(media_input, np.ndarray):
+            if _is_samples(media_input):
+                audio = media_input
+            elif isinstance(media_input, np.ndarray):
                 image = media_input
             else:
                 info = media.probe(media_input, self.limits)
@@ -479,7 +489,7 @@ class Session:
                 audio = video
             elif audio is None:
                 skipped = video_info.audio_codec
-        if audio is not None:
+        if audio is not None and not _is_samples(audio):
             audio_info = video_info if audio is video else probed(audio)
         cover = None
         if self._policies("vision"):  # the picture stored with a video or a sound file
@@ -592,6 +602,9 @@ class Session:
 
     def _decode_audio(self, source: Any, timings: dict[str, float], track: int = 0) -> np.ndarray:
         with self._metrics.stage("decode_audio", timings=timings, key="decode_audio_s"):
+            if _is_samples(source):  # samples in memory: (n,) at 16 kHz, or (samples, rate)
+                samples, rate = source if isinstance(source, tuple) else (source, SAMPLE_RATE)
+                return media.audio_from_array(samples, rate, self.limits, SAMPLE_RATE)
             return media.decode_audio(source, self.limits, track=track)
 
     def _scores_over_tracks(self, source: Any, tracks: int, timings) -> tuple[dict[str, PolicyResult], int]:

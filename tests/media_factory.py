@@ -50,11 +50,14 @@ def tone_file(seconds=1.0, rate=44100, codec="pcm_s16le", container="wav", chann
 
 
 def float_wav(x: np.ndarray, rate: int = 16000) -> bytes:
-    """A mono float32 WAV of the samples ``x``, as they are (no clipping, NaN kept)."""
+    """A float32 WAV of the samples ``x`` ((n,) mono or (n, 2) stereo), as they are (no clipping,
+    NaN kept)."""
+    x = np.asarray(x, np.float32)
+    layout = "stereo" if x.ndim == 2 else "mono"
     buf = io.BytesIO()
     with av.open(buf, "w", format="wav") as oc:
-        st = oc.add_stream("pcm_f32le", rate=rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray(np.asarray(x, np.float32)[None], format="flt", layout="mono")
+        st = oc.add_stream("pcm_f32le", rate=rate, layout=layout)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x).reshape(1, -1), format="flt", layout=layout)
         frame.sample_rate = rate
         for p in [*st.encode(frame), *st.encode()]:
             oc.mux(p)

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.errors import EmptyMediaError, InputError
-from engine.media import decode_audio, decode_image, frame_to_rgb, has_audio, probe
+from engine.errors import EmptyMediaError, InputError, MediaLimitError
+from engine.media import audio_from_array, decode_audio, decode_image, frame_to_rgb, has_audio, probe
+from engine.media.limits import Limits
 from engine.media.synthetic import encode_image, pattern_rgb, read_index
 
 import media_factory as mf
@@ -295,3 +296,40 @@ def test_jpeg_exif_orientation_matches_pillow(orientation):
     fr = decode_image(data)
     assert (fr.height, fr.width) == shown.shape[:2]
     assert np.abs(frame_to_rgb(fr).astype(int) - shown.astype(int)).mean() < 4.0
+
+
+# --- samples already in memory (audio_from_array) -----------------------------------------------
+def _explosion() -> np.ndarray:
+    return decode_audio(SAMPLES / "explosion.flac")
+
+
+def test_samples_at_16khz_mono_are_taken_as_they_are():
+    w = _explosion()
+    np.testing.assert_array_equal(audio_from_array(w), w)
+    np.testing.assert_array_equal(audio_from_array(w.astype(np.float64)), w)
+    pcm = np.round(w * 32767).astype(np.int16)
+    np.testing.assert_allclose(audio_from_array(pcm), pcm / 32768.0, atol=1e-7)
+
+
+@pytest.mark.parametrize("rate, channels", [(48000, 1), (44100, 2), (16000, 2), (8000, 1)])
+def test_samples_are_resampled_and_downmixed_as_decoded_sound(rate, channels):
+    t = np.arange(int(rate * 1.3)) / rate
+    x = (0.4 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32)
+    x = np.stack([x, 0.5 * x[::-1]], 1) if channels == 2 else x
+    np.testing.assert_array_equal(audio_from_array(x, rate), decode_audio(mf.float_wav(x, rate)))
+
+
+def test_samples_are_made_safe_and_bounded():
+    x = np.tile(np.array([np.nan, np.inf, -3e38, 0.5], np.float32), 4000)
+    got = audio_from_array(x)
+    assert np.isfinite(got).all() and got[:4].tolist() == [0.0, 1.0, -1.0, 0.5]
+    with pytest.raises(MediaLimitError, match="max_audio_s"):
+        audio_from_array(np.zeros(16000 * 3, np.float32), 16000, Limits(max_audio_s=2.0))
+    for bad, rate, error in ((np.zeros(10, np.uint8), 16000, InputError),
+                             (np.zeros((10, 3, 2), np.float32), 16000, InputError),
+                             (np.zeros((10, 9), np.float32), 16000, InputError),
+                             (np.zeros(10, np.float32), 5, InputError),
+                             (np.zeros(10, np.float32), 16000.0, InputError),
+                             (np.zeros(0, np.float32), 16000, EmptyMediaError)):
+        with pytest.raises(error):
+            audio_from_array(bad, rate)

@@ -484,3 +484,22 @@ def test_unexpected_failure_stays_with_its_item(session, monkeypatch):
     a, b, c = session.moderate_many([{"text": "hi"}, {"text": "explode"}, {"text": "there"}])
     assert a.ok and c.ok
     assert isinstance(b.error, errors.InternalError) and "simulated bug" in str(b.error)
+
+
+def test_sound_given_as_samples_is_judged_as_the_file(session):
+    from engine.media import decode_audio
+
+    wave = decode_audio(SAMPLES / "explosion.flac")
+    want = session.moderate(SAMPLES / "explosion.flac").policies["violent_audio"]
+    w48 = decode_audio(SAMPLES / "explosion.flac", sample_rate=48000)
+    for given in ({"audio": wave}, {"media": wave}, {"audio": (wave, 16000)},
+                  {"audio": (np.stack([w48, w48], 1) * np.float32(0.5), 48000)}):
+        [outcome] = session.moderate_many([given])
+        got = outcome.verdict.policies["violent_audio"]
+        assert got.flagged and got.evidence.segment == want.evidence.segment, given.keys()
+        assert got.score == pytest.approx(want.score, abs=0.02)
+    assert session.moderate(audio=wave).policies["violent_audio"].score == want.score  # the same samples
+    np.testing.assert_array_equal(session.embed(audio=wave)["audio"],
+                                  session.embed(SAMPLES / "explosion.flac")["audio"])
+    good, bad = session.moderate_many([{"audio": wave}, {"audio": wave.astype(np.uint8)}])
+    assert good.ok and isinstance(bad.error, errors.InputError)

@@ -7,12 +7,12 @@ from typing import Any
 import av
 import numpy as np
 
-from engine.errors import CorruptMediaError, InputError
+from engine.errors import CorruptMediaError, EmptyMediaError, InputError
 
 from .limits import DEFAULT_LIMITS, Limits
 from .source import Packets, check_codec, first_stream, media_errors, open_container
 
-__all__ = ["decode_audio", "has_audio"]
+__all__ = ["decode_audio", "audio_from_array", "has_audio"]
 
 
 def has_audio(source: Any, limits: Limits | None = None) -> bool:
@@ -60,6 +60,38 @@ def decode_audio(source: Any, limits: Limits | None = None, sample_rate: int = 1
         if not decoded_any:
             raise CorruptMediaError("audio stream does not decode")
         return out.finish()
+
+
+_ARRAY_FORMATS = {np.dtype(np.float32): "flt", np.dtype(np.float64): "dbl", np.dtype(np.int16): "s16",
+                  np.dtype(np.int32): "s32"}
+
+
+def audio_from_array(samples: Any, sample_rate: int = 16000, limits: Limits | None = None,
+                     rate: int = 16000) -> np.ndarray:
+    """Samples given as an array (PCM a service already holds): ``(n,)`` mono or ``(n, channels)``
+    interleaved, float32/float64 (full scale +-1) or int16/int32 PCM, at ``sample_rate`` Hz ->
+    float32 mono at ``rate``, downmixed and resampled by FFmpeg like decoded sound, NaN and
+    beyond-full-scale values made safe as there, and bounded by ``Limits.max_audio_s``."""
+    limits = limits or DEFAULT_LIMITS
+    a = np.asarray(samples)
+    fmt = _ARRAY_FORMATS.get(a.dtype)
+    if fmt is None or a.ndim not in (1, 2) or (a.ndim == 2 and not 1 <= a.shape[1] <= 8):
+        raise InputError(f"audio samples must be a (n,) or (n, channels) array of float32, float64, "
+                         f"int16 or int32, got {a.dtype} {a.shape}")
+    if not isinstance(sample_rate, (int, np.integer)) or not 1000 <= sample_rate <= 768_000:
+        raise InputError(f"sample_rate must be an int from 1000 to 768000 Hz, got {sample_rate!r}")
+    if a.shape[0] == 0:
+        raise EmptyMediaError("audio samples are empty")
+    limits.check_audio(a.shape[0] / sample_rate)
+    a = np.ascontiguousarray(a.reshape(a.shape[0], -1))
+    layout = {1: "mono", 2: "stereo"}.get(a.shape[1], f"{a.shape[1]}c")  # FFmpeg's default layouts
+    out = _Resampled(rate, limits)
+    for start in range(0, a.shape[0], RUN_SAMPLES):
+        chunk = a[start:start + RUN_SAMPLES]
+        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format=fmt, layout=layout)
+        frame.sample_rate = int(sample_rate)
+        out.add(frame)
+    return out.finish()
 
 
 # Note [batched resampling]
