@@ -15,9 +15,11 @@ costs nothing unless it spells what a policy looks for. One reading applies, in 
   letters (0 o, 1 i, 3 e, 4 a, 5 s, 7 t, @ a, $ s, ! i, | l, + t), only when every other character
   of the word is a letter; ! | + only between letters (before or after a word they are
   punctuation), and a word of digits alone is a number;
+* marked: Latin letters with accents, strokes or hooks ("fück", "ƒuck", "shïţ") are read as their
+  plain letters (from the letter's Unicode name: "LATIN SMALL LETTER F WITH HOOK" is an f);
 * stretched: a letter written three or more times in a row is read once and twice (English
   spells "kill" and "ass" with doubles), giving two readings.
-Letters masked by asterisks ("f**k") are not guessed. Unicode disguises (fullwidth, look-alike
+Letters masked by asterisks ("f**k") are not guessed, nor words run together ("fuckyou"). Unicode disguises (fullwidth, look-alike
 letters of other scripts, invisible characters) are undone before, by normalise_text (Note [text
 normalisation] in engine/text.py). ``[text] read_disguised = false`` in pipeline.toml turns the
 readings off.
@@ -25,7 +27,9 @@ readings off.
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 
 _LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i",
          "|": "l", "+": "t"}
@@ -42,12 +46,29 @@ _STRETCHED = re.compile(r"([^\W\d_])\1{2,}", re.IGNORECASE)
 def readings(text: str) -> list[str]:
     """The readings of ``text`` other than ``text`` itself (none, one, or two when letters are
     stretched), per Note [disguised words]."""
-    read = _leet_read(_spelled_out_joined(text))
+    read = _leet_read(_spelled_out_joined(_plain_latin(text)))
     if _STRETCHED.search(read):
         found = [_STRETCHED.sub(r"\1", read), _STRETCHED.sub(r"\1\1", read)]
     else:
         found = [read]
     return [r for r in dict.fromkeys(found) if r != text]
+
+
+_LATIN_LETTER = re.compile(r"LATIN (SMALL|CAPITAL) LETTER (?:DOTLESS )?([A-Z])(?: WITH .*)?$")
+
+
+def _plain_latin(text: str) -> str:
+    if text.isascii():
+        return text
+    return "".join(_plain_letter(ch) if not ch.isascii() else ch for ch in text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_letter(ch: str) -> str:
+    m = _LATIN_LETTER.match(unicodedata.name(ch, ""))
+    if m is None:
+        return ch
+    return m.group(2).lower() if m.group(1) == "SMALL" else m.group(2)
 
 
 def _spelled_out_joined(text: str) -> str:

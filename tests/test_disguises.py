@@ -32,6 +32,12 @@ READ_BACK = {
     "go k!ll yourself": ["go kill yourself"],
     "l00k 4t th3 h0e": ["look at the hoe"],
     "ki|ler": ["killer"],
+    # marked Latin letters: accents, strokes, hooks
+    "fück you": ["fuck you"],
+    "ƒuck you": ["fuck you"],
+    "FÜCK": ["FUCK"],
+    "i will kíll you": ["i will kill you"],
+    "Łódź": ["Lodz"],
     # stretched letters: read once and twice
     "fuuuuuck you": ["fuck you", "fuuck you"],
     "killlll them": ["kil them", "kill them"],
@@ -52,7 +58,7 @@ def test_disguised_words_are_read_back(text):
     "1 2 3 go", "$100 only", "call 555-0100", "12:30", "3.14159",  # numbers alone
     "e.g. this", "a, b, c", "I am", "x y",  # two single letters are not a spelled-out word
     "@john_doe", "my_var_1", "ki||",  # identifiers; signs after a word are punctuation
-    "e-mail", "well-known", "naïve café", "Привет, мир", "你好世界", "tab\tand\nnewline",
+    "e-mail", "well-known", "straße", "Привет, мир", "你好世界", "tab\tand\nnewline",
 ])
 def test_plain_text_has_no_readings(text):
     assert readings(text) == []
@@ -90,6 +96,7 @@ def test_the_session_flags_disguised_text_as_the_plain_text(model_repo, repo_wit
         "fuuuuuck you": ("fuck you", "offensive_text"),
         "I will k1ll you": ("I will kill you", "violent_threat"),
         "go k!ll yourself": ("go kill yourself", "self_harm"),
+        "fück you": ("fuck you", "offensive_text"),
     }
     reading = stack.enter_context(Session(model_repo.path))
     as_written = stack.enter_context(Session(repo_with("read_disguised = true", "read_disguised = false")))
