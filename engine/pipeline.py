@@ -31,6 +31,7 @@ class SamplingConfig:
     mode: str = "fps"
     value: float = 1.0
     max_frames: int = 64
+    shots: bool = True  # also the keyframes that start a shot (Note [shot starts])
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,7 @@ def _vision(r: _Reader | None) -> VisionConfig | None:
             mode=s.get("mode", str, "fps", choices=SAMPLING_MODES),
             value=s.get("value", float, 1.0),
             max_frames=s.get("max_frames", int, 64),
+            shots=s.get("shots", bool, True),
         )
         if sampling.value <= 0 or sampling.max_frames <= 0:
             raise s.error("value", "value and max_frames must be positive")

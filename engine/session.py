@@ -356,6 +356,8 @@ class Session:
         if video is not None:
             decoded = self._decode_video(video, timings)
             sampled, strategy, media = tuple(decoded.timestamps), decoded.strategy, decoded.picture_facts()
+            if decoded.shots:
+                media["shot_starts"] = decoded.shots
             if skipped_audio:
                 media["audio_skipped"] = skipped_audio
             scores.update(self._scores_over_pages(decoded.pages or [("", decoded.frames)], sampled, timings))
@@ -526,8 +528,8 @@ class Session:
 
     def _decode_video(self, source: Any, timings: dict[str, float]):
         s = self.pipeline.vision.sampling if self.pipeline.vision else None
-        sampling = media.Sampling(mode=s.mode, value=s.value, max_frames=s.max_frames) if s \
-            else media.Sampling()
+        sampling = media.Sampling(mode=s.mode, value=s.value, max_frames=s.max_frames, shots=s.shots) \
+            if s else media.Sampling()
         pages = self._pages()
         with self._metrics.stage("decode_video", timings=timings, key="decode_video_s"):
             decoded = self._device.decode_video(source, sampling, self.limits, pages) if self._device \

@@ -127,7 +127,7 @@ class DecordSource:
 
 
 def decode_video_decord(source: Any, sampling=None, limits: Limits | None = None):
-    from .video import DecodedVideo, Sampling, _on_screen, _targets, _thin
+    from .video import DecodedVideo, Sampling, _on_screen, _targets, _thin, with_shots
 
     sampling = sampling or Sampling()
     limits = limits or DEFAULT_LIMITS
@@ -140,6 +140,7 @@ def decode_video_decord(source: Any, sampling=None, limits: Limits | None = None
             fps = float(ds.reader.get_avg_fps() or 0.0)
             frame_dur = 1.0 / fps if fps else 0.04
             targets: list[float] = []
+            shots: list[float] = []
             if sampling.mode == "all":
                 idx = list(range(n if sampling.max_frames is None else min(n, sampling.max_frames)))
             elif sampling.mode == "keyframes":
@@ -149,6 +150,9 @@ def decode_video_decord(source: Any, sampling=None, limits: Limits | None = None
                 targets = _thin(targets, sampling.max_frames)
                 eps = min(frame_dur * 0.25, 1e-3)
                 idx = sorted({_on_screen(times, t, eps) for t in targets})
+                keys = [times[i] for i in ds.keyframe_indices()]
+                shots = with_shots(sampling, [times[i] for i in idx], times, keys)
+                idx = sorted(idx + [times.index(t) for t in shots])
             limits.check_frames(len(idx))
             arrays = ds.get(idx)
         except MediaError:
@@ -164,4 +168,4 @@ def decode_video_decord(source: Any, sampling=None, limits: Limits | None = None
         frames=frames, timestamps=[f.pts for f in frames], duration=float(duration), fps=fps,
         width=frames[0].width, height=frames[0].height, rotation=rotation, decoded_frames=len(frames),
         strategy="decord", codec=ds.info.video_codec or "", targets=[round(t, 6) for t in targets],
-        mirrored=mirrored, sar=ds.sar)
+        shots=[round(t, 6) for t in shots], mirrored=mirrored, sar=ds.sar)

@@ -168,11 +168,12 @@ def decode_video_nvdec(source: Any, sampling: Sampling | None = None, limits: Li
     reason = qualify(codec, pix_fmt, orientation, matrix, width, height, sdr, interlaced)
     if reason is not None:
         return Fallback(reason)
+    shots: list[float] = []
     if sampling.mode == "all":
         strategy, picked, targets = "all", index.times[:sampling.max_frames], []
     else:
         plan = plan_samples(sampling, index)
-        strategy, picked, targets = plan.strategy, plan.frames, plan.targets
+        strategy, picked, targets, shots = plan.strategy, plan.frames, plan.targets, plan.shots
         duration = index.duration
     indices = [bisect.bisect_left(index.times, t) for t in picked]
     decoded = _decode_cost(indices, [bisect.bisect_left(index.times, k) for k in index.keys])
@@ -202,7 +203,8 @@ def decode_video_nvdec(source: Any, sampling: Sampling | None = None, limits: Li
         height=height, rotation=0, decoded_frames=decoded, strategy=strategy, codec=codec,
         keyframe_interval=index.key_gap if strategy != "all" else None, decode_errors=index.errors,
         complete=_complete(sampling, index, picked, start, duration, fps),
-        targets=[round(t - start, 6) for t in targets], keepalive=fetched, sar=sar)
+        targets=[round(t - start, 6) for t in targets], shots=[round(t - start, 6) for t in shots],
+        keepalive=fetched, sar=sar)
 
 
 def _complete(sampling: Sampling, index, picked: list[float], start: float, duration: float,
