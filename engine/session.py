@@ -18,11 +18,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import media, serving
+from .media.loudness import raise_gain_db
 from .metrics import ItemLabel, SessionMetrics, counted, label_current_item, modality_label
 from .backends import Backend, load_backend
 from .backends.tensorrt.memory import is_tensor_input
 from .batching import BatchingPolicy, Scheduler
-from .media.loudness import raise_gain_db
 from .errors import (CorruptMediaError, EngineError, InputError, MediaError, MediaLimitError,
                      ModelError)
 from .ops.audio import CHUNK_SAMPLES, SAMPLE_RATE, yamnet_patches
