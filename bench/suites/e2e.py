@@ -21,7 +21,12 @@ says these rows were skipped. Ran on an H100 (bench/baselines/h100/e2e-quick.*; 
 audio: the text models were not carried to that machine).
 
 Items: the decode suite's H.264 clip (480p 6 s quick, 1080p 10 s full; no sound track) with the
-pipeline's sampling (1 fps), ``samples/image.jpg``, ``samples/speech.m4a`` and a short caption.
+pipeline's sampling (1 fps), ``samples/image.jpg``, ``samples/speech.m4a``, a short caption, and a
+post of 40 sentences (kind "post", posts/s). A text is judged whole and sentence by sentence (Note
+[text segments] in engine/text_units.py): a post's stages are the whole text through each model
+(what judging it whole costs) and ``units``, every sentence and reading through both models (what
+the policies do); ``units÷embedding`` (throughputs: 0.25 = four times the time) is the price of
+judging sentence by sentence.
 """
 
 from __future__ import annotations
@@ -36,14 +41,27 @@ from bench.timing import measure, rates
 from bench.workload import ITEMS, MODEL_REPO
 
 SUITE = "e2e"
-KINDS = ("video", "image", "audio", "text")
-UNITS = {"video": "videos/s", "image": "images/s", "audio": "audio-s/s", "text": "texts/s"}
+KINDS = ("video", "image", "audio", "text", "post")
+UNITS = {"video": "videos/s", "image": "images/s", "audio": "audio-s/s", "text": "texts/s", "post": "posts/s"}
+POST_SENTENCES = 40
 
 
 def items_in_flight(kind: str, cfg: RunConfig) -> int:
     """Items submitted at once per session call: enough to keep every worker busy."""
-    n = {"video": 4, "image": 8, "audio": 8, "text": 32}[kind]
+    n = {"video": 4, "image": 8, "audio": 8, "text": 32, "post": 4}[kind]
     return n if cfg.quick else 2 * n
+
+
+def post_item() -> tuple[dict, str]:
+    """A post of POST_SENTENCES everyday sentences of 6 to 20 words (the same every run)."""
+    import random
+
+    rng = random.Random(0)
+    words = ("we had a lovely day at the park with the kids and then it rained so we went home "
+             "for tea after the game my friend said that the new film was great").split()
+    text = " ".join(" ".join(rng.choice(words) for _ in range(rng.randint(6, 20))).capitalize() + "."
+                    for _ in range(POST_SENTENCES))
+    return {"text": text}, f"post of {POST_SENTENCES} sentences, {len(text)} characters"
 
 
 def video_item(cfg: RunConfig):
@@ -93,8 +111,11 @@ def stage_paths(session, kind: str, item: dict) -> tuple[dict[str, Callable[[], 
                 "model": lambda: audio.infer({name_in: patches})}, len(wave) / SAMPLE_RATE
     texts = [item["text"]]
     classifier = session.backend(p.text_classifier.model)
-    return {"embedding": lambda: session._embed_texts(texts),  # tokenizer + MiniLM + pooling
-            "classifier": lambda: classifier.infer({classifier.inputs[0].name: np.array(texts, dtype=object)})}, 1.0
+    stages = {"embedding": lambda: session._embed_texts(texts),  # tokenizer + MiniLM + pooling
+              "classifier": lambda: classifier.infer({classifier.inputs[0].name: np.array(texts, dtype=object)})}
+    if kind == "post":  # every sentence and reading through both models, as the policies judge it
+        stages["units"] = lambda: session._text_scores(texts, {})
+    return stages, 1.0
 
 
 def kind_part(session, kind: str, item: dict, cfg: RunConfig, out: SuiteResult, describe: str,
@@ -127,6 +148,9 @@ def kind_part(session, kind: str, item: dict, cfg: RunConfig, out: SuiteResult, 
         params={**params, "slowest_stage": which}))
     out.figures += [ratio_figure(f"{SUITE}/{kind}/{name}÷session", SUITE, figs[name], figs["session"],
                                  {**params, "path": name}) for name in gpu_sessions or {}]
+    if "units" in figs:
+        out.figures.append(ratio_figure(f"{SUITE}/{kind}/units÷embedding", SUITE, figs["units"],
+                                        figs["embedding"], params))
     out.notes.append(f"{kind}: slowest stage {which}, session reaches "
                      f"{figs['session'].stats.median / figs[which].stats.median:.0%} of it")
 
@@ -146,7 +170,8 @@ def run(cfg: RunConfig, tick: Tick, repo_path=MODEL_REPO, kinds=KINDS) -> SuiteR
         session.warmup()
         p = session.pipeline
         served = {"video": p.vision, "image": p.vision, "audio": p.audio,
-                  "text": p.text_embedding and p.text_classifier}
+                  "text": p.text_embedding and p.text_classifier,
+                  "post": p.text_embedding and p.text_classifier}
         for kind in kinds:
             if not served[kind]:  # a subset repository (bench/repo_subset.py)
                 out.notes.append(f"{kind}: the pipeline of {repo_path} does not serve it, its rows skipped")
@@ -154,6 +179,8 @@ def run(cfg: RunConfig, tick: Tick, repo_path=MODEL_REPO, kinds=KINDS) -> SuiteR
                 continue
             if kind == "video":
                 item, describe = video_item(cfg)
+            elif kind == "post":
+                item, describe = post_item()
             else:
                 item = ITEMS[kind]
                 value = next(iter(item.values()))
