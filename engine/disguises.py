@@ -3,11 +3,14 @@
 Note [disguised words]
 People write the words a filter looks for so that readers still read them and the filter does
 not: letters spelled out one by one ("f u c k", "f.u.c.k", "k-i-l-l"), digits and signs standing
-for letters ("sh1t", "k!ll", "@sshole", "a$$"), and stretched letters ("fuuuuck"). The profanity
-classifier's vocabulary and MiniLM's WordPiece see other tokens ("I will k1ll you" scored 0.39 for
-violent_threat, "I will kill you" 0.85). So a text is judged as written AND as read back, each
-policy keeping the stronger score: a reading can raise a score, never lower it, and a wrong guess
-costs nothing unless it spells what a policy looks for. One reading applies, in this order:
+for letters ("sh1t", "k!ll", "@sshole", "a$$"), marked letters ("fück") and stretched letters
+("fuuuuck"). The profanity classifier's vocabulary and MiniLM's WordPiece see other tokens ("I
+will k1ll you" scored 0.39 for violent_threat, "I will kill you" 0.85). So a text is judged as
+written AND as read back, each policy keeping the stronger score: a reading can raise a score,
+never lower it, and a wrong guess costs nothing unless it spells what a policy looks for. One
+reading undoes all four, in this order:
+* marked: Latin letters with accents, strokes or hooks ("fück", "ƒuck", "shïţ") are read as their
+  plain letters (from the letter's Unicode name: "LATIN SMALL LETTER F WITH HOOK" is an f);
 * spelled out: a run of >= 3 single characters (letters, or digits and signs standing for
   letters), at least two of them letters, separated by spaces or by one of . - _ * ~ / · • (with
   or without spaces around it), is joined into a word;
@@ -15,14 +18,12 @@ costs nothing unless it spells what a policy looks for. One reading applies, in 
   letters (0 o, 1 i, 3 e, 4 a, 5 s, 7 t, @ a, $ s, ! i, | l, + t), only when every other character
   of the word is a letter; ! | + only between letters (before or after a word they are
   punctuation), and a word of digits alone is a number;
-* marked: Latin letters with accents, strokes or hooks ("fück", "ƒuck", "shïţ") are read as their
-  plain letters (from the letter's Unicode name: "LATIN SMALL LETTER F WITH HOOK" is an f);
 * stretched: a letter written three or more times in a row is read once and twice (English
   spells "kill" and "ass" with doubles), giving two readings.
-Letters masked by asterisks ("f**k") are not guessed, nor words run together ("fuckyou"). Unicode disguises (fullwidth, look-alike
-letters of other scripts, invisible characters) are undone before, by normalise_text (Note [text
-normalisation] in engine/text.py). ``[text] read_disguised = false`` in pipeline.toml turns the
-readings off.
+Letters masked by asterisks ("f**k") are not guessed, nor words run together ("fuckyou"). Unicode
+disguises (fullwidth, look-alike letters of other scripts, invisible characters, right-to-left
+overrides) are undone before, by normalise_text (Note [text normalisation] in engine/text.py).
+``[text] read_disguised = false`` in pipeline.toml turns the readings off.
 """
 
 from __future__ import annotations
