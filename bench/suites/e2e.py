@@ -81,6 +81,7 @@ def stage_paths(session, kind: str, item: dict) -> tuple[dict[str, Callable[[], 
     import numpy as np
 
     from engine import media
+    from engine.media.loudness import integrated_loudness
     from engine.ops.audio import SAMPLE_RATE, yamnet_patches
     from engine.ops.preprocess import preprocess
 
@@ -107,6 +108,7 @@ def stage_paths(session, kind: str, item: dict) -> tuple[dict[str, Callable[[], 
         audio = session.backend(p.audio.model)
         name_in = p.audio.input or audio.inputs[0].name
         return {"decode": lambda: media.decode_audio(item["audio"], session.limits),
+                "loudness": lambda: integrated_loudness(wave),  # Note [loudness]: every clip is measured
                 "frontend": lambda: yamnet_patches(wave),
                 "model": lambda: audio.infer({name_in: patches})}, len(wave) / SAMPLE_RATE
     texts = [item["text"]]
