@@ -3,12 +3,13 @@
 Note [disguised words]
 People write the words a filter looks for so that readers still read them and the filter does
 not: letters spelled out one by one ("f u c k", "f.u.c.k", "k-i-l-l"), digits and signs standing
-for letters ("sh1t", "k!ll", "@sshole", "a$$"), marked letters ("fück") and stretched letters
-("fuuuuck"). The profanity classifier's vocabulary and MiniLM's WordPiece see other tokens ("I
-will k1ll you" scored 0.39 for violent_threat, "I will kill you" 0.85). So a text is judged as
-written AND as read back, each policy keeping the stronger score: a reading can raise a score,
-never lower it, and a wrong guess costs nothing unless it spells what a policy looks for. One
-reading undoes all four, in this order:
+for letters ("sh1t", "k!ll", "@sshole", "a$$"), marked letters ("fück"), stretched letters
+("fuuuuck"), and words run together ("fuckyou", hashtags: "#killthemall"). The profanity
+classifier's vocabulary and MiniLM's WordPiece see other tokens ("I will k1ll you" scored 0.39 for
+violent_threat, "I will kill you" 0.85). So a text is judged as written AND as read back, each
+policy keeping the stronger score: a reading can raise a score, never lower it, and a wrong guess
+costs nothing unless it spells what a policy looks for. One reading undoes all five, in this
+order:
 * marked: Latin letters with accents, strokes or hooks ("fück", "ƒuck", "shïţ") are read as their
   plain letters (from the letter's Unicode name: "LATIN SMALL LETTER F WITH HOOK" is an f);
 * spelled out: a run of >= 3 single characters (letters, or digits and signs standing for
@@ -19,16 +20,23 @@ reading undoes all four, in this order:
   of the word is a letter; ! | + only between letters (before or after a word they are
   punctuation), and a word of digits alone is a number;
 * stretched: a letter written three or more times in a row is read once and twice (English
-  spells "kill" and "ass" with doubles), giving two readings.
-Letters masked by asterisks ("f**k") are not guessed, nor words run together ("fuckyou"). Unicode
-disguises (fullwidth, look-alike letters of other scripts, invisible characters, right-to-left
-overrides) are undone before, by normalise_text (Note [text normalisation] in engine/text.py).
+  spells "kill" and "ass" with doubles), giving two readings;
+* run together: a word of six or more letters, all small or all capital, that English word
+  frequencies split into words (wordninja: "fuckyou", "iwillkillyou", "#killthemall") is read as
+  those words; common words stay whole ("therapist", "assassin"), CamelCase and hyphenated words
+  are left, and a split is taken only into common words (COMMON_WORDS: "normalised" -> "normal is
+  ed" is not). The price: a rare word holding a taboo one may be read apart (the town "penistone",
+  in small letters, flags offensive_text as "penis tone"; "Penistone" does not).
+Letters masked by asterisks ("f**k") are not guessed. Unicode disguises (fullwidth, look-alike
+letters of other scripts, invisible characters, right-to-left overrides) are undone before, by
+normalise_text (Note [text normalisation] in engine/text.py).
 ``[text] read_disguised = false`` in pipeline.toml turns the readings off.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
 import unicodedata
 
@@ -52,7 +60,7 @@ def readings(text: str) -> list[str]:
         found = [_STRETCHED.sub(r"\1", read), _STRETCHED.sub(r"\1\1", read)]
     else:
         found = [read]
-    return [r for r in dict.fromkeys(found) if r != text]
+    return [r for r in dict.fromkeys(_words_apart(f) for f in found) if r != text]
 
 
 _LATIN_LETTER = re.compile(r"LATIN (SMALL|CAPITAL) LETTER (?:DOTLESS )?([A-Z])(?: WITH .*)?$")
@@ -78,6 +86,51 @@ def _spelled_out_joined(text: str) -> str:
         return units if sum(ch.isalpha() for ch in units) >= 2 else m.group()
 
     return _SPELLED_OUT.sub(join, text)
+
+
+_RUN_TOGETHER = re.compile(r"(?<![\w-])[^\W\d_]{6,}(?![\w-])")
+MAX_RUN_TOGETHER = 40  # letters: phrases run together are short; longer runs are left (linear time)
+# the words of one or two letters a run-together phrase is made of; other short pieces mean the
+# split took a word wordninja does not know apart ("normalised" -> "normal is ed")
+_SHORT_WORDS = frozenset("a i am an as at be by do go he if in is it me my no of oh ok on or so "
+                         "to up us we ya ye yo".split())
+
+
+def _words_apart(text: str) -> str:
+    return _RUN_TOGETHER.sub(lambda m: _apart(m.group()), text)
+
+
+@functools.lru_cache(maxsize=65536)  # a text's sentences and windows repeat its words
+def _apart(word: str) -> str:
+    if len(word) > MAX_RUN_TOGETHER or not (word.islower() or word.isupper()):
+        return word  # CamelCase names and identifiers ("TensorRT", "InputError") stay
+    import wordninja
+
+    parts = wordninja.split(word)
+    if len(parts) < 2 or not all(_common(w.lower()) for w in parts):
+        return word
+    return " ".join(parts)
+
+
+COMMON_WORDS = 65_000  # of wordninja's 126k by frequency: "slut" is 45,902nd, "rapist" 60,507th
+
+
+def _common(piece: str) -> bool:
+    """A piece a run-together phrase is made of: a word of one or two letters people write, or one
+    of the COMMON_WORDS most frequent words (random letters split into such pieces ~0.7% of the
+    time, against 1.4% for any word of the list)."""
+    if len(piece) < 3:
+        return piece in _SHORT_WORDS
+    return _frequency_rank(piece) < COMMON_WORDS
+
+
+def _frequency_rank(word: str) -> float:
+    import wordninja
+
+    # wordninja 2.0 keeps cost = log((rank + 1) * log(N)) per word (its Zipf model), not the rank
+    costs = wordninja.DEFAULT_LANGUAGE_MODEL._wordcost
+    cost = costs.get(word)
+    return math.inf if cost is None else math.exp(cost) / math.log(len(costs)) - 1
 
 
 def _leet_read(text: str) -> str:

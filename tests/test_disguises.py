@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.disguises import readings
@@ -38,6 +39,13 @@ READ_BACK = {
     "FÜCK": ["FUCK"],
     "i will kíll you": ["i will kill you"],
     "Łódź": ["Lodz"],
+    # words run together
+    "fuckyou": ["fuck you"],
+    "#killthemall": ["#kill them all"],
+    "iwillkillyou": ["i will kill you"],
+    "GOKILLYOURSELF": ["GO KILL YOURSELF"],
+    "F U C K Y O U": ["FUCK YOU"],  # spelled out, then apart
+    "yourslut": ["your slut"],
     # stretched letters: read once and twice
     "fuuuuuck you": ["fuck you", "fuuck you"],
     "killlll them": ["kil them", "kill them"],
@@ -59,17 +67,32 @@ def test_disguised_words_are_read_back(text):
     "e.g. this", "a, b, c", "I am", "x y",  # two single letters are not a spelled-out word
     "@john_doe", "my_var_1", "ki||",  # identifiers; signs after a word are punctuation
     "e-mail", "well-known", "straße", "Привет, мир", "你好世界", "tab\tand\nnewline",
+    "therapist", "assassin", "Scunthorpe", "cocktail", "butterfly", "analysis",  # words stay whole
+    "KillThemAll", "TensorRT", "normalised", "KYSNOW",  # CamelCase; pieces that are no words
 ])
 def test_plain_text_has_no_readings(text):
     assert readings(text) == []
 
 
 def test_readings_take_linear_time():
+    rng = np.random.default_rng(0)
+    distinct = " ".join("".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 9)) for _ in range(10_000))
     for text in ("a b " * 100_000, "f.u.c.k " * 25_000, "sh1t " * 40_000, "a" * 200_000,
-                 "! " * 100_000, "x1" * 100_000):
+                 "! " * 100_000, "x1" * 100_000, "thisisatest " * 20_000, distinct):
         t = time.perf_counter()
         readings(text)
         assert time.perf_counter() - t < 2.0, text[:12]
+
+
+def test_run_together_words_split_into_common_words_only():
+    from engine.disguises import COMMON_WORDS, _frequency_rank, _words_apart
+
+    assert round(_frequency_rank("the")) == 0 and round(_frequency_rank("you")) == 104  # wordninja's ranks
+    assert round(_frequency_rank("slut")) == 45_902 < COMMON_WORDS
+    assert _frequency_rank("xkqj") == float("inf")
+    rng = np.random.default_rng(1)  # random letters rarely split into common words
+    gibberish = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 9)) for _ in range(2000)]
+    assert sum(_words_apart(w) != w for w in gibberish) < 0.01 * len(gibberish)
 
 
 def test_pipeline_choice(tmp_path):
@@ -97,6 +120,7 @@ def test_the_session_flags_disguised_text_as_the_plain_text(model_repo, repo_wit
         "I will k1ll you": ("I will kill you", "violent_threat"),
         "go k!ll yourself": ("go kill yourself", "self_harm"),
         "fück you": ("fuck you", "offensive_text"),
+        "iwillkillyou": ("i will kill you", "violent_threat"),
     }
     reading = stack.enter_context(Session(model_repo.path))
     as_written = stack.enter_context(Session(repo_with("read_disguised = true", "read_disguised = false")))
