@@ -65,6 +65,8 @@ def _moderate(args: argparse.Namespace) -> int:
                 where += f" ({e.detail})"
             if e.background:
                 where += f" (over a {e.background} page)"
+            if e.channel is not None:
+                where += f" (channel {e.channel})"
             if e.gain_db is not None:
                 where += f" (raised {e.gain_db:.1f} dB)"
             if e.read_as is not None:

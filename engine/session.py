@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import media, serving
-from .media.loudness import raise_gain_db
+from .media.loudness import integrated_loudness, is_quiet, raise_gain_db
 from .metrics import ItemLabel, SessionMetrics, counted, label_current_item, modality_label
 from .backends import Backend, load_backend
 from .backends.tensorrt.memory import is_tensor_input
@@ -371,8 +371,7 @@ class Session:
             track_scores, media["audio_tracks"] = self._scores_over_tracks(audio, audio_tracks, timings)
             scores.update(track_scores)
         elif audio is not None:
-            wave = self._decode_audio(audio, timings)
-            scores.update(self._audio_scores(wave, timings))
+            scores.update(self._sound_scores(audio, timings))
         if text:
             scores.update(self._text_scores(self._given_texts(text), timings))
         if subtitled is not None:
@@ -602,12 +601,35 @@ class Session:
                                   for name, r in self._vision_scores(frames, stamps, timings).items()})
         return best
 
-    def _decode_audio(self, source: Any, timings: dict[str, float], track: int = 0) -> np.ndarray:
+    def _decode_audio(self, source: Any, timings: dict[str, float], track: int = 0,
+                      channels: bool = False) -> np.ndarray:
+        """Mono samples at 16 kHz; with ``channels``, each channel alone, (channels, samples)."""
         with self._metrics.stage("decode_audio", timings=timings, key="decode_audio_s"):
             if _is_samples(source):  # samples in memory: (n,) at 16 kHz, or (samples, rate)
                 samples, rate = source if isinstance(source, tuple) else (source, SAMPLE_RATE)
+                if channels:
+                    columns = np.asarray(samples).reshape(len(samples), -1).T
+                    return np.stack([media.audio_from_array(c, rate, self.limits, SAMPLE_RATE) for c in columns])
                 return media.audio_from_array(samples, rate, self.limits, SAMPLE_RATE)
-            return media.decode_audio(source, self.limits, track=track)
+            return media.decode_audio(source, self.limits, track=track, channels=channels)
+
+    def _sound_scores(self, source: Any, timings, track: int = 0) -> dict[str, PolicyResult]:
+        """Audio policies of one sound track: its mono downmix (raised when quiet, Note
+        [loudness]) and, when that is quiet or silent, each of its channels alone (Note
+        [cancelling channels] in engine/media/loudness.py), each policy keeping the stronger."""
+        wave = self._decode_audio(source, timings, track)
+        a = self.pipeline.audio
+        loudness = None
+        if self._policies("audio") and a.raise_quiet and wave.size:
+            with self._metrics.stage("loudness", timings=timings, key="loudness_s"):
+                loudness = integrated_loudness(wave, SAMPLE_RATE)
+        scores = self._audio_scores(wave, timings, loudness)
+        if scores and loudness is not None and is_quiet(loudness, a.reference_lufs):
+            channels = self._decode_audio(source, timings, track, channels=True)
+            for k, channel in enumerate(channels if len(channels) > 1 else ()):
+                _keep_stronger(scores, {name: _with_evidence(r, channel=k)
+                                        for name, r in self._audio_scores(channel, timings).items()})
+        return scores
 
     def _scores_over_tracks(self, source: Any, tracks: int, timings) -> tuple[dict[str, PolicyResult], int]:
         """Audio policies over every sound track of a source with several (languages,
@@ -618,13 +640,12 @@ class Session:
         judged, first_error = 0, None
         for k in range(tracks):
             try:
-                wave = self._decode_audio(source, timings, track=k)
+                track_scores = self._sound_scores(source, timings, track=k)
             except MediaError as e:
                 first_error = first_error or e
                 continue
             judged += 1
-            _keep_stronger(best, {name: _with_evidence(r, index=k)
-                                  for name, r in self._audio_scores(wave, timings).items()})
+            _keep_stronger(best, {name: _with_evidence(r, index=k) for name, r in track_scores.items()})
         if not judged:
             raise first_error
         return best, judged
@@ -678,14 +699,17 @@ class Session:
             return {p.name: score_timed(p, outputs, self._class_ids[p.name], times, "vision", model)
                     for p in policies}
 
-    def _audio_scores(self, wave: np.ndarray, timings) -> dict[str, PolicyResult]:
+    def _audio_scores(self, wave: np.ndarray, timings, loudness: float | None = None) -> dict[str, PolicyResult]:
         """Audio policies of a waveform as given and, when it is quiet, raised to the reference
-        loudness (Note [loudness] in engine/media/loudness.py), each keeping the stronger."""
+        loudness (Note [loudness] in engine/media/loudness.py), each keeping the stronger.
+        ``loudness``: the waveform's, when measured already."""
         scores = self._audio_scores_as_given(wave, timings)
         a = self.pipeline.audio
         if scores and a.raise_quiet:
-            with self._metrics.stage("loudness", timings=timings, key="loudness_s"):
-                gain = raise_gain_db(wave, a.reference_lufs, SAMPLE_RATE)
+            if loudness is None:
+                with self._metrics.stage("loudness", timings=timings, key="loudness_s"):
+                    loudness = integrated_loudness(wave, SAMPLE_RATE)
+            gain = raise_gain_db(loudness, a.reference_lufs)
             if gain is not None:
                 raised = self._audio_scores_as_given(wave * np.float32(10.0 ** (gain / 20.0)), timings)
                 _keep_stronger(scores, {name: _with_evidence(r, gain_db=round(gain, 2))

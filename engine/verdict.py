@@ -23,7 +23,8 @@ class Evidence:
     ``excerpt`` that sentence (None: the whole text gave it; Note [text segments]); ``read_as``,
     the reading of a disguised text that gave the score ("f u c k" read as "fuck"; Note
     [disguised words]). Of sound: ``gain_db``, the gain quiet sound was raised by to the
-    reference loudness when that gave the score (Note [loudness]).
+    reference loudness when that gave the score (Note [loudness]), and ``channel``, the channel
+    judged alone that gave it (Note [cancelling channels]).
     """
 
     modality: str
@@ -37,6 +38,7 @@ class Evidence:
     excerpt: str | None = None
     read_as: str | None = None
     gain_db: float | None = None
+    channel: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"modality": self.modality, "model": self.model}
@@ -58,6 +60,8 @@ class Evidence:
             d["read_as"] = self.read_as
         if self.gain_db is not None:
             d["gain_db"] = self.gain_db
+        if self.channel is not None:
+            d["channel"] = self.channel
         return d
 
 

@@ -11,7 +11,8 @@ import pytest
 import media_factory as mf
 from engine.errors import ConfigError
 from engine.media import decode_audio
-from engine.media.loudness import MAX_GAIN_DB, RAISE_MARGIN_DB, integrated_loudness, raise_gain_db
+from engine.media.loudness import (MAX_GAIN_DB, RAISE_MARGIN_DB, integrated_loudness, is_quiet,
+                                   raise_gain_db)
 from engine.pipeline import load_pipeline
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -39,15 +40,16 @@ def test_silence_has_no_loudness():
 
 def test_the_gain_that_raises_quiet_sound():
     loud = integrated_loudness(sine(0.5))  # -9 LUFS
-    assert raise_gain_db(sine(0.5), -20.0) is None  # louder than the reference
+    gain = lambda wave: raise_gain_db(integrated_loudness(wave), -20.0)  # noqa: E731
+    assert gain(sine(0.5)) is None and not is_quiet(loud, -20.0)  # louder than the reference
     within = sine(0.5 * 10 ** (-(11 + RAISE_MARGIN_DB / 2) / 20))  # 1.5 dB under the reference
-    assert raise_gain_db(within, -20.0) is None
+    assert gain(within) is None and not is_quiet(integrated_loudness(within), -20.0)
     quiet = sine(0.5 * 10 ** (-25 / 20))  # -34 LUFS
-    assert raise_gain_db(quiet, -20.0) == pytest.approx(-20.0 - (loud - 25), abs=0.02)
+    assert gain(quiet) == pytest.approx(-20.0 - (loud - 25), abs=0.02)
     faint = sine(0.5 * 10 ** (-58 / 20))  # -67 LUFS: 47 dB under, raised by at most MAX_GAIN_DB
-    assert raise_gain_db(faint, -20.0) == MAX_GAIN_DB
-    assert raise_gain_db(np.zeros(16000, np.float32), -20.0) is None
-    assert raise_gain_db(np.zeros(0, np.float32), -20.0) is None
+    assert gain(faint) == MAX_GAIN_DB
+    assert gain(np.zeros(16000, np.float32)) is None  # silence: nothing to raise, but quiet
+    assert is_quiet(-math.inf, -20.0) and gain(np.zeros(0, np.float32)) is None
 
 
 def test_pipeline_choice(tmp_path):
@@ -82,3 +84,37 @@ def test_quiet_violent_sound_is_judged_as_heard(model_repo, repo_with, stack):
         assert r.evidence.gain_db == pytest.approx(-20.0 - integrated_loudness(decode_audio(quiet)), abs=0.01)
         assert r.evidence.segment is not None and r.to_dict()["evidence"]["gain_db"] == r.evidence.gain_db
         assert not as_given.moderate(quiet).policies["violent_audio"].flagged, db  # what was missed
+
+
+def test_channels_decode_alone():
+    explosion = decode_audio(SAMPLES / "explosion.flac")
+    stereo = mf.float_wav(np.stack([explosion, -explosion], 1))
+    both = decode_audio(stereo, channels=True)
+    assert both.shape == (2, explosion.size) and both.dtype == np.float32
+    np.testing.assert_array_equal(both[0], explosion)
+    np.testing.assert_array_equal(both[1], -explosion)
+    assert not decode_audio(stereo).any()  # the downmix the model reads: silence
+    np.testing.assert_array_equal(decode_audio(SAMPLES / "explosion.flac", channels=True), explosion[None])
+
+
+@pytest.mark.models
+def test_channels_that_cancel_in_the_downmix_are_judged_alone(model_repo, repo_with, stack):
+    from engine import Session
+
+    explosion = decode_audio(SAMPLES / "explosion.flac")
+    judging = stack.enter_context(Session(model_repo.path))
+    as_given = stack.enter_context(Session(repo_with("raise_quiet = true", "raise_quiet = false")))
+    want = judging.moderate(mf.float_wav(explosion)).policies["violent_audio"]
+    for left, right, channel in ((explosion, -explosion, 0), (np.zeros_like(explosion), explosion, 1)):
+        anti = mf.float_wav(np.stack([left, right], 1) * np.float32(0.5))
+        r = judging.moderate(anti).policies["violent_audio"]
+        assert r.flagged and r.evidence.channel == channel
+        assert r.to_dict()["evidence"]["channel"] == channel
+        if channel == 0:  # exact anti-phase: silence downmixed, the explosion itself in channel 0
+            assert r.score == pytest.approx(want.score, abs=0.02)
+            assert not as_given.moderate(anti).policies["violent_audio"].flagged  # what was missed
+        for given in ({"audio": (np.stack([left, right], 1) * np.float32(0.5), 16000)},):
+            [o] = judging.moderate_many([given])  # samples in memory: the same
+            assert o.verdict.policies["violent_audio"].flagged
+    loud = judging.moderate(mf.float_wav(np.stack([explosion, explosion], 1))).policies["violent_audio"]
+    assert loud.evidence.channel is None  # a loud downmix: channels not judged apart

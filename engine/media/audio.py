@@ -22,9 +22,10 @@ def has_audio(source: Any, limits: Limits | None = None) -> bool:
 
 
 def decode_audio(source: Any, limits: Limits | None = None, sample_rate: int = 16000, *,
-                 track: int = 0) -> np.ndarray:
+                 track: int = 0, channels: bool = False) -> np.ndarray:
     """Decode the first audio stream (the ``track``-th with ``track``) as a float32 mono waveform
-    at ``sample_rate`` Hz.
+    at ``sample_rate`` Hz; with ``channels=True``, each channel alone, shape (channels, samples)
+    (in the first frame's channel layout).
 
     Channels are downmixed and the rate converted by FFmpeg (swresample); the resampler is flushed
     so the tail is not lost.  No audio stream -> EmptyMediaError; longer than
@@ -43,7 +44,7 @@ def decode_audio(source: Any, limits: Limits | None = None, sample_rate: int = 1
             st = c.streams.audio[track]
             check_codec(st)
         st.thread_type = "AUTO"
-        out = _Resampled(sample_rate, limits)
+        out = _Resampled(sample_rate, limits, channels)
         errors = 0
         decoded_any = False
         for packet in Packets(c, st, deadline):
@@ -138,10 +139,13 @@ def _joined(frames: list, fmt: str, layout: str, rate: int):
 
 class _Resampled:
     """Float32 mono at ``rate`` of the frames given to :meth:`add`, in order (Note [batched
-    resampling]); a change of format, layout or rate mid-stream starts a new resampler."""
+    resampling]); a change of format, layout or rate mid-stream starts a new resampler. With
+    ``channels``: each channel alone, (channels, samples), in the first frame's layout."""
 
-    def __init__(self, rate: int, limits: Limits):
+    def __init__(self, rate: int, limits: Limits, channels: bool = False):
         self.rate, self.limits = rate, limits
+        self.channels = channels
+        self.layout = "mono"  # of the output; the first frame's, with channels
         self.max_samples = None if limits.max_audio_s is None else int(limits.max_audio_s * rate)
         self.resampler = None
         self.key: tuple | None = None
@@ -156,7 +160,10 @@ class _Resampled:
             self._flush_run()
             if self.resampler is not None:
                 self._take(self.resampler.resample(None))
-            self.resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+            if self.channels and self.key is None:
+                self.layout = frame.layout.name
+            self.resampler = av.AudioResampler(format="fltp" if self.channels else "flt",
+                                               layout=self.layout, rate=self.rate)
             self.key = key
         self.run.append(frame)
         self.run_samples += frame.samples
@@ -167,7 +174,8 @@ class _Resampled:
         self._flush_run()
         if self.resampler is not None:
             self._take(self.resampler.resample(None))
-        wave = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.float32)
+        empty = np.zeros((av.AudioLayout(self.layout).nb_channels, 0) if self.channels else 0, np.float32)
+        wave = np.concatenate(self.chunks, axis=-1) if self.chunks else empty
         # Float formats can hold NaN, infinity and values far beyond full scale, which no speaker
         # plays: NaN made every score of the clip NaN (below any threshold), 3e38 overflowed the
         # model to scores of 0. They are heard as silence and clipped full scale, and so judged.
@@ -182,8 +190,9 @@ class _Resampled:
 
     def _take(self, frames) -> None:
         for rf in frames:
-            a = rf.to_ndarray().reshape(-1)
-            self.total += a.shape[0]
+            a = rf.to_ndarray()
+            a = a if self.channels else a.reshape(-1)  # planar: (channels, samples)
+            self.total += a.shape[-1]
             if self.max_samples is not None and self.total > self.max_samples:
                 self.limits.check_audio(self.total / self.rate)
             self.chunks.append(a.astype(np.float32, copy=False))

@@ -13,6 +13,14 @@ integrated, gated loudness of ITU-R BS.1770 (EBU R128) as FFmpeg's ebur128 filte
 of the decoded mono waveform (content above 8 kHz is gone at 16 kHz; it weighs little in
 K-weighted loudness). Sound with nothing above the standard's -70 LUFS gate (silence) is not
 raised, and the gain is at most MAX_GAIN_DB.
+
+Note [cancelling channels]
+The model reads a mono downmix, and channels can cancel in it: a stereo track whose right channel
+is its left one inverted plays at full loudness in headphones and stereo speakers, and downmixes
+to silence (the explosion sample so scored 0.019, passed). So when the downmix of a track with
+several channels is quiet (as above) or silent, each channel is judged alone too, the stronger
+kept; the evidence names the channel (``channel``). Loud downmixes, the usual case, cost nothing
+more. ``[audio] raise_quiet = false`` turns this off with the raising.
 """
 
 from __future__ import annotations
@@ -58,12 +66,14 @@ def integrated_loudness(wave: np.ndarray, sample_rate: int = 16000) -> float:
     return value if value > SILENT_LUFS else -math.inf
 
 
-def raise_gain_db(wave: np.ndarray, reference_lufs: float, sample_rate: int = 16000) -> float | None:
-    """The gain in dB that brings ``wave`` to ``reference_lufs`` when it is quieter by more than
-    RAISE_MARGIN_DB (at most MAX_GAIN_DB); None when it is not to be raised (Note [loudness])."""
-    if wave.size == 0:
-        return None
-    loudness = integrated_loudness(wave, sample_rate)
-    if not math.isfinite(loudness) or loudness >= reference_lufs - RAISE_MARGIN_DB:
+def is_quiet(loudness: float, reference_lufs: float) -> bool:
+    """Quieter than the reference by more than RAISE_MARGIN_DB, or silent (Note [loudness])."""
+    return loudness < reference_lufs - RAISE_MARGIN_DB
+
+
+def raise_gain_db(loudness: float, reference_lufs: float) -> float | None:
+    """The gain in dB that brings sound of ``loudness`` to ``reference_lufs`` when it is quiet (at
+    most MAX_GAIN_DB); None when it is not to be raised: loud enough, or silent (Note [loudness])."""
+    if not math.isfinite(loudness) or not is_quiet(loudness, reference_lufs):
         return None
     return min(reference_lufs - loudness, MAX_GAIN_DB)
