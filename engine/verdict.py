@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,27 +42,17 @@ class Evidence:
     channel: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"modality": self.modality, "model": self.model}
-        if self.timestamps:
-            d["timestamps"] = [round(t, 3) for t in self.timestamps]
-        if self.segment is not None:
-            d["segment"] = [round(self.segment[0], 3), round(self.segment[1], 3)]
-        if self.index is not None:
-            d["index"] = self.index
-        if self.detail is not None:
-            d["detail"] = self.detail
-        if self.background is not None:
-            d["background"] = self.background
-        if self.span is not None:
-            d["span"] = list(self.span)
-        if self.excerpt is not None:
-            d["excerpt"] = self.excerpt
-        if self.read_as is not None:
-            d["read_as"] = self.read_as
-        if self.gain_db is not None:
-            d["gain_db"] = self.gain_db
-        if self.channel is not None:
-            d["channel"] = self.channel
+        """The fields that apply, in declaration order (times rounded to milliseconds)."""
+        d: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None or value == ():
+                continue
+            if f.name in ("timestamps", "segment"):
+                value = [round(t, 3) for t in value]
+            elif f.name == "span":
+                value = list(value)
+            d[f.name] = value
         return d
 
 
