@@ -59,6 +59,8 @@ ENGINE_ALWAYS_INLINE void vpass_rgb_impl(const float* const* rows, const float* 
 }
 
 #if ENGINE_HAVE_AVX2_KERNELS
+// (pointers copied into locals: stores through t[c] or rgb[c] could otherwise alias the pointer
+// arrays, and the compiler reloads every pointer on every iteration)
 template <typename T>
 ENGINE_AVX2_TARGET void chroma_terms_avx2(const T* cb, const T* cr, int cs, int n, const YuvToRgb& m,
                                           int sub, float* const t[3]) {
@@ -68,6 +70,7 @@ ENGINE_AVX2_TARGET void chroma_terms_avx2(const T* cb, const T* cr, int cs, int 
     H[c] = _mm256_set1_ps(m.cr_gain[c]);
     E[c] = _mm256_set1_ps(m.bias[c]);
   }
+  float* __restrict d[3] = {t[0], t[1], t[2]};
   // NV12 (8-bit): Cb, Cr bytes of 8 pairs gathered into the two halves of one register
   const __m128i split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
   int k = 0;
@@ -87,73 +90,253 @@ ENGINE_AVX2_TARGET void chroma_terms_avx2(const T* cb, const T* cr, int cs, int 
         const __m256 x = _mm256_fmadd_ps(G[c], u, _mm256_fmadd_ps(H[c], v, E[c]));
         if (sub == 2) {  // in-lane unpack, then the lanes in order
           const __m256 lo = _mm256_unpacklo_ps(x, x), hi = _mm256_unpackhi_ps(x, x);
-          _mm256_storeu_ps(t[c] + 2 * k, _mm256_permute2f128_ps(lo, hi, 0x20));
-          _mm256_storeu_ps(t[c] + 2 * k + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+          _mm256_storeu_ps(d[c] + 2 * k, _mm256_permute2f128_ps(lo, hi, 0x20));
+          _mm256_storeu_ps(d[c] + 2 * k + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
         } else {
-          _mm256_storeu_ps(t[c] + k, x);
+          _mm256_storeu_ps(d[c] + k, x);
         }
       }
     }
   }
   if (k < n) {
-    float* tail[3] = {t[0] + k * sub, t[1] + k * sub, t[2] + k * sub};
+    float* tail[3] = {d[0] + k * sub, d[1] + k * sub, d[2] + k * sub};
     chroma_terms_impl(cb + k * cs, cr + k * cs, cs, n - k, m, sub, tail);
   }
+}
+
+ENGINE_AVX2_TARGET ENGINE_ALWAYS_INLINE __m256 clamp255(__m256 v) {
+  return _mm256_min_ps(_mm256_max_ps(v, _mm256_setzero_ps()), _mm256_set1_ps(255.0f));
 }
 
 template <typename T>
 ENGINE_AVX2_TARGET void convert_row_avx2(const T* y, int n, float yg, const float* const t[3],
                                          float* const rgb[3]) {
-  const __m256 g = _mm256_set1_ps(yg), zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
+  const __m256 g = _mm256_set1_ps(yg);
+  const float* __restrict t0 = t[0];
+  const float* __restrict t1 = t[1];
+  const float* __restrict t2 = t[2];
+  float* __restrict d0 = rgb[0];
+  float* __restrict d1 = rgb[1];
+  float* __restrict d2 = rgb[2];
   int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 a = cvt8(y + i), b = cvt8(y + i + 8);
+    _mm256_storeu_ps(d0 + i, clamp255(_mm256_fmadd_ps(a, g, _mm256_loadu_ps(t0 + i))));
+    _mm256_storeu_ps(d0 + i + 8, clamp255(_mm256_fmadd_ps(b, g, _mm256_loadu_ps(t0 + i + 8))));
+    _mm256_storeu_ps(d1 + i, clamp255(_mm256_fmadd_ps(a, g, _mm256_loadu_ps(t1 + i))));
+    _mm256_storeu_ps(d1 + i + 8, clamp255(_mm256_fmadd_ps(b, g, _mm256_loadu_ps(t1 + i + 8))));
+    _mm256_storeu_ps(d2 + i, clamp255(_mm256_fmadd_ps(a, g, _mm256_loadu_ps(t2 + i))));
+    _mm256_storeu_ps(d2 + i + 8, clamp255(_mm256_fmadd_ps(b, g, _mm256_loadu_ps(t2 + i + 8))));
+  }
   for (; i + 8 <= n; i += 8) {
-    const __m256 Y = cvt8(y + i);
-    for (int c = 0; c < 3; ++c) {
-      const __m256 v = _mm256_fmadd_ps(Y, g, _mm256_loadu_ps(t[c] + i));
-      _mm256_storeu_ps(rgb[c] + i, _mm256_min_ps(_mm256_max_ps(v, zero), top));
-    }
+    const __m256 a = cvt8(y + i);
+    _mm256_storeu_ps(d0 + i, clamp255(_mm256_fmadd_ps(a, g, _mm256_loadu_ps(t0 + i))));
+    _mm256_storeu_ps(d1 + i, clamp255(_mm256_fmadd_ps(a, g, _mm256_loadu_ps(t1 + i))));
+    _mm256_storeu_ps(d2 + i, clamp255(_mm256_fmadd_ps(a, g, _mm256_loadu_ps(t2 + i))));
   }
   if (i < n) {
-    const float* tt[3] = {t[0] + i, t[1] + i, t[2] + i};
-    float* rr[3] = {rgb[0] + i, rgb[1] + i, rgb[2] + i};
+    const float* tt[3] = {t0 + i, t1 + i, t2 + i};
+    float* rr[3] = {d0 + i, d1 + i, d2 + i};
     convert_row_impl(y + i, n - i, yg, tt, rr);
   }
 }
 
-// 32 columns per sweep in registers, the taps innermost.
-ENGINE_AVX2_TARGET void vpass_rgb_avx2(const float* const* rows, const float* w, int nk,
-                                       long long cstride, int n, float* const d[3]) {
+// Columns [i0, n): 64 per sweep in registers (8 accumulators), the taps innermost (per tap one
+// row pointer and one weight broadcast for eight FMAs), then 8 at a time; returns the end done.
+ENGINE_AVX2_TARGET int vpass_rgb_avx2(const float* const* rows, const float* w, int nk,
+                                      long long cstride, int i0, int n, float* const d[3]) {
+  int i = i0;
   for (int c = 0; c < 3; ++c) {
     const long long off = c * cstride;
-    int i = 0;
-    for (; i + 32 <= n; i += 32) {
-      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    float* __restrict dc = d[c];
+    i = i0;
+    for (; i + 64 <= n; i += 64) {
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
       for (int j = 0; j < nk; ++j) {
-        const __m256 wv = _mm256_set1_ps(w[j]);
+        const __m256 wv = _mm256_broadcast_ss(w + j);
         const float* p = rows[j] + off + i;
         a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p), a0);
         a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p + 8), a1);
         a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p + 16), a2);
         a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p + 24), a3);
+        a4 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p + 32), a4);
+        a5 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p + 40), a5);
+        a6 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p + 48), a6);
+        a7 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p + 56), a7);
       }
-      _mm256_storeu_ps(d[c] + i, a0);
-      _mm256_storeu_ps(d[c] + i + 8, a1);
-      _mm256_storeu_ps(d[c] + i + 16, a2);
-      _mm256_storeu_ps(d[c] + i + 24, a3);
+      _mm256_storeu_ps(dc + i, a0);
+      _mm256_storeu_ps(dc + i + 8, a1);
+      _mm256_storeu_ps(dc + i + 16, a2);
+      _mm256_storeu_ps(dc + i + 24, a3);
+      _mm256_storeu_ps(dc + i + 32, a4);
+      _mm256_storeu_ps(dc + i + 40, a5);
+      _mm256_storeu_ps(dc + i + 48, a6);
+      _mm256_storeu_ps(dc + i + 56, a7);
     }
     for (; i + 8 <= n; i += 8) {
       __m256 a0 = _mm256_setzero_ps();
       for (int j = 0; j < nk; ++j)
-        a0 = _mm256_fmadd_ps(_mm256_set1_ps(w[j]), _mm256_loadu_ps(rows[j] + off + i), a0);
-      _mm256_storeu_ps(d[c] + i, a0);
+        a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + j), _mm256_loadu_ps(rows[j] + off + i), a0);
+      _mm256_storeu_ps(dc + i, a0);
     }
   }
+  return i;
+}
+
+// Horizontal pass of the three planes sharing one tap table, for KP = 8 or 16 padded taps: each
+// output is a dot product of KP contiguous samples (zero-padded past the end) with its padded
+// weights, 8 outputs reduced together; the sum order of hpass_dot (preprocess_passes.cpp).
+template <int KP>
+ENGINE_AVX2_TARGET void hpass_planar3_avx2(const float* const src[3], const TapTable& t,
+                                           float* const dst[3]) {
+  const int o0 = 0, o1 = t.hi - t.lo, origin = t.src_lo;
+  const float* __restrict wp = t.wp.data();
+  const int* __restrict first = t.first.data();
+  for (int c = 0; c < 3; ++c) {
+    const float* __restrict s = src[c] - origin;
+    float* __restrict d = dst[c] - o0;
+    int o = o0;
+    for (; o + 8 <= o1; o += 8) {
+      __m256 p[8];
+      for (int q = 0; q < 8; ++q) {
+        const float* x = s + first[o + q];
+        const float* w = wp + (size_t)(o + q) * KP;
+        __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(w));
+        if (KP == 16) acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), _mm256_loadu_ps(w + 8), acc);
+        p[q] = acc;
+      }
+      const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(p[0], p[1]), _mm256_hadd_ps(p[2], p[3]));
+      const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(p[4], p[5]), _mm256_hadd_ps(p[6], p[7]));
+      _mm256_storeu_ps(d + o, _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20),
+                                            _mm256_permute2f128_ps(t0, t1, 0x31)));
+    }
+    for (; o < o1; ++o) {
+      const float* x = s + first[o];
+      const float* w = wp + (size_t)o * KP;
+      float acc = 0.0f;
+      for (int j = 0; j < KP; ++j) acc += x[j] * w[j];
+      d[o] = acc;
+    }
+  }
+}
+#endif
+
+#if ENGINE_HAVE_AVX512_KERNELS
+ENGINE_AVX512_TARGET inline __m512 cvt16(const uint8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+ENGINE_AVX512_TARGET inline __m512 cvt16(const uint16_t* p) {
+  return _mm512_cvtepi32_ps(
+      _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+}
+ENGINE_AVX512_TARGET ENGINE_ALWAYS_INLINE __m512 clamp255_512(__m512 v) {
+  return _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
+}
+
+// Planar chroma (I420, I422, I444): 16 samples a step; NV12 and the rest go to the AVX2 loop.
+template <typename T>
+ENGINE_AVX512_TARGET void chroma_terms_avx512(const T* cb, const T* cr, int n, const YuvToRgb& m,
+                                              int sub, float* const t[3]) {
+  __m512 G[3], H[3], E[3];
+  for (int c = 0; c < 3; ++c) {
+    G[c] = _mm512_set1_ps(m.cb_gain[c]);
+    H[c] = _mm512_set1_ps(m.cr_gain[c]);
+    E[c] = _mm512_set1_ps(m.bias[c]);
+  }
+  float* __restrict d[3] = {t[0], t[1], t[2]};
+  const __m512i lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  const __m512i hi = _mm512_setr_epi32(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+  int k = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m512 u = cvt16(cb + k), v = cvt16(cr + k);
+    for (int c = 0; c < 3; ++c) {
+      const __m512 x = _mm512_fmadd_ps(G[c], u, _mm512_fmadd_ps(H[c], v, E[c]));
+      if (sub == 2) {
+        _mm512_storeu_ps(d[c] + 2 * k, _mm512_permutexvar_ps(lo, x));
+        _mm512_storeu_ps(d[c] + 2 * k + 16, _mm512_permutexvar_ps(hi, x));
+      } else {
+        _mm512_storeu_ps(d[c] + k, x);
+      }
+    }
+  }
+  if (k < n) {
+    float* tail[3] = {d[0] + k * sub, d[1] + k * sub, d[2] + k * sub};
+    chroma_terms_avx2(cb + k, cr + k, 1, n - k, m, sub, tail);
+  }
+}
+
+template <typename T>
+ENGINE_AVX512_TARGET void convert_row_avx512(const T* y, int n, float yg, const float* const t[3],
+                                             float* const rgb[3]) {
+  const __m512 g = _mm512_set1_ps(yg);
+  const float* __restrict t0 = t[0];
+  const float* __restrict t1 = t[1];
+  const float* __restrict t2 = t[2];
+  float* __restrict d0 = rgb[0];
+  float* __restrict d1 = rgb[1];
+  float* __restrict d2 = rgb[2];
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 a = cvt16(y + i);
+    _mm512_storeu_ps(d0 + i, clamp255_512(_mm512_fmadd_ps(a, g, _mm512_loadu_ps(t0 + i))));
+    _mm512_storeu_ps(d1 + i, clamp255_512(_mm512_fmadd_ps(a, g, _mm512_loadu_ps(t1 + i))));
+    _mm512_storeu_ps(d2 + i, clamp255_512(_mm512_fmadd_ps(a, g, _mm512_loadu_ps(t2 + i))));
+  }
+  if (i < n) {
+    const float* tt[3] = {t0 + i, t1 + i, t2 + i};
+    float* rr[3] = {d0 + i, d1 + i, d2 + i};
+    convert_row_avx2(y + i, n - i, yg, tt, rr);
+  }
+}
+
+// 128 columns per sweep (8 accumulators), then 16 at a time; returns the columns done.
+ENGINE_AVX512_TARGET int vpass_rgb_avx512(const float* const* rows, const float* w, int nk,
+                                          long long cstride, int n, float* const d[3]) {
+  int i = 0;
+  for (int c = 0; c < 3; ++c) {
+    const long long off = c * cstride;
+    float* __restrict dc = d[c];
+    i = 0;
+    for (; i + 128 <= n; i += 128) {
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+      for (int j = 0; j < nk; ++j) {
+        const __m512 wv = _mm512_set1_ps(w[j]);
+        const float* p = rows[j] + off + i;
+        a0 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p), a0);
+        a1 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p + 16), a1);
+        a2 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p + 32), a2);
+        a3 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p + 48), a3);
+        a4 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p + 64), a4);
+        a5 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p + 80), a5);
+        a6 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p + 96), a6);
+        a7 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p + 112), a7);
+      }
+      _mm512_storeu_ps(dc + i, a0);
+      _mm512_storeu_ps(dc + i + 16, a1);
+      _mm512_storeu_ps(dc + i + 32, a2);
+      _mm512_storeu_ps(dc + i + 48, a3);
+      _mm512_storeu_ps(dc + i + 64, a4);
+      _mm512_storeu_ps(dc + i + 80, a5);
+      _mm512_storeu_ps(dc + i + 96, a6);
+      _mm512_storeu_ps(dc + i + 112, a7);
+    }
+    for (; i + 16 <= n; i += 16) {
+      __m512 a0 = _mm512_setzero_ps();
+      for (int j = 0; j < nk; ++j)
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(w[j]), _mm512_loadu_ps(rows[j] + off + i), a0);
+      _mm512_storeu_ps(dc + i, a0);
+    }
+  }
+  return i;
 }
 #endif
 
 template <typename T>
 void chroma_terms(const T* cb, const T* cr, int cs, int n, const YuvToRgb& m, int sub,
                   float* const t[3]) {
+#if ENGINE_HAVE_AVX512_KERNELS
+  if (g_use_avx512 && cs == 1) return chroma_terms_avx512(cb, cr, n, m, sub, t);
+#endif
 #if ENGINE_HAVE_AVX2_KERNELS
   if (g_use_avx2) return chroma_terms_avx2(cb, cr, cs, n, m, sub, t);
 #endif
@@ -161,6 +344,9 @@ void chroma_terms(const T* cb, const T* cr, int cs, int n, const YuvToRgb& m, in
 }
 template <typename T>
 void convert_row(const T* y, int n, float yg, const float* const t[3], float* const rgb[3]) {
+#if ENGINE_HAVE_AVX512_KERNELS
+  if (g_use_avx512) return convert_row_avx512(y, n, yg, t, rgb);
+#endif
 #if ENGINE_HAVE_AVX2_KERNELS
   if (g_use_avx2) return convert_row_avx2(y, n, yg, t, rgb);
 #endif
@@ -169,13 +355,22 @@ void convert_row(const T* y, int n, float yg, const float* const t[3], float* co
 void vpass_rgb(const float* const* rows, const float* w, int nk, long long cstride, int n,
                float* const d[3]) {
   int done = 0;
+#if ENGINE_HAVE_AVX512_KERNELS
+  if (g_use_avx512) done = vpass_rgb_avx512(rows, w, nk, cstride, n, d);
+#endif
 #if ENGINE_HAVE_AVX2_KERNELS
-  if (g_use_avx2) {
-    done = n / 8 * 8;
-    vpass_rgb_avx2(rows, w, nk, cstride, done, d);
-  }
+  if (g_use_avx2) done = vpass_rgb_avx2(rows, w, nk, cstride, done, n, d);
 #endif
   vpass_rgb_impl(rows, w, nk, cstride, done, n, d);
+}
+
+// src[c][0..ns) -> dst[c][0..n) for the three planes, src rows holding KP zeros past their end.
+void hpass_planar3(const float* const src[3], const TapTable& t, float* const dst[3]) {
+#if ENGINE_HAVE_AVX2_KERNELS
+  if (g_use_avx2 && t.KP == 16) return hpass_planar3_avx2<16>(src, t, dst);
+  if (g_use_avx2 && t.KP == 8) return hpass_planar3_avx2<8>(src, t, dst);
+#endif
+  for (int c = 0; c < 3; ++c) hpass1(src[c], t, dst[c]);
 }
 
 constexpr int kPrefetchSourceRows = 4;  // rows ahead of the one being converted
@@ -192,7 +387,7 @@ class SourceRows {
     sy_ = c.sub_y;
     clo_ = lo_ / sx_;
     nc_ = n_ > 0 ? (tx.src_hi - 1) / sx_ - clo_ + 1 : 0;
-    stride_ = std::max(n_, 1);
+    stride_ = (std::max(n_, 1) + 15) / 16 * 16;  // rows of whole cache lines
     grid_ = (size_t)nc_ * sx_ + 8;  // chroma replicated onto the luma grid
     buf.slot_row.assign(K_, -1);
     if (buf.ring.size() < (size_t)K_ * 3 * stride_) buf.ring.resize((size_t)K_ * 3 * stride_);
@@ -290,7 +485,8 @@ void process_rows_source(const FrameWork& fw, const PreprocessArgs& a, int b, in
   }
   if (buf.rgb.size() < (size_t)std::max(nx, 1) * 3) buf.rgb.resize((size_t)std::max(nx, 1) * 3);
   float* vt[3] = {buf.vtmp[0].data(), buf.vtmp[1].data(), buf.vtmp[2].data()};
-  const float* hr[3] = {buf.hrow[0].data(), buf.hrow[1].data(), buf.hrow[2].data()};
+  float* hrw[3] = {buf.hrow[0].data(), buf.hrow[1].data(), buf.hrow[2].data()};
+  const float* hr[3] = {hrw[0], hrw[1], hrw[2]};
   const int st = std::max(nx, 1);
   float* rgb[3] = {buf.rgb.data(), buf.rgb.data() + st, buf.rgb.data() + 2 * st};
   const float* crgb[3] = {rgb[0], rgb[1], rgb[2]};
@@ -310,10 +506,9 @@ void process_rows_source(const FrameWork& fw, const PreprocessArgs& a, int b, in
     } else {
       for (int c = 0; c < 3; ++c) std::fill(vt[c], vt[c] + ns, 0.0f);
     }
-    for (int c = 0; c < 3; ++c) {
-      std::fill(vt[c] + ns, vt[c] + ns + 16, 0.0f);  // hpass_dot reads up to KP past the end
-      hpass1(vt[c], tx, buf.hrow[c].data());
-    }
+    for (int c = 0; c < 3; ++c)
+      std::fill(vt[c] + ns, vt[c] + ns + 16, 0.0f);  // the dot pass reads up to KP past the end
+    hpass_planar3(vt, tx, hrw);
     convert_rgb_planar(hr, nx, a.norm, a.bgr_out, rgb[0], rgb[1], rgb[2]);
     if (a.fp16) store_row<uint16_t>(out, a, b, y, crgb, tx.lo, tx.hi);
     else store_row<float>(out, a, b, y, crgb, tx.lo, tx.hi);

@@ -68,8 +68,10 @@ ENGINE_AVX2_TARGET inline __m256 cvt8(const uint16_t* p) {
 }
 #endif
 
-// The hand-written AVX2 kernels are used (preprocess_passes.cpp; ENGINE_DISABLE_AVX2=1: never).
+// The hand-written AVX2 kernels are used (preprocess_passes.cpp; ENGINE_DISABLE_AVX2=1: never),
+// and the AVX-512 ones where they exist (ENGINE_DISABLE_AVX512=1: never; needs g_use_avx2).
 extern const bool g_use_avx2;
+extern const bool g_use_avx512;
 
 // ---- vertical pass: tmp[i] = sum_k w[k] * row_{first+k}[i], i < n (preprocess_passes.cpp) ----
 // bps: bytes per sample of the rows (1: uint8, 2: uint16)

@@ -25,10 +25,22 @@ inline bool cpu_has_avx2_fma() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
+// AVX-512 (F) versions of the loops that convert and resample every source pixel of the
+// clamp="source" path: half the instructions of the AVX2 ones, the same arithmetic in the same
+// order (results equal bit for bit), so they are picked wherever the CPU has AVX-512.
+#define ENGINE_HAVE_AVX512_KERNELS 1
+#define ENGINE_AVX512_TARGET __attribute__((target("avx512f,avx2,fma")))
+inline bool cpu_has_avx512f() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f");
+}
 #else
 #define ENGINE_HAVE_AVX2_KERNELS 0
+#define ENGINE_HAVE_AVX512_KERNELS 0
 #define ENGINE_AVX2_TARGET
+#define ENGINE_AVX512_TARGET
 inline bool cpu_has_avx2_fma() { return false; }
+inline bool cpu_has_avx512f() { return false; }
 #endif
 
 #if defined(__GNUC__)
