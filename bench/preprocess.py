@@ -271,8 +271,10 @@ def main(argv=None) -> dict:
         Console().print(table)
     except ImportError:  # pragma: no cover
         print(json.dumps(results, indent=2))
+    build = report["config"]["build"]
+    kernels = "avx512" if build.get("avx512_kernels") else ("avx2" if build.get("avx2_kernels") else "portable")
     print(f"fused / naive = {ratio:.2f}x, fused_out / naive = {ratio_out:.2f}x (goal >= 5x); "
-          f"content {args.content}; simd {report['config']['build'].get('simd_selected')}")
+          f"content {args.content}; simd {build.get('simd_selected')}, kernels {kernels}")
     if args.json:
         d = Path(__file__).resolve().parent / "results"
         d.mkdir(exist_ok=True)

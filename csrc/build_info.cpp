@@ -41,6 +41,9 @@ py::dict build_info() {
 #if ENGINE_HAVE_CLONES
   compiled.append("avx2");  // x86-64-v3 clone: AVX2 + FMA + F16C
 #endif
+#if ENGINE_HAVE_AVX512_KERNELS
+  compiled.append("avx512");  // hand-written AVX-512 F/BW/VL kernels
+#endif
   d["simd_compiled"] = compiled;
   py::list runtime;
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -54,6 +57,7 @@ py::dict build_info() {
             __builtin_cpu_supports("bmi2");
   d["simd_selected"] = std::string(ENGINE_HAVE_CLONES && v3 ? "avx2" : "baseline");
   d["avx2_kernels"] = avx2_kernels_active();
+  d["avx512_kernels"] = avx512_kernels_active();
 #else
   d["simd_selected"] = std::string("baseline");
 #endif

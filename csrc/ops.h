@@ -65,5 +65,6 @@ py::array_t<float> mel_filterbank(int n_freqs, int sample_rate, double f_min, do
 // --- build ----------------------------------------------------------------------------------------
 py::dict build_info();
 bool avx2_kernels_active();  // hand-written AVX2 kernels selected at load (preprocess_cpu.cpp)
+bool avx512_kernels_active();  // hand-written AVX-512 kernels selected at load (preprocess_cpu.cpp)
 
 }  // namespace engine_ops

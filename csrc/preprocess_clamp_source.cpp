@@ -1,7 +1,8 @@
 // preprocess_clamp_source.cpp - the clamp="source" path of the fused preprocessing op on Y'CbCr
-// frames (Note [clamp before resampling]): every source pixel converted to RGB and clamped once,
-// then the three RGB planes resampled (process_rows_source, called by process_rows in
-// preprocess_cpu.cpp).
+// frames (Note [clamp before resampling]): every source pixel converted to RGB and clamped, then
+// the three RGB planes resampled (process_rows_source, called by process_rows in
+// preprocess_cpu.cpp). Converted rows go through a ring in memory (SourceRows), or with AVX-512
+// stay in registers (process_rows_banded, Note [converted in registers]).
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -141,15 +142,16 @@ ENGINE_AVX2_TARGET void convert_row_avx2(const T* y, int n, float yg, const floa
   }
 }
 
-// Columns [i0, n): 64 per sweep in registers (8 accumulators), the taps innermost (per tap one
-// row pointer and one weight broadcast for eight FMAs), then 8 at a time; returns the end done.
-ENGINE_AVX2_TARGET int vpass_rgb_avx2(const float* const* rows, const float* w, int nk,
-                                      long long cstride, int i0, int n, float* const d[3]) {
-  int i = i0;
+// Columns [0, n): 64 per sweep in registers (8 accumulators), the taps innermost (per tap one
+// row pointer and one weight broadcast for eight FMAs), then 8 at a time, then one at a time (in
+// this function, so the last columns are FMAs too, as in the AVX-512 path and on the GPU).
+ENGINE_AVX2_TARGET void vpass_rgb_avx2(const float* const* rows, const float* w, int nk,
+                                       long long cstride, int n, float* const d[3]) {
+  int i = 0;
   for (int c = 0; c < 3; ++c) {
     const long long off = c * cstride;
     float* __restrict dc = d[c];
-    i = i0;
+    i = 0;
     for (; i + 64 <= n; i += 64) {
       __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
       for (int j = 0; j < nk; ++j) {
@@ -180,7 +182,7 @@ ENGINE_AVX2_TARGET int vpass_rgb_avx2(const float* const* rows, const float* w, 
       _mm256_storeu_ps(dc + i, a0);
     }
   }
-  return i;
+  vpass_rgb_impl(rows, w, nk, cstride, i, n, d);
 }
 
 // Horizontal pass of the three planes sharing one tap table, for KP = 8 or 16 padded taps: each
@@ -265,70 +267,6 @@ ENGINE_AVX512_TARGET void chroma_terms_avx512(const T* cb, const T* cr, int n, c
   }
 }
 
-template <typename T>
-ENGINE_AVX512_TARGET void convert_row_avx512(const T* y, int n, float yg, const float* const t[3],
-                                             float* const rgb[3]) {
-  const __m512 g = _mm512_set1_ps(yg);
-  const float* __restrict t0 = t[0];
-  const float* __restrict t1 = t[1];
-  const float* __restrict t2 = t[2];
-  float* __restrict d0 = rgb[0];
-  float* __restrict d1 = rgb[1];
-  float* __restrict d2 = rgb[2];
-  int i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const __m512 a = cvt16(y + i);
-    _mm512_storeu_ps(d0 + i, clamp255_512(_mm512_fmadd_ps(a, g, _mm512_loadu_ps(t0 + i))));
-    _mm512_storeu_ps(d1 + i, clamp255_512(_mm512_fmadd_ps(a, g, _mm512_loadu_ps(t1 + i))));
-    _mm512_storeu_ps(d2 + i, clamp255_512(_mm512_fmadd_ps(a, g, _mm512_loadu_ps(t2 + i))));
-  }
-  if (i < n) {
-    const float* tt[3] = {t0 + i, t1 + i, t2 + i};
-    float* rr[3] = {d0 + i, d1 + i, d2 + i};
-    convert_row_avx2(y + i, n - i, yg, tt, rr);
-  }
-}
-
-// 128 columns per sweep (8 accumulators), then 16 at a time; returns the columns done.
-ENGINE_AVX512_TARGET int vpass_rgb_avx512(const float* const* rows, const float* w, int nk,
-                                          long long cstride, int n, float* const d[3]) {
-  int i = 0;
-  for (int c = 0; c < 3; ++c) {
-    const long long off = c * cstride;
-    float* __restrict dc = d[c];
-    i = 0;
-    for (; i + 128 <= n; i += 128) {
-      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-      for (int j = 0; j < nk; ++j) {
-        const __m512 wv = _mm512_set1_ps(w[j]);
-        const float* p = rows[j] + off + i;
-        a0 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p), a0);
-        a1 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p + 16), a1);
-        a2 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p + 32), a2);
-        a3 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p + 48), a3);
-        a4 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p + 64), a4);
-        a5 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p + 80), a5);
-        a6 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p + 96), a6);
-        a7 = _mm512_fmadd_ps(wv, _mm512_loadu_ps(p + 112), a7);
-      }
-      _mm512_storeu_ps(dc + i, a0);
-      _mm512_storeu_ps(dc + i + 16, a1);
-      _mm512_storeu_ps(dc + i + 32, a2);
-      _mm512_storeu_ps(dc + i + 48, a3);
-      _mm512_storeu_ps(dc + i + 64, a4);
-      _mm512_storeu_ps(dc + i + 80, a5);
-      _mm512_storeu_ps(dc + i + 96, a6);
-      _mm512_storeu_ps(dc + i + 112, a7);
-    }
-    for (; i + 16 <= n; i += 16) {
-      __m512 a0 = _mm512_setzero_ps();
-      for (int j = 0; j < nk; ++j)
-        a0 = _mm512_fmadd_ps(_mm512_set1_ps(w[j]), _mm512_loadu_ps(rows[j] + off + i), a0);
-      _mm512_storeu_ps(dc + i, a0);
-    }
-  }
-  return i;
-}
 #endif
 
 template <typename T>
@@ -344,9 +282,6 @@ void chroma_terms(const T* cb, const T* cr, int cs, int n, const YuvToRgb& m, in
 }
 template <typename T>
 void convert_row(const T* y, int n, float yg, const float* const t[3], float* const rgb[3]) {
-#if ENGINE_HAVE_AVX512_KERNELS
-  if (g_use_avx512) return convert_row_avx512(y, n, yg, t, rgb);
-#endif
 #if ENGINE_HAVE_AVX2_KERNELS
   if (g_use_avx2) return convert_row_avx2(y, n, yg, t, rgb);
 #endif
@@ -354,14 +289,10 @@ void convert_row(const T* y, int n, float yg, const float* const t[3], float* co
 }
 void vpass_rgb(const float* const* rows, const float* w, int nk, long long cstride, int n,
                float* const d[3]) {
-  int done = 0;
-#if ENGINE_HAVE_AVX512_KERNELS
-  if (g_use_avx512) done = vpass_rgb_avx512(rows, w, nk, cstride, n, d);
-#endif
 #if ENGINE_HAVE_AVX2_KERNELS
-  if (g_use_avx2) done = vpass_rgb_avx2(rows, w, nk, cstride, done, n, d);
+  if (g_use_avx2) return vpass_rgb_avx2(rows, w, nk, cstride, n, d);
 #endif
-  vpass_rgb_impl(rows, w, nk, cstride, done, n, d);
+  vpass_rgb_impl(rows, w, nk, cstride, 0, n, d);
 }
 
 // src[c][0..ns) -> dst[c][0..n) for the three planes, src rows holding KP zeros past their end.
@@ -371,6 +302,25 @@ void hpass_planar3(const float* const src[3], const TapTable& t, float* const ds
   if (g_use_avx2 && t.KP == 8) return hpass_planar3_avx2<8>(src, t, dst);
 #endif
   for (int c = 0; c < 3; ++c) hpass1(src[c], t, dst[c]);
+}
+
+// Chroma terms of chroma row cr, columns [clo, clo + nc), each replicated sub times into t[c].
+void chroma_row_terms(const FrameDesc& f, const YuvToRgb& m, int cr, int clo, int nc, int sub,
+                      float* const t[3]) {
+  const bool nv12 = f.format == kFmtNV12;
+  const PlaneDesc& pu = f.planes[1];
+  const PlaneDesc& pv = f.planes[nv12 ? 1 : 2];
+  const int cs = nv12 ? 2 : 1;
+  const int bps = f.bit_depth > 8 ? 2 : 1;
+  const unsigned char* u = static_cast<const unsigned char*>(pu.data) + (long long)cr * pu.row_stride +
+                           (long long)clo * cs * bps;
+  const unsigned char* v = static_cast<const unsigned char*>(pv.data) + (long long)cr * pv.row_stride +
+                           ((long long)clo * cs + (nv12 ? 1 : 0)) * bps;
+  if (bps == 1)
+    chroma_terms(u, v, cs, nc, m, sub, t);
+  else
+    chroma_terms(reinterpret_cast<const uint16_t*>(u), reinterpret_cast<const uint16_t*>(v), cs, nc, m,
+                 sub, t);
 }
 
 constexpr int kPrefetchSourceRows = 4;  // rows ahead of the one being converted
@@ -441,21 +391,8 @@ class SourceRows {
 
   // Chroma terms of chroma row cr (columns [clo_, clo_ + nc_)) on the luma grid.
   void load_chroma(int cr) {
-    const bool nv12 = f_.format == kFmtNV12;
-    const PlaneDesc& pu = f_.planes[1];
-    const PlaneDesc& pv = f_.planes[nv12 ? 1 : 2];
-    const int cs = nv12 ? 2 : 1;
-    const int bps = f_.bit_depth > 8 ? 2 : 1;
-    const unsigned char* u = static_cast<const unsigned char*>(pu.data) + (long long)cr * pu.row_stride +
-                             (long long)clo_ * cs * bps;
-    const unsigned char* v = static_cast<const unsigned char*>(pv.data) + (long long)cr * pv.row_stride +
-                             ((long long)clo_ * cs + (nv12 ? 1 : 0)) * bps;
     float* t[3] = {buf_.tf.data(), buf_.tf.data() + grid_, buf_.tf.data() + 2 * grid_};
-    if (bps == 1)
-      chroma_terms(u, v, cs, nc_, m_, sx_, t);
-    else
-      chroma_terms(reinterpret_cast<const uint16_t*>(u), reinterpret_cast<const uint16_t*>(v), cs, nc_,
-                   m_, sx_, t);
+    chroma_row_terms(f_, m_, cr, clo_, nc_, sx_, t);
   }
 
   const FrameDesc& f_;
@@ -466,6 +403,192 @@ class SourceRows {
   size_t grid_ = 0;
 };
 
+#if ENGINE_HAVE_AVX512_KERNELS
+// Note [converted in registers]
+// The ring path (SourceRows) stores every converted source row, 3 planes of floats (11 KB per
+// row at 1080p -> 224), and reads each back for the ~2.4 output rows whose taps hold it: a ring
+// of K = 10 rows (115 KB) does not fit L1, and that traffic between L1 and L2, not the arithmetic,
+// set its speed. With AVX-512 (32 vector registers) a band of kBand output rows instead sweeps the
+// union of its tap windows one chunk of 16 columns at a time: each source row of the window is
+// read, converted and clamped in registers and added into the band's kBand x 3 accumulators,
+// which are stored once per chunk. No converted row goes to memory; rows shared by two bands are
+// converted twice (1.2x the conversions at 1080p -> 224). Every sum adds the same products in
+// the same order as the ring path (rows in order from zero, FMA; a zero weight inside a window
+// adds +0), so the two give equal results bit for bit (tests/kernels/test_clamp.py). Chroma
+// terms are computed once per chroma row at chroma resolution and widened in registers.
+constexpr int kBand = 6;  // output rows per band: 18 accumulators of the 32 zmm registers
+
+// Chroma terms of chroma rows at chroma resolution, one slot per row of a band's window.
+struct ChromaRows {
+  const FrameDesc& f;
+  const YuvToRgb& m;
+  ThreadBuffers& buf;
+  int clo, nc, stride, slots;
+
+  const float* row(int cr) {
+    const int s = cr % slots;
+    float* t = buf.tf.data() + (size_t)s * 3 * stride;
+    if (buf.slot_row[s] != cr) {
+      buf.slot_row[s] = cr;
+      float* d[3] = {t, t + stride, t + 2 * stride};
+      chroma_row_terms(f, m, cr, clo, nc, 1, d);
+    }
+    return t;
+  }
+};
+
+// One band: outputs rows p < np of the band, vt[p * 3 + c][0..ns) = sum over the window rows r of
+// wb[(r - r0) * kBand + p] * clamp(y_gain Y[r] + T_c[r / sy]) (columns lo + i of the frame).
+// trow[r - r0]: the chroma terms of row r (3 planes tstride apart).
+template <typename T>
+ENGINE_AVX512_TARGET void band_sweep_avx512(const FrameDesc& f, const YuvToRgb& m,
+                                            const float* const* trow, int tstride, int lo, int ns,
+                                            int r0, int r1, const float* wb, const int* codes,
+                                            float* const* vt) {
+  const PlaneDesc& py = f.planes[0];
+  const int sx = f.planes[1].sub_x;
+  const unsigned char* ybase = static_cast<const unsigned char*>(py.data) + (long long)lo * sizeof(T);
+  const __m512 g = _mm512_set1_ps(m.y_gain);
+  const int odd = lo & 1;
+  // luma lane l of a chunk takes chroma (l + odd) / 2 of the chunk's first (sub_x = 2)
+  const __m512i dup = odd ? _mm512_setr_epi32(0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8)
+                          : _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+  const int nr = r1 - r0;
+  for (int i = 0; i < ns; i += 16) {
+    const __mmask16 k = ns - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (ns - i)) - 1);
+    __m512 acc[kBand][3];
+    for (int p = 0; p < kBand; ++p)
+      for (int c = 0; c < 3; ++c) acc[p][c] = _mm512_setzero_ps();
+    const int ci = sx == 2 ? i / 2 : i;
+    const float* tprev = nullptr;
+    __m512 t0 = _mm512_setzero_ps(), t1 = t0, t2 = t0;
+    for (int r = 0; r < nr; ++r) {
+      const T* yr = reinterpret_cast<const T*>(ybase + (long long)(r0 + r) * py.row_stride) + i;
+      __m512 Y;
+      if (sizeof(T) == 1)
+        Y = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, yr)));
+      else
+        Y = _mm512_cvtepi32_ps(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, yr)));
+      const float* t = trow[r];
+      if (t != tprev) {
+        tprev = t;
+        if (sx == 2) {
+          t0 = _mm512_permutexvar_ps(dup, _mm512_loadu_ps(t + ci));
+          t1 = _mm512_permutexvar_ps(dup, _mm512_loadu_ps(t + tstride + ci));
+          t2 = _mm512_permutexvar_ps(dup, _mm512_loadu_ps(t + 2 * tstride + ci));
+        } else {
+          t0 = _mm512_loadu_ps(t + ci);
+          t1 = _mm512_loadu_ps(t + tstride + ci);
+          t2 = _mm512_loadu_ps(t + 2 * tstride + ci);
+        }
+      }
+      const __m512 v0 = clamp255_512(_mm512_fmadd_ps(Y, g, t0));
+      const __m512 v1 = clamp255_512(_mm512_fmadd_ps(Y, g, t1));
+      const __m512 v2 = clamp255_512(_mm512_fmadd_ps(Y, g, t2));
+      const float* w = wb + r * kBand;
+      // band rows [pa, pb) whose windows hold row r: one jump per row, the same every chunk
+#define ENGINE_ACC(p)                                         \
+  {                                                           \
+    const __m512 wv = _mm512_set1_ps(w[p]);                   \
+    acc[p][0] = _mm512_fmadd_ps(wv, v0, acc[p][0]);           \
+    acc[p][1] = _mm512_fmadd_ps(wv, v1, acc[p][1]);           \
+    acc[p][2] = _mm512_fmadd_ps(wv, v2, acc[p][2]);           \
+  }
+      const int pa = codes[r] >> 8, pb = codes[r] & 255;
+#define ENGINE_STEP(p)            \
+  case p:                         \
+    if (p >= pb) break;           \
+    ENGINE_ACC(p)                 \
+    [[fallthrough]];
+      static_assert(kBand == 6, "one ENGINE_STEP per band row");
+      switch (pa) {
+        ENGINE_STEP(0) ENGINE_STEP(1) ENGINE_STEP(2) ENGINE_STEP(3) ENGINE_STEP(4) ENGINE_STEP(5)
+        default: break;
+      }
+#undef ENGINE_STEP
+#undef ENGINE_ACC
+    }
+    for (int p = 0; p < kBand; ++p)
+      for (int c = 0; c < 3; ++c) _mm512_storeu_ps(vt[p * 3 + c] + i, acc[p][c]);
+  }
+}
+
+// process_rows_source in registers (Note [converted in registers]), bands of kBand output rows.
+void process_rows_banded(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, int y1,
+                         void* out, ThreadBuffers& buf) {
+  const FrameDesc& f = *fw.frame;
+  const TapTable& ty = *fw.ty[0];
+  const TapTable& tx = *fw.tx[0];
+  const int nx = tx.hi - tx.lo, K = ty.K;
+  const int ry0 = std::max(y0, ty.lo), ry1 = std::min(y1, ty.hi);
+  for (int y = y0; y < y1; ++y)
+    if (y < ry0 || y >= ry1 || nx <= 0) store_pad_row(out, a, b, y);
+  if (nx <= 0 || ry0 >= ry1) return;
+  const YuvToRgb m = make_yuv_to_rgb(f.matrix, f.full_range, f.bit_depth);
+  const int lo = tx.src_lo, ns = tx.src_hi - tx.src_lo;
+  const int sx = f.planes[1].sub_x, sy = f.planes[1].sub_y;
+
+  // the longest window of a band, for the chroma ring and the tables
+  int max_rows = 0;
+  for (int y = ry0; y < ry1; y += kBand) {
+    const int iy = y - ty.lo, np = std::min(kBand, ry1 - y);
+    max_rows = std::max(max_rows, ty.first[iy + np - 1] + K - ty.first[iy]);
+  }
+  ChromaRows chroma{f, m, buf, lo / sx, 0, 0, 0};
+  chroma.nc = (lo + ns - 1) / sx - chroma.clo + 1;
+  chroma.stride = (chroma.nc + 32 + 15) / 16 * 16;  // + the lanes a last chunk reads past the end
+  chroma.slots = (max_rows + sy - 1) / sy + 1;
+  buf.slot_row.assign(chroma.slots, -1);
+  if (buf.tf.size() < (size_t)chroma.slots * 3 * chroma.stride)
+    buf.tf.resize((size_t)chroma.slots * 3 * chroma.stride);
+  if (buf.trow.size() < (size_t)max_rows) buf.trow.resize(max_rows);
+  if (buf.wband.size() < (size_t)max_rows * kBand) buf.wband.resize((size_t)max_rows * kBand);
+  const int vs = (ns + 32 + 15) / 16 * 16;  // a chunk's lanes past ns, then KP zeros for the dot pass
+  for (int c = 0; c < 3; ++c)
+    if (buf.vtmp[c].size() < (size_t)kBand * vs) buf.vtmp[c].resize((size_t)kBand * vs);
+  for (int c = 0; c < 3; ++c)
+    if (buf.hrow[c].size() < (size_t)nx) buf.hrow[c].resize(nx);
+  if (buf.rgb.size() < (size_t)nx * 3) buf.rgb.resize((size_t)nx * 3);
+  float* vt[kBand * 3];
+  for (int p = 0; p < kBand; ++p)
+    for (int c = 0; c < 3; ++c) vt[p * 3 + c] = buf.vtmp[c].data() + (size_t)p * vs;
+  float* hrw[3] = {buf.hrow[0].data(), buf.hrow[1].data(), buf.hrow[2].data()};
+  const float* hr[3] = {hrw[0], hrw[1], hrw[2]};
+  float* rgb[3] = {buf.rgb.data(), buf.rgb.data() + nx, buf.rgb.data() + 2 * nx};
+  const float* crgb[3] = {rgb[0], rgb[1], rgb[2]};
+  float* wb = buf.wband.data();
+  if (buf.rowcode.size() < (size_t)max_rows) buf.rowcode.resize(max_rows);
+  int* codes = buf.rowcode.data();
+
+  for (int y = ry0; y < ry1; y += kBand) {
+    const int iy = y - ty.lo, np = std::min(kBand, ry1 - y);
+    const int r0 = ty.first[iy], r1 = ty.first[iy + np - 1] + K;  // first[] is non-decreasing
+    for (int r = r0; r < r1; ++r) {
+      buf.trow[r - r0] = chroma.row(r / sy);
+      int pa = kBand, pb = 0;  // band rows with a non-zero weight for row r (a run: see above)
+      for (int p = 0; p < kBand; ++p) {
+        const int j = p < np ? r - ty.first[iy + p] : -1;
+        const float w = (j >= 0 && j < K) ? ty.w[(size_t)(iy + p) * K + j] : 0.0f;
+        wb[(r - r0) * kBand + p] = w;
+        if (w != 0.0f) pa = std::min(pa, p), pb = p + 1;
+      }
+      codes[r - r0] = pa < pb ? (pa << 8 | pb) : (kBand << 8);
+    }
+    if (f.bit_depth > 8)
+      band_sweep_avx512<uint16_t>(f, m, buf.trow.data(), chroma.stride, lo, ns, r0, r1, wb, codes, vt);
+    else
+      band_sweep_avx512<uint8_t>(f, m, buf.trow.data(), chroma.stride, lo, ns, r0, r1, wb, codes, vt);
+    for (int p = 0; p < np; ++p) {
+      for (int c = 0; c < 3; ++c) std::fill(vt[p * 3 + c] + ns, vt[p * 3 + c] + vs, 0.0f);
+      hpass_planar3(&vt[p * 3], tx, hrw);
+      convert_rgb_planar(hr, nx, a.norm, a.bgr_out, rgb[0], rgb[1], rgb[2]);
+      if (a.fp16) store_row<uint16_t>(out, a, b, y + p, crgb, tx.lo, tx.hi);
+      else store_row<float>(out, a, b, y + p, crgb, tx.lo, tx.hi);
+    }
+  }
+}
+#endif
+
 }  // namespace
 
 // process_rows for clamp="source" Y'CbCr frames (Note [clamp before resampling]): per output row
@@ -473,6 +596,9 @@ class SourceRows {
 // then the horizontal pass per channel, normalisation and store.
 void process_rows_source(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, int y1,
                          void* out, ThreadBuffers& buf) {
+#if ENGINE_HAVE_AVX512_KERNELS
+  if (g_use_avx512) return process_rows_banded(fw, a, b, y0, y1, out, buf);
+#endif
   const FrameDesc& f = *fw.frame;
   const TapTable& ty = *fw.ty[0];
   const TapTable& tx = *fw.tx[0];

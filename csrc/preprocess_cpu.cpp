@@ -240,6 +240,7 @@ int preprocess_cpu(const FrameDesc* frames, int n, const PreprocessArgs& a, void
 using namespace detail;
 
 bool avx2_kernels_active() { return g_use_avx2; }
+bool avx512_kernels_active() { return g_use_avx512; }
 
 void preprocess(py::array out, const py::list& frames, int mode, int to_h, int to_w, int filter,
                 double scale, std::array<double, 3> mean, std::array<double, 3> stdv, bool bgr_out,

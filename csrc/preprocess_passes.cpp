@@ -218,7 +218,7 @@ template void vpass2_avx2<uint16_t>(const unsigned char*, long long, int, const 
 
 // ENGINE_DISABLE_AVX2=1 forces the portable loops (tests compare both paths).
 extern const bool g_use_avx2 = cpu_has_avx2_fma() && !std::getenv("ENGINE_DISABLE_AVX2");
-extern const bool g_use_avx512 = g_use_avx2 && cpu_has_avx512f() && !std::getenv("ENGINE_DISABLE_AVX512");
+extern const bool g_use_avx512 = g_use_avx2 && cpu_has_avx512() && !std::getenv("ENGINE_DISABLE_AVX512");
 
 void vpass(int bps, const unsigned char* base, long long stride, int K, const float* w, int n,
            float* tmp) {

@@ -139,6 +139,10 @@ struct ThreadBuffers {
   std::vector<int> slot_row;       // source row held by each slot (-1: none)
   std::vector<float> ring;         // [slot][3][stride] clamped RGB
   std::vector<float> tf;           // chroma terms of one chroma row on the luma grid [3][..]
+  // clamp="source" in registers (Note [converted in registers])
+  std::vector<const float*> trow;  // chroma terms of each row of a band's window
+  std::vector<float> wband;        // [window row][band row] weights
+  std::vector<int> rowcode;        // per window row: pa * 8 + pb, its band rows [pa, pb)
 };
 
 // clamp="source" rows [y0, y1) of image b (preprocess_clamp_source.cpp).

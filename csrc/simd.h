@@ -18,21 +18,26 @@
 // Hand-written AVX2/FMA kernels (intrinsics in functions compiled for that target only, picked at
 // run time with __builtin_cpu_supports) where GCC's auto-vectoriser falls short.
 #if ENGINE_HAVE_CLONES
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and -Wmaybe-uninitialized flags
+// them where they are inlined (GCC bug 105593); the diagnostic state of the header's lines counts.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #define ENGINE_HAVE_AVX2_KERNELS 1
 #define ENGINE_AVX2_TARGET __attribute__((target("avx2,fma")))
 inline bool cpu_has_avx2_fma() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
-// AVX-512 (F) versions of the loops that convert and resample every source pixel of the
-// clamp="source" path: half the instructions of the AVX2 ones, the same arithmetic in the same
-// order (results equal bit for bit), so they are picked wherever the CPU has AVX-512.
+// AVX-512 (F, BW, VL) kernels where 32 vector registers change the algorithm (Note [converted in
+// registers] in preprocess_clamp_source.cpp), picked at run time like the AVX2 ones.
 #define ENGINE_HAVE_AVX512_KERNELS 1
-#define ENGINE_AVX512_TARGET __attribute__((target("avx512f,avx2,fma")))
-inline bool cpu_has_avx512f() {
+#define ENGINE_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+inline bool cpu_has_avx512() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f");
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl");
 }
 #else
 #define ENGINE_HAVE_AVX2_KERNELS 0
@@ -40,7 +45,7 @@ inline bool cpu_has_avx512f() {
 #define ENGINE_AVX2_TARGET
 #define ENGINE_AVX512_TARGET
 inline bool cpu_has_avx2_fma() { return false; }
-inline bool cpu_has_avx512f() { return false; }
+inline bool cpu_has_avx512() { return false; }
 #endif
 
 #if defined(__GNUC__)

@@ -96,3 +96,58 @@ def test_clamp_source_batches_blocks_and_threads(fmt, hw, size, resize):
     got = _run(frames, spec, threads=2)
     for k, frame in enumerate(frames):
         _check(got[k], preprocess_ref(frame, spec), spec)
+
+
+# (format, (height, width), spec): odd crops (first source column odd), up- and downscales, a
+# window of hundreds of rows, padding, fp16 and NHWC outputs
+BANDED_CASES = [
+    ("i420", (151, 233), dict(size=(37, 29), resize="shorter", resize_to=(41, 41))),
+    ("nv12", (96, 200), dict(size=(50, 50), resize="letterbox", pad_value=-1.0)),
+    ("i422_10", (65, 131), dict(size=(23, 19), resize="shorter", dtype="float16")),
+    ("i444", (11, 150), dict(size=(57, 45), resize="stretch", layout="nhwc")),
+    ("i420_10", (1500, 903), dict(size=(5, 6), resize="stretch")),
+    ("i420", (1080, 1920), dict(size=(224, 224), resize="shorter", resize_to=(256, 256))),
+]
+
+
+def test_banded_path_equals_ring_path_bit_for_bit(tmp_path):
+    # With AVX-512 the converted rows stay in registers (csrc Note [converted in registers]); the
+    # sums are the ring path's, in its order, so the two must agree exactly (not to a tolerance).
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from engine.ops import build_info
+
+    if not build_info().get("avx512_kernels"):
+        pytest.skip("this CPU has no AVX-512: only the ring path runs")
+    code = (
+        "import numpy as np, sys, pickle; sys.path.insert(0, sys.argv[2]);"
+        "from test_clamp import BANDED_CASES, _banded_inputs; from engine.ops import preprocess, build_info;"
+        "assert not build_info()['avx512_kernels'] and build_info()['avx2_kernels'];"
+        "outs = [preprocess(fr, spec, threads=2) for fr, spec in _banded_inputs()];"
+        "pickle.dump(outs, open(sys.argv[1], 'wb'))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "ENGINE_DISABLE_AVX512": "1", "PYTHONPATH": str(root)}
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "o.pkl"), str(Path(__file__).parent)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    import pickle
+
+    ring = pickle.load(open(tmp_path / "o.pkl", "rb"))
+    for (frames, spec), want in zip(_banded_inputs(), ring, strict=True):
+        got = _run(frames, spec, threads=2).astype(spec.dtype)
+        assert np.array_equal(got, want), f"{frames[0].format} {spec}"
+        for k, frame in enumerate(frames[:1]):
+            _check(got[k].astype(np.float64), preprocess_ref(frame, spec), spec)
+
+
+def _banded_inputs():
+    out = []
+    for i, (fmt, hw, kw) in enumerate(BANDED_CASES):
+        rng = np.random.default_rng(100 + i)
+        frames = [make_frame(fmt, *hw, rng, matrix="bt709", full_range=bool(i % 2)) for _ in range(2)]
+        out.append((frames, PreprocessSpec(**kw)))
+    return out
