@@ -142,7 +142,8 @@ struct ThreadBuffers {
   // clamp="source" in registers (Note [converted in registers])
   std::vector<const float*> trow;  // chroma terms of each row of a band's window
   std::vector<float> wband;        // [window row][band row] weights
-  std::vector<int> rowcode;        // per window row: pa * 8 + pb, its band rows [pa, pb)
+  std::vector<int> rowcode;        // per window row: pa << 8 | pb, its band rows [pa, pb)
+  std::vector<const char*> prefetch;  // rows the next band reads first
 };
 
 // clamp="source" rows [y0, y1) of image b (preprocess_clamp_source.cpp).
