@@ -437,24 +437,6 @@ struct ChromaRows {
   }
 };
 
-// The source rows the next band adds to its window (luma, and the chroma rows it starts), asked
-// for a few lines at a time while this band sweeps the same columns: without it each row of a
-// frame that is not in the cache was a demand miss, 16 bytes read from each of ~30 rows per chunk.
-struct Prefetch {
-  std::vector<const char*>& rows;  // luma rows, then chroma rows, at the window's first column
-  int nluma = 0;
-  int luma_bytes = 1, chroma_num = 1, chroma_den = 1;  // bytes per luma column: 1 or 2; cs*bps/sx
-
-  ENGINE_ALWAYS_INLINE void columns(int i, int n) const {
-    const int nr = (int)rows.size();
-    for (int k = 0; k < nluma; ++k)
-      for (int off = 0; off < n * luma_bytes; off += 64) __builtin_prefetch(rows[k] + i * luma_bytes + off, 0, 3);
-    const int c0 = i * chroma_num / chroma_den, c1 = (i + n) * chroma_num / chroma_den;
-    for (int k = nluma; k < nr; ++k)
-      for (int off = c0; off < c1; off += 64) __builtin_prefetch(rows[k] + off, 0, 3);
-  }
-};
-
 // One band: outputs rows p < np of the band, vt[p * 3 + c][0..ns) = sum over the window rows r of
 // wb[(r - r0) * kBand + p] * clamp(y_gain Y[r] + T_c[r / sy]) (columns lo + i of the frame).
 // trow[r - r0]: the chroma terms of row r (3 planes tstride apart).
@@ -580,9 +562,9 @@ void process_rows_banded(const FrameWork& fw, const PreprocessArgs& a, int b, in
   int* codes = buf.rowcode.data();
   const int bps = f.bit_depth > 8 ? 2 : 1;
   Prefetch pf{buf.prefetch};
-  pf.luma_bytes = bps;
-  pf.chroma_num = f.planes[1].channels * bps;
-  pf.chroma_den = sx;
+  pf.a_num = bps;  // luma rows
+  pf.b_num = f.planes[1].channels * bps;  // chroma rows
+  pf.b_den = sx;
 
   for (int y = ry0; y < ry1; y += kBand) {
     const int iy = y - ty.lo, np = std::min(kBand, ry1 - y);
@@ -606,7 +588,7 @@ void process_rows_banded(const FrameWork& fw, const PreprocessArgs& a, int b, in
       for (int r = from; r < next_r1; ++r)
         pf.rows.push_back(static_cast<const char*>(f.planes[0].data) + (long long)r * f.planes[0].row_stride +
                           (long long)lo * bps);
-      pf.nluma = (int)pf.rows.size();
+      pf.na = (int)pf.rows.size();
       for (int r = from; r < next_r1; ++r)
         if (r % sy == 0 || r == from)
           for (int q = 1; q < f.num_planes; ++q)

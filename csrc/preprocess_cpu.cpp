@@ -140,8 +140,7 @@ void process_rows(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, i
       const TapTable& ty = *fw.ty[p];
       const TapTable& tx = *fw.tx[p];
       const int iy = y - ty.lo;
-      prefetch_next_rows(pl, ty, tx, iy, bps, y == y0);
-      if (pair) prefetch_next_rows(pl, ty, tx, iy + 1, bps, false);
+      if (!pair) prefetch_next_rows(pl, ty, tx, iy, bps, y == y0);
       const int nc = pl.channels;
       const unsigned char* col0 =
           static_cast<const unsigned char*>(pl.data) + (long long)tx.src_lo * nc * bps;
@@ -163,8 +162,20 @@ void process_rows(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, i
             wb[r] = (jb >= 0 && jb < K) ? ty.w[(size_t)(iy + 1) * K + jb] : 0.0f;
           }
           const unsigned char* base = col0 + (long long)r0 * pl.row_stride;
-          if (bps == 1) vpass2_avx2<uint8_t>(base, pl.row_stride, nr, wa, wb, n, vt[p], vt2[p]);
-          else vpass2_avx2<uint16_t>(base, pl.row_stride, nr, wa, wb, n, vt[p], vt2[p]);
+          // the rows the next pair adds to this one's window, asked for as this pair sweeps
+          Prefetch pf{buf.prefetch};
+          pf.rows.clear();
+          const int nt = ty.hi - ty.lo;
+          if (y == y0) prefetch_next_rows(pl, ty, tx, iy, bps, true);  // this pair's own rows
+          if (iy + 2 < nt) {
+            const int from = std::max(r1, ty.first[iy + 2]), to = ty.first[std::min(iy + 3, nt - 1)] + K;
+            for (int r = from; r < to; ++r)
+              pf.rows.push_back(reinterpret_cast<const char*>(col0) + (long long)r * pl.row_stride);
+          }
+          pf.na = (int)pf.rows.size();
+          pf.a_num = bps;
+          if (bps == 1) vpass2_avx2<uint8_t>(base, pl.row_stride, nr, wa, wb, n, vt[p], vt2[p], pf);
+          else vpass2_avx2<uint16_t>(base, pl.row_stride, nr, wa, wb, n, vt[p], vt2[p], pf);
           continue;
         }
         // very large downscale: fall through to two single passes

@@ -164,9 +164,10 @@ ENGINE_AVX2_TARGET void vpass_avx2(const unsigned char* base, long long stride, 
 template <typename T>
 ENGINE_AVX2_TARGET void vpass2_avx2(const unsigned char* base, long long stride, int nr,
                                     const float* wa, const float* wb, int n, float* ta,
-                                    float* tb) {
+                                    float* tb, const Prefetch& pf) {
   int i = 0;
   for (; i + 32 <= n; i += 32) {
+    if ((i & 63) == 0) pf.columns(i, 64);
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
     for (int r = 0; r < nr; ++r) {
@@ -211,9 +212,9 @@ ENGINE_AVX2_TARGET void vpass2_avx2(const unsigned char* base, long long stride,
 }
 
 template void vpass2_avx2<uint8_t>(const unsigned char*, long long, int, const float*,
-                                   const float*, int, float*, float*);
+                                   const float*, int, float*, float*, const Prefetch&);
 template void vpass2_avx2<uint16_t>(const unsigned char*, long long, int, const float*,
-                                    const float*, int, float*, float*);
+                                    const float*, int, float*, float*, const Prefetch&);
 #endif
 
 // ENGINE_DISABLE_AVX2=1 forces the portable loops (tests compare both paths).

@@ -40,6 +40,8 @@ struct TapTable {
 
 void build_table(TapTable& t);
 
+struct Prefetch;  // below
+
 struct FrameWork {
   const FrameDesc* frame;
   const TapTable* ty[3];
@@ -83,7 +85,7 @@ void vpass(int bps, const unsigned char* base, long long stride, int K, const fl
 template <typename T>
 ENGINE_AVX2_TARGET void vpass2_avx2(const unsigned char* base, long long stride, int nr,
                                     const float* wa, const float* wb, int n, float* ta,
-                                    float* tb);
+                                    float* tb, const Prefetch& pf);
 #endif
 
 // ---- horizontal pass: dst[o * NC + c] = sum_j w[o, j] * tmp[(first[o] - src_lo + j) * NC + c] ----
@@ -130,6 +132,30 @@ ENGINE_ALWAYS_INLINE void prefetch_lines(const PlaneDesc& pl, int row, long long
 #endif
 }
 
+// Rows the next output rows will read first, asked for a few lines at a time while the current
+// ones sweep the same columns (columns(i, n): the bytes of columns [i, i + n) of every row). A
+// frame not in the cache is otherwise read as demand misses: the vertical passes walk ~16-32
+// columns down ~10-30 rows at a time, one line of each row, and whole rows asked for at once
+// exceed the outstanding misses a core tracks. Two groups of rows, each with its bytes per column
+// (num / den: luma 1 or 2; chroma channels x bytes / sub_x).
+struct Prefetch {
+  std::vector<const char*>& rows;  // group a, then group b
+  int na = 0;
+  int a_num = 1, a_den = 1, b_num = 1, b_den = 1;
+
+  ENGINE_ALWAYS_INLINE void columns(int i, int n) const {
+    const int nr = (int)rows.size();
+    lines(0, na, i * a_num / a_den, (i + n) * a_num / a_den);
+    lines(na, nr, i * b_num / b_den, (i + n) * b_num / b_den);
+  }
+
+ private:
+  ENGINE_ALWAYS_INLINE void lines(int k0, int k1, int c0, int c1) const {
+    for (int k = k0; k < k1; ++k)
+      for (int off = c0; off < c1; off += 64) __builtin_prefetch(rows[k] + off, 0, 3);
+  }
+};
+
 struct ThreadBuffers {
   std::vector<float> vtmp[3];
   std::vector<float> vtmp2[3];  // second row of a paired vertical pass
@@ -143,7 +169,7 @@ struct ThreadBuffers {
   std::vector<const float*> trow;  // chroma terms of each row of a band's window
   std::vector<float> wband;        // [window row][band row] weights
   std::vector<int> rowcode;        // per window row: pa << 8 | pb, its band rows [pa, pb)
-  std::vector<const char*> prefetch;  // rows the next band reads first
+  std::vector<const char*> prefetch;  // rows the next output rows read first (Prefetch)
 };
 
 // clamp="source" rows [y0, y1) of image b (preprocess_clamp_source.cpp).
