@@ -446,6 +446,7 @@ ENGINE_AVX512_TARGET void band_sweep_avx512(const FrameDesc& f, const YuvToRgb& 
                                             int r0, int r1, const float* wb, const int* codes,
                                             const Prefetch& pf, float* const* vt) {
   const PlaneDesc& py = f.planes[0];
+  const long long ystride = py.row_stride;
   const int sx = f.planes[1].sub_x;
   const unsigned char* ybase = static_cast<const unsigned char*>(py.data) + (long long)lo * sizeof(T);
   const __m512 g = _mm512_set1_ps(m.y_gain);
@@ -463,8 +464,9 @@ ENGINE_AVX512_TARGET void band_sweep_avx512(const FrameDesc& f, const YuvToRgb& 
     const int ci = sx == 2 ? i / 2 : i;
     const float* tprev = nullptr;
     __m512 t0 = _mm512_setzero_ps(), t1 = t0, t2 = t0;
-    for (int r = 0; r < nr; ++r) {
-      const T* yr = reinterpret_cast<const T*>(ybase + (long long)(r0 + r) * py.row_stride) + i;
+    const unsigned char* yrow = ybase + (long long)r0 * ystride + (long long)i * sizeof(T);
+    for (int r = 0; r < nr; ++r, yrow += ystride) {
+      const T* yr = reinterpret_cast<const T*>(yrow);
       __m512 Y;
       if (sizeof(T) == 1)
         Y = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, yr)));
