@@ -311,7 +311,8 @@ def test_build_info():
 
 
 def test_portable_path_matches_avx2(tmp_path):
-    # ENGINE_DISABLE_AVX2=1 selects the portable loops; they must agree with the AVX2 ones.
+    # ENGINE_DISABLE_AVX2=1 selects the portable loops; they must agree with the SIMD ones (AVX2 or
+    # AVX-512, whichever this CPU runs).
     import subprocess
     import sys
     from pathlib import Path
