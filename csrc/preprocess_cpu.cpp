@@ -166,7 +166,7 @@ void process_rows(const FrameWork& fw, const PreprocessArgs& a, int b, int y0, i
           Prefetch pf{buf.prefetch};
           pf.rows.clear();
           const int nt = ty.hi - ty.lo;
-          if (y == y0) prefetch_next_rows(pl, ty, tx, iy, bps, true);  // this pair's own rows
+          if (y == y0) prefetch_next_rows(pl, ty, tx, iy, bps, true);  // a block starts cold
           if (iy + 2 < nt) {
             const int from = std::max(r1, ty.first[iy + 2]), to = ty.first[std::min(iy + 3, nt - 1)] + K;
             for (int r = from; r < to; ++r)
