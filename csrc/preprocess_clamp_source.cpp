@@ -412,11 +412,14 @@ class SourceRows {
 // union of its tap windows one chunk of 16 columns at a time: each source row of the window is
 // read, converted and clamped in registers and added into the band's kBand x 3 accumulators,
 // which are stored once per chunk. No converted row goes to memory; rows shared by two bands are
-// converted twice (1.2x the conversions at 1080p -> 224). Every sum adds the same products in
-// the same order as the ring path (rows in order from zero, FMA; a zero weight inside a window
-// adds +0), so the two give equal results bit for bit (tests/kernels/test_clamp.py). Chroma
-// terms are computed once per chroma row at chroma resolution and widened in registers.
-constexpr int kBand = 6;  // output rows per band: 18 accumulators of the 32 zmm registers
+// converted twice (1.3x the conversions at 1080p -> 224). The 15 sums of a column (5 rows x 3
+// planes) fill the lanes of one vector once transposed, so the horizontal pass runs on all of
+// them at once with broadcast weights (the dot products of the ring path, 16 padded taps and a
+// reduction per output, cost a fifth of the frame's time). The vertical sums add the ring path's
+// products in its order; the horizontal ones add in tap order instead of the dot product's tree,
+// so the two paths agree to float32 rounding (tests/kernels/test_clamp.py). Chroma terms are
+// computed once per chroma row at chroma resolution and widened in registers.
+constexpr int kBand = 5;  // output rows per band: 15 accumulators, the lanes of one column
 
 // Chroma terms of chroma rows at chroma resolution, one slot per row of a band's window.
 struct ChromaRows {
@@ -437,6 +440,33 @@ struct ChromaRows {
   }
 };
 
+// r[k][l] -> r[l][k] for a 16 x 16 block of floats (64 shuffles).
+ENGINE_AVX512_TARGET ENGINE_ALWAYS_INLINE void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int k = 0; k < 8; ++k) {  // lane L of t[2k]: r2k[4L], r2k+1[4L], r2k[4L+1], r2k+1[4L+1]
+    t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+    t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+  }
+  for (int k = 0; k < 4; ++k) {  // lane L of u[4k + j]: rows 4k..4k+3 of column 4L + j
+    const __m512d a = _mm512_castps_pd(t[4 * k]), b = _mm512_castps_pd(t[4 * k + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * k + 2]), d = _mm512_castps_pd(t[4 * k + 3]);
+    u[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    u[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    u[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    u[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int j = 0; j < 4; ++j) {  // column 4L + j: lane L of u[j], u[4 + j], u[8 + j], u[12 + j]
+    const __m512 a = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44);
+    const __m512 b = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44);
+    const __m512 c = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xEE);
+    const __m512 d = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xEE);
+    r[j] = _mm512_shuffle_f32x4(a, b, 0x88);
+    r[4 + j] = _mm512_shuffle_f32x4(a, b, 0xDD);
+    r[8 + j] = _mm512_shuffle_f32x4(c, d, 0x88);
+    r[12 + j] = _mm512_shuffle_f32x4(c, d, 0xDD);
+  }
+}
+
 // One band: outputs rows p < np of the band, vt[p * 3 + c][0..ns) = sum over the window rows r of
 // wb[(r - r0) * kBand + p] * clamp(y_gain Y[r] + T_c[r / sy]) (columns lo + i of the frame).
 // trow[r - r0]: the chroma terms of row r (3 planes tstride apart).
@@ -444,7 +474,7 @@ template <typename T>
 ENGINE_AVX512_TARGET void band_sweep_avx512(const FrameDesc& f, const YuvToRgb& m,
                                             const float* const* trow, int tstride, int lo, int ns,
                                             int r0, int r1, const float* wb, const int* codes,
-                                            const Prefetch& pf, float* const* vt) {
+                                            const Prefetch& pf, float* vt) {
   const PlaneDesc& py = f.planes[0];
   const long long ystride = py.row_stride;
   const int sx = f.planes[1].sub_x;
@@ -503,16 +533,45 @@ ENGINE_AVX512_TARGET void band_sweep_avx512(const FrameDesc& f, const YuvToRgb& 
     if (p >= pb) break;           \
     ENGINE_ACC(p)                 \
     [[fallthrough]];
-      static_assert(kBand == 6, "one ENGINE_STEP per band row");
+      static_assert(kBand == 5, "one ENGINE_STEP per band row");
       switch (pa) {
-        ENGINE_STEP(0) ENGINE_STEP(1) ENGINE_STEP(2) ENGINE_STEP(3) ENGINE_STEP(4) ENGINE_STEP(5)
+        ENGINE_STEP(0) ENGINE_STEP(1) ENGINE_STEP(2) ENGINE_STEP(3) ENGINE_STEP(4)
         default: break;
       }
 #undef ENGINE_STEP
 #undef ENGINE_ACC
     }
+    // column-major: the band's 15 sums of column i + x at vt + (i + x) * 16
+    __m512 col[16];
     for (int p = 0; p < kBand; ++p)
-      for (int c = 0; c < 3; ++c) _mm512_storeu_ps(vt[p * 3 + c] + i, acc[p][c]);
+      for (int c = 0; c < 3; ++c) col[p * 3 + c] = acc[p][c];
+    col[15] = _mm512_setzero_ps();
+    transpose16(col);
+    for (int x = 0; x < 16; ++x) _mm512_storeu_ps(vt + (size_t)(i + x) * 16, col[x]);
+  }
+}
+
+// Horizontal pass of all the band's rows at once on the column-major sums (vt + s * 16: source
+// column lo + s): out + o * 16 = sum_j w[o, j] * column first[o] + j, FMAs in tap order.
+ENGINE_AVX512_TARGET void hpass_columns_avx512(const float* vt, const TapTable& t, float* out) {
+  const int n = t.hi - t.lo, K = t.K;
+  for (int o = 0; o < n; ++o) {
+    const float* x = vt + (size_t)(t.first[o] - t.src_lo) * 16;
+    const float* w = &t.w[(size_t)o * K];
+    __m512 acc = _mm512_setzero_ps();
+    for (int j = 0; j < K; ++j) acc = _mm512_fmadd_ps(_mm512_set1_ps(w[j]), _mm512_loadu_ps(x + j * 16), acc);
+    _mm512_storeu_ps(out + (size_t)o * 16, acc);
+  }
+}
+
+// Column-major outputs (out + o * 16, o < n, zero up to a multiple of 16) back to rows:
+// rows + l * rstride holds lane l of outputs 0..n.
+ENGINE_AVX512_TARGET void columns_to_rows_avx512(const float* out, int n, float* rows, int rstride) {
+  for (int o = 0; o < n; o += 16) {
+    __m512 v[16];
+    for (int q = 0; q < 16; ++q) v[q] = _mm512_loadu_ps(out + (size_t)(o + q) * 16);
+    transpose16(v);
+    for (int l = 0; l < 16; ++l) _mm512_storeu_ps(rows + (size_t)l * rstride + o, v[l]);
   }
 }
 
@@ -546,17 +605,17 @@ void process_rows_banded(const FrameWork& fw, const PreprocessArgs& a, int b, in
     buf.tf.resize((size_t)chroma.slots * 3 * chroma.stride);
   if (buf.trow.size() < (size_t)max_rows) buf.trow.resize(max_rows);
   if (buf.wband.size() < (size_t)max_rows * kBand) buf.wband.resize((size_t)max_rows * kBand);
-  const int vs = (ns + 32 + 15) / 16 * 16;  // a chunk's lanes past ns, then KP zeros for the dot pass
-  for (int c = 0; c < 3; ++c)
-    if (buf.vtmp[c].size() < (size_t)kBand * vs) buf.vtmp[c].resize((size_t)kBand * vs);
-  for (int c = 0; c < 3; ++c)
-    if (buf.hrow[c].size() < (size_t)nx) buf.hrow[c].resize(nx);
+  // column-major sums of the band (16 floats per source column), the outputs likewise, and the
+  // outputs back as 15 rows
+  const int ncol = (ns + 15) / 16 * 16, nout = (nx + 15) / 16 * 16;
+  if (buf.vtmp[0].size() < (size_t)ncol * 16) buf.vtmp[0].resize((size_t)ncol * 16);
+  if (buf.vtmp[1].size() < (size_t)nout * 16) buf.vtmp[1].resize((size_t)nout * 16);
+  if (buf.vtmp[2].size() < (size_t)nout * 16) buf.vtmp[2].resize((size_t)nout * 16);
+  float* vt = buf.vtmp[0].data();
+  float* ot = buf.vtmp[1].data();
+  float* orow = buf.vtmp[2].data();
+  std::fill(ot + (size_t)nx * 16, ot + (size_t)nout * 16, 0.0f);
   if (buf.rgb.size() < (size_t)nx * 3) buf.rgb.resize((size_t)nx * 3);
-  float* vt[kBand * 3];
-  for (int p = 0; p < kBand; ++p)
-    for (int c = 0; c < 3; ++c) vt[p * 3 + c] = buf.vtmp[c].data() + (size_t)p * vs;
-  float* hrw[3] = {buf.hrow[0].data(), buf.hrow[1].data(), buf.hrow[2].data()};
-  const float* hr[3] = {hrw[0], hrw[1], hrw[2]};
   float* rgb[3] = {buf.rgb.data(), buf.rgb.data() + nx, buf.rgb.data() + 2 * nx};
   const float* crgb[3] = {rgb[0], rgb[1], rgb[2]};
   float* wb = buf.wband.data();
@@ -602,9 +661,11 @@ void process_rows_banded(const FrameWork& fw, const PreprocessArgs& a, int b, in
       band_sweep_avx512<uint16_t>(f, m, buf.trow.data(), chroma.stride, lo, ns, r0, r1, wb, codes, pf, vt);
     else
       band_sweep_avx512<uint8_t>(f, m, buf.trow.data(), chroma.stride, lo, ns, r0, r1, wb, codes, pf, vt);
+    hpass_columns_avx512(vt, tx, ot);
+    columns_to_rows_avx512(ot, nx, orow, nout);
     for (int p = 0; p < np; ++p) {
-      for (int c = 0; c < 3; ++c) std::fill(vt[p * 3 + c] + ns, vt[p * 3 + c] + vs, 0.0f);
-      hpass_planar3(&vt[p * 3], tx, hrw);
+      const float* hr[3] = {orow + (size_t)(p * 3) * nout, orow + (size_t)(p * 3 + 1) * nout,
+                            orow + (size_t)(p * 3 + 2) * nout};
       convert_rgb_planar(hr, nx, a.norm, a.bgr_out, rgb[0], rgb[1], rgb[2]);
       if (a.fp16) store_row<uint16_t>(out, a, b, y + p, crgb, tx.lo, tx.hi);
       else store_row<float>(out, a, b, y + p, crgb, tx.lo, tx.hi);

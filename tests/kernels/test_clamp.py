@@ -110,9 +110,10 @@ BANDED_CASES = [
 ]
 
 
-def test_banded_path_equals_ring_path_bit_for_bit(tmp_path):
+def test_banded_path_matches_ring_path(tmp_path):
     # With AVX-512 the converted rows stay in registers (csrc Note [converted in registers]); the
-    # sums are the ring path's, in its order, so the two must agree exactly (not to a tolerance).
+    # vertical sums are the ring path's in its order, the horizontal ones in another order: the
+    # two must agree to float32 rounding (2.7e-7 relative seen), far inside the reference bar.
     import os
     import subprocess
     import sys
@@ -139,7 +140,9 @@ def test_banded_path_equals_ring_path_bit_for_bit(tmp_path):
     ring = pickle.load(open(tmp_path / "o.pkl", "rb"))
     for (frames, spec), want in zip(_banded_inputs(), ring, strict=True):
         got = _run(frames, spec, threads=2).astype(spec.dtype)
-        assert np.array_equal(got, want), f"{frames[0].format} {spec}"
+        rtol = 1e-3 if spec.dtype == "float16" else 2e-6  # float16: one rounding step apart at most
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max(),
+                                   err_msg=f"{frames[0].format} {spec}")
         for k, frame in enumerate(frames[:1]):
             _check(got[k].astype(np.float64), preprocess_ref(frame, spec), spec)
 
