@@ -467,9 +467,9 @@ ENGINE_AVX512_TARGET ENGINE_ALWAYS_INLINE void transpose16(__m512 r[16]) {
   }
 }
 
-// One band: outputs rows p < np of the band, vt[p * 3 + c][0..ns) = sum over the window rows r of
-// wb[(r - r0) * kBand + p] * clamp(y_gain Y[r] + T_c[r / sy]) (columns lo + i of the frame).
-// trow[r - r0]: the chroma terms of row r (3 planes tstride apart).
+// One band: for each column x < ns (frame column lo + x), lane p * 3 + c of vt + x * 16 = sum over
+// the window rows r of wb[(r - r0) * kBand + p] * clamp(y_gain Y[r][x] + T_c[r / sy][x]); lane 15
+// is 0. trow[r - r0]: the chroma terms of row r (3 planes tstride apart).
 template <typename T>
 ENGINE_AVX512_TARGET void band_sweep_avx512(const FrameDesc& f, const YuvToRgb& m,
                                             const float* const* trow, int tstride, int lo, int ns,
@@ -643,6 +643,7 @@ void process_rows_banded(const FrameWork& fw, const PreprocessArgs& a, int b, in
     }
     // rows [r1, next r1) of the next band's window
     pf.rows.clear();
+    pf.na = 0;
     if (y + kBand < ry1) {
       const int next_r1 = ty.first[iy + std::min(2 * kBand, ry1 - y) - 1] + K;
       const int from = std::max(r1, ty.first[iy + kBand]);
