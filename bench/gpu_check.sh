@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One script for a fresh GPU machine (torch, nvcc, pybind11; pytest from .whl/ when missing):
 # build engine._C_cuda and engine._C, run the GPU tests (CUDA and Triton kernels, the device
-# pipeline), the two pending A/Bs (bench/preprocess_ab.py: the CUDA preprocessing blocks;
-# bench/nvdec_ab.py: sparse NVDEC decoding, where PyNvVideoCodec imports), then the bench suites
+# pipeline), the NVDEC A/B (bench/nvdec_ab.py: sparse NVDEC decoding against the CPU, where
+# PyNvVideoCodec imports), then the bench suites
 # that carry GPU rows (bench/gpu_bench.py: kernels with bandwidth as a fraction of a same-run copy,
 # models with the torch CUDA backend, e2e with Session(device="cuda:0")).
 #   bash bench/gpu_check.sh 2>&1 | tee gpu_check.log
@@ -92,8 +92,6 @@ timeout ${TEST_TIMEOUT:-240} $PY -m pytest -q -m gpu -p no:cacheprovider -rfEs \
   tests/test_nvdec.py 2>&1 | grep -vE "^\s*$" | tail -40
 echo "pytest -m gpu rc=${PIPESTATUS[0]}"
 
-step "A/B: CUDA preprocess, 8-bit fast path against the vertical-first block"
-timeout ${BENCH_TIMEOUT:-300} $PY -m bench.preprocess_ab
 step "A/B: sparse NVDEC, keyframe packets against SimpleDecoder and the CPU"
 timeout ${BENCH_TIMEOUT:-300} $PY -m bench.nvdec_ab
 

@@ -17,8 +17,8 @@ kernel implementation that loads (``session-gpu-cuda``, ``session-gpu-triton``; 
 pipeline: preprocessing, models and pooling on the GPU, decoding on the CPU; and
 ``session-gpu-cuda-nvdec``, decoding with NVDEC, where PyNvVideoCodec imports) in the same rounds,
 with ``session-gpu-<impl>÷session`` per round; the stages stay the CPU's. Without a GPU one note
-says these rows were skipped. Ran on an H100 (bench/baselines/h100/e2e-quick.*; video, image and
-audio: the text models were not carried to that machine).
+says these rows were skipped. Ran on an H100 (bench/baselines/h100/decode-models-e2e-quick.*;
+video, image and audio: the text models were not carried to that machine).
 
 Items: the decode suite's H.264 clip (480p 6 s quick, 1080p 10 s full; no sound track) with the
 pipeline's sampling (1 fps), ``samples/image.jpg``, ``samples/speech.m4a``, a short caption, and a

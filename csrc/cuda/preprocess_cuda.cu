@@ -4,7 +4,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -101,15 +100,13 @@ struct Prepared {
   size_t smem_bytes = 0;
 };
 
-// TEMPORARY A/B, until a GPU run of bench/preprocess_ab.py decides: ENGINE_CUDA_PREPROCESS=vfirst
-// (read at every call) runs the 4:2:0 inputs of the 8-bit fast path with aligned words in the
-// vertical-first block (Note [CUDA preprocess: vertical pass first]) where its rows fit.
-// need: the fast path's staged-row length (plan_fast_path), which the x-tap loads stay within.
+// The 4:2:0 inputs of the 8-bit fast path with aligned words run in the vertical-first block
+// (Note [CUDA preprocess: vertical pass first]) where its rows fit: on an H100 it took 1.01-1.34x
+// the fast path's frames/s in every case of a same-run A/B (2026-11-27, README "Measured on an
+// H100"). need: the fast path's staged-row length (plan_fast_path), which the x-tap loads stay
+// within.
 void plan_vfirst(Prepared& r, int need) {
-  const char* e = std::getenv("ENGINE_CUDA_PREPROCESS");
-  if (r.fast_taps == 0 || !r.p.aligned4 || r.p.sub_y != 2 || e == nullptr ||
-      std::strcmp(e, "vfirst") != 0)
-    return;
+  if (r.fast_taps == 0 || !r.p.aligned4 || r.p.sub_y != 2) return;
   using engine::cuda::kTileH;
   using engine::cuda::kTileW;
   const size_t floats = 3 * (size_t)kTileH * (size_t)std::max(need, kTileW);  // >= store_block's

@@ -212,17 +212,16 @@ def aligned4(frame, rng):
     return dataclasses.replace(frame, planes=tuple(planes))
 
 
-# The vertical-first block (Note [CUDA preprocess: vertical pass first]; ENGINE_CUDA_PREPROCESS=
-# vfirst until a GPU A/B decides) takes the aligned4 4:2:0 cases whose rows fit its shared
-# memory; I422 and the 233 -> 33 stretch (7x, 16 x taps: 276-float rows) stay on the fast path.
+# The vertical-first block (Note [CUDA preprocess: vertical pass first]) takes the aligned4 4:2:0
+# cases whose rows fit its shared memory; I422 and the 233 -> 33 stretch (7x, 16 x taps:
+# 276-float rows) stay on the fast path, as do the cases with unaligned planes.
 VFIRST_STAYS_FAST = {("i422", 61, 99), ("nv12", 150, 233)}
 
 
 @needs_ext
-@pytest.mark.parametrize("block", ["fast", "vfirst"])
 @pytest.mark.parametrize("case", FAST_PATH_CASES,
                          ids=[f"{c[0]}-{c[1]}x{c[2]}{'-aligned4' if c[3] else ''}" for c in FAST_PATH_CASES])
-def test_emulated_fast_path_matches_general_block(case, block, monkeypatch):
+def test_emulated_fast_path_matches_general_block(case):
     fmt, h, w, aligned, kw = case
     rng = np.random.default_rng(h + w)
     spec = PreprocessSpec(**kw, **NORM)
@@ -230,11 +229,9 @@ def test_emulated_fast_path_matches_general_block(case, block, monkeypatch):
     if aligned:
         frames = [aligned4(f, rng) for f in frames]
         assert all(p.ctypes.data % 4 == 0 and p.strides[0] % 4 == 0 for f in frames for p in f.planes)
-    if block == "vfirst":
-        monkeypatch.setenv("ENGINE_CUDA_PREPROCESS", "vfirst")
     fast, variant = emulate(frames, spec)
     general, general_variant = emulate(frames, spec, force_direct=True)
-    takes_vfirst = block == "vfirst" and aligned and (fmt, h, w) not in VFIRST_STAYS_FAST
+    takes_vfirst = aligned and (fmt, h, w) not in VFIRST_STAYS_FAST
     assert (variant, general_variant) == ("vfirst" if takes_vfirst else "staged", "direct")
     tol = 2**-10 if spec.dtype == "float16" else 1e-5  # half rounding may flip a last bit
     np.testing.assert_allclose(fast.astype(np.float64), general.astype(np.float64), rtol=tol, atol=tol)
@@ -244,12 +241,11 @@ def test_emulated_fast_path_matches_general_block(case, block, monkeypatch):
 
 
 @needs_ext
-def test_emulated_vertical_first_on_random_geometries(monkeypatch):
+def test_emulated_vertical_first_on_random_geometries():
     """Fresh random 4:2:0 frames, geometries, filters, layouts and dtypes each run (the seed is in
     the message): the vertical-first block, wherever it takes the call, equals the general block."""
     seed = int(np.random.SeedSequence().entropy % 2**32)
     rng = np.random.default_rng(seed)
-    monkeypatch.setenv("ENGINE_CUDA_PREPROCESS", "vfirst")
     took = 0
     for _ in range(24):
         fmt = str(rng.choice(["i420", "nv12"]))
