@@ -8,7 +8,7 @@ for letters ("sh1t", "k!ll", "@sshole", "a$$"), marked letters ("fück"), stretc
 classifier's vocabulary and MiniLM's WordPiece see other tokens ("I will k1ll you" scored 0.39 for
 violent_threat, "I will kill you" 0.85). So a text is judged as written AND as read back, each
 policy keeping the stronger score: a reading can raise a score, never lower it, and a wrong guess
-costs nothing unless it spells what a policy looks for. One reading undoes all five, in this
+costs nothing unless it spells what a policy looks for. One reading undoes all six, in this
 order:
 * marked: Latin letters with accents, strokes or hooks ("fück", "ƒuck", "shïţ") are read as their
   plain letters (from the letter's Unicode name: "LATIN SMALL LETTER F WITH HOOK" is an f);
@@ -19,6 +19,18 @@ order:
   letters (0 o, 1 i, 3 e, 4 a, 5 s, 7 t, @ a, $ s, ! i, | l, + t), only when every other character
   of the word is a letter; ! | + only between letters (before or after a word they are
   punctuation), and a word of digits alone is a number;
+* masked: a word of 3 to MAX_MASKED characters that starts with a letter and has asterisks for
+  some of its letters, between letters ("f**k", "b*tch", "a**hole") or two or more at its end
+  ("sh**", "a**"), is read as the word its writer hid: of the English words that fit the letters
+  shown (wordninja's list), the one the Session's text classifier scores highest alone, if that
+  score is at least UNMASK_MIN (Session._unmask: "f**k" -> "fuck", "c**t" -> "cunt", "h*ll" ->
+  "hell"); the asterisks say the word was hidden, so the most offensive fit is the reading, and
+  a mask that fits no offensive word ("f**d") is left. Not masked words: a footnote mark
+  ("price*"), emphasis ("**bold**"), products ("2*3"), globs ("*.py"), masked e-mail addresses
+  and host names ("j***@example.com"). The pick is the classifier's view of single words, quirks
+  included (alt-profanity-check scores "nerd" 0.91 and "mom" 0.73 alone); a wrong pick only
+  matters where the whole reading crosses a threshold, and people mask the words they mean to
+  hide. A Session without a text classifier reads no masked words;
 * stretched: a letter written three or more times in a row is read once and twice (English
   spells "kill" and "ass" with doubles), giving two readings;
 * run together: a word of six or more letters, all small or all capital, that English word
@@ -27,7 +39,7 @@ order:
   are left, and a split is taken only into common words (COMMON_WORDS: "normalised" -> "normal is
   ed" is not). The price: a rare word holding a taboo one may be read apart (the town "penistone",
   in small letters, flags offensive_text as "penis tone"; "Penistone" does not).
-Letters masked by asterisks ("f**k") are not guessed. Unicode disguises (fullwidth, look-alike
+Unicode disguises (fullwidth, look-alike
 letters of other scripts, invisible characters, right-to-left overrides) are undone before, by
 normalise_text (Note [text normalisation] in engine/text.py).
 ``[text] read_disguised = false`` in pipeline.toml turns the readings off.
@@ -39,6 +51,7 @@ import functools
 import math
 import re
 import unicodedata
+from collections.abc import Callable
 
 _LEET = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i",
          "|": "l", "+": "t"}
@@ -52,10 +65,13 @@ _WORD = re.compile(r"[\w@$!|+]+")
 _STRETCHED = re.compile(r"([^\W\d_])\1{2,}", re.IGNORECASE)
 
 
-def readings(text: str) -> list[str]:
+def readings(text: str, unmask: Callable[[str], str | None] | None = None) -> list[str]:
     """The readings of ``text`` other than ``text`` itself (none, one, or two when letters are
-    stretched), per Note [disguised words]."""
+    stretched), per Note [disguised words]. ``unmask``: the word a masked word's lowercase pattern
+    ("f**k") is read as, or None to leave it; without it masked words are left."""
     read = _leet_read(_spelled_out_joined(_plain_latin(text)))
+    if unmask is not None and "*" in read:
+        read = _unmasked(read, unmask)
     if _STRETCHED.search(read):
         found = [_STRETCHED.sub(r"\1", read), _STRETCHED.sub(r"\1\1", read)]
     else:
@@ -151,3 +167,45 @@ def _leet_read(text: str) -> str:
 
     return _WORD.sub(word, text)
 
+
+
+MAX_MASKED = 20  # characters of a masked word; longer runs of letters and asterisks are left
+UNMASK_MIN = 0.5  # a masked word is read as its most offensive fit when that scores this alone
+# not part of an e-mail address or a host name ("j***@example.com", "www.f**k.com")
+_MASKED = re.compile(r"(?<![\w*@.])[^\W\d_][^\W\d_*]*(?:\*+[^\W\d_*]+)*\**(?![\w*@]|\.\w)")
+
+
+def _unmasked(text: str, unmask: Callable[[str], str | None]) -> str:
+    def word(m: re.Match) -> str:
+        w = m.group()
+        trailing = len(w) - len(w.rstrip("*"))
+        if "*" not in w or trailing == 1 or not 3 <= len(w) <= MAX_MASKED:
+            return w  # a plain word, a footnote mark ("price*"), or too long to be one word
+        found = unmask(w.lower())
+        if found is None:
+            return w
+        shown = [ch for ch in w if ch != "*"]
+        if all(ch.isupper() for ch in shown):
+            return found.upper()
+        return found.capitalize() if shown[0].isupper() else found
+
+    return _MASKED.sub(word, text)
+
+
+@functools.lru_cache(maxsize=4096)
+def mask_fits(pattern: str) -> tuple[str, ...]:
+    """The English words (wordninja's list, most frequent first) that a lowercase masked word
+    ("f**k") can be: the same length, the shown letters in their places."""
+    import wordninja
+
+    shown = re.compile("".join("[a-z]" if ch == "*" else re.escape(ch) for ch in pattern))
+    costs = wordninja.DEFAULT_LANGUAGE_MODEL._wordcost
+    return tuple(sorted((w for w in _words_of_length(len(pattern)) if shown.fullmatch(w)), key=costs.get))
+
+
+@functools.lru_cache(maxsize=None)
+def _words_of_length(n: int) -> tuple[str, ...]:
+    import wordninja
+
+    return tuple(w for w in wordninja.DEFAULT_LANGUAGE_MODEL._wordcost
+                 if len(w) == n and w.isascii() and w.isalpha())

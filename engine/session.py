@@ -34,11 +34,14 @@ from .pipeline import Pipeline, PolicyConfig, load_pipeline
 from .policies import resolve_classes, score_texts, score_timed
 from .repo import ModelRepository
 from .text import Tokenizer, normalise_text
+from .disguises import UNMASK_MIN, mask_fits
 from .text_units import TextUnits, batches_of_like_length
 from .verdict import Outcome, PolicyResult, Verdict
 
 MODALITIES = ("video", "image", "audio", "text")
 TEXT_BATCH = 64  # texts embedded per model call at most (batches_of_like_length)
+MAX_UNMASKED = 4096  # masked words whose readings a Session remembers (_unmask)
+MASKED_PER_ITEM = 8  # new masked words an item may look up (_unmasker)
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +141,7 @@ class Session:
         self._lock = threading.Lock()
         self._tokenizer: Tokenizer | None = None
         self._exemplars: dict[str, np.ndarray] = {}
+        self._unmasked: dict[str, str | None] = {}  # masked word -> its reading (_unmask)
         self._class_ids: dict[str, np.ndarray] = {}
         self._audio_classes: list[str] | None = None
         self._ready = False
@@ -752,7 +756,8 @@ class Session:
         and as read back (Note [text segments] in engine/text_units.py), its strongest score kept."""
         out: dict[str, PolicyResult] = {}
         t = time.perf_counter()
-        units = TextUnits(texts, self.pipeline.text_unicode, self.pipeline.text_read_disguised)
+        units = TextUnits(texts, self.pipeline.text_unicode, self.pipeline.text_read_disguised,
+                          self._unmasker())
         classifier = self.pipeline.text_classifier
         for p in self._policies("text_classifier"):
             name_in = self.backend(classifier.model).inputs[0].name
@@ -772,6 +777,42 @@ class Session:
                     out[p.name] = _from_unit(score_texts(p, per_text, model, details), units, won)
         timings["text_s"] = time.perf_counter() - t
         return out
+
+    def _unmasker(self) -> Callable[[str], str | None] | None:
+        """An item's reader of masked words (Note [disguised words] in engine/disguises.py): the
+        word a lowercase masked word ("f**k") is read as, or None. Each new pattern costs one
+        classifier call over its fits (up to ~1,000 words), so an item looks up at most
+        MASKED_PER_ITEM new ones and leaves the rest as written; looked-up patterns are kept."""
+        if self.pipeline.text_classifier is None:
+            return None
+        left = MASKED_PER_ITEM
+
+        def unmask(pattern: str) -> str | None:
+            nonlocal left
+            if pattern in self._unmasked:
+                return self._unmasked[pattern]
+            if left == 0:
+                return None
+            left -= 1
+            return self._unmask(pattern)
+
+        return unmask
+
+    def _unmask(self, pattern: str) -> str | None:
+        """Of the words that fit a lowercase masked word, the one the text classifier scores
+        highest alone, if at least UNMASK_MIN; remembered (bounded)."""
+        fits = mask_fits(pattern)
+        found = None
+        if fits:
+            classifier = self.pipeline.text_classifier.model
+            name_in = self.backend(classifier).inputs[0].name
+            probs = self._infer(classifier, {name_in: np.array(fits, dtype=object)})
+            scores = np.asarray(next(iter(probs.values())), dtype=np.float64).reshape(-1)
+            best = int(np.argmax(scores))
+            found = fits[best] if scores[best] >= UNMASK_MIN else None
+        if len(self._unmasked) < MAX_UNMASKED:  # bounded: texts are untrusted
+            self._unmasked[pattern] = found
+        return found
 
     def _embed_texts(self, texts: list[str]) -> np.ndarray:
         e = self.pipeline.text_embedding

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -77,7 +77,8 @@ class TextUnits:
     text once, for one batched call per model; a text repeated many times costs one), and the
     way back to one score per text of the item: the strongest of its units'."""
 
-    def __init__(self, texts: Sequence[str], form: str = "nfkc", read_disguised: bool = True):
+    def __init__(self, texts: Sequence[str], form: str = "nfkc", read_disguised: bool = True,
+                 unmask: Callable[[str], str | None] | None = None):
         self.texts: list[str] = []
         self.units: list[Unit] = []
         self._read: list[int] = []  # per unit, its position in texts
@@ -86,7 +87,7 @@ class TextUnits:
         for i, text in enumerate(self._given):
             for span in [None, *segments(text)]:
                 read = normalise_text(text if span is None else text[span[0]:span[1]], form)
-                found = [(None, read)] + [(r, r) for r in (readings(read) if read_disguised else ())]
+                found = [(None, read)] + [(r, r) for r in (readings(read, unmask) if read_disguised else ())]
                 for read_as, t in found:
                     if t not in at:
                         at[t] = len(self.texts)

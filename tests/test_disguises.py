@@ -74,6 +74,58 @@ def test_plain_text_has_no_readings(text):
     assert readings(text) == []
 
 
+MASKED = {  # masked word -> what the fake classifier's pick reads it as (None: no fit is offensive)
+    "f**k": "fuck", "b*tch": "bitch", "a**": "ass", "a**hole": "asshole", "sh**": "shit", "f***": "fuck",
+    "f**d": None,
+}
+READ_UNMASKED = {
+    "f**k you": ["fuck you"],
+    "F**K YOU": ["FUCK YOU"],  # the case of the letters shown
+    "You b*tch": ["You bitch"],
+    "B*tch": ["Bitch"],
+    "what an a**hole": ["what an asshole"],
+    "sh** happens": ["shit happens"],  # two or more asterisks at the end
+    "what the f***!": ["what the fuck!"],
+    "the f**d was great": [],  # no offensive fit: left
+    "a** and sh1t": ["ass and shit"],  # with leetspeak
+}
+
+
+@pytest.mark.parametrize("text", READ_UNMASKED)
+def test_masked_words_are_read_as_the_unmasker_says(text):
+    asked = []
+
+    def unmask(pattern):
+        asked.append(pattern)
+        return MASKED[pattern]
+
+    assert readings(text, unmask) == READ_UNMASKED[text]
+    assert asked and all(p in MASKED for p in asked)
+    assert readings(text) == ([] if "1" not in text else ["a** and shit"])  # no unmasker: left
+
+
+@pytest.mark.parametrize("text", [
+    "**bold** text", "*emphasis*", "see the price*", "footnote* here", "2*3=6", "x * y", "*.py", "rm -rf *",
+    "a*", "ab", "****", "a" + "*" * 25, "f**k_you",  # too short, no letter, too long, an identifier
+    "mail j***@example.com", "see www.f**k.com now", "user@b***.org",  # addresses and host names
+])
+def test_no_masked_word_is_looked_up(text):
+    def unmask(pattern):
+        raise AssertionError(f"looked up {pattern!r}")
+
+    readings(text, unmask)
+
+
+def test_mask_fits():
+    from engine.disguises import mask_fits
+
+    fits = mask_fits("f**k")
+    assert "fuck" in fits and "fork" in fits
+    assert all(len(w) == 4 and w[0] == "f" and w[3] == "k" for w in fits)
+    assert mask_fits("a**hole") == ("asshole",) or "asshole" in mask_fits("a**hole")
+    assert mask_fits("zq*x") == ()
+
+
 def test_readings_take_linear_time():
     rng = np.random.default_rng(0)
     distinct = " ".join("".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 9)) for _ in range(10_000))
@@ -115,6 +167,9 @@ def test_the_session_flags_disguised_text_as_the_plain_text(model_repo, repo_wit
 
     cases = {  # disguised -> the plain text it reads as, and a policy that flags the plain text
         "f u c k you": ("fuck you", "offensive_text"),
+        "f**k you": ("fuck you", "offensive_text"),
+        "you are a b*tch": ("you are a bitch", "offensive_text"),
+        "I will k**l you": ("I will kill you", "violent_threat"),
         "you are a piece of sh1t": ("you are a piece of shit", "offensive_text"),
         "fuuuuuck you": ("fuck you", "offensive_text"),
         "I will k1ll you": ("I will kill you", "violent_threat"),
@@ -162,3 +217,34 @@ def test_a_disguised_caption_is_read_back(model_repo, stack):
     r = stack.enter_context(Session(model_repo.path)).moderate(video).policies["violent_threat"]
     assert r.flagged and r.evidence.modality == "subtitles" and r.evidence.index == 1
     assert r.evidence.read_as == "I am going to kill you" and r.evidence.segment == (1.0, 1.8)
+
+
+@pytest.mark.models
+def test_masked_words_fit_to_no_offensive_word_are_left(model_repo, stack):
+    from engine import Session
+
+    session = stack.enter_context(Session(model_repo.path))
+    for text in ("the f**d was great", "see the price*", "**bold** move", "2*3=6"):
+        v = session.moderate(text=text)
+        assert all(r.evidence.read_as is None and not r.flagged for r in v.policies.values()), text
+
+
+@pytest.mark.models
+def test_an_item_looks_up_a_bounded_number_of_masked_words(model_repo, stack, monkeypatch):
+    from engine import Session
+    from engine.session import MASKED_PER_ITEM
+
+    session = stack.enter_context(Session(model_repo.path))
+    looked_up = []
+    real = session._unmask
+    monkeypatch.setattr(session, "_unmask", lambda p: looked_up.append(p) or real(p))
+    words = [f"{a}{b}**" for a in "bcdgm" for b in "aeiou"]  # 25 distinct masked words
+    v = session.moderate(text=" ".join(words) + " f**k you")
+    assert looked_up == words[:MASKED_PER_ITEM]  # the rest are left as written
+    assert "f**k you" in (v.policies["offensive_text"].evidence.read_as or "f**k you")
+    v = session.moderate(text="f**k you")  # the next item looks up its own
+    assert v.policies["offensive_text"].evidence.read_as == "fuck you"
+    first = looked_up[:MASKED_PER_ITEM]
+    looked_up.clear()
+    session.moderate(text=" ".join(words))  # looked-up words are remembered: 8 new ones
+    assert looked_up == words[MASKED_PER_ITEM:2 * MASKED_PER_ITEM] and not set(first) & set(looked_up)
