@@ -224,9 +224,12 @@ def test_masked_words_fit_to_no_offensive_word_are_left(model_repo, stack):
     from engine import Session
 
     session = stack.enter_context(Session(model_repo.path))
-    for text in ("the f**d was great", "see the price*", "**bold** move", "2*3=6"):
+    for text in ("the f**d was great", "see the price*", "**bold** move", "2*3=6", "Rated 5* by our guests",
+                 "my password is p******d", "Call me at ***-***-1234", "Card ending ****1234",
+                 "Contact j***@gmail.com for details", "Oh my g*d this is great", "Winter is c*ming"):
         v = session.moderate(text=text)
-        assert all(r.evidence.read_as is None and not r.flagged for r in v.policies.values()), text
+        assert all(r.evidence.read_as in (None, text.replace("*", "o")) and not r.flagged
+                   for r in v.policies.values()), text
 
 
 @pytest.mark.models
