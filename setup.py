@@ -13,6 +13,9 @@
   ``ENGINE_CPU=0`` builds only the CUDA extension;
   ``ENGINE_CUDA_ARCHS`` real architectures, default ``80;89;90`` (plus PTX of the last one for
   newer GPUs); ``ENGINE_NVCC_FLAGS`` extra nvcc flags.
+
+The C++ files of an extension compile in parallel, one job per CPU (``ENGINE_BUILD_JOBS=N``
+chooses), and the .cu files each in a job of their own.
 """
 
 from __future__ import annotations
@@ -25,10 +28,14 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from glob import glob
 
-from pybind11.setup_helpers import Pybind11Extension, build_ext, has_flag
+from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext, has_flag
 from setuptools import find_packages, setup
 
 __version__ = "0.1.0"
+
+# an extension's C++ files compile in parallel, one per CPU (ENGINE_BUILD_JOBS=N to choose):
+# setuptools compiles them one by one
+ParallelCompile("ENGINE_BUILD_JOBS").install()
 
 
 def _find_nvcc() -> str | None:
