@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # One script for a fresh GPU machine (torch, nvcc, pybind11; pytest from .whl/ when missing):
 # build engine._C_cuda and engine._C, run the GPU tests (CUDA and Triton kernels, the device
-# pipeline), the NVDEC A/B (bench/nvdec_ab.py: sparse NVDEC decoding against the CPU, where
-# PyNvVideoCodec imports), then the bench suites
-# that carry GPU rows (bench/gpu_bench.py: kernels with bandwidth as a fraction of a same-run copy,
-# models with the torch CUDA backend, e2e with Session(device="cuda:0")).
+# pipeline), the bench suites that carry GPU rows (bench/gpu_bench.py: kernels with bandwidth as
+# a fraction of a same-run copy, models with the torch CUDA backend, e2e with
+# Session(device="cuda:0")), then the NVDEC A/B (bench/nvdec_ab.py: sparse NVDEC decoding against
+# the CPU, where PyNvVideoCodec imports).
 #   bash bench/gpu_check.sh 2>&1 | tee gpu_check.log
 #   bash bench/gpu_check.sh text   # the text models only, for a bundle made with
 #     python bench/gpu_bundle.py --models minilm --fp16-transport minilm --transport-bits 6
@@ -92,9 +92,6 @@ timeout ${TEST_TIMEOUT:-240} $PY -m pytest -q -m gpu -p no:cacheprovider -rfEs \
   tests/test_nvdec.py 2>&1 | grep -vE "^\s*$" | tail -40
 echo "pytest -m gpu rc=${PIPESTATUS[0]}"
 
-step "A/B: sparse NVDEC, keyframe packets against SimpleDecoder and the CPU"
-timeout ${BENCH_TIMEOUT:-300} $PY -m bench.nvdec_ab
-
 # kernels first and on its own: models and e2e need the model repository, and a suite that fails
 # stops its run before anything is written
 PLOTS=""; $PY -c "import matplotlib" 2>/dev/null || PLOTS="--no-plots"
@@ -103,4 +100,7 @@ timeout ${BENCH_TIMEOUT:-300} $PY bench/gpu_bench.py --suite kernels ${BENCH_ARG
 # decode too: it runs on the host CPUs, and with it the run is a complete bench plan profile
 step "bench: decode, models, e2e"
 timeout ${BENCH_TIMEOUT:-300} $PY bench/gpu_bench.py --suite decode,models,e2e ${BENCH_ARGS:---quick} $PLOTS --label "bench/gpu_check.sh"
+# last: beside the check, not part of it (about a minute)
+step "A/B: sparse NVDEC, keyframe packets against SimpleDecoder and the CPU"
+timeout ${BENCH_TIMEOUT:-300} $PY -m bench.nvdec_ab
 step "done"
