@@ -39,9 +39,9 @@ order:
   are left, and a split is taken only into common words (COMMON_WORDS: "normalised" -> "normal is
   ed" is not). The price: a rare word holding a taboo one may be read apart (the town "penistone",
   in small letters, flags offensive_text as "penis tone"; "Penistone" does not).
-Unicode disguises (fullwidth, look-alike
-letters of other scripts, invisible characters, right-to-left overrides) are undone before, by
-normalise_text (Note [text normalisation] in engine/text.py).
+Unicode disguises (fullwidth, look-alike letters of other scripts, invisible characters,
+right-to-left overrides) are undone before, by normalise_text (Note [text normalisation] in
+engine/text.py).
 ``[text] read_disguised = false`` in pipeline.toml turns the readings off.
 """
 
@@ -166,7 +166,6 @@ def _leet_read(text: str) -> str:
         return head + "".join(_LEET.get(ch, ch) for ch in core) + tail
 
     return _WORD.sub(word, text)
-
 
 
 MAX_MASKED = 20  # characters of a masked word; longer runs of letters and asterisks are left
