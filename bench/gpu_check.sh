@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One script for a fresh GPU machine (torch, nvcc, pybind11; pytest from .whl/ when missing):
 # build engine._C_cuda and engine._C, run the GPU tests (CUDA and Triton kernels, the device
-# pipeline), the bench suites that carry GPU rows (bench/gpu_bench.py: kernels with bandwidth as
+# pipeline), the pending A/B of the CUDA preprocessing kernel (bench/preprocess_ab.py), the bench
+# suites that carry GPU rows (bench/gpu_bench.py: kernels with bandwidth as
 # a fraction of a same-run copy, models with the torch CUDA backend, e2e with
 # Session(device="cuda:0")), then the NVDEC A/B (bench/nvdec_ab.py: sparse NVDEC decoding against
 # the CPU, where PyNvVideoCodec imports).
@@ -91,6 +92,9 @@ timeout ${TEST_TIMEOUT:-240} $PY -m pytest -q -m gpu -p no:cacheprovider -rfEs \
   tests/test_backend_torch.py tests/test_session.py tests/test_model_parity.py tests/test_backends_text.py \
   tests/test_nvdec.py 2>&1 | grep -vE "^\s*$" | tail -40
 echo "pytest -m gpu rc=${PIPESTATUS[0]}"
+
+step "A/B: CUDA preprocess, vertical-first block against its prefetching variant"
+timeout ${BENCH_TIMEOUT:-300} $PY -m bench.preprocess_ab
 
 # kernels first and on its own: models and e2e need the model repository, and a suite that fails
 # stops its run before anything is written

@@ -347,7 +347,7 @@ def test_gpu_sessions_per_kernel_impl_and_nvdec_where_it_imports(monkeypatch):
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal without a GPU")
-@pytest.mark.parametrize("script", ["length_buckets_ab", "nvdec_ab"])
+@pytest.mark.parametrize("script", ["length_buckets_ab", "preprocess_ab", "nvdec_ab"])
 def test_gpu_ab_scripts_refuse_without_a_gpu(capsys, script):
     import importlib
 

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -96,6 +97,7 @@ struct Prepared {
   bool staged = false;
   int fast_taps = 0;  // > 0: the 8-bit fast path with this tap bin (plan_fast_path)
   bool vfirst = false;  // ... as the vertical-first block (plan_vfirst)
+  bool prefetch = false;  // ... with its loads a step ahead (TEMPORARY A/B, plan_vfirst)
   int tiles_x = 0, tiles_y = 0;
   size_t smem_bytes = 0;
 };
@@ -107,6 +109,10 @@ struct Prepared {
 // within.
 void plan_vfirst(Prepared& r, int need) {
   if (r.fast_taps == 0 || !r.p.aligned4 || r.p.sub_y != 2) return;
+  // TEMPORARY A/B, until a GPU run of bench/preprocess_ab.py decides (read at every call):
+  // ENGINE_CUDA_PREPROCESS=vfirst-prefetch loads the vertical loop's samples a step ahead
+  const char* e = std::getenv("ENGINE_CUDA_PREPROCESS");
+  r.prefetch = e != nullptr && std::strcmp(e, "vfirst-prefetch") == 0;
   using engine::cuda::kTileH;
   using engine::cuda::kTileW;
   const size_t floats = 3 * (size_t)kTileH * (size_t)std::max(need, kTileW);  // >= store_block's
@@ -343,8 +349,11 @@ struct DeviceLaunch {
   template <int Kind, int kTaps>
   void run_8bit() {
     const dim3 grid(r->tiles_x, r->tiles_y, r->p.batch);
-    if (r->vfirst)
-      engine::cuda::preprocess_kernel_vfirst<Kind, kTaps>
+    if (r->vfirst && r->prefetch)
+      engine::cuda::preprocess_kernel_vfirst<Kind, kTaps, true>
+          <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
+    else if (r->vfirst)
+      engine::cuda::preprocess_kernel_vfirst<Kind, kTaps, false>
           <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
     else
       engine::cuda::preprocess_kernel_8bit<Kind, kTaps>
@@ -369,7 +378,10 @@ struct HostEmulation {
     for (int b = 0; b < r->p.batch; ++b)
       for (int ty = 0; ty < r->tiles_y; ++ty)
         for (int tx = 0; tx < r->tiles_x; ++tx)
-          if (r->vfirst)
+          if (r->vfirst && r->prefetch)
+            engine::cuda::preprocess_block_vfirst<Kind, kTaps, 1, 1, true>(r->p, tx, ty, b, 0, 0,
+                                                                           smem.data());
+          else if (r->vfirst)
             engine::cuda::preprocess_block_vfirst<Kind, kTaps, 1, 1>(r->p, tx, ty, b, 0, 0,
                                                                      smem.data());
           else
@@ -379,7 +391,7 @@ struct HostEmulation {
 };
 
 std::string variant_name(const Prepared& r) {
-  return r.vfirst ? "vfirst" : r.staged ? "staged" : "direct";
+  return r.vfirst ? (r.prefetch ? "vfirst-prefetch" : "vfirst") : r.staged ? "staged" : "direct";
 }
 
 }  // namespace

@@ -96,21 +96,39 @@ ENGINE_HD_INLINE void load4(const float* s, float v[4]) {
 #endif
 }
 
-// Chroma terms of the 2 chroma samples under luma pixels 4g .. 4g + 3 of a row (chroma columns
-// 2g, 2g + 1) from aligned words: t[0] for pixels 4g, 4g + 1, t[1] for 4g + 2, 4g + 3.
+// The aligned words holding the 2 chroma samples under luma pixels 4g .. 4g + 3 of a row (chroma
+// columns 2g, 2g + 1): NV12 one word U V U V (in *a), I420 the U pair in *a and the V pair in *b.
+template <int Kind>
+ENGINE_HD_INLINE void chroma_words4(const unsigned char* c1, const unsigned char* c2, int g,
+                                    uint32_t* a, uint32_t* b) {
+  if (Kind == kSemiPlanarYuv) {
+    *a = reinterpret_cast<const uint32_t*>(c1)[g];
+    *b = 0u;
+  } else {
+    *a = reinterpret_cast<const uint16_t*>(c1)[g];
+    *b = reinterpret_cast<const uint16_t*>(c2)[g];
+  }
+}
+
+// Chroma terms of chroma_words4's words: t[0] for pixels 4g, 4g + 1, t[1] for 4g + 2, 4g + 3.
+template <int Kind>
+ENGINE_HD_INLINE void chroma_terms4(const KernelParams& p, uint32_t a, uint32_t b, float t[2][3]) {
+  if (Kind == kSemiPlanarYuv) {
+    yuv_chroma_terms(p.m, byte_to_float(a, 0), byte_to_float(a, 1), t[0]);
+    yuv_chroma_terms(p.m, byte_to_float(a, 2), byte_to_float(a, 3), t[1]);
+  } else {
+    yuv_chroma_terms(p.m, byte_to_float(a, 0), byte_to_float(b, 0), t[0]);
+    yuv_chroma_terms(p.m, byte_to_float(a, 1), byte_to_float(b, 1), t[1]);
+  }
+}
+
+// chroma_terms4 of the words at group g.
 template <int Kind>
 ENGINE_HD_INLINE void chroma_group4(const KernelParams& p, const unsigned char* c1,
                                     const unsigned char* c2, int g, float t[2][3]) {
-  if (Kind == kSemiPlanarYuv) {
-    const uint32_t cq = reinterpret_cast<const uint32_t*>(c1)[g];  // U V U V
-    yuv_chroma_terms(p.m, byte_to_float(cq, 0), byte_to_float(cq, 1), t[0]);
-    yuv_chroma_terms(p.m, byte_to_float(cq, 2), byte_to_float(cq, 3), t[1]);
-  } else {
-    const uint32_t uq = reinterpret_cast<const uint16_t*>(c1)[g];
-    const uint32_t vq = reinterpret_cast<const uint16_t*>(c2)[g];
-    yuv_chroma_terms(p.m, byte_to_float(uq, 0), byte_to_float(vq, 0), t[0]);
-    yuv_chroma_terms(p.m, byte_to_float(uq, 1), byte_to_float(vq, 1), t[1]);
-  }
+  uint32_t a, b;
+  chroma_words4<Kind>(c1, c2, g, &a, &b);
+  chroma_terms4<Kind>(p, a, b, t);
 }
 
 // Clamped unit-scale RGB v[channel][e] of the 4 luma samples of word yq, chroma terms t.

@@ -34,7 +34,44 @@ namespace cuda {
 // L1 32% busy; of the 14 cycles between a warp's instructions, 7 wait on its global loads), 50%
 // occupancy (64 registers and 32 KB of shared memory per block): more loads in flight per warp
 // (the next y-tap row's words loaded before the current row is converted) is the next thing to try.
-template <int Kind, int kTaps, int kNW, int kNL>
+// The raw samples of one chroma row of a group and of its one or two luma rows within an output
+// row's taps (kPrefetch: loaded a step ahead of their conversion).
+struct PairSamples {
+  uint32_t ca = 0, cb = 0, y0 = 0, y1 = 0;
+};
+
+template <int Kind>
+ENGINE_HD_INLINE PairSamples load_pair(const unsigned char* c1, const unsigned char* c2,
+                                       const unsigned char* yp, int stride0, int rows) {
+  PairSamples s;
+  chroma_words4<Kind>(c1, c2, 0, &s.ca, &s.cb);
+  s.y0 = *reinterpret_cast<const uint32_t*>(yp);
+  if (rows > 1) s.y1 = *reinterpret_cast<const uint32_t*>(yp + stride0);
+  return s;
+}
+
+// Adds the pair's terms with y weights w: its chroma terms once, then its one or two luma rows.
+template <int Kind>
+ENGINE_HD_INLINE void add_pair(const KernelParams& p, const PairSamples& s, const float* w,
+                               int rows, float acc[3][4]) {
+  float tc[2][3], v[3][4];
+  chroma_terms4<Kind>(p, s.ca, s.cb, tc);
+  for (int k = 0; k < 2; ++k) {
+    if (k < rows) {
+      luma_group4(p, k == 0 ? s.y0 : s.y1, tc, v);
+      const float wk = w[k];
+      for (int ch = 0; ch < 3; ++ch)
+        for (int e = 0; e < 4; ++e) acc[ch][e] += wk * v[ch][e];
+    }
+  }
+}
+
+// kPrefetch (TEMPORARY A/B, ENGINE_CUDA_PREPROCESS=vfirst-prefetch, until a GPU run of
+// bench/preprocess_ab.py decides): the vertical loop loads the next pair's samples before it
+// converts the current pair's, so a warp has two steps of sample loads in flight (Nsight found
+// this block waiting on its loads half the time); the weights stay where they were (prefetching
+// them too made the I420 variants spill). Same terms in the same order: bit-identical.
+template <int Kind, int kTaps, int kNW, int kNL, bool kPrefetch = false>
 ENGINE_HD void preprocess_block_vfirst(const KernelParams& p, int tx, int ty, int b, int warp,
                                        int lane, float* smem) {
   constexpr int kCols = kTileW / kNL;  // output columns per lane
@@ -56,30 +93,39 @@ ENGINE_HD void preprocess_block_vfirst(const KernelParams& p, int tx, int ty, in
     const int n = p.ycount[oy], sy0 = n > 0 ? p.yfirst[oy] : 0;
     const float* w = p.yw + oy * p.ky;
     float acc[3][4] = {};
-    // pointers at the group's samples (chroma_group4's group 0); one chroma row serves the luma
+    // pointers at the group's samples (chroma_words4's group 0); one chroma row serves the luma
     // rows 2 cy and 2 cy + 1 (4:2:0): its terms once, then one or two luma taps
     const int cg = Kind == kPlanarYuv ? 2 * g : 4 * g;
     const unsigned char* yp = plane0 + sy0 * stride0 + 4 * g;
     const unsigned char* c1 = plane1 + (sy0 >> 1) * stride1 + cg;
     const unsigned char* c2 = Kind == kPlanarYuv ? plane2 + (sy0 >> 1) * stride2 + cg : c1;
-    for (int j = 0; j < n;) {
-      float tc[2][3];
-      chroma_group4<Kind>(p, c1, c2, 0, tc);
-      c1 += stride1;
-      if (Kind == kPlanarYuv) c2 += stride2;
-      const int rows = mini(2 - ((sy0 + j) & 1), n - j);  // the pair's rows within the taps
-      for (int k = 0; k < 2; ++k) {
-        if (k < rows) {
-          float v[3][4];
-          luma_group4(p, *reinterpret_cast<const uint32_t*>(yp), tc, v);
-          yp += stride0;
-          const float wj = w[k];
-          for (int ch = 0; ch < 3; ++ch)
-            for (int e = 0; e < 4; ++e) acc[ch][e] += wj * v[ch][e];
-        }
+    if (kPrefetch) {
+      int rows = mini(2 - (sy0 & 1), n);  // the pair's rows within the taps
+      PairSamples cur;
+      if (n > 0) cur = load_pair<Kind>(c1, c2, yp, stride0, rows);
+      for (int j = 0; j < n;) {
+        c1 += stride1;
+        if (Kind == kPlanarYuv) c2 += stride2;
+        yp += rows * stride0;
+        j += rows;
+        const int next_rows = mini(2, n - j);
+        PairSamples next;
+        if (j < n) next = load_pair<Kind>(c1, c2, yp, stride0, next_rows);
+        add_pair<Kind>(p, cur, w, rows, acc);
+        w += rows;
+        cur = next;
+        rows = next_rows;
       }
-      j += rows;
-      w += rows;
+    } else {
+      for (int j = 0; j < n;) {
+        const int rows = mini(2 - ((sy0 + j) & 1), n - j);  // the pair's rows within the taps
+        add_pair<Kind>(p, load_pair<Kind>(c1, c2, yp, stride0, rows), w, rows, acc);
+        c1 += stride1;
+        if (Kind == kPlanarYuv) c2 += stride2;
+        yp += rows * stride0;
+        j += rows;
+        w += rows;
+      }
     }
     float* d = smem + orow * pitch + 4 * (g - gl);
     for (int ch = 0; ch < 3; ++ch)
@@ -104,10 +150,10 @@ ENGINE_HD void preprocess_block_vfirst(const KernelParams& p, int tx, int ty, in
 }
 
 #if defined(__CUDACC__)
-template <int Kind, int kTaps>
+template <int Kind, int kTaps, bool kPrefetch>
 __global__ void __launch_bounds__(kThreads, 4) preprocess_kernel_vfirst(KernelParams p) {
   extern __shared__ float smem[];
-  preprocess_block_vfirst<Kind, kTaps, kThreads / 32, 32>(
+  preprocess_block_vfirst<Kind, kTaps, kThreads / 32, 32, kPrefetch>(
       p, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x >> 5, threadIdx.x & 31, smem);
 }
 #endif

@@ -241,11 +241,16 @@ def test_emulated_fast_path_matches_general_block(case):
 
 
 @needs_ext
-def test_emulated_vertical_first_on_random_geometries():
+@pytest.mark.parametrize("block", ["vfirst", "vfirst-prefetch"])
+def test_emulated_vertical_first_on_random_geometries(block, monkeypatch):
     """Fresh random 4:2:0 frames, geometries, filters, layouts and dtypes each run (the seed is in
-    the message): the vertical-first block, wherever it takes the call, equals the general block."""
+    the message): the vertical-first block, wherever it takes the call, equals the general block;
+    its prefetching variant (ENGINE_CUDA_PREPROCESS=vfirst-prefetch, a temporary A/B) equals it bit
+    for bit."""
     seed = int(np.random.SeedSequence().entropy % 2**32)
     rng = np.random.default_rng(seed)
+    if block == "vfirst-prefetch":
+        monkeypatch.setenv("ENGINE_CUDA_PREPROCESS", block)
     took = 0
     for _ in range(24):
         fmt = str(rng.choice(["i420", "nv12"]))
@@ -259,7 +264,13 @@ def test_emulated_vertical_first_on_random_geometries():
         frames = [aligned4(make_frame(fmt, h, w, rng, matrix="bt709"), rng) for _ in range(2)]
         out, variant = emulate(frames, spec)
         general, _ = emulate(frames, spec, force_direct=True)
-        took += variant == "vfirst"
+        took += variant == block
+        if variant == "vfirst-prefetch":
+            monkeypatch.delenv("ENGINE_CUDA_PREPROCESS")
+            plain, plain_variant = emulate(frames, spec)
+            monkeypatch.setenv("ENGINE_CUDA_PREPROCESS", block)
+            assert plain_variant == "vfirst"
+            np.testing.assert_array_equal(out, plain, err_msg=f"seed {seed}: {fmt} {h}x{w} {spec}")
         tol = 2**-10 if spec.dtype == "float16" else 1e-5
         np.testing.assert_allclose(out.astype(np.float64), general.astype(np.float64), rtol=tol, atol=tol,
                                    err_msg=f"seed {seed}: {fmt} {h}x{w} {spec}")

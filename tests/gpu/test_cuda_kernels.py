@@ -91,11 +91,15 @@ def test_preprocess_matches_clamp_before_reference(case, direct):
         ("i420", 1080, 1920, dict(size=(224, 224), resize="stretch")),
     ],
 )
-@pytest.mark.parametrize("pitch_pad", [24, 25], ids=["aligned", "odd-pitch"])
-def test_preprocess_video_sizes(fmt, h, w, kw, pitch_pad):
-    """Rows of 1944 / 984 / 1304 bytes: aligned words, so the vertical-first block; rows one byte
+@pytest.mark.parametrize("pitch_pad,block", [(24, None), (24, "vfirst-prefetch"), (25, None)],
+                         ids=["aligned", "aligned-prefetch", "odd-pitch"])
+def test_preprocess_video_sizes(fmt, h, w, kw, pitch_pad, block, monkeypatch):
+    """Rows of 1944 / 984 / 1304 bytes: aligned words, so the vertical-first block (or its
+    prefetching variant, ENGINE_CUDA_PREPROCESS=vfirst-prefetch, a temporary A/B); rows one byte
     longer: the 8-bit fast path with byte loads (the 8.6x stretch has too many x taps for either:
     the general block)."""
+    if block is not None:
+        monkeypatch.setenv("ENGINE_CUDA_PREPROCESS", block)
     rng = np.random.default_rng(7)
     spec = PreprocessSpec(**kw, **NORM)
     frames = [make_frame(fmt, h, w, rng, matrix="bt709") for _ in range(2)]
