@@ -243,10 +243,10 @@ def test_emulated_fast_path_matches_general_block(case):
 @needs_ext
 @pytest.mark.parametrize("block", ["vfirst", "vfirst-prefetch"])
 def test_emulated_vertical_first_on_random_geometries(block, monkeypatch):
-    """Fresh random 4:2:0 frames, geometries, filters, layouts and dtypes each run (the seed is in
-    the message): the vertical-first block, wherever it takes the call, equals the general block;
-    its prefetching variant (ENGINE_CUDA_PREPROCESS=vfirst-prefetch, a temporary A/B) equals it bit
-    for bit."""
+    """Fresh random 4:2:0 frames (odd sizes too), geometries, filters, layouts and dtypes each run
+    (the seed is in the message): the vertical-first block, wherever it takes the call, equals the
+    general block; its prefetching variant (ENGINE_CUDA_PREPROCESS=vfirst-prefetch, a temporary
+    A/B) equals it bit for bit."""
     seed = int(np.random.SeedSequence().entropy % 2**32)
     rng = np.random.default_rng(seed)
     if block == "vfirst-prefetch":
@@ -254,7 +254,7 @@ def test_emulated_vertical_first_on_random_geometries(block, monkeypatch):
     took = 0
     for _ in range(24):
         fmt = str(rng.choice(["i420", "nv12"]))
-        h, w = 2 * int(rng.integers(1, 200)), 2 * int(rng.integers(1, 350))
+        h, w = int(rng.integers(1, 400)), int(rng.integers(1, 700))  # odd sizes too
         oh, ow = int(rng.integers(1, 100)), int(rng.integers(1, 100))
         resize = str(rng.choice(["stretch", "shorter", "letterbox"]))
         spec = PreprocessSpec(size=(oh, ow), resize=resize, filter=str(rng.choice(["antialias", "bilinear"])),
