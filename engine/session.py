@@ -617,6 +617,14 @@ class Session:
                 return media.audio_from_array(samples, rate, self.limits, SAMPLE_RATE)
             return media.decode_audio(source, self.limits, track=track, channels=channels)
 
+    def _channel_count(self, source: Any, track: int) -> int:
+        """The channels of a sound source as declared (0: unknown), without decoding it."""
+        if _is_samples(source):
+            samples = source[0] if isinstance(source, tuple) else source
+            shape = np.shape(samples)
+            return 1 if len(shape) == 1 else int(shape[1])
+        return media.audio_channels(source, self.limits, track=track)
+
     def _sound_scores(self, source: Any, timings, track: int = 0) -> dict[str, PolicyResult]:
         """Audio policies of one sound track: its mono downmix (raised when quiet, Note
         [loudness]) and, when that is quiet or silent, each of its channels alone (Note
@@ -628,7 +636,8 @@ class Session:
             with self._metrics.stage("loudness", timings=timings, key="loudness_s"):
                 loudness = integrated_loudness(wave, SAMPLE_RATE)
         scores = self._audio_scores(wave, timings, loudness)
-        if scores and loudness is not None and is_quiet(loudness, a.reference_lufs):
+        if scores and loudness is not None and is_quiet(loudness, a.reference_lufs) \
+                and self._channel_count(source, track) != 1:  # a mono track has nothing to cancel
             channels = self._decode_audio(source, timings, track, channels=True)
             for k, channel in enumerate(channels if len(channels) > 1 else ()):
                 _keep_stronger(scores, {name: _with_evidence(r, channel=k)

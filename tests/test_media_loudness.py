@@ -97,6 +97,36 @@ def test_channels_decode_alone():
     np.testing.assert_array_equal(decode_audio(SAMPLES / "explosion.flac", channels=True), explosion[None])
 
 
+def test_declared_channels():
+    from engine.media import audio_channels
+
+    explosion = decode_audio(SAMPLES / "explosion.flac")
+    assert audio_channels(SAMPLES / "explosion.flac") == 1
+    assert audio_channels(mf.float_wav(np.stack([explosion, -explosion], 1))) == 2
+    assert audio_channels(SAMPLES / "speech.m4a") == 1
+
+
+@pytest.mark.models
+def test_a_quiet_mono_track_is_decoded_once(model_repo, stack, monkeypatch):
+    """Quiet sound is also judged channel by channel (Note [cancelling channels]); a mono track has
+    one channel, the downmix itself: no second decode."""
+    import engine.media
+    from engine import Session
+
+    explosion = decode_audio(SAMPLES / "explosion.flac")
+    calls = []
+    real = engine.media.decode_audio
+    monkeypatch.setattr(engine.media, "decode_audio", lambda *a, **k: calls.append(k.get("channels")) or real(*a, **k))
+    session = stack.enter_context(Session(model_repo.path))
+    quiet_mono = mf.float_wav(explosion * np.float32(0.1))  # 20 dB below the reference
+    assert session.moderate(quiet_mono).policies["violent_audio"].flagged
+    assert calls == [False]
+    calls.clear()
+    quiet_stereo = mf.float_wav(np.stack([explosion, explosion], 1) * np.float32(0.1))
+    session.moderate(quiet_stereo)
+    assert calls == [False, True]  # two channels: judged apart too
+
+
 @pytest.mark.models
 def test_channels_that_cancel_in_the_downmix_are_judged_alone(model_repo, repo_with, stack):
     from engine import Session

@@ -8,6 +8,7 @@ Public API::
     decode_image(source, limits=None, *, background=255) -> Frame  # also (H, W, 3) uint8 arrays / PIL images
     decode_image_views(source, limits=None, backgrounds=("white", "black")) -> [(page, Frame)]
     decode_audio(source, limits=None, sample_rate=16000) -> np.ndarray (float32 mono)
+    audio_channels(source, limits=None, *, track=0) -> int   # declared channels, no decoding
     audio_from_array(samples, sample_rate=16000, limits=None) -> np.ndarray   # PCM already in memory
     decode_subtitles(source, limits=None) -> [Caption(start, end, text)]   # text subtitle tracks
     has_audio(source, limits=None) -> bool
@@ -16,7 +17,7 @@ Public API::
 playlists and concat lists raise ForbiddenSourceError.  All errors are ``engine.errors`` types.
 """
 
-from .audio import audio_from_array, decode_audio, has_audio
+from .audio import audio_channels, audio_from_array, decode_audio, has_audio
 from .decord_source import DecordSource, decord_available
 from .frame import FRAME_FORMATS, Frame, frame_from_array, frame_from_av, frame_to_rgb
 from .image import decode_image, decode_image_views
@@ -31,6 +32,7 @@ __all__ = [
     "Limits", "DEFAULT_LIMITS", "open_container",
     "MediaInfo", "probe",
     "Sampling", "SAMPLING_MODES", "DecodedVideo", "decode_video",
-    "decode_image", "decode_image_views", "decode_audio", "audio_from_array", "has_audio", "Caption", "decode_subtitles",
+    "decode_image", "decode_image_views", "decode_audio", "audio_channels", "audio_from_array", "has_audio",
+    "Caption", "decode_subtitles",
     "DecordSource", "decord_available",
 ]

@@ -12,7 +12,7 @@ from engine.errors import CorruptMediaError, EmptyMediaError, InputError
 from .limits import DEFAULT_LIMITS, Limits
 from .source import Packets, check_codec, first_stream, media_errors, open_container
 
-__all__ = ["decode_audio", "audio_from_array", "has_audio"]
+__all__ = ["decode_audio", "audio_channels", "audio_from_array", "has_audio"]
 
 
 def has_audio(source: Any, limits: Limits | None = None) -> bool:
@@ -37,12 +37,7 @@ def decode_audio(source: Any, limits: Limits | None = None, sample_rate: int = 1
         raise InputError(f"sample_rate must be a positive int, got {sample_rate!r}")
     deadline = limits.deadline()
     with media_errors("audio"), open_container(source, limits) as c:
-        st = first_stream(c, "audio", "input has no audio stream")
-        if track:
-            if not 0 <= track < len(c.streams.audio):
-                raise InputError(f"audio track {track} does not exist ({len(c.streams.audio)} tracks)")
-            st = c.streams.audio[track]
-            check_codec(st)
+        st = _track(c, track)
         st.thread_type = "AUTO"
         out = _Resampled(sample_rate, limits, channels)
         errors = 0
@@ -61,6 +56,26 @@ def decode_audio(source: Any, limits: Limits | None = None, sample_rate: int = 1
         if not decoded_any:
             raise CorruptMediaError("audio stream does not decode")
         return out.finish()
+
+
+def audio_channels(source: Any, limits: Limits | None = None, *, track: int = 0) -> int:
+    """The channel count the ``track``-th audio stream declares (0: not declared), from the
+    container's header without decoding: what ``decode_audio(..., channels=True)`` would return
+    as rows, unless the decoder widens it (parametric stereo from a mono core)."""
+    with media_errors("audio"), open_container(source, limits or DEFAULT_LIMITS) as c:
+        layout = _track(c, track).codec_context.layout
+        return layout.nb_channels if layout is not None else 0
+
+
+def _track(c, track: int):
+    """The ``track``-th audio stream of container ``c``, its codec checked."""
+    st = first_stream(c, "audio", "input has no audio stream")
+    if track:
+        if not 0 <= track < len(c.streams.audio):
+            raise InputError(f"audio track {track} does not exist ({len(c.streams.audio)} tracks)")
+        st = c.streams.audio[track]
+        check_codec(st)
+    return st
 
 
 _ARRAY_FORMATS = {np.dtype(np.float32): "flt", np.dtype(np.float64): "dbl", np.dtype(np.int16): "s16",
