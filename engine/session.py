@@ -767,13 +767,14 @@ class Session:
         t = time.perf_counter()
         units = TextUnits(texts, self.pipeline.text_unicode, self.pipeline.text_read_disguised,
                           self._unmasker())
-        classifier = self.pipeline.text_classifier
-        for p in self._policies("text_classifier"):
-            name_in = self.backend(classifier.model).inputs[0].name
-            probs = self._infer(classifier.model, {name_in: np.array(units.texts, dtype=object)})
-            with self._metrics.stage("policy", classifier.model):
-                per_text, won, _ = units.strongest(next(iter(probs.values())))
-                out[p.name] = _from_unit(score_texts(p, per_text, classifier.model), units, won)
+        classified = self._policies("text_classifier")
+        if classified:
+            model = self.pipeline.text_classifier.model
+            probs = self._classify(units.texts)  # once for every classifier policy
+            with self._metrics.stage("policy", model):
+                for p in classified:
+                    per_text, won, _ = units.strongest(probs)
+                    out[p.name] = _from_unit(score_texts(p, per_text, model), units, won)
         similarity = self._policies("text_similarity")
         if similarity:
             emb = self._embed_texts(units.texts)
@@ -786,6 +787,13 @@ class Session:
                     out[p.name] = _from_unit(score_texts(p, per_text, model, details), units, won)
         timings["text_s"] = time.perf_counter() - t
         return out
+
+    def _classify(self, texts: list[str]) -> np.ndarray:
+        """The text classifier's score of each text, shape [len(texts)]."""
+        model = self.pipeline.text_classifier.model
+        name_in = self.backend(model).inputs[0].name
+        probs = self._infer(model, {name_in: np.array(texts, dtype=object)})
+        return np.asarray(next(iter(probs.values()))).reshape(-1)
 
     def _unmasker(self) -> Callable[[str], str | None] | None:
         """An item's reader of masked words (Note [disguised words] in engine/disguises.py): the
@@ -813,10 +821,7 @@ class Session:
         fits = mask_fits(pattern)
         found = None
         if fits:
-            classifier = self.pipeline.text_classifier.model
-            name_in = self.backend(classifier).inputs[0].name
-            probs = self._infer(classifier, {name_in: np.array(fits, dtype=object)})
-            scores = np.asarray(next(iter(probs.values())), dtype=np.float64).reshape(-1)
+            scores = self._classify(list(fits))
             best = int(np.argmax(scores))
             found = fits[best] if scores[best] >= UNMASK_MIN else None
         if len(self._unmasked) < MAX_UNMASKED:  # bounded: texts are untrusted
