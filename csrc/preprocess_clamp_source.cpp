@@ -16,6 +16,15 @@ namespace detail {
 
 namespace {
 
+// Row stride (floats) for n floats: whole cache lines, an odd number of them. The passes read
+// the same columns of many buffer rows at once (a band reads 3 planes x ~14 chroma rows); rows a
+// power of two apart fall in the same few L1 sets and evict each other (at 512 floats, all in
+// two sets of 12 ways: 1.15x slower at 1080p -> 224 on Zen 4).
+int odd_lines(int n) {
+  const int lines = (n + 15) / 16;
+  return (lines | 1) * 16;
+}
+
 // ---- clamp="source": convert and clamp every source pixel, then resample RGB ----
 // Chroma terms t[c][k * sub + r] = cb_gain[c] cb[k * cs] + cr_gain[c] cr[k * cs] +
 // bias[c] once per chroma sample, replicated sub times onto the luma grid; then per luma row
@@ -236,7 +245,9 @@ ENGINE_AVX512_TARGET ENGINE_ALWAYS_INLINE __m512 clamp255_512(__m512 v) {
 }
 
 // Planar chroma (I420, I422, I444): 16 samples a step; NV12 and the rest go to the AVX2 loop.
-template <typename T>
+// kRB: R has no Cb term and B no Cr term (every matrix of make_yuv_to_rgb), so their multiplies by
+// a zero gain are left out: a third of the FMAs, the same sums (0 * x + s == s).
+template <bool kRB, typename T>
 ENGINE_AVX512_TARGET void chroma_terms_avx512(const T* cb, const T* cr, int n, const YuvToRgb& m,
                                               int sub, float* const t[3]) {
   __m512 G[3], H[3], E[3];
@@ -252,7 +263,9 @@ ENGINE_AVX512_TARGET void chroma_terms_avx512(const T* cb, const T* cr, int n, c
   for (; k + 16 <= n; k += 16) {
     const __m512 u = cvt16(cb + k), v = cvt16(cr + k);
     for (int c = 0; c < 3; ++c) {
-      const __m512 x = _mm512_fmadd_ps(G[c], u, _mm512_fmadd_ps(H[c], v, E[c]));
+      const __m512 x = kRB && c == 0   ? _mm512_fmadd_ps(H[c], v, E[c])
+                       : kRB && c == 2 ? _mm512_fmadd_ps(G[c], u, E[c])
+                                       : _mm512_fmadd_ps(G[c], u, _mm512_fmadd_ps(H[c], v, E[c]));
       if (sub == 2) {
         _mm512_storeu_ps(d[c] + 2 * k, _mm512_permutexvar_ps(lo, x));
         _mm512_storeu_ps(d[c] + 2 * k + 16, _mm512_permutexvar_ps(hi, x));
@@ -273,7 +286,10 @@ template <typename T>
 void chroma_terms(const T* cb, const T* cr, int cs, int n, const YuvToRgb& m, int sub,
                   float* const t[3]) {
 #if ENGINE_HAVE_AVX512_KERNELS
-  if (g_use_avx512 && cs == 1) return chroma_terms_avx512(cb, cr, n, m, sub, t);
+  if (g_use_avx512 && cs == 1) {
+    if (m.cb_gain[0] == 0.0f && m.cr_gain[2] == 0.0f) return chroma_terms_avx512<true>(cb, cr, n, m, sub, t);
+    return chroma_terms_avx512<false>(cb, cr, n, m, sub, t);
+  }
 #endif
 #if ENGINE_HAVE_AVX2_KERNELS
   if (g_use_avx2) return chroma_terms_avx2(cb, cr, cs, n, m, sub, t);
@@ -337,7 +353,7 @@ class SourceRows {
     sy_ = c.sub_y;
     clo_ = lo_ / sx_;
     nc_ = n_ > 0 ? (tx.src_hi - 1) / sx_ - clo_ + 1 : 0;
-    stride_ = (std::max(n_, 1) + 15) / 16 * 16;  // rows of whole cache lines
+    stride_ = odd_lines(std::max(n_, 1));
     grid_ = (size_t)nc_ * sx_ + 8;  // chroma replicated onto the luma grid
     buf.slot_row.assign(K_, -1);
     if (buf.ring.size() < (size_t)K_ * 3 * stride_) buf.ring.resize((size_t)K_ * 3 * stride_);
@@ -552,15 +568,20 @@ ENGINE_AVX512_TARGET void band_sweep_avx512(const FrameDesc& f, const YuvToRgb& 
 }
 
 // Horizontal pass of all the band's rows at once on the column-major sums (vt + s * 16: source
-// column lo + s): out + o * 16 = sum_j w[o, j] * column first[o] + j, FMAs in tap order.
-ENGINE_AVX512_TARGET void hpass_columns_avx512(const float* vt, const TapTable& t, float* out) {
+// column lo + s), then clamp and normalisation (convert_rgb_planar's arithmetic, per lane):
+// out + o * 16 = clamp(sum_j w[o, j] * column first[o] + j) * gain + bias, FMAs in tap order
+// (the non-zero taps only: adding 0 * x changes no sum).
+ENGINE_AVX512_TARGET void hpass_columns_avx512(const float* vt, const TapTable& t, const float* gain,
+                                               const float* bias, float* out) {
   const int n = t.hi - t.lo, K = t.K;
+  const __m512 g = _mm512_loadu_ps(gain), nb = _mm512_loadu_ps(bias);
   for (int o = 0; o < n; ++o) {
     const float* x = vt + (size_t)(t.first[o] - t.src_lo) * 16;
     const float* w = &t.w[(size_t)o * K];
     __m512 acc = _mm512_setzero_ps();
-    for (int j = 0; j < K; ++j) acc = _mm512_fmadd_ps(_mm512_set1_ps(w[j]), _mm512_loadu_ps(x + j * 16), acc);
-    _mm512_storeu_ps(out + (size_t)o * 16, acc);
+    for (int j = t.nz_lo[o]; j < t.nz_hi[o]; ++j)
+      acc = _mm512_fmadd_ps(_mm512_set1_ps(w[j]), _mm512_loadu_ps(x + j * 16), acc);
+    _mm512_storeu_ps(out + (size_t)o * 16, _mm512_fmadd_ps(clamp255_512(acc), g, nb));
   }
 }
 
@@ -598,7 +619,7 @@ void process_rows_banded(const FrameWork& fw, const PreprocessArgs& a, int b, in
   }
   ChromaRows chroma{f, m, buf, lo / sx, 0, 0, 0};
   chroma.nc = (lo + ns - 1) / sx - chroma.clo + 1;
-  chroma.stride = (chroma.nc + 32 + 15) / 16 * 16;  // + the lanes a last chunk reads past the end
+  chroma.stride = odd_lines(chroma.nc + 32);  // + the lanes a last chunk reads past the end
   chroma.slots = (max_rows + sy - 1) / sy + 1;
   buf.slot_row.assign(chroma.slots, -1);
   if (buf.tf.size() < (size_t)chroma.slots * 3 * chroma.stride)
@@ -615,9 +636,13 @@ void process_rows_banded(const FrameWork& fw, const PreprocessArgs& a, int b, in
   float* ot = buf.vtmp[1].data();
   float* orow = buf.vtmp[2].data();
   std::fill(ot + (size_t)nx * 16, ot + (size_t)nout * 16, 0.0f);
-  if (buf.rgb.size() < (size_t)nx * 3) buf.rgb.resize((size_t)nx * 3);
-  float* rgb[3] = {buf.rgb.data(), buf.rgb.data() + nx, buf.rgb.data() + 2 * nx};
-  const float* crgb[3] = {rgb[0], rgb[1], rgb[2]};
+  // lane p * 3 + c (band row p, colour c) feeds output channel c, or 2 - c for BGR output
+  float lane_gain[16] = {}, lane_bias[16] = {};
+  for (int l = 0; l < 3 * kBand; ++l) {
+    const int oc = a.bgr_out ? 2 - l % 3 : l % 3;
+    lane_gain[l] = a.norm.gain[oc];
+    lane_bias[l] = a.norm.bias[oc];
+  }
   float* wb = buf.wband.data();
   if (buf.rowcode.size() < (size_t)max_rows) buf.rowcode.resize(max_rows);
   int* codes = buf.rowcode.data();
@@ -662,14 +687,13 @@ void process_rows_banded(const FrameWork& fw, const PreprocessArgs& a, int b, in
       band_sweep_avx512<uint16_t>(f, m, buf.trow.data(), chroma.stride, lo, ns, r0, r1, wb, codes, pf, vt);
     else
       band_sweep_avx512<uint8_t>(f, m, buf.trow.data(), chroma.stride, lo, ns, r0, r1, wb, codes, pf, vt);
-    hpass_columns_avx512(vt, tx, ot);
+    hpass_columns_avx512(vt, tx, lane_gain, lane_bias, ot);
     columns_to_rows_avx512(ot, nx, orow, nout);
     for (int p = 0; p < np; ++p) {
-      const float* hr[3] = {orow + (size_t)(p * 3) * nout, orow + (size_t)(p * 3 + 1) * nout,
-                            orow + (size_t)(p * 3 + 2) * nout};
-      convert_rgb_planar(hr, nx, a.norm, a.bgr_out, rgb[0], rgb[1], rgb[2]);
-      if (a.fp16) store_row<uint16_t>(out, a, b, y + p, crgb, tx.lo, tx.hi);
-      else store_row<float>(out, a, b, y + p, crgb, tx.lo, tx.hi);
+      const float* hr[3];  // output channel order
+      for (int oc = 0; oc < 3; ++oc) hr[oc] = orow + (size_t)(p * 3 + (a.bgr_out ? 2 - oc : oc)) * nout;
+      if (a.fp16) store_row<uint16_t>(out, a, b, y + p, hr, tx.lo, tx.hi);
+      else store_row<float>(out, a, b, y + p, hr, tx.lo, tx.hi);
     }
   }
 }

@@ -53,6 +53,9 @@ void build_table(TapTable& t) {
     t.inv_lo[s] = a;
     t.inv_hi[s] = b;
   }
+  t.nz_lo.assign(n, 0);
+  t.nz_hi.assign(n, 0);
+  for (int i = 0; i < n; ++i) nonzero_taps(&t.w[(size_t)i * t.K], t.K, &t.nz_lo[i], &t.nz_hi[i]);
   t.KP = t.K <= 8 ? 8 : (t.K <= 16 ? 16 : 0);
   if (t.KP) {
     t.wp.assign((size_t)n * t.KP, 0.0f);
