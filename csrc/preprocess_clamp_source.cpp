@@ -71,7 +71,9 @@ ENGINE_ALWAYS_INLINE void vpass_rgb_impl(const float* const* rows, const float* 
 #if ENGINE_HAVE_AVX2_KERNELS
 // (pointers copied into locals: stores through t[c] or rgb[c] could otherwise alias the pointer
 // arrays, and the compiler reloads every pointer on every iteration)
-template <typename T>
+// kRB: R has no Cb term and B no Cr term (every matrix of make_yuv_to_rgb), so their multiplies by
+// a zero gain are left out: a third of the FMAs, the same sums (0 * x + s == s).
+template <bool kRB, typename T>
 ENGINE_AVX2_TARGET void chroma_terms_avx2(const T* cb, const T* cr, int cs, int n, const YuvToRgb& m,
                                           int sub, float* const t[3]) {
   __m256 G[3], H[3], E[3];
@@ -97,7 +99,9 @@ ENGINE_AVX2_TARGET void chroma_terms_avx2(const T* cb, const T* cr, int cs, int 
         v = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(x, 8)));
       }
       for (int c = 0; c < 3; ++c) {
-        const __m256 x = _mm256_fmadd_ps(G[c], u, _mm256_fmadd_ps(H[c], v, E[c]));
+        const __m256 x = kRB && c == 0   ? _mm256_fmadd_ps(H[c], v, E[c])
+                         : kRB && c == 2 ? _mm256_fmadd_ps(G[c], u, E[c])
+                                         : _mm256_fmadd_ps(G[c], u, _mm256_fmadd_ps(H[c], v, E[c]));
         if (sub == 2) {  // in-lane unpack, then the lanes in order
           const __m256 lo = _mm256_unpacklo_ps(x, x), hi = _mm256_unpackhi_ps(x, x);
           _mm256_storeu_ps(d[c] + 2 * k, _mm256_permute2f128_ps(lo, hi, 0x20));
@@ -245,8 +249,7 @@ ENGINE_AVX512_TARGET ENGINE_ALWAYS_INLINE __m512 clamp255_512(__m512 v) {
 }
 
 // Planar chroma (I420, I422, I444): 16 samples a step; NV12 and the rest go to the AVX2 loop.
-// kRB: R has no Cb term and B no Cr term (every matrix of make_yuv_to_rgb), so their multiplies by
-// a zero gain are left out: a third of the FMAs, the same sums (0 * x + s == s).
+// kRB as in chroma_terms_avx2.
 template <bool kRB, typename T>
 ENGINE_AVX512_TARGET void chroma_terms_avx512(const T* cb, const T* cr, int n, const YuvToRgb& m,
                                               int sub, float* const t[3]) {
@@ -276,7 +279,7 @@ ENGINE_AVX512_TARGET void chroma_terms_avx512(const T* cb, const T* cr, int n, c
   }
   if (k < n) {
     float* tail[3] = {d[0] + k * sub, d[1] + k * sub, d[2] + k * sub};
-    chroma_terms_avx2(cb + k, cr + k, 1, n - k, m, sub, tail);
+    chroma_terms_avx2<kRB>(cb + k, cr + k, 1, n - k, m, sub, tail);
   }
 }
 
@@ -285,14 +288,18 @@ ENGINE_AVX512_TARGET void chroma_terms_avx512(const T* cb, const T* cr, int n, c
 template <typename T>
 void chroma_terms(const T* cb, const T* cr, int cs, int n, const YuvToRgb& m, int sub,
                   float* const t[3]) {
+  const bool rb = m.cb_gain[0] == 0.0f && m.cr_gain[2] == 0.0f;
 #if ENGINE_HAVE_AVX512_KERNELS
   if (g_use_avx512 && cs == 1) {
-    if (m.cb_gain[0] == 0.0f && m.cr_gain[2] == 0.0f) return chroma_terms_avx512<true>(cb, cr, n, m, sub, t);
+    if (rb) return chroma_terms_avx512<true>(cb, cr, n, m, sub, t);
     return chroma_terms_avx512<false>(cb, cr, n, m, sub, t);
   }
 #endif
 #if ENGINE_HAVE_AVX2_KERNELS
-  if (g_use_avx2) return chroma_terms_avx2(cb, cr, cs, n, m, sub, t);
+  if (g_use_avx2) {
+    if (rb) return chroma_terms_avx2<true>(cb, cr, cs, n, m, sub, t);
+    return chroma_terms_avx2<false>(cb, cr, cs, n, m, sub, t);
+  }
 #endif
   chroma_terms_impl(cb, cr, cs, n, m, sub, t);
 }
