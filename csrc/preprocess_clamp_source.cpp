@@ -742,8 +742,8 @@ void process_rows_source(const FrameWork& fw, const PreprocessArgs& a, int b, in
     }
     const int iy = y - ty.lo;
     const float* w = &ty.w[(size_t)iy * K];
-    int k, kend;
-    if (nonzero_taps(w, K, &k, &kend)) {
+    const int k = ty.nz_lo[iy], kend = ty.nz_hi[iy];
+    if (k < kend) {
       for (int j = k; j < kend; ++j) rows[j - k] = src.row(ty.first[iy] + j);
       vpass_rgb(rows.data(), w + k, kend - k, stride, ns, vt);
     } else {
