@@ -196,6 +196,34 @@ def test_pixel_duration_frame_and_time_limits():
     assert len(decode_video(data, Sampling("fps", 1.0), Limits(max_frames=2)).frames) == 2
 
 
+def _with_a_far_frame(data: bytes, seconds: float) -> bytes:
+    """``data``'s video stream remuxed into MP4 with its fourth frame shown ``seconds`` later (a
+    damaged composition offset, as fuzzing found in a 1 s clip: a frame 17 years on)."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(io.BytesIO(data)) as src, av.open(buf, "w", format="mp4") as oc:
+        out = oc.add_stream_from_template(src.streams.video[0])
+        for i, p in enumerate(src.demux(src.streams.video[0])):
+            if p.dts is None:
+                continue
+            if i == 3:
+                p.pts += int(seconds / p.time_base)
+            p.stream = out
+            oc.mux(p)
+    return buf.getvalue()
+
+
+def test_frame_timestamps_years_apart_are_a_limit_not_a_schedule():
+    data = _with_a_far_frame(mf.clip(duration=2.0, gop=30), 10 * 3600.0)  # declared: 2 s
+    err = _raises(MediaLimitError, decode_video, data, Sampling("fps", 1.0))
+    assert "timestamps span" in str(err)
+    # without the duration limit the 1 fps schedule (36,000 targets) is thinned, not built
+    t = time.monotonic()
+    got = decode_video(data, Sampling("fps", 1.0, max_frames=64), Limits(max_duration_s=None))
+    assert got.frames and time.monotonic() - t < 5.0
+
+
 def test_disallowed_codec_and_container():
     if mf.has_encoder("ffv1"):
         ffv1 = mf.clip(width=64, height=48, duration=0.5, codec="ffv1", container="matroska")

@@ -55,6 +55,26 @@ def test_fps_with_dense_keyframes_decodes_only_keyframes():
     assert dv.targets == pytest.approx([0.0, 1.0, 2.0, 3.0])
 
 
+def test_sampling_targets_are_thinned_by_index():
+    import time
+
+    from engine.media.video import _targets, _thin
+
+    rng = np.random.default_rng()
+    for _ in range(200):
+        mode = str(rng.choice(["fps", "uniform"]))
+        value = float(rng.uniform(0.1, 5.0)) if mode == "fps" else int(rng.integers(1, 300))
+        first, frame_dur = float(rng.uniform(0, 10)), float(rng.uniform(0.01, 0.1))
+        last, cap = first + float(rng.uniform(0, 200)), int(rng.integers(1, 80))
+        whole, interval = _targets(Sampling(mode, value), first, last, frame_dur)
+        capped, interval2 = _targets(Sampling(mode, value, max_frames=cap), first, last, frame_dur)
+        assert capped == _thin(whole, cap) and interval2 == interval
+    # a damaged timestamp 17 years on: 64 targets, not 536 million (the old schedule: 85 s, GBs)
+    t = time.monotonic()
+    targets, _ = _targets(Sampling("fps", 1.0, max_frames=64), 0.0, 536_875_008.0, 1 / 15)
+    assert len(targets) == 64 and targets[0] == 0.0 and time.monotonic() - t < 1.0
+
+
 def test_exact_sampling_forces_seeking():
     dv = decode_video(mf.clip(duration=4.0, gop=30), Sampling("uniform", 4, exact=True))
     assert dv.strategy == "seek"

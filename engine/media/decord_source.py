@@ -139,6 +139,7 @@ def decode_video_decord(source: Any, sampling=None, limits: Limits | None = None
             times = [float(t) for t in ds.timestamps()]
             fps = float(ds.reader.get_avg_fps() or 0.0)
             frame_dur = 1.0 / fps if fps else 0.04
+            limits.check_duration(times[-1] + frame_dur - times[0], "frame timestamps span")  # as index_stream
             targets: list[float] = []
             shots: list[float] = []
             if sampling.mode == "all":
@@ -147,7 +148,6 @@ def decode_video_decord(source: Any, sampling=None, limits: Limits | None = None
                 idx = _thin(ds.keyframe_indices(), sampling.max_frames)
             else:
                 targets, _ = _targets(sampling, times[0], times[-1], frame_dur)
-                targets = _thin(targets, sampling.max_frames)
                 eps = min(frame_dur * 0.25, 1e-3)
                 idx = sorted({_on_screen(times, t, eps) for t in targets})
                 keys = [times[i] for i in ds.keyframe_indices()]

@@ -17,7 +17,8 @@ __all__ = ["Limits", "DEFAULT_LIMITS", "Deadline"]
 class Limits:
     max_bytes: int | None = 512 * 1024 * 1024     # input size, checked before any decoding
     max_pixels: int | None = 7680 * 4320          # width*height of one picture (8K UHD)
-    max_duration_s: float | None = 4 * 3600.0     # declared container/stream duration
+    max_duration_s: float | None = 4 * 3600.0     # declared container/stream duration, and the
+                                                  # span of a video stream's frame timestamps
     max_frames: int | None = 10_000               # video frames decoded by FFmpeg in one call
     max_audio_s: float | None = 4 * 3600.0        # seconds of audio decoded (after resampling)
     timeout_s: float | None = 120.0               # wall-clock budget of one decode call
@@ -35,10 +36,10 @@ class Limits:
                 f"picture is {width}x{height} = {width * height} pixels, "
                 f"more than max_pixels={self.max_pixels}")
 
-    def check_duration(self, seconds: float | None) -> None:
+    def check_duration(self, seconds: float | None, what: str = "duration") -> None:
         if seconds is not None and self.max_duration_s is not None and seconds > self.max_duration_s:
             raise MediaLimitError(
-                f"duration {seconds:.1f} s is more than max_duration_s={self.max_duration_s}")
+                f"{what} {seconds:.1f} s is more than max_duration_s={self.max_duration_s}")
 
     def check_frames(self, decoded: int) -> None:
         if self.max_frames is not None and decoded > self.max_frames:

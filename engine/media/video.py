@@ -251,21 +251,23 @@ def _thin(items: list, cap: int | None) -> list:
 
 def _targets(sampling: Sampling, first: float, last: float, frame_dur: float,
              end: float | None = None) -> tuple[list[float], float]:
-    """Target times (absolute stream seconds) and the sampling interval. ``first``/``last``: the
-    first and last frame's start; ``end``: when the last frame stops being shown, if known. fps
-    targets run on while the last frame is shown, not only up to where it starts: a GIF holds
-    its last frame, often for seconds (judged up to one interval past its start)."""
+    """Target times (absolute stream seconds), at most ``sampling.max_frames`` of them spread as
+    :func:`_thin` spreads a list (picked by index: the whole schedule is never built), and the
+    sampling interval. ``first``/``last``: the first and last frame's start; ``end``: when the
+    last frame stops being shown, if known. fps targets run on while the last frame is shown, not
+    only up to where it starts: a GIF holds its last frame, often for seconds (judged up to one
+    interval past its start)."""
     if sampling.mode == "fps":
         interval = 1.0 / sampling.value
         hold = min(max(end - last, 0.0) if end is not None else frame_dur, interval)  # last frame on screen
         n = max(int(math.floor((last - first) / interval + 1e-9)) + 1,  # targets up to the last start
                 # and on while it is shown, but for the last quarter frame (timestamp rounding)
                 int(math.ceil((last + hold - 0.25 * frame_dur - first) / interval)))
-        return [first + k * interval for k in range(max(n, 1))], interval
+        return [first + k * interval for k in _thin(range(max(n, 1)), sampling.max_frames)], interval
     k = int(sampling.value)
     span = max(last + frame_dur - first, frame_dur)
     interval = span / k
-    return [first + (i + 0.5) * interval for i in range(k)], interval
+    return [first + (i + 0.5) * interval for i in _thin(range(k), sampling.max_frames)], interval
 
 
 class FrameDecoder:
@@ -434,9 +436,12 @@ def index_stream(c, vs, start: float, duration: float, fps: float, limits: Limit
     if not times:
         raise CorruptMediaError("video stream holds no packets")
     frame_dur = (1.0 / fps) if fps else ((times[-1] - times[0]) / max(len(times) - 1, 1) or 0.04)
+    # the timestamps are data too: one damaged in a 1 s clip put a frame 17 years on, and sampling
+    # at 1 fps then planned 536 million targets (85 s, gigabytes) before it failed
+    span = times[-1] + frame_dur - times[0]
+    limits.check_duration(span, "frame timestamps span")
     if duration <= 0:
-        duration = times[-1] + frame_dur - times[0]
-        limits.check_duration(duration)
+        duration = span
     # packets end well before the declared duration: truncated file
     slack = 2.0 * frame_dur + 0.1 if vs.duration is not None else max(0.5, 0.05 * duration)
     short = times[-1] + frame_dur + slack < start + duration
@@ -503,7 +508,6 @@ def plan_samples(sampling: Sampling, index: StreamIndex) -> SamplePlan:
         strategy = "keyframes"
     else:
         targets, interval = _targets(sampling, times[0], times[-1], frame_dur, index.end)
-        targets = _thin(targets, sampling.max_frames)
         eff_interval = interval
         if sampling.max_frames is not None and len(targets) > 1:
             eff_interval = max(interval, (targets[-1] - targets[0]) / (len(targets) - 1))
