@@ -64,7 +64,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import av
 
@@ -239,7 +239,7 @@ def _scan(c, vs, deadline: Deadline) -> tuple[list[float], list[float], list[flo
     return times, keys, decode, key_decode, shown_until, packets.errors
 
 
-def _thin(items: list, cap: int | None) -> list:
+def _thin(items: Sequence, cap: int | None) -> Sequence:  # a list, or a range of indices
     if cap is None or len(items) <= cap:
         return items
     if cap == 1:
