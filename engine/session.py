@@ -772,8 +772,8 @@ class Session:
             model = self.pipeline.text_classifier.model
             probs = self._classify(units.texts)  # once for every classifier policy
             with self._metrics.stage("policy", model):
+                per_text, won, _ = units.strongest(probs)
                 for p in classified:
-                    per_text, won, _ = units.strongest(probs)
                     out[p.name] = _from_unit(score_texts(p, per_text, model), units, won)
         similarity = self._policies("text_similarity")
         if similarity:
