@@ -39,7 +39,7 @@ from .backends import Backend
 from .backends.tensorrt.memory import adopt_tensor, is_tensor_input
 from .device import Placement, kernel_ops, load_nvdec, video_decode_note
 from .device_staging import CudaStreams, DoubleBuffer, HostStreams, chunk_spans
-from .errors import ConfigError, InputError
+from .errors import InputError
 from .media import video as cpu_video
 from .media.frame import Frame
 from .media.limits import Limits
@@ -74,9 +74,6 @@ class DevicePipeline:
         self.backend = backend
         v = pipeline.vision
         self.spec = PreprocessSpec(**v.preprocess) if v else None
-        if self.spec is not None and self.spec.clamp != "source" and placement.kernel_impl == "cuda":
-            raise ConfigError(pipeline.path, "vision.preprocess.clamp",
-                              "the CUDA kernels implement clamp='source' only; use kernel_impl='triton'")
         self.ops = kernel_ops(placement.kernel_impl)
         self.device = torch.device(placement.device)
         self.streams = CudaStreams(placement.device) if placement.on_gpu else HostStreams()

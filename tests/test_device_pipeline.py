@@ -25,9 +25,9 @@ if not CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from engine.device import Placement, default_kernel_impl, resolve_placement  # noqa: E402
-from engine.device_pipeline import DevicePipeline, run_double_buffered  # noqa: E402
+from engine.device_pipeline import run_double_buffered  # noqa: E402
 from engine.device_staging import CudaStreams, DoubleBuffer, HostStreams, chunk_spans  # noqa: E402
-from engine.errors import ConfigError, DeviceUnavailableError, InputError, ModelError  # noqa: E402
+from engine.errors import DeviceUnavailableError, InputError, ModelError  # noqa: E402
 from engine.media.frame import Frame  # noqa: E402
 from media_factory import clip  # noqa: E402
 
@@ -77,15 +77,6 @@ def test_default_kernel_impl_follows_the_cuda_extension(monkeypatch):
     assert default_kernel_impl() == "cuda"
     monkeypatch.setattr(cuda_ops, "available", lambda: False)
     assert default_kernel_impl() == "triton"
-
-
-def test_clamp_output_is_refused_with_the_cuda_kernels(tmp_path):
-    from engine.pipeline import load_pipeline
-
-    text = (_repo_root() / "model_repo" / "pipeline.toml").read_text()
-    (tmp_path / "pipeline.toml").write_text(text.replace('clamp = "source"', 'clamp = "output"'))
-    with pytest.raises(ConfigError, match="clamp='source' only"):
-        DevicePipeline(Placement("cuda:0", "cuda"), load_pipeline(tmp_path), backend=None)
 
 
 # ----------------------------------------------------------------------------- chunks and staging
@@ -406,12 +397,13 @@ def test_gpu_session_text_matches_the_cpu_session(model_repo, stack):
 @pytest.mark.gpu
 @pytest.mark.models
 @needs_cuda
-@pytest.mark.parametrize("impl", ["cuda", "triton"])
-def test_gpu_session_matches_the_cpu_session(model_repo, video, impl, stack):
+@pytest.mark.parametrize("impl,clamp", [("cuda", "source"), ("triton", "source"), ("cuda", "output")])
+def test_gpu_session_matches_the_cpu_session(model_repo, video, impl, clamp, stack, repo_with):
     import engine
 
-    cpu = stack.enter_context(engine.Session(model_repo.path))
-    gpu = stack.enter_context(engine.Session(model_repo.path, device="cuda:0", kernel_impl=impl))
+    repo = model_repo.path if clamp == "source" else repo_with('clamp = "source"', 'clamp = "output"')
+    cpu = stack.enter_context(engine.Session(repo))
+    gpu = stack.enter_context(engine.Session(repo, device="cuda:0", kernel_impl=impl))
     # a subset repository without the text models (bench/repo_subset.py) is checked without text
     has_text = cpu.pipeline.text_embedding is not None
     texts = ["I will hurt you", "a quiet walk in the park"] if has_text else None

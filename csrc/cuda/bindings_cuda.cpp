@@ -32,7 +32,7 @@ engine_cuda::PreprocessCall make_call(
     std::vector<std::uintptr_t> planes, std::vector<long long> row_strides, int mode, int to_h,
     int to_w, int filter, double scale, std::array<double, 3> mean, std::array<double, 3> stdv,
     bool bgr_out, double pad_value, std::uintptr_t stream, int device, bool force_direct,
-    int sar_num, int sar_den) {
+    int sar_num, int sar_den, bool clamp_source) {
   engine_cuda::PreprocessCall c;
   c.out = out; c.batch = batch; c.out_h = out_h; c.out_w = out_w; c.nhwc = nhwc; c.fp16 = fp16;
   c.format = format; c.bit_depth = bit_depth; c.width = width; c.height = height;
@@ -41,7 +41,7 @@ engine_cuda::PreprocessCall make_call(
   c.mode = mode; c.to_h = to_h; c.to_w = to_w; c.filter = filter; c.scale = scale;
   c.mean = mean; c.stdv = stdv; c.bgr_out = bgr_out; c.pad_value = pad_value;
   c.stream = stream; c.device = device; c.force_direct = force_direct;
-  c.sar_num = sar_num; c.sar_den = sar_den;
+  c.sar_num = sar_num; c.sar_den = sar_den; c.clamp_source = clamp_source;
   return c;
 }
 
@@ -53,12 +53,12 @@ std::string preprocess_entry(std::uintptr_t out, int batch, int out_h, int out_w
                              int filter, double scale, std::array<double, 3> mean,
                              std::array<double, 3> stdv, bool bgr_out, double pad_value,
                              std::uintptr_t stream, int device, bool force_direct, int sar_num,
-                             int sar_den) {
+                             int sar_den, bool clamp_source) {
   const engine_cuda::PreprocessCall c =
       make_call(out, batch, out_h, out_w, nhwc, fp16, format, bit_depth, width, height, matrix,
                 full_range, std::move(planes), std::move(row_strides), mode, to_h, to_w, filter,
                 scale, mean, stdv, bgr_out, pad_value, stream, device, force_direct, sar_num,
-                sar_den);
+                sar_den, clamp_source);
   py::gil_scoped_release nogil;
   return kEmulate ? engine_cuda::preprocess_emulate(c) : engine_cuda::preprocess(c);
 }
@@ -88,7 +88,8 @@ PYBIND11_MODULE(_C_cuda, m) {
   // --- preprocessing ------------------------------------------------------------------------
   const char* pre_doc = R"pbdoc(
     Fused resize + colour conversion + crop/letterbox + normalisation of a batch of frames of one
-    format and size, ONE kernel launch on `stream`. Returns the kernel variant ("staged"/"direct").
+    format and size, ONE kernel launch on `stream`. Returns the kernel variant ("staged",
+    "direct", "vfirst", "vfirst-planes", ...).
 
     out        : address of [batch, 3, out_h, out_w] (nhwc=False) or [batch, out_h, out_w, 3]
                  float32 (fp16=False) / float16, C-contiguous.
@@ -98,7 +99,8 @@ PYBIND11_MODULE(_C_cuda, m) {
     row_strides: the same count of row strides in bytes; columns are contiguous.
     mode, to_h, to_w, filter, scale, mean, std, bgr_out, pad_value: as engine._C.preprocess.
     Semantics: every source pixel converted and clamped to [0, 255] (chroma replicated to the luma
-    grid), then resampled (clamp before resampling), then normalised.
+    grid), then resampled (clamp before resampling), then normalised; clamp_source=False
+    (PreprocessSpec clamp="output"): the planes resampled, then converted and clamped.
     force_direct: use the variant without the shared-memory stage (tests).
     sar_num, sar_den: the frames' sample aspect ratio (Note [sample aspect ratio] in resample.h).
     Raises ValueError on bad arguments, RuntimeError on CUDA errors. Releases the GIL.
@@ -107,12 +109,12 @@ PYBIND11_MODULE(_C_cuda, m) {
         "nhwc"_a, "fp16"_a, "format"_a, "bit_depth"_a, "width"_a, "height"_a, "matrix"_a,
         "full_range"_a, "planes"_a, "row_strides"_a, "mode"_a, "to_h"_a, "to_w"_a, "filter"_a,
         "scale"_a, "mean"_a, "std"_a, "bgr_out"_a, "pad_value"_a, "stream"_a = 0, "device"_a = 0,
-        "force_direct"_a = false, "sar_num"_a = 1, "sar_den"_a = 1, pre_doc);
+        "force_direct"_a = false, "sar_num"_a = 1, "sar_den"_a = 1, "clamp_source"_a = true, pre_doc);
   m.def("preprocess_emulate", &preprocess_entry<true>, "out"_a, "batch"_a, "out_h"_a, "out_w"_a,
         "nhwc"_a, "fp16"_a, "format"_a, "bit_depth"_a, "width"_a, "height"_a, "matrix"_a,
         "full_range"_a, "planes"_a, "row_strides"_a, "mode"_a, "to_h"_a, "to_w"_a, "filter"_a,
         "scale"_a, "mean"_a, "std"_a, "bgr_out"_a, "pad_value"_a, "stream"_a = 0, "device"_a = 0,
-        "force_direct"_a = false, "sar_num"_a = 1, "sar_den"_a = 1,
+        "force_direct"_a = false, "sar_num"_a = 1, "sar_den"_a = 1, "clamp_source"_a = true,
         R"pbdoc(
     preprocess with HOST addresses: the kernel's block code run on the CPU, one block at a time
     (tests of the kernel logic on machines without a GPU; slow). stream/device are ignored.

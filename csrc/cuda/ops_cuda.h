@@ -36,9 +36,12 @@ struct PreprocessCall {
   int device = 0;
   bool force_direct = false;  // tests: the variant without the shared-memory stage
   int sar_num = 1, sar_den = 1;  // sample aspect ratio (Note [sample aspect ratio] in resample.h)
+  // PreprocessSpec.clamp: true "source" (each converted source pixel), false "output" (only the
+  // resampled value: Note [CUDA preprocess: clamp="output"] in preprocess_kernel.cuh)
+  bool clamp_source = true;
 };
 
-// One launch on call.stream; returns the kernel variant used ("staged" / "direct").
+// One launch on call.stream; returns the kernel variant used ("staged", "direct", "vfirst", ...).
 std::string preprocess(const PreprocessCall& call);
 // The same block code on the host (pointers are host addresses); for tests without a GPU.
 std::string preprocess_emulate(const PreprocessCall& call);

@@ -98,9 +98,29 @@ struct Prepared {
   int fast_taps = 0;  // > 0: the 8-bit fast path with this tap bin (plan_fast_path)
   bool vfirst = false;  // ... as the vertical-first block (plan_vfirst)
   bool prefetch = false;  // ... with its loads a step ahead (TEMPORARY A/B, plan_vfirst)
+  bool clamp_source = true;  // false: clamp="output" (Note [CUDA preprocess: clamp="output"])
   int tiles_x = 0, tiles_y = 0;
   size_t smem_bytes = 0;
 };
+
+// Shared-memory floats of the vertical-first block for the fast path's staged-row length need
+// (its rows of vertical sums; >= store_block's), 0 when they do not fit.
+size_t vfirst_floats(int need) {
+  using engine::cuda::kTileH;
+  using engine::cuda::kTileW;
+  const size_t floats = 3 * (size_t)kTileH * (size_t)std::max(need, kTileW);
+  return floats * sizeof(float) <= (size_t)engine::cuda::kSmemBudget ? floats : 0;
+}
+
+// Whether every plane address and row stride allows the fast path's 32-bit sample loads with
+// 32-bit row offsets (rows * stride < 2^31 bytes).
+bool words_aligned(const PreprocessCall& c) {
+  for (size_t i = 0; i < c.planes.size(); ++i)
+    if (c.planes[i] % 4 != 0 || c.row_strides[i] % 4 != 0 || c.row_strides[i] < 0 ||
+        (long long)c.height * c.row_strides[i] >= (1LL << 31))
+      return false;
+  return true;
+}
 
 // The 4:2:0 inputs of the 8-bit fast path with aligned words run in the vertical-first block
 // (Note [CUDA preprocess: vertical pass first]) where its rows fit: on an H100 it took 1.01-1.34x
@@ -109,16 +129,14 @@ struct Prepared {
 // within.
 void plan_vfirst(Prepared& r, int need) {
   if (r.fast_taps == 0 || !r.p.aligned4 || r.p.sub_y != 2) return;
+  const size_t floats = vfirst_floats(need);
+  if (floats == 0) return;
   // TEMPORARY A/B, until a GPU run of bench/preprocess_ab.py decides (read at every call):
   // ENGINE_CUDA_PREPROCESS=vfirst-prefetch loads the vertical loop's samples a step ahead
   const char* e = std::getenv("ENGINE_CUDA_PREPROCESS");
-  r.prefetch = e != nullptr && std::strcmp(e, "vfirst-prefetch") == 0;
-  using engine::cuda::kTileH;
-  using engine::cuda::kTileW;
-  const size_t floats = 3 * (size_t)kTileH * (size_t)std::max(need, kTileW);  // >= store_block's
-  if (floats * sizeof(float) > (size_t)engine::cuda::kSmemBudget) return;
+  r.prefetch = r.clamp_source && e != nullptr && std::strcmp(e, "vfirst-prefetch") == 0;
   r.vfirst = true;
-  r.p.span = std::max(need, kTileW);
+  r.p.span = std::max(need, engine::cuda::kTileW);
   r.smem_bytes = floats * sizeof(float);
 }
 
@@ -153,19 +171,17 @@ void plan_fast_path(Prepared& r, const PreprocessCall& c, int span_max,
   }
   const int R = mini(engine::cuda::kTileH, engine::cuda::kFastRgbChan / pitch);
   if (R < 2) return;
+  const bool aligned4 = words_aligned(c);
+  // clamp="output": the staging blocks have no such variant, the vertical-first block has
+  if (!c.clamp_source && !(aligned4 && r.p.sub_y == 2 && vfirst_floats(need) > 0)) return;
   r.fast_taps = taps;
   r.staged = true;
   r.p.rows = R;
   r.p.span = pitch;
   r.smem_bytes = (size_t)engine::cuda::kFastSmemFloats * sizeof(float);
-  // 32-bit sample loads when every plane and stride allows them and 32-bit row offsets
-  // (rows * stride < 2^31 bytes)
-  r.p.aligned4 = 1;
-  for (size_t i = 0; i < c.planes.size(); ++i)
-    if (c.planes[i] % 4 != 0 || c.row_strides[i] % 4 != 0 || c.row_strides[i] < 0 ||
-        (long long)c.height * c.row_strides[i] >= (1LL << 31))
-      r.p.aligned4 = 0;
+  r.p.aligned4 = aligned4;
   plan_vfirst(r, need);
+  if (!r.clamp_source && !r.vfirst) throw std::logic_error("clamp=output on the staging path");
 }
 
 Prepared prepare(const PreprocessCall& c) {
@@ -189,6 +205,7 @@ Prepared prepare(const PreprocessCall& c) {
     fail("sar terms must be in [1, 65535]");
 
   Prepared r;
+  r.clamp_source = c.clamp_source;
   KernelParams& p = r.p;
   PlaneDesc pd[3];
   const int np = describe_planes(c.format, c.width, c.height, pd);
@@ -302,8 +319,24 @@ void dispatch_fast_taps(const Prepared& r, Op& op) {
   }
 }
 
-// Calls op.run<T, Kind, Staged>() for the general block, op.run_8bit<Kind, kTaps>() for the
-// fast path.
+// op.run<T, Kind, kStaged, kClampSrc>() of the general block; packed RGB is in range, so its
+// source clamp changes nothing and it has one instantiation.
+template <class Op, typename T, int Kind>
+void dispatch_general(const Prepared& r, Op& op) {
+  if constexpr (Kind == engine::cuda::kPackedRgb) {
+    if (r.staged) op.template run<T, Kind, true, true>();
+    else op.template run<T, Kind, false, true>();
+  } else if (r.clamp_source) {
+    if (r.staged) op.template run<T, Kind, true, true>();
+    else op.template run<T, Kind, false, true>();
+  } else {
+    if (r.staged) op.template run<T, Kind, true, false>();
+    else op.template run<T, Kind, false, false>();
+  }
+}
+
+// Calls op.run<T, Kind, kStaged, kClampSrc>() for the general block, op.run_8bit<Kind, kTaps>()
+// for the fast path.
 template <class Op>
 void dispatch(const Prepared& r, Op& op) {
   using engine::cuda::kPackedRgb;
@@ -313,47 +346,37 @@ void dispatch(const Prepared& r, Op& op) {
   if (r.fast_taps > 0) {
     if (kind == kSemiPlanarYuv) dispatch_fast_taps<Op, kSemiPlanarYuv>(r, op);
     else dispatch_fast_taps<Op, kPlanarYuv>(r, op);
-    return;
-  }
-  if (kind == kPackedRgb) {
-    if (r.staged) op.template run<uint8_t, kPackedRgb, true>();
-    else op.template run<uint8_t, kPackedRgb, false>();
+  } else if (kind == kPackedRgb) {
+    dispatch_general<Op, uint8_t, kPackedRgb>(r, op);
   } else if (r.bps == 1) {
-    if (kind == kPlanarYuv) {
-      if (r.staged) op.template run<uint8_t, kPlanarYuv, true>();
-      else op.template run<uint8_t, kPlanarYuv, false>();
-    } else {
-      if (r.staged) op.template run<uint8_t, kSemiPlanarYuv, true>();
-      else op.template run<uint8_t, kSemiPlanarYuv, false>();
-    }
+    if (kind == kPlanarYuv) dispatch_general<Op, uint8_t, kPlanarYuv>(r, op);
+    else dispatch_general<Op, uint8_t, kSemiPlanarYuv>(r, op);
   } else {
-    if (kind == kPlanarYuv) {
-      if (r.staged) op.template run<uint16_t, kPlanarYuv, true>();
-      else op.template run<uint16_t, kPlanarYuv, false>();
-    } else {
-      if (r.staged) op.template run<uint16_t, kSemiPlanarYuv, true>();
-      else op.template run<uint16_t, kSemiPlanarYuv, false>();
-    }
+    if (kind == kPlanarYuv) dispatch_general<Op, uint16_t, kPlanarYuv>(r, op);
+    else dispatch_general<Op, uint16_t, kSemiPlanarYuv>(r, op);
   }
 }
 
 struct DeviceLaunch {
   const Prepared* r;
   cudaStream_t stream;
-  template <typename T, int Kind, bool kStaged>
+  template <typename T, int Kind, bool kStaged, bool kClampSrc>
   void run() {
     const dim3 grid(r->tiles_x, r->tiles_y, r->p.batch);
-    engine::cuda::preprocess_kernel<T, Kind, kStaged>
+    engine::cuda::preprocess_kernel<T, Kind, kStaged, kClampSrc>
         <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
   }
   template <int Kind, int kTaps>
   void run_8bit() {
     const dim3 grid(r->tiles_x, r->tiles_y, r->p.batch);
-    if (r->vfirst && r->prefetch)
-      engine::cuda::preprocess_kernel_vfirst<Kind, kTaps, true>
+    if (r->vfirst && !r->clamp_source)
+      engine::cuda::preprocess_kernel_vfirst<Kind, kTaps, false, true>
+          <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
+    else if (r->vfirst && r->prefetch)
+      engine::cuda::preprocess_kernel_vfirst<Kind, kTaps, true, false>
           <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
     else if (r->vfirst)
-      engine::cuda::preprocess_kernel_vfirst<Kind, kTaps, false>
+      engine::cuda::preprocess_kernel_vfirst<Kind, kTaps, false, false>
           <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
     else
       engine::cuda::preprocess_kernel_8bit<Kind, kTaps>
@@ -363,14 +386,14 @@ struct DeviceLaunch {
 
 struct HostEmulation {
   const Prepared* r;
-  template <typename T, int Kind, bool kStaged>
+  template <typename T, int Kind, bool kStaged, bool kClampSrc>
   void run() {
     std::vector<float> smem(r->smem_bytes / sizeof(float) + 1);
     for (int b = 0; b < r->p.batch; ++b)
       for (int ty = 0; ty < r->tiles_y; ++ty)
         for (int tx = 0; tx < r->tiles_x; ++tx)
-          engine::cuda::preprocess_block<T, Kind, kStaged>(r->p, tx, ty, b, 0, 1, 0, 1,
-                                                           smem.data());
+          engine::cuda::preprocess_block<T, Kind, kStaged, kClampSrc>(r->p, tx, ty, b, 0, 1, 0, 1,
+                                                                      smem.data());
   }
   template <int Kind, int kTaps>
   void run_8bit() {
@@ -378,7 +401,10 @@ struct HostEmulation {
     for (int b = 0; b < r->p.batch; ++b)
       for (int ty = 0; ty < r->tiles_y; ++ty)
         for (int tx = 0; tx < r->tiles_x; ++tx)
-          if (r->vfirst && r->prefetch)
+          if (r->vfirst && !r->clamp_source)
+            engine::cuda::preprocess_block_vfirst<Kind, kTaps, 1, 1, false, true>(
+                r->p, tx, ty, b, 0, 0, smem.data());
+          else if (r->vfirst && r->prefetch)
             engine::cuda::preprocess_block_vfirst<Kind, kTaps, 1, 1, true>(r->p, tx, ty, b, 0, 0,
                                                                            smem.data());
           else if (r->vfirst)
@@ -391,7 +417,8 @@ struct HostEmulation {
 };
 
 std::string variant_name(const Prepared& r) {
-  return r.vfirst ? (r.prefetch ? "vfirst-prefetch" : "vfirst") : r.staged ? "staged" : "direct";
+  if (r.vfirst) return !r.clamp_source ? "vfirst-planes" : r.prefetch ? "vfirst-prefetch" : "vfirst";
+  return r.staged ? "staged" : "direct";
 }
 
 }  // namespace

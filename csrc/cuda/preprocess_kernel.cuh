@@ -18,6 +18,18 @@
 //   3. vertical: each output pixel accumulates the rows of this chunk that its y taps cover.
 // Horizontal first (like torch), float accumulation on the unit scale (rgb / 255, the clamp is a
 // free saturate), scaled back by 255 before normalising; agrees with float64 to float rounding.
+//
+// Note [CUDA preprocess: clamp="output"]
+// PreprocessSpec clamp="output" clamps only the resampled value (the CPU kernel's Note [fused
+// resize order]: convert(resample(planes)), cheaper, up to ~19 levels off an RGB pipeline next to
+// out-of-gamut pixels). Resampling is linear and the conversion affine with weights summing to
+// one, so the blocks compute it two ways, equal to float rounding:
+//   * the general block (kClampSrc = false): the same sums without the source saturate; the
+//     normalisation clamps the result (normalize_value);
+//   * the vertical-first block for aligned 8-bit 4:2:0 (kPlanes, preprocess_kernel_vfirst.cuh):
+//     the raw Y, Cb, Cr samples are resampled (chroma replicated onto the luma grid, as folding
+//     its taps does on the CPU: Note [chroma upsampling]) and converted once per output pixel.
+// The 8-bit fast path (staging) has no such variant: its other inputs run the general block.
 #pragma once
 
 #include "engine/colour.h"
@@ -86,8 +98,9 @@ ENGINE_HD_INLINE float saturate01(float v) {
 // Clamped R'G'B' of source pixel (sy, sx) of frame f on the UNIT scale (rgb / 255, so that the
 // clamp to [0, 255] is a saturate): p.m is make_yuv_to_rgb's map with every coefficient scaled by
 // 1/255 (unit_scale_map); the block scales its result back by 255 before normalising. See Note
-// [CUDA preprocess: clamp before resampling]. Packed RGB is in range already.
-template <typename T, int Kind>
+// [CUDA preprocess: clamp before resampling]; kClampSrc = false: not clamped (Note [CUDA
+// preprocess: clamp="output"]). Packed RGB is in range already.
+template <typename T, int Kind, bool kClampSrc>
 ENGINE_HD_INLINE void fetch_rgb(const KernelParams& p, const FramePlanes& f, int sy, int sx,
                                 float rgb[3]) {
   if (Kind == kPackedRgb) {
@@ -113,7 +126,8 @@ ENGINE_HD_INLINE void fetch_rgb(const KernelParams& p, const FramePlanes& f, int
     v = (float)reinterpret_cast<const T*>(f.plane[2] + (long long)cy * f.stride[2])[cx];
   }
   yuv_to_rgb(p.m, (float)yrow[sx], u, v, rgb);
-  for (int c = 0; c < 3; ++c) rgb[c] = saturate01(rgb[c]);
+  if (kClampSrc)
+    for (int c = 0; c < 3; ++c) rgb[c] = saturate01(rgb[c]);
 }
 
 // make_yuv_to_rgb's map with every coefficient times k (1/255: unit-scale output).
@@ -200,7 +214,8 @@ ENGINE_HD_INLINE void store_tile(const KernelParams& p, const float* s_acc, int 
 // of nw handles source rows w, w + nw, ... of a chunk (stages 1, 2) and output rows of the tile
 // (stage 3); lane l of nl strides over columns. No divisions, coalesced row reads. The host
 // emulation runs it as warp 0 of 1, lane 0 of 1. `smem` holds smem_floats(p.rows, p.span) floats.
-template <typename T, int Kind, bool kStaged>
+// kClampSrc: clamp="source" (else Note [CUDA preprocess: clamp="output"]).
+template <typename T, int Kind, bool kStaged, bool kClampSrc>
 ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, int warp, int nw,
                                 int lane, int nl, float* smem) {
   const FramePlanes f = p.frames[b];
@@ -225,7 +240,7 @@ ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, in
         float* d2 = s_rgb + (2 * R + r) * p.span;
         for (int xx = lane; xx < span; xx += nl) {
           float rgb[3];
-          fetch_rgb<T, Kind>(p, f, sy0 + r, sx_lo + xx, rgb);
+          fetch_rgb<T, Kind, kClampSrc>(p, f, sy0 + r, sx_lo + xx, rgb);
           d0[xx] = rgb[0];
           d1[xx] = rgb[1];
           d2[xx] = rgb[2];
@@ -254,7 +269,7 @@ ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, in
           for (int j = 0; j < n; ++j) {
             const float wj = w[j];
             float rgb[3];
-            fetch_rgb<T, Kind>(p, f, sy0 + r, first + j, rgb);
+            fetch_rgb<T, Kind, kClampSrc>(p, f, sy0 + r, first + j, rgb);
             a0 += wj * rgb[0];
             a1 += wj * rgb[1];
             a2 += wj * rgb[2];
@@ -294,11 +309,12 @@ ENGINE_HD void preprocess_block(const KernelParams& p, int tx, int ty, int b, in
 }
 
 #if defined(__CUDACC__)
-template <typename T, int Kind, bool kStaged>
+template <typename T, int Kind, bool kStaged, bool kClampSrc>
 __global__ void __launch_bounds__(kThreads) preprocess_kernel(KernelParams p) {
   extern __shared__ float smem[];
-  preprocess_block<T, Kind, kStaged>(p, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x >> 5,
-                                     blockDim.x >> 5, threadIdx.x & 31, 32, smem);
+  preprocess_block<T, Kind, kStaged, kClampSrc>(p, blockIdx.x, blockIdx.y, blockIdx.z,
+                                                threadIdx.x >> 5, blockDim.x >> 5,
+                                                threadIdx.x & 31, 32, smem);
 }
 #endif
 

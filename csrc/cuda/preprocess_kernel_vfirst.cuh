@@ -66,12 +66,39 @@ ENGINE_HD_INLINE void add_pair(const KernelParams& p, const PairSamples& s, cons
   }
 }
 
+// clamp="output" (kPlanes, Note [CUDA preprocess: clamp="output"]): adds the pair's raw samples
+// with y weights w: its one or two luma rows to acc[0][0..3], its chroma row with their summed
+// weight (the replicated chroma, Note [chroma upsampling]) to acc[1][0..1] (Cb of the group's
+// chroma columns 2g, 2g + 1) and acc[2][0..1] (Cr).
+template <int Kind>
+ENGINE_HD_INLINE void add_pair_planes(const PairSamples& s, const float* w, int rows,
+                                      float acc[3][4]) {
+  float wc = 0.0f;
+  for (int k = 0; k < 2; ++k) {
+    if (k < rows) {
+      const uint32_t yq = k == 0 ? s.y0 : s.y1;
+      const float wk = w[k];
+      for (int e = 0; e < 4; ++e) acc[0][e] += wk * byte_to_float(yq, e);
+      wc += wk;
+    }
+  }
+  // NV12: one word Cb Cr Cb Cr; I420: the Cb pair in ca, the Cr pair in cb (chroma_words4)
+  const bool nv12 = Kind == kSemiPlanarYuv;
+  for (int e = 0; e < 2; ++e) {
+    acc[1][e] += wc * byte_to_float(s.ca, nv12 ? 2 * e : e);
+    acc[2][e] += wc * byte_to_float(nv12 ? s.ca : s.cb, nv12 ? 2 * e + 1 : e);
+  }
+}
+
 // kPrefetch (TEMPORARY A/B, ENGINE_CUDA_PREPROCESS=vfirst-prefetch, until a GPU run of
 // bench/preprocess_ab.py decides): the vertical loop loads the next pair's samples before it
 // converts the current pair's, so a warp has two steps of sample loads in flight (Nsight found
 // this block waiting on its loads half the time); the weights stay where they were (prefetching
 // them too made the I420 variants spill). Same terms in the same order: bit-identical.
-template <int Kind, int kTaps, int kNW, int kNL, bool kPrefetch = false>
+// kPlanes: clamp="output" (add_pair_planes; not with kPrefetch): the vertical sums are of raw
+// samples, the chroma ones replicated onto the luma columns in shared memory, and each output
+// pixel's resampled Y, Cb, Cr are converted before the store.
+template <int Kind, int kTaps, int kNW, int kNL, bool kPrefetch = false, bool kPlanes = false>
 ENGINE_HD void preprocess_block_vfirst(const KernelParams& p, int tx, int ty, int b, int warp,
                                        int lane, float* smem) {
   constexpr int kCols = kTileW / kNL;  // output columns per lane
@@ -86,6 +113,7 @@ ENGINE_HD void preprocess_block_vfirst(const KernelParams& p, int tx, int ty, in
   const unsigned char *plane0 = f.plane[0], *plane1 = f.plane[1], *plane2 = f.plane[2];
   // 32-bit row offsets: the host checked that every plane is below 2^31 bytes
   const int stride0 = (int)f.stride[0], stride1 = (int)f.stride[1], stride2 = (int)f.stride[2];
+  static_assert(!(kPrefetch && kPlanes), "kPrefetch has no clamp=\"output\" variant");
   const int t = warp * kNL + lane;
   // 1. vertical: item i = (output row i / groups, group i % groups)
   for (int i = t; i < th * groups; i += kNW * kNL) {
@@ -119,7 +147,9 @@ ENGINE_HD void preprocess_block_vfirst(const KernelParams& p, int tx, int ty, in
     } else {
       for (int j = 0; j < n;) {
         const int rows = mini(2 - ((sy0 + j) & 1), n - j);  // the pair's rows within the taps
-        add_pair<Kind>(p, load_pair<Kind>(c1, c2, yp, stride0, rows), w, rows, acc);
+        const PairSamples s = load_pair<Kind>(c1, c2, yp, stride0, rows);
+        if (kPlanes) add_pair_planes<Kind>(s, w, rows, acc);
+        else add_pair<Kind>(p, s, w, rows, acc);
         c1 += stride1;
         if (Kind == kPlanarYuv) c2 += stride2;
         yp += rows * stride0;
@@ -128,8 +158,14 @@ ENGINE_HD void preprocess_block_vfirst(const KernelParams& p, int tx, int ty, in
       }
     }
     float* d = smem + orow * pitch + 4 * (g - gl);
-    for (int ch = 0; ch < 3; ++ch)
-      store4(d + ch * chan, acc[ch][0], acc[ch][1], acc[ch][2], acc[ch][3]);
+    if (kPlanes) {  // Y; Cb and Cr replicated onto the luma columns
+      store4(d, acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
+      for (int ch = 1; ch < 3; ++ch)
+        store4(d + ch * chan, acc[ch][0], acc[ch][0], acc[ch][1], acc[ch][1]);
+    } else {
+      for (int ch = 0; ch < 3; ++ch)
+        store4(d + ch * chan, acc[ch][0], acc[ch][1], acc[ch][2], acc[ch][3]);
+    }
   }
   // finite zeros past the groups up to the pitch: the unpredicated x-tap loads read beyond
   const int staged = 4 * groups, rest = pitch - staged;
@@ -144,16 +180,22 @@ ENGINE_HD void preprocess_block_vfirst(const KernelParams& p, int tx, int ty, in
   float acc[kRows][kCols][3];
   for (int k = 0; k < kRows; ++k) {
     const float* q = smem + mini(warp + k * kNW, th - 1) * pitch;
-    for (int cc = 0; cc < kCols; ++cc) xt.sum(q, chan, cc, acc[k][cc]);
+    for (int cc = 0; cc < kCols; ++cc) {
+      xt.sum(q, chan, cc, acc[k][cc]);
+      if (kPlanes) {  // resampled Y, Cb, Cr -> unit-scale RGB, clamped by the store
+        const float y = acc[k][cc][0], cb = acc[k][cc][1], cr = acc[k][cc][2];
+        yuv_to_rgb(p.m, y, cb, cr, acc[k][cc]);
+      }
+    }
   }
   store_block<kRows, kCols, kNW, kNL>(p, acc, b, ox0, oy0, tw, th, warp, lane, smem);
 }
 
 #if defined(__CUDACC__)
-template <int Kind, int kTaps, bool kPrefetch>
+template <int Kind, int kTaps, bool kPrefetch, bool kPlanes>
 __global__ void __launch_bounds__(kThreads, 4) preprocess_kernel_vfirst(KernelParams p) {
   extern __shared__ float smem[];
-  preprocess_block_vfirst<Kind, kTaps, kThreads / 32, 32, kPrefetch>(
+  preprocess_block_vfirst<Kind, kTaps, kThreads / 32, 32, kPrefetch, kPlanes>(
       p, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x >> 5, threadIdx.x & 31, smem);
 }
 #endif

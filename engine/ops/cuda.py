@@ -10,7 +10,9 @@ asynchronously like any torch op.
 Preprocessing semantics (Note [CUDA preprocess: clamp before resampling] in
 csrc/cuda/preprocess_kernel.cuh): every source pixel is converted to R'G'B' (chroma replicated to
 the luma grid) and clamped to [0, 255] before resampling, i.e. the PyAV ``rgb24`` + resize
-pipeline; then ``out[c] = (rgb[c'] * scale - mean[c]) / std[c]``.
+pipeline; then ``out[c] = (rgb[c'] * scale - mean[c]) / std[c]``. ``PreprocessSpec.clamp="output"``
+clamps the resampled value instead, as the CPU kernel does (Note [CUDA preprocess:
+clamp="output"]).
 """
 
 from __future__ import annotations
@@ -266,7 +268,9 @@ def preprocess(
 
         rgb_s  = clamp(M @ (Y, Cb, Cr)[s] + b, 0, 255)     # each SOURCE pixel s; chroma replicated
         rgb    = sum_s wy(y, s_y) wx(x, s_x) rgb_s          # resample (spec.filter, geometry)
-        out[c] = (rgb[c'] * spec.scale - spec.mean[c]) / spec.std[c]
+        out[c] = (clamp(rgb[c'], 0, 255) * spec.scale - spec.mean[c]) / spec.std[c]
+
+    (``spec.clamp="output"``: ``rgb_s`` not clamped, which equals converting the resampled planes.)
 
     and padding pixels (letterbox / small resize) are ``spec.pad_value``.
 
@@ -308,8 +312,6 @@ def preprocess(
         The CUDA extension is not built; RuntimeError from a CUDA failure (no driver / device).
     """
     base, ten = check_call(spec, format, matrix, width, height, sar)
-    if spec.clamp != "source":  # the CUDA kernel clamps source pixels only
-        raise InputError(f"the CUDA preprocess implements clamp='source' only, got clamp={spec.clamp!r}")
     kind = "u2" if ten else "u1"
     geo = _plane_geometry(base, width, height)
     per_frame = batch_planes(
@@ -340,7 +342,7 @@ def preprocess(
             bool(full_range), ptrs, strides, _MODES[spec.resize], int(to_h), int(to_w),
             _FILTERS[spec.filter], float(spec.scale), tuple(float(m) for m in spec.mean),
             tuple(float(s) for s in spec.std), spec.channels == "bgr", float(spec.pad_value),
-            h, device, bool(force_direct), int(sar[0]), int(sar[1]),
+            h, device, bool(force_direct), int(sar[0]), int(sar[1]), spec.clamp == "source",
         )
     except ValueError as e:
         raise InputError(str(e)) from e

@@ -5,7 +5,8 @@ test_cuda_kernels.py (GPU).
 Semantics (csrc Note [CUDA preprocess: clamp before resampling]): chroma replicated to the luma
 grid, every source pixel converted and clamped to [0, 255] (PyAV rgb24), then resampled with
 the luma matrices of both axes, then normalised: reference.py's preprocess_ref with
-clamp="source".
+clamp="source". The kernels follow ``spec.clamp`` (call_args), so a spec with clamp="output"
+is checked against ``preprocess_ref(frame, spec)`` (Note [CUDA preprocess: clamp="output"]).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def call_args(frames, spec, out_ptr: int, plane_ptr, plane_stride) -> dict:
         filter=FILTER_CODES[spec.filter], scale=float(spec.scale), mean=tuple(spec.mean),
         std=tuple(spec.std), bgr_out=spec.channels == "bgr", pad_value=float(spec.pad_value),
         sar_num=getattr(f0, "sar", (1, 1))[0], sar_den=getattr(f0, "sar", (1, 1))[1],
+        clamp_source=spec.clamp == "source",
     )
 
 

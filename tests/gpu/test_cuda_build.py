@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from cuda_ref import CASES, NORM, saturated_frame, emulate, level_error, preprocess_ref_clamp_before
 from frames import make_frame
-from reference import masked_mean_ref, segment_pool_ref
+from reference import masked_mean_ref, preprocess_ref, segment_pool_ref
 
 from engine.ops.preprocess import PreprocessSpec
 
@@ -103,10 +103,6 @@ def test_wrapper_validation_raises_input_error():
     with pytest.raises(InputError, match="batch"):
         cuda_ops.preprocess((planes[0], FakeDev((3, 4, 4), "|u1"), planes[2]), spec, format="i420", width=8,
                             height=8, out=FakeDev((2, 3, 4, 4), "<f4"))
-    if "clamp" in PreprocessSpec.__dataclass_fields__:
-        with pytest.raises(InputError, match="clamp"):
-            cuda_ops.preprocess(planes, PreprocessSpec(size=(4, 4), clamp="output"), format="i420", width=8,
-                                height=8, out=FakeDev((2, 3, 4, 4), "<f4"))
     with pytest.raises(InputError, match="CUDA array"):
         cuda_ops.masked_mean(np.zeros((1, 2, 3), np.float32), np.ones((1, 2), np.float32))
     with pytest.raises(InputError, match="float32"):
@@ -119,16 +115,19 @@ def test_wrapper_validation_raises_input_error():
 
 
 @needs_ext
+@pytest.mark.parametrize("clamp", ["source", "output"])
 @pytest.mark.parametrize("direct", [False, True], ids=["staged", "direct"])
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}x{c[2]}-{c[5].get('resize')}" for c in CASES])
-def test_emulated_kernel_matches_clamp_before_reference(case, direct):
+def test_emulated_kernel_matches_reference(case, direct, clamp):
+    """clamp="output": Note [CUDA preprocess: clamp="output"] (these frames' planes are not
+    aligned words: the general block)."""
     fmt, h, w, matrix, full_range, kw = case
     rng = np.random.default_rng(h * 1000 + w)
-    spec = PreprocessSpec(**kw, **NORM)
+    spec = PreprocessSpec(**kw, **NORM, clamp=clamp)
     frames = [make_frame(fmt, h, w, rng, matrix=matrix, full_range=full_range) for _ in range(2)]
     out, variant = emulate(frames, spec, force_direct=direct)
     assert variant == ("direct" if direct else "staged") or (not direct and variant == "direct")
-    ref = np.stack([preprocess_ref_clamp_before(f, spec) for f in frames])
+    ref = np.stack([preprocess_ref(f, spec) for f in frames])
     err = level_error(out, ref, spec)
     assert err <= 0.01, f"max error {err:.4g} levels"
 
@@ -171,6 +170,24 @@ def test_emulated_kernel_out_of_gamut_frame_differs_from_clamp_after():
     ref = preprocess_ref_clamp_before(f, spec)[None]
     assert level_error(out, ref, spec) <= 0.01
     assert level_error(out, preprocess_ref_clamp_before(f, spec, clamp_source=False)[None], spec) > 1.0
+
+
+# --- clamp="output" (Note [CUDA preprocess: clamp="output"]) -----------------------------------
+
+
+@needs_ext
+@pytest.mark.parametrize("aligned", [True, False], ids=["vfirst-planes", "general"])
+def test_emulated_clamp_output_out_of_gamut_frame_follows_clamp_after(aligned):
+    """Saturated chroma tells the modes apart by levels: with clamp="output" both the vertical-first
+    block (aligned words) and the general block follow the clamp-after reference."""
+    f = saturated_frame()
+    if aligned:
+        f = aligned4(f, np.random.default_rng(1))
+    spec = PreprocessSpec(size=(10, 10), resize="stretch", clamp="output")
+    out, variant = emulate([f], spec)
+    assert variant == ("vfirst-planes" if aligned else "staged")
+    assert level_error(out, preprocess_ref(f, spec)[None], spec) <= 0.01
+    assert level_error(out, preprocess_ref_clamp_before(f, spec)[None], spec) > 1.0
 
 
 # The 8-bit fast path (Note [CUDA preprocess: 8-bit fast path]) reorganises the general block's
@@ -219,12 +236,15 @@ VFIRST_STAYS_FAST = {("i422", 61, 99), ("nv12", 150, 233)}
 
 
 @needs_ext
+@pytest.mark.parametrize("clamp", ["source", "output"])
 @pytest.mark.parametrize("case", FAST_PATH_CASES,
                          ids=[f"{c[0]}-{c[1]}x{c[2]}{'-aligned4' if c[3] else ''}" for c in FAST_PATH_CASES])
-def test_emulated_fast_path_matches_general_block(case):
+def test_emulated_fast_path_matches_general_block(case, clamp):
+    """clamp="output" has no staging variant: the vertical-first block where it applies (its
+    resampled planes converted per output pixel), else the general block."""
     fmt, h, w, aligned, kw = case
     rng = np.random.default_rng(h + w)
-    spec = PreprocessSpec(**kw, **NORM)
+    spec = PreprocessSpec(**kw, **NORM, clamp=clamp)
     frames = [make_frame(fmt, h, w, rng, matrix="bt709") for _ in range(2)]
     if aligned:
         frames = [aligned4(f, rng) for f in frames]
@@ -232,21 +252,22 @@ def test_emulated_fast_path_matches_general_block(case):
     fast, variant = emulate(frames, spec)
     general, general_variant = emulate(frames, spec, force_direct=True)
     takes_vfirst = aligned and (fmt, h, w) not in VFIRST_STAYS_FAST
-    assert (variant, general_variant) == ("vfirst" if takes_vfirst else "staged", "direct")
+    want = ("vfirst" if clamp == "source" else "vfirst-planes") if takes_vfirst else "staged"
+    assert (variant, general_variant) == (want, "direct")
     tol = 2**-10 if spec.dtype == "float16" else 1e-5  # half rounding may flip a last bit
     np.testing.assert_allclose(fast.astype(np.float64), general.astype(np.float64), rtol=tol, atol=tol)
-    ref = np.stack([preprocess_ref_clamp_before(f, spec) for f in frames])
+    ref = np.stack([preprocess_ref(f, spec) for f in frames])
     if spec.dtype == "float32":
         assert level_error(fast, ref, spec) <= 0.01
 
 
 @needs_ext
-@pytest.mark.parametrize("block", ["vfirst", "vfirst-prefetch"])
+@pytest.mark.parametrize("block", ["vfirst", "vfirst-prefetch", "vfirst-planes"])
 def test_emulated_vertical_first_on_random_geometries(block, monkeypatch):
     """Fresh random 4:2:0 frames (odd sizes too), geometries, filters, layouts and dtypes each run
     (the seed is in the message): the vertical-first block, wherever it takes the call, equals the
     general block; its prefetching variant (ENGINE_CUDA_PREPROCESS=vfirst-prefetch, a temporary
-    A/B) equals it bit for bit."""
+    A/B) equals it bit for bit; its clamp="output" variant equals the general block's."""
     seed = int(np.random.SeedSequence().entropy % 2**32)
     rng = np.random.default_rng(seed)
     if block == "vfirst-prefetch":
@@ -260,7 +281,8 @@ def test_emulated_vertical_first_on_random_geometries(block, monkeypatch):
         spec = PreprocessSpec(size=(oh, ow), resize=resize, filter=str(rng.choice(["antialias", "bilinear"])),
                               dtype=str(rng.choice(["float32", "float16"])), layout=str(rng.choice(["nchw", "nhwc"])),
                               channels=str(rng.choice(["rgb", "bgr"])), pad_value=0.5,
-                              resize_to=(oh + int(rng.integers(0, 30)),) * 2 if resize == "shorter" else None, **NORM)
+                              resize_to=(oh + int(rng.integers(0, 30)),) * 2 if resize == "shorter" else None,
+                              clamp="output" if block == "vfirst-planes" else "source", **NORM)
         frames = [aligned4(make_frame(fmt, h, w, rng, matrix="bt709"), rng) for _ in range(2)]
         out, variant = emulate(frames, spec)
         general, _ = emulate(frames, spec, force_direct=True)
@@ -328,14 +350,15 @@ class EmulatingC:
 
 
 @needs_ext
+@pytest.mark.parametrize("clamp", ["source", "output"])
 @pytest.mark.parametrize("batched", [False, True])
 @pytest.mark.parametrize("fmt", ["i420", "nv12", "rgb24", "i444_10"])
-def test_wrappers_end_to_end_on_host_memory(monkeypatch, fmt, batched):
+def test_wrappers_end_to_end_on_host_memory(monkeypatch, fmt, batched, clamp):
     import engine.ops.cuda as cuda_ops
 
     monkeypatch.setattr(cuda_ops, "load", lambda: EmulatingC())
     rng = np.random.default_rng(4)
-    spec = PreprocessSpec(size=(14, 18), resize="shorter", layout="nhwc", **NORM)
+    spec = PreprocessSpec(size=(14, 18), resize="shorter", layout="nhwc", clamp=clamp, **NORM)
     frames = [make_frame(fmt, 33, 47, rng, matrix="bt709", rgb3d=True) for _ in range(3)]
     if batched:
         planes = tuple(HostCAI(np.stack([np.ascontiguousarray(f.planes[j]) for f in frames]))
@@ -344,7 +367,7 @@ def test_wrappers_end_to_end_on_host_memory(monkeypatch, fmt, batched):
         planes = [tuple(HostCAI(p) for p in f.planes) for f in frames]
     out = np.full(spec.output_shape(3), np.nan, np.float32)
     cuda_ops.preprocess(planes, spec, format=fmt, width=47, height=33, matrix="bt709", out=HostCAI(out), stream=0)
-    ref = np.stack([preprocess_ref_clamp_before(f, spec) for f in frames])
+    ref = np.stack([preprocess_ref(f, spec) for f in frames])
     assert level_error(out, ref, spec) <= 0.01
 
     x = rng.standard_normal((2, 5, 7)).astype(np.float32)

@@ -1,6 +1,6 @@
 """CUDA kernels on a GPU against float64 references (torch CUDA tensors as inputs).
 
-Preprocess: the clamp-before-resampling reference of cuda_ref.py (own float64 code, so these
+Preprocess: the float64 references of reference.py in the spec's clamp mode (own code, so these
 tests do not depend on the CPU kernel's semantics); every output poisoned with NaN first; planes
 with padded row strides whose padding holds garbage. Tolerance 0.01 levels (0..255 scale) for
 float32: float accumulation over up to ~200 taps plus device FMA contraction (~1e-5 relative
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from cuda_ref import CASES, NORM, saturated_frame, level_error, preprocess_ref_clamp_before
 from frames import make_frame
-from reference import masked_mean_ref, segment_pool_ref
+from reference import masked_mean_ref, preprocess_ref, segment_pool_ref
 
 from engine.ops.preprocess import PreprocessSpec
 
@@ -69,17 +69,18 @@ def run_gpu(frames, spec, *, direct=False, batched=False, pitch_pad=24):
     return out.float().cpu().numpy()
 
 
+@pytest.mark.parametrize("clamp", ["source", "output"])
 @pytest.mark.parametrize("direct", [False, True], ids=["staged", "direct"])
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}x{c[2]}-{c[5].get('resize')}" for c in CASES])
-def test_preprocess_matches_clamp_before_reference(case, direct):
+def test_preprocess_matches_reference(case, direct, clamp):
     fmt, h, w, matrix, full_range, kw = case
     rng = np.random.default_rng(h * 1000 + w)
-    spec = PreprocessSpec(**kw, **NORM)
+    spec = PreprocessSpec(**kw, **NORM, clamp=clamp)
     frames = [make_frame(fmt, h, w, rng, matrix=matrix, full_range=full_range) for _ in range(3)]
     out = run_gpu(frames, spec, direct=direct)
-    ref = np.stack([preprocess_ref_clamp_before(f, spec) for f in frames])
+    ref = np.stack([preprocess_ref(f, spec) for f in frames])
     err = level_error(out, ref, spec)
-    print(f"{case[0]} {h}x{w} {kw} direct={direct}: max error {err:.3g} levels")
+    print(f"{case[0]} {h}x{w} {kw} direct={direct} clamp={clamp}: max error {err:.3g} levels")
     assert err <= 0.01, f"max error {err:.4g} levels"
 
 
@@ -91,20 +92,24 @@ def test_preprocess_matches_clamp_before_reference(case, direct):
         ("i420", 1080, 1920, dict(size=(224, 224), resize="stretch")),
     ],
 )
-@pytest.mark.parametrize("pitch_pad,block", [(24, None), (24, "vfirst-prefetch"), (25, None)],
-                         ids=["aligned", "aligned-prefetch", "odd-pitch"])
-def test_preprocess_video_sizes(fmt, h, w, kw, pitch_pad, block, monkeypatch):
+@pytest.mark.parametrize("pitch_pad,block,clamp", [(24, None, "source"), (24, "vfirst-prefetch", "source"),
+                                                   (25, None, "source"), (24, None, "output"),
+                                                   (25, None, "output")],
+                         ids=["aligned", "aligned-prefetch", "odd-pitch", "aligned-clamp-output",
+                              "odd-pitch-clamp-output"])
+def test_preprocess_video_sizes(fmt, h, w, kw, pitch_pad, block, clamp, monkeypatch):
     """Rows of 1944 / 984 / 1304 bytes: aligned words, so the vertical-first block (or its
-    prefetching variant, ENGINE_CUDA_PREPROCESS=vfirst-prefetch, a temporary A/B); rows one byte
-    longer: the 8-bit fast path with byte loads (the 8.6x stretch has too many x taps for either:
-    the general block)."""
+    prefetching variant, ENGINE_CUDA_PREPROCESS=vfirst-prefetch, a temporary A/B; with
+    clamp="output" its resampled-planes variant); rows one byte longer: the 8-bit fast path with
+    byte loads, with clamp="output" the general block (the 8.6x stretch has too many x taps for
+    either fast block: the general block)."""
     if block is not None:
         monkeypatch.setenv("ENGINE_CUDA_PREPROCESS", block)
     rng = np.random.default_rng(7)
-    spec = PreprocessSpec(**kw, **NORM)
+    spec = PreprocessSpec(**kw, **NORM, clamp=clamp)
     frames = [make_frame(fmt, h, w, rng, matrix="bt709") for _ in range(2)]
     out = run_gpu(frames, spec, pitch_pad=pitch_pad)
-    ref = np.stack([preprocess_ref_clamp_before(f, spec) for f in frames])
+    ref = np.stack([preprocess_ref(f, spec) for f in frames])
     err = level_error(out, ref, spec)
     print(f"{fmt} {h}x{w} {kw} pitch +{pitch_pad}: max error {err:.3g} levels")
     assert err <= 0.01
@@ -140,6 +145,15 @@ def test_preprocess_out_of_gamut_follows_clamp_before():
     out = run_gpu([f], spec)
     assert level_error(out, preprocess_ref_clamp_before(f, spec)[None], spec) <= 0.01
     assert level_error(out, preprocess_ref_clamp_before(f, spec, clamp_source=False)[None], spec) > 1.0
+
+
+def test_preprocess_clamp_output_out_of_gamut_follows_clamp_after():
+    f = saturated_frame()
+    spec = PreprocessSpec(size=(10, 10), resize="stretch", clamp="output")
+    for pitch_pad in (24, 25):  # the vertical-first block, the general block
+        out = run_gpu([f], spec, pitch_pad=pitch_pad)
+        assert level_error(out, preprocess_ref(f, spec)[None], spec) <= 0.01
+        assert level_error(out, preprocess_ref_clamp_before(f, spec)[None], spec) > 1.0
 
 
 def test_preprocess_on_a_side_stream():
