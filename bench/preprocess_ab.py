@@ -1,17 +1,19 @@
 """A/B of the CUDA preprocessing kernel on a GPU: the vertical-first block (the default for
 aligned 4:2:0, csrc/cuda/preprocess_kernel_vfirst.cuh) against the same block with its sample
-loads a step ahead (kPrefetch, ENGINE_CUDA_PREPROCESS=vfirst-prefetch: a temporary switch).
+loads a step ahead (kPrefetch, ENGINE_CUDA_PREPROCESS=vfirst-prefetch: a temporary switch), and
+its clamp="output" variant (``planes``: the raw planes resampled, converted per output pixel;
+Note [CUDA preprocess: clamp="output"]), whose speed tells what the per-pixel source clamp costs.
 
     python -m bench.preprocess_ab          # on a machine with a GPU and engine._C_cuda built
 
-Both run the kernels suite's spec (shorter side 256, centre crop 224, ImageNet-normalised NCHW)
+All run the kernels suite's spec (shorter side 256, centre crop 224, ImageNet-normalised NCHW)
 on random planes laid out as decoders lay them out (rows every 64 bytes: aligned words, so the
 vertical-first block takes them), in one process: ``ENGINE_CUDA_PREPROCESS`` (read at every call)
-picks the variant, the rounds interleave the two and a device copy of the same bytes
-(bench.gpu.measure_events, 7 rounds of 10 calls, the median of each). Prints a markdown table of
-frames/s, the fraction of the copy's bandwidth (bench.gpu.preprocess_traffic: the bytes the
-crop's taps reach plus the output) and prefetch / vfirst, and the largest difference between the
-two outputs (0: the same terms in the same order).
+and the spec's clamp pick the variant, the rounds interleave them and a device copy of the same
+bytes (bench.gpu.measure_events, 7 rounds of 10 calls, the median of each). Prints a markdown
+table of frames/s, the fraction of the copy's bandwidth (bench.gpu.preprocess_traffic: the bytes
+the crop's taps reach plus the output), prefetch / vfirst and planes / vfirst, and the largest
+difference between the vfirst and prefetch outputs (0: the same terms in the same order).
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ CASES = (  # (name, height, width, format, batch, dtype)
     ("1080p fp16", 1080, 1920, "i420", 32, "float16"),
     ("1080p b8", 1080, 1920, "i420", 8, "float32"),
 )
-BLOCKS = {"vfirst": None, "prefetch": "vfirst-prefetch"}  # ENGINE_CUDA_PREPROCESS value
+BLOCKS = {  # (ENGINE_CUDA_PREPROCESS value, PreprocessSpec.clamp)
+    "vfirst": (None, "source"),
+    "prefetch": ("vfirst-prefetch", "source"),
+    "planes": (None, "output"),
+}
 ROUNDS, CALLS = 7, 10
 
 
@@ -48,28 +54,30 @@ def main() -> int:
     import engine.ops.cuda as cuda_ops
 
     print(f"{torch.cuda.get_device_name()}; rounds {ROUNDS} x {CALLS} calls, medians")
-    print("| case | vfirst, frames/s | prefetch, frames/s | vfirst ÷ copy | prefetch ÷ copy | prefetch ÷ vfirst | max |diff| |")
-    print("|---|---|---|---|---|---|---|")
+    print("| case | vfirst, frames/s | prefetch, frames/s | planes, frames/s | vfirst ÷ copy | prefetch ÷ copy | "
+          "planes ÷ copy | prefetch ÷ vfirst | planes ÷ vfirst | max |diff| |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     gen = torch.Generator(device=gpu.DEVICE).manual_seed(0)
     for name, h, w, fmt, b, dtype in CASES:
-        spec = dataclasses.replace(preprocess_spec(), dtype=dtype)
+        specs = {k: dataclasses.replace(preprocess_spec(), dtype=dtype, clamp=clamp)
+                 for k, (_, clamp) in BLOCKS.items()}
         y = decoder_plane(b, h, w, (16, 236), gen)
         if fmt == "nv12":
             planes = (y, decoder_plane(b, h // 2, w, (16, 241), gen))
         else:
             planes = (y, *(decoder_plane(b, h // 2, w // 2, (16, 241), gen) for _ in range(2)))
-        outs = {k: torch.full(spec.output_shape(b), float("nan"), dtype=getattr(torch, dtype),
+        outs = {k: torch.full(specs[k].output_shape(b), float("nan"), dtype=getattr(torch, dtype),
                               device=gpu.DEVICE) for k in BLOCKS}
 
         def call(block: str):
-            value = BLOCKS[block]
+            value = BLOCKS[block][0]
             if value is None:
                 os.environ.pop("ENGINE_CUDA_PREPROCESS", None)
             else:
                 os.environ["ENGINE_CUDA_PREPROCESS"] = value
-            return cuda_ops.preprocess(planes, spec, format=fmt, width=w, height=h, out=outs[block])
+            return cuda_ops.preprocess(planes, specs[block], format=fmt, width=w, height=h, out=outs[block])
 
-        traffic = gpu.preprocess_traffic(spec, h, w, b)
+        traffic = gpu.preprocess_traffic(specs["vfirst"], h, w, b)
         copy, copied = gpu.copy_path(traffic)
         paths = {k: (lambda k=k: call(k)) for k in BLOCKS}
         seconds = gpu.measure_events({**paths, "copy": copy}, repeats=ROUNDS, calls=CALLS)
@@ -79,8 +87,9 @@ def main() -> int:
         copy_bw = copied / med["copy"]
         frac = {k: traffic / med[k] / copy_bw for k in BLOCKS}
         diff = (outs["vfirst"].float() - outs["prefetch"].float()).abs().max().item()
-        print(f"| {name} b{b} {dtype} | {b / med['vfirst']:,.0f} | {b / med['prefetch']:,.0f} | "
-              f"{frac['vfirst']:.3f} | {frac['prefetch']:.3f} | {med['vfirst'] / med['prefetch']:.3f} | {diff:.2g} |")
+        print(f"| {name} b{b} {dtype} | " + " | ".join(f"{b / med[k]:,.0f}" for k in BLOCKS) + " | "
+              + " | ".join(f"{frac[k]:.3f}" for k in BLOCKS)
+              + f" | {med['vfirst'] / med['prefetch']:.3f} | {med['vfirst'] / med['planes']:.3f} | {diff:.2g} |")
     return 0
 
 

@@ -380,3 +380,49 @@ def test_wrappers_end_to_end_on_host_memory(monkeypatch, fmt, batched, clamp):
     os_ = np.full((2, 4), np.nan, np.float32)
     cuda_ops.segment_pool(HostCAI(xs), HostCAI(offs), "window_max", 2, out=HostCAI(os_), stream=0)
     np.testing.assert_allclose(os_, segment_pool_ref(xs, offs, "window_max", 2), rtol=1e-5, atol=1e-6)
+
+
+@needs_ext
+def test_preprocess_ab_script_on_the_host_emulation(monkeypatch, capsys):
+    """bench/preprocess_ab.py end to end without a GPU: CPU tensors, the kernel's host emulation
+    behind the real wrapper, fake event timings. Each column runs its own block (the variant
+    the extension reports), and the table has a row per case with prefetch bit-identical."""
+    import torch
+
+    import engine.ops.cuda as cuda_ops
+    from bench import gpu, preprocess_ab
+
+    variants = []
+
+    class Recording(EmulatingC):
+        def preprocess(self, *args):
+            variants.append(super().preprocess(*args))
+            return variants[-1]
+
+    real = cuda_ops.preprocess
+
+    def on_host(planes, spec, *, out, **kw):
+        real(tuple(HostCAI(p.numpy()) for p in planes), spec, out=HostCAI(out.numpy()), stream=0, **kw)
+        return out
+
+    def one_call_each(paths, **kw):  # distinct fake seconds per path
+        seconds = {}
+        for i, (name, fn) in enumerate(paths.items()):
+            fn()
+            seconds[name] = [1e-3 * (i + 1)]
+        return seconds
+
+    monkeypatch.setattr(cuda_ops, "load", lambda: Recording())
+    monkeypatch.setattr(cuda_ops, "preprocess", on_host)
+    monkeypatch.setattr(gpu, "unavailable", lambda: None)
+    monkeypatch.setattr(gpu, "DEVICE", "cpu")
+    monkeypatch.setattr(gpu, "copy_path", lambda traffic: (lambda: None, traffic))
+    monkeypatch.setattr(gpu, "measure_events", one_call_each)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "fake GPU")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(preprocess_ab, "CASES", (("small", 90, 160, "i420", 2, "float32"),
+                                                 ("small nv12", 90, 160, "nv12", 2, "float16")))
+    assert preprocess_ab.main() == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| small")]
+    assert len(rows) == 2 and all(line.split("|")[-2].strip() == "0" for line in rows)
+    assert variants == ["vfirst", "vfirst-prefetch", "vfirst-planes"] * 2
