@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One script for a fresh GPU machine (torch, nvcc, pybind11; pytest from .whl/ when missing):
 # build engine._C_cuda and engine._C, run the GPU tests (CUDA and Triton kernels, the device
-# pipeline), the pending A/B of the CUDA preprocessing kernel (bench/preprocess_ab.py), the bench
+# pipeline), the A/B of the CUDA preprocessing blocks (bench/preprocess_ab.py: vfirst, its pending
+# prefetch variant, its clamp="output" variant), the bench
 # suites that carry GPU rows (bench/gpu_bench.py: kernels with bandwidth as
 # a fraction of a same-run copy, models with the torch CUDA backend, e2e with
 # Session(device="cuda:0")), then the NVDEC A/B (bench/nvdec_ab.py: sparse NVDEC decoding against

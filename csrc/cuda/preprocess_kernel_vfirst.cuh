@@ -34,6 +34,10 @@ namespace cuda {
 // L1 32% busy; of the 14 cycles between a warp's instructions, 7 wait on its global loads), 50%
 // occupancy (64 registers and 32 KB of shared memory per block): more loads in flight per warp
 // (the next y-tap row's words loaded before the current row is converted) is the next thing to try.
+// With clamp="output" (kPlanes, Note [CUDA preprocess: clamp="output"]) step 1 sums the raw Y, Cb
+// and Cr samples instead (4 + 4 multiply-adds per tap row and group, no conversion), the chroma
+// sums are replicated onto the luma columns in shared memory, and step 2's resampled Y, Cb, Cr
+// are converted once per output pixel.
 // The raw samples of one chroma row of a group and of its one or two luma rows within an output
 // row's taps (kPrefetch: loaded a step ahead of their conversion).
 struct PairSamples {
