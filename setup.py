@@ -15,7 +15,7 @@
   newer GPUs); ``ENGINE_NVCC_FLAGS`` extra nvcc flags.
 
 The C++ files of an extension compile in parallel, one job per CPU (``ENGINE_BUILD_JOBS=N``
-chooses), and the .cu files each in a job of their own.
+chooses), and the .cu files each in a job of their own, its architectures in parallel too.
 """
 
 from __future__ import annotations
@@ -100,7 +100,9 @@ class BuildExt(build_ext):
         for a in archs:
             gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
         gencode += ["-gencode", f"arch=compute_{archs[-1]},code=compute_{archs[-1]}"]  # PTX
-        flags = ["-std=c++17", "-O3", "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
+        # --threads 0: a file's architectures compile in parallel, one per CPU (preprocess_cuda.cu,
+        # the longest: 51 -> 35 s on 2 cores)
+        flags = ["-std=c++17", "-O3", "--threads", "0", "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
                  f"-DVERSION_INFO={__version__}", "-Icsrc", "-Icsrc/include", *gencode,
                  *shlex.split(os.environ.get("ENGINE_NVCC_FLAGS", ""))]
         headers = sorted(glob("csrc/include/engine/*.h") + glob("csrc/cuda/*.cuh") + glob("csrc/cuda/*.h"))
