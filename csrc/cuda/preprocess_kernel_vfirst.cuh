@@ -54,18 +54,31 @@ ENGINE_HD_INLINE PairSamples load_pair(const unsigned char* c1, const unsigned c
   return s;
 }
 
+// The pair's y weights: w[0], and w[1] if the pair has two rows within the taps. Loaded with
+// (predicated) loads the compiler can issue with the samples' (a weight read inside `if (k <
+// rows)` was loaded only after the chroma terms: two load latencies a pair instead of one, sm_90
+// SASS); the first row is unconditional (rows >= 1), which the compiler cannot know.
+ENGINE_HD_INLINE void pair_weights(const float* w, int rows, float wk[2]) {
+  wk[0] = w[0];
+  wk[1] = rows > 1 ? w[1] : 0.0f;
+}
+
 // Adds the pair's terms with y weights w: its chroma terms once, then its one or two luma rows.
-template <int Kind>
+// kLateWeights (the kPrefetch loop, whose next samples are live here): the code before
+// pair_weights, each weight read where it is used (loading them early, or the first row
+// unconditional, made that variant spill 8 bytes: ptxas, sm_90).
+template <int Kind, bool kLateWeights = false>
 ENGINE_HD_INLINE void add_pair(const KernelParams& p, const PairSamples& s, const float* w,
                                int rows, float acc[3][4]) {
-  float tc[2][3], v[3][4];
+  float wk[2], tc[2][3], v[3][4];
+  if (!kLateWeights) pair_weights(w, rows, wk);
   chroma_terms4<Kind>(p, s.ca, s.cb, tc);
   for (int k = 0; k < 2; ++k) {
-    if (k < rows) {
+    if (kLateWeights ? k < rows : k == 0 || rows > 1) {
       luma_group4(p, k == 0 ? s.y0 : s.y1, tc, v);
-      const float wk = w[k];
+      const float wgt = kLateWeights ? w[k] : wk[k];
       for (int ch = 0; ch < 3; ++ch)
-        for (int e = 0; e < 4; ++e) acc[ch][e] += wk * v[ch][e];
+        for (int e = 0; e < 4; ++e) acc[ch][e] += wgt * v[ch][e];
     }
   }
 }
@@ -77,13 +90,13 @@ ENGINE_HD_INLINE void add_pair(const KernelParams& p, const PairSamples& s, cons
 template <int Kind>
 ENGINE_HD_INLINE void add_pair_planes(const PairSamples& s, const float* w, int rows,
                                       float acc[3][4]) {
-  float wc = 0.0f;
+  float wk[2], wc = 0.0f;
+  pair_weights(w, rows, wk);
   for (int k = 0; k < 2; ++k) {
-    if (k < rows) {
+    if (k == 0 || rows > 1) {
       const uint32_t yq = k == 0 ? s.y0 : s.y1;
-      const float wk = w[k];
-      for (int e = 0; e < 4; ++e) acc[0][e] += wk * byte_to_float(yq, e);
-      wc += wk;
+      for (int e = 0; e < 4; ++e) acc[0][e] += wk[k] * byte_to_float(yq, e);
+      wc += wk[k];
     }
   }
   // NV12: one word Cb Cr Cb Cr; I420: the Cb pair in ca, the Cr pair in cb (chroma_words4)
@@ -143,7 +156,7 @@ ENGINE_HD void preprocess_block_vfirst(const KernelParams& p, int tx, int ty, in
         const int next_rows = mini(2, n - j);
         PairSamples next;
         if (j < n) next = load_pair<Kind>(c1, c2, yp, stride0, next_rows);
-        add_pair<Kind>(p, cur, w, rows, acc);
+        add_pair<Kind, true>(p, cur, w, rows, acc);
         w += rows;
         cur = next;
         rows = next_rows;
