@@ -143,11 +143,13 @@ def fake_trt(version, *, fp16_flag=True, parse_ok=True, plan=b"PLAN", inputs=("x
     builder.build_serialized_network.return_value = plan
     config = builder.create_builder_config.return_value
     config.get_timing_cache.return_value.serialize.return_value = b"TIMING"
+    config.set_timing_cache.return_value = True
+    config.add_optimization_profile.side_effect = lambda prof: len(config.add_optimization_profile.call_args_list) - 1
     parser = mock.MagicMock(name="parser")
     parser.parse.return_value = parse_ok
     parser.num_errors = 0 if parse_ok else 1
     parser.get_error.return_value = "Unsupported op Foo"
-    flags = types.SimpleNamespace(FP16="FP16") if fp16_flag else types.SimpleNamespace()
+    flags = types.SimpleNamespace(FP16="FP16", TF32="TF32") if fp16_flag else types.SimpleNamespace(TF32="TF32")
     plans: list[bytes] = []
 
     def deserialize(data):

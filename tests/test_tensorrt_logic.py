@@ -509,6 +509,31 @@ def test_build_engine_trt11_fp16_strongly_typed_fp16_graph():
     trt._config.create_timing_cache.assert_called_once_with(b"")
 
 
+def test_build_engine_fp32_turns_tf32_off():
+    # TF32 is on by default in TensorRT: an fp32 engine must not round matmul inputs to 10 bits
+    for version in ("10.13.0", "11.0.0"):
+        trt = fake_trt(version)
+        trtb.build_engine(mlp_ln_softmax().SerializeToString(), [_mlp_profile()], "fp32", trt=trt)
+        trt._config.clear_flag.assert_called_once_with("TF32")
+    trt = fake_trt("10.13.0")
+    trtb.build_engine(mlp_ln_softmax().SerializeToString(), [_mlp_profile()], "fp16", trt=trt)
+    trt._config.clear_flag.assert_not_called()
+
+
+def test_build_engine_starts_afresh_when_the_timing_cache_is_refused(caplog):
+    trt = fake_trt("10.13.0")
+    trt._config.set_timing_cache.side_effect = [False, True]  # the stored cache, then a new one
+    trt._config.get_timing_cache.return_value = None
+    plan, timing = trtb.build_engine(mlp_ln_softmax().SerializeToString(), [_mlp_profile()], "fp16", b"OLD", trt=trt)
+    assert (plan, timing) == (b"PLAN", b"")
+    assert [c.args[0] for c in trt._config.create_timing_cache.call_args_list] == [b"OLD", b""]
+    assert "refused the stored timing cache" in caplog.text
+    trt = fake_trt("10.13.0")
+    trt._config.set_timing_cache.return_value = False
+    with pytest.raises(ModelError, match="refused a new timing cache"):
+        trtb.build_engine(mlp_ln_softmax().SerializeToString(), [_mlp_profile()], "fp16", trt=trt)
+
+
 def test_build_engine_failures():
     onnx_bytes = mlp_ln_softmax().SerializeToString()
     with pytest.raises(ModelError, match="Unsupported op Foo"):
@@ -519,6 +544,10 @@ def test_build_engine_failures():
         trtb.build_engine(onnx_bytes, [_mlp_profile()], "fp32", trt=fake_trt("10.1.0", inputs=("x", "y")))
     with pytest.raises(InputError, match="at least one"):
         trtb.build_engine(onnx_bytes, [], "fp32", trt=fake_trt("10.1.0"))
+    trt = fake_trt("10.1.0")
+    trt._config.add_optimization_profile.side_effect = lambda prof: -1  # TensorRT: an invalid profile
+    with pytest.raises(ModelError, match="rejected optimisation profile 0"):
+        trtb.build_engine(onnx_bytes, [_mlp_profile()], "fp32", trt=trt)
 
 
 def test_load_refuses_unloadable_plan():

@@ -16,7 +16,9 @@ Precision (see :func:`build_options`):
 * TensorRT >= 11, fp16: ``BuilderFlag.FP16`` no longer exists and every network is strongly
   typed, so the graph itself is made fp16 first (:func:`engine.backends.tensorrt.fp16.to_fp16`,
   sensitive ops kept fp32) and parsed into a ``STRONGLY_TYPED`` network;
-* fp32: no flag, the fp32 graph (strongly typed on 11, where that is the only mode).
+* fp32: no flag, the fp32 graph (strongly typed on 11, where that is the only mode), and TF32
+  turned off (``BuilderFlag.TF32`` is on by default: convolutions and matmuls would round their
+  inputs to 10-bit mantissas, about fp16's error, in an engine asked for fp32).
 
 ``tensorrt`` is imported lazily, only by the functions that need it.
 """
@@ -110,8 +112,9 @@ def build_engine(onnx_bytes: bytes, profiles: Sequence[Profile], precision: str,
 
     ``timing_cache``: a cache from an earlier build with the same TensorRT and GPU (see
     :func:`engine.backends.tensorrt.cache.timing_cache_path`), or None; a mismatched cache
-    is rejected by TensorRT (``ignore_mismatch=False``). The updated cache is returned for the
-    caller to store. ``trt`` = the tensorrt module (tests pass a fake).
+    is rejected by TensorRT (``ignore_mismatch=False``) and the build starts from an empty one.
+    The updated cache is returned for the caller to store (empty if TensorRT gives none).
+    ``trt`` = the tensorrt module (tests pass a fake).
     """
     trt = import_tensorrt() if trt is None else trt
     if not profiles:
@@ -129,21 +132,36 @@ def build_engine(onnx_bytes: bytes, profiles: Sequence[Profile], precision: str,
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace))
     if options.fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
     net_inputs = {network.get_input(i).name for i in range(network.num_inputs)}
-    for p in profiles:
+    for i, p in enumerate(profiles):
         names = {r.name for r in p.inputs}
         if names != net_inputs:
             raise InputError(f"profile inputs {sorted(names)} differ from the network's {sorted(net_inputs)}")
         prof = builder.create_optimization_profile()
         for r in p.inputs:
             prof.set_shape(r.name, r.min, r.opt, r.max)
-        config.add_optimization_profile(prof)
-    cache = config.create_timing_cache(timing_cache or b"")
-    config.set_timing_cache(cache, False)
+        if config.add_optimization_profile(prof) < 0:  # the profile's index, -1 when invalid
+            raise ModelError(f"TensorRT rejected optimisation profile {i} ({p}): see the TensorRT log above")
+    _set_timing_cache(config, timing_cache)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise ModelError("TensorRT failed to build the engine (see the TensorRT log above)")
-    return bytes(plan), bytes(config.get_timing_cache().serialize())
+    cache = config.get_timing_cache()
+    return bytes(plan), (bytes(cache.serialize()) if cache is not None else b"")
+
+
+def _set_timing_cache(config, timing_cache: bytes | None) -> None:
+    """Attach ``timing_cache`` (or a new, empty one) to the builder config. TensorRT refuses a
+    cache made on another device (``set_timing_cache`` returns False): the build then starts
+    from an empty cache, which only costs build time."""
+    if timing_cache and config.set_timing_cache(config.create_timing_cache(timing_cache), False):
+        return
+    if timing_cache:
+        log.warning("TensorRT refused the stored timing cache (made on another GPU?): building without it")
+    if not config.set_timing_cache(config.create_timing_cache(b""), False):
+        raise ModelError("TensorRT refused a new timing cache (see the TensorRT log above)")
 
 
 def load(plan: bytes, *, trt=None):
