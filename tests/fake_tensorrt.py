@@ -5,10 +5,12 @@
   deserialized).
 * :class:`FakeEngine` / :class:`FakeContext` - behave like TensorRT's where the backend relies
   on it: a context starts on profile 0, ``set_input_shape`` returns False for a shape outside
-  the *active* profile, output shapes follow the input shapes, and ``execute_async_v3`` reads
+  the *active* profile, ``set_tensor_address`` for an address that is not 256-byte aligned
+  (the documented requirement), output shapes follow the input shapes, and ``execute_async_v3`` reads
   its inputs from and writes its outputs to the raw addresses it was given (host memory
   here), so wrong addresses, shapes or sizes give wrong numbers or a failed call.
-* :class:`HostMemory` - the backend's torch buffer provider on the CPU.
+* :class:`HostMemory` - the backend's torch buffer provider on the CPU, its buffers 256-byte
+  aligned as CUDA allocations are (:func:`aligned_tensor`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from unittest import mock
 
 import numpy as np
 
+from engine.backends.tensorrt import tensors as io
+from engine.backends.tensorrt.memory import ALIGNMENT, TorchMemory
 from engine.backends.tensorrt.profiles import Profile
-from engine.backends.tensorrt.memory import TorchMemory
 
 DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64,
           "BOOL": np.bool_, "UINT8": np.uint8, "INT8": np.int8}
@@ -70,6 +73,8 @@ class FakeContext:
 
     def set_tensor_address(self, name, ptr):
         self.calls.append(("set_tensor_address", name, ptr))
+        if ptr % ALIGNMENT:
+            return False
         self.addresses[name] = ptr
         return True
 
@@ -169,6 +174,21 @@ def fake_trt(version, *, fp16_flag=True, parse_ok=True, plan=b"PLAN", inputs=("x
     )
 
 
+def aligned_tensor(value, dtype=None):
+    """A CPU torch tensor holding ``value`` (array or tensor) at a 256-byte aligned address, as
+    CUDA allocations are (torch's CPU allocations are 64-byte aligned)."""
+    import torch
+
+    src = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
+    dtype = src.dtype if dtype is None else dtype
+    n = src.numel() * torch.empty((), dtype=dtype).element_size()
+    raw = torch.empty(n + ALIGNMENT, dtype=torch.uint8)
+    off = (-raw.data_ptr()) % ALIGNMENT
+    out = raw[off:off + n].view(dtype).reshape(tuple(src.shape))
+    out.copy_(src)
+    return out
+
+
 class HostMemory(TorchMemory):
     """torch CPU tensors as the "device": their data_ptr() is what the fake engine reads.
 
@@ -200,3 +220,15 @@ class HostMemory(TorchMemory):
 
     def wait(self, event) -> None:
         self.waits.append(event)
+
+    def empty(self, shape, dtype):
+        return aligned_tensor(np.zeros(shape, dtype))
+
+    def upload(self, array):
+        return aligned_tensor(array)
+
+    def aligned(self, tensor):
+        return tensor if tensor.data_ptr() % ALIGNMENT == 0 else aligned_tensor(tensor)
+
+    def cast(self, tensor, dtype):
+        return aligned_tensor(tensor, io.torch_dtype(dtype))

@@ -26,7 +26,7 @@ from engine.backends.tensorrt.runtime import TensorRTBackend  # noqa: E402
 from engine.errors import InputError, ModelError  # noqa: E402
 from engine.repo.config import parse_config, validate_config  # noqa: E402
 from engine.repo.repository import ModelEntry  # noqa: E402
-from fake_tensorrt import FakeEngine, HostMemory, fake_trt  # noqa: E402
+from fake_tensorrt import FakeEngine, HostMemory, aligned_tensor, fake_trt  # noqa: E402
 
 TOY_CFG = """
 name: "toy" platform: "onnxruntime_onnx" max_batch_size: 32
@@ -285,7 +285,7 @@ def test_input_errors(tmp_path):
 def test_tensor_path_uses_tensors_in_place(tmp_path):
     backend, _ = make_backend(toy_entry(tmp_path))
     f = feed(5, 7)
-    x, ids = torch.from_numpy(f["x"]), torch.from_numpy(f["ids"])
+    x, ids = aligned_tensor(f["x"]), aligned_tensor(f["ids"])  # as device allocations are
     out = backend.infer({"x": x, "ids": ids})
     assert isinstance(out["y"], torch.Tensor) and out["y"].dtype == torch.float32
     np.testing.assert_array_equal(out["y"].numpy(), expect(f)["y"])
@@ -323,7 +323,7 @@ class DLPackOnly:
 def test_dlpack_inputs_are_shared_not_copied(tmp_path):
     backend, _ = make_backend(toy_entry(tmp_path))
     f = feed(4, 3)
-    x, ids = torch.from_numpy(f["x"]), torch.from_numpy(f["ids"])
+    x, ids = aligned_tensor(f["x"]), aligned_tensor(f["ids"])
     out = backend.infer({"x": DLPackOnly(x), "ids": DLPackOnly(ids)})
     np.testing.assert_array_equal(out["y"].numpy(), expect(f)["y"])
     bound = {c[1]: c[2] for c in backend.context.calls if c[0] == "set_tensor_address"}
@@ -349,6 +349,23 @@ def test_tensor_path_casts_splits_and_rejects(tmp_path):
         backend.infer({"x": torch.zeros((2, 4)), "ids": torch.zeros((3, 3), dtype=torch.int64)})
     empty = backend.infer({"x": torch.zeros((0, 4)), "ids": torch.zeros((0, 3), dtype=torch.int64)})
     assert isinstance(empty["n"], torch.Tensor) and tuple(empty["n"].shape) == (0, 1)
+
+
+def test_unaligned_tensors_are_copied_before_binding(tmp_path):
+    """TensorRT takes 256-byte aligned tensor addresses: the slices of a batch split at 8 rows
+    (16- and 24-byte rows) and a caller's view one row in do not start on one, so they are bound
+    through aligned copies; aligned slices are bound in place."""
+    backend, _ = make_backend(toy_entry(tmp_path), profiles=PROFILES[:1],  # split at 8
+                              trt=fake_trt("10.13.0", inputs=("ids", "x"), engine=toy_engine(profiles=PROFILES[:1])))
+    f = feed(21, 3)
+    x, ids = aligned_tensor(f["x"]), aligned_tensor(f["ids"])
+    out = backend.infer({"x": x, "ids": ids})
+    np.testing.assert_array_equal(out["y"].numpy(), expect(f)["y"])
+    np.testing.assert_array_equal(out["n"].numpy(), expect(f)["n"])
+    bound = [c[2] for c in backend.context.calls if c[0] == "set_tensor_address" and c[1] == "x"]
+    assert len(bound) == 3 and bound[0] == x.data_ptr() and all(a % 256 == 0 for a in bound)
+    out = backend.infer({"x": x[1:], "ids": ids[1:]})
+    np.testing.assert_array_equal(out["y"].numpy(), expect(f)["y"][1:])
 
 
 def test_tensorrt_failures_become_model_errors(tmp_path):

@@ -13,6 +13,10 @@ from engine.backends.tensorrt import tensors as io
 from engine.backends.tensorrt.plans import torch_gpu
 
 
+# IExecutionContext::setTensorAddress: "The pointer must have at least 256-byte alignment."
+ALIGNMENT = 256
+
+
 def is_tensor_input(value) -> bool:
     """True for torch tensors and device-array objects; False for numpy arrays and lists."""
     if isinstance(value, np.ndarray):
@@ -63,6 +67,12 @@ class TorchMemory:
         """A caller's value as a torch tensor on the device, without a copy when it is there
         (:func:`adopt_tensor`)."""
         return adopt_tensor(value, self.device)
+
+    def aligned(self, tensor):
+        """``tensor`` (contiguous), or a copy where its address is not ALIGNMENT-aligned: a
+        slice of a split batch or a caller's view may start anywhere; torch's CUDA allocations
+        are aligned."""
+        return tensor if tensor.data_ptr() % ALIGNMENT == 0 else tensor.clone()
 
     def download(self, tensor) -> np.ndarray:
         """Device tensor -> host array (waits for the stream's work up to here)."""
