@@ -94,7 +94,7 @@ timeout ${TEST_TIMEOUT:-240} $PY -m pytest -q -m gpu -p no:cacheprovider -rfEs \
   tests/test_nvdec.py 2>&1 | grep -vE "^\s*$" | tail -40
 echo "pytest -m gpu rc=${PIPESTATUS[0]}"
 
-step "A/B: CUDA preprocess, vertical-first block against its prefetching variant"
+step "A/B: CUDA preprocess, the vertical-first block, its prefetching and its clamp=output variants"
 timeout ${BENCH_TIMEOUT:-300} $PY -m bench.preprocess_ab
 
 # kernels first and on its own: models and e2e need the model repository, and a suite that fails
