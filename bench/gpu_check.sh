@@ -2,7 +2,7 @@
 # One script for a fresh GPU machine (torch, nvcc, pybind11; pytest from .whl/ when missing):
 # build engine._C_cuda and engine._C, run the GPU tests (CUDA and Triton kernels, the device
 # pipeline), the A/B of the CUDA preprocessing blocks (bench/preprocess_ab.py: vfirst, its pending
-# prefetch variant, its clamp="output" variant), the bench
+# prefetch and late variants, its clamp="output" variant), the bench
 # suites that carry GPU rows (bench/gpu_bench.py: kernels with bandwidth as
 # a fraction of a same-run copy, models with the torch CUDA backend, e2e with
 # Session(device="cuda:0")), then the NVDEC A/B (bench/nvdec_ab.py: sparse NVDEC decoding against
@@ -94,7 +94,7 @@ timeout ${TEST_TIMEOUT:-240} $PY -m pytest -q -m gpu -p no:cacheprovider -rfEs \
   tests/test_nvdec.py 2>&1 | grep -vE "^\s*$" | tail -40
 echo "pytest -m gpu rc=${PIPESTATUS[0]}"
 
-step "A/B: CUDA preprocess, the vertical-first block, its prefetching and its clamp=output variants"
+step "A/B: CUDA preprocess, the vertical-first block against its variants (prefetch, late, clamp=output)"
 timeout ${BENCH_TIMEOUT:-300} $PY -m bench.preprocess_ab
 
 # kernels first and on its own: models and e2e need the model repository, and a suite that fails

@@ -1,8 +1,10 @@
 """A/B of the CUDA preprocessing kernel on a GPU: the vertical-first block (the default for
-aligned 4:2:0, csrc/cuda/preprocess_kernel_vfirst.cuh) against the same block with its sample
-loads a step ahead (kPrefetch, ENGINE_CUDA_PREPROCESS=vfirst-prefetch: a temporary switch), and
-its clamp="output" variant (``planes``: the raw planes resampled, converted per output pixel;
-Note [CUDA preprocess: clamp="output"]), whose speed tells what the per-pixel source clamp costs.
+aligned 4:2:0, csrc/cuda/preprocess_kernel_vfirst.cuh) against its temporary variants
+(VfirstVariant, chosen by ENGINE_CUDA_PREPROCESS): ``prefetch`` (vfirst-prefetch: sample loads a
+step ahead) and ``late`` (vfirst-late: the loop before a pair's weights were loaded with its
+samples, i.e. the default as of 2026-11-27 18:25 UTC), and its clamp="output" variant
+(``planes``: the raw planes resampled, converted per output pixel; Note [CUDA preprocess:
+clamp="output"]), whose speed tells what the per-pixel source clamp costs.
 
     python -m bench.preprocess_ab          # on a machine with a GPU and engine._C_cuda built
 
@@ -12,8 +14,9 @@ vertical-first block takes them), in one process: ``ENGINE_CUDA_PREPROCESS`` (re
 and the spec's clamp pick the variant, the rounds interleave them and a device copy of the same
 bytes (bench.gpu.measure_events, 7 rounds of 10 calls, the median of each). Prints a markdown
 table of frames/s, the fraction of the copy's bandwidth (bench.gpu.preprocess_traffic: the bytes
-the crop's taps reach plus the output), prefetch / vfirst and planes / vfirst, and the largest
-difference between the vfirst and prefetch outputs (0: the same terms in the same order).
+the crop's taps reach plus the output), each variant's speed ÷ vfirst's, and the largest
+difference between vfirst's output and the temporary variants' (0: the same terms in the same
+order).
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ CASES = (  # (name, height, width, format, batch, dtype)
 BLOCKS = {  # (ENGINE_CUDA_PREPROCESS value, PreprocessSpec.clamp)
     "vfirst": (None, "source"),
     "prefetch": ("vfirst-prefetch", "source"),
+    "late": ("vfirst-late", "source"),
     "planes": (None, "output"),
 }
+OTHERS = [k for k in BLOCKS if k != "vfirst"]
 ROUNDS, CALLS = 7, 10
 
 
@@ -54,9 +59,10 @@ def main() -> int:
     import engine.ops.cuda as cuda_ops
 
     print(f"{torch.cuda.get_device_name()}; rounds {ROUNDS} x {CALLS} calls, medians")
-    print("| case | vfirst, frames/s | prefetch, frames/s | planes, frames/s | vfirst ÷ copy | prefetch ÷ copy | "
-          "planes ÷ copy | prefetch ÷ vfirst | planes ÷ vfirst | max |diff| |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    head = ([f"{k}, frames/s" for k in BLOCKS] + [f"{k} ÷ copy" for k in BLOCKS]
+            + [f"{k} ÷ vfirst" for k in OTHERS] + ["max abs diff"])
+    print("| case | " + " | ".join(head) + " |")
+    print("|---" * (len(head) + 1) + "|")
     gen = torch.Generator(device=gpu.DEVICE).manual_seed(0)
     for name, h, w, fmt, b, dtype in CASES:
         specs = {k: dataclasses.replace(preprocess_spec(), dtype=dtype, clamp=clamp)
@@ -86,10 +92,11 @@ def main() -> int:
         med = {k: statistics.median(v) for k, v in seconds.items()}
         copy_bw = copied / med["copy"]
         frac = {k: traffic / med[k] / copy_bw for k in BLOCKS}
-        diff = (outs["vfirst"].float() - outs["prefetch"].float()).abs().max().item()
-        print(f"| {name} b{b} {dtype} | " + " | ".join(f"{b / med[k]:,.0f}" for k in BLOCKS) + " | "
-              + " | ".join(f"{frac[k]:.3f}" for k in BLOCKS)
-              + f" | {med['vfirst'] / med['prefetch']:.3f} | {med['vfirst'] / med['planes']:.3f} | {diff:.2g} |")
+        diff = max((outs["vfirst"].float() - outs[k].float()).abs().max().item()
+                   for k, (_, clamp) in BLOCKS.items() if clamp == "source")
+        cells = ([f"{b / med[k]:,.0f}" for k in BLOCKS] + [f"{frac[k]:.3f}" for k in BLOCKS]
+                 + [f"{med['vfirst'] / med[k]:.3f}" for k in OTHERS] + [f"{diff:.2g}"])
+        print(f"| {name} b{b} {dtype} | " + " | ".join(cells) + " |")
     return 0
 
 

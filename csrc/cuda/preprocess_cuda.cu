@@ -97,7 +97,7 @@ struct Prepared {
   bool staged = false;
   int fast_taps = 0;  // > 0: the 8-bit fast path with this tap bin (plan_fast_path)
   bool vfirst = false;  // ... as the vertical-first block (plan_vfirst)
-  bool prefetch = false;  // ... with its loads a step ahead (TEMPORARY A/B, plan_vfirst)
+  int vfirst_variant = engine::cuda::kVfirst;  // ... this VfirstVariant of it
   bool clamp_source = true;  // false: clamp="output" (Note [CUDA preprocess: clamp="output"])
   int tiles_x = 0, tiles_y = 0;
   size_t smem_bytes = 0;
@@ -131,10 +131,14 @@ void plan_vfirst(Prepared& r, int need) {
   if (r.fast_taps == 0 || !r.p.aligned4 || r.p.sub_y != 2) return;
   const size_t floats = vfirst_floats(need);
   if (floats == 0) return;
-  // TEMPORARY A/B, until a GPU run of bench/preprocess_ab.py decides (read at every call):
-  // ENGINE_CUDA_PREPROCESS=vfirst-prefetch loads the vertical loop's samples a step ahead
+  // TEMPORARY A/B variants, until a GPU run of bench/preprocess_ab.py decides (read at every
+  // call): ENGINE_CUDA_PREPROCESS=vfirst-prefetch / vfirst-late (VfirstVariant)
   const char* e = std::getenv("ENGINE_CUDA_PREPROCESS");
-  r.prefetch = r.clamp_source && e != nullptr && std::strcmp(e, "vfirst-prefetch") == 0;
+  const std::string ab = e != nullptr ? e : "";
+  r.vfirst_variant = !r.clamp_source          ? engine::cuda::kVfirstPlanes
+                     : ab == "vfirst-prefetch" ? engine::cuda::kVfirstPrefetch
+                     : ab == "vfirst-late"     ? engine::cuda::kVfirstLate
+                                               : engine::cuda::kVfirst;
   r.vfirst = true;
   r.p.span = std::max(need, engine::cuda::kTileW);
   r.smem_bytes = floats * sizeof(float);
@@ -357,6 +361,18 @@ void dispatch(const Prepared& r, Op& op) {
   }
 }
 
+// op.run_vfirst<Kind, kTaps, kVariant>() for a VfirstVariant known at run time.
+template <int Kind, int kTaps, class Op>
+void dispatch_vfirst(Op& op, int variant) {
+  using namespace engine::cuda;  // VfirstVariant
+  switch (variant) {
+    case kVfirstPlanes: op.template run_vfirst<Kind, kTaps, kVfirstPlanes>(); break;
+    case kVfirstPrefetch: op.template run_vfirst<Kind, kTaps, kVfirstPrefetch>(); break;
+    case kVfirstLate: op.template run_vfirst<Kind, kTaps, kVfirstLate>(); break;
+    default: op.template run_vfirst<Kind, kTaps, kVfirst>(); break;
+  }
+}
+
 struct DeviceLaunch {
   const Prepared* r;
   cudaStream_t stream;
@@ -368,19 +384,19 @@ struct DeviceLaunch {
   }
   template <int Kind, int kTaps>
   void run_8bit() {
+    if (r->vfirst) {
+      dispatch_vfirst<Kind, kTaps>(*this, r->vfirst_variant);
+      return;
+    }
     const dim3 grid(r->tiles_x, r->tiles_y, r->p.batch);
-    if (r->vfirst && !r->clamp_source)
-      engine::cuda::preprocess_kernel_vfirst<Kind, kTaps, false, true>
-          <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
-    else if (r->vfirst && r->prefetch)
-      engine::cuda::preprocess_kernel_vfirst<Kind, kTaps, true, false>
-          <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
-    else if (r->vfirst)
-      engine::cuda::preprocess_kernel_vfirst<Kind, kTaps, false, false>
-          <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
-    else
-      engine::cuda::preprocess_kernel_8bit<Kind, kTaps>
-          <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
+    engine::cuda::preprocess_kernel_8bit<Kind, kTaps>
+        <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
+  }
+  template <int Kind, int kTaps, int kVariant>
+  void run_vfirst() {
+    const dim3 grid(r->tiles_x, r->tiles_y, r->p.batch);
+    engine::cuda::preprocess_kernel_vfirst<Kind, kTaps, kVariant>
+        <<<grid, engine::cuda::kThreads, r->smem_bytes, stream>>>(r->p);
   }
 };
 
@@ -397,28 +413,36 @@ struct HostEmulation {
   }
   template <int Kind, int kTaps>
   void run_8bit() {
+    if (r->vfirst) {
+      dispatch_vfirst<Kind, kTaps>(*this, r->vfirst_variant);
+      return;
+    }
     std::vector<float> smem(r->smem_bytes / sizeof(float) + 1);
     for (int b = 0; b < r->p.batch; ++b)
       for (int ty = 0; ty < r->tiles_y; ++ty)
         for (int tx = 0; tx < r->tiles_x; ++tx)
-          if (r->vfirst && !r->clamp_source)
-            engine::cuda::preprocess_block_vfirst<Kind, kTaps, 1, 1, false, true>(
-                r->p, tx, ty, b, 0, 0, smem.data());
-          else if (r->vfirst && r->prefetch)
-            engine::cuda::preprocess_block_vfirst<Kind, kTaps, 1, 1, true>(r->p, tx, ty, b, 0, 0,
-                                                                           smem.data());
-          else if (r->vfirst)
-            engine::cuda::preprocess_block_vfirst<Kind, kTaps, 1, 1>(r->p, tx, ty, b, 0, 0,
-                                                                     smem.data());
-          else
-            engine::cuda::preprocess_block_8bit<Kind, kTaps, 1, 1>(r->p, tx, ty, b, 0, 0,
-                                                                   smem.data());
+          engine::cuda::preprocess_block_8bit<Kind, kTaps, 1, 1>(r->p, tx, ty, b, 0, 0,
+                                                                 smem.data());
+  }
+  template <int Kind, int kTaps, int kVariant>
+  void run_vfirst() {
+    std::vector<float> smem(r->smem_bytes / sizeof(float) + 1);
+    for (int b = 0; b < r->p.batch; ++b)
+      for (int ty = 0; ty < r->tiles_y; ++ty)
+        for (int tx = 0; tx < r->tiles_x; ++tx)
+          engine::cuda::preprocess_block_vfirst<Kind, kTaps, 1, 1, kVariant>(r->p, tx, ty, b, 0,
+                                                                             0, smem.data());
   }
 };
 
 std::string variant_name(const Prepared& r) {
-  if (r.vfirst) return !r.clamp_source ? "vfirst-planes" : r.prefetch ? "vfirst-prefetch" : "vfirst";
-  return r.staged ? "staged" : "direct";
+  if (!r.vfirst) return r.staged ? "staged" : "direct";
+  switch (r.vfirst_variant) {
+    case engine::cuda::kVfirstPlanes: return "vfirst-planes";
+    case engine::cuda::kVfirstPrefetch: return "vfirst-prefetch";
+    case engine::cuda::kVfirstLate: return "vfirst-late";
+    default: return "vfirst";
+  }
 }
 
 }  // namespace

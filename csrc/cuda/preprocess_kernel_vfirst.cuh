@@ -34,12 +34,23 @@ namespace cuda {
 // L1 32% busy; of the 14 cycles between a warp's instructions, 7 wait on its global loads), 50%
 // occupancy (64 registers and 32 KB of shared memory per block): more loads in flight per warp
 // (the next y-tap row's words loaded before the current row is converted) is the next thing to try.
-// With clamp="output" (kPlanes, Note [CUDA preprocess: clamp="output"]) step 1 sums the raw Y, Cb
-// and Cr samples instead (4 + 4 multiply-adds per tap row and group, no conversion), the chroma
-// sums are replicated onto the luma columns in shared memory, and step 2's resampled Y, Cb, Cr
-// are converted once per output pixel.
+// With clamp="output" (kVfirstPlanes, Note [CUDA preprocess: clamp="output"]) step 1 sums the raw
+// Y, Cb and Cr samples instead (4 + 4 multiply-adds per tap row and group, no conversion), the
+// chroma sums are replicated onto the luma columns in shared memory, and step 2's resampled Y,
+// Cb, Cr are converted once per output pixel.
+
+// The block's variants (its kVariant). The TEMPORARY ones are chosen by ENGINE_CUDA_PREPROCESS
+// (plan_vfirst, read at every call) until a GPU run of bench/preprocess_ab.py decides; they
+// compute the same terms in the same order (bit-identical).
+enum VfirstVariant : int {
+  kVfirst = 0,      // clamp="source" (the default)
+  kVfirstPlanes,    // clamp="output" (add_pair_planes)
+  kVfirstPrefetch,  // TEMPORARY, "vfirst-prefetch": the next pair's samples loaded a step ahead
+  kVfirstLate,      // TEMPORARY, "vfirst-late": weights read where used (add_pair kLateWeights)
+};
+
 // The raw samples of one chroma row of a group and of its one or two luma rows within an output
-// row's taps (kPrefetch: loaded a step ahead of their conversion).
+// row's taps (kVfirstPrefetch: loaded a step ahead of their conversion).
 struct PairSamples {
   uint32_t ca = 0, cb = 0, y0 = 0, y1 = 0;
 };
@@ -64,10 +75,10 @@ ENGINE_HD_INLINE void pair_weights(const float* w, int rows, float wk[2]) {
 }
 
 // Adds the pair's terms with y weights w: its chroma terms once, then its one or two luma rows.
-// kLateWeights (the kPrefetch loop, whose next samples are live here): the code before
-// pair_weights, each weight read where it is used (loading them early, or the first row
-// unconditional, made that variant spill 8 bytes: ptxas, sm_90).
-template <int Kind, bool kLateWeights = false>
+// kLateWeights: the code before pair_weights, each weight read where it is used (kVfirstLate, and
+// the prefetch loop, whose next samples are live here: loading the weights early, or the first
+// row unconditional, made that variant spill 8 bytes: ptxas, sm_90).
+template <int Kind, bool kLateWeights>
 ENGINE_HD_INLINE void add_pair(const KernelParams& p, const PairSamples& s, const float* w,
                                int rows, float acc[3][4]) {
   float wk[2], tc[2][3], v[3][4];
@@ -83,10 +94,10 @@ ENGINE_HD_INLINE void add_pair(const KernelParams& p, const PairSamples& s, cons
   }
 }
 
-// clamp="output" (kPlanes, Note [CUDA preprocess: clamp="output"]): adds the pair's raw samples
-// with y weights w: its one or two luma rows to acc[0][0..3], its chroma row with their summed
-// weight (the replicated chroma, Note [chroma upsampling]) to acc[1][0..1] (Cb of the group's
-// chroma columns 2g, 2g + 1) and acc[2][0..1] (Cr).
+// clamp="output" (kVfirstPlanes, Note [CUDA preprocess: clamp="output"]): adds the pair's raw
+// samples with y weights w: its one or two luma rows to acc[0][0..3], its chroma row with their
+// summed weight (the replicated chroma, Note [chroma upsampling]) to acc[1][0..1] (Cb of the
+// group's chroma columns 2g, 2g + 1) and acc[2][0..1] (Cr).
 template <int Kind>
 ENGINE_HD_INLINE void add_pair_planes(const PairSamples& s, const float* w, int rows,
                                       float acc[3][4]) {
@@ -107,15 +118,13 @@ ENGINE_HD_INLINE void add_pair_planes(const PairSamples& s, const float* w, int 
   }
 }
 
-// kPrefetch (TEMPORARY A/B, ENGINE_CUDA_PREPROCESS=vfirst-prefetch, until a GPU run of
-// bench/preprocess_ab.py decides): the vertical loop loads the next pair's samples before it
-// converts the current pair's, so a warp has two steps of sample loads in flight (Nsight found
-// this block waiting on its loads half the time); the weights stay where they were (prefetching
-// them too made the I420 variants spill). Same terms in the same order: bit-identical.
-// kPlanes: clamp="output" (add_pair_planes; not with kPrefetch): the vertical sums are of raw
-// samples, the chroma ones replicated onto the luma columns in shared memory, and each output
-// pixel's resampled Y, Cb, Cr are converted before the store.
-template <int Kind, int kTaps, int kNW, int kNL, bool kPrefetch = false, bool kPlanes = false>
+// kVariant (VfirstVariant): kVfirstPrefetch's vertical loop loads the next pair's samples before
+// it converts the current pair's, so a warp has two steps of sample loads in flight (Nsight found
+// this block waiting on its loads half the time); its weights are read where used (prefetching
+// them too made the I420 variants spill). kVfirstPlanes: the vertical sums are of raw samples,
+// the chroma ones replicated onto the luma columns in shared memory, and each output pixel's
+// resampled Y, Cb, Cr are converted before the store.
+template <int Kind, int kTaps, int kNW, int kNL, int kVariant = kVfirst>
 ENGINE_HD void preprocess_block_vfirst(const KernelParams& p, int tx, int ty, int b, int warp,
                                        int lane, float* smem) {
   constexpr int kCols = kTileW / kNL;  // output columns per lane
@@ -130,7 +139,8 @@ ENGINE_HD void preprocess_block_vfirst(const KernelParams& p, int tx, int ty, in
   const unsigned char *plane0 = f.plane[0], *plane1 = f.plane[1], *plane2 = f.plane[2];
   // 32-bit row offsets: the host checked that every plane is below 2^31 bytes
   const int stride0 = (int)f.stride[0], stride1 = (int)f.stride[1], stride2 = (int)f.stride[2];
-  static_assert(!(kPrefetch && kPlanes), "kPrefetch has no clamp=\"output\" variant");
+  constexpr bool kPrefetch = kVariant == kVfirstPrefetch, kPlanes = kVariant == kVfirstPlanes;
+  constexpr bool kLateWeights = kVariant == kVfirstLate;
   const int t = warp * kNL + lane;
   // 1. vertical: item i = (output row i / groups, group i % groups)
   for (int i = t; i < th * groups; i += kNW * kNL) {
@@ -166,7 +176,7 @@ ENGINE_HD void preprocess_block_vfirst(const KernelParams& p, int tx, int ty, in
         const int rows = mini(2 - ((sy0 + j) & 1), n - j);  // the pair's rows within the taps
         const PairSamples s = load_pair<Kind>(c1, c2, yp, stride0, rows);
         if (kPlanes) add_pair_planes<Kind>(s, w, rows, acc);
-        else add_pair<Kind>(p, s, w, rows, acc);
+        else add_pair<Kind, kLateWeights>(p, s, w, rows, acc);
         c1 += stride1;
         if (Kind == kPlanarYuv) c2 += stride2;
         yp += rows * stride0;
@@ -209,10 +219,10 @@ ENGINE_HD void preprocess_block_vfirst(const KernelParams& p, int tx, int ty, in
 }
 
 #if defined(__CUDACC__)
-template <int Kind, int kTaps, bool kPrefetch, bool kPlanes>
+template <int Kind, int kTaps, int kVariant>
 __global__ void __launch_bounds__(kThreads, 4) preprocess_kernel_vfirst(KernelParams p) {
   extern __shared__ float smem[];
-  preprocess_block_vfirst<Kind, kTaps, kThreads / 32, 32, kPrefetch, kPlanes>(
+  preprocess_block_vfirst<Kind, kTaps, kThreads / 32, 32, kVariant>(
       p, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x >> 5, threadIdx.x & 31, smem);
 }
 #endif

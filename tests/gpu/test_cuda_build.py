@@ -259,16 +259,20 @@ def test_emulated_fast_path_matches_general_block(case, clamp):
         assert_matches_references(fast, frames, spec)
 
 
+AB_VARIANTS = ("vfirst-prefetch", "vfirst-late")  # ENGINE_CUDA_PREPROCESS values, temporary
+
+
 @needs_ext
-@pytest.mark.parametrize("block", ["vfirst", "vfirst-prefetch", "vfirst-planes"])
+@pytest.mark.parametrize("block", ["vfirst", *AB_VARIANTS, "vfirst-planes"])
 def test_emulated_vertical_first_on_random_geometries(block, monkeypatch):
     """Fresh random 4:2:0 frames (odd sizes too), geometries, filters, layouts and dtypes each run
     (the seed is in the message): the vertical-first block, wherever it takes the call, equals the
-    general block; its prefetching variant (ENGINE_CUDA_PREPROCESS=vfirst-prefetch, a temporary
-    A/B) equals it bit for bit; its clamp="output" variant equals the general block's."""
+    general block; its temporary A/B variants (ENGINE_CUDA_PREPROCESS=vfirst-prefetch: loads a
+    step ahead; vfirst-late: the weights read where used) equal it bit for bit; its
+    clamp="output" variant equals the general block's."""
     seed = int(np.random.SeedSequence().entropy % 2**32)
     rng = np.random.default_rng(seed)
-    if block == "vfirst-prefetch":
+    if block in AB_VARIANTS:
         monkeypatch.setenv("ENGINE_CUDA_PREPROCESS", block)
     took = 0
     for _ in range(24):
@@ -285,7 +289,7 @@ def test_emulated_vertical_first_on_random_geometries(block, monkeypatch):
         out, variant = emulate(frames, spec)
         general, _ = emulate(frames, spec, force_direct=True)
         took += variant == block
-        if variant == "vfirst-prefetch":
+        if variant in AB_VARIANTS:
             monkeypatch.delenv("ENGINE_CUDA_PREPROCESS")
             plain, plain_variant = emulate(frames, spec)
             monkeypatch.setenv("ENGINE_CUDA_PREPROCESS", block)
@@ -384,7 +388,7 @@ def test_wrappers_end_to_end_on_host_memory(monkeypatch, fmt, batched, clamp):
 def test_preprocess_ab_script_on_the_host_emulation(monkeypatch, capsys):
     """bench/preprocess_ab.py end to end without a GPU: CPU tensors, the kernel's host emulation
     behind the real wrapper, fake event timings. Each column runs its own block (the variant
-    the extension reports), and the table has a row per case with prefetch bit-identical."""
+    the extension reports), and the table has a row per case with the A/B variants bit-identical."""
     import torch
 
     import engine.ops.cuda as cuda_ops
@@ -421,6 +425,9 @@ def test_preprocess_ab_script_on_the_host_emulation(monkeypatch, capsys):
     monkeypatch.setattr(preprocess_ab, "CASES", (("small", 90, 160, "i420", 2, "float32"),
                                                  ("small nv12", 90, 160, "nv12", 2, "float16")))
     assert preprocess_ab.main() == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| small")]
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.startswith("| small")]
     assert len(rows) == 2 and all(line.split("|")[-2].strip() == "0" for line in rows)
-    assert variants == ["vfirst", "vfirst-prefetch", "vfirst-planes"] * 2
+    header = next(line for line in lines if line.startswith("| case"))
+    assert all(line.count("|") == header.count("|") for line in rows)
+    assert variants == ["vfirst", "vfirst-prefetch", "vfirst-late", "vfirst-planes"] * 2

@@ -92,13 +92,13 @@ def test_preprocess_matches_reference(case, direct, clamp):
     ],
 )
 @pytest.mark.parametrize("pitch_pad,block,clamp", [(24, None, "source"), (24, "vfirst-prefetch", "source"),
-                                                   (25, None, "source"), (24, None, "output"),
-                                                   (25, None, "output")],
-                         ids=["aligned", "aligned-prefetch", "odd-pitch", "aligned-clamp-output",
+                                                   (24, "vfirst-late", "source"), (25, None, "source"),
+                                                   (24, None, "output"), (25, None, "output")],
+                         ids=["aligned", "aligned-prefetch", "aligned-late", "odd-pitch", "aligned-clamp-output",
                               "odd-pitch-clamp-output"])
 def test_preprocess_video_sizes(fmt, h, w, kw, pitch_pad, block, clamp, monkeypatch):
     """Rows of 1944 / 984 / 1304 bytes: aligned words, so the vertical-first block (or its
-    prefetching variant, ENGINE_CUDA_PREPROCESS=vfirst-prefetch, a temporary A/B; with
+    temporary A/B variants, ENGINE_CUDA_PREPROCESS=vfirst-prefetch / vfirst-late; with
     clamp="output" its resampled-planes variant); rows one byte longer: the 8-bit fast path with
     byte loads, with clamp="output" the general block (the 8.6x stretch has too many x taps for
     either fast block: the general block)."""
