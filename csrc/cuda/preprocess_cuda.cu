@@ -327,16 +327,15 @@ void dispatch_fast_taps(const Prepared& r, Op& op) {
 // source clamp changes nothing and it has one instantiation.
 template <class Op, typename T, int Kind>
 void dispatch_general(const Prepared& r, Op& op) {
-  if constexpr (Kind == engine::cuda::kPackedRgb) {
-    if (r.staged) op.template run<T, Kind, true, true>();
-    else op.template run<T, Kind, false, true>();
-  } else if (r.clamp_source) {
-    if (r.staged) op.template run<T, Kind, true, true>();
-    else op.template run<T, Kind, false, true>();
-  } else {
-    if (r.staged) op.template run<T, Kind, true, false>();
-    else op.template run<T, Kind, false, false>();
+  if constexpr (Kind != engine::cuda::kPackedRgb) {
+    if (!r.clamp_source) {
+      if (r.staged) op.template run<T, Kind, true, false>();
+      else op.template run<T, Kind, false, false>();
+      return;
+    }
   }
+  if (r.staged) op.template run<T, Kind, true, true>();
+  else op.template run<T, Kind, false, true>();
 }
 
 // Calls op.run<T, Kind, kStaged, kClampSrc>() for the general block, op.run_8bit<Kind, kTaps>()

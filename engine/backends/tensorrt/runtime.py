@@ -165,7 +165,7 @@ class TensorRTBackend(BaseBackend):
         """Bind ``tensors`` and fresh outputs, enqueue the engine; returns every engine output.
 
         Inputs are made contiguous (TensorRT reads dense row-major buffers) and 256-byte aligned
-        (``TorchMemory.aligned``); a tensor that is neither costs one copy.
+        (``TorchMemory.aligned``); a tensor that is not costs one copy.
         """
         tensors = {k: self.memory.aligned(v.contiguous()) for k, v in tensors.items()}
         shapes = {k: tuple(int(d) for d in v.shape) for k, v in tensors.items()}
