@@ -288,7 +288,7 @@ ENGINE_AVX512_TARGET void chroma_terms_avx512(const T* cb, const T* cr, int n, c
 template <typename T>
 void chroma_terms(const T* cb, const T* cr, int cs, int n, const YuvToRgb& m, int sub,
                   float* const t[3]) {
-  const bool rb = m.cb_gain[0] == 0.0f && m.cr_gain[2] == 0.0f;
+  [[maybe_unused]] const bool rb = m.cb_gain[0] == 0.0f && m.cr_gain[2] == 0.0f;  // SIMD only
 #if ENGINE_HAVE_AVX512_KERNELS
   if (g_use_avx512 && cs == 1) {
     if (rb) return chroma_terms_avx512<true>(cb, cr, n, m, sub, t);

@@ -22,7 +22,6 @@
 namespace engine_ops {
 
 using namespace engine;
-using detail::cvt8;
 using detail::g_use_avx2;
 
 namespace {
@@ -141,6 +140,8 @@ void interleave(const float* r, const float* g, const float* b, int n, uint8_t* 
 }
 
 #if ENGINE_HAVE_AVX2_KERNELS
+using detail::cvt8;
+
 // The same passes, 8 pixels at a time; each returns how many pixels it did (the rest goes to the
 // loops above).
 ENGINE_AVX2_TARGET inline __m256 clamp01_8(__m256 v) {
