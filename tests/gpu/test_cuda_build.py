@@ -161,32 +161,24 @@ def test_emulated_kernel_fp16(layout, width):
 
 
 @needs_ext
-def test_emulated_kernel_out_of_gamut_frame_differs_from_clamp_after():
-    # saturated chroma: clamp-before and clamp-after differ by levels; the kernel follows clamp-before
-    f = saturated_frame()
-    spec = PreprocessSpec(size=(10, 10), resize="stretch")
-    out, _ = emulate([f], spec)
-    ref = preprocess_ref_clamp_before(f, spec)[None]
-    assert level_error(out, ref, spec) <= TOL_LEVELS
-    assert level_error(out, preprocess_ref_clamp_before(f, spec, clamp_source=False)[None], spec) > 1.0
-
-
-# --- clamp="output" (Note [CUDA preprocess: clamp="output"]) -----------------------------------
-
-
-@needs_ext
-@pytest.mark.parametrize("aligned", [True, False], ids=["vfirst-planes", "general"])
-def test_emulated_clamp_output_out_of_gamut_frame_follows_clamp_after(aligned):
-    """Saturated chroma tells the modes apart by levels: with clamp="output" both the vertical-first
-    block (aligned words) and the general block follow the clamp-after reference."""
+@pytest.mark.parametrize("aligned", [True, False], ids=["aligned4", "unaligned"])
+@pytest.mark.parametrize("clamp", ["source", "output"])
+def test_emulated_kernel_follows_its_clamp_mode_on_out_of_gamut_frames(clamp, aligned):
+    """Saturated chroma tells the clamp modes apart by levels: the vertical-first block (aligned
+    words) and the staging / general block (unaligned) each follow the reference of the spec's
+    mode, > 1 level from the other mode's (Note [CUDA preprocess: clamp="output"])."""
     f = saturated_frame()
     if aligned:
         f = aligned4(f, np.random.default_rng(1))
-    spec = PreprocessSpec(size=(10, 10), resize="stretch", clamp="output")
+    spec = PreprocessSpec(size=(10, 10), resize="stretch", clamp=clamp)
+    other = dataclasses.replace(spec, clamp="output" if clamp == "source" else "source")
     out, variant = emulate([f], spec)
-    assert variant == ("vfirst-planes" if aligned else "staged")
+    assert variant == ({"source": "vfirst", "output": "vfirst-planes"}[clamp] if aligned else "staged")
     assert level_error(out, preprocess_ref(f, spec)[None], spec) <= TOL_LEVELS
-    assert level_error(out, preprocess_ref_clamp_before(f, spec)[None], spec) > 1.0
+    assert level_error(out, preprocess_ref(f, other)[None], spec) > 1.0
+
+
+# --- clamp="output" (Note [CUDA preprocess: clamp="output"]) -----------------------------------
 
 
 # The 8-bit fast path (Note [CUDA preprocess: 8-bit fast path]) reorganises the general block's

@@ -11,6 +11,8 @@ Pooling: float64 accumulation on the device, so 1e-5 relative.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from cuda_ref import (CASES, NORM, TOL_LEVELS, assert_matches_references, level_error,
@@ -135,21 +137,17 @@ def test_preprocess_batched_planes_and_fp16():
         np.testing.assert_allclose(out16, want, rtol=2**-10, atol=1e-3)
 
 
-def test_preprocess_out_of_gamut_follows_clamp_before():
+@pytest.mark.parametrize("pitch_pad", [24, 25], ids=["aligned", "odd-pitch"])
+@pytest.mark.parametrize("clamp", ["source", "output"])
+def test_preprocess_follows_its_clamp_mode_on_out_of_gamut_frames(clamp, pitch_pad):
+    """Saturated chroma tells the clamp modes apart by levels: the vertical-first block (aligned)
+    and the staging / general block (odd pitch) follow the spec's mode, > 1 level from the other's."""
     f = saturated_frame()
-    spec = PreprocessSpec(size=(10, 10), resize="stretch")
-    out = run_gpu([f], spec)
-    assert level_error(out, preprocess_ref_clamp_before(f, spec)[None], spec) <= TOL_LEVELS
-    assert level_error(out, preprocess_ref_clamp_before(f, spec, clamp_source=False)[None], spec) > 1.0
-
-
-def test_preprocess_clamp_output_out_of_gamut_follows_clamp_after():
-    f = saturated_frame()
-    spec = PreprocessSpec(size=(10, 10), resize="stretch", clamp="output")
-    for pitch_pad in (24, 25):  # the vertical-first block, the general block
-        out = run_gpu([f], spec, pitch_pad=pitch_pad)
-        assert level_error(out, preprocess_ref(f, spec)[None], spec) <= TOL_LEVELS
-        assert level_error(out, preprocess_ref_clamp_before(f, spec)[None], spec) > 1.0
+    spec = PreprocessSpec(size=(10, 10), resize="stretch", clamp=clamp)
+    other = dataclasses.replace(spec, clamp="output" if clamp == "source" else "source")
+    out = run_gpu([f], spec, pitch_pad=pitch_pad)
+    assert level_error(out, preprocess_ref(f, spec)[None], spec) <= TOL_LEVELS
+    assert level_error(out, preprocess_ref(f, other)[None], spec) > 1.0
 
 
 def test_preprocess_on_a_side_stream():
