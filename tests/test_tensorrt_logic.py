@@ -534,6 +534,27 @@ def test_build_engine_starts_afresh_when_the_timing_cache_is_refused(caplog):
         trtb.build_engine(mlp_ln_softmax().SerializeToString(), [_mlp_profile()], "fp16", trt=trt)
 
 
+@pytest.mark.parametrize("damage", ["raises", "none"])
+def test_build_engine_starts_afresh_when_the_stored_timing_cache_is_unreadable(caplog, damage):
+    # a damaged cache file may fail create_timing_cache itself: by an exception or by None
+    trt = fake_trt("10.13.0")
+    new_cache = trt._config.create_timing_cache.return_value
+
+    def create(blob):
+        if blob == b"":
+            return new_cache
+        if damage == "raises":
+            raise RuntimeError("corrupt timing cache")
+        return None
+
+    trt._config.create_timing_cache.side_effect = create
+    plan, timing = trtb.build_engine(mlp_ln_softmax().SerializeToString(), [_mlp_profile()], "fp16", b"\x00BAD",
+                                     trt=trt)
+    assert (plan, timing) == (b"PLAN", b"TIMING")
+    trt._config.set_timing_cache.assert_called_once_with(new_cache, False)
+    assert "stored timing cache" in caplog.text
+
+
 def test_build_engine_failures():
     onnx_bytes = mlp_ln_softmax().SerializeToString()
     with pytest.raises(ModelError, match="Unsupported op Foo"):

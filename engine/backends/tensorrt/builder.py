@@ -153,13 +153,21 @@ def build_engine(onnx_bytes: bytes, profiles: Sequence[Profile], precision: str,
 
 
 def _set_timing_cache(config, timing_cache: bytes | None) -> None:
-    """Attach ``timing_cache`` (or a new, empty one) to the builder config. TensorRT refuses a
-    cache made on another device (``set_timing_cache`` returns False): the build then starts
-    from an empty cache, which only costs build time."""
-    if timing_cache and config.set_timing_cache(config.create_timing_cache(timing_cache), False):
-        return
+    """Attach ``timing_cache`` (or a new, empty one) to the builder config. A stored cache that
+    TensorRT cannot use costs only build time, so the build then starts from an empty one:
+    TensorRT refuses a cache made on another device (``set_timing_cache`` returns False), and a
+    damaged file (a partial copy, a disk error) may fail ``create_timing_cache`` itself (an
+    exception or None: the docs say neither)."""
     if timing_cache:
-        log.warning("TensorRT refused the stored timing cache (made on another GPU?): building without it")
+        try:
+            stored = config.create_timing_cache(timing_cache)
+        except Exception as e:  # noqa: BLE001 - any failure here only means "no stored cache"
+            log.warning("TensorRT could not read the stored timing cache (%s): building without it", e)
+        else:
+            if stored is not None and config.set_timing_cache(stored, False):
+                return
+            log.warning("TensorRT refused the stored timing cache (made on another GPU, or damaged): "
+                        "building without it")
     if not config.set_timing_cache(config.create_timing_cache(b""), False):
         raise ModelError("TensorRT refused a new timing cache (see the TensorRT log above)")
 
