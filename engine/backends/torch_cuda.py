@@ -5,7 +5,21 @@ Pure parts (run and tested on the CPU):
 * :func:`parse_device`, :func:`batch_buckets`, :func:`bucket_for`;
 * :func:`calibration_inputs`, :func:`fp16_errors`, :func:`fp16_check` - the per-model fp16
   decision compares the outputs of one forward pass under fp16 autocast with fp32 on seeded
-  inputs, see Note [fp16 decision]. The check takes the autocast device type, so the tests run
+  inputs, see Note [graph streams]
+    A runner's captured graphs share static input and output buffers and one memory pool, so
+    their replays must never overlap, whatever stream each caller is on (torch: work on
+    different streams runs in any order unless synchronised): every call's stream waits for
+    the event recorded after the previous call, as the TensorRT backend does for its scratch
+    memory. Captures take the runner's own stream on its own device: ``torch.cuda.graph``
+    without ``stream=`` uses one side stream per process, made on the device current at the
+    first capture, and a capture on a stream of another device records nothing (pytorch#87894:
+    the "graph" then replays as a no-op, its outputs frozen). Only one capture may be underway
+    in a process (torch's docs), and ``graph.__enter__`` synchronises the device: captures hold
+    a process-wide lock. They run in ``thread_local`` capture mode, so that other threads'
+    allocations (pinned staging, other models' first calls) during a capture neither fail nor
+    invalidate it.
+
+Note [fp16 decision]. The check takes the autocast device type, so the tests run
   it on the real models under the CPU's fp16 autocast (its fp16 kernels are not cuDNN's: the
   CPU numbers show the check works, not what a GPU will measure);
 * :class:`BucketedRunner` - a batch of n rows runs through fixed buffers of the smallest bucket
@@ -68,6 +82,7 @@ log = logging.getLogger(__name__)
 FP16_TOLERANCE = 1e-2
 FP16_CHOICES = ("auto", "true", "false")
 LENGTH_BUCKETS_KEY = "torch_length_buckets"
+_CAPTURE_LOCK = threading.Lock()  # one graph capture at a time in the process: Note [graph streams]
 
 
 def parse_device(device: str) -> tuple[str, int | None]:
@@ -362,6 +377,8 @@ class CudaRunner:
         self.runner = BucketedRunner(
             self._capture, self._buckets, lengths, dynamic, _dynamic_axes(self.outputs)) if capturable else None
         self._pool = torch.cuda.graph_pool_handle() if capturable else None
+        self._capture_stream = torch.cuda.Stream(self.device) if capturable else None
+        self._last_call = None  # event after the previous call's work: Note [graph streams]
         log.info("%s on %s: fp16=%s channels_last=%s cuda_graphs=%s", model, self.device, self.fp16,
                  self.channels_last, mode if capturable else "off (dynamic shapes or host syncs)")
 
@@ -422,18 +439,19 @@ class CudaRunner:
         rows, length = key[0], (key[1] if len(key) > 1 else None)
         module = self.module if length is None else self._specialised(rows, length)
         static_in = self._zero_inputs(rows, length, self.device)
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):  # warm-up passes allocate cuDNN workspaces outside the capture
-            for _ in range(2):
-                self.forward(static_in, module)
-        torch.cuda.current_stream(self.device).wait_stream(side)
+        side = self._capture_stream
         graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph, pool=self._pool):
-                static_out = self.forward(static_in, module)
-        except RuntimeError as e:
-            raise ModelError(f"{self.model}: CUDA graph capture failed for bucket {key}: {e}") from None
+        with _CAPTURE_LOCK:
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):  # warm-up passes allocate cuDNN workspaces outside the capture
+                for _ in range(2):
+                    self.forward(static_in, module)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            try:
+                with torch.cuda.graph(graph, pool=self._pool, stream=side, capture_error_mode="thread_local"):
+                    static_out = self.forward(static_in, module)
+            except RuntimeError as e:
+                raise ModelError(f"{self.model}: CUDA graph capture failed for bucket {key}: {e}") from None
 
         def replay() -> list:
             graph.replay()
@@ -443,9 +461,15 @@ class CudaRunner:
 
     def _run(self, tensors: Sequence, copy_out: bool) -> list:
         """Run device or pinned host tensors (graph buckets copy them into their buffers; the
-        eager path moves them). Graph outputs are static buffers: copied when they leave."""
+        eager path moves them). Graph outputs are static buffers: copied when they leave (by
+        the caller for ``copy_out=False``, on the same stream, before :meth:`_done`)."""
+        import torch
+
         key = self.runner.key(tensors) if self.runner is not None else None
         if key is not None:
+            current = torch.cuda.current_stream(self.device)
+            if self._last_call is not None:  # the previous call may be on another stream
+                current.wait_event(self._last_call)
             try:
                 out = self.runner.run(tensors, key)
                 return [o.clone() for o in out] if copy_out else out
@@ -454,12 +478,22 @@ class CudaRunner:
                 self.runner = None
         return self.forward([t.to(self.device, non_blocking=True) for t in tensors])
 
+    def _done(self) -> None:
+        """Mark the end of a call's work on the current stream (Note [graph streams])."""
+        import torch
+
+        if self.runner is not None:
+            self._last_call = torch.cuda.Event()
+            self._last_call.record(torch.cuda.current_stream(self.device))
+
     def run_device(self, tensors: Sequence) -> list:
         """Device tensors in, device tensors out (no host round trip)."""
         import torch
 
         with self._lock, torch.cuda.device(self.device):
-            return self._run(tensors, copy_out=True)
+            out = self._run(tensors, copy_out=True)
+            self._done()
+            return out
 
     def run_host(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """numpy in, numpy out, through pinned staging buffers (asynchronous H2D/D2H copies)."""
@@ -477,6 +511,7 @@ class CudaRunner:
                 buf = self._staging(("out", i), tuple(o.shape), o.dtype)
                 buf.copy_(o, non_blocking=True)
                 host.append(buf)
+            self._done()
             torch.cuda.current_stream(self.device).synchronize()  # the staging is reused next call
             return [b.numpy().copy() for b in host]
 
