@@ -22,6 +22,12 @@ Slot k holds chunks k, k + 2, k + 4, ... Two hazards when chunk i + 2 reuses the
   the copy stream waits for the slot's ``consumed`` event, recorded on the compute stream after
   chunk i's preprocessing was queued.
 
+A slot's device buffers are (re)allocated on the compute stream, the caller's (torch's caching
+allocator files memory under the stream it was allocated on). Memory that work queued on the
+compute stream still uses may be handed out again at once, for that stream; so after an
+allocation ``consumed`` is an event recorded there, and the first copy into the new buffers
+waits for everything queued on the compute stream before it.
+
 The compute stream waits for ``copied`` before reading the slot. The caller queues chunk i's
 compute, then stages chunk i + 1, so the host-side fill and the copy overlap chunk i's compute.
 
@@ -215,6 +221,10 @@ class DoubleBuffer:
         if slot.layout != (dtype, shapes):
             streams.host_wait(slot.consumed)  # free device buffers only when nothing reads them
             self._allocate(slot, dtype, shapes)
+            # torch's allocator hands the new device buffers out on the compute stream: memory
+            # the compute stream freed while its kernels still read it (the last chunk's model
+            # input) may come back at once, so the copy stream waits for that compute too
+            slot.consumed = streams.record_compute()
         for k, frame in enumerate(frames):
             for view, plane, (rows, pixels, ch) in zip(slot.host_views, frame.planes, shapes):
                 _fill(view[k], plane, rows, pixels, ch)

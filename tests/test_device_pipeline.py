@@ -137,6 +137,10 @@ class RecordingStreams(HostStreams):
         super().copy(dst, src)
         self.log.append(("copy",))
 
+    def device_buffer(self, shape, dtype):
+        self.log.append(("alloc",))
+        return super().device_buffer(shape, dtype)
+
 
 def _run(frames, batch, streams, on_device=None):
     """run_double_buffered with a compute that logs and keeps a host copy of what it was given."""
@@ -180,12 +184,14 @@ def test_double_buffer_order_and_last_partial_chunk():
     assert copies[2] < computes[0] < copies[3] and copies[5] < computes[1] < copies[6]
     # each compute waits for its own chunk's copies; a slot's copy waits for the compute that
     # last read it (chunk 2 reuses chunk 0's slot: Note [double buffering])
+    # (consumed1 and consumed4 follow the allocation of slots 0 and 1: the next test)
     recorded = [e[1] for e in log if e[0] == "record"]
-    assert recorded == ["copied1", "consumed2", "copied3", "consumed4", "copied5", "consumed6"]
-    assert ("compute_wait", "copied1") in log and ("compute_wait", "copied5") in log
-    at = log.index(("record", "copied5"))
-    assert ("copy_wait", "consumed2") in log[:at] and ("host_wait", "copied1") in log[:at]
-    assert log.index(("record", "consumed2")) < log.index(("copy_wait", "consumed2"))
+    assert recorded == ["consumed1", "copied2", "consumed3", "consumed4", "copied5", "consumed6", "copied7",
+                        "consumed8"]
+    assert ("compute_wait", "copied2") in log and ("compute_wait", "copied7") in log
+    at = log.index(("record", "copied7"))
+    assert ("copy_wait", "consumed3") in log[:at] and ("host_wait", "copied2") in log[:at]
+    assert log.index(("record", "consumed3")) < log.index(("copy_wait", "consumed3"))
     # the partial chunk used a view of slot 0's buffers: no reallocation
     assert buffer.slots[0].host[0].shape[0] == 2
 
@@ -199,6 +205,25 @@ def test_double_buffer_geometry_change_reallocates_after_the_slot_is_free():
     # the third chunk (i420 again) goes to slot 0, which held the same geometry: kept as is
     assert buffer.slots[0].layout[1] == ((6, 10, 1), (3, 5, 1), (3, 5, 1))
     assert buffer.slots[1].layout[1] == ((5, 7, 3),)
+
+
+@pytest.mark.parametrize("frames", [[_i420(10, 6, k) for k in range(5)],
+                                    [_i420(10, 6, 0), _i420(10, 6, 1), _rgb(7, 5, 2), _i420(10, 6, 3)]])
+def test_copies_into_new_device_buffers_wait_for_the_compute_stream(frames):
+    # new buffers come from the compute stream's pool, possibly memory its queued kernels still
+    # read (Note [double buffering]): the first copy into them waits for an event recorded on
+    # the compute stream after the allocation
+    streams = RecordingStreams()
+    _run(frames, 2, streams)
+    log = streams.log
+    allocs = [i for i, e in enumerate(log) if e == ("alloc",) and log[i + 1] != ("alloc",)]
+    assert len(allocs) >= 2
+    for at in allocs:
+        first_copy = log.index(("copy",), at)
+        between = log[at:first_copy]
+        recorded = {name for kind, name in between[1:] if kind == "record" and name.startswith("consumed")}
+        waited = {e[1] for e in between if e[0] == "copy_wait"}
+        assert recorded & waited, between
 
 
 def test_ten_bit_planes_are_staged_bit_exact():
