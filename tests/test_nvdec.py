@@ -123,6 +123,26 @@ def test_keyframe_copies_outlive_the_decoders_buffers(nvc):
         assert uv.data_ptr() == y.data_ptr() + 96 * y.stride(0)
 
 
+def test_keyframe_copies_have_run_before_the_next_decode(nvc, monkeypatch):
+    """On a GPU the copies are only queued: emulate that, copies run when the host waits for the
+    stream, and the fake decoder overwrites its buffers at the next Decode."""
+    import engine.media.nvdec as nvdec
+
+    pending, copy = [], torch.Tensor.copy_
+    monkeypatch.setattr(torch.Tensor, "copy_", lambda dst, src, non_blocking=False: pending.append((dst, src)) or dst)
+
+    def wait(_):
+        while pending:
+            copy(*pending.pop(0))
+
+    monkeypatch.setattr(nvdec, "_wait_for_copies", wait)
+    data = CLIPS["gop30"]()
+    dev = decode_video_nvdec(data, Sampling("keyframes"), nvc=nvc)
+    monkeypatch.setattr(torch.Tensor, "copy_", copy)
+    wait(None)  # whatever is still queued runs now: too late if the decoder overwrote it first
+    _assert_same_video(decode_video(data, Sampling("keyframes")), dev)
+
+
 def test_the_scan_flag_follows_the_containers_frame_count(nvc):
     """Matroska stores no frame count: without the scan the real SimpleDecoder refuses it."""
     for container, scanned in (("mp4", False), ("matroska", True)):

@@ -67,7 +67,7 @@ its own: their packets alone go to the core decoder, converted to Annex B by FFm
 ``h264_mp4toannexb`` / ``hevc_mp4toannexb`` (parameter sets in band, as NVDEC's parser needs them;
 Annex B input passes through), each with its pts, then one flush. Each frame is copied at once
 into rows every 64 bytes (the device staging's layout), since the next Decode may reuse its
-buffer. Not yet run on a GPU: tests/test_nvdec.py drives it with a fake whose core decoder is
+buffer; the host waits for the copies (a few microseconds a frame) before it calls Decode again. Not yet run on a GPU: tests/test_nvdec.py drives it with a fake whose core decoder is
 FFmpeg's and whose buffers are overwritten by the next Decode call.
 """
 
@@ -334,7 +334,17 @@ def _decode_annexb(nvc: Any, decoder: Any, payload: bytes, pts: int, width: int,
         copy[:height, :width].copy_(y)
         copy[height:, :width].copy_(planes[1])
         out.append(_CopiedFrame(int(frame.timestamp), copy[:, :width]))
+    if out:  # the copies are only queued: they must read the buffers before the next Decode
+        _wait_for_copies(out[0].nv12)
     return out
+
+
+def _wait_for_copies(copy: Any) -> None:
+    """Block until the work queued on torch's current stream of ``copy``'s device has run."""
+    import torch
+
+    if copy.is_cuda:
+        torch.cuda.current_stream(copy.device).synchronize()
 
 
 def _nv12_planes(frame: Any, width: int, height: int) -> tuple | Fallback:
