@@ -174,6 +174,15 @@ PYBIND11_MODULE(_C_cuda, m) {
         engine_cuda::synchronize(device);
       },
       "device"_a = 0, "cudaDeviceSynchronize on `device`; raises RuntimeError on a CUDA error.");
+  m.def(
+      "stream_wait",
+      [](std::uintptr_t waiter, std::uintptr_t producer, int device) {
+        engine_cuda::stream_wait(waiter, producer, device);
+      },
+      "waiter"_a, "producer"_a, "device"_a = 0,
+      "Queue on stream `waiter` a wait for the work queued so far on stream `producer`.");
+  m.def("pointer_device", &engine_cuda::pointer_device, "ptr"_a,
+        "The device owning a device allocation (cudaPointerGetAttributes); ValueError for host memory.");
   m.def("build_info", &build_info, R"pbdoc(
     Dict: cuda_compiled (True), cuda_runtime_version, cuda_archs, cuda_driver_version (0: no
     driver), cuda_device_count, cuda_error (why no device, if none), version.

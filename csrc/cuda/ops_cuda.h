@@ -68,5 +68,10 @@ struct RuntimeInfo {
 };
 RuntimeInfo runtime_info();
 void synchronize(int device);  // cudaDeviceSynchronize with the error raised
+// Queue on `waiter` a wait for the work queued on `producer` so far (an event between them);
+// both are cudaStream_t values of `device` (0 / 1: the legacy default stream, 2: per-thread).
+void stream_wait(std::uintptr_t waiter, std::uintptr_t producer, int device);
+// The device that owns a device (or managed) allocation; ValueError for host memory.
+int pointer_device(std::uintptr_t ptr);
 
 }  // namespace engine_cuda

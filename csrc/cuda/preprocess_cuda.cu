@@ -230,6 +230,8 @@ Prepared prepare(const PreprocessCall& c) {
       const std::string where = "frame " + std::to_string(b) + " plane " + std::to_string(i) + ": ";
       if (a == 0) fail(where + "null pointer");
       if (a % r.bps) fail(where + "10-bit samples must be 2-byte aligned");
+      if (pd[i].height > 1 && s % r.bps)  // every row's samples, not only the first row's
+        fail(where + "10-bit row stride " + std::to_string(s) + " is not a multiple of 2 bytes");
       // row stride >= samples per row (height 1 planes may have any stride)
       if (pd[i].height > 1 && s < (long long)pd[i].width * pd[i].channels * r.bps)
         fail(where + "row stride " + std::to_string(s) + " smaller than a row (" +

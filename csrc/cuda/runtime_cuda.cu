@@ -1,4 +1,5 @@
-// cuda/runtime_cuda.cu - what the CUDA runtime sees (for build_info) and a checked synchronize.
+// cuda/runtime_cuda.cu - what the CUDA runtime sees (for build_info), a checked synchronize, and
+// the ordering and ownership queries the Python wrappers need for foreign device arrays.
 // The runtime is linked statically; it loads the driver (libcuda) on first use, so importing the
 // extension works on machines without one and the calls report cudaErrorInsufficientDriver /
 // cudaErrorNoDevice instead.
@@ -7,6 +8,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda/host_utils.cuh"
 #include "cuda/ops_cuda.h"
 
 namespace engine_cuda {
@@ -37,6 +39,25 @@ void synchronize(int device) {
   if (e != cudaSuccess)
     throw std::runtime_error(std::string("CUDA error in synchronize: ") + cudaGetErrorName(e) +
                              " (" + cudaGetErrorString(e) + ")");
+}
+
+void stream_wait(std::uintptr_t waiter, std::uintptr_t producer, int device) {
+  DeviceGuard guard(device);
+  cudaEvent_t event;
+  check_cuda(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  cudaError_t e = cudaEventRecord(event, reinterpret_cast<cudaStream_t>(producer));
+  if (e == cudaSuccess) e = cudaStreamWaitEvent(reinterpret_cast<cudaStream_t>(waiter), event, 0);
+  cudaEventDestroy(event);  // released once the recorded work has run
+  check_cuda(e, "stream_wait (cudaEventRecord / cudaStreamWaitEvent)");
+}
+
+int pointer_device(std::uintptr_t ptr) {
+  cudaPointerAttributes a;
+  check_cuda(cudaPointerGetAttributes(&a, reinterpret_cast<const void*>(ptr)),
+             "cudaPointerGetAttributes");
+  if (a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged)
+    fail("address " + std::to_string(ptr) + " is not device memory");
+  return a.device;
 }
 
 }  // namespace engine_cuda

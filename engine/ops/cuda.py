@@ -1,11 +1,14 @@
 """CUDA kernels (:mod:`engine._C_cuda`): fused preprocessing and pooling on device arrays.
 
 Thin typed wrappers: they accept any ``__cuda_array_interface__`` producer (torch CUDA tensors,
-CuPy arrays), validate shapes / dtypes / strides (raising :class:`~engine.errors.InputError`),
-and pass raw device addresses plus a stream handle to the extension, which never links torch.
-Kernels run on ``stream``: by default the producer's current stream
-(``torch.cuda.current_stream(device)`` for torch tensors, CuPy's current stream for CuPy arrays),
-asynchronously like any torch op.
+CuPy, Numba, PyCUDA arrays), validate shapes / dtypes / strides (raising
+:class:`~engine.errors.InputError`), and pass raw device addresses plus a stream handle to the
+extension, which never links torch. Kernels run on ``stream``: by default the producer's current
+stream (``torch.cuda.current_stream(device)`` for torch tensors, CuPy's current stream on the
+arrays' device for CuPy arrays, else the legacy default stream), asynchronously like any torch
+op. The launch waits for every stream the arrays' interfaces name (CUDA Array Interface v3: the
+producer may still have work queued there). One call's arrays are on one device: the one their
+framework names, else the one the CUDA runtime says owns the address.
 
 Preprocessing semantics (Note [CUDA preprocess: clamp before resampling] in
 csrc/cuda/preprocess_kernel.cuh): every source pixel is converted to R'G'B' (chroma replicated to
@@ -89,6 +92,10 @@ class _Dev:
                 acc *= s
             strides = tuple(reversed(st))
         self.strides = tuple(int(s) for s in strides)
+        # CAI v3: the producer's stream with work on the data still queued (None: none)
+        self.stream = cai.get("stream")
+        if self.stream is not None and (not isinstance(self.stream, int) or isinstance(self.stream, bool)):
+            raise InputError(f"{name}: __cuda_array_interface__ stream must be an int or None, got {self.stream!r}")
 
     def c_contiguous(self) -> bool:
         acc = self.itemsize
@@ -99,11 +106,42 @@ class _Dev:
         return True
 
     def device(self) -> int | None:
+        """The device its framework names (torch, CuPy); None for others (Numba, PyCUDA)."""
         dev = getattr(self.obj, "device", None)
         idx = getattr(dev, "index", None)  # torch.device
         if idx is None:
             idx = getattr(dev, "id", None)  # cupy.cuda.Device
         return None if idx is None else int(idx)
+
+
+def _call_device(devs: Sequence[_Dev]) -> int:
+    """The one device every array of a call is on. Arrays whose framework names no device
+    (Numba, PyCUDA) are asked of the CUDA runtime, as the CUDA Array Interface advises
+    (``cuPointerGetAttribute``); a call may not mix devices (a kernel reading another GPU's
+    memory faults, and the fault ends every later CUDA call of the process)."""
+    devices = set()
+    for d in {id(d): d for d in devs}.values():  # batched planes repeat per frame
+        index = d.device()
+        if index is None and d.ptr:  # an empty array has no address to ask about
+            try:
+                index = load().pointer_device(d.ptr)
+            except ValueError as e:
+                raise InputError(f"{d.name}: {e}") from e
+        if index is not None:
+            devices.add(index)
+    if len(devices) > 1:
+        raise InputError(f"the arrays of one call must be on one device, got devices {sorted(devices)}")
+    return devices.pop() if devices else 0
+
+
+def _launch_stream(stream: Any, devs: Sequence[_Dev], device: int) -> int:
+    """The stream to launch on (:func:`_stream_handle`), made to wait for the streams the arrays'
+    producers name (CUDA Array Interface v3: the consumer orders its work after them)."""
+    h = _stream_handle(stream, devs[0].obj, device)
+    for producer in {d.stream for d in devs if d.stream is not None}:
+        if producer != h and {producer, h} != {0, 1}:  # 0 and 1 both name the legacy default stream
+            load().stream_wait(h, producer, device)
+    return h
 
 
 def _stream_handle(stream: Any, sample: Any, device: int) -> int:
@@ -124,7 +162,7 @@ def _stream_handle(stream: Any, sample: Any, device: int) -> int:
     if mod == "cupy":
         import cupy
 
-        return int(cupy.cuda.get_current_stream().ptr)
+        return int(cupy.cuda.get_current_stream(device).ptr)  # the arrays' device, not the current one
     return 0
 
 
@@ -143,14 +181,12 @@ def _empty(sample: Any, shape: tuple, dtype: str, device: int):
     raise InputError("out must be given when the inputs are neither torch tensors nor CuPy arrays")
 
 
-def _check_out(out: Any, shape: tuple, kind: str, device: int) -> _Dev:
+def _check_out(out: Any, shape: tuple, kind: str) -> _Dev:
     o = _Dev(out, "out", writable=True)
     if o.shape != shape or o.kind != kind:
         raise InputError(f"out must be {shape} {'float16' if kind == 'f2' else 'float32'}, got {o.shape} <{o.kind}")
     if not o.c_contiguous():
         raise InputError("out must be C-contiguous")
-    if o.device() not in (None, device):
-        raise InputError(f"out is on device {o.device()}, the inputs on {device}")
     return o
 
 
@@ -295,7 +331,8 @@ def preprocess(
         ``spec.output_shape(B)`` of ``spec.dtype``, C-contiguous; allocated (torch / CuPy, like
         the inputs) when None. Every element is written.
     stream : int, torch.cuda.Stream or cupy Stream, optional
-        Default: the current stream of the inputs' framework on their device.
+        Default: the current stream of the inputs' framework on their device. The launch waits
+        for the streams the arrays' ``__cuda_array_interface__`` names.
     force_direct : bool
         Use the kernel variant without the shared-memory stage (tests).
 
@@ -307,7 +344,7 @@ def preprocess(
     Raises
     ------
     InputError
-        Invalid spec, planes (dtype, shape, strides), or ``out``.
+        Invalid spec, planes (dtype, shape, strides), or ``out``; arrays on different devices.
     EngineError
         The CUDA extension is not built; RuntimeError from a CUDA failure (no driver / device).
     """
@@ -327,14 +364,15 @@ def preprocess(
         if out is None:
             raise InputError("an empty batch needs `out` (nothing to allocate it like)")
         return out
-    device = sample.device() or 0
+    devs = [d for planes in per_frame for d, _, _ in planes]
     shape = spec.output_shape(batch)
     okind = "f2" if spec.dtype == "float16" else "f4"
     if out is None:
-        out = _empty(sample.obj, shape, spec.dtype, device)
-    o = _check_out(out, shape, okind, device)
+        out = _empty(sample.obj, shape, spec.dtype, _call_device(devs))
+    o = _check_out(out, shape, okind)
+    device = _call_device(devs + [o])
     to_h, to_w = spec.resize_to if spec.resize_to is not None else spec.size
-    h = _stream_handle(stream, sample.obj, device)
+    h = _launch_stream(stream, devs + [o], device)
     try:
         load().preprocess(
             o.ptr, batch, spec.size[0], spec.size[1], spec.layout == "nhwc", okind == "f2",
@@ -385,15 +423,14 @@ def masked_mean(x: Any, mask: Any, normalize: bool = False, *, out: Any = None, 
     md = _f32_input(mask, "mask", 2)
     if md.shape != xd.shape[:2]:
         raise InputError(f"mask shape {md.shape} must equal x.shape[:2] {xd.shape[:2]}")
-    device = xd.device() or 0
-    if md.device() not in (None, device):
-        raise InputError(f"mask is on device {md.device()}, x on {device}")
     B, T, D = xd.shape
     if out is None:
-        out = _empty(x, (B, D), "float32", device)
-    o = _check_out(out, (B, D), "f4", device)
+        out = _empty(x, (B, D), "float32", _call_device([xd, md]))
+    o = _check_out(out, (B, D), "f4")
+    device = _call_device([xd, md, o])
     try:
-        load().masked_mean(o.ptr, xd.ptr, md.ptr, B, T, D, bool(normalize), _stream_handle(stream, x, device), device)
+        load().masked_mean(o.ptr, xd.ptr, md.ptr, B, T, D, bool(normalize), _launch_stream(stream, [xd, md, o], device),
+                           device)
     except ValueError as e:
         raise InputError(str(e)) from e
     return out
@@ -426,14 +463,15 @@ def segment_pool(x: Any, offsets: Any, mode: str = "mean", window: int = 1, *, o
     od = _Dev(offsets, "offsets")
     if len(od.shape) != 1 or od.shape[0] < 1 or od.kind != "i8" or od.strides[0] != 8:
         raise InputError(f"offsets must be a contiguous int64 [S + 1] CUDA array, got {od.shape} <{od.kind}")
-    device = xd.device() or 0
     N, D = xd.shape
     S = od.shape[0] - 1
     if out is None:
-        out = _empty(x, (S, D), "float32", device)
-    o = _check_out(out, (S, D), "f4", device)
+        out = _empty(x, (S, D), "float32", _call_device([xd, od]))
+    o = _check_out(out, (S, D), "f4")
+    device = _call_device([xd, od, o])
     try:
-        load().segment_pool(o.ptr, xd.ptr, od.ptr, N, D, S, _POOL_MODES[mode], int(window), _stream_handle(stream, x, device), device)
+        load().segment_pool(o.ptr, xd.ptr, od.ptr, N, D, S, _POOL_MODES[mode], int(window),
+                            _launch_stream(stream, [xd, od, o], device), device)
     except ValueError as e:
         raise InputError(str(e)) from e
     return out

@@ -342,6 +342,159 @@ class EmulatingC:
     def segment_pool(self, *args):
         return _C_cuda.segment_pool_emulate(*args[:-2])
 
+    def pointer_device(self, ptr):
+        return 0  # host memory stands in for device 0's
+
+    def stream_wait(self, waiter, producer, device):
+        pass  # the emulation runs when called: nothing is ever queued
+
+
+class Ordering(EmulatingC):
+    """The emulation, recording the stream waits and pointer queries the wrappers ask for;
+    ``owners`` maps an address to the device that owns it (default 0)."""
+
+    def __init__(self, owners=None):
+        self.waits, self.queried, self.owners = [], [], owners or {}
+        self.launch_streams = []
+
+    def pointer_device(self, ptr):
+        self.queried.append(ptr)
+        return self.owners.get(ptr, 0)
+
+    def stream_wait(self, waiter, producer, device):
+        self.waits.append((waiter, producer, device))
+
+    def preprocess(self, *args):
+        self.launch_streams.append(args[23])
+        return super().preprocess(*args)
+
+
+def _i420_objects(streams=(None,) * 4, devices=(None,) * 4) -> list:
+    """Batched planes of 2 i420 frames and ``out`` as host CAI objects, with a CAI ``stream`` and
+    a framework ``device`` (None: no such attribute) each."""
+    import types
+
+    rng = np.random.default_rng(9)
+    arrays = [rng.integers(0, 256, (2, 8, 10), np.uint8), rng.integers(0, 256, (2, 4, 5), np.uint8),
+              rng.integers(0, 256, (2, 4, 5), np.uint8), np.full((2, 3, 4, 4), np.nan, np.float32)]
+    objs = []
+    for a, stream, device in zip(arrays, streams, devices):
+        o = HostCAI(a)
+        o.__cuda_array_interface__["stream"] = stream
+        if device is not None:
+            o.device = types.SimpleNamespace(index=device)
+        objs.append(o)
+    return objs
+
+
+def _i420_call(cuda_ops, objs: list, **kw) -> None:
+    cuda_ops.preprocess(tuple(objs[:3]), PreprocessSpec(size=(4, 4)), format="i420", width=10, height=8,
+                        out=objs[3], **kw)
+    assert not np.isnan(objs[3].a).any()
+
+
+def _data(obj) -> int:
+    return obj.__cuda_array_interface__["data"][0]
+
+
+@needs_ext
+@pytest.mark.parametrize("streams,launch,waits", [
+    ((None, None, None, None), 0, []),  # no producer stream: nothing to wait for
+    ((7, 7, None, 7), 7, []),  # the launch stream is the producers' own
+    ((1, 1, 1, 1), 0, []),  # 1 is the legacy default stream, as the launch stream 0
+    ((5, 9, 5, None), 0, [(0, 5, 0), (0, 9, 0)]),  # two producers: wait for both, once each
+    ((None, None, None, 2), 0, [(0, 2, 0)]),  # out's producer too (per-thread default stream)
+])
+def test_the_launch_waits_for_the_producers_streams(monkeypatch, streams, launch, waits):
+    # CUDA Array Interface v3: the consumer orders its work after the producer's stream
+    import engine.ops.cuda as cuda_ops
+
+    c = Ordering()
+    monkeypatch.setattr(cuda_ops, "load", lambda: c)
+    _i420_call(cuda_ops, _i420_objects(streams), stream=launch)
+    assert sorted(c.waits) == waits and c.launch_streams == [launch]
+
+
+@needs_ext
+def test_a_call_stays_on_one_device(monkeypatch):
+    import engine.ops.cuda as cuda_ops
+    from engine.errors import InputError
+
+    # devices named by the framework: no runtime queries
+    c = Ordering()
+    monkeypatch.setattr(cuda_ops, "load", lambda: c)
+    _i420_call(cuda_ops, _i420_objects(devices=(0, 0, 0, 0)), stream=0)
+    assert c.queried == []
+    with pytest.raises(InputError, match=r"one device, got devices \[0, 1\]"):
+        _i420_call(cuda_ops, _i420_objects(devices=(0, 0, 1, 0)), stream=0)
+    with pytest.raises(InputError, match="one device"):
+        _i420_call(cuda_ops, _i420_objects(devices=(1, 1, 1, 0)), stream=0)  # out elsewhere
+    # arrays whose framework names no device (Numba, PyCUDA) are asked of the runtime, once each
+    objs = _i420_objects()
+    _i420_call(cuda_ops, objs, stream=0)
+    assert sorted(c.queried) == sorted(_data(o) for o in objs)
+    objs = _i420_objects()
+    c = Ordering(owners={_data(objs[1]): 1})
+    with pytest.raises(InputError, match=r"one device, got devices \[0, 1\]"):
+        _i420_call(cuda_ops, objs, stream=0)
+
+
+@needs_ext
+def test_cupy_arrays_launch_on_their_devices_stream(monkeypatch):
+    import sys
+    import types
+
+    import engine.ops.cuda as cuda_ops
+
+    current = {"device": 0}
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(get_current_stream=lambda device_id=-1: types.SimpleNamespace(
+        ptr={0: 0x1000, 1: 0x2000}[current["device"] if device_id == -1 else device_id]))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+
+    class CupyCAI(HostCAI):
+        pass
+
+    CupyCAI.__module__ = "cupy._core.core"
+    c = Ordering()
+    monkeypatch.setattr(cuda_ops, "load", lambda: c)
+    x = CupyCAI(np.ones((1, 2, 3), np.float32))
+    mask = CupyCAI(np.ones((1, 2), np.float32))
+    out = CupyCAI(np.zeros((1, 3), np.float32))
+    for o in (x, mask, out):
+        o.device = types.SimpleNamespace(id=1)
+    launched = []
+    c.masked_mean = lambda *args: launched.append(args[-2:])
+    cuda_ops.masked_mean(x, mask, out=out)
+    assert launched == [(0x2000, 1)]  # device 1's current stream, not the current device's
+
+
+@needs_ext
+def test_cai_stream_must_be_an_int_or_none():
+    import engine.ops.cuda as cuda_ops
+    from engine.errors import InputError
+
+    x = HostCAI(np.ones((1, 2, 3), np.float32))
+    x.__cuda_array_interface__["stream"] = "0x10"
+    with pytest.raises(InputError, match="stream must be an int or None"):
+        cuda_ops.masked_mean(x, HostCAI(np.ones((1, 2), np.float32)))
+
+
+@needs_ext
+def test_ten_bit_rows_must_start_on_sample_boundaries():
+    # an odd row stride would make every second row's uint16 loads misaligned on the GPU
+    buf = np.zeros(4096, np.uint8)
+    base = buf.ctypes.data + (-buf.ctypes.data) % 16
+    out = np.zeros((1, 3, 8, 8), np.float32)
+    args = lambda strides: (out.ctypes.data, 1, 8, 8, False, False, 0, 10, 10, 6, 0, False,  # noqa: E731
+                            [base, base + 1024, base + 2048], strides, 2, 8, 8, 0, 1.0, (0.0,) * 3, (1.0,) * 3,
+                            False, 0.0)
+    _C_cuda.preprocess_emulate(*args([22, 12, 12]))
+    with pytest.raises(ValueError, match="not a multiple of 2 bytes"):
+        _C_cuda.preprocess_emulate(*args([21, 12, 12]))
+    with pytest.raises(ValueError, match="not a multiple of 2 bytes"):
+        _C_cuda.preprocess_emulate(*args([22, 11, 12]))
+
 
 @needs_ext
 @pytest.mark.parametrize("clamp", ["source", "output"])

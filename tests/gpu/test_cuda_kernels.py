@@ -196,3 +196,23 @@ def test_segment_pool_nan_propagates_in_max():
     out = cuda_ops.segment_pool(x, torch.tensor([0, 4], device="cuda"), "max")
     torch.cuda.synchronize()
     assert np.isnan(out.cpu().numpy()[0, 1]) and out.cpu().numpy()[0, 0] == 0.0
+
+
+def test_pointer_device_and_stream_wait_on_the_gpu():
+    from engine import _C_cuda
+
+    x = torch.zeros(1 << 20, device="cuda:0")
+    assert _C_cuda.pointer_device(x.data_ptr()) == 0
+    host = np.zeros(4)
+    with pytest.raises(ValueError, match="not device memory"):
+        _C_cuda.pointer_device(host.ctypes.data)
+    # the consumer stream's work runs after the producer's, however long that takes
+    producer, consumer = torch.cuda.Stream(), torch.cuda.Stream()
+    with torch.cuda.stream(producer):
+        torch.cuda._sleep(200_000_000)  # ~0.1 s of GPU cycles before the write
+        x.fill_(1.0)
+    _C_cuda.stream_wait(consumer.cuda_stream, producer.cuda_stream, 0)
+    with torch.cuda.stream(consumer):
+        y = x * 2
+    consumer.synchronize()
+    assert float(y.min()) == 2.0
