@@ -401,3 +401,44 @@ def test_sidecar_of_built_engine(tmp_path):
     meta = json.loads(backend.plan.path.with_suffix(".json").read_text())
     assert meta["precision"] == "fp32" and meta["gpu_name"] == H100.name and meta["trt_version"] == "10.13.0"
     assert len(meta["profiles"]) == 2
+
+
+class CudaArray:
+    """A device array of another library on the CUDA Array Interface (v3, with its producer's
+    ``stream``), optionally with DLPack as well (CuPy has both, Numba and PyCUDA only the first)."""
+
+    def __init__(self, stream, dlpack: bool):
+        self.__cuda_array_interface__ = {"shape": (2,), "typestr": "<f4", "data": (1 << 20, False),
+                                         "version": 3, "stream": stream}
+        if dlpack:
+            self.__dlpack__ = lambda **kw: None
+
+
+class FakeDeviceTensor:
+    """What torch.as_tensor gives for a CUDA array, on a machine without CUDA."""
+
+    is_cuda = True
+    device = torch.device("cuda", 0)
+
+
+@pytest.mark.parametrize("stream,dlpack,path,waited", [
+    (0xABC0, True, "dlpack", []),  # DLPack: torch hands the producer its stream
+    (0xABC0, False, "cai", [0xABC0]),  # interface only: torch's stream waits for the producer's
+    (1, False, "cai", [1]),  # the legacy default stream is a handle too
+    (None, False, "cai", []),  # no stream named: nothing queued there
+])
+def test_device_arrays_are_ordered_after_their_producers_stream(monkeypatch, stream, dlpack, path, waited):
+    from engine.backends.tensorrt.memory import adopt_tensor
+
+    taken, waits = [], []
+    monkeypatch.setattr(torch, "from_dlpack", lambda v: taken.append("dlpack") or FakeDeviceTensor())
+    monkeypatch.setattr(torch, "as_tensor", lambda v, device=None: taken.append("cai") or FakeDeviceTensor())
+    monkeypatch.setattr(torch.cuda, "ExternalStream", lambda ptr, device=None: ptr)
+
+    class Current:
+        def wait_stream(self, other):
+            waits.append(other)
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Current())
+    t = adopt_tensor(CudaArray(stream, dlpack), torch.device("cuda", 0))
+    assert isinstance(t, FakeDeviceTensor) and taken == [path] and waits == waited

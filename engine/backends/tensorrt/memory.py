@@ -86,9 +86,12 @@ def adopt_tensor(value, device):
     """A caller's value as a torch tensor on ``device`` (a ``torch.device``), without a copy
     when it is there.
 
-    torch tensors are taken as they are; ``__cuda_array_interface__`` objects (CuPy, Numba,
-    PyCUDA) through ``torch.as_tensor`` and other ``__dlpack__`` objects through
-    ``torch.from_dlpack`` share memory; a tensor on another device is copied over, and host
+    torch tensors are taken as they are. Other device arrays share memory: through
+    ``torch.from_dlpack`` where they have ``__dlpack__`` (CuPy, JAX; torch hands the producer its
+    current stream, and the producer orders its pending work before it), else through their
+    ``__cuda_array_interface__`` (Numba, PyCUDA), after which torch's current stream waits for
+    the stream the interface names (v3: the producer may still have work queued there;
+    ``torch.as_tensor`` does not look at it). A tensor on another device is copied over, and host
     arrays are uploaded (on the CPU, numpy arrays are shared through ``torch.from_numpy``).
     """
     import torch
@@ -97,8 +100,12 @@ def adopt_tensor(value, device):
         t = value
     elif not is_tensor_input(value):
         t = torch.from_numpy(np.ascontiguousarray(value))
-    elif hasattr(value, "__cuda_array_interface__"):
-        t = torch.as_tensor(value, device=device)
-    else:
+    elif hasattr(value, "__dlpack__"):
         t = torch.from_dlpack(value)
+    else:
+        t = torch.as_tensor(value, device=device)
+        producer = value.__cuda_array_interface__.get("stream")
+        if producer is not None and t.is_cuda:
+            # 1 and 2 are the legacy and per-thread default streams, valid handles as they are
+            torch.cuda.current_stream(t.device).wait_stream(torch.cuda.ExternalStream(int(producer), device=t.device))
     return t if t.device == device else t.to(device)
