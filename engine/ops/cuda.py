@@ -75,6 +75,8 @@ class _Dev:
             raise InputError(f"{name} must be a CUDA array (torch CUDA tensor, CuPy array), got {type(obj).__name__}")
         self.obj = obj
         self.name = name
+        if cai.get("mask") is not None:  # some elements invalid: no kernel here can honour that
+            raise InputError(f"{name}: masked CUDA arrays are not supported")
         self.shape = tuple(int(s) for s in cai["shape"])
         typestr = cai["typestr"]
         if typestr[0] not in "<|=":

@@ -470,13 +470,17 @@ def test_cupy_arrays_launch_on_their_devices_stream(monkeypatch):
 
 
 @needs_ext
-def test_cai_stream_must_be_an_int_or_none():
+def test_cai_stream_and_mask_are_checked():
     import engine.ops.cuda as cuda_ops
     from engine.errors import InputError
 
     x = HostCAI(np.ones((1, 2, 3), np.float32))
     x.__cuda_array_interface__["stream"] = "0x10"
     with pytest.raises(InputError, match="stream must be an int or None"):
+        cuda_ops.masked_mean(x, HostCAI(np.ones((1, 2), np.float32)))
+    x = HostCAI(np.ones((1, 2, 3), np.float32))
+    x.__cuda_array_interface__["mask"] = HostCAI(np.ones((1, 2, 3), np.bool_))
+    with pytest.raises(InputError, match="masked CUDA arrays"):
         cuda_ops.masked_mean(x, HostCAI(np.ones((1, 2), np.float32)))
 
 
