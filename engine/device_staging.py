@@ -115,8 +115,8 @@ class HostStreams:
         pass
 
     def upload(self, array: np.ndarray) -> Any:
-        """A host array as a tensor on the device (on the CPU: shared, no copy)."""
-        return self.torch.from_numpy(np.ascontiguousarray(array))
+        """A host array as a tensor on the device (:func:`upload`)."""
+        return upload(array, self.device)
 
 
 class CudaStreams(HostStreams):
@@ -163,11 +163,19 @@ class CudaStreams(HostStreams):
         if event is not None:
             event.synchronize()
 
-    def upload(self, array: np.ndarray) -> Any:
-        """Pinned staging, then an asynchronous copy on the compute stream (torch's pinned-memory
-        allocator keeps the staging buffer alive until the copy has run)."""
-        pinned = self.torch.from_numpy(np.ascontiguousarray(array)).pin_memory()
-        return pinned.to(self.device, non_blocking=True)
+
+
+def upload(array: np.ndarray, device: Any) -> Any:
+    """A host array as a tensor on ``device`` without blocking the host: on a GPU, pinned staging
+    and a copy queued on the current stream (torch's pinned-memory allocator keeps the staging
+    buffer until the copy has run; a pageable copy would wait for the stream); on the CPU, the
+    array itself, shared."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    if torch.device(device).type == "cpu":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 @dataclass

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Any
+import threading
+from collections import OrderedDict
+from typing import Any, Callable
+
+import numpy as np
 
 from engine.errors import EngineError, InputError
 
@@ -75,3 +79,34 @@ def output(out: Any, shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
 def pow2(n: int) -> int:
     """Smallest power of two >= n (block sizes of tl.arange must be powers of two)."""
     return 1 << max(int(n) - 1, 0).bit_length()
+
+
+# Note [Triton wrapper uploads]
+# A pageable host-to-device copy makes the host wait for the stream (torch's memcpy_and_sync),
+# which would hold every caller until the queued GPU work has run. So tables that depend only on
+# the geometry (tap tables, the mel filterbank) are uploaded once per device and kept
+# (:func:`device_constant`), and per-call tables go through pinned memory, queued on the stream
+# (:func:`engine.device_staging.upload`).
+_CONSTANTS: OrderedDict = OrderedDict()  # (key, device) -> device tensor, least recently used first
+_CONSTANTS_LOCK = threading.Lock()
+_MAX_CONSTANTS = 256
+
+
+def device_constant(key: Any, device: Any, make: Callable[[], np.ndarray]) -> Any:
+    """``make()`` as a tensor on ``device``, uploaded on first use of ``key`` there and kept
+    (Note [Triton wrapper uploads]). The first upload waits for it to land, so any stream may
+    read the tensor; each use is recorded on the caller's stream, so an evicted tensor's memory
+    is reused only after the work reading it."""
+    _, torch = load()
+    with _CONSTANTS_LOCK:
+        t = _CONSTANTS.get((key, device))
+        if t is None:
+            t = torch.from_numpy(np.ascontiguousarray(make())).to(device)
+            _CONSTANTS[(key, device)] = t
+            if len(_CONSTANTS) > _MAX_CONSTANTS:
+                _CONSTANTS.popitem(last=False)
+        else:
+            _CONSTANTS.move_to_end((key, device))
+    if t.is_cuda:
+        t.record_stream(torch.cuda.current_stream(t.device))
+    return t

@@ -12,7 +12,7 @@ from typing import Any
 from engine.errors import InputError
 from engine.ops.audio import LOG_MEL_EPS, mel_filterbank
 
-from ._runtime import check_device, check_tensor, load, output
+from ._runtime import check_device, check_tensor, device_constant, load, output
 
 
 def log_mel_project(spectrum: Any, filterbank: Any = None, *, eps: float = LOG_MEL_EPS, out: Any = None) -> Any:
@@ -37,7 +37,7 @@ def log_mel_project(spectrum: Any, filterbank: Any = None, *, eps: float = LOG_M
     triton, torch = load()
     spectrum = check_tensor(spectrum, "spectrum", (torch.float32, torch.float16), (1, 2, 3, 4))
     if filterbank is None:
-        filterbank = torch.from_numpy(mel_filterbank()).to(spectrum.device)
+        filterbank = device_constant("mel filterbank", spectrum.device, mel_filterbank)
     filterbank = check_tensor(filterbank, "filterbank", (torch.float32,), (2,))
     F, M = filterbank.shape
     if spectrum.shape[-1] != F:

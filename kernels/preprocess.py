@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from engine.device_staging import upload
 from engine.errors import InputError
 from engine.ops._native import load as load_native
 from engine.ops.cuda import _SUB, _plane_geometry, _plane_layout, batch_planes, check_call
 from engine.ops.preprocess import _FILTERS, _MATRICES, _MODES, _PLANES, _YUV, PreprocessSpec
 
-from ._runtime import check_device, load, output, pow2
+from ._runtime import check_device, device_constant, load, output, pow2
 
 # Pixels x padded column taps one program holds in a [BLOCK, KXP] tile, and its warps: ptxas
 # for sm_90 (no GPU needed) puts BLOCK 256 x KXP 16 on 4 warps at 255 registers with 800 bytes
@@ -51,17 +52,18 @@ def _axis_tables(filter_code: int, mode: int, in_h: int, in_w: int, out_h: int, 
     return packed, yw.shape[1], xw.shape[1]
 
 
-def _upload_tables(torch: Any, frame_table: list, axis: tuple, out_h: int, out_w: int, device: Any):
-    """One host-to-device copy of the per-call frame table and the cached tap tables; returns
-    device views (frames int64 [B, 6], yfirst, yw, xfirst, xw)."""
-    packed, ky, kx = axis
-    frames = np.asarray(frame_table, dtype=np.int64).view(np.int32).ravel()
-    dev = torch.from_numpy(np.concatenate([frames, packed])).to(device)
-    views, at = [], frames.size
+def _upload_tables(torch: Any, frame_table: list, axis_args: tuple, out_h: int, out_w: int, device: Any):
+    """Device views of the per-call frame table (int64 [B, 6], queued from pinned memory) and the
+    tap tables of ``_axis_tables(*axis_args)`` (uploaded once per geometry and device): (frames,
+    yfirst, yw, xfirst, xw). Note [Triton wrapper uploads]."""
+    packed, ky, kx = _axis_tables(*axis_args)
+    tables = device_constant(("preprocess taps", axis_args), device, lambda: packed)
+    views, at = [], 0
     for n, dtype in ((out_h, torch.int32), (out_h * ky, torch.float32), (out_w, torch.int32), (out_w * kx, torch.float32)):
-        views.append(dev[at : at + n].view(dtype))
+        views.append(tables[at : at + n].view(dtype))
         at += n
-    return (dev[: frames.size].view(torch.int64), *views)
+    frames = upload(np.asarray(frame_table, dtype=np.int64).reshape(-1, 6), device)
+    return (frames, *views)
 
 
 def _plane_dtypes(torch: Any, ten: bool) -> tuple:
@@ -184,16 +186,16 @@ def preprocess(
 
     out_h, out_w = spec.size
     to_h, to_w = spec.resize_to if spec.resize_to is not None else spec.size
-    axis = _axis_tables(_FILTERS[spec.filter], _MODES[spec.resize], height, width, out_h, out_w, int(to_h), int(to_w),
-                        (int(sar[0]), int(sar[1])))
-    frame_table, yfirst, yw, xfirst, xw = _upload_tables(torch, table, axis, out_h, out_w, device)
+    axis_args = (_FILTERS[spec.filter], _MODES[spec.resize], height, width, out_h, out_w, int(to_h), int(to_w),
+                 (int(sar[0]), int(sar[1])))
+    frame_table, yfirst, yw, xfirst, xw = _upload_tables(torch, table, axis_args, out_h, out_w, device)
     native = load_native()
     gain, nbias = native.normalize_map(float(spec.scale), tuple(map(float, spec.mean)), tuple(map(float, spec.std)))
     if base in _YUV:
         y_gain, cb, cr, bias = native.yuv_to_rgb_map(_MATRICES[matrix], bool(full_range), 10 if ten else 8)
     else:  # packed RGB is not converted
         y_gain, cb, cr, bias = 0.0, (0.0,) * 3, (0.0,) * 3, (0.0,) * 3
-    _, ky, kx = axis
+    _, ky, kx = _axis_tables(*axis_args)
     kxp = pow2(kx)
     block = max(16, min(pow2(out_h * out_w), _TILE_ELEMENTS // kxp))
 

@@ -158,7 +158,7 @@ def test_gpu_bench_cli_refuses_without_a_gpu(monkeypatch, capsys):
 
 
 # ---------------------------------------------------------------------------------- torch baselines
-def test_torch_baselines_compute_what_the_engine_ops_do():
+def test_torch_baselines_compute_what_the_engine_ops_do(monkeypatch):
     torch = pytest.importorskip("torch")
     from bench.preprocess import preprocess_spec
     from engine.ops import masked_mean, preprocess, segment_pool
@@ -172,7 +172,12 @@ def test_torch_baselines_compute_what_the_engine_ops_do():
     frames = [Frame(format="i420", planes=(y[i], u[i], v[i]), width=w, height=h, matrix="bt601",
                     full_range=False, pts=0.0) for i in range(2)]
     fused = preprocess(frames, spec)
-    mine = gpu_kernels.torch_preprocess(*(torch.from_numpy(p) for p in (y, u, v)), spec).numpy()
+    norm = gpu_kernels.torch_norm(spec, "cpu")
+    made, real_tensor = [], torch.tensor
+    with monkeypatch.context() as m:
+        m.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real_tensor(*a, **k))
+        mine = gpu_kernels.torch_preprocess(*(torch.from_numpy(p) for p in (y, u, v)), spec, norm).numpy()
+    assert made == []  # no upload inside the timed call: it would wait for the stream
     assert mine.shape == fused.shape
     # in 0..255 levels: the same pixels up to float32 rounding and the kernels' fixed-point taps
     levels = np.abs(mine - fused) * np.array(spec.std)[None, :, None, None] / spec.scale
