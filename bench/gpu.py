@@ -1,5 +1,6 @@
 """GPU measurement shared by the bench suites: is there a GPU, CUDA-event timing, bandwidth against
-a device-to-device copy measured in the same run, and the GPU backends and Sessions to time.
+device-to-device copies measured in the same run (one of the same bytes, one far beyond the L2),
+and the GPU backends and Sessions to time.
 
 The arithmetic (bytes moved, GB/s, fraction of copy, the preprocessing footprint) is plain Python
 so that ``tests/test_bench_gpu.py`` checks it on a CPU; everything that touches CUDA imports torch
@@ -14,10 +15,13 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 
 # ~0.5 ms of GPU spinning at H100 clocks: longer than the host needs to enqueue one timed call
 SLEEP_CYCLES = 1_000_000
 DEVICE = "cuda:0"
+# bytes read + written by the DRAM copy: 512 MiB each way, ten times an H100's 50 MB of L2
+DRAM_COPY_BYTES = 1 << 30
 
 
 def unavailable() -> str | None:
@@ -127,8 +131,11 @@ def measure_events(paths: Mapping[str, Callable[[], object]], *, repeats: int, c
             fn()
     torch.cuda.synchronize()
     samples: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(repeats):
-        for name, fn in paths.items():
+    order = list(paths.items())
+    for r in range(repeats):
+        # each round starts one path later, so no path always follows the same one (a path right
+        # after a long one finds the clocks, the L2 and the allocator in that path's state)
+        for name, fn in order[r % len(order):] + order[:r % len(order)]:
             pairs = []
             for _ in range(calls):
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -150,6 +157,19 @@ def copy_path(traffic: int) -> tuple[Callable[[], object], int]:
     src = torch.empty(n, dtype=torch.uint8, device=DEVICE)
     dst = torch.empty_like(src)
     return (lambda: dst.copy_(src)), 2 * n
+
+
+def dram_copy_path() -> tuple[Callable[[], object], int]:
+    """(a device-to-device copy of :data:`DRAM_COPY_BYTES`, the bytes it moves): the card's
+    sustained copy bandwidth, out of reach of the L2 and of the fixed cost of a call, which a
+    copy of a small case's bytes carries (the same-size copy of :func:`copy_path` keeps both,
+    as the kernel it is compared with does). Its buffers are made once per device and size."""
+    return _dram_copy(DEVICE, DRAM_COPY_BYTES)
+
+
+@lru_cache(maxsize=1)
+def _dram_copy(device: str, nbytes: int) -> tuple[Callable[[], object], int]:
+    return copy_path(nbytes)
 
 
 def synchronized(fn: Callable[[], object]) -> Callable[[], object]:

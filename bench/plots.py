@@ -132,10 +132,12 @@ def suite_plots(figures: list[Figure], out_dir: Path, machine: str) -> list[Path
     for f in figures:
         parts = f.name.split("/")
         if f.suite == "kernels" and parts[1] == "gpu":
-            # kernels/gpu/<op>[/<config>...]/<path>, <path>/bandwidth, <path>÷copy, <path>÷torch
+            # kernels/gpu/<op>[/<config>...]/<path>, <path>/bandwidth, <path>÷copy, <path>÷dram_copy,
+            # <path>÷torch
             case, last = f.name[len("kernels/gpu/"):].rsplit("/", 1)
-            if last.endswith("÷copy"):
-                gpu_copy[case][last[:-len("÷copy")]] = f
+            if last.endswith(("÷copy", "÷dram_copy")):
+                path, copy = last.split("÷")
+                gpu_copy[case][path if copy == "copy" else f"{path} (1 GiB copy)"] = f
             elif parts[2] == "preprocess" and f.unit == "frames/s":
                 gpu_pre[f"{parts[3]} {parts[4]}"][last] = f
             elif f.unit == "x":
@@ -156,7 +158,8 @@ def suite_plots(figures: list[Figure], out_dir: Path, machine: str) -> list[Path
                              f"GPU preprocess -> 224² NCHW fp32 (median, p10-p90)\n{machine}", "frames/s", gpu_pre))
     if gpu_copy:
         written.append(_bars(out_dir / "kernels_gpu_bandwidth.png",
-                             f"GPU kernels: achieved bandwidth ÷ same-run device copy (median, p10-p90)\n{machine}",
+                             f"GPU kernels: achieved bandwidth ÷ same-run device copy of the same bytes (and of 1 GiB)"
+                             f" (median, p10-p90)\n{machine}",
                              "fraction of copy", gpu_copy))
     if dec:
         written.append(_bars(out_dir / "decode.png", f"decode throughput (median, p10-p90)\n{machine}",

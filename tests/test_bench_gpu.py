@@ -100,6 +100,15 @@ def test_bandwidth_figures_from_the_gpu_results_structure():
                                                  items=1, unit="segments/s", params={}))
     assert set(only) == {"k/copy/bandwidth", "k/cuda", "k/cuda/bandwidth", "k/cuda÷copy"}
     assert only["k/cuda÷copy"].samples == pytest.approx([0.5])
+    # with the DRAM copy of the same rounds: its bandwidth, and each path's fraction of it
+    dram = by_name(gpu_kernels.bandwidth_figures("k", {"cuda": [1.0, 2.0], "copy": [0.5, 0.5], "dram_copy": [0.25, 0.5]},
+                                                 traffic=10, copied=10, dram_copied=100, items=1, unit="rows/s",
+                                                 params={}))
+    assert set(dram) == {"k/copy/bandwidth", "k/dram_copy/bandwidth", "k/cuda", "k/cuda/bandwidth", "k/cuda÷copy",
+                         "k/cuda÷dram_copy"}
+    assert dram["k/dram_copy/bandwidth"].samples == pytest.approx([400e-9, 200e-9])  # 100 B in 0.25 s, GB/s
+    assert dram["k/cuda÷dram_copy"].samples == pytest.approx([0.025, 0.025])
+    assert dram["k/dram_copy/bandwidth"].params == {"path": "dram_copy", "traffic_bytes": 100}
     # bench plan's GPU preprocess stage: the default implementation's rate only (cuda, else triton)
     tagged = gpu_kernels.bandwidth_figures("p", seconds, traffic=8, copied=8, items=8, unit="frames/s",
                                            params={}, stage="preprocess")
@@ -107,6 +116,42 @@ def test_bandwidth_figures_from_the_gpu_results_structure():
     triton_only = gpu_kernels.bandwidth_figures("p", {"triton": [1.0], "copy": [1.0]}, traffic=8, copied=8,
                                                 items=4, unit="frames/s", params={}, stage="preprocess")
     assert [f.name for f in triton_only if f.stage] == ["p/triton"]
+
+
+def test_measure_events_starts_each_round_one_path_later(monkeypatch):
+    torch = pytest.importorskip("torch")
+
+    class Event:
+        def __init__(self, **kw):
+            pass
+
+        def record(self):
+            pass
+
+        def elapsed_time(self, end):
+            return 1.0  # ms
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "_sleep", lambda cycles: None)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    ran = []
+    paths = {k: (lambda k=k: ran.append(k)) for k in "abc"}
+    seconds = gpu.measure_events(paths, repeats=4, calls=1, warmup=0)
+    assert "".join(ran) == "abc" "bca" "cab" "abc"
+    assert seconds == {k: [1e-3] * 4 for k in "abc"}
+
+
+def test_the_dram_copy_is_made_once_per_device_and_size(monkeypatch):
+    pytest.importorskip("torch")
+    assert gpu.DRAM_COPY_BYTES >= 10 * 50e6 * 2  # each way ten times an H100's 50 MB of L2
+    monkeypatch.setattr(gpu, "DEVICE", "cpu")
+    monkeypatch.setattr(gpu, "DRAM_COPY_BYTES", 4096)
+    gpu._dram_copy.cache_clear()
+    fn, moved = gpu.dram_copy_path()
+    assert moved == 4096 and gpu.dram_copy_path()[0] is fn
+    monkeypatch.setattr(gpu, "DRAM_COPY_BYTES", 8192)
+    assert gpu.dram_copy_path()[1] == 8192
+    gpu._dram_copy.cache_clear()  # no host buffers kept for later tests
 
 
 # ---------------------------------------------------------------------------------- no GPU
@@ -204,6 +249,8 @@ def cpu_stand_in(monkeypatch):
 
     monkeypatch.setattr(gpu, "unavailable", lambda: None)
     monkeypatch.setattr(gpu, "DEVICE", "cpu")
+    monkeypatch.setattr(gpu, "DRAM_COPY_BYTES", 1 << 16)  # a GiB of host memory would be a waste
+    gpu._dram_copy.cache_clear()
     monkeypatch.setattr(gpu, "measure_events", lambda paths, repeats, calls: measure(paths, repeats=repeats,
                                                                                       min_time=0.0))
     monkeypatch.setattr(gpu, "synchronized", lambda fn: fn)
@@ -233,7 +280,8 @@ def test_kernels_gpu_part_with_a_cpu_stand_in(monkeypatch, tmp_path):
     assert ticks == ["GPU preprocess tiny batch 2", "GPU pooling and log-mel"] and out.notes == ["a note"]
     assert ("i420", 128, 96, (2, 3, 224, 224)) in seen
     base = "kernels/gpu/preprocess/tiny/b2"
-    wanted = ("cuda", "triton", "torch", "cuda÷copy", "cuda÷torch", "copy/bandwidth")
+    wanted = ("cuda", "triton", "torch", "cuda÷copy", "cuda÷dram_copy", "cuda÷torch", "copy/bandwidth",
+              "dram_copy/bandwidth")
     assert {f"{base}/{p}" for p in wanted} <= set(figs)
     assert figs[f"{base}/cuda"].params["traffic_bytes"] == gpu.preprocess_traffic(preprocess_spec(), 96, 128, 2)
     for op in ("masked_mean", "masked_mean_norm", "segment_mean", "segment_max"):
