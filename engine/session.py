@@ -139,6 +139,8 @@ class Session:
         self._backends: dict[str, Backend] = {}
         self._schedulers: dict[str, Scheduler] = {}
         self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}  # per model: held while it loads
+        self._closed_and_drained = threading.Event()
         self._tokenizer: Tokenizer | None = None
         self._exemplars: dict[str, np.ndarray] = {}
         self._unmasked: dict[str, str | None] = {}  # masked word -> its reading (_unmask)
@@ -159,13 +161,23 @@ class Session:
 
     # ------------------------------------------------------------------ models
     def backend(self, model: str) -> Backend:
-        """The loaded backend of ``model`` (loaded and verified against the lock on first use)."""
+        """The loaded backend of ``model`` (loaded and verified against the lock on first use).
+
+        A load takes seconds (minutes for a TensorRT build), so it holds only that model's own
+        lock: submissions, other models and the event loop of :meth:`moderate_async` go on."""
         with self._lock:
             b = self._backends.get(model)
+            if b is not None:
+                return b
+            loading = self._loading.setdefault(model, threading.Lock())
+        with loading:  # one load per model; a second caller waits for the first one's
+            with self._lock:
+                b = self._backends.get(model)
             if b is None:
                 b = load_backend(self.repo.model(model), device=self.device, threads=self.threads,
                                  backend=self.pipeline.backend_for(model))
-                self._backends[model] = b
+                with self._lock:
+                    self._backends[model] = b
             return b
 
     def scheduler(self, model: str) -> Scheduler:
@@ -207,18 +219,25 @@ class Session:
     def close(self, drain: bool = True) -> None:
         """Finish every submitted item (``drain``; else fail the queued ones with ModelError and
         finish the running ones), then stop the model schedulers. Idempotent; afterwards new
-        submissions and model calls fail with ModelError "session closed"."""
+        submissions and model calls fail with ModelError "session closed". A close while
+        another is under way (a shutdown hook beside the ``with`` exit) waits for that one."""
         with self._lock:
-            self._closed = True
+            first, self._closed = not self._closed, True
             server, self._server = self._server, None
-        if server is not None:
-            server.close(drain)  # items still need the schedulers: stop those after
-        with self._lock:
-            self._stopped = True
-            schedulers, self._schedulers = list(self._schedulers.values()), {}
-        for s in schedulers:
-            s.close()
-        self._metrics.close()
+        if not first:
+            self._closed_and_drained.wait()
+            return
+        try:
+            if server is not None:
+                server.close(drain)  # items still need the schedulers: stop those after
+            with self._lock:
+                self._stopped = True
+                schedulers, self._schedulers = list(self._schedulers.values()), {}
+            for s in schedulers:
+                s.close()
+            self._metrics.close()
+        finally:
+            self._closed_and_drained.set()
 
     def __enter__(self) -> "Session":
         return self

@@ -450,6 +450,65 @@ def test_session_overload_and_close_leave_nothing_pending(model_repo, items, mon
 
 
 @pytest.mark.models
+def test_submissions_other_models_and_the_event_loop_go_on_while_a_model_loads(model_repo, monkeypatch):
+    import engine.session as session_module
+    from engine import Session
+
+    real, gate, loading = session_module.load_backend, Gate(), []
+
+    def load(entry, **kw):
+        if not loading:  # the first load hangs until the gate opens (a TensorRT build, say)
+            loading.append(entry.name)
+            gate()
+        return real(entry, **kw)
+
+    monkeypatch.setattr(session_module, "load_backend", load)
+    s = Session(model_repo.path, workers=2)
+    first = s.submit({"text": "hello there"})
+    assert gate.started.wait(WAIT)
+    other = next(m for m in ("profanity", "minilm") if m != loading[0])
+    done = {}
+
+    def meanwhile():
+        done["submit"] = s.submit({"text": "another caption"})
+        done["backend"] = s.backend(other)
+        done["async"] = asyncio.run(asyncio.wait_for(asyncio.sleep(0.01), 5))  # a loop runs freely
+
+    t = threading.Thread(target=meanwhile)
+    t.start()
+    t.join(WAIT)
+    still_loading = not gate.opened.is_set()
+    gate.opened.set()
+    assert not t.is_alive() and still_loading and set(done) == {"submit", "backend", "async"}
+    assert first.result(WAIT) and done["submit"].result(WAIT)
+    s.close()
+
+
+@pytest.mark.models
+def test_a_close_beside_a_draining_close_waits_for_it(model_repo, monkeypatch):
+    from engine import Session
+
+    s = Session(model_repo.path, workers=1)
+    gate = Gate()
+    text = {"TEXT": np.array(["hi"], dtype=object)}
+    # the item's model call comes after close() has begun: the drain must let it through
+    monkeypatch.setattr(s, "_moderate_item", lambda item: (gate(), s.run("profanity", text))[1])
+    item = s.submit("anything")
+    assert gate.started.wait(WAIT)
+    first = threading.Thread(target=s.close)
+    first.start()
+    time.sleep(0.2)  # the first close is draining
+    second = threading.Thread(target=s.close)
+    second.start()
+    second.join(0.5)
+    assert second.is_alive()  # waits for the drain rather than stopping the schedulers under it
+    gate.opened.set()
+    first.join(WAIT), second.join(WAIT)
+    assert not first.is_alive() and not second.is_alive()
+    assert outcome(item)[0] == "ok", outcome(item)
+
+
+@pytest.mark.models
 def test_cancelling_moderate_async_stops_the_running_item(model_repo, monkeypatch):
     from engine import Session
 
