@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,16 @@ from .policies import timed_result
 from .verdict import PolicyResult
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HandedOver:
+    """A caller's device image, adopted on the caller's thread (:meth:`DevicePipeline.hand_over`)
+    for an item worker: ``ready`` marks, on the caller's stream, the work queued there when it was
+    submitted (None on the CPU)."""
+
+    tensor: Any
+    ready: Any
 
 
 class DevicePipeline:
@@ -106,9 +117,32 @@ class DevicePipeline:
             raise InputError(f"this pipeline has no {section} model")
         return cfg, self.backend(cfg.model)
 
-    def image_frame(self, image: Any, limits: Limits) -> Frame:
-        """A device array ``(H, W, 3)`` uint8 RGB as an rgb24 frame, used in place (no copy)."""
+    def hand_over(self, image: Any) -> HandedOver:
+        """Take a device image on the thread that submits it, for an item worker.
+
+        The producer's pending writes are ordered on this thread's streams: DLPack producers
+        order them before the stream torch names, which is per thread, and a torch tensor's
+        writes are queued on its caller's current stream. So the image is adopted here and an
+        event recorded on this thread's current stream; the worker's stream waits for it
+        (:meth:`image_frame`)."""
         t = adopt_tensor(image, self.device)
+        ready = None
+        if t.is_cuda:
+            ready = self.torch.cuda.Event()
+            ready.record(self.torch.cuda.current_stream(t.device))
+        return HandedOver(t, ready)
+
+    def image_frame(self, image: Any, limits: Limits) -> Frame:
+        """A device array ``(H, W, 3)`` uint8 RGB as an rgb24 frame, used in place (no copy); a
+        :class:`HandedOver` one after the work its caller had queued."""
+        if isinstance(image, HandedOver):
+            t = image.tensor
+            if image.ready is not None:
+                current = self.torch.cuda.current_stream(t.device)
+                current.wait_event(image.ready)
+                t.record_stream(current)  # the caller may drop its reference before the worker is done
+        else:
+            t = adopt_tensor(image, self.device)
         if t.dim() != 3 or t.shape[2] != 3 or t.dtype != self.torch.uint8:
             raise InputError(f"a device image must be (H, W, 3) uint8 RGB, got {tuple(t.shape)} {t.dtype}")
         h, w = int(t.shape[0]), int(t.shape[1])

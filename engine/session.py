@@ -29,7 +29,7 @@ from .ops.audio import CHUNK_SAMPLES, SAMPLE_RATE, yamnet_patches
 from .ops.pooling import masked_mean
 from .ops.preprocess import PreprocessSpec, preprocess
 from .device import resolve_placement
-from .device_pipeline import DevicePipeline
+from .device_pipeline import DevicePipeline, HandedOver
 from .pipeline import Pipeline, PolicyConfig, load_pipeline
 from .policies import resolve_classes, score_texts, score_timed
 from .repo import ModelRepository
@@ -332,7 +332,8 @@ class Session:
         label = ItemLabel()
         try:
             server = self._item_server()
-        except ModelError as e:  # closed: the outcome goes through the future like any other
+            item = self._hand_over(item)
+        except EngineError as e:  # closed, a bad device image: the outcome goes through the future
             future: Future = Future()
             future.set_exception(e)
         else:
@@ -340,6 +341,18 @@ class Session:
                                    priority=1 if priority is None else priority, block=block)
         self._metrics.track_item(future, label)
         return future
+
+    def _hand_over(self, item: Any) -> Any:
+        """``item`` with a device image taken on the submitting thread, whose streams order the
+        image's pending writes (:meth:`engine.device_pipeline.DevicePipeline.hand_over`)."""
+        if self._device is None or not isinstance(item, Mapping) or not is_tensor_input(item.get("image")):
+            return item
+        try:
+            return {**item, "image": self._device.hand_over(item["image"])}
+        except EngineError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the caller's array failed its export (DLPack, CAI)
+            raise InputError(f"the device image cannot be taken: {type(e).__name__}: {e}") from e
 
     def _item_server(self) -> serving.ItemServer:
         with self._lock:
@@ -581,7 +594,8 @@ class Session:
         the picture stored with the media."""
         pages = self._pages()
         with self._metrics.stage("decode_image"):
-            if self._device is not None and is_tensor_input(source):  # a device array, used in place
+            if self._device is not None and (is_tensor_input(source) or isinstance(source, HandedOver)):
+                # a device array, used in place
                 return [("", self._device.image_frame(source, self.limits))]
             return media.decode_image_views(source, self.limits, pages[:1] if first_page_only else pages,
                                             cover=cover)

@@ -13,6 +13,7 @@ both kernel implementations against the CPU Session.
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ from engine.device_pipeline import run_double_buffered  # noqa: E402
 from engine.device_staging import CudaStreams, DoubleBuffer, HostStreams, chunk_spans  # noqa: E402
 from engine.errors import DeviceUnavailableError, InputError, ModelError  # noqa: E402
 from engine.media.frame import Frame  # noqa: E402
+from engine.media.limits import Limits  # noqa: E402
 from media_factory import clip  # noqa: E402
 
 SCORE_TOL = 1e-2  # the issue's bar for device vs CPU verdicts
@@ -364,9 +366,73 @@ def test_device_image_is_used_in_place_and_matches_the_cpu_session(sessions, mon
             return engine.kernels.preprocess(planes, spec, **kw)
 
     monkeypatch.setattr(device._device, "ops", Spy())
+    import engine.device_pipeline as dp
+
+    adopted_on, adopt = [], dp.adopt_tensor
+
+    def adopt_spy(value, dev):
+        if value is tensor:  # (the model's outputs are adopted too)
+            adopted_on.append(threading.current_thread())
+        return adopt(value, dev)
+
+    monkeypatch.setattr(dp, "adopt_tensor", adopt_spy)
     a, b = cpu.moderate(image=image), device.moderate(image=tensor)
     _assert_same_verdict(a, b)
     assert given == [tensor.data_ptr()]  # the caller's tensor itself reached the kernel
+    # taken first on the caller's thread, whose streams order the image's pending writes (the
+    # worker's later adoptions of the frame's planes take a torch tensor as it is)
+    assert adopted_on[0] is threading.current_thread()
+    bad = device.submit({"image": torch.zeros(4, 4)})  # not (H, W, 3) uint8: the item's error only
+    assert isinstance(bad.exception(60), InputError)
+
+
+def test_a_handed_over_image_is_read_after_its_callers_queued_work(monkeypatch):
+    """The worker's stream waits for the event recorded on the submitting thread's stream, and
+    the image's memory is marked as in use on the worker's stream (fake CUDA streams, per thread)."""
+    from engine.device_pipeline import DevicePipeline, HandedOver
+    import engine.device_pipeline as dp
+
+    class Stream:
+        def __init__(self, name):
+            self.name, self.waited = name, []
+
+        def wait_event(self, event):
+            self.waited.append(event)
+
+    class Event:
+        def record(self, stream):
+            self.stream = stream
+
+    class CudaImage:  # what adopt_tensor gives for a (H, W, 3) uint8 device image
+        is_cuda, device, dtype, shape = True, "cuda:0", torch.uint8, (6, 8, 3)
+
+        def __init__(self):
+            self.used_on = []
+
+        def dim(self):
+            return 3
+
+        def record_stream(self, stream):
+            self.used_on.append(stream)
+
+    streams = threading.local()
+    current = lambda device=None: streams.__dict__.setdefault("s", Stream(threading.current_thread().name))  # noqa: E731
+    monkeypatch.setattr(torch.cuda, "current_stream", current)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    image = CudaImage()
+    monkeypatch.setattr(dp, "adopt_tensor", lambda v, d: image)
+    pipeline = object.__new__(DevicePipeline)  # only its torch and device are used here
+    pipeline.torch, pipeline.device = torch, torch.device("cpu")
+    handed = pipeline.hand_over("the caller's array")
+    assert isinstance(handed, HandedOver) and handed.ready.stream is current()
+    frames = []
+    worker = threading.Thread(target=lambda: frames.append((pipeline.image_frame(handed, Limits()), current())),
+                              name="worker")
+    worker.start()
+    worker.join()
+    (frame, worker_stream), = frames
+    assert frame.planes == (image,) and (frame.width, frame.height) == (8, 6)
+    assert worker_stream.waited == [handed.ready] and image.used_on == [worker_stream]
 
 
 @pytest.mark.models
