@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import threading
@@ -110,3 +111,19 @@ def device_constant(key: Any, device: Any, make: Callable[[], np.ndarray]) -> An
     if t.is_cuda:
         t.record_stream(torch.cuda.current_stream(t.device))
     return t
+
+
+# One launch at a time in the process: the Triton interpreter keeps its grid index and its patch
+# of triton.language in process-wide state (concurrent item workers' launches broke each other),
+# and Triton's first-call compilation is not documented as thread-safe. A launch only queues the
+# kernel on a GPU, so holding the lock costs the launch's host time.
+_LAUNCH_LOCK = threading.Lock()
+
+
+def launch(kernel: Any, grid: tuple, device: Any, *args: Any, **meta: Any) -> None:
+    """``kernel[grid](*args, **meta)`` on ``device``: Triton launches on the current device's
+    current stream, and a worker thread's current device is 0 whatever the tensors' device."""
+    _, torch = load()
+    scope = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with _LAUNCH_LOCK, scope:
+        kernel[grid](*args, **meta)

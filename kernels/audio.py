@@ -12,7 +12,7 @@ from typing import Any
 from engine.errors import InputError
 from engine.ops.audio import LOG_MEL_EPS, mel_filterbank
 
-from ._runtime import check_device, check_tensor, device_constant, load, output
+from ._runtime import check_device, check_tensor, device_constant, launch, load, output
 
 
 def log_mel_project(spectrum: Any, filterbank: Any = None, *, eps: float = LOG_MEL_EPS, out: Any = None) -> Any:
@@ -53,6 +53,6 @@ def log_mel_project(spectrum: Any, filterbank: Any = None, *, eps: float = LOG_M
 
     block_r, block_f, block_m = 32, 32, 64
     grid = (triton.cdiv(R, block_r), triton.cdiv(M, block_m))
-    log_mel_project_kernel[grid](out, rows, filterbank, R, F, M, *rows.stride(), *filterbank.stride(),
-                                 float(eps), BLOCK_R=block_r, BLOCK_F=block_f, BLOCK_M=block_m)
+    launch(log_mel_project_kernel, grid, spectrum.device, out, rows, filterbank, R, F, M, *rows.stride(),
+           *filterbank.stride(), float(eps), BLOCK_R=block_r, BLOCK_F=block_f, BLOCK_M=block_m)
     return out

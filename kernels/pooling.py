@@ -11,7 +11,7 @@ from typing import Any
 from engine.errors import InputError
 from engine.ops.cuda import _POOL_MODES
 
-from ._runtime import check_device, check_tensor, load, output, pow2
+from ._runtime import check_device, check_tensor, launch, load, output, pow2
 
 _WINDOW_WARPS = 8
 
@@ -58,8 +58,8 @@ def masked_mean(x: Any, mask: Any, normalize: bool = False, *, out: Any = None) 
     from .pooling_kernel import masked_mean_kernel
 
     grid = (B, 1 if normalize else triton.cdiv(D, block_d))
-    masked_mean_kernel[grid](out, x, mask, T, D, *x.stride(), *mask.stride(),
-                             NORMALIZE=bool(normalize), BLOCK_T=block_t, BLOCK_D=block_d)
+    launch(masked_mean_kernel, grid, x.device, out, x, mask, T, D, *x.stride(), *mask.stride(),
+           NORMALIZE=bool(normalize), BLOCK_T=block_t, BLOCK_D=block_d)
     return out
 
 
@@ -109,7 +109,6 @@ def segment_pool(x: Any, offsets: Any, mode: str = "mean", window: int = 1, *, o
 
     grid = (S, triton.cdiv(D, block_d))
     # window_max scans [16, 128] float64 tiles: 8 warps keep ptxas (sm_90) at 101 registers, 4 spill
-    segment_pool_kernel[grid](out, x, offsets, N, D, *x.stride(), int(window),
-                              MODE=_POOL_MODES[mode], BLOCK_N=16, BLOCK_D=block_d,
-                              num_warps=_WINDOW_WARPS if mode == "window_max" else 4)
+    launch(segment_pool_kernel, grid, x.device, out, x, offsets, N, D, *x.stride(), int(window),
+           MODE=_POOL_MODES[mode], BLOCK_N=16, BLOCK_D=block_d, num_warps=_WINDOW_WARPS if mode == "window_max" else 4)
     return out

@@ -21,7 +21,7 @@ from engine.ops._native import load as load_native
 from engine.ops.cuda import _SUB, _plane_geometry, _plane_layout, batch_planes, check_call
 from engine.ops.preprocess import _FILTERS, _MATRICES, _MODES, _PLANES, _YUV, PreprocessSpec
 
-from ._runtime import check_device, device_constant, load, output, pow2
+from ._runtime import check_device, device_constant, launch, load, output, pow2
 
 # Pixels x padded column taps one program holds in a [BLOCK, KXP] tile, and its warps: ptxas
 # for sm_90 (no GPU needed) puts BLOCK 256 x KXP 16 on 4 warps at 255 registers with 800 bytes
@@ -209,8 +209,8 @@ def preprocess(
         kind, (y, u, v) = pk.PLANAR_YUV, first
     sub_x, sub_y = _SUB[base]
     grid = (triton.cdiv(out_h * out_w, block), batch)
-    pk.preprocess_kernel[grid](
-        out, y, u, v, frame_table, yfirst, yw, xfirst, xw,
+    launch(
+        pk.preprocess_kernel, grid, device, out, y, u, v, frame_table, yfirst, yw, xfirst, xw,
         out_h, out_w, ky, kx,
         y_gain, *cb, *cr, *bias, *gain, *nbias, float(spec.pad_value),
         KIND=kind, SUB_X=sub_x, SUB_Y=sub_y, BGR_IN=base == "bgr24",

@@ -386,6 +386,19 @@ def test_device_image_is_used_in_place_and_matches_the_cpu_session(sessions, mon
     assert isinstance(bad.exception(60), InputError)
 
 
+@pytest.mark.models
+@needs_interpreter
+def test_concurrent_device_items_get_their_own_verdicts(sessions):
+    # item workers launch the interpreted kernels at once (their grid index is process-wide)
+    _, device = sessions
+    images = [np.random.default_rng(k).integers(0, 256, (40 + 8 * k, 56, 3), np.uint8) for k in range(4)]
+    alone = [device.moderate(image=torch.from_numpy(im)) for im in images]
+    together = device.moderate_many([{"image": torch.from_numpy(im)} for im in images])
+    for a, o in zip(alone, together):
+        assert o.ok, o.error
+        _assert_same_verdict(a, o.verdict)
+
+
 def test_a_handed_over_image_is_read_after_its_callers_queued_work(monkeypatch):
     """The worker's stream waits for the event recorded on the submitting thread's stream, and
     the image's memory is marked as in use on the worker's stream (fake CUDA streams, per thread)."""

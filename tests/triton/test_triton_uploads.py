@@ -75,3 +75,50 @@ def test_per_call_tables_are_queued_from_pinned_memory(monkeypatch):
     calls.clear()
     t = upload(np.arange(6), "cpu")  # on the CPU: shared, no copy
     assert calls == [] and t.tolist() == list(range(6))
+
+
+def test_launches_are_one_at_a_time_on_the_tensors_device(monkeypatch):
+    """kernels._runtime.launch: the Triton interpreter's grid index is process-wide (concurrent
+    launches broke each other), and Triton launches on the current device, which a worker
+    thread has at 0 whatever the tensors' device."""
+    import contextlib
+    import threading
+    import time
+
+    import engine.kernels._runtime as runtime
+
+    state = {"active": 0, "most": 0, "devices": []}
+    lock, current = threading.Lock(), threading.local()
+
+    class Kernel:
+        def __getitem__(self, grid):
+            def run(*args, **meta):
+                with lock:
+                    state["active"] += 1
+                    state["most"] = max(state["most"], state["active"])
+                    state["devices"].append(getattr(current, "device", 0))
+                time.sleep(0.02)
+                with lock:
+                    state["active"] -= 1
+            return run
+
+    @contextlib.contextmanager
+    def device(d):
+        before = getattr(current, "device", 0)
+        current.device = torch.device(d).index
+        yield
+        current.device = before
+
+    monkeypatch.setattr(torch.cuda, "device", device)
+    start = threading.Barrier(4)
+
+    def worker():
+        start.wait()
+        runtime.launch(Kernel(), (1,), torch.device("cuda", 1), "args")
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert state["most"] == 1 and state["devices"] == [1] * 4
