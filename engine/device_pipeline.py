@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from . import serving
 from .backends import Backend
 from .backends.tensorrt.memory import adopt_tensor, is_tensor_input
 from .device import Placement, kernel_ops, load_nvdec, video_decode_note
@@ -179,6 +180,7 @@ class DevicePipeline:
 
     def _vision_chunk(self, backend: Backend, name_in: str, chunk: Sequence[Frame], planes: Any,
                       outs: dict[str, list]) -> None:
+        serving.checkpoint()  # a stage boundary: an abandoned item stops here, as on the CPU
         f0 = chunk[0]
         x = self.ops.preprocess(planes, self.spec, format=f0.format, width=f0.width, height=f0.height,
                                 matrix=f0.matrix, full_range=f0.full_range, sar=f0.sar)
@@ -197,6 +199,7 @@ class DevicePipeline:
         x = self.streams.upload(patches)
         t = time.perf_counter()
         timings["audio_frontend_s"] = t - started
+        serving.checkpoint()
         outputs = {name: adopt_tensor(y, self.device)
                    for name, y in backend.infer({a.input or backend.inputs[0].name: x}).items()}
         timings["audio_device_s"] = time.perf_counter() - t
@@ -268,18 +271,24 @@ def run_double_buffered(frames: Sequence[Frame], spans: Sequence[tuple[int, int]
     if host:
         staged[host[0]] = buffer.stage(0, frames[host[0][0]:host[0][1]])
     n = 0
-    for a, b in spans:
-        chunk = frames[a:b]
-        if on_device[a]:
-            compute(chunk, device_planes(chunk))
-            continue
-        s = staged.pop((a, b))
-        compute(chunk, buffer.acquire(s))
-        buffer.release(s)
-        n += 1
-        if n < len(host):
-            nxt = host[n]
-            staged[nxt] = buffer.stage(n, frames[nxt[0]:nxt[1]])
+    try:
+        for a, b in spans:
+            chunk = frames[a:b]
+            if on_device[a]:
+                compute(chunk, device_planes(chunk))
+                continue
+            s = staged.pop((a, b))
+            compute(chunk, buffer.acquire(s))
+            buffer.release(s)
+            n += 1
+            if n < len(host):
+                nxt = host[n]
+                staged[nxt] = buffer.stage(n, frames[nxt[0]:nxt[1]])
+    finally:
+        # a compute raised (an abandoned item, a model error) with a chunk's copy in flight: the
+        # compute stream, whose pool the slot's device buffers return to, waits for that copy
+        for s in staged.values():
+            buffer.acquire(s)
 
 
 def pool_over_time(ops: Any, per_step: Any, policies: Sequence[PolicyConfig]) -> Any:

@@ -228,6 +228,26 @@ def test_copies_into_new_device_buffers_wait_for_the_compute_stream(frames):
         assert recorded & waited, between
 
 
+def test_a_failing_compute_leaves_no_copy_in_flight():
+    # the chunk staged after a device chunk whose compute raises: the compute stream waits for its
+    # copy before the slot's buffers go back to its pool
+    host = [_i420(10, 6, 0), _i420(10, 6, 1)]
+    on_dev = Frame("i420", tuple(torch.from_numpy(np.ascontiguousarray(p)) for p in _i420(10, 6, 2).planes), 10, 6,
+                   "bt601", False, 9.0)
+    frames = [on_dev] + host
+    streams = RecordingStreams()
+    keys = [(f.format, f.width, f.height, d) for f, d in zip(frames, [True, False, False])]
+
+    def compute(chunk, planes):
+        raise RuntimeError("the model failed")
+
+    with pytest.raises(RuntimeError, match="model failed"):
+        run_double_buffered(frames, chunk_spans(keys, 4), [True, False, False], DoubleBuffer(streams, 4, torch.int16),
+                            lambda chunk: [tuple(p for p in f.planes) for f in chunk], compute)
+    copied = [e[1] for e in streams.log if e[0] == "record" and e[1].startswith("copied")]
+    assert copied and streams.log[-1] == ("compute_wait", copied[-1])
+
+
 def test_ten_bit_planes_are_staged_bit_exact():
     rng = np.random.default_rng(4)
     y = rng.integers(0, 1024, (6, 10), np.uint16)
@@ -384,6 +404,29 @@ def test_device_image_is_used_in_place_and_matches_the_cpu_session(sessions, mon
     assert adopted_on[0] is threading.current_thread()
     bad = device.submit({"image": torch.zeros(4, 4)})  # not (H, W, 3) uint8: the item's error only
     assert isinstance(bad.exception(60), InputError)
+
+
+@pytest.mark.models
+@needs_interpreter
+def test_an_abandoned_item_stops_before_its_device_model_calls(sessions, monkeypatch):
+    from concurrent.futures import CancelledError
+
+    import engine.device_pipeline as dp
+
+    _, device = sessions
+    calls = []
+    monkeypatch.setattr(device._device, "ops", type("Ops", (), {"preprocess": lambda *a, **k: calls.append(a)})())
+
+    def abandoned():
+        raise CancelledError("item abandoned")
+
+    monkeypatch.setattr(dp.serving, "checkpoint", abandoned)
+    frame = Frame("rgb24", (torch.zeros(8, 8, 3, dtype=torch.uint8),), 8, 8, "bt601", True, 0.0)
+    with pytest.raises(CancelledError):
+        device._device.vision_outputs([frame], {})
+    with pytest.raises(CancelledError):
+        device._device.audio_outputs(np.zeros(16000, np.float32), {})
+    assert calls == []
 
 
 @pytest.mark.models
