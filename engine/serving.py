@@ -103,6 +103,7 @@ class ItemServer:
         self._watch = threading.Condition(lock)  # the deadline watcher waits for changes
         self._queue: list[_Item] = []  # heap; cancelled items leave it lazily
         self._waiting = 0  # queued items still to run (the admission bound counts these)
+        self._queue_dropped = False  # close(drain=False) failed the queued items
         self._running: set[_Item] = set()
         self._deadlines: list[tuple[float, int, _Item]] = []  # heap of items with a deadline
         self._seq = itertools.count()
@@ -193,6 +194,7 @@ class ItemServer:
                         item.resolved = True
                         failed.append(item)
                 self._waiting = 0
+                self._queue_dropped = True  # a cancelled item's late callback finds nothing to uncount
             for cond in (self._cond, self._room, self._watch):
                 cond.notify_all()
         for item in failed:
@@ -237,6 +239,8 @@ class ItemServer:
     def _forget_cancelled(self) -> None:
         # A cancelled item stays in the heap until popped, but no longer counts as waiting.
         with self._cond:
+            if self._queue_dropped:  # close(drain=False) uncounted every queued item at once
+                return
             self._waiting -= 1
             self._room.notify()
 

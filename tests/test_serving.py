@@ -219,6 +219,24 @@ def test_close_without_drain_after_a_cancelled_item_with_a_deadline(first, threa
     assert not thread_deaths, [a.exc_value for a in thread_deaths]  # the watcher ended, it did not die
 
 
+def test_a_cancel_whose_callback_runs_after_close_without_drain_neither_hangs_nor_counts_below_zero(monkeypatch):
+    server = ItemServer(workers=1, max_queued=4, name="t")
+    gate = occupied(server)
+    queued = server.submit(lambda: "never")
+    late, forget = [], server._forget_cancelled
+    monkeypatch.setattr(server, "_forget_cancelled", lambda: late.append(1))
+    assert queued.cancel() and late == [1]  # the callback is held back, as when it waits for the lock
+    closing = threading.Thread(target=server.close, kwargs={"drain": False}, daemon=True)  # a hang must not hold pytest
+    closing.start()
+    while not server.closed:
+        time.sleep(0.001)
+    forget()  # the callback's turn comes after close(drain=False) dropped the queue
+    assert server.queued() == 0
+    gate.opened.set()
+    closing.join(10)
+    assert not closing.is_alive() and server.queued() == 0  # at -1 the deadline watcher never stopped: close hung
+
+
 def test_priorities_order_the_queue():
     server = ItemServer(workers=1)
     gate = occupied(server)
