@@ -25,11 +25,17 @@ others (decode, audio_frontend, text) the host CPUs' figures, as a ``Session(dev
 runs them. ``auto`` (default) is ``gpu`` when the profile holds GPU stage figures.
 A stage absent from the profile is reported as missing, never guessed.
 
-Per stage, with load L at peak (items/s), per-machine throughput X, headroom h, target u::
+Every machine runs the whole pipeline, as a ``Session`` does: its stages share the machine.
+On a CPU node they share the cores; on a GPU machine the host stages (decode, audio_frontend,
+text) share the host CPUs and the GPU stages share the GPU, the two running side by side. Per
+stage, with load L at peak (items/s), per-machine throughput X, headroom h, target u::
 
-    machines    = ceil(L (1 + h) / (X u))
-    utilisation = L / (machines X)                           (at the peak, without headroom)
-    latency     = service + wait,  wait = rho / (2 (1 - rho)) * call   (M/D/1 queueing, rho = utilisation)
+    required    = L (1 + h) / (X u)                         (machine-loads: the stage alone needs
+                                                              ceil(required) machines, "alone")
+    machines    = ceil(max over resources of the sum of their stages' required)
+    share       = L / (machines X)                          (of its resource, at the peak, without headroom)
+    utilisation = sum of the shares of a resource's stages  (rho)
+    latency     = service + wait,  wait = rho / (2 (1 - rho)) * call   (M/D/1 queueing on the shared resource)
 
 ``call`` = items_per_call / X_p10 (a call at the slow end of the measured repetitions: p90 of the
 call time; the bench's few repetitions cannot estimate a p99, so this is the stand-in). ``service``
@@ -39,14 +45,14 @@ frame stages; one call for images, audio and text. Of a stage's batch sizes the 
 highest-throughput one whose latency fits in --p99-ms, else the fastest one (flagged).
 Path latency (video: decode + preprocess + image_model; image: preprocess + image_model; audio:
 audio_frontend + audio_model; text: text + text_model) is checked against --p99-ms.
-The bottleneck is the stage needing the most machines (where capacity goes); "saturates first"
-names the stage with the highest utilisation at the peak. Stages run on separate machine pools;
-the total is their sum.
+The bottleneck is the stage with the largest machine-load (where capacity goes). Not counted: the
+host time the GPU stages spend enqueueing their work (one host thread drove each GPU figure).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -131,12 +137,13 @@ class StagePlan:
     figure: str
     items_per_call: float
     per_machine: float        # median throughput of one machine
-    machines: int
-    required: float           # machines before rounding up
-    utilisation: float        # at the peak
+    machines: int             # the stage alone: ceil(required)
+    required: float           # machine-loads before rounding up
+    utilisation: float        # its share of its resource on the plan's machines, at the peak
     call_ms: float            # one call at the p10 throughput
     latency_ms: dict[str, float]  # per path through this stage: service + wait
     fits: bool                # some latency within the budget at this batch
+    source: Figure | None = field(default=None, repr=False, compare=False)  # the figure planned from
 
 
 @dataclass
@@ -147,17 +154,32 @@ class Plan:
     stages: list[StagePlan] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)  # (stage, why)
 
+    def resource(self, stage: str) -> str:
+        """What a stage runs on: "gpu" for the GPU stages of a GPU plan, else "host"."""
+        return "gpu" if self.device == "gpu" and stage in GPU_STAGES else "host"
+
+    def machine_loads(self) -> dict[str, float]:
+        """Per resource, the sum of its stages' ``required`` (machine-loads before rounding)."""
+        loads: dict[str, float] = {}
+        for s in self.stages:
+            loads[self.resource(s.stage)] = loads.get(self.resource(s.stage), 0.0) + s.required
+        return loads
+
     @property
     def total_machines(self) -> int:
-        return sum(s.machines for s in self.stages)
+        """Machines running the whole pipeline: the busiest resource's load, rounded up."""
+        return math.ceil(max(self.machine_loads().values(), default=0.0) - EPS)
+
+    def utilisation(self) -> dict[str, float]:
+        """Per resource, the fraction of it the peak load uses on :attr:`total_machines`."""
+        rho: dict[str, float] = {}
+        for s in self.stages:
+            rho[self.resource(s.stage)] = rho.get(self.resource(s.stage), 0.0) + s.utilisation
+        return rho
 
     @property
     def bottleneck(self) -> StagePlan | None:
         return max(self.stages, key=lambda s: s.required, default=None)
-
-    @property
-    def saturates_first(self) -> StagePlan | None:
-        return max(self.stages, key=lambda s: s.utilisation, default=None)
 
     def path_latency(self, path: str) -> tuple[float | None, list[str]]:
         """(latency ms, stages missing from the profile) of one item through the path."""
@@ -198,7 +220,7 @@ def plan_stage(stage: StageDef, figs: list[Figure], t: Traffic, p99_ms: float) -
         lat = {p: 1e3 * (_service_s(stage, f, t, p) + mdl_wait(rho, call_s)) for p in paths}
         fits = all(v <= p99_ms for v in lat.values())
         options.append(StagePlan(stage.name, stage.unit(t), load_, f.name, f.items_per_call, f.stats.median,
-                                 machines, required, rho, 1e3 * call_s, lat, fits))
+                                 machines, required, rho, 1e3 * call_s, lat, fits, f))
     fitting = [o for o in options if o.fits]
     if fitting:
         return max(fitting, key=lambda o: o.per_machine)
@@ -207,6 +229,32 @@ def plan_stage(stage: StageDef, figs: list[Figure], t: Traffic, p99_ms: float) -
 
 def make_plan(figures: list[Figure], t: Traffic, p99_ms: float, device: str = "cpu") -> Plan:
     """The plan for CPU nodes (``device="cpu"``) or GPU machines (``"gpu"``: see the module doc)."""
+    plan = _stage_options(figures, t, p99_ms, device)
+    return _shared(plan)
+
+
+def _shared(plan: Plan) -> Plan:
+    """Each stage's share, utilisation and latency on the plan's machines, which run every stage
+    (the options were chosen as if each stage ran alone, its batch size included)."""
+    machines = plan.total_machines
+    if not machines:
+        return plan
+    shares = [dataclasses.replace(s, utilisation=s.load / (machines * s.per_machine)) for s in plan.stages]
+    plan.stages = shares
+    rho = plan.utilisation()
+    t = plan.traffic
+    stages = []
+    for s in shares:
+        stage = next(d for d in STAGES if d.name == s.stage)
+        fig = s.source
+        wait = mdl_wait(rho[plan.resource(s.stage)], s.call_ms / 1e3)
+        lat = {p: 1e3 * (_service_s(stage, fig, t, p) + wait) for p in s.latency_ms}
+        stages.append(dataclasses.replace(s, latency_ms=lat, fits=all(v <= plan.p99_ms for v in lat.values())))
+    plan.stages = stages
+    return plan
+
+
+def _stage_options(figures: list[Figure], t: Traffic, p99_ms: float, device: str) -> Plan:
     plan = Plan(t, p99_ms, device)
     for stage in STAGES:
         if stage.load(t) <= 0:
@@ -236,8 +284,8 @@ def report(plan: Plan, machine: str) -> str:
              f"{t.video_sampling} -> {t.mean_frames_per_video:g} frames/video, {t.video_codec}, {t.resolution}), "
              f"{t.images_per_s:g} images/s, {t.audio_seconds_per_s:g} audio-s/s, {t.texts_per_s:g} texts/s; "
              f"headroom {t.headroom:.0%}, utilisation target {t.utilisation_target:.0%}, p99 budget {plan.p99_ms:g} ms", "",
-             f"{'stage':<15} {'load':>12} {'unit':<10} {'per machine':>12} {'per call':>8} {'machines':>9} "
-             f"{'util@peak':>9} {'call ms':>8}  latency ms (per path)"]
+             f"{'stage':<15} {'load':>12} {'unit':<10} {'per machine':>12} {'per call':>8} {'alone':>9} "
+             f"{'share':>9} {'call ms':>8}  latency ms (per path)"]
     for s in plan.stages:
         lat = ", ".join(f"{p} {v:.0f}" for p, v in s.latency_ms.items())
         flag = "" if s.fits else "  OVER BUDGET at every measured batch"
@@ -245,14 +293,18 @@ def report(plan: Plan, machine: str) -> str:
                      f"{s.machines:>9} {s.utilisation:>9.0%} {s.call_ms:>8.1f}  {lat}{flag}")
     for name, why in plan.missing:
         lines.append(f"{name:<15} MISSING: {why}")
+    names = {"host": "host CPUs" if plan.device == "gpu" else "CPUs", "gpu": "GPU"}
+    lines.append("(alone: machines the stage would need by itself; share: of its resource on the machines "
+                 "below, every machine running every stage)")
     lines.append("")
     incomplete = " (incomplete: stages missing above)" if plan.missing else ""
-    lines.append(f"total machines: {plan.total_machines}{incomplete}")
+    loads = ", ".join(f"{names[r]} {v:.2f}" for r, v in plan.machine_loads().items())
+    lines.append(f"total machines: {plan.total_machines}{incomplete} (machine-loads before rounding: {loads})")
     if plan.bottleneck:
-        b, f = plan.bottleneck, plan.saturates_first
+        b = plan.bottleneck
         among = " among the stages in the profile" if plan.missing else ""
-        lines.append(f"bottleneck (most machines{among}): {b.stage} ({b.required:.2f} machines before rounding)")
-        lines.append(f"saturates first (highest utilisation at peak): {f.stage} ({f.utilisation:.0%})")
+        lines.append(f"bottleneck (largest machine-load{among}): {b.stage} ({b.required:.2f})")
+        lines.append("utilisation at peak: " + ", ".join(f"{names[r]} {v:.0%}" for r, v in plan.utilisation().items()))
     for path, (_, rate) in PATHS.items():
         if rate(t) <= 0:
             continue
@@ -266,7 +318,7 @@ def report(plan: Plan, machine: str) -> str:
 
 def scale_plot(figures: list[Figure], t: Traffic, p99_ms: float, path: Path, machine: str,
                scales=tuple(x / 4 for x in range(1, 17)), device: str = "cpu") -> Path:
-    """Required machines per stage and in total vs traffic scale (1 = the traffic file's peak)."""
+    """Required machines per stage alone and in total vs traffic scale (1 = the traffic file's peak)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -278,7 +330,7 @@ def scale_plot(figures: list[Figure], t: Traffic, p99_ms: float, path: Path, mac
         ax.step(scales, [next(s.machines for s in p.stages if s.stage == name) for p in plans], where="post",
                 label=name)
     ax.step(scales, [p.total_machines for p in plans], where="post", color="black", linewidth=2,
-            label="total" + (" (incomplete)" if plans[-1].missing else ""))
+            label="total, every machine running every stage" + (" (incomplete)" if plans[-1].missing else ""))
     ax.axvline(1.0, color="grey", linestyle=":", label="traffic file peak")
     ax.set_xlabel("traffic scale (x the peak in the traffic file)")
     ax.set_ylabel("machines")

@@ -39,13 +39,17 @@ def test_headroom_rounds_up():
     assert pre.utilisation == pytest.approx(3600 / (7 * 900))                     # at the peak itself
 
 
-def test_bottleneck_vs_saturates_first_and_missing_stages():
+def test_stages_share_the_machines_and_missing_stages():
     plan = make_plan([PRE_900, DEC_400], VIDEOS, p99_ms=1e9)
     by = {s.stage: s for s in plan.stages}
-    # decode: 120 x 30 = 3600 video-s/s / (400 x 0.8) = 11.25 -> 12 machines at 75%
-    assert by["decode"].machines == 12 and by["decode"].utilisation == pytest.approx(0.75)
-    assert plan.bottleneck.stage == "decode" and plan.saturates_first.stage == "preprocess"
-    assert plan.total_machines == 17
+    # decode: 120 x 30 = 3600 video-s/s / (400 x 0.8) = 11.25 machine-loads (12 alone); preprocess
+    # 5.0: both on the CPUs of the same machines, 16.25 -> 17
+    assert by["decode"].machines == 12 and by["decode"].required == pytest.approx(11.25)
+    assert plan.machine_loads() == {"host": pytest.approx(16.25)} and plan.total_machines == 17
+    assert by["decode"].utilisation == pytest.approx(3600 / (17 * 400))       # its share at the peak
+    assert by["preprocess"].utilisation == pytest.approx(3600 / (17 * 900))
+    assert plan.utilisation() == {"host": pytest.approx(3600 / (17 * 400) + 3600 / (17 * 900))}
+    assert plan.bottleneck.stage == "decode"
     assert [m[0] for m in plan.missing] == ["image_model"]
     assert "the models suite measures it" in plan.missing[0][1]
     assert plan.path_latency("video") == (None, ["image_model"])
@@ -140,6 +144,26 @@ def test_gpu_machines_read_the_gpu_figures_of_the_gpu_stages():
     assert (by["preprocess"].figure, by["preprocess"].machines) == (PRE_900.name, 28)
 
 
+def test_gpu_machines_run_host_and_gpu_stages_side_by_side():
+    # decode on the host CPUs, preprocessing and the model on the GPU of the same machines: the
+    # busier resource sets the count, and each stage queues behind its own resource's load
+    t = Traffic(videos_per_s=10, video_duration_s=((30.0, 1.0),), video_sampling="fps=1", resolution="1080p")
+    plan = make_plan([DEC_400, GPU_PRE, GPU_IMG], t, p99_ms=1e9, device="gpu")
+    by = {s.stage: s for s in plan.stages}
+    host, gpu = 300 / (400 * 0.8), 300 / (100_000 * 0.8) + 300 / (16_000 * 0.8)  # 0.9375, 0.0272
+    assert plan.machine_loads() == {"host": pytest.approx(host), "gpu": pytest.approx(gpu)}
+    assert plan.total_machines == 1 and [s.machines for s in plan.stages] == [1, 1, 1]
+    rho = plan.utilisation()
+    assert rho == {"host": pytest.approx(300 / 400), "gpu": pytest.approx(300 / 100_000 + 300 / 16_000)}
+    img = by["image_model"]
+    call = 32 / 16_000
+    # a 30 s video at 1 fps: ceil(30 / 32) = 1 call of service, then the GPU's M/D/1 wait
+    assert img.latency_ms["video"] == pytest.approx(1e3 * (call + mdl_wait(rho["gpu"], call)))
+    # twice the traffic: the host needs 2 machines, the GPUs keep their headroom
+    double = make_plan([DEC_400, GPU_PRE, GPU_IMG], t.scaled(2.0), p99_ms=1e9, device="gpu")
+    assert double.total_machines == 2 and double.utilisation()["host"] == pytest.approx(600 / 800)
+
+
 def test_gpu_plan_takes_decode_from_the_host_and_names_missing_gpu_stages():
     t = Traffic(videos_per_s=10, video_duration_s=((30.0, 1.0),), video_sampling="fps=1", resolution="1080p")
     plan = make_plan([DEC_400, PRE_900, CPU_IMG], t, p99_ms=1e9, device="gpu")
@@ -174,7 +198,8 @@ def test_device_auto_and_the_cli_merging_profiles(tmp_path, capsys):
     args = ["--traffic", str(traffic), "--p99-ms", "1000"]
     assert main(["--profile", kernels, "--profile", models, *args]) == 0
     out = capsys.readouterr().out
-    assert "planning for: GPU machines" in out and "MISSING" not in out and "total machines: 3" in out
+    # preprocessing 20,000 / (100,000 x 0.8) = 0.25 and image_model 1.5625 GPU-loads: 2 machines
+    assert "planning for: GPU machines" in out and "MISSING" not in out and "total machines: 2" in out
     other = write("o.json", [GPU_IMG], cpu_model="y")
     with pytest.raises(SystemExit):
         main(["--profile", kernels, "--profile", other, *args])
