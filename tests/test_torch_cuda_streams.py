@@ -138,13 +138,20 @@ def test_two_models_never_capture_at_once(monkeypatch):
 
 
 @pytest.mark.parametrize("calls", [1, 3])
-def test_eager_models_record_no_events(monkeypatch, calls):
+def test_eager_models_record_no_events_and_give_ordinary_tensors(monkeypatch, calls):
     # without graphs there are no shared buffers to order
     fake = FakeCuda(monkeypatch)
     r = runner()
     r.runner = None
-    r.forward = lambda tensors, module=None: [t + 1 for t in tensors]
+
+    def forward(tensors, module=None):
+        with torch.inference_mode():  # as run_module runs the model
+            return [t + 1 for t in tensors]
+
+    r.forward = forward
     monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: self)
     for _ in range(calls):
-        r.run_device([torch.ones(2, 3)])
+        (out,) = r.run_device([torch.ones(2, 3)])
+        out.add_(1)  # a caller's in-place op: refused on an inference tensor
+        assert torch.equal(out, torch.full((2, 3), 3.0))
     assert r._last_call is None and fake.current().waited == []

@@ -493,7 +493,9 @@ class CudaRunner:
         with self._lock, torch.cuda.device(self.device):
             out = self._run(tensors, copy_out=True)
             self._done()
-            return out
+            # the eager path's outputs come from inference mode, where a caller's in-place op
+            # fails; the graph path's are clones already: both give ordinary tensors
+            return [o.clone() if o.is_inference() else o for o in out]
 
     def run_host(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """numpy in, numpy out, through pinned staging buffers (asynchronous H2D/D2H copies)."""
