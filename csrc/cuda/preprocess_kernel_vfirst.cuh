@@ -28,7 +28,9 @@ namespace cuda {
 // chunked row loop (one barrier). Same terms, other summation order: the two blocks agree to
 // float rounding (tests/gpu/test_cuda_build.py). It needs 4-byte aligned planes and strides
 // (p.aligned4) and 3 kTileH p.span floats of shared memory (p.span: the row pitch, the fast
-// path's staged-row length).
+// path's staged-row length). Its 32-bit loads (load_pair, as stage_group4's) may reach past a
+// row's last sample but never past the aligned word that holds it (guard pages after that word
+// and before every row: tests/gpu/test_cuda_guard_pages.py).
 // On an H100 (2026-11-27, same-run A/B, batch 32 and 8): 1.01-1.34x the fast path's frames/s,
 // 19-29% of copy bandwidth. Nsight Compute at 1080p -> 224: latency-bound (52% of issue slots,
 // L1 32% busy; of the 14 cycles between a warp's instructions, 7 wait on its global loads), 50%
