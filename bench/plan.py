@@ -35,14 +35,18 @@ stage, with load L at peak (items/s), per-machine throughput X, headroom h, targ
     machines    = ceil(max over resources of the sum of their stages' required)
     share       = L / (machines X)                          (of its resource, at the peak, without headroom)
     utilisation = sum of the shares of a resource's stages  (rho)
-    latency     = service + wait,  wait = rho / (2 (1 - rho)) * call   (M/D/1 queueing on the shared resource)
+    wait        = sum(lam s^2) / (2 (1 - sum(lam s)))       (Pollaczek-Khinchine, per resource: lam
+                                                              a stage's calls/s per machine, s its call)
+    latency     = service + wait
 
-``call`` = items_per_call / X_p10 (a call at the slow end of the measured repetitions: p90 of the
-call time; the bench's few repetitions cannot estimate a p99, so this is the stand-in). ``service``
+``s`` = ``call`` = items_per_call / X_p10 (a call at the slow end of the measured repetitions: p90 of
+the call time; the bench's few repetitions cannot estimate a p99, so this is the stand-in), and
+lam = L / (machines items_per_call). ``service``
 is the work of one item of the path: a video of the mix's p99 duration for decode
 (duration / X_p10, or one call for uniform sampling) and ceil(its frames / batch) calls for the
 frame stages; one call for images, audio and text. Of a stage's batch sizes the planner takes the
-highest-throughput one whose latency fits in --p99-ms, else the fastest one (flagged).
+highest-throughput one whose latency fits in --p99-ms on the shared machines, else the fastest one
+(flagged), the stages choosing in turn until no choice changes.
 Path latency (video: decode + preprocess + image_model; image: preprocess + image_model; audio:
 audio_frontend + audio_model; text: text + text_model) is checked against --p99-ms.
 The bottleneck is the stage with the largest machine-load (where capacity goes). Not counted: the
@@ -52,9 +56,8 @@ host time the GPU stages spend enqueueing their work (one host thread drove each
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,9 +197,14 @@ def machines_needed(load: float, per_machine: float, headroom: float, target: fl
     return math.ceil(required - EPS), required
 
 
-def mdl_wait(rho: float, call_s: float) -> float:
-    """Mean M/D/1 queueing delay for utilisation rho and a deterministic call time."""
-    return math.inf if rho >= 1 else rho / (2 * (1 - rho)) * call_s
+def pk_wait(calls: Iterable[tuple[float, float]]) -> float:
+    """Mean queueing delay on a resource fed by classes of deterministic calls, ``(calls/s, seconds
+    per call)`` each: Pollaczek-Khinchine, ``sum(lam s^2) / (2 (1 - sum(lam s)))``; for one class
+    the M/D/1 ``rho / (2 (1 - rho)) * s``. Short calls queue behind long ones: every class waits
+    the same."""
+    calls = list(calls)
+    rho = sum(lam * s for lam, s in calls)
+    return math.inf if rho >= 1 else sum(lam * s * s for lam, s in calls) / (2 * (1 - rho))
 
 
 def _service_s(stage: StageDef, fig: Figure, t: Traffic, path: str) -> float:
@@ -209,53 +217,14 @@ def _service_s(stage: StageDef, fig: Figure, t: Traffic, path: str) -> float:
     return call
 
 
-def plan_stage(stage: StageDef, figs: list[Figure], t: Traffic, p99_ms: float) -> StagePlan:
-    load_ = stage.load(t)
-    paths = [p for p, (names, rate) in PATHS.items() if stage.name in names and rate(t) > 0]
-    options = []
-    for f in figs:
-        machines, required = machines_needed(load_, f.stats.median, t.headroom, t.utilisation_target)
-        rho = load_ / (machines * f.stats.median)
-        call_s = f.items_per_call / f.stats.p10
-        lat = {p: 1e3 * (_service_s(stage, f, t, p) + mdl_wait(rho, call_s)) for p in paths}
-        fits = all(v <= p99_ms for v in lat.values())
-        options.append(StagePlan(stage.name, stage.unit(t), load_, f.name, f.items_per_call, f.stats.median,
-                                 machines, required, rho, 1e3 * call_s, lat, fits, f))
-    fitting = [o for o in options if o.fits]
-    if fitting:
-        return max(fitting, key=lambda o: o.per_machine)
-    return min(options, key=lambda o: max(o.latency_ms.values(), default=0.0))
-
-
 def make_plan(figures: list[Figure], t: Traffic, p99_ms: float, device: str = "cpu") -> Plan:
-    """The plan for CPU nodes (``device="cpu"``) or GPU machines (``"gpu"``: see the module doc)."""
-    plan = _stage_options(figures, t, p99_ms, device)
-    return _shared(plan)
+    """The plan for CPU nodes (``device="cpu"``) or GPU machines (``"gpu"``: see the module doc).
 
-
-def _shared(plan: Plan) -> Plan:
-    """Each stage's share, utilisation and latency on the plan's machines, which run every stage
-    (the options were chosen as if each stage ran alone, its batch size included)."""
-    machines = plan.total_machines
-    if not machines:
-        return plan
-    shares = [dataclasses.replace(s, utilisation=s.load / (machines * s.per_machine)) for s in plan.stages]
-    plan.stages = shares
-    rho = plan.utilisation()
-    t = plan.traffic
-    stages = []
-    for s in shares:
-        stage = next(d for d in STAGES if d.name == s.stage)
-        fig = s.source
-        wait = mdl_wait(rho[plan.resource(s.stage)], s.call_ms / 1e3)
-        lat = {p: 1e3 * (_service_s(stage, fig, t, p) + wait) for p in s.latency_ms}
-        stages.append(dataclasses.replace(s, latency_ms=lat, fits=all(v <= plan.p99_ms for v in lat.values())))
-    plan.stages = stages
-    return plan
-
-
-def _stage_options(figures: list[Figure], t: Traffic, p99_ms: float, device: str) -> Plan:
+    Each stage takes, of its measured batch sizes, the highest-throughput one whose latency fits
+    the budget on the machines the whole plan needs, with the other stages' choices sharing them;
+    the stages re-choose in turn until no choice changes (a few rounds)."""
     plan = Plan(t, p99_ms, device)
+    options: dict[str, list[Figure]] = {}
     for stage in STAGES:
         if stage.load(t) <= 0:
             continue
@@ -263,7 +232,7 @@ def _stage_options(figures: list[Figure], t: Traffic, p99_ms: float, device: str
         ours = [f for f in figures if f.stage == stage.name and on_gpu(f) == gpu]
         figs = [f for f in ours if f.unit == stage.unit(t) and stage.matches(f, t)]
         if figs:
-            plan.stages.append(plan_stage(stage, figs, t, p99_ms))
+            options[stage.name] = figs
             continue
         others = sorted({" ".join(str(f.params[k]) for k in ("codec", "sampling", "resolution") if k in f.params)
                          for f in ours})
@@ -272,7 +241,57 @@ def _stage_options(figures: list[Figure], t: Traffic, p99_ms: float, device: str
                else f"no {where}figure in the profile (the {stage.suite} suite measures it"
                     + (" on a GPU: bench/gpu_bench.py)" if gpu else ")"))
         plan.missing.append((stage.name, why))
+    chosen = {name: max(figs, key=lambda f: f.stats.median) for name, figs in options.items()}
+    for _ in range(4 * len(options) + 1):
+        changed = False
+        for name, figs in options.items():
+            best = _pick(plan, chosen, name, figs)
+            changed |= best is not chosen[name]
+            chosen[name] = best
+        if not changed:
+            break
+    plan.stages = _evaluate(plan, chosen)
     return plan
+
+
+def _pick(plan: Plan, chosen: dict[str, Figure], name: str, figs: list[Figure]) -> Figure:
+    """Of ``figs``, the highest-throughput one whose latency fits with the others' ``chosen``;
+    the fastest (lowest worst latency) when none fits."""
+    tried = [(f, next(s for s in _evaluate(plan, {**chosen, name: f}) if s.stage == name)) for f in figs]
+    fitting = [(f, s) for f, s in tried if s.fits]
+    if fitting:
+        return max(fitting, key=lambda fs: fs[1].per_machine)[0]
+    return min(tried, key=lambda fs: max(fs[1].latency_ms.values(), default=0.0))[0]
+
+
+def _evaluate(plan: Plan, chosen: dict[str, Figure]) -> list[StagePlan]:
+    """The stages planned from ``chosen`` figures on shared machines (the module doc's formulas)."""
+    t = plan.traffic
+    defs = {d.name: d for d in STAGES}
+    required = {n: machines_needed(defs[n].load(t), f.stats.median, t.headroom, t.utilisation_target)[1]
+                for n, f in chosen.items()}
+    loads: dict[str, float] = {}
+    for n, r in required.items():
+        loads[plan.resource(n)] = loads.get(plan.resource(n), 0.0) + r
+    machines = max(math.ceil(max(loads.values(), default=0.0) - EPS), 1)
+    calls: dict[str, list[tuple[float, float]]] = {}
+    for n, f in chosen.items():  # per machine: calls/s and seconds per call (slow end: p10 throughput)
+        calls.setdefault(plan.resource(n), []).append(
+            (defs[n].load(t) / (machines * f.items_per_call), f.items_per_call / f.stats.p10))
+    wait = {r: pk_wait(c) for r, c in calls.items()}
+    stages = []
+    for d in STAGES:
+        f = chosen.get(d.name)
+        if f is None:
+            continue
+        load_ = d.load(t)
+        paths = [p for p, (names, rate) in PATHS.items() if d.name in names and rate(t) > 0]
+        lat = {p: 1e3 * (_service_s(d, f, t, p) + wait[plan.resource(d.name)]) for p in paths}
+        stages.append(StagePlan(d.name, d.unit(t), load_, f.name, f.items_per_call, f.stats.median,
+                                math.ceil(required[d.name] - EPS), required[d.name],
+                                load_ / (machines * f.stats.median), 1e3 * f.items_per_call / f.stats.p10, lat,
+                                all(v <= plan.p99_ms for v in lat.values()), f))
+    return stages
 
 
 def report(plan: Plan, machine: str) -> str:

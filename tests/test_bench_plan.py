@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.plan import machines_needed, main, make_plan, mdl_wait
+from bench.plan import machines_needed, main, make_plan, pk_wait
 from bench.results import Figure
 from bench.traffic import Traffic, from_mapping, load_traffic
 
@@ -76,7 +76,9 @@ def test_uniform_sampling_counts_frames_and_videos():
 def test_latency_mdl_queueing_by_hand():
     # preprocess at batch 8, 900 frames/s: a call takes 8/900 s; at 80% utilisation the M/D/1 wait is
     # 0.8 / (2 x 0.2) = 2 calls. A 30 s video at 1 fps is ceil(30 / 8) = 4 calls of service.
-    assert mdl_wait(0.8, 1.0) == pytest.approx(2.0) and mdl_wait(1.0, 1.0) == float("inf")
+    assert pk_wait([(0.8, 1.0)]) == pytest.approx(2.0) and pk_wait([(1.0, 1.0)]) == float("inf")
+    # two classes on one resource: 0.2 calls/s of 2 s and 10 of 0.01 s: rho 0.5, wait (0.8 + 0.001) / 1
+    assert pk_wait([(0.2, 2.0), (10.0, 0.01)]) == pytest.approx(0.801)
     t = Traffic(**{**VIDEOS.__dict__, "images_per_s": 0.0})
     (pre,) = make_plan([PRE_900], t, p99_ms=1e9).stages
     call = 8 / 900 * 1e3
@@ -98,6 +100,20 @@ def test_batch_choice_under_the_latency_budget():
     assert chosen.items_per_call == 1 and chosen.fits
     over = make_plan([small, big], t, p99_ms=1).stages[0]
     assert over.items_per_call == 1 and not over.fits  # the fastest point, flagged
+
+
+def test_the_batch_is_chosen_under_the_shared_load():
+    # alone, preprocessing takes batch 64 (1,000 frames/s: 146 ms for a video, within 150); on
+    # machines shared with decode (20 video-s per call, 50 ms each), every call also waits behind
+    # decode's, and only batch 8 (4 calls of 8.9 ms) still fits
+    b64 = stage_fig("preprocess", 1000.0, 64, "frames/s", resolution="1080p")
+    dec = stage_fig("decode", 400.0, 20, "video-s/s", codec="h264", sampling="fps=1", resolution="1080p")
+    alone = make_plan([b64, PRE_900], VIDEOS, p99_ms=150)
+    assert [(s.items_per_call, s.fits) for s in alone.stages] == [(64, True)]
+    only_64 = {s.stage: s for s in make_plan([b64, dec], VIDEOS, p99_ms=150).stages}
+    assert not only_64["preprocess"].fits
+    shared = {s.stage: s for s in make_plan([b64, PRE_900, dec], VIDEOS, p99_ms=150).stages}
+    assert shared["preprocess"].items_per_call == 8 and shared["preprocess"].fits and shared["decode"].fits
 
 
 def test_traffic_file_parsing():
@@ -157,8 +173,11 @@ def test_gpu_machines_run_host_and_gpu_stages_side_by_side():
     assert rho == {"host": pytest.approx(300 / 400), "gpu": pytest.approx(300 / 100_000 + 300 / 16_000)}
     img = by["image_model"]
     call = 32 / 16_000
-    # a 30 s video at 1 fps: ceil(30 / 32) = 1 call of service, then the GPU's M/D/1 wait
-    assert img.latency_ms["video"] == pytest.approx(1e3 * (call + mdl_wait(rho["gpu"], call)))
+    # a 30 s video at 1 fps: ceil(30 / 32) = 1 call of service, then the wait behind both GPU stages'
+    # calls (300 frames/s each, in calls of 32)
+    gpu_wait = pk_wait([(300 / 32, 32 / 100_000), (300 / 32, call)])
+    assert img.latency_ms["video"] == pytest.approx(1e3 * (call + gpu_wait))
+    assert by["preprocess"].latency_ms["video"] == pytest.approx(1e3 * (32 / 100_000 + gpu_wait))
     # twice the traffic: the host needs 2 machines, the GPUs keep their headroom
     double = make_plan([DEC_400, GPU_PRE, GPU_IMG], t.scaled(2.0), p99_ms=1e9, device="gpu")
     assert double.total_machines == 2 and double.utilisation()["host"] == pytest.approx(600 / 800)
