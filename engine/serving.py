@@ -160,6 +160,10 @@ class ItemServer:
         with self._cond:
             return len(self._running) > 1
 
+    def on_own_thread(self) -> bool:
+        """True on one of this server's threads (a worker running an item or its callbacks)."""
+        return threading.current_thread() in self._threads
+
     @property
     def closed(self) -> bool:
         """New items are refused (close() was called; queued ones may still be finishing)."""

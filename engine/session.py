@@ -141,6 +141,7 @@ class Session:
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}  # per model: held while it loads
         self._closed_and_drained = threading.Event()
+        self._draining: serving.ItemServer | None = None  # the server the first close() drains
         self._tokenizer: Tokenizer | None = None
         self._exemplars: dict[str, np.ndarray] = {}
         self._unmasked: dict[str, str | None] = {}  # masked word -> its reading (_unmask)
@@ -224,8 +225,14 @@ class Session:
         with self._lock:
             first, self._closed = not self._closed, True
             server, self._server = self._server, None
+            if first:
+                self._draining = server
+            draining = self._draining
         if not first:
-            self._closed_and_drained.wait()
+            # wait for the first close, unless this is one of the threads it waits for (an
+            # item's callback closing the Session): that would wait for itself
+            if draining is None or not draining.on_own_thread():
+                self._closed_and_drained.wait()
             return
         try:
             if server is not None:

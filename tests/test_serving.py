@@ -527,6 +527,24 @@ def test_a_close_beside_a_draining_close_waits_for_it(model_repo, monkeypatch):
 
 
 @pytest.mark.models
+def test_an_item_callback_that_closes_the_session_does_not_wait_for_itself(model_repo, monkeypatch):
+    from engine import Session
+
+    s = Session(model_repo.path, workers=1)
+    gate = Gate()
+    monkeypatch.setattr(s, "_moderate_item", lambda item: gate())
+    item = s.submit("anything")
+    assert gate.started.wait(WAIT)
+    item.add_done_callback(lambda f: s.close())  # runs on the item's worker
+    first = threading.Thread(target=s.close, daemon=True)  # a hang must not hold pytest
+    first.start()
+    time.sleep(0.2)  # draining: it waits for that worker
+    gate.opened.set()
+    first.join(10)
+    assert not first.is_alive() and outcome(item) == ("ok", "gate")
+
+
+@pytest.mark.models
 def test_cancelling_moderate_async_stops_the_running_item(model_repo, monkeypatch):
     from engine import Session
 

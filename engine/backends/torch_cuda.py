@@ -5,21 +5,7 @@ Pure parts (run and tested on the CPU):
 * :func:`parse_device`, :func:`batch_buckets`, :func:`bucket_for`;
 * :func:`calibration_inputs`, :func:`fp16_errors`, :func:`fp16_check` - the per-model fp16
   decision compares the outputs of one forward pass under fp16 autocast with fp32 on seeded
-  inputs, see Note [graph streams]
-    A runner's captured graphs share static input and output buffers and one memory pool, so
-    their replays must never overlap, whatever stream each caller is on (torch: work on
-    different streams runs in any order unless synchronised): every call's stream waits for
-    the event recorded after the previous call, as the TensorRT backend does for its scratch
-    memory. Captures take the runner's own stream on its own device: ``torch.cuda.graph``
-    without ``stream=`` uses one side stream per process, made on the device current at the
-    first capture, and a capture on a stream of another device records nothing (pytorch#87894:
-    the "graph" then replays as a no-op, its outputs frozen). Only one capture may be underway
-    in a process (torch's docs), and ``graph.__enter__`` synchronises the device: captures hold
-    a process-wide lock. They run in ``thread_local`` capture mode, so that other threads'
-    allocations (pinned staging, other models' first calls) during a capture neither fail nor
-    invalidate it.
-
-Note [fp16 decision]. The check takes the autocast device type, so the tests run
+  inputs, see Note [fp16 decision]. The check takes the autocast device type, so the tests run
   it on the real models under the CPU's fp16 autocast (its fp16 kernels are not cuDNN's: the
   CPU numbers show the check works, not what a GPU will measure);
 * :class:`BucketedRunner` - a batch of n rows runs through fixed buffers of the smallest bucket
@@ -30,7 +16,8 @@ Note [fp16 decision]. The check takes the autocast device type, so the tests run
 
 :class:`CudaRunner` puts them together on a GPU. Ran on an NVIDIA H100 (2026-11-26: its ``gpu``
 tests pass for open_nsfw and YAMNet; 2026-11-27: MiniLM with length buckets); CI has no GPU, its
-tests carry the ``gpu`` marker.
+tests carry the ``gpu`` marker. The stream ordering and capture changes of 2026-11-28 (Note [graph
+streams]) have not run on a GPU: CPU tests with fake torch.cuda pieces check them.
 
 Note [length buckets]
     A graph with a dynamic length (MiniLM: ``batch`` x ``sequence`` tokens) converts to a module
@@ -48,6 +35,20 @@ Note [length buckets]
     modules share their weights (:func:`share_tensors`), so each bucket costs a conversion
     (about 2 s on a CPU core; all 35 of MiniLM in 58 s on the H100's host) and its activations,
     not another copy of the weights. Lengths above the largest bucket run eagerly.
+
+Note [graph streams]
+    A runner's captured graphs share static input and output buffers and one memory pool, so
+    their replays must never overlap, whatever stream each caller is on (torch: work on
+    different streams runs in any order unless synchronised): every call's stream waits for
+    the event recorded after the previous call, as the TensorRT backend does for its scratch
+    memory. Captures take the runner's own stream on its own device: ``torch.cuda.graph``
+    without ``stream=`` uses one side stream per process, made on the device current at the
+    first capture, and a capture on a stream of another device records nothing (pytorch#87894:
+    the "graph" then replays as a no-op, its outputs frozen). Only one capture may be underway
+    in a process (torch's docs), and ``graph.__enter__`` synchronises the device: captures hold
+    a process-wide lock. They run in ``thread_local`` capture mode, so that other threads'
+    allocations (pinned staging, other models' first calls) during a capture neither fail nor
+    invalidate it.
 
 Note [fp16 decision]
     ``torch.autocast(float16)`` runs convolutions and matrix products in fp16 and keeps softmax,
@@ -333,7 +334,8 @@ class CudaRunner:
     length bucket with ``specialise``, Note [length buckets]), pinned host staging for numpy
     inputs. Calls run on the caller's current stream, one at a time.
 
-    Checked on an H100 for open_nsfw, YAMNet and MiniLM (see the module docstring).
+    Checked on an H100 for open_nsfw, YAMNet and MiniLM (see the module docstring; the stream
+    ordering and captures of Note [graph streams] not yet).
     """
 
     def __init__(self, module, *, model: str, index: int, inputs, outputs, output_index: list[int],
