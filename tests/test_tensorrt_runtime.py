@@ -415,30 +415,50 @@ class CudaArray:
 
 
 class FakeDeviceTensor:
-    """What torch.as_tensor gives for a CUDA array, on a machine without CUDA."""
+    """What torch.as_tensor gives for a CUDA array, on a machine without CUDA; ``log`` (shared)
+    records the order of events."""
 
     is_cuda = True
-    device = torch.device("cuda", 0)
+
+    def __init__(self, log, device=0):
+        self.log, self.device = log, torch.device("cuda", device)
+
+    def to(self, device):
+        self.log.append(("copy to", device))
+        return FakeDeviceTensor(self.log, device.index)
 
 
-@pytest.mark.parametrize("stream,dlpack,path,waited", [
-    (0xABC0, True, "dlpack", []),  # DLPack: torch hands the producer its stream
-    (0xABC0, False, "cai", [0xABC0]),  # interface only: torch's stream waits for the producer's
-    (1, False, "cai", [1]),  # the legacy default stream is a handle too
-    (None, False, "cai", []),  # no stream named: nothing queued there
+@pytest.mark.parametrize("stream,dlpack,on,path,log", [
+    (0xABC0, True, 0, "dlpack", []),  # DLPack: torch hands the producer its stream
+    (0xABC0, False, 0, "cai", [("wait", 0xABC0, "cuda:0")]),  # interface only: torch's stream waits for the producer's
+    (1, False, 0, "cai", [("wait", 1, "cuda:0")]),  # the legacy default stream is a handle too
+    (None, False, 0, "cai", []),  # no stream named: nothing queued there
+    # data on another GPU: the wait is on that GPU's streams, before the copy reads the data
+    (0xABC0, False, 1, "cai", [("wait", 0xABC0, "cuda:1"), ("copy to", torch.device("cuda", 0))]),
 ])
-def test_device_arrays_are_ordered_after_their_producers_stream(monkeypatch, stream, dlpack, path, waited):
+def test_device_arrays_are_ordered_after_their_producers_stream(monkeypatch, stream, dlpack, on, path, log):
     from engine.backends.tensorrt.memory import adopt_tensor
 
-    taken, waits = [], []
-    monkeypatch.setattr(torch, "from_dlpack", lambda v: taken.append("dlpack") or FakeDeviceTensor())
-    monkeypatch.setattr(torch, "as_tensor", lambda v, device=None: taken.append("cai") or FakeDeviceTensor())
-    monkeypatch.setattr(torch.cuda, "ExternalStream", lambda ptr, device=None: ptr)
+    taken, events = [], []
+
+    def as_tensor(v, device=None):
+        assert device is None  # taken where it is: a copy inside as_tensor would not wait
+        taken.append("cai")
+        return FakeDeviceTensor(events, on)
+
+    monkeypatch.setattr(torch, "from_dlpack", lambda v: taken.append("dlpack") or FakeDeviceTensor(events, on))
+    monkeypatch.setattr(torch, "as_tensor", as_tensor)
+    monkeypatch.setattr(torch.cuda, "ExternalStream", lambda ptr, device=None: (ptr, str(device)))
 
     class Current:
-        def wait_stream(self, other):
-            waits.append(other)
+        def __init__(self, device):
+            self.device = device
 
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Current())
+        def wait_stream(self, other):
+            assert other[1] == str(self.device)  # a stream of the data's device, waited on there
+            events.append(("wait", other[0], other[1]))
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Current(device))
     t = adopt_tensor(CudaArray(stream, dlpack), torch.device("cuda", 0))
-    assert isinstance(t, FakeDeviceTensor) and taken == [path] and waits == waited
+    assert isinstance(t, FakeDeviceTensor) and t.device == torch.device("cuda", 0)
+    assert taken == [path] and events == log

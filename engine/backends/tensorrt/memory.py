@@ -103,7 +103,7 @@ def adopt_tensor(value, device):
     elif hasattr(value, "__dlpack__"):
         t = torch.from_dlpack(value)
     else:
-        t = torch.as_tensor(value, device=device)
+        t = torch.as_tensor(value)  # on the data's own device: a copy to `device` waits below
         producer = value.__cuda_array_interface__.get("stream")
         if producer is not None and t.is_cuda:
             # 1 and 2 are the legacy and per-thread default streams, valid handles as they are
