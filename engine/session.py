@@ -352,8 +352,11 @@ class Session:
     def _hand_over(self, item: Any) -> Any:
         """``item`` with a device image taken on the submitting thread, whose streams order the
         image's pending writes (:meth:`engine.device_pipeline.DevicePipeline.hand_over`)."""
-        if self._device is None or not isinstance(item, Mapping) or not is_tensor_input(item.get("image")):
+        image = item.get("image") if isinstance(item, Mapping) else None
+        if self._device is None or not is_tensor_input(image):
             return item
+        if self._device.device.type == "cuda" and getattr(image, "is_cuda", None) is False:
+            return item  # a CPU torch tensor for a GPU Session: uploaded on the worker, as host arrays are
         try:
             return {**item, "image": self._device.hand_over(item["image"])}
         except EngineError:

@@ -101,13 +101,14 @@ def device_constant(key: Any, device: Any, make: Callable[[], np.ndarray]) -> An
     _, torch = load()
     with _CONSTANTS_LOCK:
         t = _CONSTANTS.get((key, device))
-        if t is None:
-            t = torch.from_numpy(np.ascontiguousarray(make())).to(device)
-            _CONSTANTS[(key, device)] = t
+        if t is not None:
+            _CONSTANTS.move_to_end((key, device))
+    if t is None:  # uploaded outside the lock: the copy waits for the caller's stream
+        made = torch.from_numpy(np.ascontiguousarray(make())).to(device)
+        with _CONSTANTS_LOCK:
+            t = _CONSTANTS.setdefault((key, device), made)  # a concurrent first use may have won
             if len(_CONSTANTS) > _MAX_CONSTANTS:
                 _CONSTANTS.popitem(last=False)
-        else:
-            _CONSTANTS.move_to_end((key, device))
     if t.is_cuda:
         t.record_stream(torch.cuda.current_stream(t.device))
     return t

@@ -442,6 +442,27 @@ def test_concurrent_device_items_get_their_own_verdicts(sessions):
         _assert_same_verdict(a, o.verdict)
 
 
+def test_only_arrays_on_the_sessions_device_are_handed_over():
+    # a CPU torch tensor for a GPU Session is a host array: uploaded on the worker, not on the
+    # submitting thread (the event loop of moderate_async)
+    from types import SimpleNamespace
+
+    from engine.session import Session
+
+    class DeviceArray:
+        __cuda_array_interface__ = {"shape": (2, 2, 3), "typestr": "|u1", "data": (1 << 20, False), "version": 3}
+
+    s = object.__new__(Session)
+    cpu_tensor, device_array = torch.zeros(2, 2, 3, dtype=torch.uint8), DeviceArray()
+    for device, image, handed in [("cuda", cpu_tensor, False), ("cuda", device_array, True),
+                                  ("cuda", np.zeros((2, 2, 3), np.uint8), False), ("cpu", cpu_tensor, True)]:
+        s._device = SimpleNamespace(device=torch.device(device), hand_over=lambda x: ("handed", x))
+        got = s._hand_over({"image": image, "text": "t"})
+        taken = isinstance(got["image"], tuple) and got["image"][0] == "handed" and got["image"][1] is image
+        assert taken if handed else got["image"] is image, (device, type(image))
+        assert got["text"] == "t"
+
+
 def test_a_handed_over_image_is_read_after_its_callers_queued_work(monkeypatch):
     """The worker's stream waits for the event recorded on the submitting thread's stream, and
     the image's memory is marked as in use on the worker's stream (fake CUDA streams, per thread)."""

@@ -67,7 +67,8 @@ its own: their packets alone go to the core decoder, converted to Annex B by FFm
 ``h264_mp4toannexb`` / ``hevc_mp4toannexb`` (parameter sets in band, as NVDEC's parser needs them;
 Annex B input passes through), each with its pts, then one flush. Each frame is copied at once
 into rows every 64 bytes (the device staging's layout), since the next Decode may reuse its
-buffer; the host waits for the copies (a few microseconds a frame) before it calls Decode again. Not yet run on a GPU: tests/test_nvdec.py drives it with a fake whose core decoder is
+buffer; the host waits for the copies (and the work queued before them on torch's stream) before
+it calls Decode again. Not yet run on a GPU: tests/test_nvdec.py drives it with a fake whose core decoder is
 FFmpeg's and whose buffers are overwritten by the next Decode call.
 """
 
@@ -325,17 +326,19 @@ def _decode_annexb(nvc: Any, decoder: Any, payload: bytes, pts: int, width: int,
     except Exception as e:  # noqa: BLE001 - any decoder failure: the CPU path decodes
         return Fallback(f"NVDEC failed: {type(e).__name__}: {e}")
     out = []
-    for frame in frames:
-        planes = _nv12_planes(frame, width, height)
-        if isinstance(planes, Fallback):
-            return planes
-        y = planes[0]
-        copy = torch.empty((height * 3 // 2, padded_row(width, 1)), dtype=torch.uint8, device=y.device)
-        copy[:height, :width].copy_(y)
-        copy[height:, :width].copy_(planes[1])
-        out.append(_CopiedFrame(int(frame.timestamp), copy[:, :width]))
-    if out:  # the copies are only queued: they must read the buffers before the next Decode
-        _wait_for_copies(out[0].nv12)
+    try:
+        for frame in frames:
+            planes = _nv12_planes(frame, width, height)
+            if isinstance(planes, Fallback):
+                return planes
+            y = planes[0]
+            copy = torch.empty((height * 3 // 2, padded_row(width, 1)), dtype=torch.uint8, device=y.device)
+            copy[:height, :width].copy_(y)
+            copy[height:, :width].copy_(planes[1])
+            out.append(_CopiedFrame(int(frame.timestamp), copy[:, :width]))
+    finally:  # the copies are only queued: they must read the buffers before the next Decode
+        if out:  # (or before the decoder goes, when a later frame falls back)
+            _wait_for_copies(out[0].nv12)
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.backends.tensorrt import tensors as io
+from engine.device_staging import upload
 from engine.backends.tensorrt.plans import torch_gpu
 
 
@@ -60,8 +61,9 @@ class TorchMemory:
         return self.torch.empty(shape, dtype=io.torch_dtype(dtype), device=self.device)
 
     def upload(self, array) -> object:
-        """Host array -> device tensor (an ordered copy on the current stream)."""
-        return self.torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+        """Host array -> device tensor, queued on the current stream without blocking the host
+        (:func:`engine.device_staging.upload`)."""
+        return upload(array, self.device)
 
     def adopt(self, value):
         """A caller's value as a torch tensor on the device, without a copy when it is there
