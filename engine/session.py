@@ -232,6 +232,8 @@ class Session:
             # wait for the first close, unless this is one of the threads it waits for (an
             # item's callback closing the Session): that would wait for itself
             if draining is None or not draining.on_own_thread():
+                if draining is not None and not drain:  # stop now: fail what is still queued
+                    draining.close(drain=False)
                 self._closed_and_drained.wait()
             return
         try:

@@ -527,6 +527,29 @@ def test_a_close_beside_a_draining_close_waits_for_it(model_repo, monkeypatch):
 
 
 @pytest.mark.models
+def test_a_close_without_drain_beside_a_draining_close_fails_the_queued_items(model_repo, monkeypatch):
+    from engine import Session
+
+    s = Session(model_repo.path, workers=1)
+    gate = Gate()
+    monkeypatch.setattr(s, "_moderate_item", lambda item: gate() if item == "gate" else "ran")
+    running = s.submit("gate")
+    assert gate.started.wait(WAIT)
+    queued = [s.submit(f"item {k}") for k in range(3)]
+    first = threading.Thread(target=s.close, daemon=True)  # drains: would run the queued items
+    first.start()
+    time.sleep(0.2)
+    second = threading.Thread(target=s.close, kwargs={"drain": False}, daemon=True)
+    second.start()
+    time.sleep(0.2)
+    gate.opened.set()  # the running item finishes either way
+    first.join(10), second.join(10)
+    assert not first.is_alive() and not second.is_alive()
+    assert outcome(running) == ("ok", "gate")
+    assert all(isinstance(f.exception(0), errors.ModelError) for f in queued)
+
+
+@pytest.mark.models
 def test_an_item_callback_that_closes_the_session_does_not_wait_for_itself(model_repo, monkeypatch):
     from engine import Session
 
