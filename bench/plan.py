@@ -161,24 +161,25 @@ class Plan:
         """What a stage runs on: "gpu" for the GPU stages of a GPU plan, else "host"."""
         return "gpu" if self.device == "gpu" and stage in GPU_STAGES else "host"
 
+    def per_resource(self, by_stage: dict[str, float]) -> dict[str, float]:
+        """Per-stage values summed by the resource each stage runs on."""
+        sums: dict[str, float] = {}
+        for stage, value in by_stage.items():
+            sums[self.resource(stage)] = sums.get(self.resource(stage), 0.0) + value
+        return sums
+
     def machine_loads(self) -> dict[str, float]:
         """Per resource, the sum of its stages' ``required`` (machine-loads before rounding)."""
-        loads: dict[str, float] = {}
-        for s in self.stages:
-            loads[self.resource(s.stage)] = loads.get(self.resource(s.stage), 0.0) + s.required
-        return loads
+        return self.per_resource({s.stage: s.required for s in self.stages})
 
     @property
     def total_machines(self) -> int:
         """Machines running the whole pipeline: the busiest resource's load, rounded up."""
-        return math.ceil(max(self.machine_loads().values(), default=0.0) - EPS)
+        return machines_for(self.machine_loads())
 
     def utilisation(self) -> dict[str, float]:
         """Per resource, the fraction of it the peak load uses on :attr:`total_machines`."""
-        rho: dict[str, float] = {}
-        for s in self.stages:
-            rho[self.resource(s.stage)] = rho.get(self.resource(s.stage), 0.0) + s.utilisation
-        return rho
+        return self.per_resource({s.stage: s.utilisation for s in self.stages})
 
     @property
     def bottleneck(self) -> StagePlan | None:
@@ -190,6 +191,11 @@ class Plan:
         names = PATHS[path][0]
         absent = [n for n in names if n not in by]
         return (None if absent else sum(by[n].latency_ms[path] for n in names)), absent
+
+
+def machines_for(loads: dict[str, float]) -> int:
+    """Machines for per-resource machine-loads: the busiest resource's, rounded up."""
+    return math.ceil(max(loads.values(), default=0.0) - EPS)
 
 
 def machines_needed(load: float, per_machine: float, headroom: float, target: float) -> tuple[int, float]:
@@ -270,10 +276,7 @@ def _evaluate(plan: Plan, chosen: dict[str, Figure]) -> list[StagePlan]:
     defs = {d.name: d for d in STAGES}
     required = {n: machines_needed(defs[n].load(t), f.stats.median, t.headroom, t.utilisation_target)[1]
                 for n, f in chosen.items()}
-    loads: dict[str, float] = {}
-    for n, r in required.items():
-        loads[plan.resource(n)] = loads.get(plan.resource(n), 0.0) + r
-    machines = max(math.ceil(max(loads.values(), default=0.0) - EPS), 1)
+    machines = max(machines_for(plan.per_resource(required)), 1)
     calls: dict[str, list[tuple[float, float]]] = {}
     for n, f in chosen.items():  # per machine: calls/s and seconds per call (slow end: p10 throughput)
         calls.setdefault(plan.resource(n), []).append(
